@@ -1,0 +1,210 @@
+"""Client side: the augmented steady-state filter over a window and the reply for the server.
+
+Augmented client model (client m, local model A, C, Q, R, gain K):
+
+    prior:      h_{t|t-1} = A h_{t-1} + f_theta(s_t)
+    posterior:  h_t = h_{t|t-1} + K (y_t - C h_{t|t-1})
+    loss:       L = sum_t || R^{-1/2} (y_t - C h_{t|t-1}) ||^2
+
+Raw measurements are touched once, in `prepare_window`, which projects them to
+ytil_t = C^T R^{-1} y_t (T, D); every round afterwards works in D dimensions.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import numpy as np
+import torch
+
+from fedgc.kalman import filter_scan, information_matrix, project_measurements
+from fedgc.local_model import LocalModel, validate
+
+UpdateRule = Literal["newton", "gd"]
+RequestKind = Literal["newton", "gd", "stats"]
+
+
+class ClientWindow(NamedTuple):
+    """A client's window, reduced to what the filter needs.
+
+    ytil:        (T, D) C^T R^{-1} y_t of the standardised measurements.
+    yRy:         (T,)   y_t^T R^{-1} y_t, for the loss.
+    J:           (D, D) C^T R^{-1} C.
+    A:           (D, D) local transition.
+    Q:           (D, D) local process noise covariance.
+    F:           (D, D) (I - K C) A, posterior recursion.
+    G:           (D, D) I - K C, gain on the prior input.
+    Sigma:       (D, D) steady-state posterior covariance.
+    """
+
+    ytil: np.ndarray
+    yRy: np.ndarray
+    J: np.ndarray
+    A: np.ndarray
+    Q: np.ndarray
+    F: np.ndarray
+    G: np.ndarray
+    Sigma: np.ndarray
+
+
+class ClientReply(NamedTuple):
+    """What client m sends the server after a round (never y, C or anything of size P).
+
+    states:      (T, D_m) posterior h_{1:T}.
+    pseudo_obs:  (T, D_m) z_t = C^T R^{-1} (y_t - C A h_{t-1}), for the newton rule and GC tests.
+    information: (D_m, D_m) J = C^T R^{-1} C.
+    gradient:    (T, D_m) dL/ds_t (gd rule) or None.
+    loss:        one-step prediction loss L of the round.
+    """
+
+    states: np.ndarray
+    pseudo_obs: np.ndarray | None
+    information: np.ndarray | None
+    gradient: np.ndarray | None
+    loss: float
+
+
+def prepare_window(model: LocalModel, raw: np.ndarray, client: str) -> ClientWindow:
+    steady = validate(model, client)
+    y = model.standardise(np.asarray(raw, dtype=float))
+    Rinv_y = np.linalg.solve(model.R, y.T).T
+    return ClientWindow(
+        ytil=project_measurements(y, model.C, model.R),
+        yRy=np.einsum("tp,tp->t", y, Rinv_y),
+        J=information_matrix(model.C, model.R),
+        A=np.asarray(model.A, dtype=float),
+        Q=np.asarray(model.Q, dtype=float),
+        F=steady.transition,
+        G=steady.input_gain,
+        Sigma=steady.posterior_cov,
+    )
+
+
+def run_filter(window: ClientWindow, prior_input: np.ndarray, h0: np.ndarray | None = None) -> np.ndarray:
+    """Posterior states h_{1:T} (T, D) given the prior input u_t = f_theta(s_t) (T, D)."""
+    drive = prior_input @ window.G.T + window.ytil @ window.Sigma.T
+    return filter_scan(window.F, drive, h0)
+
+
+def lagged(states: np.ndarray, h0: np.ndarray | None = None) -> np.ndarray:
+    """h_{0:T-1} from h_{1:T}: the states each step's prior is built from."""
+    first = np.zeros((1, states.shape[1])) if h0 is None else h0[None, :]
+    return np.vstack([first, states[:-1]])
+
+
+def pseudo_observations(window: ClientWindow, prev_states: np.ndarray) -> np.ndarray:
+    """z_t = ytil_t - J A h_{t-1}, (T, D)."""
+    return window.ytil - prev_states @ (window.J @ window.A).T
+
+
+def prediction_loss(window: ClientWindow, priors: np.ndarray) -> float:
+    """sum_t (y_t - C p_t)^T R^{-1} (y_t - C p_t) for prior means p_t (T, D)."""
+    return float(window.yRy.sum() - 2.0 * np.sum(priors * window.ytil) + np.sum((priors @ window.J) * priors))
+
+
+class ThetaFunction(torch.nn.Module):
+    """f_theta: R^D -> R^D applied to the augmentation term. 'linear' is theta s with theta
+    initialised to the identity; 'mlp' adds a residual two-layer correction initialised to zero."""
+
+    def __init__(self, dim: int, kind: Literal["linear", "mlp"] = "linear", hidden: int = 16) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(dim, dim, bias=False, dtype=torch.float64)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.eye(dim, dtype=torch.float64))
+        self.mlp = None
+        if kind == "mlp":
+            self.mlp = torch.nn.Sequential(
+                torch.nn.Linear(dim, hidden, dtype=torch.float64),
+                torch.nn.Tanh(),
+                torch.nn.Linear(hidden, dim, dtype=torch.float64),
+            )
+            with torch.no_grad():
+                self.mlp[2].weight.zero_()
+                self.mlp[2].bias.zero_()
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        out = self.linear(s)
+        return out if self.mlp is None else out + self.mlp(s)
+
+    def apply(self, s: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        with torch.no_grad():
+            return self(torch.from_numpy(np.ascontiguousarray(s, dtype=np.float64))).numpy()
+
+    def input_jacobian_T(self, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Rows (df/ds_t)^T v_t for every t: the chain rule for the gd rule."""
+        st = torch.from_numpy(np.ascontiguousarray(s, dtype=np.float64)).requires_grad_(True)
+        out = self(st)
+        (grad,) = torch.autograd.grad(out, st, grad_outputs=torch.from_numpy(np.ascontiguousarray(v)))
+        return grad.numpy()
+
+
+def train_theta(
+    theta: ThetaFunction, window: ClientWindow, augmentation: np.ndarray, prev_states: np.ndarray, *, steps: int = 20
+) -> float:
+    """Fit f_theta on the client's one-step prediction loss with h_{t-1} held fixed:
+    L(theta) = const - 2 sum_t f(s_t)^T z_t + sum_t f(s_t)^T J f(s_t). Returns the final loss / T."""
+    z = torch.from_numpy(pseudo_observations(window, prev_states))
+    s = torch.from_numpy(np.ascontiguousarray(augmentation, dtype=np.float64))
+    J = torch.from_numpy(window.J)
+    T = max(len(s), 1)
+    opt = torch.optim.LBFGS(theta.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        f = theta(s)
+        loss = (-2.0 * (f * z).sum() + ((f @ J) * f).sum()) / T
+        loss.backward()
+        return loss
+
+    return float(opt.step(closure))
+
+
+class ClientSession:
+    """One client's mutable round state over a fixed window: its theta and last states.
+
+    The maths lives in the pure functions above; this object only sequences them.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: LocalModel,
+        raw: np.ndarray,
+        *,
+        learn_theta: bool = False,
+        theta_kind: Literal["linear", "mlp"] = "linear",
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.window = prepare_window(model, raw, name)
+        self.learn_theta = learn_theta
+        self.theta = ThetaFunction(model.state_dim, theta_kind)
+        self.h0 = np.zeros(model.state_dim)
+        self.states = run_filter(self.window, np.zeros_like(self.window.ytil), self.h0)
+
+    @property
+    def state_dim(self) -> int:
+        return self.model.state_dim
+
+    @property
+    def n_steps(self) -> int:
+        return self.window.ytil.shape[0]
+
+    def round(self, augmentation: np.ndarray, request: RequestKind = "newton") -> ClientReply:
+        """Take s_{1:T} (T, D), run the augmented filter, return the reply the request asks for:
+        'newton' and 'stats' send states, pseudo-observations and J; 'gd' sends states and gradients."""
+        s = np.asarray(augmentation, dtype=float)
+        if self.learn_theta:
+            train_theta(self.theta, self.window, s, lagged(self.states, self.h0))
+        u = self.theta.apply(s)
+        self.states = run_filter(self.window, u, self.h0)
+        prev = lagged(self.states, self.h0)
+        priors = prev @ self.window.A.T + u
+        loss = prediction_loss(self.window, priors)
+        z = pseudo_observations(self.window, prev)
+        if request != "gd":
+            return ClientReply(self.states, z, self.window.J, None, loss)
+        # dL/ds_t = -2 (df/ds)^T C^T R^{-1} (y_t - C prior_t) = -2 (df/ds)^T (z_t - J u_t)
+        innov = z - u @ self.window.J.T
+        grad = -2.0 * self.theta.input_jacobian_T(s, innov)
+        return ClientReply(self.states, None, self.window.J, grad, loss)

@@ -1,0 +1,108 @@
+"""Steady-state Kalman filtering: gains from the Riccati equation and a vectorised scan.
+
+Model (one client, or the joint system):
+
+    h_t = A h_{t-1} + u_t + v_t,    v_t ~ N(0, Q)
+    y_t = C h_t + w_t,              w_t ~ N(0, R)
+
+with a known input u_t (the augmentation term). Only ``J = C^T R^{-1} C`` and
+the projected measurements ``C^T R^{-1} y_t`` enter the filter, so everything
+here works in the state dimension D, never in the measurement dimension P.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.linalg
+import scipy.signal
+
+
+class SteadyState(NamedTuple):
+    """Steady-state filter quantities.
+
+    prior_cov:     (D, D) P = lim Cov(h_t | y_{1:t-1}), solution of the DARE.
+    posterior_cov: (D, D) Sigma = (P^{-1} + J)^{-1}.
+    transition:    (D, D) F = (I - K C) A = Sigma P^{-1} A, the posterior recursion matrix.
+    input_gain:    (D, D) G = I - K C = Sigma P^{-1}, applied to the prior input u_t.
+    """
+
+    prior_cov: np.ndarray
+    posterior_cov: np.ndarray
+    transition: np.ndarray
+    input_gain: np.ndarray
+
+
+def information_matrix(C: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """J = C^T R^{-1} C, (D, D)."""
+    return C.T @ np.linalg.solve(R, C)
+
+
+def project_measurements(y: np.ndarray, C: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """C^T R^{-1} y_t for every row of y (T, P) -> (T, D)."""
+    return np.linalg.solve(R, C).T.dot(y.T).T
+
+
+def steady_state(A: np.ndarray, J: np.ndarray, Q: np.ndarray) -> SteadyState:
+    """Solve the filter DARE for (A, Q) and information matrix J.
+
+    The measurement model only enters through J, so the DARE is solved with the
+    equivalent square observation L with L^T L = J and unit noise.
+    """
+    D = A.shape[0]
+    L = _symmetric_root(J)
+    P = scipy.linalg.solve_discrete_are(A.T, L.T, Q, np.eye(D))
+    P = 0.5 * (P + P.T)
+    # Sigma = (P^{-1} + J)^{-1} = P - P (I + J P)^{-1} J P, without inverting a possibly ill-conditioned P.
+    Sigma = P - P @ np.linalg.solve(np.eye(D) + J @ P, J @ P)
+    Sigma = 0.5 * (Sigma + Sigma.T)
+    G = np.eye(D) - Sigma @ J  # = I - K C with K = Sigma C^T R^{-1}
+    return SteadyState(P, Sigma, G @ A, G)
+
+
+def kalman_gain(C: np.ndarray, R: np.ndarray, posterior_cov: np.ndarray) -> np.ndarray:
+    """K = Sigma C^T R^{-1}, (D, P)."""
+    return posterior_cov @ np.linalg.solve(R, C).T
+
+
+def filter_scan(F: np.ndarray, drive: np.ndarray, h0: np.ndarray | None = None) -> np.ndarray:
+    """h_t = F h_{t-1} + drive_t for t = 1..T, from h_0 (default 0); returns (T, D).
+
+    The recursion is linear and time invariant, so it runs as D scalar IIR
+    filters in F's eigenbasis (C loops in scipy.signal.lfilter). When F is close
+    to defective the eigenbasis is ill-conditioned; then a plain loop is exact.
+    """
+    T, D = drive.shape
+    if h0 is None:
+        h0 = np.zeros(D)
+    if T == 0:
+        return np.zeros((0, D))
+    lam, V = np.linalg.eig(F)
+    if np.linalg.cond(V) > 1e6:
+        return _loop_scan(F, drive, h0)
+    Vinv = np.linalg.inv(V)
+    g = drive.astype(complex) @ Vinv.T  # drive in eigen-coordinates, (T, D)
+    g0 = Vinv @ h0
+    out = np.empty_like(g)
+    for i in range(D):
+        zi = np.array([lam[i] * g0[i]])
+        out[:, i], _ = scipy.signal.lfilter([1.0], [1.0, -lam[i]], g[:, i], zi=zi)
+    h = out @ V.T
+    return np.ascontiguousarray(h.real)
+
+
+def _loop_scan(F: np.ndarray, drive: np.ndarray, h0: np.ndarray) -> np.ndarray:
+    out = np.empty_like(drive, dtype=float)
+    h = h0.astype(float)
+    for t in range(drive.shape[0]):
+        h = F @ h + drive[t]
+        out[t] = h
+    return out
+
+
+def _symmetric_root(J: np.ndarray) -> np.ndarray:
+    """L with L^T L = J for a symmetric positive semi-definite J."""
+    w, U = np.linalg.eigh(0.5 * (J + J.T))
+    w = np.clip(w, 0.0, None)
+    return (U * np.sqrt(w)).T

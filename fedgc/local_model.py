@@ -1,0 +1,220 @@
+"""A client's local linear state-space model: given, loaded from .npz, or identified from data.
+
+    h_t = A h_{t-1} + v_t,   v_t ~ N(0, Q)          (state, D dims)
+    y_t = C h_t + w_t,       w_t ~ N(0, R)          (measurements, P dims)
+
+Measurements are modelled after standardisation: y_t = (raw_t - mean) / scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fedgc.errors import ModelError
+from fedgc.kalman import SteadyState, information_matrix, steady_state
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """Client m's model (A^{mm}, C^m, Q^m, R^m) and its standardisation.
+
+    A: (D, D) stable;  C: (P, D);  Q: (D, D) SPD;  R: (P, P) SPD;
+    mean, scale: (P,) so that y = (raw - mean) / scale.
+    """
+
+    A: np.ndarray
+    C: np.ndarray
+    Q: np.ndarray
+    R: np.ndarray
+    mean: np.ndarray = field(default=None)  # type: ignore[assignment]
+    scale: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        P = self.C.shape[0]
+        if self.mean is None:
+            object.__setattr__(self, "mean", np.zeros(P))
+        if self.scale is None:
+            object.__setattr__(self, "scale", np.ones(P))
+
+    @property
+    def state_dim(self) -> int:
+        return self.A.shape[0]
+
+    @property
+    def obs_dim(self) -> int:
+        return self.C.shape[0]
+
+    def standardise(self, raw: np.ndarray) -> np.ndarray:
+        return (raw - self.mean) / self.scale
+
+
+def validate(model: LocalModel, client: str) -> SteadyState:
+    """Check shapes, stability, detectability and positive definiteness; return the steady state.
+
+    Raises ModelError naming the client and the problem.
+    """
+    A, C, Q, R = (np.asarray(x, dtype=float) for x in (model.A, model.C, model.Q, model.R))
+    D = A.shape[0] if A.ndim == 2 else -1
+    if A.ndim != 2 or A.shape != (D, D):
+        raise ModelError(f"client '{client}': A must be square, got shape {A.shape}")
+    if C.ndim != 2 or C.shape[1] != D:
+        raise ModelError(f"client '{client}': C must be (P, {D}), got shape {C.shape}")
+    P = C.shape[0]
+    if Q.shape != (D, D):
+        raise ModelError(f"client '{client}': Q must be ({D}, {D}), got shape {Q.shape}")
+    if R.shape != (P, P):
+        raise ModelError(f"client '{client}': R must be ({P}, {P}), got shape {R.shape}")
+    if model.mean.shape != (P,) or model.scale.shape != (P,):
+        raise ModelError(f"client '{client}': mean and scale must have shape ({P},)")
+    for name, X in (("A", A), ("C", C), ("Q", Q), ("R", R), ("mean", model.mean), ("scale", model.scale)):
+        if not np.all(np.isfinite(X)):
+            raise ModelError(f"client '{client}': {name} has non-finite entries")
+    if np.any(model.scale <= 0):
+        raise ModelError(f"client '{client}': scale must be positive")
+    rho = np.max(np.abs(np.linalg.eigvals(A))) if D else 0.0
+    if rho >= 1.0:
+        raise ModelError(f"client '{client}': local A is not stable (spectral radius {rho:.4f} >= 1)")
+    _require_spd(Q, "Q", client)
+    _require_spd(R, "R", client)
+    if not is_detectable(A, C):
+        raise ModelError(f"client '{client}': (A, C) is not detectable")
+    return steady_state(A, information_matrix(C, R), Q)
+
+
+def is_detectable(A: np.ndarray, C: np.ndarray, tol: float = 1e-9) -> bool:
+    """PBH test: rank [A - lambda I; C] = D for every eigenvalue with |lambda| >= 1."""
+    D = A.shape[0]
+    for lam in np.linalg.eigvals(A):
+        if abs(lam) >= 1.0 - tol:
+            M = np.vstack([A - lam * np.eye(D), C])
+            if np.linalg.matrix_rank(M, tol=tol * max(1.0, np.abs(M).max())) < D:
+                return False
+    return True
+
+
+def _require_spd(X: np.ndarray, name: str, client: str) -> None:
+    if not np.allclose(X, X.T, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(X).max())):
+        raise ModelError(f"client '{client}': {name} is not symmetric")
+    wmin = np.linalg.eigvalsh(0.5 * (X + X.T)).min()
+    if wmin <= 0:
+        raise ModelError(f"client '{client}': {name} is not positive definite (smallest eigenvalue {wmin:.3g})")
+
+
+def load_npz(path: str | Path, client: str) -> LocalModel:
+    """Load a given model from an .npz with arrays A, C, Q, R (and optionally mean, scale)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"client '{client}': model file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: np.asarray(f[k], dtype=float) for k in f.files}
+    except Exception as exc:  # corrupt zip, pickled object arrays, ...
+        raise ModelError(f"client '{client}': cannot read model file {path}: {exc}") from exc
+    missing = [k for k in ("A", "C", "Q", "R") if k not in arrays]
+    if missing:
+        raise ModelError(f"client '{client}': model file {path} lacks arrays {missing}")
+    unknown = sorted(set(arrays) - {"A", "C", "Q", "R", "mean", "scale"})
+    if unknown:
+        raise ModelError(f"client '{client}': model file {path} has unknown arrays {unknown}")
+    model = LocalModel(**arrays)
+    validate(model, client)
+    return model
+
+
+def save_npz(path: str | Path, model: LocalModel) -> None:
+    np.savez(path, A=model.A, C=model.C, Q=model.Q, R=model.R, mean=model.mean, scale=model.scale)
+
+
+def choose_state_dim(
+    y: np.ndarray,
+    eigenvalues: np.ndarray,
+    *,
+    explained_variance: float | None = None,
+    rng: np.random.Generator | None = None,
+    n_permutations: int = 20,
+    quantile: float = 0.95,
+) -> int:
+    """Number of latent states for standardised data y (T, P) with covariance eigenvalues (descending).
+
+    With explained_variance given: the smallest D reaching that fraction of the variance.
+    Otherwise Horn's parallel analysis: keep the leading components whose eigenvalue
+    exceeds the `quantile` of the same-rank eigenvalue of data whose columns were
+    permuted independently in time (which keeps every sensor's noise level and
+    removes all cross-sensor structure).
+    """
+    lam = np.sort(np.asarray(eigenvalues, dtype=float))[::-1]
+    T, P = y.shape
+    if explained_variance is not None:
+        frac = np.cumsum(lam) / lam.sum()
+        return int(min(P - 1, np.searchsorted(frac, explained_variance) + 1))
+    rng = np.random.default_rng(0) if rng is None else rng
+    null = np.empty((n_permutations, P))
+    for i in range(n_permutations):
+        shuffled = np.column_stack([y[rng.permutation(T), j] for j in range(P)])
+        null[i] = np.sort(np.linalg.eigvalsh(shuffled.T @ shuffled / T))[::-1]
+    above = lam > np.quantile(null, quantile, axis=0)
+    d = int(np.argmin(above)) if not above.all() else P
+    return min(max(d, 1), P - 1)
+
+
+def identify(
+    raw: np.ndarray,
+    *,
+    client: str,
+    state_dim: int | None = None,
+    explained_variance: float | None = None,
+    min_variance: float = 1e-6,
+    rng: np.random.Generator | None = None,
+) -> LocalModel:
+    """Identify (A, C, Q, R) from a client's own data (T, P): standardise, PCA, least squares.
+
+    C: the top-D principal directions scaled so the scores have unit variance;
+    scores s_t = C^+ y_t; A: least squares s_t ~ A s_{t-1}; Q: residual
+    covariance of that fit, corrected for the measurement noise in the scores;
+    R: diagonal residual variances of y_t - C s_t, floored at min_variance.
+    """
+    raw = np.asarray(raw, dtype=float)
+    T, P = raw.shape
+    mean = raw.mean(axis=0)
+    scale = raw.std(axis=0)
+    if np.any(scale <= 0):
+        bad = np.flatnonzero(scale <= 0).tolist()
+        raise ModelError(f"client '{client}': columns {bad} are constant, cannot standardise")
+    y = (raw - mean) / scale
+    cov = y.T @ y / T
+    lam, U = np.linalg.eigh(cov)
+    order = np.argsort(lam)[::-1]
+    lam, U = lam[order], U[:, order]
+    if state_dim is None:
+        state_dim = choose_state_dim(y, lam, explained_variance=explained_variance, rng=rng)
+    D = int(state_dim)
+    if not 1 <= D < P:
+        raise ModelError(f"client '{client}': state dimension {D} must lie in [1, {P - 1}] for {P} sensors")
+    if T < 3 * D + 2:
+        raise ModelError(f"client '{client}': {T} rows are too few to identify a {D}-state model")
+    noise_var = float(lam[D:].mean())
+    # Probabilistic PCA: C = U_D (Lambda_D - s2 I)^{1/2}, scores with (approximately) unit variance.
+    signal = np.clip(lam[:D] - noise_var, 1e-3 * lam[:D], None)
+    C = U[:, :D] * np.sqrt(signal)
+    scores = np.linalg.lstsq(C, y.T, rcond=None)[0].T  # (T, D)
+    X, Y = scores[:-1], scores[1:]
+    A = np.linalg.lstsq(X, Y, rcond=None)[0].T
+    rho = np.max(np.abs(np.linalg.eigvals(A)))
+    if rho >= 0.999:
+        A = A * (0.999 / rho)
+    resid_y = y - scores @ C.T
+    R = np.diag(np.maximum(resid_y.var(axis=0), min_variance))
+    resid_s = Y - X @ A.T
+    Q = resid_s.T @ resid_s / len(resid_s)
+    # The scores carry measurement noise (C^+ R C^+^T); its part in the AR residual is removed.
+    Cp = np.linalg.pinv(C)
+    noise_in_scores = Cp @ R @ Cp.T
+    Q = Q - noise_in_scores - A @ noise_in_scores @ A.T
+    w, V = np.linalg.eigh(0.5 * (Q + Q.T))
+    Q = (V * np.maximum(w, 1e-3 * max(w.max(), 1e-6))) @ V.T
+    model = LocalModel(A=A, C=C, Q=Q, R=R, mean=mean, scale=scale)
+    validate(model, client)
+    return model

@@ -1,0 +1,158 @@
+"""The federated protocol, independent of transport.
+
+Each round: the server sends every client its augmentation s_{1:T}^m, the clients
+run their augmented filters and reply (ClientReply), the server updates A_s.
+A transport (local calls here; Flower messages in clients/ and server/) only
+has to move augmentations out and replies back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal, NamedTuple, Protocol, Sequence
+
+import numpy as np
+
+from fedgc.client import ClientReply, ClientSession, RequestKind
+from fedgc.errors import ConfigError
+from fedgc.granger import GCResult, granger_tests
+from fedgc.server import Blocks, augmentations, gd_update, newton_update, regression_stats, relative_change
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """rule: 'newton' (exact least squares per round) or 'gd' (the paper's gradient step);
+    diagonal: 'fixed' (local A^{mm} kept) or 'joint' (re-estimated with the cross blocks);
+    penalty: group-lasso weight on ||A_s^{mn}||_F per time step; tol: relative change of A_s
+    that stops the rounds; alpha: FDR level of the edges."""
+
+    rule: Literal["newton", "gd"] = "newton"
+    max_rounds: int = 20
+    tol: float = 1e-6
+    penalty: float = 0.0
+    diagonal: Literal["fixed", "joint"] = "fixed"
+    learning_rate: float | None = None
+    alpha: float = 0.05
+    burn_in: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rule not in ("newton", "gd"):
+            raise ConfigError(f"server.rule must be 'newton' or 'gd', got {self.rule!r}")
+        if self.diagonal not in ("fixed", "joint"):
+            raise ConfigError(f"server.diagonal must be 'fixed' or 'joint', got {self.diagonal!r}")
+        if not (isinstance(self.max_rounds, int) and self.max_rounds >= 1):
+            raise ConfigError(f"server.max_rounds must be a positive integer, got {self.max_rounds!r}")
+        if not self.tol > 0:
+            raise ConfigError(f"server.tol must be > 0, got {self.tol!r}")
+        if self.penalty < 0:
+            raise ConfigError(f"server.penalty must be >= 0, got {self.penalty!r}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ConfigError(f"server.learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"server.alpha must lie in (0, 1), got {self.alpha!r}")
+        if not (isinstance(self.burn_in, int) and self.burn_in >= 1):
+            raise ConfigError(f"server.burn_in must be an integer >= 1, got {self.burn_in!r}")
+
+
+class ClientInfo(NamedTuple):
+    name: str
+    state_dim: int
+    n_steps: int
+
+
+class Transport(Protocol):
+    """Moves one round's messages. Replies come back in the order of `clients()`."""
+
+    def clients(self) -> list[ClientInfo]: ...
+
+    def exchange(self, augmentations: Sequence[np.ndarray], request: RequestKind) -> list[ClientReply]: ...
+
+
+class LocalTransport:
+    """The `local` engine: direct calls into ClientSession objects in this process."""
+
+    def __init__(self, sessions: Sequence[ClientSession]) -> None:
+        self.sessions = list(sessions)
+
+    def clients(self) -> list[ClientInfo]:
+        return [ClientInfo(s.name, s.state_dim, s.n_steps) for s in self.sessions]
+
+    def exchange(self, augmentations: Sequence[np.ndarray], request: RequestKind) -> list[ClientReply]:
+        return [s.round(a, request) for s, a in zip(self.sessions, augmentations)]
+
+
+class RoundRecord(NamedTuple):
+    round: int
+    loss: float
+    change: float
+
+
+@dataclass
+class FitResult:
+    """A_s: (D, D) final server matrix; history: one RoundRecord per server update."""
+
+    gc: GCResult
+    A_s: np.ndarray
+    history: list[RoundRecord] = field(default_factory=list)
+    converged: bool = False
+
+    @property
+    def rounds(self) -> int:
+        return len(self.history)
+
+
+def run_protocol(
+    transport: Transport,
+    config: ServerConfig,
+    *,
+    on_round: Callable[[RoundRecord], None] | None = None,
+) -> FitResult:
+    infos = transport.clients()
+    names = [c.name for c in infos]
+    lengths = {c.n_steps for c in infos}
+    if len(lengths) != 1:
+        detail = ", ".join(f"{c.name}: {c.n_steps}" for c in infos)
+        raise ConfigError(f"clients have windows of different lengths ({detail}); align them first")
+    blocks = Blocks.of([c.state_dim for c in infos])
+    T = lengths.pop()
+    A_s = np.zeros((blocks.total, blocks.total))
+    zero = [np.zeros((T, d)) for d in blocks.dims]
+    request: RequestKind = "newton" if config.rule == "newton" else "gd"
+    replies = transport.exchange(zero, request)
+    history: list[RoundRecord] = []
+    converged = False
+    for r in range(1, config.max_rounds + 1):
+        states = [rep.states for rep in replies]
+        infos_J = [rep.information for rep in replies]
+        if config.rule == "newton":
+            stats = regression_stats(states, [rep.pseudo_obs for rep in replies], burn_in=config.burn_in)
+            A_new = newton_update(stats, infos_J, blocks, diagonal=config.diagonal, penalty=config.penalty, start=A_s)
+        else:
+            A_new = gd_update(
+                A_s, states, [rep.gradient for rep in replies], infos_J, blocks,
+                diagonal=config.diagonal, learning_rate=config.learning_rate,
+                penalty=config.penalty, burn_in=config.burn_in,
+            )  # fmt: skip
+        change = relative_change(A_new, A_s)
+        record = RoundRecord(r, float(sum(rep.loss for rep in replies)), change)
+        history.append(record)
+        if on_round is not None:
+            on_round(record)
+        A_s = A_new
+        if change < config.tol:
+            converged = True
+            break
+        if r == config.max_rounds:
+            break
+        replies = transport.exchange(augmentations(A_s, states, blocks), request)
+    if config.rule == "newton":
+        final_stats = stats
+    else:
+        # The gd replies carry gradients only; one last exchange collects the statistics for the tests.
+        states = [rep.states for rep in replies]
+        replies = transport.exchange(augmentations(A_s, states, blocks), "stats")
+        final_stats = regression_stats(
+            [rep.states for rep in replies], [rep.pseudo_obs for rep in replies], burn_in=config.burn_in
+        )
+    gc = granger_tests(final_stats, A_s, names, blocks, diagonal=config.diagonal, alpha=config.alpha)
+    return FitResult(gc, A_s, history, converged)

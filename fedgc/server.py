@@ -1,0 +1,232 @@
+"""Server side: sufficient statistics, the newton and gd updates of A_s, and augmentation terms.
+
+Server model: s_t^m = sum_{n in I_m} A_s^{mn} h_{t-1}^n, where I_m is every client but m
+(diagonal 'fixed': client m keeps its local A^{mm}) or every client ('joint': the
+diagonal block of A_s is a correction to the local A^{mm}, which the server never sees).
+
+Client m's loss as a function of its row block B = A_s^{m, I_m} (states held fixed) is
+
+    L^m(B) = const - 2 tr(B^T Z^T X) + tr(J^m B X^T X B^T)
+
+with X = [x_{t-1}] (N, |I_m|) the lagged states and Z = [z_t^m] (N, D_m) the
+pseudo-observations, so the newton rule solves J^m B (X^T X) = Z^T X exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple, Sequence
+
+import numpy as np
+import scipy.linalg
+
+Diagonal = Literal["fixed", "joint"]
+
+
+class Blocks(NamedTuple):
+    """Block layout of the stacked state: dims (M,) and offsets (M + 1,)."""
+
+    dims: tuple[int, ...]
+    offsets: np.ndarray
+
+    @classmethod
+    def of(cls, dims: Sequence[int]) -> "Blocks":
+        return cls(tuple(int(d) for d in dims), np.concatenate([[0], np.cumsum(dims)]).astype(int))
+
+    @property
+    def total(self) -> int:
+        return int(self.offsets[-1])
+
+    def slice(self, m: int) -> slice:
+        return slice(int(self.offsets[m]), int(self.offsets[m + 1]))
+
+    def regressors(self, m: int, diagonal: Diagonal) -> np.ndarray:
+        """Indices of the stacked state that enter client m's augmentation."""
+        idx = np.arange(self.total)
+        return idx if diagonal == "joint" else np.delete(idx, np.arange(self.offsets[m], self.offsets[m + 1]))
+
+    def sources(self, m: int, diagonal: Diagonal) -> list[tuple[int, slice]]:
+        """(client n, columns of n inside client m's regressor set) for every n != m."""
+        out, pos = [], 0
+        for n, d in enumerate(self.dims):
+            if n == m and diagonal == "fixed":
+                continue
+            if n != m:
+                out.append((n, slice(pos, pos + d)))
+            pos += d
+        return out
+
+
+class RegressionStats(NamedTuple):
+    """Sums over t = burn_in+1..T (n terms) of x = h_{t-1} (stacked, D) and z_t (stacked, D).
+
+    gram:  (D, D) sum x x^T;   cross: (D, D) sum x z^T;   zz: (D, D) sum z z^T.
+    """
+
+    gram: np.ndarray
+    cross: np.ndarray
+    zz: np.ndarray
+    n: int
+
+
+class RowFit(NamedTuple):
+    """Exact least squares of z^m on its regressors.
+
+    gram_inv: (K, K) (X^T X)^{-1};  coef: (D_m, K) Gamma = Z^T X (X^T X)^{-1} (= J B);
+    rss: (D_m, D_m) residual sum of squares of the full fit.
+    """
+
+    gram_inv: np.ndarray
+    coef: np.ndarray
+    rss: np.ndarray
+
+
+def lagged_stack(states: Sequence[np.ndarray], h0: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """x_{t-1} for t = 1..T from per-client posterior states (T, D_m): (T, D) with h_0 first."""
+    H = np.hstack(states)
+    first = np.zeros((1, H.shape[1])) if h0 is None else np.concatenate(h0)[None, :]
+    return np.vstack([first, H[:-1]])
+
+
+def regression_stats(
+    states: Sequence[np.ndarray], pseudo_obs: Sequence[np.ndarray], *, burn_in: int = 1, h0=None
+) -> RegressionStats:
+    X = lagged_stack(states, h0)[burn_in:]
+    Z = np.hstack(pseudo_obs)[burn_in:]
+    return RegressionStats(X.T @ X, X.T @ Z, Z.T @ Z, X.shape[0])
+
+
+def shared_inverse(gram: np.ndarray) -> np.ndarray:
+    """(sum x x^T)^{-1} of all stacked states, factorised once per round for every target."""
+    c = scipy.linalg.cho_factor(gram, lower=True)
+    W = scipy.linalg.cho_solve(c, np.eye(gram.shape[0]))
+    return 0.5 * (W + W.T)
+
+
+def row_fit(stats: RegressionStats, W: np.ndarray, blocks: Blocks, m: int, diagonal: Diagonal) -> RowFit:
+    """Least squares for target m from the shared inverse W (partitioned inverse for 'fixed')."""
+    own = blocks.slice(m)
+    if diagonal == "joint":
+        G_inv = W
+    else:
+        keep = blocks.regressors(m, "fixed")
+        W_kk = W[np.ix_(keep, keep)]
+        W_km = W[keep, own]
+        # Inverse of a principal submatrix from the inverse of the whole (Schur complement).
+        G_inv = W_kk - W_km @ np.linalg.solve(W[own, own], W_km.T)
+        G_inv = 0.5 * (G_inv + G_inv.T)
+    idx = blocks.regressors(m, diagonal)
+    H = stats.cross[idx, own]  # (K, D_m) = X^T Z
+    coef = H.T @ G_inv
+    rss = stats.zz[own, own] - coef @ H
+    return RowFit(G_inv, coef, 0.5 * (rss + rss.T))
+
+
+def newton_update(
+    stats: RegressionStats,
+    informations: Sequence[np.ndarray],
+    blocks: Blocks,
+    *,
+    diagonal: Diagonal = "fixed",
+    penalty: float = 0.0,
+    start: np.ndarray | None = None,
+) -> np.ndarray:
+    """The A_s minimising sum_m L^m / n (+ penalty * sum_{m != n} ||A_s^{mn}||_F) for fixed states."""
+    W = shared_inverse(stats.gram)
+    A_s = np.zeros((blocks.total, blocks.total))
+    for m, J in enumerate(informations):
+        fit = row_fit(stats, W, blocks, m, diagonal)
+        idx = blocks.regressors(m, diagonal)
+        B = np.linalg.solve(J, fit.coef)
+        if penalty > 0:
+            G = stats.gram[np.ix_(idx, idx)] / stats.n
+            Hz = stats.cross[idx, blocks.slice(m)].T / stats.n
+            x0 = B if start is None else start[blocks.slice(m)][:, idx]
+            B = group_lasso_row(J, G, Hz, blocks.sources(m, diagonal), penalty, start=x0)
+        A_s[blocks.slice(m), idx] = B
+    return A_s
+
+
+def group_lasso_row(
+    J: np.ndarray,
+    G: np.ndarray,
+    Hz: np.ndarray,
+    groups: list[tuple[int, slice]],
+    penalty: float,
+    *,
+    start: np.ndarray,
+    max_iter: int = 5000,
+    tol: float = 1e-10,
+) -> np.ndarray:
+    """FISTA on tr(J B G B^T) - 2 tr(B^T Hz) + penalty * sum_groups ||B[:, g]||_F (per-step scale)."""
+    step = 1.0 / (2.0 * np.linalg.eigvalsh(J)[-1] * np.linalg.eigvalsh(G)[-1])
+    B = start.copy()
+    Y, t = B.copy(), 1.0
+    for _ in range(max_iter):
+        grad = 2.0 * (J @ Y @ G - Hz)
+        B_new = group_soft_threshold(Y - step * grad, groups, step * penalty)
+        t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
+        Y = B_new + ((t - 1.0) / t_new) * (B_new - B)
+        done = np.linalg.norm(B_new - B) <= tol * max(np.linalg.norm(B_new), 1e-12)
+        B, t = B_new, t_new
+        if done:
+            break
+    return B
+
+
+def group_soft_threshold(B: np.ndarray, groups: list[tuple[int, slice]], threshold: float) -> np.ndarray:
+    """Proximal map of threshold * sum_g ||B[:, g]||_F."""
+    out = B.copy()
+    for _, cols in groups:
+        norm = np.linalg.norm(B[:, cols])
+        out[:, cols] = 0.0 if norm <= threshold else B[:, cols] * (1.0 - threshold / norm)
+    return out
+
+
+def gd_update(
+    A_s: np.ndarray,
+    states: Sequence[np.ndarray],
+    gradients: Sequence[np.ndarray],
+    informations: Sequence[np.ndarray],
+    blocks: Blocks,
+    *,
+    diagonal: Diagonal = "fixed",
+    learning_rate: float | None = None,
+    penalty: float = 0.0,
+    burn_in: int = 1,
+    h0=None,
+) -> np.ndarray:
+    """The paper's rule: A_s^{mn} -= eta * (1/n) sum_t g_t^m (h_{t-1}^n)^T, then the group-lasso prox.
+
+    Default eta per target: 1 / (2 lambda_max(J^m) lambda_max(X^T X / n)), the inverse Lipschitz
+    constant of the per-step loss, the largest step that cannot diverge for fixed states.
+    """
+    X = lagged_stack(states, h0)[burn_in:]
+    Gm = np.hstack(gradients)[burn_in:]
+    n = X.shape[0]
+    cross = X.T @ Gm / n  # (D, D): [source coords, target coords]
+    A_new = A_s.copy()
+    for m, J in enumerate(informations):
+        idx = blocks.regressors(m, diagonal)
+        own = blocks.slice(m)
+        if learning_rate is None:
+            G = X[:, idx].T @ X[:, idx] / n
+            eta = 1.0 / (2.0 * np.linalg.eigvalsh(J)[-1] * np.linalg.eigvalsh(G)[-1])
+        else:
+            eta = learning_rate
+        row = A_s[own][:, idx] - eta * cross[idx, own].T
+        if penalty > 0:
+            row = group_soft_threshold(row, blocks.sources(m, diagonal), eta * penalty)
+        A_new[own, idx] = row
+    return A_new
+
+
+def augmentations(
+    A_s: np.ndarray, states: Sequence[np.ndarray], blocks: Blocks, h0=None
+) -> list[np.ndarray]:
+    """s_{1:T}^m = A_s^{m, .} x_{t-1} for every client, from the states of the last round."""
+    S = lagged_stack(states, h0) @ A_s.T
+    return [np.ascontiguousarray(S[:, blocks.slice(m)]) for m in range(len(blocks.dims))]
+
+
+def relative_change(new: np.ndarray, old: np.ndarray) -> float:
+    return float(np.linalg.norm(new - old) / max(np.linalg.norm(new), 1e-12))

@@ -9,6 +9,11 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+# pip warns once per missing local mirror folder; keep its real errors, drop that noise.
+pip_install() {
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" 2> >(grep -v '^WARNING: Location' >&2)
+}
+pip_install --upgrade pip
+pip_install "torch==2.13.0"
+pip_install -e ".[dev]"
+echo "fedgc is set up in .venv" >&2

@@ -19,6 +19,7 @@ import torch
 
 from fedgc.kalman import filter_scan, information_matrix, project_measurements
 from fedgc.local_model import LocalModel, validate
+from fedgc.privacy.mechanism import ReleaseNoise
 
 UpdateRule = Literal["newton", "gd"]
 RequestKind = Literal["newton", "gd", "stats"]
@@ -54,7 +55,8 @@ class ClientReply(NamedTuple):
     pseudo_obs:  (T, D_m) z_t = C^T R^{-1} (y_t - C A h_{t-1}), for the newton rule and GC tests.
     information: (D_m, D_m) J = C^T R^{-1} C.
     gradient:    (T, D_m) dL/ds_t (gd rule) or None.
-    loss:        one-step prediction loss L of the round.
+    loss:        one-step prediction loss L of the round (private runs: without the data-only constant).
+    noise:       privacy noise the server must know about (covariances, state sensitivity), or None.
     """
 
     states: np.ndarray
@@ -62,6 +64,7 @@ class ClientReply(NamedTuple):
     information: np.ndarray | None
     gradient: np.ndarray | None
     loss: float
+    noise: ReleaseNoise | None = None
 
 
 def prepare_window(model: LocalModel, raw: np.ndarray, client: str) -> ClientWindow:
@@ -156,7 +159,7 @@ def train_theta(
         loss.backward()
         return loss
 
-    return float(opt.step(closure))
+    return float(opt.step(closure).detach())
 
 
 class ClientSession:
@@ -173,10 +176,23 @@ class ClientSession:
         *,
         learn_theta: bool = False,
         theta_kind: Literal["linear", "mlp"] = "linear",
+        privacy=None,
     ) -> None:
+        """privacy: a fedgc.privacy.local.ClientPrivacy; the raw window is then clipped and privatised
+        here, once, and every later release is computed from the privatised window only."""
         self.name = name
         self.model = model
         self.window = prepare_window(model, raw, name)
+        self.noise: ReleaseNoise | None = None
+        # The exact window, for the in-process oracle only (evaluation); never released.
+        self.exact_window = self.window
+        self.privacy_noise_std = 0.0
+        if privacy is not None:
+            from fedgc.privacy.local import privatise_window
+
+            private = privatise_window(model, raw, self.window, privacy)
+            self.window, self.noise = private.window, private.noise
+            self.privacy_noise_std = private.noise_std
         self.learn_theta = learn_theta
         self.theta = ThetaFunction(model.state_dim, theta_kind)
         self.h0 = np.zeros(model.state_dim)
@@ -196,15 +212,16 @@ class ClientSession:
         s = np.asarray(augmentation, dtype=float)
         if self.learn_theta:
             train_theta(self.theta, self.window, s, lagged(self.states, self.h0))
-        u = self.theta.apply(s)
+        # An untrained f_theta is the identity: skip torch on the hot path.
+        u = self.theta.apply(s) if self.learn_theta else s
         self.states = run_filter(self.window, u, self.h0)
         prev = lagged(self.states, self.h0)
         priors = prev @ self.window.A.T + u
         loss = prediction_loss(self.window, priors)
         z = pseudo_observations(self.window, prev)
         if request != "gd":
-            return ClientReply(self.states, z, self.window.J, None, loss)
+            return ClientReply(self.states, z, self.window.J, None, loss, self.noise)
         # dL/ds_t = -2 (df/ds)^T C^T R^{-1} (y_t - C prior_t) = -2 (df/ds)^T (z_t - J u_t)
         innov = z - u @ self.window.J.T
-        grad = -2.0 * self.theta.input_jacobian_T(s, innov)
-        return ClientReply(self.states, None, self.window.J, grad, loss)
+        grad = -2.0 * (self.theta.input_jacobian_T(s, innov) if self.learn_theta else innov)
+        return ClientReply(self.states, None, self.window.J, grad, loss, self.noise)

@@ -23,6 +23,8 @@
     server: {rule: newton, max_rounds: 20, tol: 1.0e-6, penalty: 0.0, diagonal: fixed,
              learning_rate: null, alpha: 0.05, burn_in: 1}
     client: {learn_theta: false, theta: linear}
+    privacy: off                  # or {epsilon: 10, delta: 1.0e-5, clip: 7.0, accountant: rdp,
+                                  #     clip_space: whitened, debias: client, max_noise_multiplier: 100}
     evaluation: {oracle: true}
 """
 
@@ -60,6 +62,36 @@ class ClientOptions:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """Differential privacy for the whole run, per client (DESIGN.md section 4).
+
+    epsilon > 0 (.inf: noise-free, for sweeps), 0 < delta < 1: the whole-run target per client;
+    clip: c > 0; clip_space: 'whitened' (||J^{-1/2} C^T R^{-1} y_t|| <= c) or 'measurement' (||y_t|| <= c);
+    accountant: 'rdp' | 'prv'; debias: 'client' (noise-aware client filter), 'server' (errors-in-variables
+    correction of the Gram matrices) or 'none'; max_noise_multiplier: larger sigma is refused as absurd.
+    """
+
+    epsilon: float
+    delta: float
+    clip: float
+    accountant: str = "rdp"
+    clip_space: str = "whitened"
+    debias: str = "client"
+    max_noise_multiplier: float = 100.0
+
+    def __post_init__(self) -> None:
+        from fedgc.privacy.accounting import PrivacyAccountant
+
+        PrivacyAccountant(self.epsilon, self.delta, self.accountant, self.max_noise_multiplier)  # validates
+        if isinstance(self.clip, bool) or not isinstance(self.clip, (int, float)) or not 0 < self.clip < float("inf"):
+            raise ConfigError(f"privacy.clip must be a finite number > 0, got {self.clip!r}")
+        if self.clip_space not in ("whitened", "measurement"):
+            raise ConfigError(f"privacy.clip_space must be 'whitened' or 'measurement', got {self.clip_space!r}")
+        if self.debias not in ("client", "server", "none"):
+            raise ConfigError(f"privacy.debias must be 'client', 'server' or 'none', got {self.debias!r}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = "run"
     seed: int = 0
@@ -71,6 +103,7 @@ class RunConfig:
     client: ClientOptions = field(default_factory=ClientOptions)
     oracle: bool = True
     source: Path | None = None
+    privacy: PrivacySettings | None = None
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -88,7 +121,7 @@ def load_config(path: str | Path) -> RunConfig:
 
 def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Path | None = None) -> RunConfig:
     where = str(source) if source else "config"
-    _check_keys(raw, {"name", "seed", "engine", "synthetic", "local_models", "clients", "server", "client", "evaluation"}, where)
+    _check_keys(raw, {"name", "seed", "engine", "synthetic", "local_models", "clients", "server", "client", "evaluation", "privacy"}, where)
     engine = raw.get("engine", "local")
     if engine not in ENGINES:
         raise ConfigError(f"{where}: engine must be one of {ENGINES}, got {engine!r}")
@@ -109,6 +142,7 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Pat
         raise ConfigError(f"{where}: client.theta must be 'linear' or 'mlp', got {client.theta!r}")
     evaluation = raw.get("evaluation") or {}
     _check_keys(evaluation, {"oracle"}, f"{where}: evaluation")
+    privacy = _parse_privacy(raw.get("privacy"), where)
     return RunConfig(
         name=str(raw.get("name", source.stem if source else "run")),
         seed=seed,
@@ -120,7 +154,19 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Pat
         client=client,
         oracle=bool(evaluation.get("oracle", True)),
         source=source,
+        privacy=privacy,
     )
+
+
+def _parse_privacy(section: Any, where: str) -> PrivacySettings | None:
+    """Absent, null, false or 'off': no privacy. Otherwise a mapping with epsilon, delta and clip."""
+    if section is None or section is False or section == "off":
+        return None
+    _check_keys(section, {f.name for f in fields(PrivacySettings)}, f"{where}: privacy")
+    missing = [k for k in ("epsilon", "delta", "clip") if k not in section]
+    if missing:
+        raise ConfigError(f"{where}: privacy needs {missing} (or `privacy: off`)")
+    return _build(PrivacySettings, section, f"{where}: privacy")
 
 
 def _check_keys(section: Any, allowed: set[str], where: str) -> None:

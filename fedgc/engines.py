@@ -1,15 +1,33 @@
-"""Dispatch a run to an engine: `local` here; `flower-sim` and `flower` in the Flower apps (server/)."""
+"""Dispatch a run to an engine: `local` here; `flower-sim` and `flower` in the Flower apps (server/).
+
+The Flower engines are imported lazily, so the library and the local engine never import Flower.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fedgc.config import RunConfig
+from fedgc.config import ENGINES, RunConfig
 from fedgc.errors import ConfigError
 from fedgc.run import RunResult, run_real, run_simulation
 
 
 def run_with_engine(cfg: RunConfig, *, mode: str, out_dir: Path, superlink: str | None = None, on_round=None) -> RunResult:
+    if mode not in ("simulate", "run"):
+        raise ConfigError(f"mode must be 'simulate' or 'run', got {mode!r}")
     if cfg.engine == "local":
-        return run_simulation(cfg, on_round=on_round) if mode == "simulate" else run_real(cfg, on_round=on_round)
-    raise ConfigError(f"engine {cfg.engine!r} is not available in this build")
+        result = run_simulation(cfg, on_round=on_round) if mode == "simulate" else run_real(cfg, on_round=on_round)
+        if result.raw_data_bytes and result.communication:
+            total = int(result.communication.get("bytes_total", 0))
+            result.communication["raw_data_bytes_kept"] = int(result.raw_data_bytes)
+            result.communication["raw_to_sent_ratio"] = float(result.raw_data_bytes) / max(total, 1)
+        return result
+    if cfg.engine == "flower-sim":
+        from server.engine import run_flower_sim
+
+        return run_flower_sim(cfg, mode=mode, out_dir=Path(out_dir), on_round=on_round)
+    if cfg.engine == "flower":
+        from server.engine import run_flower
+
+        return run_flower(cfg, mode=mode, out_dir=Path(out_dir), superlink=superlink, on_round=on_round)
+    raise ConfigError(f"engine {cfg.engine!r} is not one of {ENGINES}")

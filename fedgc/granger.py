@@ -23,7 +23,7 @@ import numpy as np
 import scipy.stats
 from statsmodels.stats.multitest import multipletests
 
-from fedgc.server import Blocks, Diagonal, RegressionStats, row_fit, shared_inverse
+from fedgc.server import Blocks, Diagonal, RegressionStats, regressor_inverse_block, row_fit, shared_inverse
 
 
 class GCResult(NamedTuple):
@@ -66,15 +66,16 @@ def granger_tests(
     for m in range(M):
         fit = row_fit(stats, W, blocks, m, diagonal)
         _, logdet_full = np.linalg.slogdet(fit.rss)
-        K = fit.gram_inv.shape[0]
         Dm = blocks.dims[m]
-        for n, cols in blocks.sources(m, diagonal):
-            beta = fit.coef[:, cols]
-            extra = beta @ np.linalg.solve(fit.gram_inv[cols, cols], beta.T)
+        for n in range(M):
+            if n == m:
+                continue
+            beta = fit.coef[:, blocks.slice(n)]
+            extra = beta @ np.linalg.solve(regressor_inverse_block(W, blocks, m, n, diagonal), beta.T)
             _, logdet_restricted = np.linalg.slogdet(fit.rss + 0.5 * (extra + extra.T))
             gc[m, n] = max(logdet_restricted - logdet_full, 0.0)
             Dn = blocks.dims[n]
-            statistic[m, n] = (stats.n - K - 0.5 * (Dm - Dn + 1)) * gc[m, n]
+            statistic[m, n] = (stats.n - fit.n_regressors - 0.5 * (Dm - Dn + 1)) * gc[m, n]
             dof[m, n] = Dm * Dn
     off = ~np.eye(M, dtype=bool)
     logp = np.full(shape, np.nan)

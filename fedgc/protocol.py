@@ -16,7 +16,7 @@ import numpy as np
 from fedgc.client import ClientReply, ClientSession, RequestKind
 from fedgc.errors import ConfigError
 from fedgc.granger import GCResult, granger_tests
-from fedgc.server import Blocks, augmentations, gd_update, newton_update, regression_stats, relative_change
+from fedgc.server import Blocks, RegressionStats, augmentations, gd_update, newton_update, regression_stats, relative_change
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,24 @@ def run_protocol(
     config: ServerConfig,
     *,
     on_round: Callable[[RoundRecord], None] | None = None,
+    stop_when: Callable[[np.ndarray], bool] | None = None,
+    privacy=None,
 ) -> FitResult:
+    """Run rounds until the relative change of A_s drops below config.tol (or stop_when(A_s) holds,
+    or max_rounds), then test every ordered pair for Granger causality.
+
+    privacy: a fedgc.privacy.server.ServerPrivacy: noise on every data-dependent augmentation and,
+    if asked, the errors-in-variables correction of the statistics (known noise covariances)."""
+    if privacy is not None:
+        from fedgc.privacy.server import debias_stats, privatise_augmentations
+
+    def send(A: np.ndarray, states: list[np.ndarray], noises: list) -> list[np.ndarray]:
+        clean = augmentations(A, states, blocks)
+        return clean if privacy is None else privatise_augmentations(clean, A, blocks, noises, privacy)
+
+    def finish(stats: RegressionStats, noises: list) -> RegressionStats:
+        return debias_stats(stats, noises, blocks) if privacy is not None and privacy.debias else stats
+
     infos = transport.clients()
     names = [c.name for c in infos]
     lengths = {c.n_steps for c in infos}
@@ -125,7 +142,10 @@ def run_protocol(
         states = [rep.states for rep in replies]
         infos_J = [rep.information for rep in replies]
         if config.rule == "newton":
-            stats = regression_stats(states, [rep.pseudo_obs for rep in replies], burn_in=config.burn_in)
+            stats = finish(
+                regression_stats(states, [rep.pseudo_obs for rep in replies], burn_in=config.burn_in),
+                [rep.noise for rep in replies],
+            )
             A_new = newton_update(stats, infos_J, blocks, diagonal=config.diagonal, penalty=config.penalty, start=A_s)
         else:
             A_new = gd_update(
@@ -142,17 +162,20 @@ def run_protocol(
         if change < config.tol:
             converged = True
             break
+        if stop_when is not None and stop_when(A_s):
+            break
         if r == config.max_rounds:
             break
-        replies = transport.exchange(augmentations(A_s, states, blocks), request)
+        replies = transport.exchange(send(A_s, states, [rep.noise for rep in replies]), request)
     if config.rule == "newton":
         final_stats = stats
     else:
         # The gd replies carry gradients only; one last exchange collects the statistics for the tests.
         states = [rep.states for rep in replies]
-        replies = transport.exchange(augmentations(A_s, states, blocks), "stats")
-        final_stats = regression_stats(
-            [rep.states for rep in replies], [rep.pseudo_obs for rep in replies], burn_in=config.burn_in
+        replies = transport.exchange(send(A_s, states, [rep.noise for rep in replies]), "stats")
+        final_stats = finish(
+            regression_stats([rep.states for rep in replies], [rep.pseudo_obs for rep in replies], burn_in=config.burn_in),
+            [rep.noise for rep in replies],
         )
     gc = granger_tests(final_stats, A_s, names, blocks, diagonal=config.diagonal, alpha=config.alpha)
     return FitResult(gc, A_s, history, converged)

@@ -18,6 +18,7 @@ from fedgc.config import ClientOptions, ClientSpec, RunConfig
 from fedgc.data import read_client_csv, write_client_csv
 from fedgc.errors import ConfigError
 from fedgc.local_model import LocalModel, identify, load_npz, save_npz
+from fedgc.messages import CountingTransport
 from fedgc.metrics import EdgeScores, edge_scores, relative_error
 from fedgc.oracle import oracle_fit
 from fedgc.protocol import FitResult, LocalTransport, RoundRecord, Transport, run_protocol
@@ -51,13 +52,65 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     communication: dict[str, object] = field(default_factory=dict)
     raw_data_bytes: int = 0
+    privacy: dict = field(default_factory=lambda: {"enabled": False})
 
 
-def build_session(spec: ClientSpec, options: ClientOptions, *, seed: int = 0) -> ClientSession:
-    """A client built from its own CSV file and its own model (given .npz or identified)."""
+def build_session(spec: ClientSpec, options: ClientOptions, *, seed: int = 0, privacy=None) -> ClientSession:
+    """A client built from its own CSV file and its own model (given .npz or identified).
+    privacy: a fedgc.privacy.local.ClientPrivacy (then theta is always learned: it shrinks noisy augmentation)."""
     table = read_client_csv(spec.data, client=spec.name, timestamp_column=spec.timestamp_column)
     model = _local_model(spec, table.values, seed)
-    return ClientSession(spec.name, model, table.values, learn_theta=options.learn_theta, theta_kind=options.theta)
+    return ClientSession(
+        spec.name, model, table.values, learn_theta=options.learn_theta or privacy is not None,
+        theta_kind=options.theta, privacy=privacy,
+    )
+
+
+def privacy_plan(cfg: RunConfig):
+    """The noise multiplier and release budget of a private run, solved before any data is touched
+    (ConfigError for a target that needs an absurd multiplier). None when privacy is off."""
+    if cfg.privacy is None:
+        return None
+    from fedgc.privacy.accounting import PrivacyAccountant, plan_privacy
+
+    p = cfg.privacy
+    acc = PrivacyAccountant(p.epsilon, p.delta, p.accountant, p.max_noise_multiplier)
+    return plan_privacy(acc, rule=cfg.server.rule, rounds=cfg.server.max_rounds)
+
+
+def client_privacy(cfg: RunConfig, plan, index: int):
+    """Client `index`'s privacy settings with its own Generator (derived from the run seed)."""
+    if plan is None:
+        return None
+    from fedgc.privacy.local import ClientPrivacy
+
+    p = cfg.privacy
+    return ClientPrivacy(
+        plan.noise_multiplier, p.clip, p.clip_space, p.debias == "client", np.random.default_rng([cfg.seed, 1, index])
+    )
+
+
+def server_privacy(cfg: RunConfig, plan):
+    if plan is None:
+        return None
+    from fedgc.privacy.server import ServerPrivacy
+
+    return ServerPrivacy(plan.noise_multiplier, np.random.default_rng([cfg.seed, 2]), debias=cfg.privacy.debias == "server")
+
+
+def privacy_summary(cfg: RunConfig, plan, fit: FitResult, sessions=None, server=None) -> dict:
+    if plan is None:
+        return {"enabled": False}
+    from fedgc.privacy.accounting import PrivacyAccountant, privacy_report
+
+    p = cfg.privacy
+    acc = PrivacyAccountant(p.epsilon, p.delta, p.accountant, p.max_noise_multiplier)
+    stds = {s.name: float(s.privacy_noise_std) for s in sessions or []}
+    return privacy_report(
+        acc, plan, clients=list(fit.gc.clients), rounds_run=fit.rounds, rule=cfg.server.rule, clip=p.clip,
+        clip_space=p.clip_space, debias=p.debias, client_noise_std=stds,
+        server_noise_std=[] if server is None else server.noise_std,
+    )
 
 
 def _local_model(spec: ClientSpec, values: np.ndarray, seed: int) -> LocalModel:
@@ -83,7 +136,7 @@ def simulate_scenario(cfg: RunConfig) -> SyntheticData:
     return simulate(cfg.synthetic, np.random.default_rng(cfg.seed))
 
 
-def scenario_sessions(cfg: RunConfig, data: SyntheticData) -> list[ClientSession]:
+def scenario_sessions(cfg: RunConfig, data: SyntheticData, plan=None) -> list[ClientSession]:
     """In-process clients for a simulated scenario (the local engine's shortcut past CSV files)."""
     sessions = []
     for m, y in enumerate(data.y):
@@ -93,7 +146,10 @@ def scenario_sessions(cfg: RunConfig, data: SyntheticData) -> list[ClientSession
         else:
             model = identify(y, client=name, rng=np.random.default_rng(cfg.seed + m))
         sessions.append(
-            ClientSession(name, model, y, learn_theta=cfg.client.learn_theta, theta_kind=cfg.client.theta)
+            ClientSession(
+                name, model, y, learn_theta=cfg.client.learn_theta or plan is not None, theta_kind=cfg.client.theta,
+                privacy=client_privacy(cfg, plan, m),
+            )
         )
     return sessions
 
@@ -123,12 +179,28 @@ def execute(
     truth: Truth | None = None,
     engine: str = "local",
     on_round: Callable[[RoundRecord], None] | None = None,
+    stop_when: Callable[[np.ndarray], bool] | None = None,
+    plan=None,
+    sessions=None,
 ) -> RunResult:
-    """Run the protocol over `transport`; evaluate against the oracle (from in-process windows) and truth."""
+    """Run the protocol over `transport`; evaluate against the oracle (from in-process windows) and truth.
+    plan: the privacy plan (privacy_plan) or None; sessions: the in-process clients, for the privacy report.
+    result.communication: the bytes each exchange put on the wire (fedgc.messages.payload_bytes)."""
     t0 = time.perf_counter()
-    fit = run_protocol(transport, cfg.server, on_round=on_round)
+    server = server_privacy(cfg, plan)
+    counting = transport if isinstance(transport, CountingTransport) else CountingTransport(transport)
+    fit = run_protocol(counting, cfg.server, on_round=on_round, stop_when=stop_when, privacy=server)
     result = RunResult(cfg, fit, engine, truth=truth)
     result.timings["protocol_s"] = time.perf_counter() - t0
+    result.privacy = privacy_summary(cfg, plan, fit, sessions=sessions, server=server)
+    result.communication = counting.log.summary()
+    return evaluate(result, windows=windows, truth=truth)
+
+
+def evaluate(result: RunResult, *, windows: Sequence | None = None, truth: Truth | None = None) -> RunResult:
+    """Fill in the oracle (from in-process windows: evaluation only, it sees raw data) and truth scores."""
+    cfg, fit = result.config, result.fit
+    result.truth = truth
     blocks = Blocks.of(fit.gc.dims)
     if cfg.oracle and windows is not None:
         t1 = time.perf_counter()
@@ -147,10 +219,14 @@ def execute(
 
 def run_simulation(cfg: RunConfig, *, on_round=None) -> RunResult:
     """`fedgc simulate` with the local engine."""
+    plan = privacy_plan(cfg)  # before any data is touched
     data = simulate_scenario(cfg)
-    sessions = scenario_sessions(cfg, data)
+    sessions = scenario_sessions(cfg, data, plan)
     truth = Truth(data.system.edges, data.system.A if cfg.local_models == "given" else None)
-    result = execute(cfg, LocalTransport(sessions), windows=[s.window for s in sessions], truth=truth, on_round=on_round)
+    result = execute(
+        cfg, LocalTransport(sessions), windows=[s.exact_window for s in sessions], truth=truth, on_round=on_round,
+        plan=plan, sessions=sessions,
+    )
     result.raw_data_bytes = int(sum(y.nbytes for y in data.y))
     return result
 
@@ -159,8 +235,15 @@ def run_real(cfg: RunConfig, *, on_round=None) -> RunResult:
     """`fedgc run` with the local engine: every client reads only its own file."""
     if not cfg.clients:
         raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
-    sessions = [build_session(spec, cfg.client, seed=cfg.seed + i) for i, spec in enumerate(cfg.clients)]
-    result = execute(cfg, LocalTransport(sessions), windows=[s.window for s in sessions], on_round=on_round)
+    plan = privacy_plan(cfg)  # before any data is touched
+    sessions = [
+        build_session(spec, cfg.client, seed=cfg.seed + i, privacy=client_privacy(cfg, plan, i))
+        for i, spec in enumerate(cfg.clients)
+    ]
+    result = execute(
+        cfg, LocalTransport(sessions), windows=[s.exact_window for s in sessions], on_round=on_round, plan=plan,
+        sessions=sessions,
+    )
     result.raw_data_bytes = int(sum(s.window.ytil.shape[0] * s.model.obs_dim * 8 for s in sessions))
     return result
 

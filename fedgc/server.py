@@ -69,15 +69,15 @@ class RegressionStats(NamedTuple):
 
 
 class RowFit(NamedTuple):
-    """Exact least squares of z^m on its regressors.
+    """Exact least squares of z^m on its regressors, in stacked-state coordinates.
 
-    gram_inv: (K, K) (X^T X)^{-1};  coef: (D_m, K) Gamma = Z^T X (X^T X)^{-1} (= J B);
-    rss: (D_m, D_m) residual sum of squares of the full fit.
+    coef: (D_m, D) Gamma = J^m B over every stacked state (client m's own block is zero when
+    the diagonal is fixed);  rss: (D_m, D_m) residual sum of squares;  n_regressors: K.
     """
 
-    gram_inv: np.ndarray
     coef: np.ndarray
     rss: np.ndarray
+    n_regressors: int
 
 
 def lagged_stack(states: Sequence[np.ndarray], h0: Sequence[np.ndarray] | None = None) -> np.ndarray:
@@ -103,22 +103,31 @@ def shared_inverse(gram: np.ndarray) -> np.ndarray:
 
 
 def row_fit(stats: RegressionStats, W: np.ndarray, blocks: Blocks, m: int, diagonal: Diagonal) -> RowFit:
-    """Least squares for target m from the shared inverse W (partitioned inverse for 'fixed')."""
+    """Least squares for target m from the shared inverse W = (sum x x^T)^{-1}.
+
+    With the diagonal fixed, dropping client m's own states is least squares with their
+    coefficients constrained to zero: beta = beta_u - W[:, m] W_mm^{-1} beta_u[m], a rank-D_m
+    correction of the unconstrained fit, so no per-target factorisation is needed.
+    """
     own = blocks.slice(m)
-    if diagonal == "joint":
-        G_inv = W
-    else:
-        keep = blocks.regressors(m, "fixed")
-        W_kk = W[np.ix_(keep, keep)]
-        W_km = W[keep, own]
-        # Inverse of a principal submatrix from the inverse of the whole (Schur complement).
-        G_inv = W_kk - W_km @ np.linalg.solve(W[own, own], W_km.T)
-        G_inv = 0.5 * (G_inv + G_inv.T)
-    idx = blocks.regressors(m, diagonal)
-    H = stats.cross[idx, own]  # (K, D_m) = X^T Z
-    coef = H.T @ G_inv
+    H = stats.cross[:, own]  # (D, D_m) = X^T Z
+    coef = H.T @ W
+    if diagonal == "fixed":
+        coef = coef - coef[:, own] @ np.linalg.solve(W[own, own], W[own, :])
+        coef[:, own] = 0.0
     rss = stats.zz[own, own] - coef @ H
-    return RowFit(G_inv, coef, 0.5 * (rss + rss.T))
+    n_regressors = blocks.total - (blocks.dims[m] if diagonal == "fixed" else 0)
+    return RowFit(coef, 0.5 * (rss + rss.T), n_regressors)
+
+
+def regressor_inverse_block(W: np.ndarray, blocks: Blocks, m: int, n: int, diagonal: Diagonal) -> np.ndarray:
+    """Block (n, n) of the inverse Gram matrix of target m's regressors: W_nn, less (fixed diagonal)
+    W_nm W_mm^{-1} W_mn, the Schur complement that removes client m's own states."""
+    own, src = blocks.slice(m), blocks.slice(n)
+    block = W[src, src]
+    if diagonal == "fixed":
+        block = block - W[src, own] @ np.linalg.solve(W[own, own], W[own, src])
+    return 0.5 * (block + block.T)
 
 
 def newton_update(
@@ -136,7 +145,7 @@ def newton_update(
     for m, J in enumerate(informations):
         fit = row_fit(stats, W, blocks, m, diagonal)
         idx = blocks.regressors(m, diagonal)
-        B = np.linalg.solve(J, fit.coef)
+        B = np.linalg.solve(J, fit.coef[:, idx])
         if penalty > 0:
             G = stats.gram[np.ix_(idx, idx)] / stats.n
             Hz = stats.cross[idx, blocks.slice(m)].T / stats.n

@@ -1,0 +1,282 @@
+"""What crosses the client/server boundary, as plain dicts of numpy arrays and scalars.
+
+Transports (the Flower apps in clients/ and server/) turn these dicts into their own records
+(ndarrays -> ArrayRecord, scalars and strings -> ConfigRecord) and back; nothing here imports
+Flower and nothing is ever pickled. The same encoders define the communication accounting:
+`payload_bytes` of an encoded message is what that message costs, whatever the transport.
+
+Messages of one run:
+
+    setup   server -> client  {"seed", "client_order", "learn_theta", "theta"}
+            client -> server  {"name", "state_dim", "n_steps", "raw_data_bytes"}
+    round   server -> client  {"augmentation": (T, D_m), "request": "newton"|"gd"|"stats", "round"}
+            client -> server  {"states": (T, D_m), "pseudo_obs"?: (T, D_m), "information"?: (D_m, D_m),
+                               "gradient"?: (T, D_m), "loss"}   (absent keys: None in ClientReply)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from fedgc.client import ClientReply, RequestKind
+from fedgc.errors import FedGCError
+from fedgc.granger import GCResult
+from fedgc.protocol import ClientInfo, FitResult, RoundRecord
+
+Payload = dict[str, Any]
+REQUEST_KINDS = ("newton", "gd", "stats")
+_REPLY_ARRAYS = ("states", "pseudo_obs", "information", "gradient")
+
+
+class MessageError(FedGCError):
+    """A message that does not decode: missing or malformed fields."""
+
+
+# ---------------------------------------------------------------------------------------- setup
+
+
+@dataclass(frozen=True)
+class SetupRequest:
+    """What every client needs from the run before it builds its session. client_order: the
+    configured client names in order (a client's identification seed is seed + its index there)."""
+
+    seed: int = 0
+    client_order: tuple[str, ...] = ()
+    learn_theta: bool = False
+    theta: str = "linear"
+
+    def seed_for(self, name: str, fallback_index: int) -> int:
+        index = self.client_order.index(name) if name in self.client_order else fallback_index
+        return int(self.seed) + int(index)
+
+
+def encode_setup(req: SetupRequest) -> Payload:
+    return {
+        "seed": int(req.seed),
+        "client_order": ",".join(req.client_order),
+        "learn_theta": bool(req.learn_theta),
+        "theta": str(req.theta),
+    }
+
+
+def decode_setup(payload: Mapping[str, Any]) -> SetupRequest:
+    _require(payload, ("seed", "client_order", "learn_theta", "theta"), "setup request")
+    order = str(payload["client_order"])
+    return SetupRequest(
+        seed=int(payload["seed"]),
+        client_order=tuple(n for n in order.split(",") if n),
+        learn_theta=bool(payload["learn_theta"]),
+        theta=str(payload["theta"]),
+    )
+
+
+def encode_setup_reply(info: ClientInfo, raw_data_bytes: int) -> Payload:
+    return {
+        "name": str(info.name),
+        "state_dim": int(info.state_dim),
+        "n_steps": int(info.n_steps),
+        "raw_data_bytes": int(raw_data_bytes),
+    }
+
+
+def decode_setup_reply(payload: Mapping[str, Any]) -> tuple[ClientInfo, int]:
+    _require(payload, ("name", "state_dim", "n_steps"), "setup reply")
+    info = ClientInfo(str(payload["name"]), int(payload["state_dim"]), int(payload["n_steps"]))
+    return info, int(payload.get("raw_data_bytes", 0))
+
+
+# ---------------------------------------------------------------------------------------- rounds
+
+
+def encode_request(augmentation: np.ndarray, request: RequestKind, round_index: int) -> Payload:
+    if request not in REQUEST_KINDS:
+        raise MessageError(f"unknown request kind {request!r}; expected one of {REQUEST_KINDS}")
+    return {
+        "augmentation": np.ascontiguousarray(augmentation, dtype=np.float64),
+        "request": str(request),
+        "round": int(round_index),
+    }
+
+
+def decode_request(payload: Mapping[str, Any]) -> tuple[np.ndarray, RequestKind, int]:
+    _require(payload, ("augmentation", "request"), "round request")
+    request = str(payload["request"])
+    if request not in REQUEST_KINDS:
+        raise MessageError(f"round request: unknown request kind {request!r}")
+    aug = np.asarray(payload["augmentation"], dtype=np.float64)
+    if aug.ndim != 2:
+        raise MessageError(f"round request: augmentation must be (T, D), got shape {aug.shape}")
+    return aug, request, int(payload.get("round", 0))  # type: ignore[return-value]
+
+
+def encode_reply(reply: ClientReply) -> Payload:
+    out: Payload = {}
+    for key in _REPLY_ARRAYS:
+        value = getattr(reply, key)
+        if value is not None:
+            out[key] = np.ascontiguousarray(value, dtype=np.float64)
+    out["loss"] = float(reply.loss)
+    if reply.noise is not None:  # privacy: noise covariances and state sensitivity (no data in them)
+        for key in ("state_cov", "cross_cov", "pseudo_obs_cov"):
+            out[f"noise_{key}"] = np.ascontiguousarray(getattr(reply.noise, key), dtype=np.float64)
+        out["noise_state_sensitivity"] = float(reply.noise.state_sensitivity)
+    return out
+
+
+def decode_reply(payload: Mapping[str, Any]) -> ClientReply:
+    _require(payload, ("states", "loss"), "client reply")
+    arrays = {k: (np.asarray(payload[k], dtype=np.float64) if k in payload else None) for k in _REPLY_ARRAYS}
+    noise = None
+    if "noise_state_sensitivity" in payload:
+        from fedgc.privacy.mechanism import ReleaseNoise
+
+        noise = ReleaseNoise(
+            *(np.asarray(payload[f"noise_{k}"], dtype=np.float64) for k in ("state_cov", "cross_cov", "pseudo_obs_cov")),
+            float(payload["noise_state_sensitivity"]),
+        )
+    return ClientReply(
+        arrays["states"], arrays["pseudo_obs"], arrays["information"], arrays["gradient"], float(payload["loss"]), noise
+    )
+
+
+def split_payload(payload: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(arrays, scalars): how a transport files a payload into array and config records."""
+    arrays = {k: v for k, v in payload.items() if isinstance(v, np.ndarray)}
+    scalars = {k: v for k, v in payload.items() if not isinstance(v, np.ndarray)}
+    for k, v in scalars.items():
+        if not isinstance(v, (bool, int, float, str, np.integer, np.floating, np.bool_)):
+            raise MessageError(f"field {k!r} is neither an array nor a scalar: {type(v).__name__}")
+    return arrays, scalars
+
+
+def payload_bytes(payload: Mapping[str, Any]) -> int:
+    """Bytes of a payload's content: array data (8 bytes per float64), 8 per number, UTF-8 of strings.
+    Field names and transport framing are not counted (they do not grow with T or D)."""
+    total = 0
+    for v in payload.values():
+        if isinstance(v, np.ndarray):
+            total += int(v.nbytes)
+        elif isinstance(v, str):
+            total += len(v.encode())
+        else:
+            total += 8
+    return total
+
+
+def _require(payload: Mapping[str, Any], keys: Sequence[str], what: str) -> None:
+    missing = [k for k in keys if k not in payload]
+    if missing:
+        raise MessageError(f"{what} is missing field(s) {missing}; got {sorted(payload)}")
+
+
+# ----------------------------------------------------------------------------------- accounting
+
+
+@dataclass
+class CommunicationLog:
+    """Bytes per exchange in each direction (payload_bytes of the encoded messages).
+    Exchange 0 is the opening exchange (zero augmentation); exchange r >= 1 follows server round r."""
+
+    exchanges: list[dict[str, Any]] = field(default_factory=list)
+    setup_to_clients: int = 0
+    setup_to_server: int = 0
+
+    def record(self, request: str, to_clients: Sequence[int], to_server: Sequence[int], seconds: float) -> None:
+        self.exchanges.append({
+            "exchange": len(self.exchanges),
+            "request": request,
+            "to_clients": int(sum(to_clients)),
+            "to_server": int(sum(to_server)),
+            "seconds": float(seconds),
+        })  # fmt: skip
+
+    def summary(self, raw_data_bytes: int = 0) -> dict[str, Any]:
+        down = self.setup_to_clients + sum(e["to_clients"] for e in self.exchanges)
+        up = self.setup_to_server + sum(e["to_server"] for e in self.exchanges)
+        out: dict[str, Any] = {
+            "exchanges": len(self.exchanges),
+            "bytes_to_clients": int(down),
+            "bytes_to_server": int(up),
+            "bytes_total": int(down + up),
+            "setup_bytes": int(self.setup_to_clients + self.setup_to_server),
+            "per_exchange": [dict(e) for e in self.exchanges],
+        }
+        if raw_data_bytes:
+            out["raw_data_bytes_kept"] = int(raw_data_bytes)
+            out["raw_to_sent_ratio"] = float(raw_data_bytes) / max(down + up, 1)
+        return out
+
+
+class CountingTransport:
+    """Wraps any Transport and records what each exchange would put on the wire."""
+
+    def __init__(self, inner: Any, log: CommunicationLog | None = None) -> None:
+        self.inner = inner
+        self.log = log if log is not None else CommunicationLog()
+        self._exchange = 0
+
+    def clients(self) -> list[ClientInfo]:
+        return self.inner.clients()
+
+    def exchange(self, augmentations: Sequence[np.ndarray], request: RequestKind) -> list[ClientReply]:
+        t0 = time.perf_counter()
+        replies = self.inner.exchange(augmentations, request)
+        seconds = time.perf_counter() - t0
+        down = [payload_bytes(encode_request(a, request, self._exchange)) for a in augmentations]
+        up = [payload_bytes(encode_reply(r)) for r in replies]
+        self.log.record(request, down, up, seconds)
+        self._exchange += 1
+        return replies
+
+
+# ------------------------------------------------------------------------------- fit (results)
+
+
+_GC_ARRAYS = ("strength", "gc", "statistic", "dof", "pvalue", "log10_pvalue", "edges", "A_s")
+
+
+def encode_fit(fit: FitResult) -> dict[str, np.ndarray]:
+    """A FitResult as named arrays (np.savez-able without pickles)."""
+    gc = fit.gc
+    out = {f"gc_{k}": np.asarray(getattr(gc, k)) for k in _GC_ARRAYS}
+    out["gc_clients"] = np.asarray(list(gc.clients), dtype=str)
+    out["gc_dims"] = np.asarray(gc.dims, dtype=np.int64)
+    out["gc_alpha"] = np.asarray(float(gc.alpha))
+    out["A_s"] = np.asarray(fit.A_s, dtype=np.float64)
+    out["history"] = np.asarray([[r.round, r.loss, r.change] for r in fit.history], dtype=np.float64).reshape(-1, 3)
+    out["converged"] = np.asarray(bool(fit.converged))
+    return out
+
+
+def decode_fit(arrays: Mapping[str, np.ndarray]) -> FitResult:
+    gc = GCResult(
+        clients=tuple(str(c) for c in arrays["gc_clients"].tolist()),
+        dims=tuple(int(d) for d in arrays["gc_dims"].tolist()),
+        alpha=float(arrays["gc_alpha"]),
+        **{k: np.asarray(arrays[f"gc_{k}"]) for k in _GC_ARRAYS},
+    )
+    history = [RoundRecord(int(r), float(l), float(c)) for r, l, c in np.asarray(arrays["history"]).reshape(-1, 3)]
+    return FitResult(gc, np.asarray(arrays["A_s"], dtype=np.float64), history, bool(arrays["converged"]))
+
+
+def save_fit(path: str | Path, fit: FitResult) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **encode_fit(fit))
+    tmp.replace(path)
+    return path
+
+
+def load_fit(path: str | Path) -> FitResult:
+    with np.load(Path(path), allow_pickle=False) as data:
+        return decode_fit({k: data[k] for k in data.files})
+
+
+def server_config_dict(obj: Any) -> dict[str, Any]:
+    return asdict(obj)

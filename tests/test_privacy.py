@@ -1,0 +1,286 @@
+"""Differential privacy: sensitivity bounds hold and are tight, noise is calibrated, accounting matches
+opacus, the errors-in-variables correction helps, and bad settings fail before any data is touched."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from opacus.accountants import RDPAccountant, create_accountant
+
+from fedgc.client import ClientSession, lagged
+from fedgc.config import PrivacySettings, parse_config
+from fedgc.errors import ConfigError
+from fedgc.privacy.accounting import PrivacyAccountant, plan_privacy, privacy_report
+from fedgc.privacy.local import ClientPrivacy, privatise_window
+from fedgc.privacy.mechanism import GaussianMechanism, ReleaseNoise, clip_rows
+from fedgc.privacy.sensitivity import (
+    augmentation_bound,
+    augmentation_sensitivity,
+    gradient_sensitivity,
+    inverse_sqrt,
+    pseudo_obs_sensitivity,
+    sequence_sensitivity,
+    state_sensitivity,
+)
+from fedgc.privacy.server import debias_stats
+from fedgc.server import Blocks, RegressionStats, newton_update
+from fedgc.synthetic import SystemSpec, simulate
+
+T = 300
+CLIP = 5.0
+
+
+@pytest.fixture(scope="module")
+def system():
+    return simulate(SystemSpec(n_clients=3, state_dims=2, obs_dims=6, edge_density=0.5, n_steps=T), np.random.default_rng(3))
+
+
+def _session(data, m, y, sigma, *, noise_aware=True, space="whitened", seed=11):
+    priv = ClientPrivacy(sigma, CLIP, space, noise_aware, np.random.default_rng(seed))
+    return ClientSession(f"c{m}", data.system.local_model(m), y, privacy=priv)
+
+
+def _bounds(sess, sigma, *, noise_aware=True, space="whitened"):
+    model = sess.model
+    pw = privatise_window(model, np.zeros((5, model.obs_dim)), sess.exact_window,
+                          ClientPrivacy(sigma, CLIP, space, noise_aware, np.random.default_rng(0)))
+    w = pw.window
+    JA = w.J @ w.A
+    kw = dict(transition=w.F, drive=pw.drive, input_sensitivity=pw.input_sensitivity)
+    return pw, {
+        "states": state_sensitivity(**kw),
+        "pseudo_obs": pseudo_obs_sensitivity(lag0=pw.lag0, JA=JA, **kw),
+        "gradient": gradient_sensitivity(lag0=pw.lag0, JA=JA, theta=np.eye(w.J.shape[0]), **kw),
+    }
+
+
+def _releases(sess, u):
+    rn = sess.round(u, "newton")
+    rg = sess.round(u, "gd")
+    return {"states": rn.states, "pseudo_obs": rn.pseudo_obs, "gradient": rg.gradient}
+
+
+@pytest.mark.parametrize("noise_aware", [True, False])
+@pytest.mark.parametrize("space", ["whitened", "measurement"])
+def test_every_release_moves_less_than_its_sensitivity(system, noise_aware, space):
+    """Neighbours differ in one y_t of client 1; the same noise draw (same seed) on both sides, so the
+    difference of each release is the filter's response to the change. Random changes stay under the
+    bound; the worst-case change (top eigenvector, opposite signs at t = 0) reaches most of it."""
+    m, sigma = 1, 0.8
+    data = system
+    y = data.y[m]
+    rng = np.random.default_rng(5)
+    base = _session(data, m, y, sigma, noise_aware=noise_aware, space=space)
+    pw, bound = _bounds(base, sigma, noise_aware=noise_aware, space=space)
+    D = base.state_dim
+    u = 0.3 * rng.standard_normal((T, D))  # a fixed augmentation from the server
+    ref = _releases(base, u)
+    worst = dict.fromkeys(bound, 0.0)
+    for trial in range(6):
+        t0 = int(rng.integers(0, T // 2))
+        y2 = y.copy()
+        y2[t0] = rng.standard_normal(y.shape[1]) * rng.choice([0.1, 1.0, 100.0])
+        got = _releases(_session(data, m, y2, sigma, noise_aware=noise_aware, space=space), u)
+        for k in bound:
+            d = float(np.linalg.norm(got[k] - ref[k]))
+            assert d <= bound[k] * (1 + 1e-9), (k, d, bound[k])
+            worst[k] = max(worst[k], d)
+    # The worst case: v_0 = +c e vs -c e along the top eigenvector of each release's Gramian.
+    Jm = inverse_sqrt(base.exact_window.J)
+    C = base.model.C
+    w = pw.window
+    for k, (E0, H) in {
+        "states": (pw.drive, w.F),
+        "pseudo_obs": (pw.lag0, -w.J @ w.A),
+        "gradient": (-2 * pw.lag0, 2 * w.J @ w.A),
+    }.items():
+        import scipy.linalg
+
+        W = scipy.linalg.solve_discrete_lyapunov(w.F.T, H.T @ H)
+        vals, vecs = np.linalg.eigh(E0.T @ E0 + pw.drive.T @ W @ pw.drive)
+        e = vecs[:, -1]
+        direction = C @ Jm @ e  # raw y whose whitened projection is along e
+        if space == "measurement":
+            # the largest y-direction change: top right singular vector of J^{-1/2} C^T R^{-1} composed with e
+            proj = Jm @ np.linalg.solve(base.model.R, C).T
+            direction = proj.T @ e
+        ya, yb = y.copy(), y.copy()
+        ya[0] = 1e4 * direction / np.linalg.norm(direction)
+        yb[0] = -ya[0]
+        ra = _releases(_session(data, m, ya, sigma, noise_aware=noise_aware, space=space), u)[k]
+        rb = _releases(_session(data, m, yb, sigma, noise_aware=noise_aware, space=space), u)[k]
+        d = float(np.linalg.norm(ra - rb))
+        assert d <= bound[k] * (1 + 1e-9)
+        assert d >= bound[k] / 3, (k, d, bound[k])  # the bound is tight up to a small factor
+
+
+def test_augmentation_sensitivity(system):
+    """s^m_t = A_s^{mn} h^n_{t-1}: the change stays under the exact Gramian bound, which stays under the
+    server's ||A_s^{mn}||_2 * Delta_h bound."""
+    m, sigma = 0, 0.5
+    y = system.y[m]
+    base = _session(system, m, y, sigma)
+    pw, bound = _bounds(base, sigma)
+    block = np.array([[0.3, -0.2], [0.1, 0.25]])
+    exact = augmentation_sensitivity(block=block, transition=pw.window.F, drive=pw.drive, input_sensitivity=pw.input_sensitivity)
+    server = augmentation_bound(block, bound["states"])
+    assert exact <= server * (1 + 1e-12)
+    u = np.zeros((T, 2))
+    h = base.round(u).states
+    y2 = y.copy()
+    y2[10] = -50 * y2[10]
+    h2 = _session(system, m, y2, sigma).round(u).states
+    d = float(np.linalg.norm((lagged(h2) - lagged(h)) @ block.T))
+    assert d <= exact * (1 + 1e-9)
+    assert server <= 5 * exact
+
+
+def test_sequence_sensitivity_matches_brute_force_sum():
+    rng = np.random.default_rng(0)
+    F = 0.6 * np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    B, E0, H = rng.standard_normal((3, 3)), rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+    M = E0.T @ E0
+    P = B.copy()
+    for _ in range(400):
+        M += (H @ P).T @ (H @ P)
+        P = F @ P
+    expected = 2.0 * np.sqrt(np.linalg.eigvalsh(M)[-1])
+    assert sequence_sensitivity(transition=F, drive=B, lag0=E0, output=H, input_sensitivity=2.0) == pytest.approx(expected, rel=1e-9)
+
+
+def test_noise_variance_matches_calibration(system):
+    mech = GaussianMechanism(1.7, 0.4)
+    x = mech.release(np.zeros((200_000, 2)), rng=np.random.default_rng(1))
+    assert x.var() == pytest.approx((1.7 * 0.4) ** 2, rel=0.02)
+    assert abs(x.mean()) < 0.01
+    # The client's privatisation: v~ - v has std sigma * 2c in the whitened space.
+    sess = _session(system, 2, system.y[2], 0.9)
+    w0 = sess.exact_window
+    pw = privatise_window(sess.model, system.y[2], w0, ClientPrivacy(0.9, CLIP, "whitened", False, np.random.default_rng(4)))
+    Jm = inverse_sqrt(w0.J)
+    v = clip_rows(w0.ytil @ Jm.T, CLIP)
+    noise = pw.window.ytil @ Jm.T - v
+    assert noise.std() == pytest.approx(0.9 * 2 * CLIP, rel=0.1)
+    assert pw.noise_std == pytest.approx(0.9 * 2 * CLIP)
+    assert clip_rows(np.array([[3.0, 4.0], [0.3, 0.4]]), 1.0) == pytest.approx(np.array([[0.6, 0.8], [0.3, 0.4]]))
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_accountant_matches_opacus(accountant):
+    acc = PrivacyAccountant(epsilon=8.0, delta=1e-5, accountant=accountant)
+    plan = plan_privacy(acc, rule="newton", rounds=4)
+    assert (plan.client_releases, plan.server_releases) == (1, 3)
+    # Independently: opacus' own accountant, one step per release, sample rate 1.
+    ref = create_accountant(mechanism=accountant)
+    for _ in range(plan.steps):
+        ref.step(noise_multiplier=plan.noise_multiplier, sample_rate=1.0)
+    eps = ref.get_epsilon(delta=1e-5)
+    assert eps <= 8.0 + 1e-9 and eps > 8.0 * 0.97
+    report = privacy_report(acc, plan, clients=["a", "b"], rounds_run=4, rule="newton", clip=1.0,
+                            clip_space="whitened", debias="client", client_noise_std={}, server_noise_std=[])
+    assert report["per_client"]["a"]["whole_run"]["epsilon"] == pytest.approx(eps, rel=1e-9)
+    single = create_accountant(mechanism=accountant)
+    single.step(noise_multiplier=plan.noise_multiplier, sample_rate=1.0)
+    assert report["per_client"]["b"]["client_to_server"]["epsilon"] == pytest.approx(single.get_epsilon(delta=1e-5), rel=1e-9)
+
+
+def test_rdp_composition_is_history_based():
+    rdp = RDPAccountant()
+    rdp.history = [(1.3, 1.0, 5)]
+    acc = PrivacyAccountant(epsilon=1.0, delta=1e-6)
+    assert acc.spent(noise_multiplier=1.3, steps=5) == pytest.approx(rdp.get_epsilon(delta=1e-6), rel=1e-12)
+
+
+def test_errors_in_variables_correction_reduces_error():
+    """States observed with known additive noise: subtracting the noise covariance (with the shared-lag
+    cross term of the pseudo-observations) cuts the error of the least-squares fit."""
+    rng = np.random.default_rng(2)
+    D, N = 4, 40_000
+    blocks = Blocks.of([2, 2])
+    A = np.array([[0.5, 0, 0.4, 0], [0, 0.5, 0, -0.3], [0, 0, 0.6, 0], [0, 0, 0, 0.4]])
+    h = np.zeros((N + 1, D))
+    for t in range(1, N + 1):
+        h[t] = A @ h[t - 1] + rng.standard_normal(D)
+    As_true = A.copy()
+    for m in range(2):
+        As_true[blocks.slice(m), blocks.slice(m)] = 0.0
+    Aloc = A - As_true
+    J = np.eye(D)
+    z = h[1:] - h[:-1] @ Aloc.T + 0.3 * rng.standard_normal((N, D))
+    V = 0.8 * np.eye(2)
+    a = rng.standard_normal((N + 1, D)) * np.sqrt(0.8)
+    hn = h + a
+    zn = z - a[:-1] @ Aloc.T  # the pseudo-observation reuses the noisy lagged state
+    X = hn[:-1]
+    stats = RegressionStats(X.T @ X, X.T @ zn, zn.T @ zn, N)
+    noises = [ReleaseNoise(V, -V @ Aloc[blocks.slice(m), blocks.slice(m)].T,
+                           Aloc[blocks.slice(m), blocks.slice(m)] @ V @ Aloc[blocks.slice(m), blocks.slice(m)].T, 1.0)
+              for m in range(2)]
+    Js = [np.eye(2), np.eye(2)]
+    naive = newton_update(stats, Js, blocks)
+    fixed = newton_update(debias_stats(stats, noises, blocks), Js, blocks)
+    err = lambda B: np.linalg.norm(B - As_true) / np.linalg.norm(As_true)  # noqa: E731
+    assert err(fixed) < 0.5 * err(naive)
+    assert err(fixed) < 0.1
+
+
+BASE = {"synthetic": {"n_clients": 3, "n_steps": 50}, "server": {"max_rounds": 3}}
+
+
+@pytest.mark.parametrize(
+    "privacy, message",
+    [
+        ({"epsilon": 0, "delta": 1e-5, "clip": 1.0}, "epsilon"),
+        ({"epsilon": -1, "delta": 1e-5, "clip": 1.0}, "epsilon"),
+        ({"epsilon": 1, "delta": 0, "clip": 1.0}, "delta"),
+        ({"epsilon": 1, "delta": 1.0, "clip": 1.0}, "delta"),
+        ({"epsilon": 1, "delta": 2.0, "clip": 1.0}, "delta"),
+        ({"epsilon": 1, "delta": 1e-5, "clip": 0}, "clip"),
+        ({"epsilon": 1, "delta": 1e-5, "clip": 1.0, "accountant": "gdp2"}, "accountant"),
+        ({"epsilon": 1, "delta": 1e-5}, "clip"),
+        ({"epsilon": 1, "delta": 1e-5, "clip": 1.0, "sigma": 3}, "unknown"),
+    ],
+)
+def test_bad_privacy_settings_are_config_errors(privacy, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config({**BASE, "privacy": privacy})
+
+
+def test_absurd_target_fails_before_data_is_touched(monkeypatch):
+    import fedgc.run as run
+
+    cfg = parse_config({**BASE, "privacy": {"epsilon": 1e-3, "delta": 1e-5, "clip": 1.0}})
+
+    def touched(*a, **k):  # pragma: no cover - must not be reached
+        raise AssertionError("data was touched")
+
+    monkeypatch.setattr(run, "simulate_scenario", touched)
+    with pytest.raises(ConfigError, match="noise multiplier above"):
+        run.run_simulation(cfg)
+
+
+def test_privacy_off_by_default_and_inf_is_noise_free():
+    assert parse_config(BASE).privacy is None
+    assert parse_config({**BASE, "privacy": "off"}).privacy is None
+    p = parse_config({**BASE, "privacy": {"epsilon": float("inf"), "delta": 1e-5, "clip": 2}}).privacy
+    assert isinstance(p, PrivacySettings) and math.isinf(p.epsilon)
+    assert PrivacyAccountant(epsilon=math.inf, delta=1e-5).noise_multiplier(steps=3) == 0.0
+
+
+def test_private_run_reports_figures():
+    import fedgc.run as run
+
+    cfg = parse_config({
+        "seed": 1, "synthetic": {"n_clients": 3, "state_dims": 2, "obs_dims": 6, "n_steps": 400},
+        "server": {"max_rounds": 3}, "privacy": {"epsilon": 5, "delta": 1e-5, "clip": 5.0},
+    })
+    res = run.run_simulation(cfg)
+    p = res.privacy
+    assert p["enabled"] and p["rounds_run"] == 3 and len(p["server_noise_std_per_round"]) == 2
+    for c in p["per_client"].values():
+        assert c["whole_run"]["epsilon"] <= 5.0 + 1e-9
+        assert c["whole_run"]["releases"] == 3
+    assert "one time step" in p["neighbouring_relation"]
+    assert np.isfinite(res.fit.A_s).all()

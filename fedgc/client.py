@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
-from fedgc.kalman import filter_scan, information_matrix, project_measurements
+from fedgc.kalman import filter_scan, information_matrix, solve_noise
 from fedgc.local_model import LocalModel, validate
 from fedgc.privacy.mechanism import ReleaseNoise
 
@@ -70,9 +70,9 @@ class ClientReply(NamedTuple):
 def prepare_window(model: LocalModel, raw: np.ndarray, client: str) -> ClientWindow:
     steady = validate(model, client)
     y = model.standardise(np.asarray(raw, dtype=float))
-    Rinv_y = np.linalg.solve(model.R, y.T).T
+    Rinv_y = solve_noise(model.R, y)
     return ClientWindow(
-        ytil=project_measurements(y, model.C, model.R),
+        ytil=Rinv_y @ model.C,
         yRy=np.einsum("tp,tp->t", y, Rinv_y),
         J=information_matrix(model.C, model.R),
         A=np.asarray(model.A, dtype=float),

@@ -19,6 +19,10 @@ import scipy.linalg
 import scipy.signal
 
 
+# State dimension above which the plain loop beats the eigenbasis scan (two complex (T, D) x (D, D) products).
+LOOP_ABOVE_DIM = 48
+
+
 class SteadyState(NamedTuple):
     """Steady-state filter quantities.
 
@@ -34,14 +38,22 @@ class SteadyState(NamedTuple):
     input_gain: np.ndarray
 
 
+def solve_noise(R: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """R^{-1} y_t for every row of y (T, P): a division when R is diagonal, else one Cholesky solve."""
+    d = np.diagonal(R)
+    if np.count_nonzero(R - np.diag(d)) == 0:
+        return y / d
+    return scipy.linalg.cho_solve(scipy.linalg.cho_factor(R), y.T).T
+
+
 def information_matrix(C: np.ndarray, R: np.ndarray) -> np.ndarray:
     """J = C^T R^{-1} C, (D, D)."""
-    return C.T @ np.linalg.solve(R, C)
+    return C.T @ solve_noise(R, C.T).T
 
 
 def project_measurements(y: np.ndarray, C: np.ndarray, R: np.ndarray) -> np.ndarray:
     """C^T R^{-1} y_t for every row of y (T, P) -> (T, D)."""
-    return np.linalg.solve(R, C).T.dot(y.T).T
+    return solve_noise(R, y) @ C
 
 
 def steady_state(A: np.ndarray, J: np.ndarray, Q: np.ndarray) -> SteadyState:
@@ -72,12 +84,15 @@ def filter_scan(F: np.ndarray, drive: np.ndarray, h0: np.ndarray | None = None) 
     The recursion is linear and time invariant, so it runs as D scalar IIR
     filters in F's eigenbasis (C loops in scipy.signal.lfilter). When F is close
     to defective the eigenbasis is ill-conditioned; then a plain loop is exact.
+    For large D the two complex basis changes cost more than the loop's matvecs.
     """
     T, D = drive.shape
     if h0 is None:
         h0 = np.zeros(D)
     if T == 0:
         return np.zeros((0, D))
+    if D > LOOP_ABOVE_DIM:
+        return _loop_scan(F, drive, h0)
     lam, V = np.linalg.eig(F)
     if np.linalg.cond(V) > 1e6:
         return _loop_scan(F, drive, h0)

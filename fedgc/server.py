@@ -207,19 +207,20 @@ def gd_update(
     """The paper's rule: A_s^{mn} -= eta * (1/n) sum_t g_t^m (h_{t-1}^n)^T, then the group-lasso prox.
 
     Default eta per target: 1 / (2 lambda_max(J^m) lambda_max(X^T X / n)), the inverse Lipschitz
-    constant of the per-step loss, the largest step that cannot diverge for fixed states.
+    constant of the per-step loss, the largest step that cannot diverge for fixed states. X holds
+    all stacked states: by interlacing its lambda_max bounds that of every target's regressor subset.
     """
     X = lagged_stack(states, h0)[burn_in:]
     Gm = np.hstack(gradients)[burn_in:]
     n = X.shape[0]
     cross = X.T @ Gm / n  # (D, D): [source coords, target coords]
+    gram_max = np.linalg.eigvalsh(X.T @ X / n)[-1] if learning_rate is None else None
     A_new = A_s.copy()
     for m, J in enumerate(informations):
         idx = blocks.regressors(m, diagonal)
         own = blocks.slice(m)
         if learning_rate is None:
-            G = X[:, idx].T @ X[:, idx] / n
-            eta = 1.0 / (2.0 * np.linalg.eigvalsh(J)[-1] * np.linalg.eigvalsh(G)[-1])
+            eta = 1.0 / (2.0 * np.linalg.eigvalsh(J)[-1] * gram_max)
         else:
             eta = learning_rate
         row = A_s[own][:, idx] - eta * cross[idx, own].T

@@ -1,0 +1,90 @@
+"""Engines side by side on a scenario (default: simulations/default.yaml).
+
+    .venv/bin/python benchmarks/bench_engines.py [scenario.yaml] [--skip local,flower-sim,...]
+
+Rows: wall time of the whole run (simulate, files, protocol; no oracle) on `local`, `flower-sim`
+and `flower` (a deployment on 127.0.0.1 started here with docker-compose.yml's command lines:
+SuperLink, ServerApp SuperExec, per client a SuperNode and its ClientApp runtime), the largest
+|A_s - A_s(local)|, and the median round latency of the deployed engine (fedgc's push/pull
+polling) next to the same deployment driven by Flower's grid.send_and_receive, measured in the
+same run. Every process started here is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fedgc.config import load_config  # noqa: E402
+from fedgc.engines import run_with_engine  # noqa: E402
+
+
+def _row(name, seconds, result, ref, latency=None):
+    diff = float(np.abs(result.fit.A_s - ref.fit.A_s).max()) if ref is not None else 0.0
+    lat = "" if latency is None else f"{latency * 1000:9.0f}"
+    return f"| {name:<34} | {seconds:8.1f} | {result.fit.rounds:6d} | {diff:10.2e} | {lat:>9} |"
+
+
+def main(argv=None) -> int:
+    warnings.filterwarnings("ignore")
+    p = argparse.ArgumentParser()
+    p.add_argument("scenario", nargs="?", default=str(ROOT / "simulations" / "default.yaml"))
+    p.add_argument("--skip", default="", help="comma-separated engines to skip: local, flower-sim, flower, send-and-receive")
+    args = p.parse_args(argv)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    cfg = replace(load_config(args.scenario), oracle=False)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fedgc-bench-") as tmp:
+        tmp = Path(tmp)
+        t = time.perf_counter()
+        ref = run_with_engine(replace(cfg, engine="local"), mode="simulate", out_dir=tmp / "local")
+        rows.append(_row("local", time.perf_counter() - t, ref, ref) if "local" not in skip else None)
+        if "flower-sim" not in skip:
+            t = time.perf_counter()
+            res = run_with_engine(replace(cfg, engine="flower-sim"), mode="simulate", out_dir=tmp / "sim")
+            rows.append(_row("flower-sim", time.perf_counter() - t, res, ref, res.communication.get("median_round_latency_s")))
+        if "flower" not in skip:
+            from server.deploy import LocalDeployment
+            from server.engine import run_flower
+
+            out = tmp / "deployed"
+            clients = out / "clients"
+            ncs = [
+                {"data-path": str(clients / f"{c}.csv"), "client-name": c, "model-path": str(clients / f"{c}_model.npz")}
+                for c in (f"client{i}" for i in range(cfg.synthetic.n_clients))
+            ]
+            t = time.perf_counter()
+            with LocalDeployment(ncs, tmp / "work") as dep:
+                started = time.perf_counter() - t
+                t = time.perf_counter()
+                res = run_flower(replace(cfg, engine="flower"), mode="simulate", out_dir=out, superlink=dep.address)
+                rows.append(_row("flower (deployed, push/pull 20 ms)", time.perf_counter() - t, res, ref,
+                                 res.communication.get("median_round_latency_s")))  # fmt: skip
+                if "send-and-receive" not in skip:
+                    t = time.perf_counter()
+                    sr = run_flower(replace(cfg, engine="flower"), mode="simulate", out_dir=out, superlink=dep.address,
+                                    send_and_receive=True)  # fmt: skip
+                    rows.append(_row("flower (deployed, send_and_receive)", time.perf_counter() - t, sr, ref,
+                                     sr.communication.get("median_round_latency_s")))  # fmt: skip
+    print(f"scenario {args.scenario}: {cfg.synthetic.n_clients} clients, T={cfg.synthetic.n_steps}, oracle off")
+    print("| engine                             | wall (s) | rounds | max|dA_s|  | round ms  |")
+    print("|------------------------------------|---------:|-------:|-----------:|----------:|")
+    print("\n".join(r for r in rows if r))
+    if "flower" not in skip:
+        print(f"(deployment start-up, not in the rows: {started:.1f} s; round ms: median time from pushing a round's")
+        print(" messages to holding every reply, measured in the ServerApp)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,245 @@
+"""Flower ClientApp: thin handlers over fedgc's client side (fedgc.client.ClientSession).
+
+Messages (fedgc.messages describes the payloads):
+
+    query.setup   the node reads its own CSV (node config `data-path`), builds its local model
+                  (node config `model-path` = a given .npz, else identified from its data) and
+                  answers name, state_dim, n_steps.
+    query.round   augmentation in (ArrayRecord "fedgc.arrays"), ClientReply out (arrays + ConfigRecord "fedgc.config").
+
+Node config keys (flower-supernode --node-config "data-path='/data/feed.csv' client-name='feed'"):
+
+    data-path          the client's CSV file (required)
+    client-name        its name (default: the file stem)
+    model-path         a given local model .npz (default: identify from the data)
+    state-dim          D_m for identification (default: auto)
+    explained-variance choose D_m by explained variance instead
+    timestamp-column   auto | none | column name (default: auto)
+
+Per-node state: the built ClientSession is cached per process, keyed by (run id, node id); what
+is needed to rebuild it deterministically (its setup, and theta plus last states when theta is
+learned) lives in the Flower context's state, so a fresh process (Flower's own per-message
+ClientApp processes) gives the same replies. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedgc import messages
+from fedgc.errors import ConfigError
+
+ARRAYS = "fedgc.arrays"  # the ArrayRecord of every message
+CONFIG = "fedgc.config"  # the ConfigRecord of every message
+STATE_SETUP = "fedgc.setup"
+STATE_THETA = "fedgc.theta"
+NODE_KEYS = ("data-path", "client-name", "model-path", "state-dim", "explained-variance", "timestamp-column")
+
+_CACHE: dict[tuple[int, int], Any] = {}
+_LOCK = threading.Lock()
+
+
+# ------------------------------------------------------------------------------- records <-> dicts
+
+
+def to_records(payload: Mapping[str, Any]) -> RecordDict:
+    """A fedgc payload as a RecordDict: arrays in ArrayRecord ARRAYS, scalars in ConfigRecord CONFIG."""
+    arrays, scalars = messages.split_payload(payload)
+    content = RecordDict()
+    if arrays:
+        content[ARRAYS] = ArrayRecord({k: _array(v) for k, v in arrays.items()})
+    content[CONFIG] = ConfigRecord({k: _scalar(v) for k, v in scalars.items()})
+    return content
+
+
+def from_records(content: RecordDict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if ARRAYS in content.array_records:
+        out.update({k: v.numpy() for k, v in content.array_records[ARRAYS].items()})
+    if CONFIG in content.config_records:
+        out.update(dict(content.config_records[CONFIG].items()))
+    return out
+
+
+def record_bytes(content: RecordDict) -> int:
+    """Serialized size of the arrays of a message (Flower's own .npy encoding) plus its config values."""
+    total = 0
+    for rec in content.array_records.values():
+        total += sum(len(a.data) for a in rec.values())
+    for rec in content.config_records.values():
+        total += sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in rec.values())
+    return total
+
+
+def _array(v: np.ndarray):
+    from flwr.app import Array
+
+    return Array(np.ascontiguousarray(v))
+
+
+def _scalar(v: Any) -> Any:
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v)
+    return str(v)
+
+
+# ------------------------------------------------------------------------------- node settings
+
+
+def node_settings(node_config: Mapping[str, Any], overrides: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """This node's client settings: its node config, or (simulation) the entry for its partition-id."""
+    cfg = dict(node_config)
+    if overrides is not None:
+        pid = cfg.get("partition-id")
+        if pid is None or int(pid) not in overrides:
+            raise ConfigError(f"simulated node with partition-id {pid!r} has no client assigned")
+        cfg.update(overrides[int(pid)])
+    if not cfg.get("data-path"):
+        raise ConfigError(
+            "this SuperNode has no 'data-path' in its node config; start it with "
+            "--node-config \"data-path='/path/to/client.csv' client-name='name'\""
+        )
+    cfg.setdefault("client-name", Path(str(cfg["data-path"])).stem)
+    return {k: cfg[k] for k in NODE_KEYS if k in cfg and cfg[k] != ""}
+
+
+def client_spec(settings: Mapping[str, Any]):
+    from fedgc.config import ClientSpec
+
+    ts = settings.get("timestamp-column", "auto")
+    ts = None if ts in ("none", None) else ts
+    state_dim = settings.get("state-dim")
+    ev = settings.get("explained-variance")
+    return ClientSpec(
+        name=str(settings["client-name"]),
+        data=Path(str(settings["data-path"])),
+        timestamp_column=ts,
+        model=Path(str(settings["model-path"])) if settings.get("model-path") else "identify",
+        state_dim=int(state_dim) if state_dim not in (None, "auto") else None,
+        explained_variance=float(ev) if ev is not None else None,
+    )
+
+
+# ------------------------------------------------------------------------------- sessions
+
+
+def build(settings: Mapping[str, Any], setup: messages.SetupRequest, fallback_index: int = 0):
+    """The node's ClientSession (fedgc.run.build_session: reads only this node's file)."""
+    from fedgc.config import ClientOptions
+    from fedgc.run import build_session
+
+    spec = client_spec(settings)
+    options = ClientOptions(learn_theta=setup.learn_theta, theta=setup.theta)
+    return build_session(spec, options, seed=setup.seed_for(spec.name, fallback_index))
+
+
+def _raw_bytes(session) -> int:
+    return int(session.n_steps * session.model.obs_dim * 8)
+
+
+def _key(context: Context) -> tuple[int, int]:
+    return int(context.run_id), int(context.node_id)
+
+
+def _save_state(context: Context, settings: Mapping[str, Any], setup: messages.SetupRequest, fallback: int) -> None:
+    record = {**{f"node.{k}": _scalar(v) for k, v in settings.items()}, **messages.encode_setup(setup)}
+    record["fallback_index"] = int(fallback)
+    context.state[STATE_SETUP] = ConfigRecord(record)
+
+
+def _restore(context: Context):
+    """Rebuild the session from the context (cache miss: a fresh ClientApp process)."""
+    if STATE_SETUP not in context.state.config_records:
+        raise RuntimeError("query.round before query.setup: this node has no session for the run")
+    rec = dict(context.state.config_records[STATE_SETUP].items())
+    settings = {k[len("node."):]: v for k, v in rec.items() if k.startswith("node.")}
+    session = build(settings, messages.decode_setup(rec), int(rec.get("fallback_index", 0)))
+    if STATE_THETA in context.state.array_records:
+        arrays = {k: v.numpy() for k, v in context.state.array_records[STATE_THETA].items()}
+        _load_theta(session, arrays)
+    return session
+
+
+def _theta_arrays(session) -> dict[str, np.ndarray]:
+    out = {f"theta.{k}": v.detach().numpy().copy() for k, v in session.theta.state_dict().items()}
+    out["states"] = np.asarray(session.states, dtype=np.float64)
+    return out
+
+
+def _load_theta(session, arrays: Mapping[str, np.ndarray]) -> None:
+    import torch
+
+    state = {k[len("theta."):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("theta.")}
+    session.theta.load_state_dict(state)
+    if "states" in arrays:
+        session.states = np.array(arrays["states"], dtype=np.float64)
+
+
+def session_for(context: Context):
+    key = _key(context)
+    with _LOCK:
+        session = _CACHE.get(key)
+    if session is None:
+        session = _restore(context)
+        with _LOCK:
+            _CACHE[key] = session
+    return session
+
+
+# ------------------------------------------------------------------------------- handlers
+
+
+def handle_setup(message: Message, context: Context, overrides=None) -> Message:
+    setup = messages.decode_setup(from_records(message.content))
+    settings = node_settings(context.node_config, overrides)
+    fallback = int(context.node_config.get("partition-id", 0))
+    session = build(settings, setup, fallback)
+    with _LOCK:
+        # one run per node at a time: forget sessions of earlier runs on this node
+        for k in [k for k in _CACHE if k[1] == int(context.node_id)]:
+            del _CACHE[k]
+        _CACHE[_key(context)] = session
+    _save_state(context, settings, setup, fallback)
+    if STATE_THETA in context.state.array_records:
+        del context.state[STATE_THETA]
+    info = messages.ClientInfo(session.name, session.state_dim, session.n_steps)
+    return Message(to_records(messages.encode_setup_reply(info, _raw_bytes(session))), reply_to=message)
+
+
+def handle_round(message: Message, context: Context) -> Message:
+    augmentation, request, _ = messages.decode_request(from_records(message.content))
+    session = session_for(context)
+    reply = session.round(augmentation, request)
+    if session.learn_theta:
+        context.state[STATE_THETA] = ArrayRecord({k: _array(v) for k, v in _theta_arrays(session).items()})
+    return Message(to_records(messages.encode_reply(reply)), reply_to=message)
+
+
+def make_client_app(overrides: Mapping[int, Mapping[str, Any]] | None = None) -> ClientApp:
+    """The ClientApp. overrides: partition-id -> node settings (the simulation runtime, whose
+    virtual nodes only carry partition-id in their node config)."""
+    table = None if overrides is None else {int(k): dict(v) for k, v in overrides.items()}
+    client_app = ClientApp()
+
+    @client_app.query("setup")
+    def _setup(message: Message, context: Context) -> Message:
+        return handle_setup(message, context, table)
+
+    @client_app.query("round")
+    def _round(message: Message, context: Context) -> Message:
+        return handle_round(message, context)
+
+    return client_app
+
+
+app = make_client_app()

@@ -1,0 +1,201 @@
+"""A warm ClientApp runtime for a SuperNode in `--isolation process` mode.
+
+    python -m clients.runtime --insecure --runtime-api-address supernode-1:9094 [--poll-interval 0.02]
+
+It takes the place of `flower-superexec` next to a SuperNode (the app-runtime container of
+Flower's compose layout): it polls the SuperNode's Runtime API for ClientApp tasks and runs each
+one *in this process* with fedgc's ClientApp (clients.app:app), using Flower's own task I/O
+(pull the message and context, push the reply and the context back). `flower-superexec` starts
+a new Python process per message instead, which costs seconds of imports (torch, scipy) per
+round and per node; here the imports are paid once and the client's session stays cached
+between rounds (the context still carries what is needed to rebuild it).
+
+Only the fedgc app runs here: a task of another app is answered with an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Sequence
+
+from flwr.app import Message
+
+FEDGC_FAB_ID = "fedgc/fedgc"
+
+log = logging.getLogger("fedgc.runtime")
+
+
+def _runtime_client(address: str, insecure: bool, root_certificates: str | None, component: str, token: str | None = None):
+    from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supercore.runtime.tracing import RuntimeTracingInterceptor
+    from flwr.supercore.tls import validate_and_resolve_root_certificates
+
+    interceptors = [RuntimeTracingInterceptor(), RuntimeVersionHttpInterceptor(component_name=component)]
+    if token is not None:
+        interceptors.append(RuntimeTokenHttpInterceptor(token))
+    return RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=insecure,
+        root_certificates=None if insecure else validate_and_resolve_root_certificates(root_certificates, insecure),
+        interceptors=interceptors,
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+
+
+def pull_task_input(client):
+    """flwr.supernode.runtime.run_clientapp.pull_task_input with 5 ms object-pull retries: the
+    SuperNode offers the task before it has the message's objects from the SuperLink."""
+    from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
+    from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
+    from flwr.proto.runtime_pb2 import PullAppMessagesRequest, PullTaskInputRequest  # pylint: disable=E0611
+    from flwr.supercore.inflatable.inflatable_protobuf_utils import (
+        make_confirm_message_received_fn_protobuf,
+        make_pull_object_fn_protobuf,
+    )
+    from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from clients.flwrtiming import BACKOFF_CAP, INITIAL_BACKOFF
+
+    res = client.PullTaskInput(PullTaskInputRequest())
+    TaskIdentity.task_id = res.task_id
+    TaskIdentity.run_id = res.run.run_id
+    TaskIdentity.node_id = res.context.node_id
+    context = context_from_proto(res.context)
+    run = run_from_proto(res.run)
+    fab = fab_from_proto(res.fab)
+    msgs = client.PullMessages(PullAppMessagesRequest())
+    if not msgs.messages_list:
+        raise RuntimeError("no message for this task from the SuperNode's Runtime API")
+    node = Node(node_id=context.node_id)
+    tree = msgs.message_object_trees[0]
+    message = pull_and_inflate_object_from_tree(
+        tree,
+        make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
+        make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
+        return_type=Message,
+        initial_backoff=INITIAL_BACKOFF,
+        backoff_cap=BACKOFF_CAP,
+    )
+    message.metadata.__dict__["_message_id"] = tree.object_id
+    return message, context, run, fab
+
+
+def run_task(address: str, token: str, *, insecure: bool, root_certificates: str | None, client_app) -> str:
+    """One ClientApp task, as flwr-clientapp runs it, but in this process. Returns the sub-status."""
+    from flwr.app.error import Error
+    from flwr.common.constant import ErrorCode, SubStatus
+    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+    from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
+
+    client = _runtime_client(address, insecure, root_certificates, "flwr-clientapp", token)
+    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    message = context = reply = None
+    sub_status, details = SubStatus.FAILED, "ClientApp task failed"
+    t0 = time.perf_counter()
+    t1 = t2 = t0
+    try:
+        heartbeat.start()
+        message, context, run, _fab = pull_task_input(client)
+        t1 = time.perf_counter()
+        if run.fab_id and run.fab_id != FEDGC_FAB_ID:
+            raise RuntimeError(f"this runtime only runs the fedgc app ({FEDGC_FAB_ID}), not {run.fab_id!r}")
+        reply = client_app(message=message, context=context)
+        t2 = time.perf_counter()
+        sub_status, details = SubStatus.COMPLETED, ""
+    except Exception as exc:  # noqa: BLE001 - every failure goes back to the server as an error reply
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error("ClientApp task failed: %s", reason, exc_info=exc)
+        details = reason
+        if message is not None:
+            reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
+    finally:
+        try:
+            if reply is not None and context is not None:
+                push_message(client, reply, context)
+        finally:
+            push_task_output(client, context, sub_status, details)
+            if heartbeat.is_running:
+                heartbeat.stop()
+            client.close()
+            log.info("task %s: pull %.3f s, app %.3f s, push %.3f s", sub_status, t1 - t0, t2 - t1, time.perf_counter() - t2)
+    return sub_status
+
+
+def serve(
+    address: str,
+    *,
+    insecure: bool,
+    root_certificates: str | None = None,
+    poll_interval: float = 0.01,
+    idle_interval: float = 1.0,
+    growth: float = 1.5,
+    max_tasks: int | None = None,
+) -> None:
+    """Poll the SuperNode for ClientApp tasks: poll_interval after a task, then backing off by
+    `growth` per empty poll up to idle_interval (a run's next round comes soon; an idle node
+    costs one request per idle_interval)."""
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+    from flwr.supercore.constant import TaskType
+
+    from clients.app import app as client_app
+
+    acquirer = _runtime_client(address, insecure, root_certificates, "SuperExec")
+    done = 0
+    delay = idle_interval
+    log.info("fedgc ClientApp runtime polling %s", address)
+    try:
+        while max_tasks is None or done < max_tasks:
+            res = acquirer.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
+            if res.HasField("task") and res.token:
+                run_task(address, res.token, insecure=insecure, root_certificates=root_certificates, client_app=client_app)
+                done += 1
+                delay = poll_interval
+                continue
+            time.sleep(delay)
+            delay = min(delay * growth, idle_interval)
+    finally:
+        acquirer.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m clients.runtime", description=__doc__.split("\n\n")[0])
+    p.add_argument("--runtime-api-address", required=True, help="the SuperNode's Runtime API, host:port")
+    p.add_argument("--insecure", action="store_true", help="plain HTTP to the SuperNode")
+    p.add_argument("--root-certificates", default=None, help="CA certificate of the SuperNode's Runtime API (TLS)")
+    p.add_argument("--poll-interval", type=float, default=0.01, help="first wait after a task (backs off x1.5)")
+    p.add_argument("--idle-interval", type=float, default=1.0, help="longest wait between task polls")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.insecure and not args.root_certificates:
+        print("clients.runtime: give --insecure or --root-certificates", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s fedgc-runtime %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Stateless worker: stop at once, even inside an HTTP retry loop.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    try:
+        serve(
+            args.runtime_api_address,
+            insecure=args.insecure,
+            root_certificates=args.root_certificates,
+            poll_interval=args.poll_interval,
+            idle_interval=args.idle_interval,
+        )
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""FlowerTransport: fedgc's Transport protocol over a Flower Grid (Message API).
+
+Each exchange pushes one message per node (query.round, the node's augmentation) with
+grid.push_messages and polls grid.pull_messages at a short interval (default 20 ms) until
+every node has answered or the round timeout passes. Flower's own send_and_receive sleeps
+3 s between polls, which would dominate a round that costs tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+from flwr.app import Message
+from flwr.serverapp import Grid
+
+from clients.app import from_records, record_bytes, to_records
+from fedgc import messages
+from fedgc.client import ClientReply, RequestKind
+from fedgc.errors import FedGCError
+from fedgc.protocol import ClientInfo
+
+
+class NodeTimeout(FedGCError):
+    """Nodes that did not connect, or did not answer a round, in time."""
+
+
+class ClientFailed(FedGCError):
+    """A client answered with an error."""
+
+
+class FlowerTransport:
+    """Replies come back in the order of `clients()` (the configured client order)."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        *,
+        setup: messages.SetupRequest,
+        expected_nodes: int,
+        wait_timeout: float = 60.0,
+        round_timeout: float = 60.0,
+        poll_interval: float = 0.02,
+        send_and_receive: bool = False,
+    ) -> None:
+        self.grid = grid
+        self.send_and_receive = bool(send_and_receive)  # Flower's own (3 s poll), for comparison
+        self.setup = setup
+        self.expected_nodes = int(expected_nodes)
+        self.wait_timeout = float(wait_timeout)
+        self.round_timeout = float(round_timeout)
+        self.poll_interval = float(poll_interval)
+        self.node_ids: list[int] = []
+        self.infos: list[ClientInfo] = []
+        self.raw_data_bytes: dict[str, int] = {}
+        self.round_seconds: list[float] = []
+        self.wire_to_clients = 0
+        self.wire_to_server = 0
+        self.setup_to_clients = 0
+        self.setup_to_server = 0
+        self._exchange = 0
+        self.timeline: list[dict[str, float]] = []
+        self._pushed = self._first = self._last = 0.0
+
+    # ------------------------------------------------------------------ connection and setup
+
+    def wait_for_nodes(self) -> list[int]:
+        deadline = time.monotonic() + self.wait_timeout
+        while True:
+            ids = sorted(int(n) for n in self.grid.get_node_ids())
+            if len(ids) >= self.expected_nodes:
+                return ids
+            if time.monotonic() >= deadline:
+                raise NodeTimeout(
+                    f"waited {self.wait_timeout:g} s for {self.expected_nodes} SuperNodes, "
+                    f"{len(ids)} connected ({ids}); start one SuperNode per client, or lower num-nodes"
+                )
+            time.sleep(min(0.2, max(self.poll_interval, 0.01)))
+
+    def connect(self) -> list[ClientInfo]:
+        """Wait for the nodes, send every node the setup and order the clients as configured."""
+        ids = self.wait_for_nodes()
+        payload = messages.encode_setup(self.setup)
+        content_bytes = messages.payload_bytes(payload)
+        msgs = [Message(to_records(payload), dst_node_id=n, message_type="query.setup", group_id="setup") for n in ids]
+        self.setup_to_clients = content_bytes * len(ids)
+        replies = self._collect(msgs, ids, "setup", names=None)
+        found: dict[str, tuple[int, ClientInfo]] = {}
+        for node, reply in zip(ids, replies):
+            payload = from_records(reply.content)
+            self.setup_to_server += messages.payload_bytes(payload)
+            info, raw = messages.decode_setup_reply(payload)
+            if info.name in found:
+                raise FedGCError(f"two SuperNodes ({found[info.name][0]} and {node}) both serve client '{info.name}'")
+            found[info.name] = (node, info)
+            self.raw_data_bytes[info.name] = raw
+        order = list(self.setup.client_order) or sorted(found)
+        missing = [n for n in order if n not in found]
+        if missing:
+            raise FedGCError(
+                f"no SuperNode serves configured client(s) {missing}; connected nodes serve {sorted(found)} "
+                "(check each SuperNode's client-name in --node-config)"
+            )
+        extra = sorted(set(found) - set(order))
+        if extra and len(found) - len(extra) < self.expected_nodes:
+            raise FedGCError(f"SuperNodes serve clients {extra} that are not in the run config")
+        self.node_ids = [found[n][0] for n in order]
+        self.infos = [found[n][1] for n in order]
+        return self.infos
+
+    # ------------------------------------------------------------------ Transport protocol
+
+    def clients(self) -> list[ClientInfo]:
+        if not self.infos:
+            self.connect()
+        return list(self.infos)
+
+    def exchange(self, augmentations: Sequence[np.ndarray], request: RequestKind) -> list[ClientReply]:
+        if len(augmentations) != len(self.node_ids):
+            raise FedGCError(f"{len(augmentations)} augmentations for {len(self.node_ids)} clients")
+        r = self._exchange
+        msgs = []
+        for node, aug in zip(self.node_ids, augmentations):
+            content = to_records(messages.encode_request(aug, request, r))
+            self.wire_to_clients += record_bytes(content)
+            msgs.append(Message(content, dst_node_id=node, message_type="query.round", group_id=str(r)))
+        t0 = time.perf_counter()
+        replies = self._collect(msgs, self.node_ids, f"round {r}", names=[c.name for c in self.infos])
+        self.round_seconds.append(time.perf_counter() - t0)
+        self.timeline.append({"push_s": self._pushed - t0, "first_reply_s": self._first - t0, "last_reply_s": self._last - t0})
+        self._exchange += 1
+        out = []
+        for reply in replies:
+            self.wire_to_server += record_bytes(reply.content)
+            out.append(messages.decode_reply(from_records(reply.content)))
+        return out
+
+    # ------------------------------------------------------------------ push / poll
+
+    def _collect(self, msgs: list[Message], nodes: Sequence[int], what: str, names: Sequence[str] | None) -> list[Message]:
+        if self.send_and_receive and what != "setup":
+            return self._send_and_receive(msgs, nodes, what, names)
+        ids = list(self.grid.push_messages(msgs))
+        self._pushed = self._first = time.perf_counter()
+        if len(ids) != len(msgs) or any(i is None or i == "" for i in ids):
+            raise FedGCError(f"{what}: the SuperLink did not accept every message ({ids})")
+        slot = {mid: k for k, mid in enumerate(ids)}
+        got: dict[int, Message] = {}
+        timeout = self.wait_timeout if what == "setup" else self.round_timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = [mid for mid in ids if slot[mid] not in got]
+            for msg in self.grid.pull_messages(pending):
+                k = slot.get(msg.metadata.reply_to_message_id)
+                if k is None:
+                    continue
+                if msg.has_error():
+                    who = names[k] if names else f"node {nodes[k]}"
+                    raise ClientFailed(f"{what}: client {who} (node {nodes[k]}) failed: {msg.error.reason}")
+                if not got:
+                    self._first = time.perf_counter()
+                got[k] = msg
+            if len(got) == len(ids):
+                self._last = time.perf_counter()
+                return [got[k] for k in range(len(ids))]
+            if time.monotonic() >= deadline:
+                late = [k for k in range(len(ids)) if k not in got]
+                who = ", ".join((f"client {names[k]} (node {nodes[k]})" if names else f"node {nodes[k]}") for k in late)
+                raise NodeTimeout(f"{what}: no reply within {timeout:g} s from {who}")
+            time.sleep(self.poll_interval)
+
+    def _send_and_receive(self, msgs, nodes, what, names) -> list[Message]:
+        t0 = time.perf_counter()
+        self._pushed = self._first = t0
+        dst = [m.metadata.dst_node_id for m in msgs]
+        replies = list(self.grid.send_and_receive(msgs, timeout=self.round_timeout))
+        self._last = time.perf_counter()
+        by_node = {int(r.metadata.src_node_id): r for r in replies}
+        late = [k for k, n in enumerate(dst) if int(n) not in by_node]
+        if late:
+            who = ", ".join(f"client {names[k]} (node {nodes[k]})" if names else f"node {nodes[k]}" for k in late)
+            raise NodeTimeout(f"{what}: no reply within {self.round_timeout:g} s from {who}")
+        for k, n in enumerate(dst):
+            if by_node[int(n)].has_error():
+                raise ClientFailed(f"{what}: client {names[k] if names else n} failed: {by_node[int(n)].error.reason}")
+        return [by_node[int(n)] for n in dst]
+
+    def wire_summary(self) -> dict[str, Any]:
+        """Flower-serialized sizes (arrays as .npy bytes), next to fedgc's payload accounting."""
+        return {
+            "flower_bytes_to_clients": int(self.wire_to_clients + self.setup_to_clients),
+            "flower_bytes_to_server": int(self.wire_to_server + self.setup_to_server),
+            "round_latency_s": [float(s) for s in self.round_seconds],
+            "median_round_latency_s": float(np.median(self.round_seconds)) if self.round_seconds else None,
+            "round_timeline": self.timeline,
+        }

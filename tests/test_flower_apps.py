@@ -1,0 +1,142 @@
+"""The Flower apps in process: ClientApp handlers and ServerApp main loop over a fake Grid.
+
+No Ray and no SuperLink here (fast): the fake grid hands each message to the ClientApp of its
+node, with a per-node Context like a SuperNode keeps. Exactness against the local engine, the
+rebuild of a session from the context, and a node that stops answering."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Context, Message, RecordDict
+
+import clients.app as capp
+from fedgc.config import ClientOptions, parse_config
+from fedgc.protocol import LocalTransport
+from fedgc.run import build_session, execute, simulate_scenario, write_scenario_files
+from server.app import LAST_ROUND_FILE, Job, config_from_json, config_to_raw, run_job
+from server.engine import node_overrides
+from server.transport import NodeTimeout
+
+
+class FakeGrid:
+    """Grid stand-in: push runs the node's ClientApp at once; silent[node] = exchange from which it never answers."""
+
+    def __init__(self, node_configs, *, silent=None, forget_sessions=False):
+        from flwr.supercore.task_identity import TaskIdentity
+
+        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 7, 1  # what a ServerApp process has
+        self.contexts = {
+            1000 + i: Context(run_id=7, node_id=1000 + i, node_config=dict(nc), state=RecordDict(), run_config={})
+            for i, nc in enumerate(node_configs)
+        }
+        self.app = capp.make_client_app()
+        self.silent = silent or {}
+        self.forget = forget_sessions
+        self.store: dict[str, Message] = {}
+        self.rounds_seen: dict[int, int] = {}
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def push_messages(self, messages):
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = msg.object_id
+            node = msg.metadata.dst_node_id
+            ids.append(msg.metadata.message_id)
+            if msg.metadata.message_type == "query.round":
+                k = self.rounds_seen.get(node, 0)
+                self.rounds_seen[node] = k + 1
+                if node in self.silent and k >= self.silent[node]:
+                    continue
+                if self.forget:
+                    capp._CACHE.clear()  # a fresh ClientApp process per message
+            self.store[msg.metadata.message_id] = self.app(msg, self.contexts[node])
+        return ids
+
+    def pull_messages(self, message_ids):
+        return [self.store.pop(i) for i in list(message_ids) if i in self.store]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    raw = {
+        "name": "small",
+        "seed": 3,
+        "synthetic": {"n_clients": 3, "state_dims": 2, "obs_dims": 6, "n_steps": 400, "edge_density": 0.5},
+        "server": {"max_rounds": 6, "tol": 1e-9},
+        "evaluation": {"oracle": False},
+    }
+    cfg = parse_config(raw)
+    files = write_scenario_files(cfg, simulate_scenario(cfg), tmp_path_factory.mktemp("small") / "clients")
+    return files
+
+
+def _local(cfg):
+    sessions = [build_session(s, cfg.client, seed=cfg.seed + i) for i, s in enumerate(cfg.clients)]
+    return execute(cfg, LocalTransport(sessions))
+
+
+def _node_configs(cfg):
+    return [node_overrides(cfg)[i] for i in range(len(cfg.clients))]
+
+
+def test_records_round_trip():
+    payload = {"augmentation": np.arange(6.0).reshape(3, 2) / 7, "request": "newton", "round": 2, "flag": True}
+    back = capp.from_records(capp.to_records(payload))
+    assert set(back) == set(payload)
+    np.testing.assert_array_equal(back["augmentation"], payload["augmentation"])
+    assert back["request"] == "newton" and back["round"] == 2 and back["flag"] is True
+
+
+def test_config_json_round_trip(small):
+    cfg = replace(small, client=ClientOptions(learn_theta=True))
+    back = config_from_json(json.dumps(config_to_raw(cfg)))
+    assert back.server == cfg.server and back.client == cfg.client and back.seed == cfg.seed
+    assert [c.name for c in back.clients] == [c.name for c in cfg.clients]
+    assert [Path(c.data) for c in back.clients] == [Path(c.data).resolve() for c in cfg.clients]
+
+
+@pytest.mark.parametrize("learn_theta", [False, True])
+def test_fake_grid_matches_local(small, tmp_path, learn_theta):
+    cfg = replace(small, client=ClientOptions(learn_theta=learn_theta))
+    local = _local(cfg)
+    grid = FakeGrid(_node_configs(cfg), forget_sessions=learn_theta)  # learn_theta: rebuild from the context every round
+    job = Job(cfg=cfg, engine="flower-sim", out_dir=tmp_path, poll_interval=0.001)
+    result = run_job(grid, job)
+    np.testing.assert_allclose(result.fit.A_s, local.fit.A_s, rtol=0, atol=1e-9)
+    assert result.fit.rounds == local.fit.rounds
+    comm = result.communication
+    assert comm["exchanges"] == local.communication["exchanges"]
+    assert comm["bytes_total"] > comm["setup_bytes"] > 0
+    assert comm["raw_data_bytes_kept"] == sum(400 * 6 * 8 for _ in cfg.clients)
+    last = json.loads((tmp_path / LAST_ROUND_FILE).read_text())
+    assert last["complete"] and np.allclose(last["A_s"], result.fit.A_s)
+
+
+def test_silent_node_stops_the_run_and_keeps_last_round(small, tmp_path):
+    grid = FakeGrid(_node_configs(small), silent={1001: 3})  # client1 answers the opening exchange and rounds 1, 2 only
+    job = Job(cfg=small, engine="flower", out_dir=tmp_path, round_timeout=0.3, poll_interval=0.001)
+    with pytest.raises(NodeTimeout, match=r"round 3: no reply within 0\.3 s from client client1 \(node 1001\)") as err:
+        run_job(grid, job)
+    assert str(tmp_path / LAST_ROUND_FILE) in str(err.value)
+    last = json.loads((tmp_path / LAST_ROUND_FILE).read_text())
+    assert not last["complete"] and last["round"] == 3 and "client1" in last["error"]
+    assert np.asarray(last["A_s"]).shape == (6, 6)
+
+
+def test_missing_node_is_a_clear_error(small, tmp_path):
+    grid = FakeGrid(_node_configs(small)[:2])
+    job = Job(cfg=small, engine="flower", out_dir=tmp_path, wait_timeout=0.2)
+    with pytest.raises(NodeTimeout, match="waited 0.2 s for 3 SuperNodes, 2 connected"):
+        run_job(grid, job)
+
+
+def test_node_without_data_path_is_a_clear_error():
+    with pytest.raises(Exception, match="no 'data-path' in its node config"):
+        capp.node_settings({"client-name": "x"})

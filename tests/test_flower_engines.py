@@ -1,0 +1,119 @@
+"""The three engines on simulations/default.yaml: the same A_s to 1e-9 (privacy off, same seed).
+
+`flower` runs against a real deployment on 127.0.0.1: a SuperLink, the ServerApp SuperExec, and
+per client a SuperNode and its ClientApp runtime, started as processes with docker-compose.yml's
+command lines (server/deploy.py) on free ports; every process is stopped at the end. The
+deployed run also checks a node that stops answering mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedgc.config import load_config
+from fedgc.engines import run_with_engine
+from fedgc.errors import FedGCError
+from server.app import FIT_FILE, LAST_ROUND_FILE
+from server.deploy import LocalDeployment
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = ROOT / "simulations" / "default.yaml"
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return replace(load_config(SCENARIO), oracle=False)
+
+
+@pytest.fixture(scope="module")
+def local(cfg, tmp_path_factory):
+    return run_with_engine(replace(cfg, engine="local"), mode="simulate", out_dir=tmp_path_factory.mktemp("local"))
+
+
+def _node_configs(out: Path, n: int):
+    clients = out / "clients"  # where `simulate` writes each client's files (fedgc.run.write_scenario_files)
+    return [
+        {"data-path": str(clients / f"client{i}.csv"), "client-name": f"client{i}", "model-path": str(clients / f"client{i}_model.npz")}
+        for i in range(n)
+    ]
+
+
+def test_flower_sim_matches_local(cfg, local, tmp_path):
+    result = run_with_engine(replace(cfg, engine="flower-sim"), mode="simulate", out_dir=tmp_path)
+    assert result.engine == "flower-sim"
+    np.testing.assert_allclose(result.fit.A_s, local.fit.A_s, rtol=0, atol=1e-9)
+    assert result.fit.rounds == local.fit.rounds and result.fit.converged
+    np.testing.assert_array_equal(result.fit.gc.edges, local.fit.gc.edges)
+    assert result.communication["bytes_total"] >= local.communication["bytes_total"]
+    assert result.raw_data_bytes == local.raw_data_bytes
+
+
+@pytest.fixture(scope="module")
+def deployment(cfg, tmp_path_factory):
+    base = tmp_path_factory.mktemp("deployed")
+    out = base / "out"
+    dep = LocalDeployment(_node_configs(out, cfg.synthetic.n_clients), base / "work")
+    with dep:
+        yield dep, out
+    assert all(p.poll() is not None for p in dep.procs.values()), "a deployment process outlived the test"
+
+
+def test_flower_deployed_matches_local(cfg, local, deployment):
+    dep, out = deployment
+    result = run_with_engine(replace(cfg, engine="flower"), mode="simulate", out_dir=out, superlink=dep.address)
+    assert result.engine == "flower"
+    np.testing.assert_allclose(result.fit.A_s, local.fit.A_s, rtol=0, atol=1e-9)
+    assert result.fit.rounds == local.fit.rounds
+    np.testing.assert_array_equal(result.fit.gc.edges, local.fit.gc.edges)
+    assert result.scores is not None and result.scores.auroc > 0.9  # truth evaluation added by the CLI side
+    # the ServerApp wrote the output folder itself
+    written = json.loads((out / "result.json").read_text())
+    np.testing.assert_allclose(np.asarray(written["A_s"]), local.fit.A_s, rtol=0, atol=1e-9)
+    assert (out / FIT_FILE).is_file() and json.loads((out / LAST_ROUND_FILE).read_text())["complete"]
+    comm = result.communication
+    assert comm["raw_data_bytes_kept"] == local.raw_data_bytes
+    assert len(comm["round_latency_s"]) == comm["exchanges"] == local.communication["exchanges"]
+
+
+def test_flower_deployed_silent_node(cfg, deployment):
+    dep, out = deployment
+    out = out.parent / "out-timeout"
+    long_cfg = replace(cfg, engine="flower", server=replace(cfg.server, tol=1e-300, max_rounds=40))
+    stalled = dep.procs["clientapp-5"]
+    errors: list[BaseException] = []
+
+    def run():
+        from server.engine import run_flower
+
+        try:
+            run_flower(long_cfg, mode="simulate", out_dir=out, superlink=dep.address, round_timeout=3.0)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / LAST_ROUND_FILE).is_file() and time.monotonic() < deadline and worker.is_alive():
+            time.sleep(0.02)
+        os.kill(stalled.pid, signal.SIGSTOP)  # client5's ClientApp stops answering
+        worker.join(timeout=240)
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)
+    assert not worker.is_alive()
+    assert errors and isinstance(errors[0], FedGCError), errors
+    message = str(errors[0])
+    assert "no reply within 3 s from client client5" in message
+    assert str(out / LAST_ROUND_FILE) in message
+    kept = json.loads((out / LAST_ROUND_FILE).read_text())
+    assert not kept["complete"] and kept["round"] >= 1 and "client5" in kept["error"]
+    assert np.asarray(kept["A_s"]).shape == (24, 24)

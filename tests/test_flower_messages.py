@@ -1,0 +1,58 @@
+"""fedgc.messages: plain-dict encoding of what crosses the boundary, and its byte accounting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedgc import messages
+from fedgc.client import ClientReply
+from fedgc.protocol import ClientInfo
+
+
+def test_reply_round_trip_keeps_none_fields():
+    rng = np.random.default_rng(0)
+    reply = ClientReply(rng.normal(size=(5, 2)), rng.normal(size=(5, 2)), np.eye(2), None, 3.25)
+    payload = messages.encode_reply(reply)
+    assert "gradient" not in payload
+    back = messages.decode_reply(payload)
+    for a, b in zip(back[:4], reply[:4]):
+        assert (a is None and b is None) or np.array_equal(a, b)
+    assert back.loss == 3.25
+    assert messages.payload_bytes(payload) == 2 * 5 * 2 * 8 + 4 * 8 + 8
+
+
+def test_request_and_setup_round_trip():
+    aug = np.arange(6.0).reshape(3, 2)
+    a, kind, r = messages.decode_request(messages.encode_request(aug, "gd", 4))
+    assert np.array_equal(a, aug) and kind == "gd" and r == 4
+    setup = messages.SetupRequest(seed=5, client_order=("a", "b"), learn_theta=True, theta="mlp")
+    assert messages.decode_setup(messages.encode_setup(setup)) == setup
+    assert setup.seed_for("b", 0) == 6 and setup.seed_for("zz", 3) == 8
+    info, raw = messages.decode_setup_reply(messages.encode_setup_reply(ClientInfo("a", 3, 10), 640))
+    assert info == ClientInfo("a", 3, 10) and raw == 640
+
+
+def test_bad_messages_are_clear_errors():
+    with pytest.raises(messages.MessageError, match="missing field"):
+        messages.decode_reply({"loss": 1.0})
+    with pytest.raises(messages.MessageError, match="unknown request kind"):
+        messages.encode_request(np.zeros((2, 2)), "pickle", 0)
+    with pytest.raises(messages.MessageError, match="neither an array nor a scalar"):
+        messages.split_payload({"x": [1, 2]})
+
+
+def test_counting_transport_counts_both_directions():
+    class Echo:
+        def clients(self):
+            return [ClientInfo("a", 2, 4)]
+
+        def exchange(self, augs, request):
+            return [ClientReply(a, a, np.eye(2), None, 0.0) for a in augs]
+
+    t = messages.CountingTransport(Echo())
+    t.exchange([np.zeros((4, 2))], "newton")
+    s = t.log.summary(raw_data_bytes=1000)
+    assert s["bytes_to_clients"] == 64 + len("newton") + 8
+    assert s["bytes_to_server"] == 64 + 64 + 32 + 8
+    assert s["raw_data_bytes_kept"] == 1000 and s["exchanges"] == 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import numpy as np
+import scipy.special
 import scipy.stats
 from statsmodels.stats.multitest import multipletests
 
@@ -46,6 +47,36 @@ class GCResult(NamedTuple):
     edges: np.ndarray
     alpha: float
     A_s: np.ndarray
+
+
+def chi2_log10_sf(stat: np.ndarray, dof: np.ndarray) -> np.ndarray:
+    """log10 P(chi2_dof > stat) without underflow: scipy's logsf is -inf once sf < ~1e-308; there the
+    upper incomplete gamma Q(a, x) = x^a e^-x / Gamma(a) * CF(a, x) (Legendre's continued fraction, Lentz)."""
+    stat = np.asarray(stat, dtype=float)
+    dof = np.asarray(dof, dtype=float)
+    out = scipy.stats.chi2.logsf(stat, dof)
+    bad = ~np.isfinite(out) & np.isfinite(stat)
+    if np.any(bad):
+        a, x = dof[bad] / 2.0, stat[bad] / 2.0
+        tiny = 1e-300
+        b = x + 1.0 - a
+        c = np.full_like(x, 1.0 / tiny)
+        d = 1.0 / b
+        h = d.copy()
+        for i in range(1, 300):
+            an = -i * (i - a)
+            b = b + 2.0
+            d = an * d + b
+            d = np.where(np.abs(d) < tiny, tiny, d)
+            c = b + an / c
+            c = np.where(np.abs(c) < tiny, tiny, c)
+            d = 1.0 / d
+            delta = d * c
+            h = h * delta
+            if np.all(np.abs(delta - 1.0) < 1e-15):
+                break
+        out[bad] = -x + a * np.log(x) - scipy.special.gammaln(a) + np.log(h)
+    return out / np.log(10.0)
 
 
 def granger_tests(
@@ -79,7 +110,7 @@ def granger_tests(
             dof[m, n] = Dm * Dn
     off = ~np.eye(M, dtype=bool)
     logp = np.full(shape, np.nan)
-    logp[off] = scipy.stats.chi2.logsf(statistic[off], dof[off]) / np.log(10.0)
+    logp[off] = chi2_log10_sf(statistic[off], dof[off])
     pvalue = np.where(off, 10.0**logp, np.nan)
     edges = np.zeros(shape, dtype=bool)
     if off.any():

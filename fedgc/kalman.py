@@ -66,10 +66,15 @@ def steady_state(A: np.ndarray, J: np.ndarray, Q: np.ndarray) -> SteadyState:
     L = _symmetric_root(J)
     P = scipy.linalg.solve_discrete_are(A.T, L.T, Q, np.eye(D))
     P = 0.5 * (P + P.T)
-    # Sigma = (P^{-1} + J)^{-1} = P - P (I + J P)^{-1} J P, without inverting a possibly ill-conditioned P.
-    Sigma = P - P @ np.linalg.solve(np.eye(D) + J @ P, J @ P)
+    # Sigma = (P^{-1} + J)^{-1} = Lp (I + Lp^T J Lp)^{-1} Lp^T with P = Lp Lp^T (P >= Q > 0): no cancellation
+    # when J is large, unlike P - P (I + J P)^{-1} J P.
+    Lp = np.linalg.cholesky(P)
+    S = Lp.T @ J @ Lp
+    Minv = scipy.linalg.cho_solve(scipy.linalg.cho_factor(np.eye(D) + 0.5 * (S + S.T)), np.eye(D))
+    Sigma = Lp @ Minv @ Lp.T
     Sigma = 0.5 * (Sigma + Sigma.T)
-    G = np.eye(D) - Sigma @ J  # = I - K C with K = Sigma C^T R^{-1}
+    # G = I - K C = Sigma P^{-1}: a product, not the difference I - Sigma J (which cancels when J is large).
+    G = scipy.linalg.cho_solve((Lp, True), Sigma).T
     return SteadyState(P, Sigma, G @ A, G)
 
 

@@ -180,8 +180,10 @@ def identify(
     T, P = raw.shape
     mean = raw.mean(axis=0)
     scale = raw.std(axis=0)
-    if np.any(scale <= 0):
-        bad = np.flatnonzero(scale <= 0).tolist()
+    # A constant column has std ~1e-16 |mean| from rounding, not exactly 0.
+    constant = (np.ptp(raw, axis=0) == 0) | (scale <= 1e-12 * np.maximum(np.abs(mean), np.finfo(float).tiny))
+    if np.any(constant):
+        bad = np.flatnonzero(constant).tolist()
         raise ModelError(f"client '{client}': columns {bad} are constant, cannot standardise")
     y = (raw - mean) / scale
     cov = y.T @ y / T
@@ -201,17 +203,23 @@ def identify(
     C = U[:, :D] * np.sqrt(signal)
     scores = np.linalg.lstsq(C, y.T, rcond=None)[0].T  # (T, D)
     X, Y = scores[:-1], scores[1:]
-    A = np.linalg.lstsq(X, Y, rcond=None)[0].T
+    resid_y = y - scores @ C.T
+    R = np.diag(np.maximum(resid_y.var(axis=0), min_variance))
+    # The scores carry white measurement noise N = C^+ R C^+^T: E[X^T X] = n (Sigma_s + N) while
+    # E[Y^T X] = n A Sigma_s, so plain least squares shrinks A towards 0. Remove N from the Gram matrix.
+    Cp = np.linalg.pinv(C)
+    noise_in_scores = Cp @ R @ Cp.T
+    gram = X.T @ X - len(X) * noise_in_scores
+    if np.linalg.eigvalsh(0.5 * (gram + gram.T)).min() > 0.1 * np.linalg.eigvalsh(X.T @ X).min():
+        A = np.linalg.solve(gram, X.T @ Y).T
+    else:
+        A = np.linalg.lstsq(X, Y, rcond=None)[0].T
     rho = np.max(np.abs(np.linalg.eigvals(A)))
     if rho >= 0.999:
         A = A * (0.999 / rho)
-    resid_y = y - scores @ C.T
-    R = np.diag(np.maximum(resid_y.var(axis=0), min_variance))
     resid_s = Y - X @ A.T
     Q = resid_s.T @ resid_s / len(resid_s)
-    # The scores carry measurement noise (C^+ R C^+^T); its part in the AR residual is removed.
-    Cp = np.linalg.pinv(C)
-    noise_in_scores = Cp @ R @ Cp.T
+    # The scores' noise in the AR residual is removed.
     Q = Q - noise_in_scores - A @ noise_in_scores @ A.T
     w, V = np.linalg.eigh(0.5 * (Q + Q.T))
     Q = (V * np.maximum(w, 1e-3 * max(w.max(), 1e-6))) @ V.T

@@ -1,0 +1,239 @@
+"""Local models: validation errors that name the client, .npz files, identification from data."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from fedgc.errors import ModelError
+from fedgc.kalman import information_matrix, steady_state
+from fedgc.local_model import LocalModel, identify, is_detectable, load_npz, save_npz, validate
+from fedgc.synthetic import SystemSpec, simulate
+
+CLIENT = "boiler-3"
+
+
+def _model(rng, D=2, P=5, **override) -> LocalModel:
+    parts = dict(
+        A=np.diag(rng.uniform(0.3, 0.8, D)),
+        C=rng.standard_normal((P, D)),
+        Q=np.eye(D),
+        R=np.diag(rng.uniform(0.5, 1.5, P)),
+    )
+    parts.update(override)
+    return LocalModel(**parts)
+
+
+def _fails(model, *fragments):
+    with pytest.raises(ModelError) as info:
+        validate(model, CLIENT)
+    msg = str(info.value)
+    for fragment in (CLIENT, *fragments):
+        assert fragment in msg, f"{fragment!r} not in {msg!r}"
+
+
+# ----------------------------------------------------------------------------- validate
+
+
+def test_valid_model_returns_its_steady_state():
+    model = _model(np.random.default_rng(0))
+    ss = validate(model, CLIENT)
+    ref = steady_state(model.A, information_matrix(model.C, model.R), model.Q)
+    np.testing.assert_allclose(ss.prior_cov, ref.prior_cov, rtol=1e-12)
+    np.testing.assert_allclose(ss.transition, ref.transition, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("A", [np.diag([1.1, 0.5]), np.diag([1.0, 0.5]), np.array([[0.0, -1.02], [1.02, 0.0]])])
+def test_unstable_A_names_client(A):
+    _fails(_model(np.random.default_rng(1), A=A), "not stable", "spectral radius")
+
+
+def test_non_positive_definite_R_names_client():
+    rng = np.random.default_rng(2)
+    R = np.diag([1.0, 1.0, -0.1, 1.0, 1.0])
+    _fails(_model(rng, R=R), "R", "not positive definite")
+    _fails(_model(rng, R=np.diag([1.0, 1.0, 0.0, 1.0, 1.0])), "R", "not positive definite")
+
+
+def test_non_positive_definite_Q_names_client():
+    rng = np.random.default_rng(3)
+    _fails(_model(rng, Q=np.array([[1.0, 2.0], [2.0, 1.0]])), "Q", "not positive definite")
+
+
+def test_non_symmetric_covariance_names_client():
+    rng = np.random.default_rng(4)
+    _fails(_model(rng, Q=np.array([[1.0, 0.5], [0.0, 1.0]])), "Q", "not symmetric")
+
+
+def test_undetectable_marginal_mode_names_client():
+    """A mode within is_detectable's tolerance of the unit circle that C does not see: validate must not
+    accept it as a stable, detectable model (a stable A is always detectable, so this is the only way
+    validate can reach its detectability check)."""
+    rng = np.random.default_rng(5)
+    A = np.diag([1.0 - 1e-11, 0.5])
+    C = np.column_stack([np.zeros(5), rng.standard_normal(5)])
+    _fails(_model(rng, A=A, C=C), "not detectable")
+
+
+def test_is_detectable_pbh():
+    unstable = np.diag([1.2, 0.5])
+    assert not is_detectable(unstable, np.array([[0.0, 1.0]]))  # unstable mode invisible
+    assert is_detectable(unstable, np.array([[1.0, 0.0]]))  # unstable mode seen
+    assert is_detectable(unstable, np.array([[1.0, 1.0]]))
+    assert is_detectable(np.diag([0.9, 0.5]), np.zeros((1, 2)))  # stable: always detectable
+    # Complex unstable pair (a growing rotation) observed through one coordinate, or not at all.
+    rot = 1.1 * np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
+    A = scipy.linalg.block_diag(rot, 0.4)
+    assert is_detectable(A, np.array([[1.0, 0.0, 0.0]]))
+    assert not is_detectable(A, np.array([[0.0, 0.0, 1.0]]))
+    # Unobservable unstable mode hidden by a similarity transform.
+    S = np.random.default_rng(6).standard_normal((3, 3))
+    assert not is_detectable(S @ A @ np.linalg.inv(S), np.array([[0.0, 0.0, 1.0]]) @ np.linalg.inv(S))
+    assert is_detectable(S @ A @ np.linalg.inv(S), np.array([[1.0, 0.0, 0.0]]) @ np.linalg.inv(S))
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ({"A": np.zeros((2, 3))}, "A must be square"),
+        ({"A": np.zeros(2)}, "A must be square"),
+        ({"C": np.zeros((5, 3))}, "C must be (P, 2)"),
+        ({"Q": np.eye(3)}, "Q must be (2, 2)"),
+        ({"R": np.eye(4)}, "R must be (5, 5)"),
+        ({"mean": np.zeros(4)}, "mean and scale"),
+        ({"scale": np.ones(6)}, "mean and scale"),
+        ({"scale": np.array([1.0, 1.0, 0.0, 1.0, 1.0])}, "scale must be positive"),
+        ({"Q": np.array([[1.0, np.nan], [np.nan, 1.0]])}, "Q has non-finite"),
+    ],
+)
+def test_wrong_shapes_and_values_name_client(override, fragment):
+    _fails(_model(np.random.default_rng(7), **override), fragment)
+
+
+# ----------------------------------------------------------------------------- npz
+
+
+def test_npz_round_trip(tmp_path):
+    rng = np.random.default_rng(8)
+    model = _model(rng, mean=rng.standard_normal(5), scale=rng.uniform(0.5, 2.0, 5))
+    path = tmp_path / "boiler3.npz"
+    save_npz(path, model)
+    back = load_npz(path, CLIENT)
+    for name in ("A", "C", "Q", "R", "mean", "scale"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(model, name))
+        assert getattr(back, name).dtype == np.float64
+
+
+def test_npz_without_mean_and_scale_defaults(tmp_path):
+    model = _model(np.random.default_rng(9))
+    path = tmp_path / "m.npz"
+    np.savez(path, A=model.A, C=model.C, Q=model.Q, R=model.R)
+    back = load_npz(path, CLIENT)
+    np.testing.assert_array_equal(back.mean, np.zeros(5))
+    np.testing.assert_array_equal(back.scale, np.ones(5))
+
+
+def _load_fails(path, *fragments):
+    with pytest.raises(ModelError) as info:
+        load_npz(path, CLIENT)
+    msg = str(info.value)
+    for fragment in (CLIENT, *fragments):
+        assert fragment in msg, f"{fragment!r} not in {msg!r}"
+
+
+def test_npz_missing_file(tmp_path):
+    _load_fails(tmp_path / "nope.npz", "nope.npz", "does not exist")
+
+
+def test_npz_missing_arrays(tmp_path):
+    model = _model(np.random.default_rng(10))
+    path = tmp_path / "m.npz"
+    np.savez(path, A=model.A, C=model.C)
+    _load_fails(path, "lacks arrays", "'Q'", "'R'")
+
+
+def test_npz_unknown_arrays(tmp_path):
+    model = _model(np.random.default_rng(11))
+    path = tmp_path / "m.npz"
+    np.savez(path, A=model.A, C=model.C, Q=model.Q, R=model.R, K=np.eye(2))
+    _load_fails(path, "unknown arrays", "'K'")
+
+
+def test_npz_invalid_model_and_corrupt_file(tmp_path):
+    model = _model(np.random.default_rng(12), A=np.diag([1.5, 0.2]))
+    path = tmp_path / "m.npz"
+    save_npz(path, model)
+    _load_fails(path, "not stable")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file")
+    _load_fails(bad, "cannot read")
+
+
+# ----------------------------------------------------------------------------- identify
+
+
+def _client_data(D, seed, snr=4.0, T=3000, P=20):
+    spec = SystemSpec(n_clients=2, state_dims=D, obs_dims=P, edge_density=0.0, n_steps=T, snr=snr)
+    return simulate(spec, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("D, seed", [(2, 0), (3, 1), (4, 2)])
+def test_identify_recovers_subspace_and_dimension(D, seed):
+    data = _client_data(D, seed)
+    raw = 5.0 + 3.0 * data.y[0]  # arbitrary units: identify standardises
+    model = identify(raw, client=CLIENT, rng=np.random.default_rng(100 + seed))
+    assert model.state_dim == D  # Horn's parallel analysis
+    np.testing.assert_allclose(model.mean, raw.mean(axis=0))
+    np.testing.assert_allclose(model.scale, raw.std(axis=0))
+    # True C in the standardised coordinates the model lives in: y_std = (raw - mean) / scale.
+    C_true = 3.0 * data.system.C[0] / model.scale[:, None]
+    angles = scipy.linalg.subspace_angles(C_true, model.C)
+    assert np.degrees(angles.max()) < 6.0  # a random D-plane in R^20 sits near 90 degrees
+    validate(model, CLIENT)  # identify returns only valid models
+
+
+def test_identify_explained_variance_and_given_dimension():
+    data = _client_data(3, 3)
+    assert identify(data.y[0], client=CLIENT, state_dim=2).state_dim == 2
+    full = identify(data.y[0], client=CLIENT, explained_variance=0.999)
+    assert full.state_dim == 19  # capped at P - 1
+    assert identify(data.y[0], client=CLIENT, explained_variance=0.05).state_dim == 1
+
+
+def test_identify_local_dynamics_are_consistent():
+    """With T large the identified A^{mm} has the true spectrum (up to the similarity PCA cannot fix)."""
+    data = _client_data(3, 5, snr=1.0, T=30000)
+    model = identify(data.y[0], client=CLIENT, state_dim=3)
+    true = np.sort(np.abs(np.linalg.eigvals(data.system.A[:3, :3])))
+    got = np.sort(np.abs(np.linalg.eigvals(model.A)))
+    np.testing.assert_allclose(got, true, atol=0.05)
+
+
+def test_identify_too_few_rows():
+    raw = np.random.default_rng(13).standard_normal((8, 10))
+    with pytest.raises(ModelError, match=rf"{CLIENT}.*8 rows are too few"):
+        identify(raw, client=CLIENT, state_dim=3)
+
+
+@pytest.mark.parametrize(
+    "value", [0.0, -3.0, 4.2, 0.1]
+)
+def test_identify_constant_columns(value):
+    raw = np.random.default_rng(14).standard_normal((200, 6))
+    raw[:, 2] = value
+    raw[:, 5] = value
+    try:
+        identify(raw, client=CLIENT, state_dim=2)
+        msg = "no error"
+    except ModelError as exc:
+        msg = str(exc)
+    assert re.search(rf"{CLIENT}.*columns \[2, 5\] are constant", msg), msg
+
+
+def test_identify_state_dim_out_of_range():
+    raw = np.random.default_rng(15).standard_normal((200, 6))
+    with pytest.raises(ModelError, match=rf"{CLIENT}.*state dimension 6"):
+        identify(raw, client=CLIENT, state_dim=6)

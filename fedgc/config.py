@@ -24,7 +24,8 @@
              learning_rate: null, alpha: 0.05, burn_in: 1}
     client: {learn_theta: false, theta: linear}
     privacy: off                  # or {epsilon: 10, delta: 1.0e-5, clip: 7.0, accountant: rdp,
-                                  #     clip_space: whitened, debias: client, max_noise_multiplier: 100}
+                                  #     clip_space: whitened, debias: client, shrink: true, augmentation_noise: false,
+                                  #     max_noise_multiplier: 100}
     evaluation: {oracle: true}
 """
 
@@ -68,7 +69,10 @@ class PrivacySettings:
     epsilon > 0 (.inf: noise-free, for sweeps), 0 < delta < 1: the whole-run target per client;
     clip: c > 0; clip_space: 'whitened' (||J^{-1/2} C^T R^{-1} y_t|| <= c) or 'measurement' (||y_t|| <= c);
     accountant: 'rdp' | 'prv'; debias: 'client' (noise-aware client filter), 'server' (errors-in-variables
-    correction of the Gram matrices) or 'none'; max_noise_multiplier: larger sigma is refused as absurd.
+    correction of the Gram matrices) or 'none'; max_noise_multiplier: larger sigma is refused as absurd;
+    shrink: empirical-Bayes shrinkage of each block of A_s toward zero by its own noise level (newton rule);
+    augmentation_noise: also noise every augmentation the server sends (composed as extra releases). Off by
+    default: the augmentations are post-processing of the clients' privatised releases (fedgc.privacy.accounting).
     """
 
     epsilon: float
@@ -78,6 +82,8 @@ class PrivacySettings:
     clip_space: str = "whitened"
     debias: str = "client"
     max_noise_multiplier: float = 100.0
+    shrink: bool = True
+    augmentation_noise: bool = False
 
     def __post_init__(self) -> None:
         from fedgc.privacy.accounting import PrivacyAccountant
@@ -87,6 +93,9 @@ class PrivacySettings:
             raise ConfigError(f"privacy.clip must be a finite number > 0, got {self.clip!r}")
         if self.clip_space not in ("whitened", "measurement"):
             raise ConfigError(f"privacy.clip_space must be 'whitened' or 'measurement', got {self.clip_space!r}")
+        for flag in ("shrink", "augmentation_noise"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"privacy.{flag} must be true or false, got {getattr(self, flag)!r}")
         if self.debias not in ("client", "server", "none"):
             raise ConfigError(f"privacy.debias must be 'client', 'server' or 'none', got {self.debias!r}")
 

@@ -16,7 +16,7 @@ import scipy.linalg
 from fedgc.client import ClientWindow, lagged
 from fedgc.kalman import filter_scan, steady_state
 from fedgc.protocol import RoundRecord, ServerConfig
-from fedgc.server import Blocks, newton_update, regression_stats, relative_change
+from fedgc.server import Blocks, newton_update, next_relaxation, regression_stats, relative_change
 
 
 ORACLE_MIN_ROUNDS = 100
@@ -35,6 +35,7 @@ def oracle_fit(windows: Sequence[ClientWindow], config: ServerConfig) -> tuple[n
     ytil = np.hstack([w.ytil for w in windows])
     A_s = np.zeros_like(A_loc)
     history: list[RoundRecord] = []
+    omega = 1.0
     for r in range(1, max(config.max_rounds, ORACLE_MIN_ROUNDS) + 1):
         ss = steady_state(A_loc + A_s, J, Q)
         H = filter_scan(ss.transition, ytil @ ss.posterior_cov.T)
@@ -49,7 +50,8 @@ def oracle_fit(windows: Sequence[ClientWindow], config: ServerConfig) -> tuple[n
         loss = float(sum(w.yRy.sum() for w in windows) - 2 * np.sum(priors * ytil) + np.sum((priors @ J) * priors))
         change = relative_change(A_new, A_s)
         history.append(RoundRecord(r, loss, change))
-        A_s = A_new
+        omega = next_relaxation(omega, change, history[-2].change if len(history) > 1 else np.inf)
+        A_s = A_s + omega * (A_new - A_s) if omega < 1.0 else A_new
         if change < config.tol:
             break
     return A_s, history

@@ -16,7 +16,16 @@ import numpy as np
 from fedgc.client import ClientReply, ClientSession, RequestKind
 from fedgc.errors import ConfigError
 from fedgc.granger import GCResult, granger_tests
-from fedgc.server import Blocks, RegressionStats, augmentations, gd_update, newton_update, regression_stats, relative_change
+from fedgc.server import (
+    Blocks,
+    RegressionStats,
+    augmentations,
+    gd_update,
+    newton_update,
+    next_relaxation,
+    regression_stats,
+    relative_change,
+)
 
 
 @dataclass(frozen=True)
@@ -113,9 +122,10 @@ def run_protocol(
     or max_rounds), then test every ordered pair for Granger causality.
 
     privacy: a fedgc.privacy.server.ServerPrivacy: noise on every data-dependent augmentation and,
-    if asked, the errors-in-variables correction of the statistics (known noise covariances)."""
+    if asked, the errors-in-variables correction of the statistics (known noise covariances) and the
+    empirical-Bayes shrinkage of A_s (newton rule)."""
     if privacy is not None:
-        from fedgc.privacy.server import debias_stats, privatise_augmentations
+        from fedgc.privacy.server import debias_stats, privatise_augmentations, shrink_blocks
 
     def send(A: np.ndarray, states: list[np.ndarray], noises: list) -> list[np.ndarray]:
         clean = augmentations(A, states, blocks)
@@ -138,6 +148,7 @@ def run_protocol(
     replies = transport.exchange(zero, request)
     history: list[RoundRecord] = []
     converged = False
+    omega = 1.0
     for r in range(1, config.max_rounds + 1):
         states = [rep.states for rep in replies]
         infos_J = [rep.information for rep in replies]
@@ -147,6 +158,8 @@ def run_protocol(
                 [rep.noise for rep in replies],
             )
             A_new = newton_update(stats, infos_J, blocks, diagonal=config.diagonal, penalty=config.penalty, start=A_s)
+            if privacy is not None and privacy.shrink:
+                A_new = shrink_blocks(A_new, stats, infos_J, blocks, diagonal=config.diagonal)
         else:
             A_new = gd_update(
                 A_s, states, [rep.gradient for rep in replies], infos_J, blocks,
@@ -158,7 +171,9 @@ def run_protocol(
         history.append(record)
         if on_round is not None:
             on_round(record)
-        A_s = A_new
+        if config.rule == "newton":
+            omega = next_relaxation(omega, change, history[-2].change if len(history) > 1 else np.inf)
+        A_s = A_s + omega * (A_new - A_s) if omega < 1.0 else A_new
         if change < config.tol:
             converged = True
             break

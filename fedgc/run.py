@@ -57,11 +57,11 @@ class RunResult:
 
 def build_session(spec: ClientSpec, options: ClientOptions, *, seed: int = 0, privacy=None) -> ClientSession:
     """A client built from its own CSV file and its own model (given .npz or identified).
-    privacy: a fedgc.privacy.local.ClientPrivacy (then theta is always learned: it shrinks noisy augmentation)."""
+    privacy: a fedgc.privacy.local.ClientPrivacy (with noisy augmentation theta is always learned: it shrinks it)."""
     table = read_client_csv(spec.data, client=spec.name, timestamp_column=spec.timestamp_column)
     model = _local_model(spec, table.values, seed)
     return ClientSession(
-        spec.name, model, table.values, learn_theta=options.learn_theta or privacy is not None,
+        spec.name, model, table.values, learn_theta=options.learn_theta or (privacy is not None and privacy.noisy_augmentation),
         theta_kind=options.theta, privacy=privacy,
     )
 
@@ -75,7 +75,7 @@ def privacy_plan(cfg: RunConfig):
 
     p = cfg.privacy
     acc = PrivacyAccountant(p.epsilon, p.delta, p.accountant, p.max_noise_multiplier)
-    return plan_privacy(acc, rule=cfg.server.rule, rounds=cfg.server.max_rounds)
+    return plan_privacy(acc, rule=cfg.server.rule, rounds=cfg.server.max_rounds, augmentation_noise=p.augmentation_noise)
 
 
 def client_privacy(cfg: RunConfig, plan, index: int):
@@ -86,7 +86,8 @@ def client_privacy(cfg: RunConfig, plan, index: int):
 
     p = cfg.privacy
     return ClientPrivacy(
-        plan.noise_multiplier, p.clip, p.clip_space, p.debias == "client", np.random.default_rng([cfg.seed, 1, index])
+        plan.noise_multiplier, p.clip, p.clip_space, p.debias == "client", np.random.default_rng([cfg.seed, 1, index]),
+        noisy_augmentation=plan.augmentation_noise,
     )
 
 
@@ -95,7 +96,10 @@ def server_privacy(cfg: RunConfig, plan):
         return None
     from fedgc.privacy.server import ServerPrivacy
 
-    return ServerPrivacy(plan.noise_multiplier, np.random.default_rng([cfg.seed, 2]), debias=cfg.privacy.debias == "server")
+    sigma = plan.noise_multiplier if plan.augmentation_noise else 0.0  # else: post-processing, no noise
+    return ServerPrivacy(
+        sigma, np.random.default_rng([cfg.seed, 2]), debias=cfg.privacy.debias == "server", shrink=cfg.privacy.shrink
+    )
 
 
 def privacy_summary(cfg: RunConfig, plan, fit: FitResult, sessions=None, server=None) -> dict:
@@ -106,11 +110,13 @@ def privacy_summary(cfg: RunConfig, plan, fit: FitResult, sessions=None, server=
     p = cfg.privacy
     acc = PrivacyAccountant(p.epsilon, p.delta, p.accountant, p.max_noise_multiplier)
     stds = {s.name: float(s.privacy_noise_std) for s in sessions or []}
-    return privacy_report(
+    report = privacy_report(
         acc, plan, clients=list(fit.gc.clients), rounds_run=fit.rounds, rule=cfg.server.rule, clip=p.clip,
         clip_space=p.clip_space, debias=p.debias, client_noise_std=stds,
         server_noise_std=[] if server is None else server.noise_std,
     )
+    report["shrink"] = p.shrink
+    return report
 
 
 def _local_model(spec: ClientSpec, values: np.ndarray, seed: int) -> LocalModel:
@@ -145,10 +151,11 @@ def scenario_sessions(cfg: RunConfig, data: SyntheticData, plan=None) -> list[Cl
             model = data.system.local_model(m)
         else:
             model = identify(y, client=name, rng=np.random.default_rng(cfg.seed + m))
+        privacy = client_privacy(cfg, plan, m)
         sessions.append(
             ClientSession(
-                name, model, y, learn_theta=cfg.client.learn_theta or plan is not None, theta_kind=cfg.client.theta,
-                privacy=client_privacy(cfg, plan, m),
+                name, model, y, learn_theta=cfg.client.learn_theta or (privacy is not None and privacy.noisy_augmentation),
+                theta_kind=cfg.client.theta, privacy=privacy,
             )
         )
     return sessions

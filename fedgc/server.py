@@ -238,5 +238,19 @@ def augmentations(
     return [np.ascontiguousarray(S[:, blocks.slice(m)]) for m in range(len(blocks.dims))]
 
 
+MIN_RELAXATION = 1.0 / 64.0
+
+
+def next_relaxation(omega: float, change: float, previous_change: float) -> float:
+    """Step size of the relaxed fixed-point iteration A <- A + omega (T(A) - A).
+
+    Clients' states respond to A_s through their own filters, which the states-held-fixed
+    least squares T ignores; with persistent local dynamics that feedback makes T overshoot and
+    the plain iteration (omega = 1) oscillate and diverge. omega halves whenever a round fails to
+    contract, so well-behaved runs keep omega = 1 and their exact iterates.
+    """
+    return max(omega / 2.0, MIN_RELAXATION) if change > previous_change else omega
+
+
 def relative_change(new: np.ndarray, old: np.ndarray) -> float:
     return float(np.linalg.norm(new - old) / max(np.linalg.norm(new), 1e-12))

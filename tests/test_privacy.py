@@ -170,7 +170,7 @@ def test_noise_variance_matches_calibration(system):
 @pytest.mark.parametrize("accountant", ["rdp", "prv"])
 def test_accountant_matches_opacus(accountant):
     acc = PrivacyAccountant(epsilon=8.0, delta=1e-5, accountant=accountant)
-    plan = plan_privacy(acc, rule="newton", rounds=4)
+    plan = plan_privacy(acc, rule="newton", rounds=4, augmentation_noise=True)
     assert (plan.client_releases, plan.server_releases) == (1, 3)
     # Independently: opacus' own accountant, one step per release, sample rate 1.
     ref = create_accountant(mechanism=accountant)
@@ -184,6 +184,27 @@ def test_accountant_matches_opacus(accountant):
     single = create_accountant(mechanism=accountant)
     single.step(noise_multiplier=plan.noise_multiplier, sample_rate=1.0)
     assert report["per_client"]["b"]["client_to_server"]["epsilon"] == pytest.approx(single.get_epsilon(delta=1e-5), rel=1e-9)
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_post_processing_plan_is_one_release(accountant):
+    """Without augmentation noise the augmentations are post-processing: one Gaussian mechanism per client
+    for the whole run, whatever the rounds, and both directions report that mechanism's epsilon."""
+    acc = PrivacyAccountant(epsilon=8.0, delta=1e-5, accountant=accountant)
+    plan = plan_privacy(acc, rule="newton", rounds=20)
+    assert (plan.client_releases, plan.server_releases) == (1, 0) and not plan.augmentation_noise
+    assert plan_privacy(acc, rule="gd", rounds=20).steps == 1
+    ref = create_accountant(mechanism=accountant)
+    ref.step(noise_multiplier=plan.noise_multiplier, sample_rate=1.0)
+    eps = ref.get_epsilon(delta=1e-5)
+    assert 8.0 * 0.97 < eps <= 8.0 + 1e-9
+    assert plan.noise_multiplier < plan_privacy(acc, rule="newton", rounds=2, augmentation_noise=True).noise_multiplier
+    report = privacy_report(acc, plan, clients=["a"], rounds_run=20, rule="newton", clip=1.0, clip_space="whitened",
+                            debias="client", client_noise_std={}, server_noise_std=[])
+    a = report["per_client"]["a"]
+    assert a["whole_run"]["epsilon"] == pytest.approx(eps, rel=1e-9) and a["whole_run"]["releases"] == 1
+    assert a["server_to_clients"]["post_processing"] and a["server_to_clients"]["epsilon"] == pytest.approx(eps, rel=1e-9)
+    assert report["noise_multiplier"]["server_to_clients"] == 0.0
 
 
 def test_rdp_composition_is_history_based():
@@ -269,18 +290,115 @@ def test_privacy_off_by_default_and_inf_is_noise_free():
     assert PrivacyAccountant(epsilon=math.inf, delta=1e-5).noise_multiplier(steps=3) == 0.0
 
 
-def test_private_run_reports_figures():
+@pytest.mark.parametrize("augmentation_noise", [False, True])
+def test_private_run_reports_figures(augmentation_noise):
     import fedgc.run as run
 
     cfg = parse_config({
         "seed": 1, "synthetic": {"n_clients": 3, "state_dims": 2, "obs_dims": 6, "n_steps": 400},
-        "server": {"max_rounds": 3}, "privacy": {"epsilon": 5, "delta": 1e-5, "clip": 5.0},
+        "server": {"max_rounds": 3},
+        "privacy": {"epsilon": 5, "delta": 1e-5, "clip": 5.0, "augmentation_noise": augmentation_noise},
     })
     res = run.run_simulation(cfg)
     p = res.privacy
     assert p["enabled"] and p["rounds_run"] == 3 and len(p["server_noise_std_per_round"]) == 2
+    assert (min(p["server_noise_std_per_round"]) > 0) == augmentation_noise
+    assert p["augmentation_noise"] == augmentation_noise and p["shrink"] is True
     for c in p["per_client"].values():
         assert c["whole_run"]["epsilon"] <= 5.0 + 1e-9
-        assert c["whole_run"]["releases"] == 3
+        assert c["whole_run"]["releases"] == (3 if augmentation_noise else 1)
     assert "one time step" in p["neighbouring_relation"]
     assert np.isfinite(res.fit.A_s).all()
+
+
+def test_corrected_moment_stays_positive_definite_and_unbiased_where_identified():
+    """Noise-dominated Gram: subtracting n V outright is indefinite; the whitened positive-part correction is
+    positive definite, keeps the strong (identified) direction's signal and floors the rest at the pure-noise edge."""
+    from fedgc.privacy.server import corrected_moment, identified_floor
+
+    rng = np.random.default_rng(0)
+    n, D = 2000, 6
+    V = np.diag([4.0, 4.0, 9.0, 9.0, 1.0, 1.0])
+    signal = np.zeros((n, D))
+    signal[:, 0] = 3.0 * rng.standard_normal(n)  # one identified direction: signal variance 9 vs noise 4
+    X = signal + rng.standard_normal((n, D)) * np.sqrt(np.diag(V))
+    S = X.T @ X
+    assert np.linalg.eigvalsh(S - n * V)[0] < 0  # the naive correction is indefinite
+    C = corrected_moment(S, V, n)
+    assert np.allclose(C, C.T)
+    w = np.linalg.eigvalsh(C)
+    assert w[0] > 0
+    # In the whitened basis no eigenvalue is below the floor; the identified direction keeps its signal.
+    Lw = np.diag(1 / np.sqrt(np.diag(V)))
+    assert np.linalg.eigvalsh(Lw @ (C / n) @ Lw)[0] >= identified_floor(n, D) * (1 - 1e-9)
+    assert C[0, 0] / n == pytest.approx(9.0, rel=0.15)
+    assert corrected_moment(S, np.zeros((D, D)), n) == pytest.approx(0.5 * (S + S.T))
+
+
+def test_shrinkage_reduces_error_of_noisy_fit():
+    """A fixed-seed noisy regression with 2 true edges out of 12 blocks: the empirical-Bayes factor, computed
+    from the fit's own noise level only, cuts the error of the unbiased least-squares estimate."""
+    from fedgc.privacy.server import shrink_blocks
+
+    rng = np.random.default_rng(4)
+    dims, N = [2, 2, 2, 2], 3000
+    blocks = Blocks.of(dims)
+    D = blocks.total
+    A_true = np.zeros((D, D))
+    A_true[blocks.slice(0), blocks.slice(1)] = [[0.3, 0.1], [0.0, 0.25]]
+    A_true[blocks.slice(2), blocks.slice(3)] = [[-0.2, 0.0], [0.1, 0.3]]
+    X = rng.standard_normal((N, D))
+    Z = X @ A_true.T + 8.0 * rng.standard_normal((N, D))  # J = I, noise far above the signal
+    stats = RegressionStats(X.T @ X, X.T @ Z, Z.T @ Z, N)
+    Js = [np.eye(2)] * 4
+    raw = newton_update(stats, Js, blocks)
+    shrunk = shrink_blocks(raw, stats, Js, blocks)
+    from fedgc.metrics import relative_error
+
+    e_raw, e_shrunk = relative_error(raw, A_true, blocks), relative_error(shrunk, A_true, blocks)
+    assert e_raw > 1.0  # unbiased, but noisier than the signal
+    assert e_shrunk < 0.75 * e_raw and e_shrunk < 1.0
+    # Every block moves toward zero by a factor in [0, 1]; most null blocks are set to zero.
+    for m in range(4):
+        for k in range(4):
+            if m != k:
+                b, r = shrunk[blocks.slice(m), blocks.slice(k)], raw[blocks.slice(m), blocks.slice(k)]
+                f = np.sum(b * r) / np.sum(r * r)
+                assert -1e-12 <= f <= 1 + 1e-12 and np.allclose(b, f * r)
+
+
+def test_debias_with_shrinkage_beats_no_debias_in_a_private_run():
+    """Fixed seed, small system, epsilon = 20: the noise-aware client filter with shrinkage is closer to the
+    non-private oracle than the naive filter, and shrinkage helps the noise-aware estimate."""
+    import fedgc.run as run
+
+    base = {
+        "seed": 2, "synthetic": {"n_clients": 4, "state_dims": 2, "obs_dims": 8, "n_steps": 6000, "edge_density": 0.35},
+        "server": {"max_rounds": 4},
+    }
+    err = {}
+    for debias, shrink in (("client", True), ("client", False), ("none", True)):
+        cfg = parse_config({**base, "privacy": {"epsilon": 20, "delta": 1e-5, "clip": 5.0, "debias": debias, "shrink": shrink}})
+        err[debias, shrink] = run.run_simulation(cfg).error_vs_oracle
+    assert err["client", True] < err["client", False]
+    assert err["client", True] < 0.9 * err["none", True]
+
+
+@pytest.mark.parametrize("noise_scale", [3.0, 30.0])
+def test_server_debias_stays_finite(noise_scale):
+    """The errors-in-variables correction with a noise covariance far above the signal stays well posed
+    (the former floor made the Gram near singular and the fit blew up)."""
+    rng = np.random.default_rng(1)
+    blocks = Blocks.of([2, 2])
+    N = 5000
+    x = rng.standard_normal((N, 4))
+    A = np.zeros((4, 4))
+    A[0:2, 2:4] = [[0.4, 0.0], [0.0, 0.3]]
+    z = x @ A.T + rng.standard_normal((N, 4))
+    V = noise_scale**2 * np.eye(2)
+    xn = x + noise_scale * rng.standard_normal((N, 4))
+    stats = RegressionStats(xn.T @ xn, xn.T @ z, z.T @ z, N)
+    noises = [ReleaseNoise(V, np.zeros((2, 2)), np.zeros((2, 2)), 1.0)] * 2
+    fixed = newton_update(debias_stats(stats, noises, blocks), [np.eye(2)] * 2, blocks)
+    assert np.isfinite(fixed).all()
+    assert np.linalg.norm(fixed) < 5 * np.linalg.norm(A)

@@ -171,19 +171,20 @@ def test_false_positive_rate_with_persistent_local_dynamics(gen):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="newton is a fixed-point iteration with only the states-held-fixed Jacobian; with persistent local "
-    "dynamics the own-state feedback makes it expand and A_s diverges",
-)
-def test_newton_converges_with_persistent_local_dynamics(gen):
+@pytest.mark.parametrize("seed", [2001, 2002, 2003])
+def test_newton_converges_with_persistent_local_dynamics(gen, seed):
+    """Slow local dynamics make the plain fixed-point iteration oscillate and diverge (own-state
+    feedback); the relaxed iteration must still converge, for the federated run and the oracle."""
     spec = SystemSpec(n_clients=5, state_dims=2, obs_dims=10, edge_density=0.3, n_steps=2000, self_eig_range=(0.8, 0.9))
-    data = simulate(spec, np.random.default_rng(2001))
-    result, _ = gen.run_federated(data, ServerConfig(max_rounds=30))
+    data = simulate(spec, np.random.default_rng(seed))
+    config = ServerConfig(max_rounds=40)
+    result, sessions = gen.run_federated(data, config)
     mask = gen.off_block_mask(data.system.dims)
     err = np.linalg.norm((result.A_s - data.system.A)[mask]) / np.linalg.norm(data.system.A[mask])
-    assert result.converged and err < 0.5, (result.rounds, err)
+    assert result.converged and err < 0.35, (result.rounds, err)
+    A_oracle, history = oracle_fit([s.window for s in sessions], config)
+    assert history[-1].change < config.tol
+    assert np.linalg.norm((A_oracle - data.system.A)[mask]) / np.linalg.norm(data.system.A[mask]) < 0.35
 
 
 @pytest.mark.slow

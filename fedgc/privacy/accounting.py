@@ -5,13 +5,26 @@ and one step. For client n over a run:
 
   client -> server:  1 release (its privatised projected measurements; every later reply is
                      post-processing of it, see fedgc.privacy.local);
-  server -> clients: one release per round whose augmentations depend on the data (every
-                     augmentation after the first, all-zero one), calibrated to the stacked
-                     augmentations of all other clients (so it holds against any coalition).
+  server -> clients: with augmentation_noise (off by default), one release per round whose
+                     augmentations depend on the data (every augmentation after the first, all-zero
+                     one), calibrated to the stacked augmentations of all other clients (so it
+                     holds against any coalition). Without it, no release at all: see below.
 
-The whole-run (epsilon, delta) composes both directions. By post-processing, any view is also
-bounded by the client -> server figure alone; the composed figure is the one we guarantee.
-The noise multiplier (one sigma for every release) is solved for before any data is touched.
+Why the server -> clients direction needs no noise of its own. Every augmentation s^m is computed
+from A_s and the states the clients released; A_s from the clients' replies; every reply of client
+k from its privatised window v~^k and the augmentations it received. By induction over the rounds
+the whole transcript, in both directions and whoever observes it (the server, any coalition of
+clients), is a deterministic function of (v~^1, ..., v~^M) and of the public local models. Client
+n's data enters only through v~^n, one Gaussian mechanism; the others are independent of it. By the
+post-processing theorem the transcript is (epsilon, delta)-DP for client n with the epsilon of that
+one mechanism, however many rounds run. Augmentation noise therefore buys no privacy and costs
+accuracy (and, composed, forces a larger sigma on the clients); it is kept as an option
+(augmentation_noise: true) for deployments that want every message noised independently, e.g. if a
+client's replies were ever computed from data it had not privatised.
+
+The whole-run (epsilon, delta) composes every release that is made: one per client without
+augmentation noise, 1 + (rounds - 1) (newton) with it. The noise multiplier (one sigma for every
+release) is solved for before any data is touched.
 """
 
 from __future__ import annotations
@@ -33,12 +46,15 @@ NEIGHBOURING = (
 )
 
 
-def releases_per_run(*, rule: str, rounds: int) -> tuple[int, int]:
+def releases_per_run(*, rule: str, rounds: int, augmentation_noise: bool = False) -> tuple[int, int]:
     """(client -> server, server -> client) releases of one client's data in a run of `rounds` server
-    updates. newton: `rounds` exchanges, augmentations data-dependent in rounds - 1 of them; gd: one
-    more exchange for the final statistics, so `rounds` data-dependent augmentations."""
+    updates. Without augmentation noise the augmentations are post-processing: (1, 0). With it,
+    newton: `rounds` exchanges, augmentations data-dependent in rounds - 1 of them; gd: one more
+    exchange for the final statistics, so `rounds` data-dependent augmentations."""
     if rounds < 1:
         raise ConfigError(f"a run has at least one round, got {rounds}")
+    if not augmentation_noise:
+        return 1, 0
     return 1, (rounds - 1 if rule == "newton" else rounds)
 
 
@@ -114,31 +130,37 @@ class PrivacyPlan(NamedTuple):
     epsilon: float
     delta: float
     accountant: str
+    augmentation_noise: bool = False
 
     @property
     def steps(self) -> int:
         return self.client_releases + self.server_releases
 
 
-def plan_privacy(acc: PrivacyAccountant, *, rule: str, rounds: int) -> PrivacyPlan:
-    c2s, s2c = releases_per_run(rule=rule, rounds=rounds)
+def plan_privacy(acc: PrivacyAccountant, *, rule: str, rounds: int, augmentation_noise: bool = False) -> PrivacyPlan:
+    c2s, s2c = releases_per_run(rule=rule, rounds=rounds, augmentation_noise=augmentation_noise)
     sigma = acc.noise_multiplier(steps=c2s + s2c)
-    return PrivacyPlan(sigma, c2s, s2c, rounds, acc.epsilon, acc.delta, acc.accountant)
+    return PrivacyPlan(sigma, c2s, s2c, rounds, acc.epsilon, acc.delta, acc.accountant, augmentation_noise)
 
 
 def privacy_report(acc: PrivacyAccountant, plan: PrivacyPlan, *, clients: list[str], rounds_run: int, rule: str,
                    clip: float, clip_space: str, debias: str, client_noise_std: dict[str, float],
                    server_noise_std: list[float]) -> dict:
     """The figures for result.json / the report, per client and direction, for the rounds actually run."""
-    c2s, s2c = releases_per_run(rule=rule, rounds=rounds_run)
+    noisy = plan.augmentation_noise
+    c2s, s2c = releases_per_run(rule=rule, rounds=rounds_run, augmentation_noise=noisy)
     sigma = plan.noise_multiplier
     eps_c2s = acc.spent(noise_multiplier=sigma, steps=c2s)
-    eps_s2c = acc.spent(noise_multiplier=sigma, steps=s2c)
+    # Without augmentation noise what the other clients see is post-processing of the client -> server
+    # releases: bounded by their epsilon, with no release of its own.
+    eps_s2c = acc.spent(noise_multiplier=sigma, steps=s2c) if noisy else eps_c2s
     eps_all = acc.spent(noise_multiplier=sigma, steps=c2s + s2c)
     per_client = {
         name: {
             "client_to_server": {"epsilon": eps_c2s, "delta": acc.delta, "releases": c2s},
-            "server_to_clients": {"epsilon": eps_s2c, "delta": acc.delta, "releases": s2c},
+            "server_to_clients": {
+                "epsilon": eps_s2c, "delta": acc.delta, "releases": s2c, "post_processing": not noisy,
+            },
             "whole_run": {"epsilon": eps_all, "delta": acc.delta, "releases": c2s + s2c},
             "client_noise_std": client_noise_std.get(name),
         }
@@ -153,7 +175,8 @@ def privacy_report(acc: PrivacyAccountant, plan: PrivacyPlan, *, clients: list[s
         "clip": clip,
         "clip_space": clip_space,
         "debias": debias,
-        "noise_multiplier": {"client_to_server": sigma, "server_to_clients": sigma},
+        "noise_multiplier": {"client_to_server": sigma, "server_to_clients": sigma if noisy else 0.0},
+        "augmentation_noise": noisy,
         "planned_rounds": plan.rounds,
         "rounds_run": rounds_run,
         "server_noise_std_per_round": list(server_noise_std),
@@ -161,8 +184,15 @@ def privacy_report(acc: PrivacyAccountant, plan: PrivacyPlan, *, clients: list[s
         "notes": (
             "Clients privatise their clipped, whitened projected measurements once; every reply (states, "
             "pseudo-observations, gradients, loss) is post-processing. The information matrix J is a function "
-            "of the local model only, not of the data. The server adds Gaussian noise to every data-dependent "
-            "augmentation, calibrated through ||A_s^{mn}||_2 times client n's state sensitivity. Epsilon is "
-            "composed over both directions with sample rate 1 and one step per release."
+            "of the local model only, not of the data. "
+            + (
+                "The server adds Gaussian noise to every data-dependent augmentation, calibrated through "
+                "||A_s^{mn}||_2 times client n's state sensitivity. Epsilon is composed over both directions "
+                "with sample rate 1 and one step per release."
+                if noisy else
+                "The augmentations the server sends are computed from the clients' privatised releases only, so "
+                "the whole transcript in both directions is post-processing of one Gaussian mechanism per client "
+                "(sample rate 1): the server -> clients figure is that client -> server bound, with no extra release."
+            )
         ),
     }

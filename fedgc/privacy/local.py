@@ -38,13 +38,17 @@ from fedgc.privacy.sensitivity import input_sensitivity, inverse_sqrt, sqrt_psd,
 class ClientPrivacy:
     """noise_multiplier: sigma of the client's one mechanism; clip: c; clip_space: 'whitened' (||v_t|| <= c)
     or 'measurement' (||y_t|| <= c on standardised y); noise_aware: the filter accounts for the noise;
-    rng: the client's own Generator."""
+    rng: the client's own Generator; noisy_augmentation: the server noises the augmentations (then the
+    client learns theta to shrink them; otherwise they are exact functions of released data and theta
+    stays the identity unless asked for: learning it on noisy data amplifies weak blocks and destabilises
+    the rounds)."""
 
     noise_multiplier: float
     clip: float
     clip_space: str = "whitened"
     noise_aware: bool = True
     rng: np.random.Generator | None = None
+    noisy_augmentation: bool = False
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,19 @@ def privacy_plan(cfg: RunConfig):
     (ConfigError for a target that needs an absurd multiplier). None when privacy is off."""
     if cfg.privacy is None:
         return None
+    # The guarantee covers releases computed from a fixed model; a model identified from the very
+    # window it protects (its C, R, standardisation) is itself an unprotected function of that data.
+    identified = [c.name for c in cfg.clients if c.model == "identify"]
+    if cfg.clients and identified:
+        raise ConfigError(
+            f"{cfg.source or 'config'}: privacy needs given local models; clients {identified} would identify "
+            "theirs from the data privacy protects (give model: a .npz identified on other data)"
+        )
+    if not cfg.clients and cfg.local_models == "identify":
+        raise ConfigError(
+            f"{cfg.source or 'config'}: privacy needs local_models: given (an identified model is learned "
+            "from the data privacy protects)"
+        )
     from fedgc.privacy.accounting import PrivacyAccountant, plan_privacy
 
     p = cfg.privacy

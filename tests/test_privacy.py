@@ -402,3 +402,18 @@ def test_server_debias_stays_finite(noise_scale):
     fixed = newton_update(debias_stats(stats, noises, blocks), [np.eye(2)] * 2, blocks)
     assert np.isfinite(fixed).all()
     assert np.linalg.norm(fixed) < 5 * np.linalg.norm(A)
+
+
+def test_privacy_refuses_models_identified_from_the_protected_data(tmp_path):
+    from fedgc.config import parse_config
+    from fedgc.errors import ConfigError
+    from fedgc.run import privacy_plan
+
+    privacy = {"epsilon": 10.0, "delta": 1e-5, "clip": 7.0}
+    sim = parse_config({"synthetic": {"n_clients": 3}, "local_models": "identify", "privacy": privacy})
+    with pytest.raises(ConfigError, match="privacy needs local_models: given"):
+        privacy_plan(sim)
+    real = parse_config({"clients": [{"name": "feed", "data": "feed.csv"}, {"name": "reactor", "data": "r.csv",
+                                      "model": "r.npz"}], "privacy": privacy})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"clients \['feed'\] would identify"):
+        privacy_plan(real)

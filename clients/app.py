@@ -37,6 +37,7 @@ from fedgc.errors import ConfigError
 
 ARRAYS = "fedgc.arrays"  # the ArrayRecord of every message
 CONFIG = "fedgc.config"  # the ConfigRecord of every message
+PACKED = "packed"  # the one Array of ARRAYS: every float64 field, concatenated
 STATE_SETUP = "fedgc.setup"
 STATE_THETA = "fedgc.theta"
 NODE_KEYS = ("data-path", "client-name", "model-path", "state-dim", "explained-variance", "timestamp-column")
@@ -49,21 +50,28 @@ _LOCK = threading.Lock()
 
 
 def to_records(payload: Mapping[str, Any]) -> RecordDict:
-    """A fedgc payload as a RecordDict: arrays in ArrayRecord ARRAYS, scalars in ConfigRecord CONFIG."""
+    """A fedgc payload as a RecordDict: its arrays packed into the one Array "packed" of ArrayRecord
+    ARRAYS (fedgc.messages.pack_arrays), its scalars and the packing layout in ConfigRecord CONFIG."""
     arrays, scalars = messages.split_payload(payload)
     content = RecordDict()
     if arrays:
-        content[ARRAYS] = ArrayRecord({k: _array(v) for k, v in arrays.items()})
+        buffer, layout = messages.pack_arrays(arrays)
+        content[ARRAYS] = ArrayRecord({PACKED: _array(buffer)})
+        scalars[messages.LAYOUT_KEY] = layout
     content[CONFIG] = ConfigRecord({k: _scalar(v) for k, v in scalars.items()})
     return content
 
 
 def from_records(content: RecordDict) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if ARRAYS in content.array_records:
-        out.update({k: v.numpy() for k, v in content.array_records[ARRAYS].items()})
     if CONFIG in content.config_records:
         out.update(dict(content.config_records[CONFIG].items()))
+    layout = out.pop(messages.LAYOUT_KEY, None)
+    if ARRAYS in content.array_records:
+        record = content.array_records[ARRAYS]
+        if layout is None or list(record.keys()) != [PACKED]:
+            raise messages.MessageError(f"ArrayRecord {ARRAYS!r} must hold one array {PACKED!r} described by {messages.LAYOUT_KEY!r}")
+        out.update(messages.unpack_arrays(record[PACKED].numpy(), layout))
     return out
 
 

@@ -137,11 +137,14 @@ def serve(
     poll_interval: float = 0.01,
     idle_interval: float = 1.0,
     growth: float = 1.5,
+    busy_interval: float = 0.1,
+    busy_for: float = 30.0,
     max_tasks: int | None = None,
 ) -> None:
     """Poll the SuperNode for ClientApp tasks: poll_interval after a task, then backing off by
-    `growth` per empty poll up to idle_interval (a run's next round comes soon; an idle node
-    costs one request per idle_interval)."""
+    `growth` per empty poll up to busy_interval while a task came within busy_for seconds (a run's
+    next round comes soon) and up to idle_interval after that (an idle node costs one request per
+    idle_interval)."""
     from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
     from flwr.supercore.constant import TaskType
 
@@ -150,6 +153,7 @@ def serve(
     acquirer = _runtime_client(address, insecure, root_certificates, "SuperExec")
     done = 0
     delay = idle_interval
+    last_task = -float("inf")
     log.info("fedgc ClientApp runtime polling %s", address)
     try:
         while max_tasks is None or done < max_tasks:
@@ -157,10 +161,11 @@ def serve(
             if res.HasField("task") and res.token:
                 run_task(address, res.token, insecure=insecure, root_certificates=root_certificates, client_app=client_app)
                 done += 1
-                delay = poll_interval
+                delay, last_task = poll_interval, time.monotonic()
                 continue
             time.sleep(delay)
-            delay = min(delay * growth, idle_interval)
+            busy = time.monotonic() - last_task < busy_for
+            delay = min(delay * growth, min(busy_interval, idle_interval) if busy else idle_interval)
     finally:
         acquirer.close()
 

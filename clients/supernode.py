@@ -7,7 +7,8 @@ after handing a message to the ClientApp it checks for the reply every 0.5 s. A 
 costs tens of milliseconds, so those sleeps would be the round time. This launcher runs the
 stock SuperNode (same arguments, same behaviour otherwise) with both waits shortened: the
 message poll starts --fedgc-poll-interval seconds after a message and backs off (x1.5 per empty
-poll) to --fedgc-idle-interval seconds; the
+poll) to 0.1 s while a run is under way (a message within 30 s) and to --fedgc-idle-interval
+seconds after that; the
 local reply check runs every 5 ms, and object pulls retry after 5 ms instead of 1 s
 (clients.flwrtiming). Without the --fedgc-* flags it is exactly flower-supernode
 apart from those intervals. Pinned to flwr 1.41 (fedgc's dependency); `patch_poll` fails loudly
@@ -26,24 +27,34 @@ IDLE_SLEEP = 3  # what flwr.supernode.start_client_internal sleeps when no messa
 class _PollClock:
     """Stands in for the `time` module inside flwr.supernode.start_client_internal.
 
-    The idle wait backs off: after a message it is `poll`, then grows by `growth` per empty poll
-    up to `idle`. A node that just answered a round thus looks for the next one within a few
-    tens of milliseconds, and an idle node polls about once per `idle` seconds (stock: 3 s)."""
+    The idle wait backs off: after a message it is `poll`, then grows by `growth` per empty poll,
+    up to `busy` while a message came within the last `busy_for` seconds (a run is under way: its
+    next round comes as soon as the slowest client and the server are done) and up to `idle`
+    after that. A node in a run thus sees the next round within `busy` seconds, and an idle node
+    polls about once per `idle` seconds (stock: 3 s)."""
 
-    def __init__(self, poll: float, idle: float, growth: float = 1.5, local: float = 0.005) -> None:
+    def __init__(
+        self, poll: float, idle: float, growth: float = 1.5, local: float = 0.005, busy: float = 0.1, busy_for: float = 30.0
+    ) -> None:  # fmt: skip
         self.poll, self.idle, self.growth, self.local = poll, idle, growth, local
+        self.busy, self.busy_for = min(busy, idle), busy_for
         self.delay = idle
+        self.last_activity = -float("inf")
 
     def __getattr__(self, name: str):
         return getattr(_time, name)
 
     def activity(self) -> None:
         self.delay = self.poll
+        self.last_activity = _time.monotonic()
+
+    def cap(self) -> float:
+        return self.busy if _time.monotonic() - self.last_activity < self.busy_for else self.idle
 
     def sleep(self, seconds: float) -> None:
         if seconds == IDLE_SLEEP:
             _time.sleep(self.delay)
-            self.delay = min(self.delay * self.growth, self.idle)
+            self.delay = min(self.delay * self.growth, self.cap())
         else:
             _time.sleep(min(seconds, self.local))
 

@@ -154,6 +154,51 @@ def split_payload(payload: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], di
     return arrays, scalars
 
 
+LAYOUT_KEY = "fedgc.layout"  # the scalar field that describes a packed buffer
+
+
+def pack_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, str]:
+    """All of a message's float64 arrays as one contiguous 1-D buffer, and its layout
+    ("name:4000x3;information:3x3", in order). A transport then moves one array per message instead
+    of one per field: on Flower's deployed runtime every array is several objects, each its own
+    request on every hop, so fewer arrays is fewer round trips."""
+    parts, layout = [], []
+    for name, value in arrays.items():
+        if not isinstance(value, np.ndarray) or value.dtype != np.float64:
+            raise MessageError(f"field {name!r}: only float64 arrays are packed, got {getattr(value, 'dtype', type(value))}")
+        if not name or ":" in name or ";" in name:
+            raise MessageError(f"field name {name!r} cannot be packed")
+        parts.append(value.reshape(-1))
+        layout.append(f"{name}:{'x'.join(str(n) for n in value.shape)}")
+    buffer = np.concatenate(parts) if parts else np.zeros(0)
+    return buffer, ";".join(layout)
+
+
+def unpack_arrays(buffer: np.ndarray, layout: str) -> dict[str, np.ndarray]:
+    """The reverse of pack_arrays; MessageError when the layout does not describe the buffer."""
+    buffer = np.asarray(buffer)
+    if buffer.ndim != 1 or buffer.dtype != np.float64:
+        raise MessageError(f"packed buffer must be 1-D float64, got {buffer.dtype} with shape {buffer.shape}")
+    out: dict[str, np.ndarray] = {}
+    offset = 0
+    for entry in filter(None, str(layout).split(";")):
+        name, sep, dims = entry.partition(":")
+        try:
+            shape = tuple(int(n) for n in dims.split("x")) if dims else ()
+        except ValueError:
+            shape = (-1,)
+        if not sep or not name or any(n < 0 for n in shape) or name in out:
+            raise MessageError(f"packed layout entry {entry!r} is malformed")
+        size = int(np.prod(shape, dtype=np.int64))
+        if offset + size > buffer.size:
+            raise MessageError(f"packed layout {layout!r} needs more than the buffer's {buffer.size} values")
+        out[name] = buffer[offset : offset + size].reshape(shape)
+        offset += size
+    if offset != buffer.size:
+        raise MessageError(f"packed layout {layout!r} covers {offset} of the buffer's {buffer.size} values")
+    return out
+
+
 def payload_bytes(payload: Mapping[str, Any]) -> int:
     """Bytes of a payload's content: array data (8 bytes per float64), 8 per number, UTF-8 of strings.
     Field names and transport framing are not counted (they do not grow with T or D)."""

@@ -56,3 +56,20 @@ def test_counting_transport_counts_both_directions():
     assert s["bytes_to_clients"] == 64 + len("newton") + 8
     assert s["bytes_to_server"] == 64 + 64 + 32 + 8
     assert s["raw_data_bytes_kept"] == 1000 and s["exchanges"] == 1
+
+
+def test_pack_arrays_round_trip_and_rejects_bad_layouts():
+    rng = np.random.default_rng(1)
+    arrays = {"states": rng.normal(size=(7, 3)), "information": rng.normal(size=(3, 3)), "scalar_like": np.array(2.5)}
+    buffer, layout = messages.pack_arrays(arrays)
+    assert buffer.shape == (21 + 9 + 1,) and layout == "states:7x3;information:3x3;scalar_like:"
+    back = messages.unpack_arrays(buffer, layout)
+    assert list(back) == list(arrays) and all(np.array_equal(back[k], arrays[k]) for k in arrays)
+    with pytest.raises(messages.MessageError, match="covers 30 of the buffer's 31"):
+        messages.unpack_arrays(buffer, "states:7x3;information:3x3")
+    with pytest.raises(messages.MessageError, match="needs more than"):
+        messages.unpack_arrays(buffer, "states:70x3")
+    with pytest.raises(messages.MessageError, match="malformed"):
+        messages.unpack_arrays(buffer, "states:7xq")
+    with pytest.raises(messages.MessageError, match="only float64"):
+        messages.pack_arrays({"n": np.arange(3)})

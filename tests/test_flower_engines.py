@@ -95,7 +95,7 @@ def test_flower_deployed_silent_node(cfg, deployment):
         from server.engine import run_flower
 
         try:
-            run_flower(long_cfg, mode="simulate", out_dir=out, superlink=dep.address, round_timeout=3.0)
+            run_flower(long_cfg, mode="simulate", out_dir=out, superlink=dep.address, round_timeout=10.0)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -112,7 +112,7 @@ def test_flower_deployed_silent_node(cfg, deployment):
     assert not worker.is_alive()
     assert errors and isinstance(errors[0], FedGCError), errors
     message = str(errors[0])
-    assert "no reply within 3 s from client client5" in message
+    assert "no reply within 10 s from client client5" in message
     assert str(out / LAST_ROUND_FILE) in message
     kept = json.loads((out / LAST_ROUND_FILE).read_text())
     assert not kept["complete"] and kept["round"] >= 1 and "client5" in kept["error"]

@@ -29,10 +29,11 @@ from fedgc.config import load_config  # noqa: E402
 from fedgc.engines import run_with_engine  # noqa: E402
 
 
-def _row(name, seconds, result, ref, latency=None):
+def _row(name, seconds, result, ref, latency=None, cpu=None):
     diff = float(np.abs(result.fit.A_s - ref.fit.A_s).max()) if ref is not None else 0.0
     lat = "" if latency is None else f"{latency * 1000:9.0f}"
-    return f"| {name:<34} | {seconds:8.1f} | {result.fit.rounds:6d} | {diff:10.2e} | {lat:>9} |"
+    per_round = "" if cpu is None else f"{cpu / max(1, len(result.communication.get('round_latency_s', []))) * 1000:9.0f}"
+    return f"| {name:<34} | {seconds:8.1f} | {result.fit.rounds:6d} | {diff:10.2e} | {lat:>9} | {per_round:>9} |"
 
 
 def main(argv=None) -> int:
@@ -66,23 +67,25 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             with LocalDeployment(ncs, tmp / "work") as dep:
                 started = time.perf_counter() - t
-                t = time.perf_counter()
+                t, cpu = time.perf_counter(), dep.cpu_seconds()
                 res = run_flower(replace(cfg, engine="flower"), mode="simulate", out_dir=out, superlink=dep.address)
                 rows.append(_row("flower (deployed, push/pull 20 ms)", time.perf_counter() - t, res, ref,
-                                 res.communication.get("median_round_latency_s")))  # fmt: skip
+                                 res.communication.get("median_round_latency_s"), dep.cpu_seconds() - cpu))  # fmt: skip
                 if "send-and-receive" not in skip:
-                    t = time.perf_counter()
+                    t, cpu = time.perf_counter(), dep.cpu_seconds()
                     sr = run_flower(replace(cfg, engine="flower"), mode="simulate", out_dir=out, superlink=dep.address,
                                     send_and_receive=True)  # fmt: skip
                     rows.append(_row("flower (deployed, send_and_receive)", time.perf_counter() - t, sr, ref,
-                                     sr.communication.get("median_round_latency_s")))  # fmt: skip
+                                     sr.communication.get("median_round_latency_s"), dep.cpu_seconds() - cpu))  # fmt: skip
     print(f"scenario {args.scenario}: {cfg.synthetic.n_clients} clients, T={cfg.synthetic.n_steps}, oracle off")
-    print("| engine                             | wall (s) | rounds | max|dA_s|  | round ms  |")
-    print("|------------------------------------|---------:|-------:|-----------:|----------:|")
+    print("| engine                             | wall (s) | rounds | max|dA_s|  | round ms  | CPU ms/rd |")
+    print("|------------------------------------|---------:|-------:|-----------:|----------:|----------:|")
     print("\n".join(r for r in rows if r))
     if "flower" not in skip:
         print(f"(deployment start-up, not in the rows: {started:.1f} s; round ms: median time from pushing a round's")
-        print(" messages to holding every reply, measured in the ServerApp)")
+        print(" messages to holding every reply, measured in the ServerApp; CPU ms/rd: CPU time of every")
+        print(" deployment process (SuperLink, SuperExecs, ServerApp, SuperNodes, ClientApps) per exchange,")
+        print(" the run's setup included: what a round costs the machine, whatever else runs on it)")
     return 0
 
 

@@ -73,3 +73,21 @@ def test_deployment_processes_die_with_the_process_that_started_them(tmp_path):
             os.kill(child, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_cpu_seconds_counts_the_deployments_processes_and_their_reaped_children(tmp_path):
+    from server.deploy import LocalDeployment
+
+    dep = LocalDeployment([], tmp_path)
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    # a session leader that runs a CPU-burning child to completion, then idles
+    code = f"import subprocess, sys, time\nsubprocess.run([sys.executable, '-c', {burn!r}])\ntime.sleep(30)\n"
+    dep._start("worker", [sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 30
+        while dep.cpu_seconds() < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert 0.3 <= dep.cpu_seconds() < 5.0
+    finally:
+        dep.stop()

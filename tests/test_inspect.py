@@ -372,6 +372,26 @@ def test_figures(stream_dir, tmp_path):
     assert again.read_bytes() == paths["graph"].read_bytes()  # deterministic layout
 
 
+def test_streaming_and_origin_figures_mark_alerts_and_crossings(stream_dir):
+    from fedgc.inspect_plots import origin_figure, streaming_figure
+
+    res = load_result(stream_dir)
+    ax = streaming_figure(res).axes[0]
+    marked = np.concatenate([c.get_offsets() for c in ax.collections])
+    expected = [(a.time, a.strength_after) for a in res.streaming.alerts]
+    np.testing.assert_allclose(sorted(map(tuple, marked)), sorted(expected))
+    assert len(ax.texts) == len(expected)  # each alert is labelled with its pair and kind
+
+    ax = origin_figure(res).axes[0]
+    o = res.origin
+    crossings = [(c.first_crossing, c.score[int(c.first_crossing)]) for c in o.clients.values() if c.first_crossing is not None]
+    marked = np.concatenate([c.get_offsets() for c in ax.collections])
+    np.testing.assert_allclose(sorted(map(tuple, marked)), sorted(crossings))
+    assert any(np.allclose(line.get_ydata(), o.threshold) for line in ax.lines)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0].startswith(f"1. {o.ranking[0]} (first crossing t = ")
+
+
 def test_graph_arrows_each_edge_once_outside_the_nodes(tmp_path):
     from matplotlib.patches import Circle, FancyArrowPatch
     from matplotlib.path import Path

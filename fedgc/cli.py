@@ -1,4 +1,4 @@
-"""`fedgc` command line: simulate a scenario, run on per-client CSV files."""
+"""`fedgc` command line: simulate a scenario, run on per-client CSV files, inspect a result."""
 
 from __future__ import annotations
 
@@ -37,6 +37,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data", type=Path, action="append", default=[], help="a client's CSV (repeat; name = file stem)")
     _common(run)
     run.set_defaults(func=_run)
+
+    ins = sub.add_parser("inspect", help="table, exports and figures of a run's output folder")
+    ins.add_argument("dir", type=Path, help="output folder of `fedgc simulate` or `fedgc run` (holds result.json)")
+    ins.add_argument("--top", type=int, default=None, help="rows in the table (default 20 edges; with --all every pair)")
+    ins.add_argument("--alpha", type=float, default=None, help="re-decide the edges at this FDR level (default: the run's)")
+    ins.add_argument("--all", action="store_true", dest="every_pair", help="list every ordered pair, not only the edges")
+    ins.add_argument("--export", default=None, metavar="FORMATS", help="comma-separated: json,csv,graphml,dot (or all)")
+    ins.add_argument("--figures", action="store_true", help="write PNGs: heatmap, graph, convergence, streaming, origin")
+    ins.add_argument("--out", type=Path, default=None, help="folder for exports and figures (default: DIR)")
+    ins.set_defaults(func=_inspect)
     return parser
 
 
@@ -88,6 +98,25 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
     paths = write_outputs(result, args.out)
     if not args.quiet:
         _summary(result, paths)
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from fedgc.inspect import export, format_table, load_result, parse_formats, with_alpha
+
+    formats = parse_formats(args.export) if args.export is not None else ()
+    result = load_result(args.dir)
+    if args.alpha is not None:
+        result = with_alpha(result, alpha=args.alpha)
+    print(format_table(result, top=args.top, every_pair=args.every_pair))
+    out = args.out if args.out is not None else result.path.parent
+    paths = export(result, formats=formats, out_dir=out)
+    if args.figures:
+        from fedgc.inspect_plots import write_figures
+
+        paths.update(write_figures(result, out_dir=out))
+    for path in paths.values():
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

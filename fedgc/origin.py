@@ -37,7 +37,7 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 import scipy.linalg
 
-from fedgc.client import lagged
+from fedgc.server import lagged_stack
 from fedgc.errors import ConfigError
 from fedgc.kalman import SteadyState, filter_scan, project_measurements
 from fedgc.local_model import LocalModel, validate
@@ -97,7 +97,7 @@ def innovation_scores(model: LocalModel, raw: np.ndarray, *, client: str, steady
     y = model.standardise(np.asarray(raw, dtype=float))
     # Posterior h_t = F h_{t-1} + Sigma C^T R^{-1} y_t (fedgc.client.run_filter with no augmentation).
     states = filter_scan(steady.transition, project_measurements(y, model.C, model.R) @ steady.posterior_cov.T)
-    e = y - lagged(states) @ (model.C @ model.A).T  # y_t - C A h_{t-1}
+    e = y - lagged_stack([states]) @ (model.C @ model.A).T  # y_t - C A h_{t-1}, h_0 = 0
     S = model.C @ steady.prior_cov @ model.C.T + model.R
     factor = scipy.linalg.cho_factor(0.5 * (S + S.T), lower=True)
     return np.einsum("tp,tp->t", e, scipy.linalg.cho_solve(factor, e.T).T)

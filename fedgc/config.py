@@ -27,6 +27,8 @@
                                   #     clip_space: whitened, debias: client, shrink: true, augmentation_noise: false,
                                   #     max_noise_multiplier: 100}
     evaluation: {oracle: true}
+    tep: {run: d00_te, identify_on: d00, fault_runs: [d01_te]}   # Tennessee Eastman units as clients
+                                  # (instead of synthetic/clients; see fedgc.tep.TEPSettings)
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import yaml
 from fedgc.errors import ConfigError
 from fedgc.protocol import ServerConfig
 from fedgc.synthetic import Perturbation, SystemSpec
+from fedgc.tep import TEPSettings, parse_tep_section
 
 ENGINES = ("local", "flower-sim", "flower")
 
@@ -113,6 +116,7 @@ class RunConfig:
     oracle: bool = True
     source: Path | None = None
     privacy: PrivacySettings | None = None
+    tep: TEPSettings | None = None
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -130,7 +134,7 @@ def load_config(path: str | Path) -> RunConfig:
 
 def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Path | None = None) -> RunConfig:
     where = str(source) if source else "config"
-    _check_keys(raw, {"name", "seed", "engine", "synthetic", "local_models", "clients", "server", "client", "evaluation", "privacy"}, where)
+    _check_keys(raw, {"name", "seed", "engine", "synthetic", "local_models", "clients", "server", "client", "evaluation", "privacy", "tep"}, where)
     engine = raw.get("engine", "local")
     if engine not in ENGINES:
         raise ConfigError(f"{where}: engine must be one of {ENGINES}, got {engine!r}")
@@ -152,6 +156,7 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Pat
     evaluation = raw.get("evaluation") or {}
     _check_keys(evaluation, {"oracle"}, f"{where}: evaluation")
     privacy = _parse_privacy(raw.get("privacy"), where)
+    tep = parse_tep_section(raw["tep"], base_dir=base_dir, where=where) if raw.get("tep") is not None else None
     return RunConfig(
         name=str(raw.get("name", source.stem if source else "run")),
         seed=seed,
@@ -164,6 +169,7 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Pat
         oracle=bool(evaluation.get("oracle", True)),
         source=source,
         privacy=privacy,
+        tep=tep,
     )
 
 

@@ -15,6 +15,10 @@ from fedgc.run import RunResult, run_real, run_simulation
 def run_with_engine(cfg: RunConfig, *, mode: str, out_dir: Path, superlink: str | None = None, on_round=None) -> RunResult:
     if mode not in ("simulate", "run"):
         raise ConfigError(f"mode must be 'simulate' or 'run', got {mode!r}")
+    if cfg.tep is not None and cfg.engine != "local" and not cfg.clients:
+        from fedgc.tep_run import run_tep_on_flower
+
+        return run_tep_on_flower(cfg, out_dir=Path(out_dir), superlink=superlink, on_round=on_round)
     if cfg.engine == "local":
         result = run_simulation(cfg, on_round=on_round) if mode == "simulate" else run_real(cfg, on_round=on_round)
         if result.raw_data_bytes and result.communication:

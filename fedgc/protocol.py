@@ -14,7 +14,7 @@ from typing import Callable, Literal, NamedTuple, Protocol, Sequence
 import numpy as np
 
 from fedgc.client import ClientReply, ClientSession, RequestKind
-from fedgc.errors import ConfigError
+from fedgc.errors import ConfigError, FedGCError
 from fedgc.granger import GCResult, granger_tests
 from fedgc.server import (
     Blocks,
@@ -157,7 +157,15 @@ def run_protocol(
                 regression_stats(states, [rep.pseudo_obs for rep in replies], burn_in=config.burn_in),
                 [rep.noise for rep in replies],
             )
-            A_new = newton_update(stats, infos_J, blocks, diagonal=config.diagonal, penalty=config.penalty, start=A_s)
+            try:
+                A_new = newton_update(stats, infos_J, blocks, diagonal=config.diagonal, penalty=config.penalty, start=A_s)
+            except np.linalg.LinAlgError as exc:
+                losses = ", ".join(f"{h.loss:.3g}" for h in history[-4:])
+                raise FedGCError(
+                    f"round {r}: the clients' states are degenerate (their Gram matrix is not positive definite); "
+                    f"the augmented filters have most likely diverged (last losses: {losses or 'n/a'}). The local "
+                    "models may be too poor for the fixed-point rounds: try server.max_rounds: 1 or the gd rule"
+                ) from exc
             if privacy is not None and privacy.shrink:
                 A_new = shrink_blocks(A_new, stats, infos_J, blocks, diagonal=config.diagonal)
         else:

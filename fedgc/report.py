@@ -138,6 +138,7 @@ def result_dict(result: RunResult) -> dict:
         "privacy": _jsonable(dict(getattr(result, "privacy", None) or {"enabled": False})),
     }
     assert tuple(out) == KEYS
+    out.update(_jsonable(dict(getattr(result, "sections", None) or {})))  # e.g. "flowsheet", "origin"
     return out
 
 
@@ -570,6 +571,7 @@ def markdown_report(data: dict, images: dict[str, str] | None = None) -> str:
             lines += [f"Raw client data that never left the clients: {_bytes(raw)}.", ""]
 
     lines += _privacy_section(data.get("privacy") or {})
+    lines += _tep_sections(data)
     lines += ["## Convergence", ""]
     history = data.get("history") or []
     if history:
@@ -579,6 +581,20 @@ def markdown_report(data: dict, images: dict[str, str] | None = None) -> str:
         lines += [f"![Convergence]({images['convergence']})", ""]
     lines += ["Matrices in result.json are indexed [target m][source n]; " + A_S_NOTE, ""]
     return "\n".join(lines)
+
+
+def _tep_sections(data: dict) -> list[str]:
+    """The flowsheet comparison and fault-origin tables (fedgc.tep, fedgc.origin), when present."""
+    lines: list[str] = []
+    if data.get("flowsheet"):
+        from fedgc.tep import flowsheet_markdown
+
+        lines += flowsheet_markdown(data)
+    if data.get("origin"):
+        from fedgc.origin import origin_markdown
+
+        lines += origin_markdown(data)
+    return lines
 
 
 def _privacy_section(p: dict) -> list[str]:

@@ -53,6 +53,7 @@ class RunResult:
     communication: dict[str, object] = field(default_factory=dict)
     raw_data_bytes: int = 0
     privacy: dict = field(default_factory=lambda: {"enabled": False})
+    sections: dict = field(default_factory=dict)  # extra result.json keys, e.g. "flowsheet", "origin" (fedgc.tep_run)
 
 
 def build_session(spec: ClientSpec, options: ClientOptions, *, seed: int = 0, privacy=None) -> ClientSession:
@@ -239,6 +240,10 @@ def evaluate(result: RunResult, *, windows: Sequence | None = None, truth: Truth
 
 def run_simulation(cfg: RunConfig, *, on_round=None) -> RunResult:
     """`fedgc simulate` with the local engine."""
+    if cfg.tep is not None:
+        from fedgc.tep_run import run_tep
+
+        return run_tep(cfg, on_round=on_round)
     plan = privacy_plan(cfg)  # before any data is touched
     data = simulate_scenario(cfg)
     sessions = scenario_sessions(cfg, data, plan)
@@ -253,6 +258,10 @@ def run_simulation(cfg: RunConfig, *, on_round=None) -> RunResult:
 
 def run_real(cfg: RunConfig, *, on_round=None) -> RunResult:
     """`fedgc run` with the local engine: every client reads only its own file."""
+    if cfg.tep is not None and not cfg.clients:
+        from fedgc.tep_run import run_tep
+
+        return run_tep(cfg, on_round=on_round)
     if not cfg.clients:
         raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
     plan = privacy_plan(cfg)  # before any data is touched

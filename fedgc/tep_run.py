@@ -1,0 +1,152 @@
+"""Run the federated protocol on Tennessee Eastman data (a config's `tep:` section) and add its sections:
+
+    result.json "flowsheet"   the learned unit graph next to the flowsheet's material flows (fedgc.tep)
+    result.json "origin"      {fault run: origin record} when tep.fault_runs is set (fedgc.origin)
+
+Each unit is a client. Its local model is identified on `tep.identify_on` (default: the GC run itself)
+and the protocol runs on `tep.run`. For the origin analysis every client scores its own innovations
+with that same model: it calibrates its threshold on the GC run (normal operation, data it already
+holds) and sends the server only its first crossing, onset strength and peak per fault run.
+
+Rounds: on TEP with identified models the fixed-point rounds diverge. After round 1 the fitted joint
+transition (local A^{mm} plus the cross blocks) has spectral radius about 1.5 (1.3-1.6 over the model
+orders tried), and the augmented filters, which keep each unit's local gain, are then unstable; a fixed
+relaxation of 0.25 or 0.05 diverges too, and so does the pooled oracle. The identified local models are
+misspecified (slow plant-wide drift, held analyser values, closed loops), so regressing the next
+measurement on the filtered states inflates the coefficients. simulations/tep.yaml therefore runs one
+round: each unit's own filter, one exact least-squares fit of the cross blocks, the tests.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from fedgc.client import ClientSession
+from fedgc.config import ClientSpec, RunConfig
+from fedgc.errors import ConfigError
+from fedgc.granger import GCResult
+from fedgc.local_model import LocalModel, identify, save_npz
+from fedgc.origin import ClientMonitor, OriginSettings, calibrate, monitor, origin_dict, rank_origins
+from fedgc.protocol import LocalTransport
+from fedgc.tep import FAULT_ORIGINS, TEPRun, TEPSettings, flowsheet_comparison, write_client_csvs
+
+
+def identify_models(cfg: RunConfig) -> tuple[TEPRun, dict[str, LocalModel]]:
+    """The GC run's data and every unit's local model (identified on tep.identify_on, else on the run)."""
+    tep = _settings(cfg)
+    run = tep.load(tep.run)
+    train = run if tep.identify_on in (None, tep.run) else tep.load(tep.identify_on)
+    models = {
+        unit: identify(values, client=unit, rng=np.random.default_rng(cfg.seed + i))
+        for i, (unit, values) in enumerate(train.clients.items())
+    }
+    return run, models
+
+
+def run_tep(cfg: RunConfig, *, on_round=None):
+    """`fedgc simulate|run` on a config with a `tep:` section, local engine."""
+    from fedgc.run import client_privacy, execute
+
+    tep = _settings(cfg)
+    if cfg.privacy is not None and tep.identify_on in (None, tep.run):
+        raise ConfigError(
+            f"{cfg.source or 'config'}: privacy needs local models identified on other data than the window it "
+            f"protects; set tep.identify_on (e.g. d00) to a run other than tep.run ({tep.run})"
+        )
+    from fedgc.run import privacy_plan
+
+    plan = privacy_plan(replace(cfg, clients=()))  # the models are not identified on the protected window
+    t0 = time.perf_counter()
+    run, models = identify_models(cfg)
+    sessions = []
+    for i, (unit, model) in enumerate(models.items()):
+        privacy = client_privacy(cfg, plan, i)
+        sessions.append(
+            ClientSession(
+                unit, model, run.clients[unit],
+                learn_theta=cfg.client.learn_theta or (privacy is not None and privacy.noisy_augmentation),
+                theta_kind=cfg.client.theta, privacy=privacy,
+            )
+        )  # fmt: skip
+    setup = time.perf_counter() - t0
+    result = execute(
+        cfg, LocalTransport(sessions), windows=[s.exact_window for s in sessions], on_round=on_round, plan=plan,
+        sessions=sessions,
+    )
+    result.timings["setup_s"] = setup
+    result.raw_data_bytes = int(sum(v.nbytes for v in run.clients.values()))
+    add_sections(result, cfg, run, models)
+    return result
+
+
+def add_sections(result, cfg: RunConfig, run: TEPRun, models: dict[str, LocalModel]) -> None:
+    """Fill result.sections["flowsheet"] (and ["origin"] when tep.fault_runs is set)."""
+    tep = _settings(cfg)
+    gc = result.fit.gc
+    t0 = time.perf_counter()
+    result.sections["flowsheet"] = flowsheet_comparison(gc.clients, gc.edges, gc.strength, gc.log10_pvalue)
+    result.sections["flowsheet"]["data"] = {"run": run.name, "identify_on": tep.identify_on or run.name, "source": str(run.source)}
+    if tep.fault_runs:
+        settings = tep.origin or OriginSettings()
+        monitors = {u: calibrate(m, run.clients[u], client=u, settings=settings) for u, m in models.items()}
+        result.sections["origin"] = {
+            name: locate(tep.load(name), run, monitors, gc, settings) for name in tep.fault_runs
+        }
+        result.timings["origin_s"] = time.perf_counter() - t0
+
+
+def locate(fault: TEPRun, normal: TEPRun, monitors: dict[str, ClientMonitor], gc: GCResult, settings: OriginSettings) -> dict:
+    """The origin record of one fault run: each client scores its own data with its calibrated monitor;
+    the server ranks from the crossing scalars and the learned graph."""
+    if fault.columns != normal.columns:
+        raise ConfigError(f"TEP run {fault.name} is split differently from {normal.name}")
+    start = fault.fault_start if fault.fault_start is not None else 0
+    results = {unit: monitor(mon, fault.clients[unit], start=start) for unit, mon in monitors.items()}
+    ranking = rank_origins(
+        {u: r.first_crossing for u, r in results.items()},
+        {u: r.onset for u, r in results.items()},
+        {u: r.peak for u, r in results.items()},
+        clients=list(gc.clients),
+        edges=np.asarray(gc.edges, dtype=bool),
+        tie_window=settings.tie_window,
+    )
+    return origin_dict(
+        results, ranking, start=start, fault=fault.fault, known_origin=FAULT_ORIGINS.get(fault.fault),
+        calibration_run=normal.name, settings=settings._asdict(),
+    )  # fmt: skip
+
+
+def write_tep_clients(cfg: RunConfig, directory: str | Path) -> RunConfig:
+    """Per-client CSVs of the GC run and each unit's identified model (.npz) in `directory`; returns the
+    config that reads them (clients list, no tep section) for `fedgc run` and the Flower engines."""
+    run, models = identify_models(cfg)
+    directory = Path(directory)
+    csvs = write_client_csvs(run, directory)
+    specs = []
+    for unit, model in models.items():
+        path = directory / f"{unit}_model.npz"
+        save_npz(path, model)
+        specs.append(ClientSpec(unit, csvs[unit], None, path))
+    return replace(cfg, clients=tuple(specs), tep=None)
+
+
+def run_tep_on_flower(cfg: RunConfig, *, out_dir: Path, superlink: str | None = None, on_round=None):
+    """Flower engines: the per-client files go to OUT/clients/ and the nodes read them like any plant's; the
+    flowsheet and origin sections are then computed in this process from the same (deterministic) models."""
+    from fedgc.engines import run_with_engine
+
+    files_cfg = write_tep_clients(cfg, Path(out_dir) / "clients")
+    result = run_with_engine(files_cfg, mode="run", out_dir=out_dir, superlink=superlink, on_round=on_round)
+    run, models = identify_models(cfg)
+    add_sections(result, cfg, run, models)
+    return result
+
+
+def _settings(cfg: RunConfig) -> TEPSettings:
+    if cfg.tep is None:
+        raise ConfigError(f"{cfg.source or 'config'} has no 'tep' section")
+    return cfg.tep

@@ -27,6 +27,8 @@
                                   #     clip_space: whitened, debias: client, shrink: true, augmentation_noise: false,
                                   #     max_noise_multiplier: 100}
     evaluation: {oracle: true}
+    streaming: off                # or {window: 500, step: 500, forgetting: 0.9, alert_alpha: 0.01,
+                                  #     max_rounds: 10, tol: 1.0e-4, reset_on_alert: true} (fedgc/streaming.py)
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import yaml
 
 from fedgc.errors import ConfigError
 from fedgc.protocol import ServerConfig
+from fedgc.streaming import StreamingConfig
 from fedgc.synthetic import Perturbation, SystemSpec
 
 ENGINES = ("local", "flower-sim", "flower")
@@ -113,6 +116,7 @@ class RunConfig:
     oracle: bool = True
     source: Path | None = None
     privacy: PrivacySettings | None = None
+    streaming: StreamingConfig | None = None
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -130,7 +134,7 @@ def load_config(path: str | Path) -> RunConfig:
 
 def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Path | None = None) -> RunConfig:
     where = str(source) if source else "config"
-    _check_keys(raw, {"name", "seed", "engine", "synthetic", "local_models", "clients", "server", "client", "evaluation", "privacy"}, where)
+    _check_keys(raw, {"name", "seed", "engine", "synthetic", "local_models", "clients", "server", "client", "evaluation", "privacy", "streaming"}, where)
     engine = raw.get("engine", "local")
     if engine not in ENGINES:
         raise ConfigError(f"{where}: engine must be one of {ENGINES}, got {engine!r}")
@@ -164,6 +168,7 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Pat
         oracle=bool(evaluation.get("oracle", True)),
         source=source,
         privacy=privacy,
+        streaming=_parse_streaming(raw.get("streaming"), where),
     )
 
 
@@ -176,6 +181,15 @@ def _parse_privacy(section: Any, where: str) -> PrivacySettings | None:
     if missing:
         raise ConfigError(f"{where}: privacy needs {missing} (or `privacy: off`)")
     return _build(PrivacySettings, section, f"{where}: privacy")
+
+
+def _parse_streaming(section: Any, where: str) -> StreamingConfig | None:
+    """Absent, null, false or 'off': batch mode. Otherwise a mapping of StreamingConfig fields."""
+    if section is None or section is False or section == "off":
+        return None
+    if section is True or section == "on":
+        return StreamingConfig()
+    return _build(StreamingConfig, section, f"{where}: streaming")
 
 
 def _check_keys(section: Any, allowed: set[str], where: str) -> None:

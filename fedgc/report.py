@@ -138,6 +138,8 @@ def result_dict(result: RunResult) -> dict:
         "privacy": _jsonable(dict(getattr(result, "privacy", None) or {"enabled": False})),
     }
     assert tuple(out) == KEYS
+    if getattr(result, "streaming", None) is not None:  # streaming mode (fedgc/streaming_run.py)
+        out["streaming"] = _jsonable(result.streaming)
     return out
 
 
@@ -570,6 +572,10 @@ def markdown_report(data: dict, images: dict[str, str] | None = None) -> str:
             lines += [f"Raw client data that never left the clients: {_bytes(raw)}.", ""]
 
     lines += _privacy_section(data.get("privacy") or {})
+    if data.get("streaming") is not None:
+        from fedgc.streaming_report import streaming_section
+
+        lines += streaming_section(data["streaming"], list(data["clients"]))
     lines += ["## Convergence", ""]
     history = data.get("history") or []
     if history:

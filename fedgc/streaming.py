@@ -65,13 +65,13 @@ AlertKind = Literal["appeared", "disappeared", "changed"]
 
 @dataclass(frozen=True)
 class StreamingConfig:
-    """window W and step S in samples (1 <= S <= W); forgetting lambda in (0, 1] per step;
+    """window W and step S in samples (1 <= S <= W; S defaults to W); forgetting lambda in (0, 1] per step;
     alert_alpha: chance of any false alert per window (Bonferroni over the M (M - 1) pairs);
     max_rounds, tol: the protocol's rounds per window (warm-started from the previous window's A_s);
     reset_on_alert: restart the forgotten statistics at an alert."""
 
     window: int = 500
-    step: int = 500
+    step: int | None = None
     forgetting: float = 0.9
     alert_alpha: float = 0.01
     max_rounds: int = 10
@@ -79,6 +79,8 @@ class StreamingConfig:
     reset_on_alert: bool = True
 
     def __post_init__(self) -> None:
+        if self.step is None:
+            object.__setattr__(self, "step", self.window)
         for key in ("window", "step", "max_rounds"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:

@@ -88,11 +88,11 @@ class StreamingConfig:
         if self.step > self.window:
             raise ConfigError(f"streaming.step ({self.step}) must not exceed streaming.window ({self.window}): "
                               "every sample has to pass through a window")  # fmt: skip
-        if isinstance(self.forgetting, bool) or not isinstance(self.forgetting, (int, float)) or not 0 < self.forgetting <= 1:
+        if not _number(self.forgetting) or not 0 < self.forgetting <= 1:
             raise ConfigError(f"streaming.forgetting must lie in (0, 1], got {self.forgetting!r}")
-        if isinstance(self.alert_alpha, bool) or not isinstance(self.alert_alpha, (int, float)) or not 0 < self.alert_alpha < 1:
+        if not _number(self.alert_alpha) or not 0 < self.alert_alpha < 1:
             raise ConfigError(f"streaming.alert_alpha must lie in (0, 1), got {self.alert_alpha!r}")
-        if isinstance(self.tol, bool) or not isinstance(self.tol, (int, float)) or not self.tol > 0:
+        if not _number(self.tol) or not self.tol > 0:
             raise ConfigError(f"streaming.tol must be > 0, got {self.tol!r}")
         if not isinstance(self.reset_on_alert, bool):
             raise ConfigError(f"streaming.reset_on_alert must be true or false, got {self.reset_on_alert!r}")
@@ -101,6 +101,10 @@ class StreamingConfig:
         """N_eff once the memory is full, W = S: S (1 + lambda) / (1 - lambda) (inf at lambda = 1)."""
         lam = self.forgetting
         return float("inf") if lam >= 1 else self.step * (1 + lam) / (1 - lam) + (self.window - self.step)
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def window_bounds(n_steps: int, window: int, step: int) -> list[tuple[int, int]]:
@@ -138,7 +142,8 @@ class ForgottenStats(NamedTuple):
     def forget(self, lam: float) -> "ForgottenStats":
         """Every weight times lambda."""
         s = self.stats
-        return ForgottenStats(RegressionStats(lam * s.gram, lam * s.cross, lam * s.zz, s.n), lam * self.weight, lam * lam * self.weight_sq)
+        stats = RegressionStats(lam * s.gram, lam * s.cross, lam * s.zz, s.n)
+        return ForgottenStats(stats, lam * self.weight, lam * lam * self.weight_sq)
 
     @property
     def effective_size(self) -> float:

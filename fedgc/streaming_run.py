@@ -50,7 +50,8 @@ def true_switches(data: SyntheticData, perturbations: Sequence = ()) -> list[Swi
         for m, n in np.argwhere(edges[i - 1] & ~edges[i]):
             out.append(Switch(t, int(m), int(n), "disappeared"))
         for p in perturbations:
-            if p.time == t and p.action == "scale" and p.factor != 1 and edges[i - 1][p.target, p.source] and edges[i][p.target, p.source]:
+            stays = edges[i - 1][p.target, p.source] and edges[i][p.target, p.source]
+            if p.time == t and p.action == "scale" and p.factor != 1 and stays:
                 out.append(Switch(t, p.target, p.source, "changed"))
     return sorted(out)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,13 +13,15 @@ import yaml
 
 from fedgc.cli import main
 from fedgc.client import ClientSession
-from fedgc.config import parse_config
+from fedgc.config import load_config, parse_config
+from fedgc.engines import run_with_engine
 from fedgc.errors import ConfigError, FedGCError
 from fedgc.kalman import filter_scan
 from fedgc.protocol import LocalTransport, ServerConfig, run_protocol
-from fedgc.run import run_simulation, write_scenario_files
-from fedgc.server import augmentations, regression_stats
+from fedgc.run import write_scenario_files
+from fedgc.server import Blocks, augmentations, regression_stats
 from fedgc.streaming import (
+    Alert,
     ForgottenStats,
     LocalStreamTransport,
     StreamingConfig,
@@ -30,6 +31,7 @@ from fedgc.streaming import (
     window_bounds,
 )
 from fedgc.streaming_report import streaming_section
+from fedgc.streaming_run import Switch, score_alerts, true_switches
 from fedgc.synthetic import Perturbation, SystemSpec, simulate
 
 
@@ -73,8 +75,6 @@ def test_carried_state_with_fixed_coupling_equals_the_joint_long_run():
     data = _data(1, T=900)
     sessions = _stream_sessions(data)
     dims = [s.state_dim for s in sessions]
-    from fedgc.server import Blocks
-
     blocks = Blocks.of(dims)
     rng = np.random.default_rng(5)
     A_s = 0.15 * rng.standard_normal((blocks.total, blocks.total))
@@ -185,6 +185,23 @@ def test_change_tests_are_calibrated(null_runs):
     assert float(np.mean(p < 0.01)) <= 0.02
 
 
+def test_true_switches_and_alert_scoring():
+    perturbations = [Perturbation(0, 0, 1, "on"), Perturbation(300, 0, 1, "scale", factor=0.5),
+                     Perturbation(600, 2, 0, "on"), Perturbation(800, 0, 1, "off")]  # fmt: skip
+    data = _data(0, T=1000, density=0.0, perturbations=perturbations)
+    switches = true_switches(data, perturbations)
+    assert switches == [Switch(300, 0, 1, "changed"), Switch(600, 2, 0, "appeared"), Switch(800, 0, 1, "disappeared")]
+    bounds = window_bounds(1000, 200, 200)
+    alert = lambda k, m, n: Alert(k, bounds[k][1], m, n, "changed", 0.0, 0.0, -5.0)  # noqa: E731
+    alerts = [alert(0, 2, 0), alert(3, 2, 0), alert(4, 0, 1), alert(4, 1, 2)]
+    scored = score_alerts(alerts, switches, bounds)
+    rows = {(r["target"], r["source"], r["time"]): r for r in scored["switches"]}
+    assert rows[(0, 1, 300)]["delay_samples"] == 1000 - 300 and rows[(0, 1, 300)]["delay_windows"] == 4  # from window 1 = [200, 400)
+    assert rows[(2, 0, 600)]["alert_window"] == 3 and rows[(2, 0, 600)]["delay_windows"] == 1
+    assert rows[(0, 1, 800)]["delay_windows"] == 1  # window 4 = [800, 1000) holds the switch
+    assert scored["false_alerts"] == 2 and scored["false_alert_indices"] == [0, 3]  # before its switch; never switched
+
+
 def test_classify():
     assert classify(False, 0.05, 0.4, True) == "appeared"
     assert classify(False, 0.4, 0.05, False) == "changed"
@@ -257,9 +274,6 @@ def test_unsupported_streaming_runs_fail_clearly(tmp_path, change, message):
     raw = {**json.loads(json.dumps(SMALL_STREAM)), **change}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(raw))
-    from fedgc.engines import run_with_engine
-    from fedgc.config import load_config
-
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         run_with_engine(load_config(path), mode="simulate", out_dir=tmp_path / "out")
 

@@ -89,7 +89,9 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
     from fedgc.engines import run_with_engine
     from fedgc.report import write_outputs
 
-    progress = None if args.quiet else RoundProgress(cfg.server.max_rounds, cfg.server.tol)
+    limits = cfg.server if cfg.streaming is None else cfg.streaming  # streaming: the rounds of each window
+    rounds, tol = limits.max_rounds, limits.tol
+    progress = None if args.quiet else RoundProgress(rounds, tol)
     start = time.perf_counter()
     result = run_with_engine(cfg, mode=mode, out_dir=args.out, superlink=args.superlink, on_round=progress)
     if progress is not None:

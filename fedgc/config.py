@@ -29,6 +29,8 @@
     evaluation: {oracle: true}
     tep: {run: d00_te, identify_on: d00, fault_runs: [d01_te]}   # Tennessee Eastman units as clients
                                   # (instead of synthetic/clients; see fedgc.tep.TEPSettings)
+    streaming: off                # or {window: 500, step: 500, forgetting: 0.9, alert_alpha: 0.01,
+                                  #     max_rounds: 10, tol: 1.0e-4, reset_on_alert: true} (fedgc/streaming.py)
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import yaml
 
 from fedgc.errors import ConfigError
 from fedgc.protocol import ServerConfig
+from fedgc.streaming import StreamingConfig
 from fedgc.synthetic import Perturbation, SystemSpec
 from fedgc.tep import TEPSettings, parse_tep_section
 
@@ -117,6 +120,7 @@ class RunConfig:
     source: Path | None = None
     privacy: PrivacySettings | None = None
     tep: TEPSettings | None = None
+    streaming: StreamingConfig | None = None
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -134,7 +138,7 @@ def load_config(path: str | Path) -> RunConfig:
 
 def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Path | None = None) -> RunConfig:
     where = str(source) if source else "config"
-    _check_keys(raw, {"name", "seed", "engine", "synthetic", "local_models", "clients", "server", "client", "evaluation", "privacy", "tep"}, where)
+    _check_keys(raw, {"name", "seed", "engine", "synthetic", "local_models", "clients", "server", "client", "evaluation", "privacy", "tep", "streaming"}, where)
     engine = raw.get("engine", "local")
     if engine not in ENGINES:
         raise ConfigError(f"{where}: engine must be one of {ENGINES}, got {engine!r}")
@@ -157,6 +161,11 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Pat
     _check_keys(evaluation, {"oracle"}, f"{where}: evaluation")
     privacy = _parse_privacy(raw.get("privacy"), where)
     tep = parse_tep_section(raw["tep"], base_dir=base_dir, where=where) if raw.get("tep") is not None else None
+    if tep is not None and raw.get("streaming") not in (None, False, "off"):
+        raise ConfigError(
+            f"{where}: 'streaming' is not supported with a 'tep' section yet; write the units' CSV files "
+            "(fedgc.tep.write_client_csvs) and stream them with a 'clients' list"
+        )
     return RunConfig(
         name=str(raw.get("name", source.stem if source else "run")),
         seed=seed,
@@ -170,6 +179,7 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Pat
         source=source,
         privacy=privacy,
         tep=tep,
+        streaming=_parse_streaming(raw.get("streaming"), where),
     )
 
 
@@ -182,6 +192,15 @@ def _parse_privacy(section: Any, where: str) -> PrivacySettings | None:
     if missing:
         raise ConfigError(f"{where}: privacy needs {missing} (or `privacy: off`)")
     return _build(PrivacySettings, section, f"{where}: privacy")
+
+
+def _parse_streaming(section: Any, where: str) -> StreamingConfig | None:
+    """Absent, null, false or 'off': batch mode. Otherwise a mapping of StreamingConfig fields."""
+    if section is None or section is False or section == "off":
+        return None
+    if section is True or section == "on":
+        return StreamingConfig()
+    return _build(StreamingConfig, section, f"{where}: streaming")
 
 
 def _check_keys(section: Any, allowed: set[str], where: str) -> None:

@@ -15,6 +15,11 @@ from fedgc.run import RunResult, run_real, run_simulation
 def run_with_engine(cfg: RunConfig, *, mode: str, out_dir: Path, superlink: str | None = None, on_round=None) -> RunResult:
     if mode not in ("simulate", "run"):
         raise ConfigError(f"mode must be 'simulate' or 'run', got {mode!r}")
+    if cfg.streaming is not None and cfg.engine != "local":
+        raise ConfigError(
+            f"streaming mode runs on the local engine only; engine {cfg.engine!r} does not support it yet "
+            "(use --engine local, or remove the 'streaming' section for a batch run)"
+        )
     if cfg.tep is not None and cfg.engine != "local" and not cfg.clients:
         from fedgc.tep_run import run_tep_on_flower
 

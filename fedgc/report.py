@@ -139,6 +139,8 @@ def result_dict(result: RunResult) -> dict:
     }
     assert tuple(out) == KEYS
     out.update(_jsonable(dict(getattr(result, "sections", None) or {})))  # e.g. "flowsheet", "origin"
+    if getattr(result, "streaming", None) is not None:  # streaming mode (fedgc/streaming_run.py)
+        out["streaming"] = _jsonable(result.streaming)
     return out
 
 
@@ -572,6 +574,10 @@ def markdown_report(data: dict, images: dict[str, str] | None = None) -> str:
 
     lines += _privacy_section(data.get("privacy") or {})
     lines += _tep_sections(data)
+    if data.get("streaming") is not None:
+        from fedgc.streaming_report import streaming_section
+
+        lines += streaming_section(data["streaming"], list(data["clients"]))
     lines += ["## Convergence", ""]
     history = data.get("history") or []
     if history:

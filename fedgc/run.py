@@ -54,14 +54,18 @@ class RunResult:
     raw_data_bytes: int = 0
     privacy: dict = field(default_factory=lambda: {"enabled": False})
     sections: dict = field(default_factory=dict)  # extra result.json keys, e.g. "flowsheet", "origin" (fedgc.tep_run)
+    streaming: dict | None = None  # streaming mode: the "streaming" record of result.json (fedgc.streaming_run)
 
 
-def build_session(spec: ClientSpec, options: ClientOptions, *, seed: int = 0, privacy=None) -> ClientSession:
+def build_session(
+    spec: ClientSpec, options: ClientOptions, *, seed: int = 0, privacy=None, session_class=ClientSession
+) -> ClientSession:
     """A client built from its own CSV file and its own model (given .npz or identified).
-    privacy: a fedgc.privacy.local.ClientPrivacy (with noisy augmentation theta is always learned: it shrinks it)."""
+    privacy: a fedgc.privacy.local.ClientPrivacy (with noisy augmentation theta is always learned: it shrinks it).
+    session_class: ClientSession, or fedgc.streaming.StreamingSession for streaming mode."""
     table = read_client_csv(spec.data, client=spec.name, timestamp_column=spec.timestamp_column)
     model = _local_model(spec, table.values, seed)
-    return ClientSession(
+    return session_class(
         spec.name, model, table.values, learn_theta=options.learn_theta or (privacy is not None and privacy.noisy_augmentation),
         theta_kind=options.theta, privacy=privacy,
     )
@@ -156,7 +160,7 @@ def simulate_scenario(cfg: RunConfig) -> SyntheticData:
     return simulate(cfg.synthetic, np.random.default_rng(cfg.seed))
 
 
-def scenario_sessions(cfg: RunConfig, data: SyntheticData, plan=None) -> list[ClientSession]:
+def scenario_sessions(cfg: RunConfig, data: SyntheticData, plan=None, *, session_class=ClientSession) -> list[ClientSession]:
     """In-process clients for a simulated scenario (the local engine's shortcut past CSV files)."""
     sessions = []
     for m, y in enumerate(data.y):
@@ -167,7 +171,7 @@ def scenario_sessions(cfg: RunConfig, data: SyntheticData, plan=None) -> list[Cl
             model = identify(y, client=name, rng=np.random.default_rng(cfg.seed + m))
         privacy = client_privacy(cfg, plan, m)
         sessions.append(
-            ClientSession(
+            session_class(
                 name, model, y, learn_theta=cfg.client.learn_theta or (privacy is not None and privacy.noisy_augmentation),
                 theta_kind=cfg.client.theta, privacy=privacy,
             )
@@ -244,6 +248,10 @@ def run_simulation(cfg: RunConfig, *, on_round=None) -> RunResult:
         from fedgc.tep_run import run_tep
 
         return run_tep(cfg, on_round=on_round)
+    if cfg.streaming is not None:
+        from fedgc.streaming_run import simulate_streaming
+
+        return simulate_streaming(cfg, on_round=on_round)
     plan = privacy_plan(cfg)  # before any data is touched
     data = simulate_scenario(cfg)
     sessions = scenario_sessions(cfg, data, plan)
@@ -264,6 +272,10 @@ def run_real(cfg: RunConfig, *, on_round=None) -> RunResult:
         return run_tep(cfg, on_round=on_round)
     if not cfg.clients:
         raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
+    if cfg.streaming is not None:
+        from fedgc.streaming_run import run_streaming_real
+
+        return run_streaming_real(cfg, on_round=on_round)
     plan = privacy_plan(cfg)  # before any data is touched
     sessions = [
         build_session(spec, cfg.client, seed=cfg.seed + i, privacy=client_privacy(cfg, plan, i))

@@ -72,6 +72,8 @@ class Cleaning(NamedTuple):
     held: tuple[HeldColumn, ...] = ()
     missing_values: int = 0  # missing cells in the kept columns, as read (before held repeats are masked)
     empty_rows: int = 0  # rows with every kept sensor missing (after masking): pure prediction steps
+    kept: tuple[int, ...] = ()  # 0-based indices of the kept columns among the file's sensor columns
+    file_columns: int = 0  # number of sensor columns in the file
 
     def summary(self) -> dict:
         return {
@@ -174,7 +176,8 @@ def apply_policies(
         )
         _warn(f"{where}: held (sampled) column(s) detected, new values {listed}; {action}")
     empty = int(np.isnan(values).all(axis=1).sum())
-    return values, columns, Cleaning(dropped_missing, dropped_constant, tuple(held), n_missing, empty)
+    cleaning = Cleaning(dropped_missing, dropped_constant, tuple(held), n_missing, empty, tuple(keep.tolist()), len(frac))
+    return values, columns, cleaning
 
 
 def _warn(message: str) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 from fedgc.data import ClientTable
 from fedgc.errors import DataError, FedGCWarning
 
-# Largest fraction of a client's aligned rows that may be inserted as missing.
+# A client may have fewer than this fraction of its aligned rows inserted as missing.
 MAX_INSERTED = 0.5
 
 
@@ -88,7 +88,7 @@ def align_tables(tables: Sequence[ClientTable]) -> tuple[list[ClientTable], dict
         values = np.full((grid.size, t.values.shape[1]), np.nan)
         values[at] = t.values[inside]
         inserted = grid.size - int(inside.sum())
-        if inserted > MAX_INSERTED * grid.size:
+        if inserted >= MAX_INSERTED * grid.size:
             raise DataError(
                 f"client {t.client!r} ({t.path}): aligned by timestamp it would lack {inserted} of {grid.size} "
                 "common time steps; the clients' timestamps do not share a sampling grid (different rates or "

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fedgc.kalman import SteadyState, filter_scan, information_matrix, measurement_update, solve_noise
+from fedgc.kalman import SteadyState, filter_scan, information_matrix, solve_noise
 
 # Relative distance max|Sigma_t - Sigma| / max|Sigma| below which a step after a gap is back at steady state.
 STEADY_TOL = 1e-13
@@ -114,13 +114,14 @@ def plan_filter(
     scale = np.max(np.abs(Sigma_ss))
     gap_at = {int(t): k for k, t in enumerate(gaps.steps)}
     steps, Fs, Gs, Ss = [], [], [], []
+    eye = np.eye(D)
     k_next = 0  # the next gap step not yet planned
     Sigma = Sigma_ss
     t = int(gaps.steps[0]) if gaps.steps.size else gaps.n_steps
     while t < gaps.n_steps:
         k = gap_at.get(t)
         P = A @ Sigma @ A.T + Q
-        Sigma, G = measurement_update(0.5 * (P + P.T), J if k is None else gaps.info[k])
+        Sigma, G = _update(0.5 * (P + P.T), J if k is None else gaps.info[k], eye)
         steps.append(t)
         Fs.append(G @ A)
         Gs.append(G)
@@ -136,6 +137,17 @@ def plan_filter(
     if not steps:
         return FilterPlan(np.zeros(0, dtype=int), *(np.zeros((0, D, D)) for _ in range(3)))
     return FilterPlan(np.array(steps, dtype=int), np.array(Fs), np.array(Gs), np.array(Ss))
+
+
+def _update(P: np.ndarray, J: np.ndarray, eye: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """fedgc.kalman.measurement_update in plain numpy calls (this runs once per step of a plan):
+    with P = L L^T, Sigma = L (I + L^T J L)^{-1} L^T and G = Sigma P^{-1} = L (I + L^T J L)^{-1} L^{-1}."""
+    L = np.linalg.cholesky(P)
+    S = L.T @ J @ L
+    Minv = np.linalg.inv(eye + 0.5 * (S + S.T))
+    LM = L @ Minv
+    Sigma = LM @ L.T
+    return 0.5 * (Sigma + Sigma.T), LM @ np.linalg.inv(L)
 
 
 def gapped_scan(

@@ -7,6 +7,7 @@ Thin on purpose: the maths is in kalman/client/server/granger, the transport in 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -17,7 +18,7 @@ from fedgc.client import ClientSession
 from fedgc.config import ClientOptions, ClientSpec, RunConfig
 from fedgc.align import align_tables, check_lengths
 from fedgc.data import ClientTable, read_client_csv, write_client_csv
-from fedgc.errors import ConfigError, ModelError
+from fedgc.errors import ConfigError, FedGCWarning, ModelError
 from fedgc.local_model import LocalModel, identify, load_npz, save_npz, validate
 from fedgc.messages import CountingTransport
 from fedgc.metrics import EdgeScores, edge_scores, relative_error
@@ -300,6 +301,10 @@ def run_real(cfg: RunConfig, *, on_round=None) -> RunResult:
     return result
 
 
+# Missing fraction above which the p-values' optimism is worth a warning (10% missing: 2% false positives at 0.05).
+OPTIMISTIC_PVALUES_ABOVE = 0.15
+
+
 def read_tables(cfg: RunConfig) -> tuple[list[ClientTable], dict]:
     """Every client's table on one time axis (cfg.align, fedgc.align) and what was done to the data."""
     align = cfg.align == "timestamp"
@@ -314,6 +319,12 @@ def read_tables(cfg: RunConfig) -> tuple[list[ClientTable], dict]:
         entry = {"file": str(t.path), "columns": len(t.columns), "rows": int(t.values.shape[0]),
                  "rows_sorted": bool(t.rows_sorted), **t.cleaning.summary()}
         entry["missing_fraction"] = float(np.isnan(t.values).mean())
+        if entry["missing_fraction"] > OPTIMISTIC_PVALUES_ABOVE:
+            warnings.warn(FedGCWarning(
+                f"client {t.client!r} ({t.path}): {entry['missing_fraction']:.0%} of the measurements are missing; "
+                "the filter skips them exactly, but the Granger p-values count completed steps as observed and "
+                "are optimistic at this level (measured: ~20% false positives at alpha 0.05 with 30% missing)"
+            ), stacklevel=2)
         if rows is not None:
             entry["alignment"] = rows[t.client]._asdict()
         summary[t.client] = entry

@@ -40,7 +40,10 @@ CONFIG = "fedgc.config"  # the ConfigRecord of every message
 PACKED = "packed"  # the one Array of ARRAYS: every float64 field, concatenated
 STATE_SETUP = "fedgc.setup"
 STATE_THETA = "fedgc.theta"
-NODE_KEYS = ("data-path", "client-name", "model-path", "state-dim", "explained-variance", "timestamp-column")
+NODE_KEYS = (
+    "data-path", "client-name", "model-path", "state-dim", "explained-variance", "timestamp-column",
+    "constant-columns", "held-values", "max-missing",
+)
 
 _CACHE: dict[tuple[int, int], Any] = {}
 _LOCK = threading.Lock()
@@ -135,6 +138,9 @@ def client_spec(settings: Mapping[str, Any]):
         model=Path(str(settings["model-path"])) if settings.get("model-path") else "identify",
         state_dim=int(state_dim) if state_dim not in (None, "auto") else None,
         explained_variance=float(ev) if ev is not None else None,
+        constant_columns=str(settings.get("constant-columns", "drop")),
+        held_values=str(settings.get("held-values", "missing")),
+        max_missing=float(settings.get("max-missing", 0.5)),
     )
 
 

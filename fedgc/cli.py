@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from fedgc.config import ENGINES, RunConfig, load_config
+from fedgc.config import ALIGN_MODES, ENGINES, RunConfig, load_config
 from fedgc.errors import FedGCError
 from fedgc.progress import RoundProgress
 
@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run on real per-client CSV files")
     run.add_argument("config", type=Path, nargs="?", help="run config YAML with a 'clients' list")
     run.add_argument("--data", type=Path, action="append", default=[], help="a client's CSV (repeat; name = file stem)")
+    run.add_argument("--align", choices=ALIGN_MODES, default=None,
+                     help="override the config's align: 'timestamp' aligns the clients' rows by their timestamps")
     _common(run)
     run.set_defaults(func=_run)
 
@@ -82,6 +84,8 @@ def _run(args: argparse.Namespace) -> int:
         cfg = config_from_files(args.data)
     else:
         raise FedGCError("`fedgc run` needs a config file or at least two --data files")
+    if args.align is not None:
+        cfg = replace(cfg, align=args.align)
     return _execute(_apply_overrides(cfg, args), args, mode="run")
 
 

@@ -8,6 +8,15 @@ Augmented client model (client m, local model A, C, Q, R, gain K):
 
 Raw measurements are touched once, in `prepare_window`, which projects them to
 ytil_t = C^T R^{-1} y_t (T, D); every round afterwards works in D dimensions.
+
+Missing measurements (NaN) are handled exactly (fedgc.gaps): the filter uses only the observed
+sensors o_t (ytil_t = C_o^T R_oo^{-1} y_o, information J_t) with the exact covariance recursion
+around the gaps, and the loss counts observed sensors only. The reply keeps its form (states,
+pseudo-observations, one J): at gap steps the pseudo-observation is completed with the
+prediction of the missing sensors at the client's prior (EM), z_t = ytil_t - J_t A h_{t-1} +
+(J - J_t) u_t, so the server's fixed-J least squares J B sum x x^T = sum z x^T has, at its fixed
+point u_t = B x_{t-1}, exactly the solution of the observed-data normal equations
+sum_t J_t B x x^T = sum_t (ytil_t - J_t A h_{t-1}) x^T.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
+from fedgc.errors import DataError
+from fedgc.gaps import FilterPlan, Gaps, complete_pseudo_obs, gapped_scan, missing_quadratic, plan_filter, project_observed
 from fedgc.kalman import filter_scan, information_matrix, solve_noise
 from fedgc.local_model import LocalModel, validate
 from fedgc.privacy.mechanism import ReleaseNoise
@@ -36,6 +47,9 @@ class ClientWindow(NamedTuple):
     F:           (D, D) (I - K C) A, posterior recursion.
     G:           (D, D) I - K C, gain on the prior input.
     Sigma:       (D, D) steady-state posterior covariance.
+    gaps:        steps with missing sensors and their information J_t (None: nothing missing);
+                 ytil and yRy then hold the observed sensors' C_o^T R_oo^{-1} y_o and y_o^T R_oo^{-1} y_o.
+    plan:        the exact filter's F_t, G_t, Sigma_t around the gaps (None when gaps is None).
     """
 
     ytil: np.ndarray
@@ -46,6 +60,8 @@ class ClientWindow(NamedTuple):
     F: np.ndarray
     G: np.ndarray
     Sigma: np.ndarray
+    gaps: Gaps | None = None
+    plan: FilterPlan | None = None
 
 
 class ClientReply(NamedTuple):
@@ -68,23 +84,28 @@ class ClientReply(NamedTuple):
 
 
 def prepare_window(model: LocalModel, raw: np.ndarray, client: str) -> ClientWindow:
+    """The window of raw measurements (T, P), NaN for missing ones, reduced to D dimensions."""
     steady = validate(model, client)
     y = model.standardise(np.asarray(raw, dtype=float))
-    Rinv_y = solve_noise(model.R, y)
-    return ClientWindow(
-        ytil=Rinv_y @ model.C,
-        yRy=np.einsum("tp,tp->t", y, Rinv_y),
-        J=information_matrix(model.C, model.R),
-        A=np.asarray(model.A, dtype=float),
-        Q=np.asarray(model.Q, dtype=float),
-        F=steady.transition,
-        G=steady.input_gain,
-        Sigma=steady.posterior_cov,
-    )
+    if np.isinf(y).any():
+        raise DataError(f"client '{client}': the measurements contain infinite values")
+    if not np.isnan(y).any():
+        Rinv_y = solve_noise(model.R, y)
+        ytil, yRy, gaps, plan = Rinv_y @ model.C, np.einsum("tp,tp->t", y, Rinv_y), None, None
+    else:
+        ytil, yRy, gaps = project_observed(y, model.C, model.R)
+    J = information_matrix(model.C, model.R)
+    A = np.asarray(model.A, dtype=float)
+    Q = np.asarray(model.Q, dtype=float)
+    if gaps is not None:
+        plan = plan_filter(A, Q, J, steady, gaps)
+    return ClientWindow(ytil, yRy, J, A, Q, steady.transition, steady.input_gain, steady.posterior_cov, gaps, plan)
 
 
 def run_filter(window: ClientWindow, prior_input: np.ndarray, h0: np.ndarray | None = None) -> np.ndarray:
     """Posterior states h_{1:T} (T, D) given the prior input u_t = f_theta(s_t) (T, D)."""
+    if window.plan is not None:
+        return gapped_scan(window.F, window.G, window.Sigma, window.plan, prior_input, window.ytil, h0)
     drive = prior_input @ window.G.T + window.ytil @ window.Sigma.T
     return filter_scan(window.F, drive, h0)
 
@@ -95,14 +116,28 @@ def lagged(states: np.ndarray, h0: np.ndarray | None = None) -> np.ndarray:
     return np.vstack([first, states[:-1]])
 
 
-def pseudo_observations(window: ClientWindow, prev_states: np.ndarray) -> np.ndarray:
-    """z_t = ytil_t - J A h_{t-1}, (T, D)."""
-    return window.ytil - prev_states @ (window.J @ window.A).T
+def pseudo_observations(
+    window: ClientWindow, prev_states: np.ndarray, prior_input: np.ndarray | None = None
+) -> np.ndarray:
+    """z_t = ytil_t - J A h_{t-1}, (T, D). At gap steps: without prior_input the observed-data form
+    ytil_t - J_t A h_{t-1}; with the prior input u_t (T, D) the completed form (module docstring)
+    ytil_t - J_t A h_{t-1} + (J - J_t) u_t."""
+    z = window.ytil - prev_states @ (window.J @ window.A).T
+    if window.gaps is None:
+        return z
+    s = window.gaps.steps
+    priors = prev_states[s] @ window.A.T
+    if prior_input is not None:
+        priors = priors + prior_input[s]
+    return complete_pseudo_obs(z, window.J, window.gaps, priors)
 
 
 def prediction_loss(window: ClientWindow, priors: np.ndarray) -> float:
-    """sum_t (y_t - C p_t)^T R^{-1} (y_t - C p_t) for prior means p_t (T, D)."""
-    return float(window.yRy.sum() - 2.0 * np.sum(priors * window.ytil) + np.sum((priors @ window.J) * priors))
+    """sum_t (y_t - C p_t)^T R^{-1} (y_t - C p_t) over the observed sensors, for prior means p_t (T, D)."""
+    loss = float(window.yRy.sum() - 2.0 * np.sum(priors * window.ytil) + np.sum((priors @ window.J) * priors))
+    if window.gaps is not None:
+        loss -= missing_quadratic(window.J, window.gaps, priors[window.gaps.steps])
+    return loss
 
 
 class ThetaFunction(torch.nn.Module):
@@ -145,17 +180,25 @@ def train_theta(
     theta: ThetaFunction, window: ClientWindow, augmentation: np.ndarray, prev_states: np.ndarray, *, steps: int = 20
 ) -> float:
     """Fit f_theta on the client's one-step prediction loss with h_{t-1} held fixed:
-    L(theta) = const - 2 sum_t f(s_t)^T z_t + sum_t f(s_t)^T J f(s_t). Returns the final loss / T."""
+    L(theta) = const - 2 sum_t f(s_t)^T z_t + sum_t f(s_t)^T J_t f(s_t) (z_t in the observed-data
+    form; J_t = J without gaps). Returns the final loss / T."""
     z = torch.from_numpy(pseudo_observations(window, prev_states))
     s = torch.from_numpy(np.ascontiguousarray(augmentation, dtype=np.float64))
     J = torch.from_numpy(window.J)
     T = max(len(s), 1)
     opt = torch.optim.LBFGS(theta.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+    if window.gaps is not None:
+        gap_steps = torch.from_numpy(window.gaps.steps)
+        lost = torch.from_numpy(window.J - window.gaps.info)
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
         f = theta(s)
-        loss = (-2.0 * (f * z).sum() + ((f @ J) * f).sum()) / T
+        loss = -2.0 * (f * z).sum() + ((f @ J) * f).sum()
+        if window.gaps is not None:
+            fg = f[gap_steps]
+            loss = loss - torch.einsum("ki,kij,kj->", fg, lost, fg)
+        loss = loss / T
         loss.backward()
         return loss
 
@@ -183,6 +226,11 @@ class ClientSession:
         self.name = name
         self.model = model
         self.window = prepare_window(model, raw, name)
+        if privacy is not None and self.window.gaps is not None:
+            raise DataError(
+                f"client '{name}': {self.window.gaps.steps.size} step(s) have missing measurements; privacy "
+                "needs complete data (its sensitivity bounds assume the steady-state gain)"
+            )
         self.noise: ReleaseNoise | None = None
         # The exact window, for the in-process oracle only (evaluation); never released.
         self.exact_window = self.window
@@ -218,7 +266,7 @@ class ClientSession:
         prev = lagged(self.states, self.h0)
         priors = prev @ self.window.A.T + u
         loss = prediction_loss(self.window, priors)
-        z = pseudo_observations(self.window, prev)
+        z = pseudo_observations(self.window, prev, u)
         if request != "gd":
             return ClientReply(self.states, z, self.window.J, None, loss, self.noise)
         # dL/ds_t = -2 (df/ds)^T C^T R^{-1} (y_t - C prior_t) = -2 (df/ds)^T (z_t - J u_t)

@@ -3,6 +3,7 @@
     name: default
     seed: 0
     engine: local                 # local | flower-sim | flower
+    align: none                   # `fedgc run`: none (row t is step t) | timestamp (fedgc.align)
     synthetic:                    # `fedgc simulate` only: the generated system
       n_clients: 8
       state_dims: 3               # int or one per client
@@ -20,6 +21,9 @@
         model: identify           # identify | path/to/model.npz (arrays A, C, Q, R[, mean, scale])
         state_dim: auto           # auto (parallel analysis) | int
         explained_variance: null  # or a fraction: choose D_m by explained variance
+        constant_columns: drop    # drop (with a warning) | error: stuck sensors (fedgc.cleaning)
+        held_values: missing      # missing | keep: analyser values repeated between samples
+        max_missing: 0.5          # drop (with a warning) columns missing in more of their rows
     server: {rule: newton, max_rounds: 20, tol: 1.0e-6, penalty: 0.0, diagonal: fixed,
              learning_rate: null, alpha: 0.05, burn_in: 1}
     client: {learn_theta: false, theta: linear}
@@ -41,6 +45,7 @@ from typing import Any
 
 import yaml
 
+from fedgc.cleaning import ColumnPolicy
 from fedgc.errors import ConfigError
 from fedgc.protocol import ServerConfig
 from fedgc.streaming import StreamingConfig
@@ -48,6 +53,7 @@ from fedgc.synthetic import Perturbation, SystemSpec
 from fedgc.tep import TEPSettings, parse_tep_section
 
 ENGINES = ("local", "flower-sim", "flower")
+ALIGN_MODES = ("none", "timestamp")
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,13 @@ class ClientSpec:
     model: str | Path = "identify"
     state_dim: int | None = None
     explained_variance: float | None = None
+    constant_columns: str = "drop"
+    held_values: str = "missing"
+    max_missing: float = 0.5
+
+    @property
+    def policy(self) -> ColumnPolicy:
+        return ColumnPolicy(self.constant_columns, self.held_values, self.max_missing)
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,7 @@ class RunConfig:
     privacy: PrivacySettings | None = None
     tep: TEPSettings | None = None
     streaming: StreamingConfig | None = None
+    align: str = "none"
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -138,7 +152,10 @@ def load_config(path: str | Path) -> RunConfig:
 
 def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Path | None = None) -> RunConfig:
     where = str(source) if source else "config"
-    _check_keys(raw, {"name", "seed", "engine", "synthetic", "local_models", "clients", "server", "client", "evaluation", "privacy", "tep", "streaming"}, where)
+    _check_keys(raw, {"name", "seed", "engine", "synthetic", "local_models", "clients", "server", "client", "evaluation", "privacy", "tep", "streaming", "align"}, where)
+    align = raw.get("align", "none")
+    if align not in ALIGN_MODES:
+        raise ConfigError(f"{where}: align must be one of {ALIGN_MODES}, got {align!r}")
     engine = raw.get("engine", "local")
     if engine not in ENGINES:
         raise ConfigError(f"{where}: engine must be one of {ENGINES}, got {engine!r}")
@@ -180,6 +197,7 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Pat
         privacy=privacy,
         tep=tep,
         streaming=_parse_streaming(raw.get("streaming"), where),
+        align=align,
     )
 
 
@@ -265,4 +283,10 @@ def _parse_client(entry: Any, i: int, base_dir: Path, where: str) -> ClientSpec:
         raise ConfigError(f"{label} ({entry['name']}): explained_variance must lie in (0, 1), got {ev!r}")
     ts = entry.get("timestamp_column", "auto")
     ts = None if ts in ("none", None) else ts
-    return ClientSpec(str(entry["name"]), data, ts, model, state_dim, ev)
+    columns = {k: _number_or_value(entry[k]) for k in ("constant_columns", "held_values", "max_missing") if k in entry}
+    spec = ClientSpec(str(entry["name"]), data, ts, model, state_dim, ev, **columns)
+    try:
+        spec.policy
+    except ValueError as exc:
+        raise ConfigError(f"{label} ({entry['name']}): {exc}") from None
+    return spec

@@ -15,12 +15,18 @@ File format
   (header name) selects the column explicitly; ``None`` means there is none.
   Timestamps are returned as ``datetime64[us]`` if they are ISO-8601 datetimes
   (time-zone-aware ones converted to UTC), else as float64. They must be
-  strictly increasing.
-* Every sensor value must be a finite number: missing values (empty cells,
-  ``NaN``, ``NA``, ...) and infinities are errors, and so is a constant column.
+  strictly increasing, unless ``sort_timestamps`` (alignment by timestamp) asks
+  to put the rows in order; equal timestamps are always an error.
+* Sensor values are numbers. Missing values (empty cells, ``NaN``, ``NA``, ``null``,
+  ...) are read as NaN: missing measurements, which the filter skips exactly.
+  Infinities and non-numeric cells are errors.
+* Column policies (fedgc.cleaning): mostly-missing columns and constant columns
+  (stuck sensors) are dropped with a warning (``constant_columns="error"``
+  refuses the latter), and held analyser values become missing between samples.
 
 Every problem raises :class:`fedgc.errors.DataError` naming the client, the
-file and the problem; rows are numbered as lines in the file (1-based).
+file and the problem; rows are numbered as lines in the file (1-based). Every
+repair warns with :class:`fedgc.errors.FedGCWarning`, naming the same.
 """
 
 from __future__ import annotations
@@ -29,12 +35,14 @@ import csv
 import datetime as _dt
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from fedgc.errors import DataError
+from fedgc.cleaning import Cleaning, ColumnPolicy, apply_policies
+from fedgc.errors import DataError, FedGCWarning
 
 __all__ = ["ClientTable", "read_client_csv", "write_client_csv"]
 
@@ -46,13 +54,17 @@ _SNIFF_LINES = 20
 
 
 class ClientTable(NamedTuple):
-    """One client's data file. values: (T, P) float64; columns: P sensor names; timestamps: (T,) or None."""
+    """One client's data file. values: (T, P) float64, NaN for missing; columns: P kept sensor names;
+    timestamps: (T,) or None; cleaning: what the column policies dropped or masked;
+    rows_sorted: whether the rows were put in timestamp order."""
 
     client: str
     path: Path
     columns: tuple[str, ...]
     values: np.ndarray
     timestamps: np.ndarray | None
+    cleaning: Cleaning = Cleaning()
+    rows_sorted: bool = False
 
 
 # ----------------------------------------------------------------------------- reading
@@ -65,14 +77,20 @@ def read_client_csv(
     timestamp_column: str | int | None = "auto",
     min_rows: int = 2,
     delimiter: str | None = None,
+    policy: ColumnPolicy | None = None,
+    sort_timestamps: bool = False,
 ) -> ClientTable:
     """Read one client's sensor file (format in the module docstring).
 
     `delimiter` is ``","``, ``";"``, ``"\\t"``, any other single character, or
     ``" "`` / ``"whitespace"`` for runs of whitespace; ``None`` detects it.
+    `policy`: the column policies (default ColumnPolicy(): drop mostly-missing and
+    constant columns, held values become missing). `sort_timestamps`: rows out of
+    timestamp order are sorted (with a warning) instead of refused.
     Reads exactly `path` and nothing else.
     """
     path = Path(path)
+    policy = ColumnPolicy() if policy is None else policy
 
     def fail(problem: str) -> DataError:
         return DataError(f"client {client!r}: data file {str(path)!r}: {problem}")
@@ -121,17 +139,21 @@ def read_client_csv(
         sensor_rows = [row[:ts_index] + row[ts_index + 1 :] for row in rows]
     values = _parse_values(sensor_rows, sensor_fields, line_nos, label, fail)
 
-    constant = [columns[k] for k in np.flatnonzero(np.ptp(values, axis=0) == 0)]
-    if constant:
-        raise fail(
-            f"constant column(s) {', '.join(map(repr, constant))}: zero variance carries no "
-            "information and breaks standardisation; drop them"
-        )
-
-    timestamps = None
+    timestamps, rows_sorted = None, False
     if ts_index is not None:
-        timestamps = _parse_timestamps([row[ts_index] for row in rows], line_nos, label(ts_index), fail)
-    return ClientTable(client, path, columns, values, timestamps)
+        cells = [row[ts_index].strip() for row in rows]
+        timestamps = _parse_timestamps(cells, line_nos, label(ts_index), fail)
+        order = _timestamp_order(timestamps, cells, line_nos, sort_timestamps, fail)
+        if order is not None:
+            values, timestamps, rows_sorted = values[order], timestamps[order], True
+            warnings.warn(
+                FedGCWarning(f"client {client!r}: data file {str(path)!r}: rows were not in timestamp order; sorted them"),
+                stacklevel=2,
+            )
+    values, columns, cleaning = apply_policies(
+        values, columns, policy, fail=fail, where=f"client {client!r}: data file {str(path)!r}"
+    )
+    return ClientTable(client, path, columns, values, timestamps, cleaning, rows_sorted)
 
 
 def _read_lines(path: Path, fail) -> tuple[list[int], list[str]]:
@@ -236,47 +258,50 @@ def _timestamp_index(spec, header, rows, n_fields: int, fail) -> int | None:
 
 
 def _parse_values(rows: list[list[str]], fields, line_nos, label, fail) -> np.ndarray:
-    """Rows of sensor cells -> (T, P) float64, reporting the first bad cell in file order."""
+    """Rows of sensor cells -> (T, P) float64 with NaN for missing cells, reporting the first bad cell
+    (non-numeric or infinite) in file order."""
     try:
         values = np.array(rows, dtype=np.float64)
     except ValueError:
         values = None
-    if values is not None and np.isfinite(values).all():
+    if values is not None and not np.isinf(values).any():
         return values
 
-    # Slow path, only for bad files: find the bad rows, then describe their bad cells.
+    # Slow path, for files with missing markers or bad cells: convert cell by cell.
     bad = []
+    values = np.empty((len(rows), len(rows[0]) if rows else 0))
     for i, row in enumerate(rows):
-        try:
-            if np.isfinite(np.array(row, dtype=np.float64)).all():
-                continue
-        except ValueError:
-            pass
-        bad += [(i, k, problem) for k, cell in enumerate(row) if (problem := _cell_problem(cell))]
+        for k, cell in enumerate(row):
+            problem = _cell_problem(cell)
+            if problem is None:
+                text = cell.strip()
+                values[i, k] = np.nan if text.lower() in MISSING_MARKERS else float(text)
+            else:
+                bad.append((i, k, problem))
+    if not bad:
+        return values
     i, k, problem = bad[0]
     more = f" ({len(bad) - 1} more bad cell(s) in the file)" if len(bad) > 1 else ""
     raise fail(f"row {line_nos[i]}, {label(fields[k])}: {problem}{more}")
 
 
 def _cell_problem(cell: str) -> str | None:
+    """What is wrong with a sensor cell (None: a number or a missing-value marker)."""
     text = cell.strip()
     if text.lower() in MISSING_MARKERS:
-        return f"missing value ({'empty cell' if not text else repr(text)}); missing values are not supported"
+        return None
     try:
         x = float(text)
     except ValueError:
         hint = " (decimal comma? use '.' or a ';' delimiter)" if re.fullmatch(r"[-+]?\d+,\d+", text) else ""
         return f"non-numeric value {text!r}{hint}"
-    if np.isnan(x):
-        return f"missing value ({text!r}); missing values are not supported"
     if np.isinf(x):
         return f"infinite value {text!r}"
     return None
 
 
 def _parse_timestamps(cells: list[str], line_nos, label: str, fail) -> np.ndarray:
-    """Timestamps as float64 if all numeric, else datetime64[us] from ISO-8601; strictly increasing."""
-    cells = [c.strip() for c in cells]
+    """Timestamps as float64 if all numeric, else datetime64[us] from ISO-8601 (cells stripped)."""
     for i, c in enumerate(cells):
         if c.lower() in MISSING_MARKERS:
             raise fail(f"row {line_nos[i]}, timestamp {label}: missing timestamp")
@@ -304,14 +329,27 @@ def _parse_timestamps(cells: list[str], line_nos, label: str, fail) -> np.ndarra
         if aware[0]:
             parsed = [d.astimezone(_dt.timezone.utc).replace(tzinfo=None) for d in parsed]
         ts = np.array(parsed, dtype="datetime64[us]")
-    backwards = np.flatnonzero(ts[1:] <= ts[:-1])
-    if backwards.size:
-        i = backwards[0] + 1
-        raise fail(
-            f"timestamps not strictly increasing: row {line_nos[i]} ({cells[i]}) is not after "
-            f"row {line_nos[i - 1]} ({cells[i - 1]})"
-        )
     return ts
+
+
+def _timestamp_order(ts: np.ndarray, cells: list[str], line_nos, sort: bool, fail) -> np.ndarray | None:
+    """None if ts is strictly increasing; else the sorting permutation (sort=True, no equal timestamps)
+    or a DataError naming the first offending row."""
+    backwards = np.flatnonzero(ts[1:] <= ts[:-1])
+    if not backwards.size:
+        return None
+    order = np.argsort(ts, kind="stable")
+    same = np.flatnonzero(ts[order][1:] == ts[order][:-1])
+    if sort and not same.size:
+        return order
+    if sort:
+        a, b = sorted((order[same[0]], order[same[0] + 1]))
+        raise fail(f"rows {line_nos[a]} and {line_nos[b]} have the same timestamp ({cells[a]})")
+    i = backwards[0] + 1
+    raise fail(
+        f"timestamps not strictly increasing: row {line_nos[i]} ({cells[i]}) is not after "
+        f"row {line_nos[i - 1]} ({cells[i - 1]}); use align: timestamp (or --align timestamp) to sort them"
+    )
 
 
 # ----------------------------------------------------------------------------- writing

@@ -15,6 +15,11 @@ from fedgc.run import RunResult, run_real, run_simulation
 def run_with_engine(cfg: RunConfig, *, mode: str, out_dir: Path, superlink: str | None = None, on_round=None) -> RunResult:
     if mode not in ("simulate", "run"):
         raise ConfigError(f"mode must be 'simulate' or 'run', got {mode!r}")
+    if cfg.align != "none" and mode == "run" and cfg.engine != "local":
+        raise ConfigError(
+            f"align: {cfg.align} needs every client's timestamps in one place; it runs with the local engine only "
+            f"(got engine {cfg.engine!r}); align the files beforehand for a federated deployment"
+        )
     if cfg.streaming is not None and cfg.engine != "local":
         raise ConfigError(
             f"streaming mode runs on the local engine only; engine {cfg.engine!r} does not support it yet "

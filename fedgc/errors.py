@@ -15,3 +15,8 @@ class DataError(FedGCError):
 
 class ModelError(FedGCError):
     """A client's local model is invalid (unstable, undetectable, not positive definite, ...)."""
+
+
+class FedGCWarning(UserWarning):
+    """Bad input that fedgc repaired (a dropped column, values turned into missing ones, rows aligned);
+    the message names the client, the file and what was done."""

@@ -66,6 +66,14 @@ def steady_state(A: np.ndarray, J: np.ndarray, Q: np.ndarray) -> SteadyState:
     L = _symmetric_root(J)
     P = scipy.linalg.solve_discrete_are(A.T, L.T, Q, np.eye(D))
     P = 0.5 * (P + P.T)
+    Sigma, G = measurement_update(P, J)
+    return SteadyState(P, Sigma, G @ A, G)
+
+
+def measurement_update(P: np.ndarray, J: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior covariance Sigma = (P^{-1} + J)^{-1} and input gain G = I - K C = Sigma P^{-1}
+    from a prior covariance P (D, D, positive definite) and information J (D, D, may be singular)."""
+    D = P.shape[0]
     # Sigma = (P^{-1} + J)^{-1} = Lp (I + Lp^T J Lp)^{-1} Lp^T with P = Lp Lp^T (P >= Q > 0): no cancellation
     # when J is large, unlike P - P (I + J P)^{-1} J P.
     Lp = np.linalg.cholesky(P)
@@ -75,7 +83,7 @@ def steady_state(A: np.ndarray, J: np.ndarray, Q: np.ndarray) -> SteadyState:
     Sigma = 0.5 * (Sigma + Sigma.T)
     # G = I - K C = Sigma P^{-1}: a product, not the difference I - Sigma J (which cancels when J is large).
     G = scipy.linalg.cho_solve((Lp, True), Sigma).T
-    return SteadyState(P, Sigma, G @ A, G)
+    return Sigma, G
 
 
 def kalman_gain(C: np.ndarray, R: np.ndarray, posterior_cov: np.ndarray) -> np.ndarray:

@@ -154,7 +154,7 @@ def choose_state_dim(
     null = np.empty((n_permutations, P))
     for i in range(n_permutations):
         shuffled = np.column_stack([y[rng.permutation(T), j] for j in range(P)])
-        null[i] = np.sort(np.linalg.eigvalsh(shuffled.T @ shuffled / T))[::-1]
+        null[i] = np.sort(np.linalg.eigvalsh(second_moments(shuffled)))[::-1]
     above = lam > np.quantile(null, quantile, axis=0)
     d = int(np.argmin(above)) if not above.all() else P
     return min(max(d, 1), P - 1)
@@ -175,18 +175,33 @@ def identify(
     scores s_t = C^+ y_t; A: least squares s_t ~ A s_{t-1}; Q: residual
     covariance of that fit, corrected for the measurement noise in the scores;
     R: diagonal residual variances of y_t - C s_t, floored at min_variance.
+
+    Missing values (NaN) are tolerated: mean and scale from each column's observed
+    values, the PCA on pairwise-complete second moments (each entry averaged over
+    the rows where both sensors are observed: unbiased when values are missing at
+    random, unlike mean imputation, which shrinks every covariance by the missing
+    fraction), scores by least squares on each row's observed sensors (rows that
+    observe fewer than D independent directions have none), A and Q from the
+    pairs of consecutive rows with scores, each row's score noise from its own
+    observed pattern.
     """
     raw = np.asarray(raw, dtype=float)
     T, P = raw.shape
-    mean = raw.mean(axis=0)
-    scale = raw.std(axis=0)
+    observed = np.isfinite(raw)
+    gappy = not observed.all()
+    if gappy and (observed.sum(axis=0) < 2).any():
+        bad = np.flatnonzero(observed.sum(axis=0) < 2).tolist()
+        raise ModelError(f"client '{client}': columns {bad} have fewer than 2 observed values")
+    mean = np.nanmean(raw, axis=0) if gappy else raw.mean(axis=0)
+    scale = np.nanstd(raw, axis=0) if gappy else raw.std(axis=0)
     # A constant column has std ~1e-16 |mean| from rounding, not exactly 0.
-    constant = (np.ptp(raw, axis=0) == 0) | (scale <= 1e-12 * np.maximum(np.abs(mean), np.finfo(float).tiny))
+    span = np.nanmax(raw, axis=0) - np.nanmin(raw, axis=0)
+    constant = (span == 0) | (scale <= 1e-12 * np.maximum(np.abs(mean), np.finfo(float).tiny))
     if np.any(constant):
         bad = np.flatnonzero(constant).tolist()
         raise ModelError(f"client '{client}': columns {bad} are constant, cannot standardise")
     y = (raw - mean) / scale
-    cov = y.T @ y / T
+    cov = second_moments(y)
     lam, U = np.linalg.eigh(cov)
     order = np.argsort(lam)[::-1]
     lam, U = lam[order], U[:, order]
@@ -197,10 +212,14 @@ def identify(
         raise ModelError(f"client '{client}': state dimension {D} must lie in [1, {P - 1}] for {P} sensors")
     if T < 3 * D + 2:
         raise ModelError(f"client '{client}': {T} rows are too few to identify a {D}-state model")
+    if gappy:  # pairwise moments need not be positive semi-definite
+        lam = np.clip(lam, 0.0, None)
     noise_var = float(lam[D:].mean())
     # Probabilistic PCA: C = U_D (Lambda_D - s2 I)^{1/2}, scores with (approximately) unit variance.
     signal = np.clip(lam[:D] - noise_var, 1e-3 * lam[:D], None)
     C = U[:, :D] * np.sqrt(signal)
+    if gappy:
+        return _identify_gappy(y, C, mean, scale, client=client, min_variance=min_variance)
     scores = np.linalg.lstsq(C, y.T, rcond=None)[0].T  # (T, D)
     X, Y = scores[:-1], scores[1:]
     resid_y = y - scores @ C.T
@@ -209,7 +228,60 @@ def identify(
     # E[Y^T X] = n A Sigma_s, so plain least squares shrinks A towards 0. Remove N from the Gram matrix.
     Cp = np.linalg.pinv(C)
     noise_in_scores = Cp @ R @ Cp.T
-    gram = X.T @ X - len(X) * noise_in_scores
+    return _fit_dynamics(X, Y, len(X) * noise_in_scores, noise_in_scores, noise_in_scores, C, R, mean, scale, client)
+
+
+def second_moments(y: np.ndarray) -> np.ndarray:
+    """(P, P) second moments of standardised data y (T, P): y^T y / T, or with NaN for missing values
+    the pairwise-complete average over the rows where both sensors are observed (0 where none is)."""
+    observed = np.isfinite(y)
+    if observed.all():
+        return y.T @ y / y.shape[0]
+    y0 = np.where(observed, y, 0.0)
+    n = observed.T.astype(float) @ observed.astype(float)
+    return np.divide(y0.T @ y0, n, out=np.zeros((y.shape[1], y.shape[1])), where=n > 0)
+
+
+def _identify_gappy(y, C, mean, scale, *, client: str, min_variance: float) -> LocalModel:
+    """The rest of `identify` for data with missing values: per-pattern scores and score noise."""
+    T, D = y.shape[0], C.shape[1]
+    observed = np.isfinite(y)
+    patterns, which = np.unique(observed, axis=0, return_inverse=True)
+    which = which.reshape(-1)
+    scores = np.full((T, D), np.nan)
+    pinvs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for k, pattern in enumerate(patterns):
+        obs = np.flatnonzero(pattern)
+        Co = C[obs]
+        if obs.size < D or np.linalg.matrix_rank(Co) < D:
+            continue
+        Cp = np.linalg.pinv(Co)
+        pinvs[k] = (obs, Cp)
+        rows = np.flatnonzero(which == k)
+        scores[rows] = y[np.ix_(rows, obs)] @ Cp.T
+    resid_y = y - scores @ C.T  # NaN where the sensor or the row's scores are missing
+    counts = np.isfinite(resid_y).sum(axis=0)
+    if (counts < 2).any():
+        raise ModelError(f"client '{client}': too few rows with scores to estimate the noise of columns "
+                         f"{np.flatnonzero(counts < 2).tolist()}")
+    R = np.diag(np.maximum(np.nanvar(resid_y, axis=0), min_variance))
+    noise = np.zeros((len(patterns), D, D))  # per pattern: C_o^+ R_oo C_o^+^T
+    for k, (obs, Cp) in pinvs.items():
+        noise[k] = Cp @ R[np.ix_(obs, obs)] @ Cp.T
+    pairs = np.flatnonzero(np.isfinite(scores[:-1, 0]) & np.isfinite(scores[1:, 0]))
+    if pairs.size < 3 * D + 2:
+        raise ModelError(f"client '{client}': only {pairs.size} pairs of consecutive rows have enough observed "
+                         f"sensors, too few to identify a {D}-state model")
+    X, Y = scores[pairs], scores[pairs + 1]
+    noise_X = noise[which[pairs]]
+    noise_Y = noise[which[pairs + 1]]
+    return _fit_dynamics(X, Y, noise_X.sum(axis=0), noise_X.mean(axis=0), noise_Y.mean(axis=0), C, R, mean, scale, client)
+
+
+def _fit_dynamics(X, Y, gram_noise, noise_X, noise_Y, C, R, mean, scale, client: str) -> LocalModel:
+    """A, Q from the score pairs X = s_{t-1}, Y = s_t (n, D) whose measurement noise has sum gram_noise
+    over the rows of X and average covariance noise_X (rows of X) and noise_Y (rows of Y)."""
+    gram = X.T @ X - gram_noise
     if np.linalg.eigvalsh(0.5 * (gram + gram.T)).min() > 0.1 * np.linalg.eigvalsh(X.T @ X).min():
         A = np.linalg.solve(gram, X.T @ Y).T
     else:
@@ -220,7 +292,7 @@ def identify(
     resid_s = Y - X @ A.T
     Q = resid_s.T @ resid_s / len(resid_s)
     # The scores' noise in the AR residual is removed.
-    Q = Q - noise_in_scores - A @ noise_in_scores @ A.T
+    Q = Q - noise_Y - A @ noise_X @ A.T
     w, V = np.linalg.eigh(0.5 * (Q + Q.T))
     Q = (V * np.maximum(w, 1e-3 * max(w.max(), 1e-6))) @ V.T
     model = LocalModel(A=A, C=C, Q=Q, R=R, mean=mean, scale=scale)

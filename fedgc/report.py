@@ -36,7 +36,7 @@ KEYS = (
     "fedgc_version", "name", "engine", "seed", "clients", "dims",
     "strength", "statistic", "gc", "dof", "pvalue", "log10_pvalue", "edges", "alpha",
     "A_s", "A_s_note", "server", "rounds", "converged", "history",
-    "evaluation", "timings", "communication", "raw_data_bytes", "privacy",
+    "evaluation", "timings", "communication", "raw_data_bytes", "privacy", "data",
 )  # fmt: skip
 EVALUATION_KEYS = (
     "auroc", "auprc", "precision", "recall", "f1",
@@ -136,6 +136,7 @@ def result_dict(result: RunResult) -> dict:
         "communication": _jsonable(dict(result.communication or {})),
         "raw_data_bytes": int(result.raw_data_bytes),
         "privacy": _jsonable(dict(getattr(result, "privacy", None) or {"enabled": False})),
+        "data": _jsonable(dict(getattr(result, "data", None) or {})),
     }
     assert tuple(out) == KEYS
     out.update(_jsonable(dict(getattr(result, "sections", None) or {})))  # e.g. "flowsheet", "origin"
@@ -573,6 +574,7 @@ def markdown_report(data: dict, images: dict[str, str] | None = None) -> str:
             lines += [f"Raw client data that never left the clients: {_bytes(raw)}.", ""]
 
     lines += _privacy_section(data.get("privacy") or {})
+    lines += _data_section(data.get("data") or {})
     lines += _tep_sections(data)
     if data.get("streaming") is not None:
         from fedgc.streaming_report import streaming_section
@@ -600,6 +602,39 @@ def _tep_sections(data: dict) -> list[str]:
         from fedgc.origin import origin_markdown
 
         lines += origin_markdown(data)
+    return lines
+
+
+def _data_section(d: dict) -> list[str]:
+    """Markdown for what was done to the clients' data (fedgc.run.read_tables)."""
+    clients = d.get("clients") or {}
+    if not clients:
+        return []
+    lines = [
+        "## Data",
+        "",
+        f"Alignment: {d.get('align', 'none')}.",
+        "",
+        "| client | rows | columns | missing | dropped columns | held columns (period) | rows dropped / inserted by alignment |",
+        "|---|---:|---:|---:|---|---|---:|",
+    ]
+    for name, c in clients.items():
+        dropped = [f"{k} (constant)" for k in c.get("dropped_constant_columns", [])]
+        dropped += [f"{k} ({_fmt(f * 100, 3)}% missing)" for k, f in (c.get("dropped_missing_columns") or {}).items()]
+        held = [f"{k} ({h['period']})" for k, h in (c.get("held_columns") or {}).items()]
+        al = c.get("alignment")
+        moved = f"{al['dropped']} / {al['inserted']}" if al else "-"
+        lines.append(
+            f"| {_md(name)} | {c.get('rows')} | {c.get('columns')} | {_fmt(100 * c.get('missing_fraction', 0.0), 3)}% |"
+            f" {_md(', '.join(dropped) or '-')} | {_md(', '.join(held) or '-')} | {moved} |"
+        )
+    lines += [
+        "",
+        "Missing measurements (including held analyser values between samples) are skipped exactly by each "
+        "client's filter. The p-values treat the steps completed by the filter's prediction as observed, so "
+        "with much missing data they are optimistic.",
+        "",
+    ]
     return lines
 
 

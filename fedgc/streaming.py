@@ -43,7 +43,7 @@ from typing import Callable, Literal, NamedTuple, Protocol, Sequence
 import numpy as np
 
 from fedgc.client import ClientReply, ClientSession, RequestKind, run_filter
-from fedgc.errors import ConfigError, FedGCError
+from fedgc.errors import ConfigError, DataError, FedGCError
 from fedgc.granger import GCResult, chi2_log10_sf, granger_tests
 from fedgc.protocol import ClientInfo, RoundRecord, ServerConfig
 from fedgc.server import (
@@ -205,6 +205,11 @@ class StreamingSession(ClientSession):
         if privacy is not None:
             raise ConfigError(f"client '{name}': streaming mode does not support privacy (turn one of them off)")
         super().__init__(name, model, raw, learn_theta=learn_theta, theta_kind=theta_kind)
+        if self.window.gaps is not None:
+            raise DataError(
+                f"client '{name}': streaming mode needs complete measurements, but its data has missing values "
+                "(NaN cells or held analyser values); fill them, or set held_values: keep, or run in batch mode"
+            )
         self.stream = self.window
         self.span = (0, self.stream.ytil.shape[0])
 

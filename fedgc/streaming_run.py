@@ -24,7 +24,7 @@ from fedgc.config import RunConfig
 from fedgc.errors import ConfigError
 from fedgc.messages import CountingTransport
 from fedgc.protocol import FitResult
-from fedgc.run import RunResult, Truth, build_session, evaluate, scenario_sessions, simulate_scenario
+from fedgc.run import RunResult, Truth, build_session, evaluate, read_tables, scenario_sessions, simulate_scenario
 from fedgc.streaming import Alert, AlertKind, LocalStreamTransport, StreamResult, StreamingSession, run_stream
 from fedgc.synthetic import SyntheticData
 
@@ -164,10 +164,12 @@ def simulate_streaming(cfg: RunConfig, *, on_round=None) -> RunResult:
 def run_streaming_real(cfg: RunConfig, *, on_round=None) -> RunResult:
     """`fedgc run` in streaming mode on per-client CSV files (each client reads only its own file)."""
     _refuse_privacy(cfg)
+    tables, data = read_tables(cfg)  # lengths checked or aligned, column policies applied
     sessions = [
-        build_session(spec, cfg.client, seed=cfg.seed + i, session_class=StreamingSession)
-        for i, spec in enumerate(cfg.clients)
+        build_session(spec, cfg.client, seed=cfg.seed + i, session_class=StreamingSession, table=table)
+        for i, (spec, table) in enumerate(zip(cfg.clients, tables))
     ]
     result = execute_streaming(cfg, sessions, on_round=on_round)
     result.raw_data_bytes = int(sum(s.stream_steps * s.model.obs_dim * 8 for s in sessions))
+    result.data = data
     return result

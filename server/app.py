@@ -83,6 +83,7 @@ def config_to_raw(cfg: RunConfig) -> dict[str, Any]:
         entry["state_dim"] = "auto" if c.state_dim is None else int(c.state_dim)
         if c.explained_variance is not None:
             entry["explained_variance"] = float(c.explained_variance)
+        entry.update(constant_columns=c.constant_columns, held_values=c.held_values, max_missing=float(c.max_missing))
         clients.append(entry)
     raw: dict[str, Any] = {
         "name": cfg.name,

@@ -65,6 +65,7 @@ def node_overrides(cfg: RunConfig) -> dict[int, dict[str, Any]]:
         if c.explained_variance is not None:
             entry["explained-variance"] = float(c.explained_variance)
         entry["timestamp-column"] = "none" if c.timestamp_column is None else str(c.timestamp_column)
+        entry.update({"constant-columns": c.constant_columns, "held-values": c.held_values, "max-missing": float(c.max_missing)})
         table[i] = entry
     return table
 

@@ -7,8 +7,9 @@ import time
 import numpy as np
 import pytest
 
+from fedgc.cleaning import ColumnPolicy
 from fedgc.data import ClientTable, read_client_csv, write_client_csv
-from fedgc.errors import DataError
+from fedgc.errors import DataError, FedGCWarning
 
 CLIENT = "plant-7"
 
@@ -241,20 +242,23 @@ def test_non_numeric_cell_without_header(tmp_path):
     _error(path, "row 3", "'s2'", "non-numeric", "'x9'")
 
 
-@pytest.mark.parametrize("cell", ["", "NaN", "nan", "NA", "null"])
-def test_missing_value(tmp_path, cell):
-    path = _write(tmp_path, f"a,b\n1,2\n3,{cell}\n5,7\n")
-    _error(path, "row 3", "column 'b'", "missing value")
+@pytest.mark.parametrize("cell", ["", "NaN", "nan", "NA", "null", "#N/A"])
+def test_missing_value_is_read_as_nan(tmp_path, cell):
+    path = _write(tmp_path, f"a,b\n1,2\n3,{cell}\n5,7\n4,1\n")
+    table = _read(path)
+    assert np.isnan(table.values[1, 1]) and np.isfinite(np.delete(table.values.ravel(), 3)).all()
+    assert table.cleaning.missing_values == 1
 
 
 def test_missing_value_first_row_without_header(tmp_path):
     path = _write(tmp_path, ",2\n3,4\n5,7\n")
-    _error(path, "row 1", "'s0'", "missing value")
+    table = _read(path)
+    assert table.columns == ("s0", "s1") and np.isnan(table.values[0, 0])
 
 
 def test_first_bad_cell_reported_with_count(tmp_path):
-    path = _write(tmp_path, "a,b\n1,2\n3,\nx,4\n5,6\n")
-    msg = _error(path, "row 3", "column 'b'", "missing value")
+    path = _write(tmp_path, "a,b\n1,2\n3,\nx,4\n5,oops\n")
+    msg = _error(path, "row 4", "column 'a'", "non-numeric")
     assert "1 more" in msg
 
 
@@ -264,9 +268,27 @@ def test_infinite_value(tmp_path, cell):
     _error(path, "row 4", "column 'a'", "infinite")
 
 
-def test_constant_columns(tmp_path):
+def test_constant_columns_are_dropped_with_a_warning(tmp_path):
     path = _write(tmp_path, "a,b,c,d\n1,2,3,4\n1,5,3,6\n1,7,3,8\n")
-    _error(path, "constant", "'a'", "'c'")
+    with pytest.warns(FedGCWarning) as record:
+        table = _read(path)
+    assert table.columns == ("b", "d")
+    np.testing.assert_array_equal(table.values, [[2, 4], [5, 6], [7, 8]])
+    assert table.cleaning.dropped_constant == ("a", "c")
+    msg = str(record[0].message)
+    for fragment in (CLIENT, path.name, "constant", "'a'", "'c'"):
+        assert fragment in msg
+
+
+def test_constant_columns_error_policy(tmp_path):
+    path = _write(tmp_path, "a,b,c,d\n1,2,3,4\n1,5,3,6\n1,7,3,8\n")
+    _error(path, "constant", "'a'", "'c'", policy=ColumnPolicy(constant_columns="error"))
+
+
+def test_all_columns_constant(tmp_path):
+    path = _write(tmp_path, "a,b\n1,2\n1,2\n1,2\n")
+    with pytest.warns(FedGCWarning):
+        _error(path, "no usable sensor column")
 
 
 def test_too_few_rows(tmp_path):

@@ -343,3 +343,23 @@ def test_report_section_elides_long_timelines():
     assert "**a -> b**" in text and "| ... |" in text
     rows = [line for line in text.splitlines() if line.startswith("| 1") or line.startswith("| 2")]
     assert any(line.startswith("| 20 |") for line in rows) and not any(line.startswith("| 10 |") for line in rows)
+
+
+def test_streaming_refuses_data_with_missing_values(tmp_path):
+    from fedgc.config import load_config
+    from fedgc.data import write_client_csv
+    from fedgc.errors import DataError
+    from fedgc.run import run_real
+
+    rng = np.random.default_rng(3)
+    for name in ("a", "b"):
+        y = rng.normal(size=(400, 4))
+        if name == "b":
+            y[10, 1] = np.nan
+        write_client_csv(tmp_path / f"{name}.csv", y, columns=[f"s{j}" for j in range(4)])
+    (tmp_path / "run.yaml").write_text(
+        "clients:\n  - {name: a, data: a.csv, state_dim: 1}\n  - {name: b, data: b.csv, state_dim: 1}\n"
+        "streaming: {window: 200, step: 200}\n"
+    )
+    with pytest.raises(DataError, match="client 'b': streaming mode needs complete measurements"):
+        run_real(load_config(tmp_path / "run.yaml"))

@@ -130,7 +130,8 @@ def write_tep_clients(cfg: RunConfig, directory: str | Path) -> RunConfig:
     for unit, model in models.items():
         path = directory / f"{unit}_model.npz"
         save_npz(path, model)
-        specs.append(ClientSpec(unit, csvs[unit], None, path))
+        # held_values: keep, as the in-process run feeds the arrays as they are (both engines see the same data)
+        specs.append(ClientSpec(unit, csvs[unit], None, path, held_values="keep"))
     return replace(cfg, clients=tuple(specs), tep=None)
 
 

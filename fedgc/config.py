@@ -177,12 +177,8 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Pat
     evaluation = raw.get("evaluation") or {}
     _check_keys(evaluation, {"oracle"}, f"{where}: evaluation")
     privacy = _parse_privacy(raw.get("privacy"), where)
-    tep = parse_tep_section(raw["tep"], base_dir=base_dir, where=where) if raw.get("tep") is not None else None
-    if tep is not None and raw.get("streaming") not in (None, False, "off"):
-        raise ConfigError(
-            f"{where}: 'streaming' is not supported with a 'tep' section yet; write the units' CSV files "
-            "(fedgc.tep.write_client_csvs) and stream them with a 'clients' list"
-        )
+    streamed = raw.get("streaming") not in (None, False, "off")
+    tep = parse_tep_section(raw["tep"], base_dir=base_dir, where=where, streaming=streamed) if raw.get("tep") is not None else None
     return RunConfig(
         name=str(raw.get("name", source.stem if source else "run")),
         seed=seed,

@@ -602,6 +602,21 @@ def _tep_sections(data: dict) -> list[str]:
         from fedgc.origin import origin_markdown
 
         lines += origin_markdown(data)
+    fs = data.get("fault_stream")
+    if fs:
+        first = fs.get("first_alert_after_fault")
+        lines += [
+            "## Fault run, streaming",
+            "",
+            f"Run {fs['run']} (fault {fs['fault']}, known origin {fs.get('known_origin') or 'unknown'}, fault from "
+            f"sample index {fs['fault_start']}): {fs['alerts_before_fault']} alert(s) before the fault (normal "
+            f"operation: false alerts), {fs['alerts_after_fault']} after it.",
+            "",
+            (f"First alert after the fault: {first['kind']} {first['source']} -> {first['target']} at sample "
+             f"{first['time']} ({first['delay']} samples after the fault start; an alert comes at the end of its window)."
+             if first else "No alert after the fault."),
+            "",
+        ]  # fmt: skip
     return lines
 
 

@@ -143,7 +143,7 @@ def execute_streaming(cfg: RunConfig, sessions: Sequence[StreamingSession], *, t
     return evaluate(result, windows=None, truth=truth)
 
 
-def _refuse_privacy(cfg: RunConfig) -> None:
+def refuse_privacy(cfg: RunConfig) -> None:
     if cfg.privacy is not None:
         raise ConfigError(f"{cfg.source or 'config'}: streaming mode does not support privacy yet "
                           "(its accounting composes over windows); turn one of them off")  # fmt: skip
@@ -151,7 +151,7 @@ def _refuse_privacy(cfg: RunConfig) -> None:
 
 def simulate_streaming(cfg: RunConfig, *, on_round=None) -> RunResult:
     """`fedgc simulate` in streaming mode: truth is the edge set at the end, switches from the generator."""
-    _refuse_privacy(cfg)
+    refuse_privacy(cfg)
     data = simulate_scenario(cfg)
     sessions = scenario_sessions(cfg, data, None, session_class=StreamingSession)
     truth = Truth(np.asarray(data.edges_over_time[-1], dtype=bool), None)
@@ -163,7 +163,7 @@ def simulate_streaming(cfg: RunConfig, *, on_round=None) -> RunResult:
 
 def run_streaming_real(cfg: RunConfig, *, on_round=None) -> RunResult:
     """`fedgc run` in streaming mode on per-client CSV files (each client reads only its own file)."""
-    _refuse_privacy(cfg)
+    refuse_privacy(cfg)
     tables, data = read_tables(cfg)  # lengths checked or aligned, column policies applied
     sessions = [
         build_session(spec, cfg.client, seed=cfg.seed + i, session_class=StreamingSession, table=table)

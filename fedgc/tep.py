@@ -232,8 +232,9 @@ class TEPSettings:
         return load_tep(self.folder, run=run, split=self.split)
 
 
-def parse_tep_section(section: object, *, base_dir: Path, where: str) -> TEPSettings:
-    """A TEPSettings from the YAML mapping; every problem is a ConfigError naming the key."""
+def parse_tep_section(section: object, *, base_dir: Path, where: str, streaming: bool = False) -> TEPSettings:
+    """A TEPSettings from the YAML mapping; every problem is a ConfigError naming the key.
+    streaming: the run is streamed, so tep.run may be a fault run (the GC of a batch run needs normal operation)."""
     from fedgc.origin import OriginSettings
 
     label = f"{where}: tep"
@@ -255,8 +256,11 @@ def parse_tep_section(section: object, *, base_dir: Path, where: str) -> TEPSett
                 parse_run_name(str(value))
             except ConfigError as exc:
                 raise ConfigError(f"{label}.{key}: {exc}") from None
-            if parse_run_name(str(value))[0] is not None:
-                raise ConfigError(f"{label}.{key} must be a normal-operation run (d00, d00_te), got {value!r}")
+            if parse_run_name(str(value))[0] is not None and not (streaming and key == "run"):
+                raise ConfigError(
+                    f"{label}.{key} must be a normal-operation run (d00, d00_te), got {value!r}"
+                    + ("" if key != "run" else " (a fault run can be streamed: add a 'streaming' section)")
+                )
         runs[key] = None if value is None else str(value)
     fault_runs = section.get("fault_runs") or []
     if isinstance(fault_runs, str) or not isinstance(fault_runs, list):

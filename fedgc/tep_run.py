@@ -51,6 +51,8 @@ def run_tep(cfg: RunConfig, *, on_round=None):
     """`fedgc simulate|run` on a config with a `tep:` section, local engine."""
     from fedgc.run import client_privacy, execute
 
+    if cfg.streaming is not None:
+        return run_tep_streaming(cfg, on_round=on_round)
     tep = _settings(cfg)
     if cfg.privacy is not None and tep.identify_on in (None, tep.run):
         raise ConfigError(
@@ -81,6 +83,51 @@ def run_tep(cfg: RunConfig, *, on_round=None):
     result.raw_data_bytes = int(sum(v.nbytes for v in run.clients.values()))
     add_sections(result, cfg, run, models)
     return result
+
+
+def run_tep_streaming(cfg: RunConfig, *, on_round=None):
+    """Streaming mode over tep.run (typically a fault run) with every unit's model identified on
+    tep.identify_on (normal operation): the GC matrices per window, and the alerts set against the
+    fault's known start ("fault_stream" section)."""
+    from fedgc.streaming import StreamingSession
+    from fedgc.streaming_run import execute_streaming, refuse_privacy
+
+    refuse_privacy(cfg)
+    tep = _settings(cfg)
+    if tep.identify_on in (None, tep.run):
+        raise ConfigError(
+            f"{cfg.source or 'config'}: streaming over TEP needs tep.identify_on (normal operation, e.g. d00) set "
+            f"to a run other than tep.run ({tep.run}): a model identified on the faulty run has learned the fault"
+        )
+    run, models = identify_models(cfg)
+    sessions = [
+        StreamingSession(unit, model, run.clients[unit], learn_theta=cfg.client.learn_theta, theta_kind=cfg.client.theta)
+        for unit, model in models.items()
+    ]
+    result = execute_streaming(cfg, sessions, on_round=on_round)
+    result.raw_data_bytes = int(sum(v.nbytes for v in run.clients.values()))
+    add_sections(result, cfg, run, models)
+    result.sections["fault_stream"] = fault_stream_summary(result.streaming, run)
+    return result
+
+
+def fault_stream_summary(stream: dict, run: TEPRun) -> dict:
+    """Alerts of a TEP stream against the fault: how many came before the fault started (false
+    alerts, the process being in normal operation), and the first after it with its delay in samples."""
+    start = run.fault_start
+    alerts = stream["alerts"]
+    before = [a for a in alerts if start is not None and a["time"] <= start]
+    after = [a for a in alerts if start is None or a["time"] > start]
+    first = after[0] if after else None
+    return {
+        "run": run.name, "fault": run.fault, "fault_start": start, "known_origin": FAULT_ORIGINS.get(run.fault),
+        "alerts_before_fault": len(before), "alerts_after_fault": len(after),
+        "first_alert_after_fault": None if first is None else {
+            "time": first["time"], "delay": None if start is None else first["time"] - start,
+            "source": first["source"], "target": first["target"], "kind": first["kind"],
+        },
+        "sources_after_fault": sorted({a["source"] for a in after}),
+    }  # fmt: skip
 
 
 def add_sections(result, cfg: RunConfig, run: TEPRun, models: dict[str, LocalModel]) -> None:

@@ -237,3 +237,29 @@ def test_client_files_reproduce_the_in_process_run(fake_folder, tmp_path):
     assert all(Path(c.model).suffix == ".npz" and Path(c.data).is_file() for c in files.clients)
     direct, via_files = run_tep(cfg), run_real(files)
     np.testing.assert_allclose(via_files.fit.A_s, direct.fit.A_s, rtol=1e-10, atol=1e-12)
+
+
+def test_fault_run_streams_with_alerts_against_the_fault_start(real_data, tmp_path):
+    """simulations/tep_fault_stream.yaml: models from normal operation, GC per window over fault 1."""
+    result = _simulate_cli(REPO / "simulations" / "tep_fault_stream.yaml", tmp_path / "out")
+    stream, fs = result["streaming"], result["fault_stream"]
+    assert [w["end"] for w in stream["windows"]] == list(range(80, 961, 80))
+    assert fs["run"] == "d01_te" and fs["fault_start"] == 160 and fs["known_origin"] == "feed"
+    times = [a["time"] for a in stream["alerts"]]
+    assert fs["alerts_before_fault"] == sum(t <= 160 for t in times)
+    assert fs["alerts_after_fault"] == sum(t > 160 for t in times)
+    if fs["first_alert_after_fault"] is not None:
+        first = fs["first_alert_after_fault"]
+        assert first["time"] == min(t for t in times if t > 160) and first["delay"] == first["time"] - 160
+    assert "## Fault run, streaming" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_fault_run_needs_streaming_and_a_separate_identification_run(fake_folder):
+    with pytest.raises(ConfigError, match="a fault run can be streamed"):
+        parse_config({"tep": {"path": str(fake_folder), "run": "d03_te"}})
+    from fedgc.tep_run import run_tep
+
+    cfg = parse_config({"tep": {"path": str(fake_folder), "run": "d03_te"}, "streaming": {"window": 200},
+                        "evaluation": {"oracle": False}})  # fmt: skip
+    with pytest.raises(ConfigError, match="needs tep.identify_on"):
+        run_tep(cfg)

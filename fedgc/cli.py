@@ -45,6 +45,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ENGINES, default=None, help="override the config's engine")
     p.add_argument("--seed", type=int, default=None, help="override the config's seed")
     p.add_argument("--superlink", default=None, help="SuperLink address for --engine flower")
+    p.add_argument(
+        "--root-certificates", type=Path, default=None,
+        help="CA certificate (PEM) of a SuperLink with TLS, e.g. deploy/certs/ca.crt (or FEDGC_ROOT_CERTIFICATES)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -81,7 +85,10 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
 
     progress = None if args.quiet else RoundProgress(cfg.server.max_rounds, cfg.server.tol)
     start = time.perf_counter()
-    result = run_with_engine(cfg, mode=mode, out_dir=args.out, superlink=args.superlink, on_round=progress)
+    result = run_with_engine(
+        cfg, mode=mode, out_dir=args.out, superlink=args.superlink, on_round=progress,
+        root_certificates=args.root_certificates,
+    )  # fmt: skip
     if progress is not None:
         progress.close()
     result.timings["total_s"] = time.perf_counter() - start

@@ -143,8 +143,8 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Pat
     if engine not in ENGINES:
         raise ConfigError(f"{where}: engine must be one of {ENGINES}, got {engine!r}")
     seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"{where}: seed must be an integer, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:  # numpy Generators take seeds >= 0
+        raise ConfigError(f"{where}: seed must be an integer >= 0, got {seed!r}")
     local_models = raw.get("local_models", "given")
     if local_models not in ("given", "identify"):
         raise ConfigError(f"{where}: local_models must be 'given' or 'identify', got {local_models!r}")
@@ -274,7 +274,13 @@ def _parse_synthetic(section: Any, where: str) -> SystemSpec:
         )):  # fmt: skip
             raise ConfigError(f"{where}: synthetic.self_eig_range must be [lo, hi], two numbers, got {lo_hi!r}")
         section["self_eig_range"] = tuple(lo_hi)
-    return _build(SystemSpec, {**section, "perturbations": tuple(perturbations)}, f"{where}: synthetic")
+    spec = _build(SystemSpec, {**section, "perturbations": tuple(perturbations)}, f"{where}: synthetic")
+    if not spec.self_eig_range[1] < spec.max_spectral_radius < 1:  # reachable only by shrinking cross blocks
+        raise ConfigError(
+            f"{where}: synthetic.max_spectral_radius must lie between self_eig_range's upper end "
+            f"({spec.self_eig_range[1]}) and 1, got {spec.max_spectral_radius}"
+        )
+    return spec
 
 
 def _parse_client(entry: Any, i: int, base_dir: Path, where: str) -> ClientSpec:

@@ -175,6 +175,8 @@ def _choose_delimiter(lines: list[str], delimiter: str | None, fail) -> str:
     for sep in _DELIMITER_PREFERENCE:
         if sep in sample[0]:
             return sep
+    if len(sample) > 1 and all(len(line.split()) == 1 for line in sample[1:]):
+        return ","  # one column: a header name with spaces ('flow rate') stays one name
     return _WHITESPACE
 
 

@@ -7,25 +7,27 @@ OverflowError, ...) is a bug. Inputs are a valid table or config with one kind o
 prints the outcome split per kind (hypothesis.event). Examples per kind: EXAMPLES.
 
 A failed run must not damage an output folder a previous run wrote (test_failed_run_keeps_earlier_outputs).
+Deeper one-off run: FEDGC_FUZZ_EXAMPLES=1000 pytest tests/test_fuzz_inputs.py --hypothesis-show-statistics
 """
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from fedgc.config import RunConfig, load_config
 from fedgc.data import read_client_csv
 from fedgc.errors import ConfigError, DataError
 
-EXAMPLES = 60
+EXAMPLES = int(os.environ.get("FEDGC_FUZZ_EXAMPLES", "60"))  # per kind; raise it for a deeper one-off run
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False)
 CLIENT = "plant-7"
 
@@ -56,11 +58,12 @@ finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
 
 @st.composite
-def base_table(draw) -> dict[str, Any]:
-    """A valid table: header (or None), rows of cell strings, delimiter, optional timestamps first."""
+def base_table(draw, *, min_rows: int = 0, values_from=finite) -> dict[str, Any]:
+    """A table: header (or None), rows of cell strings, delimiter, optional timestamps first, and
+    the sensor values it holds (`expected`, what a correct reader returns for it)."""
     n_cols = draw(st.integers(1, 4))
-    n_rows = draw(st.integers(0, 6))
-    values = [[draw(finite) for _ in range(n_cols)] for _ in range(n_rows)]
+    n_rows = draw(st.integers(min_rows, 6))
+    values = [[draw(values_from) for _ in range(n_cols)] for _ in range(n_rows)]
     ts_kind = draw(st.sampled_from([None, "numeric", "iso"]))
     rows = [[repr(v) for v in row] for row in values]
     header = [f"s{k}" if draw(st.booleans()) else f"sensor {k}" for k in range(n_cols)] if draw(st.booleans()) else None
@@ -69,7 +72,9 @@ def base_table(draw) -> dict[str, Any]:
         ts = [str(start + 10 * i) if ts_kind == "numeric" else f"2024-01-01T00:00:{i:02d}" for i in range(n_rows)]
         rows = [[t, *r] for t, r in zip(ts, rows)]
         header = None if header is None else ["time", *header]
-    return {"header": header, "rows": rows, "sep": ",", "ts": ts_kind}
+    # numeric timestamps without a 'time' header are indistinguishable from a sensor column
+    expected = [[float(r[0]), *v] for r, v in zip(rows, values)] if ts_kind == "numeric" and header is None else values
+    return {"header": header, "rows": rows, "sep": ",", "ts": ts_kind, "expected": expected}
 
 
 def _join(table: dict[str, Any], newline: str = "\n") -> str:
@@ -86,11 +91,14 @@ def _pick_cell(draw, rows) -> tuple[int, int] | None:
 @st.composite
 def faulty_csv(draw, fault: str) -> tuple[bytes, dict[str, Any]]:
     """(file bytes, read_client_csv keyword arguments) for one kind of fault."""
-    t = draw(base_table())
     kwargs: dict[str, Any] = {"timestamp_column": "auto"}
-    if fault == "clean":
-        pass
-    elif fault == "ragged_rows" and t["rows"]:
+    if fault == "clean":  # well-formed, at least two rows, no constant column: must be read exactly
+        t = draw(base_table(min_rows=2, values_from=st.floats(-1e6, 1e6, allow_nan=False)))
+        assume(all(len(set(col)) > 1 for col in zip(*t["expected"])))
+        kwargs["expected"] = np.array(t["expected"], dtype=np.float64)
+        return _join(t).encode(), kwargs
+    t = draw(base_table())
+    if fault == "ragged_rows" and t["rows"]:
         i = draw(st.integers(0, len(t["rows"]) - 1))
         row = t["rows"][i]
         t["rows"][i] = row[:-1] if draw(st.booleans()) else [*row, draw(st.sampled_from(["1", "", "x"]))]
@@ -190,8 +198,13 @@ def _check_table(table) -> None:
 @given(data=st.data())
 def test_malformed_csv_is_read_or_refused_clearly(fault, scratch, data):
     content, kwargs = data.draw(faulty_csv(fault), label="file and arguments")
+    expected = kwargs.pop("expected", None)
     path = scratch / f"{fault}.csv"
     path.write_bytes(content)
+    if expected is not None:
+        np.testing.assert_array_equal(read_client_csv(path, client=CLIENT, **kwargs).values, expected)
+        event("read exactly")
+        return
     try:
         table = read_client_csv(path, client=CLIENT, **kwargs)
     except DataError as exc:
@@ -322,7 +335,8 @@ def faulty_config(draw, fault: str) -> bytes:
 def _check_config(cfg: RunConfig) -> None:
     """What the rest of fedgc assumes of a config that loaded."""
     assert isinstance(cfg, RunConfig)
-    assert isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool)
+    assert isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool) and cfg.seed >= 0
+    np.random.default_rng(cfg.seed)  # every run seeds Generators with it
     s = cfg.server
     assert type(s.max_rounds) is int and s.max_rounds >= 1 and type(s.burn_in) is int and s.burn_in >= 1
     for name in ("tol", "penalty", "alpha"):
@@ -343,6 +357,7 @@ def _check_config(cfg: RunConfig) -> None:
             values = getattr(sy, name)
             for v in values if isinstance(values, tuple) else (values,):
                 assert isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), (name, v)
+        assert sy.self_eig_range[1] < sy.max_spectral_radius < 1
         for p in sy.perturbations:
             assert all(type(getattr(p, k)) is int for k in ("time", "target", "source"))
             assert isinstance(p.factor, (int, float)) and math.isfinite(p.factor)
@@ -408,6 +423,8 @@ def test_csv_faults_found_by_fuzzing(tmp_path, content, kwargs, message):
         ("client: {learn_theta: 'no'}\n", "learn_theta must be true or false"),
         ("evaluation: {oracle: 'no'}\n", "evaluation.oracle must be true or false"),
         ("name: [a]\n", "name must be a non-empty string"),
+        ("seed: -1\n", "seed must be an integer >= 0"),  # numpy's default_rng raised later, mid-run
+        ("synthetic: {n_clients: 3, max_spectral_radius: 0.5}\n", "max_spectral_radius must lie between"),
     ],
 )
 def test_config_faults_found_by_fuzzing(tmp_path, text, message):
@@ -416,6 +433,15 @@ def test_config_faults_found_by_fuzzing(tmp_path, text, message):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_one_column_with_a_spaced_header_found_by_fuzzing(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("flow rate\n0.5\n1.5\n2.0\n")  # was split on the space: 'row 2 has 1 cells, expected 2'
+    table = read_client_csv(path, client=CLIENT)
+    assert table.columns == ("flow rate",) and table.values[:, 0].tolist() == [0.5, 1.5, 2.0]
+    path.write_text("a b\n1 2\n3 4\n")  # whitespace-delimited files are unchanged
+    assert read_client_csv(path, client=CLIENT).columns == ("a", "b")
 
 
 # ---------------------------------------------------------------------------------------------- output folders
@@ -447,8 +473,6 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 @given(data=st.data())
 def test_failed_run_keeps_earlier_outputs(finished_run, capsys, data):
     """A later run into the same folder that fails on a bad client file leaves every file as it was."""
-    from hypothesis import assume
-
     from fedgc.cli import main
 
     base, good, out, before = finished_run

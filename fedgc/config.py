@@ -32,7 +32,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +224,7 @@ _BOOLS = {"learn_theta", "shrink", "augmentation_noise"}
 
 
 def _check_types(cls: type, values: dict[str, Any], where: str) -> None:
-    nullable = {f.name for f in fields(cls) if f.default is None and f.default is not MISSING}
+    nullable = {f.name for f in fields(cls) if f.default is None}
     for key, value in values.items():
         if value is None and key in nullable:
             continue

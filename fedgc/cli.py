@@ -57,6 +57,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ENGINES, default=None, help="override the config's engine")
     p.add_argument("--seed", type=int, default=None, help="override the config's seed")
     p.add_argument("--superlink", default=None, help="SuperLink address for --engine flower")
+    p.add_argument(
+        "--root-certificates", type=Path, default=None,
+        help="CA certificate (PEM) of a SuperLink with TLS, e.g. deploy/certs/ca.crt (or FEDGC_ROOT_CERTIFICATES)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -97,7 +101,10 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
     rounds, tol = limits.max_rounds, limits.tol
     progress = None if args.quiet else RoundProgress(rounds, tol)
     start = time.perf_counter()
-    result = run_with_engine(cfg, mode=mode, out_dir=args.out, superlink=args.superlink, on_round=progress)
+    result = run_with_engine(
+        cfg, mode=mode, out_dir=args.out, superlink=args.superlink, on_round=progress,
+        root_certificates=args.root_certificates,
+    )  # fmt: skip
     if progress is not None:
         progress.close()
     result.timings["total_s"] = time.perf_counter() - start

@@ -39,6 +39,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from fedgc.tep import TEPSettings, parse_tep_section
 
 ENGINES = ("local", "flower-sim", "flower")
 ALIGN_MODES = ("none", "timestamp")
+MAX_SYNTHETIC_CLIENTS = 1000  # a synthetic joint system is (sum D_m)^2 dense: beyond this it cannot be held
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,14 @@ def load_config(path: str | Path) -> RunConfig:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: e.g. a date like 2024-13-45
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
@@ -160,12 +168,17 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Pat
     if engine not in ENGINES:
         raise ConfigError(f"{where}: engine must be one of {ENGINES}, got {engine!r}")
     seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"{where}: seed must be an integer, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:  # numpy Generators take seeds >= 0
+        raise ConfigError(f"{where}: seed must be an integer >= 0, got {seed!r}")
     local_models = raw.get("local_models", "given")
     if local_models not in ("given", "identify"):
         raise ConfigError(f"{where}: local_models must be 'given' or 'identify', got {local_models!r}")
+    name = raw.get("name", source.stem if source else "run")
+    if isinstance(name, bool) or not isinstance(name, (str, int)) or not str(name).strip():
+        raise ConfigError(f"{where}: name must be a non-empty string, got {name!r}")
     synthetic = _parse_synthetic(raw["synthetic"], where) if raw.get("synthetic") is not None else None
+    if not isinstance(raw.get("clients") or [], list):
+        raise ConfigError(f"{where}: clients must be a list of client entries, got {type(raw['clients']).__name__}")
     clients = tuple(_parse_client(c, i, base_dir, where) for i, c in enumerate(raw.get("clients") or []))
     names = [c.name for c in clients]
     if len(set(names)) != len(names):
@@ -176,11 +189,13 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Pat
         raise ConfigError(f"{where}: client.theta must be 'linear' or 'mlp', got {client.theta!r}")
     evaluation = raw.get("evaluation") or {}
     _check_keys(evaluation, {"oracle"}, f"{where}: evaluation")
+    if not isinstance(evaluation.get("oracle", True), bool):
+        raise ConfigError(f"{where}: evaluation.oracle must be true or false, got {evaluation['oracle']!r}")
     privacy = _parse_privacy(raw.get("privacy"), where)
     streamed = raw.get("streaming") not in (None, False, "off")
     tep = parse_tep_section(raw["tep"], base_dir=base_dir, where=where, streaming=streamed) if raw.get("tep") is not None else None
     return RunConfig(
-        name=str(raw.get("name", source.stem if source else "run")),
+        name=str(name),
         seed=seed,
         engine=engine,
         synthetic=synthetic,
@@ -220,19 +235,44 @@ def _parse_streaming(section: Any, where: str) -> StreamingConfig | None:
 def _check_keys(section: Any, allowed: set[str], where: str) -> None:
     if not isinstance(section, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(section).__name__}")
-    unknown = sorted(set(section) - allowed)
+    unknown = sorted(set(section) - allowed, key=repr)  # keys may be any YAML scalar
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
 
 
 def _build(cls: type, section: Any, where: str) -> Any:
     _check_keys(section, {f.name for f in fields(cls)}, where)
+    values = {k: _number_or_value(v) for k, v in section.items()}
+    _check_types(cls, values, where)
     try:
-        return cls(**{k: _number_or_value(v) for k, v in section.items()})
+        return cls(**values)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
-    except TypeError as exc:
+    except (TypeError, ValueError, OverflowError) as exc:  # e.g. a missing field, int('abc'), a huge int
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+# Settings whose YAML type the dataclasses do not check themselves: ints (not bools, not floats) and
+# finite real numbers. privacy.epsilon is left out: .inf is a valid (noise-free) target.
+_INTS = {"max_rounds", "burn_in", "n_clients", "n_steps", "time", "target", "source"}
+_REALS = {
+    "tol", "penalty", "alpha", "learning_rate", "edge_density", "edge_strength", "snr", "max_spectral_radius",
+    "factor", "delta", "clip", "max_noise_multiplier",
+}  # fmt: skip
+_BOOLS = {"learn_theta", "shrink", "augmentation_noise"}
+
+
+def _check_types(cls: type, values: dict[str, Any], where: str) -> None:
+    nullable = {f.name for f in fields(cls) if f.default is None}
+    for key, value in values.items():
+        if value is None and key in nullable:
+            continue
+        if key in _INTS and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
+        if key in _REALS and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
+        if key in _BOOLS and not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
 
 
 def _number_or_value(value: Any) -> Any:
@@ -248,15 +288,38 @@ def _number_or_value(value: Any) -> Any:
 def _parse_synthetic(section: Any, where: str) -> SystemSpec:
     section = dict(section) if isinstance(section, dict) else section
     _check_keys(section, {f.name for f in fields(SystemSpec)}, f"{where}: synthetic")
+    n = section.get("n_clients")
+    if isinstance(n, int) and not isinstance(n, bool) and n > MAX_SYNTHETIC_CLIENTS:
+        raise ConfigError(f"{where}: synthetic.n_clients must be at most {MAX_SYNTHETIC_CLIENTS}, got {n}")
+    for key in ("state_dims", "obs_dims"):
+        dims = section.get(key, 1)
+        items = dims if isinstance(dims, list) else [dims]
+        if not items or any(isinstance(d, bool) or not isinstance(d, int) for d in items):
+            raise ConfigError(f"{where}: synthetic.{key} must be an integer or a list of integers, got {dims!r}")
+    listed = section.pop("perturbations", None) or []
+    if not isinstance(listed, list):
+        raise ConfigError(f"{where}: synthetic.perturbations must be a list, got {listed!r}")
     perturbations = []
-    for i, p in enumerate(section.pop("perturbations", None) or []):
-        _check_keys(p, {f.name for f in fields(Perturbation)}, f"{where}: synthetic.perturbations[{i}]")
+    for i, p in enumerate(listed):
+        label = f"{where}: synthetic.perturbations[{i}]"
+        _check_keys(p, {f.name for f in fields(Perturbation)}, label)
         if p.get("action") not in ("on", "off", "scale"):
-            raise ConfigError(f"{where}: synthetic.perturbations[{i}].action must be on, off or scale")
-        perturbations.append(Perturbation(**p))
+            raise ConfigError(f"{label}.action must be on, off or scale")
+        perturbations.append(_build(Perturbation, p, label))
     if "self_eig_range" in section:
-        section["self_eig_range"] = tuple(section["self_eig_range"])
-    return _build(SystemSpec, {**section, "perturbations": tuple(perturbations)}, f"{where}: synthetic")
+        lo_hi = section["self_eig_range"]
+        if not (isinstance(lo_hi, list) and len(lo_hi) == 2 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in lo_hi
+        )):  # fmt: skip
+            raise ConfigError(f"{where}: synthetic.self_eig_range must be [lo, hi], two numbers, got {lo_hi!r}")
+        section["self_eig_range"] = tuple(lo_hi)
+    spec = _build(SystemSpec, {**section, "perturbations": tuple(perturbations)}, f"{where}: synthetic")
+    if not spec.self_eig_range[1] < spec.max_spectral_radius < 1:  # reachable only by shrinking cross blocks
+        raise ConfigError(
+            f"{where}: synthetic.max_spectral_radius must lie between self_eig_range's upper end "
+            f"({spec.self_eig_range[1]}) and 1, got {spec.max_spectral_radius}"
+        )
+    return spec
 
 
 def _parse_client(entry: Any, i: int, base_dir: Path, where: str) -> ClientSpec:
@@ -264,6 +327,13 @@ def _parse_client(entry: Any, i: int, base_dir: Path, where: str) -> ClientSpec:
     _check_keys(entry, {f.name for f in fields(ClientSpec)}, label)
     if "name" not in entry or "data" not in entry:
         raise ConfigError(f"{label} needs 'name' and 'data'")
+    name = entry["name"]
+    if isinstance(name, bool) or not isinstance(name, (str, int)) or not str(name).strip():
+        raise ConfigError(f"{label}: name must be a non-empty string, got {name!r}")
+    label = f"{label} ({name})"
+    for key in ("data", "model"):
+        if key in entry and not (isinstance(entry[key], str) and entry[key].strip() and "\0" not in entry[key]):
+            raise ConfigError(f"{label}: {key} must be a file path, got {entry[key]!r}")
     data = Path(entry["data"])
     data = data if data.is_absolute() else base_dir / data
     model = entry.get("model", "identify")
@@ -272,17 +342,19 @@ def _parse_client(entry: Any, i: int, base_dir: Path, where: str) -> ClientSpec:
     state_dim = entry.get("state_dim", "auto")
     if state_dim == "auto":
         state_dim = None
-    elif not (isinstance(state_dim, int) and state_dim >= 1):
-        raise ConfigError(f"{label} ({entry['name']}): state_dim must be 'auto' or a positive integer, got {state_dim!r}")
+    elif isinstance(state_dim, bool) or not (isinstance(state_dim, int) and state_dim >= 1):
+        raise ConfigError(f"{label}: state_dim must be 'auto' or a positive integer, got {state_dim!r}")
     ev = entry.get("explained_variance")
-    if ev is not None and not (isinstance(ev, (int, float)) and 0 < ev < 1):
-        raise ConfigError(f"{label} ({entry['name']}): explained_variance must lie in (0, 1), got {ev!r}")
+    if ev is not None and (isinstance(ev, bool) or not (isinstance(ev, (int, float)) and 0 < ev < 1)):
+        raise ConfigError(f"{label}: explained_variance must lie in (0, 1), got {ev!r}")
     ts = entry.get("timestamp_column", "auto")
     ts = None if ts in ("none", None) else ts
+    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (str, int))):
+        raise ConfigError(f"{label}: timestamp_column must be 'auto', 'none', a column name or index, got {ts!r}")
     columns = {k: _number_or_value(entry[k]) for k in ("constant_columns", "held_values", "max_missing") if k in entry}
-    spec = ClientSpec(str(entry["name"]), data, ts, model, state_dim, ev, **columns)
+    spec = ClientSpec(str(name), data, ts, model, state_dim, ev, **columns)
     try:
         spec.policy
     except ValueError as exc:
-        raise ConfigError(f"{label} ({entry['name']}): {exc}") from None
+        raise ConfigError(f"{label}: {exc}") from None
     return spec

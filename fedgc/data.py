@@ -97,7 +97,7 @@ def read_client_csv(
 
     line_nos, lines = _read_lines(path, fail)
     sep = _choose_delimiter(lines, delimiter, fail)
-    rows = _split(lines, sep)
+    rows = _split(lines, sep, line_nos, fail)
 
     # Header, then every row must have as many cells as the first.
     header: list[str] | None = None
@@ -138,6 +138,7 @@ def read_client_csv(
     else:
         sensor_rows = [row[:ts_index] + row[ts_index + 1 :] for row in rows]
     values = _parse_values(sensor_rows, sensor_fields, line_nos, label, fail)
+    _check_magnitude(values, columns, fail)
 
     timestamps, rows_sorted = None, False
     if ts_index is not None:
@@ -183,6 +184,8 @@ def _choose_delimiter(lines: list[str], delimiter: str | None, fail) -> str:
             return _WHITESPACE
         if not isinstance(delimiter, str) or len(delimiter) != 1:
             raise fail(f"delimiter must be one character or 'whitespace', got {delimiter!r}")
+        if delimiter in '"\r\n\x00.+-' or delimiter.isalnum():
+            raise fail(f"delimiter {delimiter!r} cannot separate numbers (a quote, line break, sign, digit or letter)")
         return delimiter
     sample = lines[:_SNIFF_LINES]
     # Prefer a delimiter that occurs equally often on every sampled line ...
@@ -194,13 +197,24 @@ def _choose_delimiter(lines: list[str], delimiter: str | None, fail) -> str:
     for sep in _DELIMITER_PREFERENCE:
         if sep in sample[0]:
             return sep
+    if len(sample) > 1 and all(len(line.split()) == 1 for line in sample[1:]):
+        return ","  # one column: a header name with spaces ('flow rate') stays one name
     return _WHITESPACE
 
 
-def _split(lines: list[str], sep: str) -> list[list[str]]:
+def _split(lines: list[str], sep: str, line_nos: list[int], fail) -> list[list[str]]:
+    """Cells of each line. Each line is one record: a quoted cell never continues on the next line
+    (csv.reader over all lines would join them silently into one number, '"1' + '2"' -> 12)."""
     if sep == _WHITESPACE:
         return [line.split() for line in lines]
-    return list(csv.reader(lines, delimiter=sep))
+    rows = []
+    for no, line in zip(line_nos, lines):
+        try:
+            rows.append(next(csv.reader([line], delimiter=sep, strict=True), []))
+        except csv.Error as e:
+            hint = "; a quoted cell must close on its own line" if '"' in line else ""
+            raise fail(f"row {no} is not a valid CSV line ({e}){hint}") from None
+    return rows
 
 
 def _is_number(cell: str) -> bool:
@@ -285,6 +299,21 @@ def _parse_values(rows: list[list[str]], fields, line_nos, label, fail) -> np.nd
     raise fail(f"row {line_nos[i]}, {label(fields[k])}: {problem}{more}")
 
 
+def _check_magnitude(values: np.ndarray, columns: Sequence[str], fail) -> None:
+    """A column's sum of squares must fit in float64, else its variance (standardisation) overflows."""
+    T = max(values.shape[0], 1)
+    limit = np.sqrt(np.finfo(np.float64).max / T)
+    with np.errstate(invalid="ignore"):
+        peak = np.max(np.where(np.isfinite(values), np.abs(values), 0.0), axis=0, initial=0.0)
+    huge = np.flatnonzero(peak > limit)
+    if huge.size:
+        k = huge[0]
+        raise fail(
+            f"column {columns[k]!r} holds values up to {peak[k]:.3g} in magnitude; over {T} rows their "
+            f"variance overflows float64 (keep |x| below {limit:.3g}: rescale the column)"
+        )
+
+
 def _cell_problem(cell: str) -> str | None:
     """What is wrong with a sensor cell (None: a number or a missing-value marker)."""
     text = cell.strip()
@@ -327,7 +356,11 @@ def _parse_timestamps(cells: list[str], line_nos, label: str, fail) -> np.ndarra
             i = aware.index(not aware[0])
             raise fail(f"row {line_nos[i]}, timestamp {label}: mixes time zones with zone-less timestamps")
         if aware[0]:
-            parsed = [d.astimezone(_dt.timezone.utc).replace(tzinfo=None) for d in parsed]
+            for i, d in enumerate(parsed):
+                try:
+                    parsed[i] = d.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+                except OverflowError:
+                    raise fail(f"row {line_nos[i]}, timestamp {label}: {cells[i]!r} is out of range in UTC") from None
         ts = np.array(parsed, dtype="datetime64[us]")
     return ts
 

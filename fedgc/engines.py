@@ -12,7 +12,11 @@ from fedgc.errors import ConfigError
 from fedgc.run import RunResult, run_real, run_simulation
 
 
-def run_with_engine(cfg: RunConfig, *, mode: str, out_dir: Path, superlink: str | None = None, on_round=None) -> RunResult:
+def run_with_engine(
+    cfg: RunConfig, *, mode: str, out_dir: Path, superlink: str | None = None, on_round=None,
+    root_certificates: str | Path | None = None,
+) -> RunResult:  # fmt: skip
+    """root_certificates: CA certificate of a SuperLink with TLS (`flower` engine; else FEDGC_ROOT_CERTIFICATES)."""
     if mode not in ("simulate", "run"):
         raise ConfigError(f"mode must be 'simulate' or 'run', got {mode!r}")
     if cfg.align != "none" and mode == "run" and cfg.engine != "local":
@@ -43,5 +47,8 @@ def run_with_engine(cfg: RunConfig, *, mode: str, out_dir: Path, superlink: str 
     if cfg.engine == "flower":
         from server.engine import run_flower
 
-        return run_flower(cfg, mode=mode, out_dir=Path(out_dir), superlink=superlink, on_round=on_round)
+        return run_flower(
+            cfg, mode=mode, out_dir=Path(out_dir), superlink=superlink, on_round=on_round,
+            root_certificates=None if root_certificates is None else str(root_certificates),
+        )  # fmt: skip
     raise ConfigError(f"engine {cfg.engine!r} is not one of {ENGINES}")

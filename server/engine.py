@@ -155,9 +155,13 @@ def run_flower(
     address = superlink or os.environ.get("FEDGC_SUPERLINK")
     if not address:
         raise ConfigError("--engine flower needs the SuperLink's address: --superlink host:port (or FEDGC_SUPERLINK)")
+    root_certificates = root_certificates or os.environ.get("FEDGC_ROOT_CERTIFICATES") or None
+    if root_certificates is not None and not Path(root_certificates).is_file():
+        raise ConfigError(f"--root-certificates {root_certificates}: no such file (the SuperLink's CA certificate, PEM)")
     if getattr(cfg, "privacy", None) is not None:
         raise ConfigError("privacy is not available on the Flower engines yet; use --engine local")
     out_dir = Path(out_dir).resolve()
+    check_reachable(address, root_certificates)  # before anything in out_dir is touched
     files_cfg, truth, windows = _prepare(cfg, mode, out_dir)
     for name in (FIT_FILE, RUN_FILE, LAST_ROUND_FILE):
         (out_dir / name).unlink(missing_ok=True)
@@ -198,6 +202,25 @@ def _failure_detail(last_round: Path) -> str:
     except (OSError, ValueError):
         return ""
     return f": {err}" if err else ""
+
+
+@contextlib.contextmanager
+def _reaching(address: str, root_certificates: str | None):
+    """Connection failures on the Control API as a FedGCError that says what to check."""
+    import httpx
+
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise unreachable(address, root_certificates, exc) from exc
+
+
+def unreachable(address: str, root_certificates: str | None, exc: BaseException) -> FedGCError:
+    if root_certificates:
+        hint = f"is it up, and is its TLS certificate signed by {root_certificates} and valid for {address}?"
+    else:
+        hint = "is it up? a SuperLink with TLS needs --root-certificates (its CA certificate)"
+    return FedGCError(f"cannot reach the SuperLink at {address} ({type(exc).__name__}: {exc}); {hint}")
 
 
 def _control_client(address: str, root_certificates: str | None):
@@ -243,20 +266,33 @@ def submit(address: str, run_config: dict[str, Any], *, root_certificates: str |
     from flwr.supercore.fab import Fab
 
     fab_bytes, fab_hash = build_fab()
-    client = _control_client(address, root_certificates)
-    try:
-        res = client.StartRun(
-            StartRunRequest(
-                fab=fab_to_proto(Fab(fab_hash, fab_bytes, {})),
-                override_config=user_config_to_proto(run_config),
-                federation="",
+    with _reaching(address, root_certificates):
+        client = _control_client(address, root_certificates)
+        try:
+            res = client.StartRun(
+                StartRunRequest(
+                    fab=fab_to_proto(Fab(fab_hash, fab_bytes, {})),
+                    override_config=user_config_to_proto(run_config),
+                    federation="",
+                )
             )
-        )
-    finally:
-        client.close()
+        finally:
+            client.close()
     if not res.HasField("run_id"):
         raise FedGCError(f"the SuperLink at {address} did not start the run")
     return int(res.run_id)
+
+
+def check_reachable(address: str, root_certificates: str | None = None) -> None:
+    """One Control API call (FedGCError if the SuperLink cannot be reached, or TLS does not match)."""
+    from flwr.proto.control_pb2 import ListRunsRequest  # pylint: disable=E0611
+
+    with _reaching(address, root_certificates):
+        client = _control_client(address, root_certificates)
+        try:
+            client.ListRuns(ListRunsRequest(limit=1))
+        finally:
+            client.close()
 
 
 def run_status(client, run_id: int) -> tuple[str, str, str]:
@@ -270,11 +306,12 @@ def wait_for_run(
     address: str, run_id: int, *, root_certificates=None, timeout: float = 1800.0, start_timeout: float = 120.0,
     out_dir=None,
 ) -> str:  # fmt: skip
-    client = _control_client(address, root_certificates)
-    try:
-        return _wait(client, run_id, timeout, start_timeout, out_dir)
-    finally:
-        client.close()
+    with _reaching(address, root_certificates):
+        client = _control_client(address, root_certificates)
+        try:
+            return _wait(client, run_id, timeout, start_timeout, out_dir)
+        finally:
+            client.close()
 
 
 def _wait(client, run_id: int, timeout: float, start_timeout: float, out_dir) -> str:

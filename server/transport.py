@@ -80,7 +80,27 @@ class FlowerTransport:
 
     def connect(self) -> list[ClientInfo]:
         """Wait for the nodes, send every node the setup and order the clients as configured."""
-        ids = self.wait_for_nodes()
+        try:
+            ids = self.wait_for_nodes()
+        except NodeTimeout as timeout:
+            raise self._name_missing(timeout) from None
+        found = self._setup(ids)
+        order = list(self.setup.client_order) or sorted(found)
+        missing = [n for n in order if n not in found]
+        if missing:
+            raise FedGCError(
+                f"no SuperNode serves configured client(s) {missing}; connected nodes serve {sorted(found)} "
+                "(check each SuperNode's client-name in --node-config)"
+            )
+        extra = sorted(set(found) - set(order))
+        if extra and len(found) - len(extra) < self.expected_nodes:
+            raise FedGCError(f"SuperNodes serve clients {extra} that are not in the run config")
+        self.node_ids = [found[n][0] for n in order]
+        self.infos = [found[n][1] for n in order]
+        return self.infos
+
+    def _setup(self, ids: list[int]) -> dict[str, tuple[int, ClientInfo]]:
+        """Send the setup to the nodes `ids`: client name -> (node id, its ClientInfo)."""
         payload = messages.encode_setup(self.setup)
         content_bytes = messages.payload_bytes(payload)
         msgs = [Message(to_records(payload), dst_node_id=n, message_type="query.setup", group_id="setup") for n in ids]
@@ -95,19 +115,25 @@ class FlowerTransport:
                 raise FedGCError(f"two SuperNodes ({found[info.name][0]} and {node}) both serve client '{info.name}'")
             found[info.name] = (node, info)
             self.raw_data_bytes[info.name] = raw
-        order = list(self.setup.client_order) or sorted(found)
+        return found
+
+    def _name_missing(self, timeout: NodeTimeout) -> NodeTimeout:
+        """Too few SuperNodes came: ask those that did which clients they serve, and name the others."""
+        ids = sorted(int(n) for n in self.grid.get_node_ids())
+        order = list(self.setup.client_order)
+        if not ids or not order:
+            return timeout
+        try:
+            found = self._setup(ids)
+        except FedGCError as exc:
+            return NodeTimeout(f"{timeout}; asking the connected nodes which clients they serve failed too: {exc}")
         missing = [n for n in order if n not in found]
-        if missing:
-            raise FedGCError(
-                f"no SuperNode serves configured client(s) {missing}; connected nodes serve {sorted(found)} "
-                "(check each SuperNode's client-name in --node-config)"
-            )
-        extra = sorted(set(found) - set(order))
-        if extra and len(found) - len(extra) < self.expected_nodes:
-            raise FedGCError(f"SuperNodes serve clients {extra} that are not in the run config")
-        self.node_ids = [found[n][0] for n in order]
-        self.infos = [found[n][1] for n in order]
-        return self.infos
+        serving = ", ".join(f"{n!r} (node {found[n][0]})" for n in sorted(found))
+        return NodeTimeout(
+            f"waited {self.wait_timeout:g} s for {self.expected_nodes} SuperNodes, {len(ids)} connected: no SuperNode "
+            f"serves client(s) {', '.join(map(repr, missing)) or '(none)'}; the connected ones serve {serving}. "
+            "Is each missing client's SuperNode running, and (SuperLink with --enable-supernode-auth) its key registered?"
+        )
 
     # ------------------------------------------------------------------ Transport protocol
 

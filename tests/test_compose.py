@@ -106,24 +106,103 @@ def test_node_configs_match_prepare_and_the_run_config(tmp_path):
     assert all(Path(c.data).is_file() and Path(c.model).is_file() for c in run.clients)
 
 
-def test_tls_overlay():
+CERTS = "/app/certificates"
+CA = f"{CERTS}/ca.crt"
+NODE_KEY = f"{CERTS}/supernode.key"
+
+
+def _make_certs():
+    """scripts/make_certs.py (not a package): where it writes each file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_certs", ROOT / "scripts" / "make_certs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _secrets(service) -> dict[str, str]:
+    """container path -> host file of the service's secrets."""
+    return {s["target"]: TLS["secrets"][s["source"]]["file"] for s in service.get("secrets", [])}
+
+
+def _host(path: Path) -> str:
+    return f"./{path.relative_to(ROOT).as_posix()}"
+
+
+def test_tls_overlay_services():
     tls = TLS["services"]
-    assert set(tls) == {"superlink", "superexec-serverapp"} | {f"supernode-{i}" for i in range(N_CLIENTS)}
-    link = tls["superlink"]["command"]
-    assert "--insecure" not in link and any(a.startswith("--ssl-certfile=") for a in link)
-    targets = {s["target"] for s in tls["superlink"]["secrets"]}
-    for flag in ("--ssl-ca-certfile=", "--ssl-certfile=", "--ssl-keyfile="):
-        assert next(a for a in link if a.startswith(flag)).split("=", 1)[1] in targets
-    ca = "/app/certificates/ca.crt"
-    assert tls["superexec-serverapp"]["command"] == superexec_args(LINK, root_certificates=ca)
-    for i in range(N_CLIENTS):
-        svc = tls[f"supernode-{i}"]
-        nc = _node_config(svc)
-        assert nc == _node_config(SERVICES[f"supernode-{i}"])
-        assert svc["command"] == supernode_args(LINK, nc, host="0.0.0.0", port=SUPERNODE_PORT, root_certificates=ca)
-        assert {s["target"] for s in svc["secrets"]} == {ca}
-    for name, spec in TLS["secrets"].items():
-        assert spec["file"].startswith("./deploy/certs/")
+    nodes = {f"supernode-{i}" for i in range(N_CLIENTS)}
+    assert set(tls) == {"superlink", "superexec-serverapp", "register-supernodes"} | nodes
+    assert set(tls) - {"register-supernodes"} <= set(SERVICES)  # the overlay only adds the registration job
+
+
+def test_tls_superlink_and_serverapp_runtime():
+    tls = TLS["services"]
+    files = _make_certs().planned_files(ROOT / "deploy" / "certs", [f"client{i}" for i in range(N_CLIENTS)])
+    link = tls["superlink"]
+    paths = {"ca": CA, "cert": f"{CERTS}/server.pem", "key": f"{CERTS}/server.key"}
+    assert link["command"] == superlink_args("0.0.0.0", SUPERLINK_PORT, tls=paths, supernode_auth=True)
+    assert "--insecure" not in link["command"] and "--enable-supernode-auth" in link["command"]
+    assert _secrets(link) == {CA: _host(files.ca), paths["cert"]: _host(files.server_cert), paths["key"]: _host(files.server_key)}
+    sx = tls["superexec-serverapp"]
+    assert sx["command"] == superexec_args(LINK, root_certificates=CA)
+    assert _secrets(sx) == {CA: _host(files.ca)}
+    # Flower 1.41's own parser accepts the SuperLink's command line
+    from flwr.superlink.cli.flower_superlink import _parse_args_run_superlink
+
+    parsed = _parse_args_run_superlink().parse_args(link["command"])
+    assert parsed.enable_supernode_auth and not parsed.insecure and parsed.ssl_keyfile == paths["key"]
+
+
+def test_tls_registration_job_registers_every_client_key():
+    from server.deploy import _parser
+
+    files = _make_certs().planned_files(ROOT / "deploy" / "certs", [f"client{i}" for i in range(N_CLIENTS)])
+    job = TLS["services"]["register-supernodes"]
+    assert job["image"] == SERVICES["superexec-serverapp"]["image"] and job["pull_policy"] == "never"
+    assert job["entrypoint"] == ["python", "-m", "server.deploy", "register"]
+    args = _parser().parse_args(["register", *job["command"]])
+    assert args.superlink == LINK and args.root_certificates == CA and args.wait > 0
+    mounted = _secrets(job)
+    assert mounted.pop(CA) == _host(files.ca)
+    # one public key per client, named after the client-name its SuperNode serves, from that client's .pub
+    names = [_node_config(SERVICES[f"supernode-{i}"])["client-name"] for i in range(N_CLIENTS)]
+    assert [p.stem for p in args.public_keys] == names
+    assert {str(p): mounted[str(p)] for p in args.public_keys} == mounted
+    for p in args.public_keys:
+        assert mounted[str(p)] == _host(files.supernode_keys[p.stem][1])
+    assert not any(f.endswith(".key") for f in mounted.values())  # the job never sees a private key
+
+
+@pytest.mark.parametrize("i", range(N_CLIENTS))
+def test_tls_supernode_uses_its_own_key(i):
+    files = _make_certs().planned_files(ROOT / "deploy" / "certs", [f"client{j}" for j in range(N_CLIENTS)])
+    svc = TLS["services"][f"supernode-{i}"]
+    nc = _node_config(svc)
+    assert nc == _node_config(SERVICES[f"supernode-{i}"])
+    assert svc["command"] == supernode_args(
+        LINK, nc, host="0.0.0.0", port=SUPERNODE_PORT, root_certificates=CA, auth_key=NODE_KEY
+    )
+    assert _secrets(svc) == {CA: _host(files.ca), NODE_KEY: _host(files.supernode_keys[nc["client-name"]][0])}
+    assert svc["depends_on"]["register-supernodes"] == {"condition": "service_completed_successfully"}
+    from flwr.supernode.cli.flower_supernode import _parse_args_run_supernode
+
+    parsed = _parse_args_run_supernode().parse_args(svc["command"])
+    assert parsed.auth_supernode_private_key == NODE_KEY and parsed.root_certificates == CA and not parsed.insecure
+
+
+def test_tls_private_keys_reach_one_service_each():
+    users: dict[str, list[str]] = {}
+    for name, svc in TLS["services"].items():
+        for host in _secrets(svc).values():
+            users.setdefault(host, []).append(name)
+    for host, services in users.items():
+        if host.endswith(".key"):
+            assert len(services) == 1, (host, services)
+    assert users["./deploy/certs/server.key"] == ["superlink"]
+    assert all(spec["file"].startswith("./deploy/certs/") for spec in TLS["secrets"].values())
+    assert "deploy/certs/" in (ROOT / ".gitignore").read_text().split()
 
 
 def test_pyproject_names_the_apps():

@@ -133,7 +133,17 @@ def test_silent_node_stops_the_run_and_keeps_last_round(small, tmp_path):
 def test_missing_node_is_a_clear_error(small, tmp_path):
     grid = FakeGrid(_node_configs(small)[:2])
     job = Job(cfg=small, engine="flower", out_dir=tmp_path, wait_timeout=0.2)
-    with pytest.raises(NodeTimeout, match="waited 0.2 s for 3 SuperNodes, 2 connected"):
+    with pytest.raises(NodeTimeout, match="waited 0.2 s for 3 SuperNodes, 2 connected") as err:
+        run_job(grid, job)
+    # the nodes that came are asked which clients they serve, so the missing one is named
+    assert "no SuperNode serves client(s) 'client2'" in str(err.value)
+    assert "'client0' (node 1000), 'client1' (node 1001)" in str(err.value)
+
+
+def test_no_node_at_all_is_a_clear_error(small, tmp_path):
+    grid = FakeGrid([])
+    job = Job(cfg=small, engine="flower", out_dir=tmp_path, wait_timeout=0.1)
+    with pytest.raises(NodeTimeout, match=r"waited 0.1 s for 3 SuperNodes, 0 connected \(\[\]\)"):
         run_job(grid, job)
 
 

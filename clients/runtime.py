@@ -137,7 +137,7 @@ def serve(
     poll_interval: float = 0.01,
     idle_interval: float = 1.0,
     growth: float = 1.5,
-    busy_interval: float = 0.1,
+    busy_interval: float = 0.25,
     busy_for: float = 30.0,
     max_tasks: int | None = None,
 ) -> None:

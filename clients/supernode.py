@@ -7,7 +7,7 @@ after handing a message to the ClientApp it checks for the reply every 0.5 s. A 
 costs tens of milliseconds, so those sleeps would be the round time. This launcher runs the
 stock SuperNode (same arguments, same behaviour otherwise) with both waits shortened: the
 message poll starts --fedgc-poll-interval seconds after a message and backs off (x1.5 per empty
-poll) to 0.1 s while a run is under way (a message within 30 s) and to --fedgc-idle-interval
+poll) to 0.25 s while a run is under way (a message within 30 s) and to --fedgc-idle-interval
 seconds after that; the
 local reply check runs every 5 ms, and object pulls retry after 5 ms instead of 1 s
 (clients.flwrtiming). Without the --fedgc-* flags it is exactly flower-supernode
@@ -34,7 +34,7 @@ class _PollClock:
     polls about once per `idle` seconds (stock: 3 s)."""
 
     def __init__(
-        self, poll: float, idle: float, growth: float = 1.5, local: float = 0.005, busy: float = 0.1, busy_for: float = 30.0
+        self, poll: float, idle: float, growth: float = 1.5, local: float = 0.005, busy: float = 0.25, busy_for: float = 30.0
     ) -> None:  # fmt: skip
         self.poll, self.idle, self.growth, self.local = poll, idle, growth, local
         self.busy, self.busy_for = min(busy, idle), busy_for

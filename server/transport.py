@@ -1,8 +1,8 @@
 """FlowerTransport: fedgc's Transport protocol over a Flower Grid (Message API).
 
 Each exchange pushes one message per node (query.round, the node's augmentation) with
-grid.push_messages and polls grid.pull_messages at a short interval (default 20 ms) until
-every node has answered or the round timeout passes. Flower's own send_and_receive sleeps
+grid.push_messages and polls grid.pull_messages at a short interval (from 20 ms, backing off to
+100 ms while nothing arrives) until every node has answered or the round timeout passes. Flower's own send_and_receive sleeps
 3 s between polls, which would dominate a round that costs tens of milliseconds.
 """
 
@@ -20,6 +20,10 @@ from fedgc import messages
 from fedgc.client import ClientReply, RequestKind
 from fedgc.errors import FedGCError
 from fedgc.protocol import ClientInfo
+
+
+POLL_GROWTH = 1.5  # per empty pull
+MAX_POLL = 0.1  # longest wait between pulls while a round is out (s)
 
 
 class NodeTimeout(FedGCError):
@@ -175,8 +179,10 @@ class FlowerTransport:
         got: dict[int, Message] = {}
         timeout = self.wait_timeout if what == "setup" else self.round_timeout
         deadline = time.monotonic() + timeout
+        delay = self.poll_interval
         while True:
             pending = [mid for mid in ids if slot[mid] not in got]
+            before = len(got)
             for msg in self.grid.pull_messages(pending):
                 k = slot.get(msg.metadata.reply_to_message_id)
                 if k is None:
@@ -194,7 +200,10 @@ class FlowerTransport:
                 late = [k for k in range(len(ids)) if k not in got]
                 who = ", ".join((f"client {names[k]} (node {nodes[k]})" if names else f"node {nodes[k]}") for k in late)
                 raise NodeTimeout(f"{what}: no reply within {timeout:g} s from {who}")
-            time.sleep(self.poll_interval)
+            # Each empty pull costs the SuperLink a request: back off while nothing arrives, start
+            # short again after a reply (the others usually follow within milliseconds).
+            delay = self.poll_interval if len(got) > before else min(delay * POLL_GROWTH, max(self.poll_interval, MAX_POLL))
+            time.sleep(delay)
 
     def _send_and_receive(self, msgs, nodes, what, names) -> list[Message]:
         t0 = time.perf_counter()

@@ -21,13 +21,13 @@ class _Sleeps:
 
 def test_poll_clock_stays_short_during_a_run_and_backs_off_when_idle(monkeypatch):
     sleeps = _Sleeps(monkeypatch)
-    clock = _PollClock(0.01, 1.0, busy=0.1, busy_for=30.0)
+    clock = _PollClock(0.01, 1.0, busy=0.25, busy_for=30.0)
     clock.sleep(IDLE_SLEEP)
     assert sleeps.calls == [1.0]  # no run yet: idle interval
     clock.activity()
     for _ in range(40):
         clock.sleep(IDLE_SLEEP)
-    assert sleeps.calls[1] == 0.01 and max(sleeps.calls[1:]) == pytest.approx(0.1)
+    assert sleeps.calls[1] == 0.01 and max(sleeps.calls[1:]) == pytest.approx(0.25)
     clock.last_activity = time.monotonic() - 31.0  # the run ended half a minute ago
     for _ in range(20):
         clock.sleep(IDLE_SLEEP)

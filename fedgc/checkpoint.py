@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import signal
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -224,7 +225,7 @@ def load_checkpoint(directory: str | Path, *, fingerprint: str | None = None) ->
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path} is not a readable checkpoint: {exc}") from exc
     try:
         ckpt = decode(arrays, str(path))

@@ -112,7 +112,7 @@ def decode_request(payload: Mapping[str, Any]) -> tuple[np.ndarray, RequestKind,
     """(augmentation as received, request kind, round); fedgc.validation.validate_augmentation checks the content."""
     _require(payload, ("augmentation", "request", "round"), "round request")
     request = payload["request"]
-    if request not in REQUEST_KINDS:
+    if not isinstance(request, str) or request not in REQUEST_KINDS:
         raise MessageError(f"round request: unknown request kind {request!r}")
     aug = payload["augmentation"]
     if not isinstance(aug, np.ndarray):

@@ -109,6 +109,8 @@ def validate_reply(reply: Any, spec: ReplySpec, *, information: np.ndarray | Non
     if not isinstance(reply.loss, (float, np.floating)) or not np.isfinite(reply.loss):
         fail("loss", f"is {reply.loss!r}, expected a finite float")
     if reply.noise is not None:
+        if not all(hasattr(reply.noise, k) for k in ("state_cov", "cross_cov", "pseudo_obs_cov", "state_sensitivity")):
+            fail("noise", f"is a {type(reply.noise).__name__}, not a privacy noise description")
         for name in ("state_cov", "cross_cov", "pseudo_obs_cov"):
             problem = _problem_of_array(getattr(reply.noise, name, None), (D, D))
             if problem:

@@ -230,7 +230,8 @@ def run_job(grid: Grid, job: Job):
         if last_A:
             checkpoint.write(last_A[0], complete=False, error=str(exc))
         where = f"; the last completed round is kept in {checkpoint.path}" if checkpoint.path and last_A else ""
-        raise type(exc)(f"{exc}{where}") from exc
+        exc.args = (f"{exc}{where}",)
+        raise
     result.timings["setup_s"] = setup_s
     result.raw_data_bytes = int(sum(transport.raw_data_bytes.values()))
     comm = dict(result.communication)

@@ -117,3 +117,47 @@ def test_flower_deployed_silent_node(cfg, deployment):
     kept = json.loads((out / LAST_ROUND_FILE).read_text())
     assert not kept["complete"] and kept["round"] >= 1 and "client5" in kept["error"]
     assert np.asarray(kept["A_s"]).shape == (24, 24)
+
+
+@pytest.mark.slow  # > 60 s on a loaded 2-core machine: a deployed run plus one round timeout
+def test_flower_deployed_killed_supernode_under_continue(cfg, deployment):
+    """SIGKILL client6's SuperNode and ClientApp mid-run: with on_dropout continue the run finishes
+    without it, says so, and the checkpoint on disk is intact. Runs last: the node stays dead."""
+    from fedgc.checkpoint import CHECKPOINT_FILE, load_checkpoint
+    from fedgc.run import simulate_scenario, write_scenario_files
+
+    dep, out = deployment
+    write_scenario_files(cfg, simulate_scenario(cfg), out / "clients")  # what the nodes read (as the first test writes)
+    out = out.parent / "out-killed"
+    server = replace(cfg.server, tol=1e-300, max_rounds=5, on_dropout="continue")
+    run_cfg = replace(cfg, engine="flower", server=server)
+    results: list = []
+
+    def run():
+        from server.engine import run_flower
+
+        try:
+            results.append(run_flower(run_cfg, mode="simulate", out_dir=out, superlink=dep.address, round_timeout=15.0))
+        except BaseException as exc:  # noqa: BLE001
+            results.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 240
+    while not (out / CHECKPOINT_FILE).is_file() and time.monotonic() < deadline and worker.is_alive():
+        time.sleep(0.02)
+    for name in ("clientapp-6", "supernode-6"):
+        os.killpg(dep.procs[name].pid, signal.SIGKILL)
+        dep.procs[name].wait(timeout=10)
+    worker.join(timeout=300)
+    assert not worker.is_alive() and results, "the run did not finish"
+    result = results[0]
+    assert not isinstance(result, BaseException), result
+    assert [d.client for d in result.fit.dropouts] == ["client6"] and "no reply within 15 s" in result.fit.dropouts[0].reason
+    assert result.fit.rounds == 5
+    gc = result.fit.gc
+    assert gc.unknown[6, :6].all() and gc.unknown[:6, 6].all() and np.isnan(gc.strength[6, 0])
+    assert np.isfinite(gc.pvalue[0, 1]) and np.isnan(result.fit.A_s[18:21]).all()
+    kept = load_checkpoint(out).state
+    assert kept.round == 5 and kept.finished and kept.active == (True,) * 6 + (False, True)
+    np.testing.assert_array_equal(kept.A_s, result.fit.A_s)

@@ -21,7 +21,8 @@
         state_dim: auto           # auto (parallel analysis) | int
         explained_variance: null  # or a fraction: choose D_m by explained variance
     server: {rule: newton, max_rounds: 20, tol: 1.0e-6, penalty: 0.0, diagonal: fixed,
-             learning_rate: null, alpha: 0.05, burn_in: 1}
+             learning_rate: null, alpha: 0.05, burn_in: 1,
+             on_dropout: stop}        # stop | continue (without the client; its pairs unknown)
     client: {learn_theta: false, theta: linear}
     privacy: off                  # or {epsilon: 10, delta: 1.0e-5, clip: 7.0, accountant: rdp,
                                   #     clip_space: whitened, debias: client, shrink: true, augmentation_noise: false,

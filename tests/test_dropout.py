@@ -226,3 +226,30 @@ def test_result_json_has_no_unknowns_without_dropouts(data, tmp_path):
     out = json.loads((tmp_path / "result.json").read_text())
     assert not any(map(any, out["unknown"])) and out["resilience"]["dropouts"] == []
     assert all(isinstance(v, bool) for row in out["edges"] for v in row)
+
+
+def test_private_run_continues_after_a_dropout(tmp_path):
+    """Augmentation noise is calibrated over the remaining clients; the accounting still covers every round."""
+    from dataclasses import replace
+
+    from fedgc.config import PrivacySettings
+    from fedgc.run import privacy_plan, scenario_sessions, simulate_scenario
+
+    privacy = PrivacySettings(epsilon=20.0, delta=1e-5, clip=7.0, augmentation_noise=True)
+    cfg = replace(_cfg("continue"), privacy=privacy, server=replace(_cfg("continue").server, max_rounds=5))
+    plan = privacy_plan(cfg)
+    live = scenario_sessions(cfg, simulate_scenario(cfg), plan)
+    result = execute(cfg, Faulty(LocalTransport(live), at=2, client=0, fault=lambda r: None), plan=plan, sessions=live,
+                     checkpoint_dir=tmp_path)  # fmt: skip
+    assert [(d.client, d.round) for d in result.fit.dropouts] == [("client0", 2)] and result.fit.rounds == 5
+    assert np.isfinite(result.fit.A_s[2:, 2:]).all() and result.fit.gc.unknown[0, 1:].all()
+    assert len(result.privacy["server_noise_std_per_round"]) == 4
+    assert load_checkpoint(tmp_path).privacy["server_releases"] == 4
+
+
+def test_on_dropout_must_be_stop_or_continue():
+    from fedgc.config import parse_config
+    from fedgc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="on_dropout must be one of"):
+        parse_config({"server": {"on_dropout": "ignore"}})

@@ -211,11 +211,11 @@ def run_protocol(
         if failed:
             active = apply_policy(config.on_dropout, failed, st.active, names, st.round)
             st = st.evolve(active=active, dropouts=st.dropouts + tuple(failed))
-        keep = lambda values: tuple(v if st.active[m] else None for m, v in enumerate(values))  # noqa: E731
+        every = range(len(names))  # dropped clients keep nothing: None
         st = st.evolve(
-            states=keep(good[m].states if m in good else None for m in range(len(names))),
-            information=keep(good[m].information if m in good else st.information[m] for m in range(len(names))),
-            noise=keep(good[m].noise if m in good else None for m in range(len(names))),
+            states=tuple(good[m].states if m in good else None for m in every),
+            information=tuple(good[m].information if m in good else None for m in every),
+            noise=tuple(good[m].noise if m in good else None for m in every),
         )
         return st, good
 

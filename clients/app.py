@@ -40,6 +40,7 @@ CONFIG = "fedgc.config"  # the ConfigRecord of every message
 PACKED = "packed"  # the one Array of ARRAYS: every float64 field, concatenated
 STATE_SETUP = "fedgc.setup"
 STATE_THETA = "fedgc.theta"
+STATE_ROUND = "fedgc.round"  # the last round this node answered (a repeated or older round is refused)
 NODE_KEYS = (
     "data-path", "client-name", "model-path", "state-dim", "explained-variance", "timestamp-column",
     "constant-columns", "held-values", "max-missing",
@@ -179,24 +180,10 @@ def _restore(context: Context):
     settings = {k[len("node."):]: v for k, v in rec.items() if k.startswith("node.")}
     session = build(settings, messages.decode_setup(rec), int(rec.get("fallback_index", 0)))
     if STATE_THETA in context.state.array_records:
-        arrays = {k: v.numpy() for k, v in context.state.array_records[STATE_THETA].items()}
-        _load_theta(session, arrays)
+        session.restore_state({k: v.numpy() for k, v in context.state.array_records[STATE_THETA].items()})
+    if STATE_ROUND in context.state.config_records:
+        session.last_round = int(context.state.config_records[STATE_ROUND]["last"])
     return session
-
-
-def _theta_arrays(session) -> dict[str, np.ndarray]:
-    out = {f"theta.{k}": v.detach().numpy().copy() for k, v in session.theta.state_dict().items()}
-    out["states"] = np.asarray(session.states, dtype=np.float64)
-    return out
-
-
-def _load_theta(session, arrays: Mapping[str, np.ndarray]) -> None:
-    import torch
-
-    state = {k[len("theta."):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("theta.")}
-    session.theta.load_state_dict(state)
-    if "states" in arrays:
-        session.states = np.array(arrays["states"], dtype=np.float64)
 
 
 def session_for(context: Context):
@@ -224,18 +211,22 @@ def handle_setup(message: Message, context: Context, overrides=None) -> Message:
             del _CACHE[k]
         _CACHE[_key(context)] = session
     _save_state(context, settings, setup, fallback)
-    if STATE_THETA in context.state.array_records:
-        del context.state[STATE_THETA]
+    for key in (STATE_THETA, STATE_ROUND):
+        if key in context.state:
+            del context.state[key]
     info = messages.ClientInfo(session.name, session.state_dim, session.n_steps)
     return Message(to_records(messages.encode_setup_reply(info, _raw_bytes(session))), reply_to=message)
 
 
 def handle_round(message: Message, context: Context) -> Message:
-    augmentation, request, _ = messages.decode_request(from_records(message.content))
+    """Decode and validate the augmentation (fedgc.validation: shape (T, D_m), float64, finite, a new
+    round); a bad one raises, which Flower returns to the server as this node's error reply."""
+    augmentation, request, round_index = messages.decode_request(from_records(message.content))
     session = session_for(context)
-    reply = session.round(augmentation, request)
+    reply = session.round(augmentation, request, round_index)
     if session.learn_theta:
-        context.state[STATE_THETA] = ArrayRecord({k: _array(v) for k, v in _theta_arrays(session).items()})
+        context.state[STATE_THETA] = ArrayRecord({k: _array(v) for k, v in session.checkpoint_state().items()})
+    context.state[STATE_ROUND] = ConfigRecord({"last": int(round_index)})
     return Message(to_records(messages.encode_reply(reply)), reply_to=message)
 
 

@@ -53,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (created; required unless --resume)")
+    p.add_argument(
+        "--resume", type=Path, default=None, metavar="DIR",
+        help="continue the interrupted run whose output folder (checkpoint.npz) is DIR, with the same config",
+    )  # fmt: skip
     p.add_argument("--engine", choices=ENGINES, default=None, help="override the config's engine")
     p.add_argument("--seed", type=int, default=None, help="override the config's seed")
     p.add_argument("--superlink", default=None, help="SuperLink address for --engine flower")
@@ -97,13 +101,19 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
     from fedgc.engines import run_with_engine
     from fedgc.report import write_outputs
 
+    if args.resume is not None and args.out is not None and args.out.resolve() != args.resume.resolve():
+        raise FedGCError(f"--resume {args.resume} continues the run in that folder; drop --out (or give the same folder)")
+    out = args.resume if args.resume is not None else args.out
+    if out is None:
+        raise FedGCError("give the output folder with --out DIR (or --resume DIR to continue a run)")
+    args.out = out
     limits = cfg.server if cfg.streaming is None else cfg.streaming  # streaming: the rounds of each window
     rounds, tol = limits.max_rounds, limits.tol
     progress = None if args.quiet else RoundProgress(rounds, tol)
     start = time.perf_counter()
     result = run_with_engine(
-        cfg, mode=mode, out_dir=args.out, superlink=args.superlink, on_round=progress,
-        root_certificates=args.root_certificates,
+        cfg, mode=mode, out_dir=out, superlink=args.superlink, on_round=progress,
+        root_certificates=args.root_certificates, resume=args.resume is not None,
     )  # fmt: skip
     if progress is not None:
         progress.close()
@@ -139,6 +149,10 @@ def _summary(result, paths) -> None:
         f"{len(gc.clients)} clients, {result.fit.rounds} rounds ({'converged' if result.fit.converged else 'not converged'}),"
         f" {int(gc.edges.sum())} edges at FDR {gc.alpha}",
     ]
+    if result.fit.resumed_from is not None:
+        lines.append(f"resumed from the checkpoint of round {result.fit.resumed_from}")
+    for d in result.fit.dropouts:
+        lines.append(f"client {d.client} dropped at round {d.round} ({d.reason}); its pairs are unknown")
     if result.scores is not None:
         lines.append(f"AUROC {result.scores.auroc:.3f}  AUPRC {result.scores.auprc:.3f}  F1 {result.scores.f1:.3f}")
     if result.error_vs_oracle is not None:

@@ -31,6 +31,7 @@ from fedgc.gaps import FilterPlan, Gaps, complete_pseudo_obs, gapped_scan, missi
 from fedgc.kalman import filter_scan, information_matrix, solve_noise
 from fedgc.local_model import LocalModel, validate
 from fedgc.privacy.mechanism import ReleaseNoise
+from fedgc.validation import validate_augmentation
 
 UpdateRule = Literal["newton", "gd"]
 RequestKind = Literal["newton", "gd", "stats"]
@@ -73,6 +74,8 @@ class ClientReply(NamedTuple):
     gradient:    (T, D_m) dL/ds_t (gd rule) or None.
     loss:        one-step prediction loss L of the round (private runs: without the data-only constant).
     noise:       privacy noise the server must know about (covariances, state sensitivity), or None.
+    client:      the replying client's name;  round: the round of the message it answers
+                 (the server rejects a reply whose client or round it did not ask for).
     """
 
     states: np.ndarray
@@ -81,6 +84,8 @@ class ClientReply(NamedTuple):
     gradient: np.ndarray | None
     loss: float
     noise: ReleaseNoise | None = None
+    client: str | None = None
+    round: int | None = None
 
 
 def prepare_window(model: LocalModel, raw: np.ndarray, client: str) -> ClientWindow:
@@ -245,6 +250,7 @@ class ClientSession:
         self.theta = ThetaFunction(model.state_dim, theta_kind)
         self.h0 = np.zeros(model.state_dim)
         self.states = run_filter(self.window, np.zeros_like(self.window.ytil), self.h0)
+        self.last_round: int | None = None
 
     @property
     def state_dim(self) -> int:
@@ -254,10 +260,19 @@ class ClientSession:
     def n_steps(self) -> int:
         return self.window.ytil.shape[0]
 
-    def round(self, augmentation: np.ndarray, request: RequestKind = "newton") -> ClientReply:
+    def round(self, augmentation: np.ndarray, request: RequestKind = "newton", round_index: int | None = None) -> ClientReply:
         """Take s_{1:T} (T, D), run the augmented filter, return the reply the request asks for:
-        'newton' and 'stats' send states, pseudo-observations and J; 'gd' sends states and gradients."""
-        s = np.asarray(augmentation, dtype=float)
+        'newton' and 'stats' send states, pseudo-observations and J; 'gd' sends states and gradients.
+        A malformed augmentation (shape, dtype, non-finite, a round already answered) raises
+        fedgc.validation.InvalidMessage before any state changes."""
+        if request not in ("newton", "gd", "stats"):
+            raise ValueError(f"client '{self.name}': unknown request kind {request!r}")
+        s = validate_augmentation(
+            augmentation, client=self.name, n_steps=self.n_steps, state_dim=self.state_dim,
+            round_index=round_index, last_round=self.last_round,
+        )  # fmt: skip
+        if round_index is not None:
+            self.last_round = int(round_index)
         if self.learn_theta:
             train_theta(self.theta, self.window, s, lagged(self.states, self.h0))
         # An untrained f_theta is the identity: skip torch on the hot path.
@@ -268,8 +283,25 @@ class ClientSession:
         loss = prediction_loss(self.window, priors)
         z = pseudo_observations(self.window, prev, u)
         if request != "gd":
-            return ClientReply(self.states, z, self.window.J, None, loss, self.noise)
+            return ClientReply(self.states, z, self.window.J, None, loss, self.noise, self.name, round_index)
         # dL/ds_t = -2 (df/ds)^T C^T R^{-1} (y_t - C prior_t) = -2 (df/ds)^T (z_t - J u_t)
         innov = z - u @ self.window.J.T
         grad = -2.0 * (self.theta.input_jacobian_T(s, innov) if self.learn_theta else innov)
-        return ClientReply(self.states, None, self.window.J, grad, loss, self.noise)
+        return ClientReply(self.states, None, self.window.J, grad, loss, self.noise, self.name, round_index)
+
+    def checkpoint_state(self) -> dict[str, np.ndarray]:
+        """The client's own state between rounds (what its replies depend on besides its data and
+        the augmentation): theta and its last states when theta is learned, else nothing."""
+        if not self.learn_theta:
+            return {}
+        out = {f"theta.{k}": v.detach().numpy().copy() for k, v in self.theta.state_dict().items()}
+        out["states"] = np.asarray(self.states, dtype=np.float64)
+        return out
+
+    def restore_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Inverse of checkpoint_state."""
+        theta = {k[len("theta."):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("theta.")}
+        if theta:
+            self.theta.load_state_dict(theta)
+        if "states" in arrays:
+            self.states = np.array(arrays["states"], dtype=np.float64)

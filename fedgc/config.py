@@ -25,7 +25,8 @@
         held_values: missing      # missing | keep: analyser values repeated between samples
         max_missing: 0.5          # drop (with a warning) columns missing in more of their rows
     server: {rule: newton, max_rounds: 20, tol: 1.0e-6, penalty: 0.0, diagonal: fixed,
-             learning_rate: null, alpha: 0.05, burn_in: 1}
+             learning_rate: null, alpha: 0.05, burn_in: 1,
+             on_dropout: stop}        # stop | continue (without the client; its pairs unknown)
     client: {learn_theta: false, theta: linear}
     privacy: off                  # or {epsilon: 10, delta: 1.0e-5, clip: 7.0, accountant: rdp,
                                   #     clip_space: whitened, debias: client, shrink: true, augmentation_noise: false,

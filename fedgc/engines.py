@@ -14,9 +14,10 @@ from fedgc.run import RunResult, run_real, run_simulation
 
 def run_with_engine(
     cfg: RunConfig, *, mode: str, out_dir: Path, superlink: str | None = None, on_round=None,
-    root_certificates: str | Path | None = None,
+    root_certificates: str | Path | None = None, resume: bool = False,
 ) -> RunResult:  # fmt: skip
-    """root_certificates: CA certificate of a SuperLink with TLS (`flower` engine; else FEDGC_ROOT_CERTIFICATES)."""
+    """root_certificates: CA certificate of a SuperLink with TLS (`flower` engine; else FEDGC_ROOT_CERTIFICATES).
+    resume: continue from the checkpoint in out_dir (every engine writes one there after each round)."""
     if mode not in ("simulate", "run"):
         raise ConfigError(f"mode must be 'simulate' or 'run', got {mode!r}")
     if cfg.align != "none" and mode == "run" and cfg.engine != "local":
@@ -34,7 +35,8 @@ def run_with_engine(
 
         return run_tep_on_flower(cfg, out_dir=Path(out_dir), superlink=superlink, on_round=on_round)
     if cfg.engine == "local":
-        result = run_simulation(cfg, on_round=on_round) if mode == "simulate" else run_real(cfg, on_round=on_round)
+        run = run_simulation if mode == "simulate" else run_real
+        result = run(cfg, on_round=on_round, checkpoint_dir=Path(out_dir), resume=resume)
         if result.raw_data_bytes and result.communication:
             total = int(result.communication.get("bytes_total", 0))
             result.communication["raw_data_bytes_kept"] = int(result.raw_data_bytes)
@@ -43,12 +45,12 @@ def run_with_engine(
     if cfg.engine == "flower-sim":
         from server.engine import run_flower_sim
 
-        return run_flower_sim(cfg, mode=mode, out_dir=Path(out_dir), on_round=on_round)
+        return run_flower_sim(cfg, mode=mode, out_dir=Path(out_dir), on_round=on_round, resume=resume)
     if cfg.engine == "flower":
         from server.engine import run_flower
 
         return run_flower(
             cfg, mode=mode, out_dir=Path(out_dir), superlink=superlink, on_round=on_round,
-            root_certificates=None if root_certificates is None else str(root_certificates),
+            root_certificates=None if root_certificates is None else str(root_certificates), resume=resume,
         )  # fmt: skip
     raise ConfigError(f"engine {cfg.engine!r} is not one of {ENGINES}")

@@ -34,6 +34,8 @@ class GCResult(NamedTuple):
     dof: D_m D_n;   pvalue: chi-square p-value;   log10_pvalue: log10 of it (no underflow);
     edges: Benjamini-Hochberg discoveries at level alpha over all M(M-1) pairs;
     A_s: (D, D) the server's matrix (diagonal blocks: joint correction to A^{mm}, else zero).
+    unknown: (M, M) bool, pairs not estimated because a client dropped out (fedgc.dropout), or None
+             (every pair known); their matrices are NaN and their edges False.
     """
 
     clients: tuple[str, ...]
@@ -47,6 +49,7 @@ class GCResult(NamedTuple):
     edges: np.ndarray
     alpha: float
     A_s: np.ndarray
+    unknown: np.ndarray | None = None
 
 
 def chi2_log10_sf(stat: np.ndarray, dof: np.ndarray) -> np.ndarray:

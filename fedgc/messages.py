@@ -11,7 +11,11 @@ Messages of one run:
             client -> server  {"name", "state_dim", "n_steps", "raw_data_bytes"}
     round   server -> client  {"augmentation": (T, D_m), "request": "newton"|"gd"|"stats", "round"}
             client -> server  {"states": (T, D_m), "pseudo_obs"?: (T, D_m), "information"?: (D_m, D_m),
-                               "gradient"?: (T, D_m), "loss"}   (absent keys: None in ClientReply)
+                               "gradient"?: (T, D_m), "loss", "client", "round"}   (absent keys: None in ClientReply)
+
+Decoding checks structure only (fields present, arrays are arrays, scalars are scalars) and keeps the
+dtypes it received; whether the content is acceptable (shapes, float64, finite, round, client, J)
+is fedgc.validation's job, on the server for replies and on the client for augmentations.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from fedgc.client import ClientReply, RequestKind
 from fedgc.errors import FedGCError
 from fedgc.granger import GCResult
 from fedgc.protocol import ClientInfo, FitResult, RoundRecord
+from fedgc.state import Dropout
 
 Payload = dict[str, Any]
 REQUEST_KINDS = ("newton", "gd", "stats")
@@ -104,14 +109,18 @@ def encode_request(augmentation: np.ndarray, request: RequestKind, round_index: 
 
 
 def decode_request(payload: Mapping[str, Any]) -> tuple[np.ndarray, RequestKind, int]:
-    _require(payload, ("augmentation", "request"), "round request")
-    request = str(payload["request"])
-    if request not in REQUEST_KINDS:
+    """(augmentation as received, request kind, round); fedgc.validation.validate_augmentation checks the content."""
+    _require(payload, ("augmentation", "request", "round"), "round request")
+    request = payload["request"]
+    if not isinstance(request, str) or request not in REQUEST_KINDS:
         raise MessageError(f"round request: unknown request kind {request!r}")
-    aug = np.asarray(payload["augmentation"], dtype=np.float64)
-    if aug.ndim != 2:
-        raise MessageError(f"round request: augmentation must be (T, D), got shape {aug.shape}")
-    return aug, request, int(payload.get("round", 0))  # type: ignore[return-value]
+    aug = payload["augmentation"]
+    if not isinstance(aug, np.ndarray):
+        raise MessageError(f"round request: augmentation is {type(aug).__name__}, not an array")
+    rnd = payload["round"]
+    if isinstance(rnd, (bool, np.bool_)) or not isinstance(rnd, (int, np.integer)):
+        raise MessageError(f"round request: round is {rnd!r}, not an integer")
+    return aug, request, int(rnd)  # type: ignore[return-value]
 
 
 def encode_reply(reply: ClientReply) -> Payload:
@@ -121,6 +130,10 @@ def encode_reply(reply: ClientReply) -> Payload:
         if value is not None:
             out[key] = np.ascontiguousarray(value, dtype=np.float64)
     out["loss"] = float(reply.loss)
+    if reply.client is not None:
+        out["client"] = str(reply.client)
+    if reply.round is not None:
+        out["round"] = int(reply.round)
     if reply.noise is not None:  # privacy: noise covariances and state sensitivity (no data in them)
         for key in ("state_cov", "cross_cov", "pseudo_obs_cov"):
             out[f"noise_{key}"] = np.ascontiguousarray(getattr(reply.noise, key), dtype=np.float64)
@@ -129,19 +142,32 @@ def encode_reply(reply: ClientReply) -> Payload:
 
 
 def decode_reply(payload: Mapping[str, Any]) -> ClientReply:
-    _require(payload, ("states", "loss"), "client reply")
-    arrays = {k: (np.asarray(payload[k], dtype=np.float64) if k in payload else None) for k in _REPLY_ARRAYS}
+    """The ClientReply in a payload, arrays with the dtype they arrived in (validated by the server)."""
+    _require(payload, ("states", "loss", "client", "round"), "client reply")
+    for key in (*_REPLY_ARRAYS, "noise_state_cov", "noise_cross_cov", "noise_pseudo_obs_cov"):
+        if key in payload and not isinstance(payload[key], np.ndarray):
+            raise MessageError(f"client reply: field {key!r} is {type(payload[key]).__name__}, not an array")
+    for key in ("loss", "noise_state_sensitivity"):
+        value = payload.get(key, 0.0)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise MessageError(f"client reply: field {key!r} is {value!r}, not a number")
+    arrays = {k: payload.get(k) for k in _REPLY_ARRAYS}
     noise = None
     if "noise_state_sensitivity" in payload:
         from fedgc.privacy.mechanism import ReleaseNoise
 
+        _require(payload, ("noise_state_cov", "noise_cross_cov", "noise_pseudo_obs_cov"), "client reply")
         noise = ReleaseNoise(
-            *(np.asarray(payload[f"noise_{k}"], dtype=np.float64) for k in ("state_cov", "cross_cov", "pseudo_obs_cov")),
+            *(payload[f"noise_{k}"] for k in ("state_cov", "cross_cov", "pseudo_obs_cov")),
             float(payload["noise_state_sensitivity"]),
         )
+    rnd = payload["round"]  # left as received unless an integer: validation names a bad one
+    if isinstance(rnd, (int, np.integer)) and not isinstance(rnd, (bool, np.bool_)):
+        rnd = int(rnd)
     return ClientReply(
-        arrays["states"], arrays["pseudo_obs"], arrays["information"], arrays["gradient"], float(payload["loss"]), noise
-    )
+        arrays["states"], arrays["pseudo_obs"], arrays["information"], arrays["gradient"], float(payload["loss"]), noise,
+        str(payload["client"]), rnd,
+    )  # fmt: skip
 
 
 def split_payload(payload: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -268,21 +294,36 @@ class CountingTransport:
     def clients(self) -> list[ClientInfo]:
         return self.inner.clients()
 
-    def exchange(self, augmentations: Sequence[np.ndarray], request: RequestKind) -> list[ClientReply]:
+    def exchange(self, augmentations: Sequence[np.ndarray | None], request: RequestKind, round_index: int | None = None):
+        """Forwards to the inner transport (round_index only when given); counts what was sent and what
+        came back as a reply (a None augmentation is not sent; a failure carries no payload)."""
         t0 = time.perf_counter()
-        replies = self.inner.exchange(augmentations, request)
+        if round_index is None:
+            replies = self.inner.exchange(augmentations, request)
+        else:
+            replies = self.inner.exchange(augmentations, request, round_index=round_index)
         seconds = time.perf_counter() - t0
-        down = [payload_bytes(encode_request(a, request, self._exchange)) for a in augmentations]
-        up = [payload_bytes(encode_reply(r)) for r in replies]
+        r = self._exchange if round_index is None else round_index
+        down = [payload_bytes(encode_request(a, request, r)) for a in augmentations if a is not None]
+        up = [_reply_bytes(x) for x in replies if isinstance(x, ClientReply)]
         self.log.record(request, down, up, seconds)
         self._exchange += 1
         return replies
+
+
+def _reply_bytes(reply: ClientReply) -> int:
+    """Bytes of a reply's payload; a malformed reply (which validation will reject) counts its arrays as they are."""
+    try:
+        return payload_bytes(encode_reply(reply))
+    except (TypeError, ValueError, AttributeError):
+        return int(sum(getattr(v, "nbytes", 0) for v in reply))
 
 
 # ------------------------------------------------------------------------------- fit (results)
 
 
 _GC_ARRAYS = ("strength", "gc", "statistic", "dof", "pvalue", "log10_pvalue", "edges", "A_s")
+_DROPOUT_FIELDS = ("client", "round", "reason")
 
 
 def encode_fit(fit: FitResult) -> dict[str, np.ndarray]:
@@ -295,6 +336,9 @@ def encode_fit(fit: FitResult) -> dict[str, np.ndarray]:
     out["A_s"] = np.asarray(fit.A_s, dtype=np.float64)
     out["history"] = np.asarray([[r.round, r.loss, r.change] for r in fit.history], dtype=np.float64).reshape(-1, 3)
     out["converged"] = np.asarray(bool(fit.converged))
+    if gc.unknown is not None:
+        out["gc_unknown"] = np.asarray(gc.unknown, dtype=bool)
+    out["dropouts"] = np.asarray([[d.client, str(d.round), d.reason] for d in fit.dropouts], dtype=str).reshape(-1, 3)
     return out
 
 
@@ -304,9 +348,11 @@ def decode_fit(arrays: Mapping[str, np.ndarray]) -> FitResult:
         dims=tuple(int(d) for d in arrays["gc_dims"].tolist()),
         alpha=float(arrays["gc_alpha"]),
         **{k: np.asarray(arrays[f"gc_{k}"]) for k in _GC_ARRAYS},
+        unknown=np.asarray(arrays["gc_unknown"], dtype=bool) if "gc_unknown" in arrays else None,
     )
     history = [RoundRecord(int(r), float(l), float(c)) for r, l, c in np.asarray(arrays["history"]).reshape(-1, 3)]
-    return FitResult(gc, np.asarray(arrays["A_s"], dtype=np.float64), history, bool(arrays["converged"]))
+    dropouts = [Dropout(str(c), int(r), str(why)) for c, r, why in np.asarray(arrays.get("dropouts", np.empty((0, 3)))).reshape(-1, 3)]
+    return FitResult(gc, np.asarray(arrays["A_s"], dtype=np.float64), history, bool(arrays["converged"]), dropouts)
 
 
 def save_fit(path: str | Path, fit: FitResult) -> Path:

@@ -3,6 +3,9 @@
 The plots and the Markdown report are drawn from the JSON-ready dict (`result_dict`), so a
 result read back with `read_result` can be re-rendered (`fedgc inspect`) without the run.
 Matrices are indexed [target m][source n]; NaN becomes null; diagonals are null (not tested).
+Pairs not estimated because a client dropped out (server.on_dropout: continue) are marked in the
+"unknown" matrix, and their strength, p-value and edge are null, never 0 or false; "resilience"
+says which clients dropped at which round and whether the run was resumed from a checkpoint.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ KEYS = (
     "fedgc_version", "name", "engine", "seed", "clients", "dims",
     "strength", "statistic", "gc", "dof", "pvalue", "log10_pvalue", "edges", "alpha",
     "A_s", "A_s_note", "server", "rounds", "converged", "history",
-    "evaluation", "timings", "communication", "raw_data_bytes", "privacy", "data",
+    "evaluation", "timings", "communication", "raw_data_bytes", "privacy", "data", "unknown", "resilience",
 )  # fmt: skip
 EVALUATION_KEYS = (
     "auroc", "auprc", "precision", "recall", "f1",
@@ -103,6 +106,8 @@ def result_dict(result: RunResult) -> dict:
     fit, gc, cfg = result.fit, result.fit.gc, result.config
     scores = result.scores
     truth = result.truth
+    M = len(gc.clients)
+    unknown = np.zeros((M, M), dtype=bool) if gc.unknown is None else np.asarray(gc.unknown, dtype=bool)
     evaluation = {
         "auroc": _optional(scores.auroc) if scores else None,
         "auprc": _optional(scores.auprc) if scores else None,
@@ -123,7 +128,7 @@ def result_dict(result: RunResult) -> dict:
         "clients": [str(c) for c in gc.clients],
         "dims": [int(d) for d in gc.dims],
         **{k: _matrix(getattr(gc, k), kind=int if k == "dof" else float) for k in _MATRICES},
-        "edges": np.asarray(gc.edges, dtype=bool).tolist(),
+        "edges": [[None if unknown[m, n] else bool(gc.edges[m, n]) for n in range(M)] for m in range(M)],
         "alpha": float(gc.alpha),
         "A_s": _jsonable(np.asarray(fit.A_s, dtype=float)),
         "A_s_note": A_S_NOTE,
@@ -137,6 +142,12 @@ def result_dict(result: RunResult) -> dict:
         "raw_data_bytes": int(result.raw_data_bytes),
         "privacy": _jsonable(dict(getattr(result, "privacy", None) or {"enabled": False})),
         "data": _jsonable(dict(getattr(result, "data", None) or {})),
+        "unknown": unknown.tolist(),
+        "resilience": {
+            "on_dropout": cfg.server.on_dropout,
+            "dropouts": [{"client": d.client, "round": int(d.round), "reason": d.reason} for d in fit.dropouts],
+            "resumed_from_round": fit.resumed_from,
+        },
     }
     assert tuple(out) == KEYS
     out.update(_jsonable(dict(getattr(result, "sections", None) or {})))  # e.g. "flowsheet", "origin"
@@ -528,7 +539,7 @@ def markdown_report(data: dict, images: dict[str, str] | None = None) -> str:
             _fmt(data["statistic"][m][n], 5),
             _fmt(data["dof"][m][n]),
             format_pvalue(r["log10_p"]),
-            "yes" if edges[m][n] else "no",
+            "unknown" if edges[m][n] is None else "yes" if edges[m][n] else "no",
         ]
         if truth is not None:
             cells.append("yes" if truth[m][n] else "no")
@@ -580,6 +591,7 @@ def markdown_report(data: dict, images: dict[str, str] | None = None) -> str:
         from fedgc.streaming_report import streaming_section
 
         lines += streaming_section(data["streaming"], list(data["clients"]))
+    lines += _resilience_section(data.get("resilience") or {}, M)
     lines += ["## Convergence", ""]
     history = data.get("history") or []
     if history:
@@ -650,6 +662,26 @@ def _data_section(d: dict) -> list[str]:
         "with much missing data they are optimistic.",
         "",
     ]
+    return lines
+
+
+def _resilience_section(r: dict, M: int) -> list[str]:
+    dropouts, resumed = r.get("dropouts") or [], r.get("resumed_from_round")
+    if not dropouts and resumed is None:
+        return []
+    lines = ["## Dropouts and resume", ""]
+    if resumed is not None:
+        lines += [f"The run was resumed from the checkpoint of round {resumed}.", ""]
+    if dropouts:
+        lines += ["| client | dropped at round | reason |", "|---|---:|---|"]
+        lines += [f"| {_md(d['client'])} | {d['round']} | {_md(d['reason'])} |" for d in dropouts]
+        lines += [
+            "",
+            f"server.on_dropout is '{r.get('on_dropout')}': the run went on without these clients. Every pair involving "
+            "them is unknown (null in result.json, marked in `unknown`), and the remaining edges are Granger causality "
+            "conditional on the remaining clients only.",
+            "",
+        ]
     return lines
 
 

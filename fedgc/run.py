@@ -18,7 +18,7 @@ from fedgc.client import ClientSession
 from fedgc.config import ClientOptions, ClientSpec, RunConfig
 from fedgc.align import align_tables, check_lengths
 from fedgc.data import ClientTable, read_client_csv, write_client_csv
-from fedgc.errors import ConfigError, FedGCWarning, ModelError
+from fedgc.errors import ConfigError, FedGCError, FedGCWarning, ModelError
 from fedgc.local_model import LocalModel, identify, load_npz, save_npz, validate
 from fedgc.messages import CountingTransport
 from fedgc.metrics import EdgeScores, edge_scores, relative_error
@@ -102,11 +102,19 @@ def privacy_plan(cfg: RunConfig):
             f"{cfg.source or 'config'}: privacy needs local_models: given (an identified model is learned "
             "from the data privacy protects)"
         )
-    from fedgc.privacy.accounting import PrivacyAccountant, plan_privacy
+    from fedgc.privacy.accounting import plan_privacy
+
+    return plan_privacy(
+        privacy_accountant(cfg), rule=cfg.server.rule, rounds=cfg.server.max_rounds,
+        augmentation_noise=cfg.privacy.augmentation_noise,
+    )  # fmt: skip
+
+
+def privacy_accountant(cfg: RunConfig):
+    from fedgc.privacy.accounting import PrivacyAccountant
 
     p = cfg.privacy
-    acc = PrivacyAccountant(p.epsilon, p.delta, p.accountant, p.max_noise_multiplier)
-    return plan_privacy(acc, rule=cfg.server.rule, rounds=cfg.server.max_rounds, augmentation_noise=p.augmentation_noise)
+    return PrivacyAccountant(p.epsilon, p.delta, p.accountant, p.max_noise_multiplier)
 
 
 def client_privacy(cfg: RunConfig, plan, index: int):
@@ -136,10 +144,10 @@ def server_privacy(cfg: RunConfig, plan):
 def privacy_summary(cfg: RunConfig, plan, fit: FitResult, sessions=None, server=None) -> dict:
     if plan is None:
         return {"enabled": False}
-    from fedgc.privacy.accounting import PrivacyAccountant, privacy_report
+    from fedgc.privacy.accounting import privacy_report
 
     p = cfg.privacy
-    acc = PrivacyAccountant(p.epsilon, p.delta, p.accountant, p.max_noise_multiplier)
+    acc = privacy_accountant(cfg)
     stds = {s.name: float(s.privacy_noise_std) for s in sessions or []}
     report = privacy_report(
         acc, plan, clients=list(fit.gc.clients), rounds_run=fit.rounds, rule=cfg.server.rule, clip=p.clip,
@@ -237,14 +245,38 @@ def execute(
     stop_when: Callable[[np.ndarray], bool] | None = None,
     plan=None,
     sessions=None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Run the protocol over `transport`; evaluate against the oracle (from in-process windows) and truth.
     plan: the privacy plan (privacy_plan) or None; sessions: the in-process clients, for the privacy report.
+    checkpoint_dir: write a checkpoint there after every round (fedgc.checkpoint); resume: continue from it.
     result.communication: the bytes each exchange put on the wire (fedgc.messages.payload_bytes)."""
     t0 = time.perf_counter()
     server = server_privacy(cfg, plan)
     counting = transport if isinstance(transport, CountingTransport) else CountingTransport(transport)
-    fit = run_protocol(counting, cfg.server, on_round=on_round, stop_when=stop_when, privacy=server)
+    saver, start = None, None
+    if checkpoint_dir is not None:
+        from fedgc.checkpoint import Checkpointing, config_fingerprint
+
+        saver = Checkpointing(
+            Path(checkpoint_dir), config_fingerprint(cfg), cfg.server.rule, tuple(sessions or ()), plan,
+            None if plan is None else privacy_accountant(cfg),
+        )  # fmt: skip
+        start = saver.start(resume=resume)
+    elif resume:
+        raise ConfigError("resuming needs the output folder that holds the checkpoint")
+    try:
+        fit = run_protocol(
+            counting, cfg.server, on_round=on_round, stop_when=stop_when, privacy=server, resume=start, on_checkpoint=saver
+        )
+    except FedGCError as exc:
+        from fedgc.checkpoint import CHECKPOINT_FILE
+
+        kept = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_FILE
+        if kept is not None and kept.is_file():
+            exc.args = (f"{exc}; the last completed round is kept in {kept} (continue with --resume {checkpoint_dir})",)
+        raise
     result = RunResult(cfg, fit, engine, truth=truth)
     result.timings["protocol_s"] = time.perf_counter() - t0
     result.privacy = privacy_summary(cfg, plan, fit, sessions=sessions, server=server)
@@ -272,8 +304,10 @@ def evaluate(result: RunResult, *, windows: Sequence | None = None, truth: Truth
     return result
 
 
-def run_simulation(cfg: RunConfig, *, on_round=None) -> RunResult:
-    """`fedgc simulate` with the local engine."""
+def run_simulation(cfg: RunConfig, *, on_round=None, checkpoint_dir: Path | None = None, resume: bool = False) -> RunResult:
+    """`fedgc simulate` with the local engine (checkpoint_dir, resume: see execute)."""
+    if resume and (cfg.tep is not None or cfg.streaming is not None):
+        raise ConfigError(f"{cfg.source or 'config'}: --resume continues batch runs; tep and streaming runs start afresh")
     if cfg.tep is not None:
         from fedgc.tep_run import run_tep
 
@@ -288,14 +322,16 @@ def run_simulation(cfg: RunConfig, *, on_round=None) -> RunResult:
     truth = Truth(data.system.edges, data.system.A if cfg.local_models == "given" else None)
     result = execute(
         cfg, LocalTransport(sessions), windows=[s.exact_window for s in sessions], truth=truth, on_round=on_round,
-        plan=plan, sessions=sessions,
+        plan=plan, sessions=sessions, checkpoint_dir=checkpoint_dir, resume=resume,
     )
     result.raw_data_bytes = int(sum(y.nbytes for y in data.y))
     return result
 
 
-def run_real(cfg: RunConfig, *, on_round=None) -> RunResult:
-    """`fedgc run` with the local engine: every client reads only its own file."""
+def run_real(cfg: RunConfig, *, on_round=None, checkpoint_dir: Path | None = None, resume: bool = False) -> RunResult:
+    """`fedgc run` with the local engine: every client reads only its own file (checkpoint_dir, resume: see execute)."""
+    if resume and (cfg.tep is not None or cfg.streaming is not None):
+        raise ConfigError(f"{cfg.source or 'config'}: --resume continues batch runs; tep and streaming runs start afresh")
     if cfg.tep is not None and not cfg.clients:
         from fedgc.tep_run import run_tep
 
@@ -314,7 +350,7 @@ def run_real(cfg: RunConfig, *, on_round=None) -> RunResult:
     ]
     result = execute(
         cfg, LocalTransport(sessions), windows=[s.exact_window for s in sessions], on_round=on_round, plan=plan,
-        sessions=sessions,
+        sessions=sessions, checkpoint_dir=checkpoint_dir, resume=resume,
     )
     result.raw_data_bytes = int(sum(s.window.ytil.shape[0] * s.model.obs_dim * 8 for s in sessions))
     result.data = data

@@ -15,6 +15,7 @@ Run config ([tool.flwr.app.config] in pyproject.toml, override with flwr run --r
     wait-timeout   seconds to wait for them;  round-timeout: seconds per round
     poll-interval  seconds between pulls of replies
     send-and-receive  use Flower's grid.send_and_receive instead (3 s poll; for benchmarks)
+    resume         continue from OUT/checkpoint.npz (fedgc.checkpoint), written after every round
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "round-timeout": 120.0,
     "poll-interval": 0.02,
     "send-and-receive": False,
+    "resume": False,
 }
 
 
@@ -63,6 +65,7 @@ class Job:
     round_timeout: float = 120.0
     poll_interval: float = 0.02
     send_and_receive: bool = False
+    resume: bool = False
     on_round: Callable | None = None
     evaluate: Callable | None = None
     write_files: bool = False
@@ -124,6 +127,7 @@ def job_from_context(context: Context) -> Job:
         round_timeout=float(rc["round-timeout"]),
         poll_interval=float(rc["poll-interval"]),
         send_and_receive=bool(rc["send-and-receive"]),
+        resume=bool(rc["resume"]),
         write_files=True,
     )
 
@@ -181,6 +185,11 @@ def run_job(grid: Grid, job: Job):
     cfg = job.cfg
     if getattr(cfg, "privacy", None) is not None:
         raise ConfigError("privacy is not available on the Flower engines yet; use --engine local")
+    if job.resume and cfg.client.learn_theta:
+        raise ConfigError(
+            "resuming a Flower run with client.learn_theta is not supported: theta is each SuperNode's own state "
+            "and does not outlive the run; use --engine local, or start afresh"
+        )
     order = tuple(c.name for c in cfg.clients)
     expected = job.num_nodes or len(order)
     if expected < 1:
@@ -214,12 +223,16 @@ def run_job(grid: Grid, job: Job):
         return checkpoint.after_update(A_s)
 
     try:
-        result = execute(cfg, transport, engine=job.engine, on_round=on_round, stop_when=after_update)
+        result = execute(
+            cfg, transport, engine=job.engine, on_round=on_round, stop_when=after_update, checkpoint_dir=job.out_dir,
+            resume=job.resume,
+        )  # fmt: skip
     except FedGCError as exc:
         if last_A:
             checkpoint.write(last_A[0], complete=False, error=str(exc))
         where = f"; the last completed round is kept in {checkpoint.path}" if checkpoint.path and last_A else ""
-        raise type(exc)(f"{exc}{where}") from exc
+        exc.args = (f"{exc}{where}",)
+        raise
     result.timings["setup_s"] = setup_s
     result.raw_data_bytes = int(sum(transport.raw_data_bytes.values()))
     comm = dict(result.communication)

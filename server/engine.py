@@ -82,7 +82,7 @@ def _evaluator(windows, truth):
 # ------------------------------------------------------------------------------ flower-sim
 
 
-def run_flower_sim(cfg: RunConfig, *, mode: str, out_dir: Path, on_round=None, poll_interval: float = 0.005):
+def run_flower_sim(cfg: RunConfig, *, mode: str, out_dir: Path, on_round=None, poll_interval: float = 0.005, resume: bool = False):
     import logging
 
     from flwr.simulation import run_simulation
@@ -102,6 +102,7 @@ def run_flower_sim(cfg: RunConfig, *, mode: str, out_dir: Path, on_round=None, p
         wait_timeout=60.0,
         round_timeout=600.0,
         poll_interval=poll_interval,
+        resume=resume,
         on_round=on_round,
         evaluate=_evaluator(windows, truth),
     )
@@ -147,8 +148,10 @@ def run_flower(
     poll_interval: float = 0.02,
     send_and_receive: bool = False,
     run_timeout: float = 1800.0,
+    resume: bool = False,
 ):
-    """Submit the run to a SuperLink and wait for the ServerApp's output folder."""
+    """Submit the run to a SuperLink and wait for the ServerApp's output folder
+    (resume: the ServerApp continues from OUT/checkpoint.npz)."""
     from fedgc.messages import load_fit
     from fedgc.run import RunResult
 
@@ -173,6 +176,7 @@ def run_flower(
         "round-timeout": float(round_timeout),
         "poll-interval": float(poll_interval),
         "send-and-receive": bool(send_and_receive),
+        "resume": bool(resume),
     }
     t0 = time.perf_counter()
     run_id = submit(address, run_config, root_certificates=root_certificates)

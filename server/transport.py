@@ -4,6 +4,10 @@ Each exchange pushes one message per node (query.round, the node's augmentation)
 grid.push_messages and polls grid.pull_messages at a short interval (from 20 ms, backing off to
 100 ms while nothing arrives) until every node has answered or the round timeout passes. Flower's own send_and_receive sleeps
 3 s between polls, which would dominate a round that costs tens of milliseconds.
+
+In a round, a node that does not answer in time, answers with an error (e.g. its ClientApp
+rejected the augmentation) or sends a reply that does not decode is returned as a
+fedgc.protocol.ClientFailure: the protocol applies server.on_dropout to it. Setup failures raise.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from clients.app import from_records, record_bytes, to_records
 from fedgc import messages
 from fedgc.client import ClientReply, RequestKind
 from fedgc.errors import FedGCError
-from fedgc.protocol import ClientInfo
+from fedgc.protocol import ClientFailure, ClientInfo
 
 
 POLL_GROWTH = 1.5  # per empty pull
@@ -146,58 +150,79 @@ class FlowerTransport:
             self.connect()
         return list(self.infos)
 
-    def exchange(self, augmentations: Sequence[np.ndarray], request: RequestKind) -> list[ClientReply]:
+    def exchange(
+        self, augmentations: Sequence[np.ndarray | None], request: RequestKind, round_index: int | None = None
+    ) -> list[ClientReply | ClientFailure | None]:
         if len(augmentations) != len(self.node_ids):
             raise FedGCError(f"{len(augmentations)} augmentations for {len(self.node_ids)} clients")
-        r = self._exchange
+        r = self._exchange if round_index is None else int(round_index)
+        asked = [k for k, aug in enumerate(augmentations) if aug is not None]
         msgs = []
-        for node, aug in zip(self.node_ids, augmentations):
-            content = to_records(messages.encode_request(aug, request, r))
+        for k in asked:
+            content = to_records(messages.encode_request(augmentations[k], request, r))
             self.wire_to_clients += record_bytes(content)
-            msgs.append(Message(content, dst_node_id=node, message_type="query.round", group_id=str(r)))
+            msgs.append(Message(content, dst_node_id=self.node_ids[k], message_type="query.round", group_id=str(r)))
         t0 = time.perf_counter()
-        replies = self._collect(msgs, self.node_ids, f"round {r}", names=[c.name for c in self.infos])
+        nodes = [self.node_ids[k] for k in asked]
+        replies, failures = self._collect(msgs, nodes, f"round {r}", names=[self.infos[k].name for k in asked], partial=True)
         self.round_seconds.append(time.perf_counter() - t0)
         self.timeline.append({"push_s": self._pushed - t0, "first_reply_s": self._first - t0, "last_reply_s": self._last - t0})
-        self._exchange += 1
-        out = []
-        for reply in replies:
-            self.wire_to_server += record_bytes(reply.content)
-            out.append(messages.decode_reply(from_records(reply.content)))
+        self._exchange = r + 1
+        out: list[ClientReply | ClientFailure | None] = [None] * len(self.node_ids)
+        for j, k in enumerate(asked):
+            name = self.infos[k].name
+            if j in failures:
+                out[k] = ClientFailure(name, failures[j])
+                continue
+            self.wire_to_server += record_bytes(replies[j].content)
+            try:
+                out[k] = messages.decode_reply(from_records(replies[j].content))
+            except (messages.MessageError, TypeError, ValueError) as exc:
+                out[k] = ClientFailure(name, f"reply does not decode: {exc}")
         return out
 
     # ------------------------------------------------------------------ push / poll
 
-    def _collect(self, msgs: list[Message], nodes: Sequence[int], what: str, names: Sequence[str] | None) -> list[Message]:
+    def _collect(self, msgs: list[Message], nodes: Sequence[int], what: str, names: Sequence[str] | None, partial: bool = False):
+        """Replies in the order of msgs. partial: return (replies by index, failure reason by index)
+        instead of raising ClientFailed / NodeTimeout for nodes that failed or stayed silent."""
         if self.send_and_receive and what != "setup":
-            return self._send_and_receive(msgs, nodes, what, names)
+            return self._send_and_receive(msgs, nodes, what, names, partial)
         ids = list(self.grid.push_messages(msgs))
         self._pushed = self._first = time.perf_counter()
         if len(ids) != len(msgs) or any(i is None or i == "" for i in ids):
             raise FedGCError(f"{what}: the SuperLink did not accept every message ({ids})")
         slot = {mid: k for k, mid in enumerate(ids)}
         got: dict[int, Message] = {}
+        failed: dict[int, str] = {}
         timeout = self.wait_timeout if what == "setup" else self.round_timeout
         deadline = time.monotonic() + timeout
         delay = self.poll_interval
         while True:
-            pending = [mid for mid in ids if slot[mid] not in got]
+            pending = [mid for mid in ids if slot[mid] not in got and slot[mid] not in failed]
             before = len(got)
             for msg in self.grid.pull_messages(pending):
                 k = slot.get(msg.metadata.reply_to_message_id)
                 if k is None:
                     continue
                 if msg.has_error():
+                    if partial:
+                        failed[k] = f"failed (node {nodes[k]}): {msg.error.reason}"
+                        continue
                     who = names[k] if names else f"node {nodes[k]}"
                     raise ClientFailed(f"{what}: client {who} (node {nodes[k]}) failed: {msg.error.reason}")
                 if not got:
                     self._first = time.perf_counter()
                 got[k] = msg
-            if len(got) == len(ids):
+            if len(got) + len(failed) == len(ids):
                 self._last = time.perf_counter()
-                return [got[k] for k in range(len(ids))]
+                return (got, failed) if partial else [got[k] for k in range(len(ids))]
             if time.monotonic() >= deadline:
-                late = [k for k in range(len(ids)) if k not in got]
+                late = [k for k in range(len(ids)) if k not in got and k not in failed]
+                if partial:
+                    self._last = time.perf_counter()
+                    failed.update({k: f"no reply within {timeout:g} s (node {nodes[k]})" for k in late})
+                    return got, failed
                 who = ", ".join((f"client {names[k]} (node {nodes[k]})" if names else f"node {nodes[k]}") for k in late)
                 raise NodeTimeout(f"{what}: no reply within {timeout:g} s from {who}")
             # Each empty pull costs the SuperLink a request: back off while nothing arrives, start
@@ -205,7 +230,7 @@ class FlowerTransport:
             delay = self.poll_interval if len(got) > before else min(delay * POLL_GROWTH, max(self.poll_interval, MAX_POLL))
             time.sleep(delay)
 
-    def _send_and_receive(self, msgs, nodes, what, names) -> list[Message]:
+    def _send_and_receive(self, msgs, nodes, what, names, partial: bool = False):
         t0 = time.perf_counter()
         self._pushed = self._first = t0
         dst = [m.metadata.dst_node_id for m in msgs]
@@ -213,6 +238,12 @@ class FlowerTransport:
         self._last = time.perf_counter()
         by_node = {int(r.metadata.src_node_id): r for r in replies}
         late = [k for k, n in enumerate(dst) if int(n) not in by_node]
+        if partial:
+            failed = {k: f"no reply within {self.round_timeout:g} s (node {dst[k]})" for k in late}
+            for k, n in enumerate(dst):
+                if k not in failed and by_node[int(n)].has_error():
+                    failed[k] = f"failed (node {n}): {by_node[int(n)].error.reason}"
+            return {k: by_node[int(n)] for k, n in enumerate(dst) if k not in failed}, failed
         if late:
             who = ", ".join(f"client {names[k]} (node {nodes[k]})" if names else f"node {nodes[k]}" for k in late)
             raise NodeTimeout(f"{what}: no reply within {self.round_timeout:g} s from {who}")

@@ -15,7 +15,10 @@ import pytest
 from flwr.app import Context, Message, RecordDict
 
 import clients.app as capp
+from fedgc.checkpoint import load_checkpoint
 from fedgc.config import ClientOptions, parse_config
+from fedgc.dropout import ClientDropoutError
+from fedgc.errors import ConfigError
 from fedgc.protocol import LocalTransport
 from fedgc.run import build_session, execute, simulate_scenario, write_scenario_files
 from server.app import LAST_ROUND_FILE, Job, config_from_json, config_to_raw, run_job
@@ -122,9 +125,10 @@ def test_fake_grid_matches_local(small, tmp_path, learn_theta):
 def test_silent_node_stops_the_run_and_keeps_last_round(small, tmp_path):
     grid = FakeGrid(_node_configs(small), silent={1001: 3})  # client1 answers the opening exchange and rounds 1, 2 only
     job = Job(cfg=small, engine="flower", out_dir=tmp_path, round_timeout=0.3, poll_interval=0.001)
-    with pytest.raises(NodeTimeout, match=r"round 3: no reply within 0\.3 s from client client1 \(node 1001\)") as err:
+    with pytest.raises(ClientDropoutError, match=r"round 3: .*'client1'.*no reply within 0\.3 s \(node 1001\)") as err:
         run_job(grid, job)
-    assert str(tmp_path / LAST_ROUND_FILE) in str(err.value)
+    assert str(tmp_path / LAST_ROUND_FILE) in str(err.value) and str(tmp_path / "checkpoint.npz") in str(err.value)
+    assert load_checkpoint(tmp_path).state.round == 3
     last = json.loads((tmp_path / LAST_ROUND_FILE).read_text())
     assert not last["complete"] and last["round"] == 3 and "client1" in last["error"]
     assert np.asarray(last["A_s"]).shape == (6, 6)
@@ -150,3 +154,39 @@ def test_no_node_at_all_is_a_clear_error(small, tmp_path):
 def test_node_without_data_path_is_a_clear_error():
     with pytest.raises(Exception, match="no 'data-path' in its node config"):
         capp.node_settings({"client-name": "x"})
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_silent_node_under_continue_finishes_without_it(small, tmp_path):
+    cfg = replace(small, server=replace(small.server, on_dropout="continue"))
+    grid = FakeGrid(_node_configs(cfg), silent={1001: 3})
+    job = Job(cfg=cfg, engine="flower", out_dir=tmp_path, round_timeout=0.3, poll_interval=0.001, write_files=True)
+    result = run_job(grid, job)
+    assert [(d.client, d.round) for d in result.fit.dropouts] == [("client1", 3)]
+    assert result.fit.gc.unknown[1, 0] and result.fit.gc.unknown[2, 1] and not result.fit.gc.unknown[0, 2]
+    written = json.loads((tmp_path / "result.json").read_text())
+    assert written["edges"][0][1] is None and written["resilience"]["dropouts"][0]["client"] == "client1"
+    assert grid.rounds_seen[1001] == 4  # after dropping out it is asked nothing more
+
+
+def test_flower_run_resumes_from_its_checkpoint(small, tmp_path):
+    full = run_job(FakeGrid(_node_configs(small)), Job(cfg=small, engine="flower", out_dir=tmp_path / "full", poll_interval=0.001))
+
+    def crash(record):
+        if record.round == 3:
+            raise Interrupt()
+
+    with pytest.raises(Interrupt):
+        run_job(FakeGrid(_node_configs(small)), Job(cfg=small, engine="flower", out_dir=tmp_path / "cut", poll_interval=0.001, on_round=crash))
+    assert load_checkpoint(tmp_path / "cut").state.round == 2
+    fresh = FakeGrid(_node_configs(small))  # restarted SuperNodes: no session, no context state
+    resumed = run_job(fresh, Job(cfg=small, engine="flower", out_dir=tmp_path / "cut", poll_interval=0.001, resume=True))
+    np.testing.assert_allclose(resumed.fit.A_s, full.fit.A_s, rtol=0, atol=1e-9)
+    assert resumed.fit.resumed_from == 2 and resumed.fit.history == full.fit.history
+    assert min(fresh.rounds_seen.values()) == full.fit.rounds - 2  # rounds 2.. only, not the opening exchange
+    with pytest.raises(ConfigError, match="learn_theta"):
+        theta = replace(small, client=ClientOptions(learn_theta=True))
+        run_job(FakeGrid(_node_configs(small)), Job(cfg=theta, engine="flower", out_dir=tmp_path / "cut", resume=True))

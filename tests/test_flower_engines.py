@@ -112,8 +112,55 @@ def test_flower_deployed_silent_node(cfg, deployment):
     assert not worker.is_alive()
     assert errors and isinstance(errors[0], FedGCError), errors
     message = str(errors[0])
-    assert "no reply within 10 s from client client5" in message
+    assert "'client5'" in message and "no reply within 10 s" in message
     assert str(out / LAST_ROUND_FILE) in message
     kept = json.loads((out / LAST_ROUND_FILE).read_text())
     assert not kept["complete"] and kept["round"] >= 1 and "client5" in kept["error"]
     assert np.asarray(kept["A_s"]).shape == (24, 24)
+
+
+@pytest.mark.slow  # about a minute on a loaded 2-core machine: its own deployment, a run and one round timeout
+def test_flower_deployed_killed_supernode_under_continue(cfg, tmp_path):
+    """SIGKILL one client's SuperNode and ClientApp mid-run: with on_dropout continue the run finishes
+    without it, says so, and the checkpoint on disk is intact. Its own deployment: the node stays dead."""
+    from fedgc.checkpoint import CHECKPOINT_FILE, load_checkpoint
+    from fedgc.run import simulate_scenario, write_scenario_files
+
+    spec = replace(cfg.synthetic, n_clients=4, state_dims=3, obs_dims=20, n_steps=1000)
+    server = replace(cfg.server, tol=1e-300, max_rounds=5, on_dropout="continue")
+    run_cfg = replace(cfg, synthetic=spec, engine="flower", server=server)
+    out = tmp_path / "out"
+    write_scenario_files(run_cfg, simulate_scenario(run_cfg), out / "clients")  # what the nodes read
+    results: list = []
+    dep = LocalDeployment(_node_configs(out, 4), tmp_path / "work")
+    with dep:
+
+        def run():
+            from server.engine import run_flower
+
+            try:
+                results.append(run_flower(run_cfg, mode="simulate", out_dir=out, superlink=dep.address, round_timeout=15.0))
+            except BaseException as exc:  # noqa: BLE001
+                results.append(exc)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        deadline = time.monotonic() + 240
+        while not (out / CHECKPOINT_FILE).is_file() and time.monotonic() < deadline and worker.is_alive():
+            time.sleep(0.02)
+        for name in ("clientapp-2", "supernode-2"):
+            os.killpg(dep.procs[name].pid, signal.SIGKILL)
+            dep.procs[name].wait(timeout=10)
+        worker.join(timeout=300)
+    assert all(p.poll() is not None for p in dep.procs.values()), "a deployment process outlived the test"
+    assert not worker.is_alive() and results, "the run did not finish"
+    result = results[0]
+    assert not isinstance(result, BaseException), result
+    assert [d.client for d in result.fit.dropouts] == ["client2"] and "no reply within 15 s" in result.fit.dropouts[0].reason
+    assert result.fit.rounds == 5
+    gc = result.fit.gc
+    assert gc.unknown[2, [0, 1, 3]].all() and gc.unknown[[0, 1, 3], 2].all() and np.isnan(gc.strength[2, 0])
+    assert np.isfinite(gc.pvalue[0, 1]) and np.isnan(result.fit.A_s[6:9]).all()
+    kept = load_checkpoint(out).state
+    assert kept.round == 5 and kept.finished and kept.active == (True, True, False, True)
+    np.testing.assert_array_equal(kept.A_s, result.fit.A_s)

@@ -12,14 +12,14 @@ from fedgc.protocol import ClientInfo
 
 def test_reply_round_trip_keeps_none_fields():
     rng = np.random.default_rng(0)
-    reply = ClientReply(rng.normal(size=(5, 2)), rng.normal(size=(5, 2)), np.eye(2), None, 3.25)
+    reply = ClientReply(rng.normal(size=(5, 2)), rng.normal(size=(5, 2)), np.eye(2), None, 3.25, None, "plant", 7)
     payload = messages.encode_reply(reply)
     assert "gradient" not in payload
     back = messages.decode_reply(payload)
     for a, b in zip(back[:4], reply[:4]):
         assert (a is None and b is None) or np.array_equal(a, b)
-    assert back.loss == 3.25
-    assert messages.payload_bytes(payload) == 2 * 5 * 2 * 8 + 4 * 8 + 8
+    assert back.loss == 3.25 and back.client == "plant" and back.round == 7
+    assert messages.payload_bytes(payload) == 2 * 5 * 2 * 8 + 4 * 8 + 8 + len("plant") + 8
 
 
 def test_request_and_setup_round_trip():

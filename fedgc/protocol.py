@@ -135,6 +135,15 @@ class FitResult:
         return len(self.history)
 
 
+def common_length(infos: Sequence[ClientInfo], what: str) -> int:
+    """The number of steps every client has; ConfigError naming each client's when they differ."""
+    lengths = {c.n_steps for c in infos}
+    if len(lengths) != 1:
+        detail = ", ".join(f"{c.name}: {c.n_steps}" for c in infos)
+        raise ConfigError(f"clients have {what} of different lengths ({detail}); align them first")
+    return lengths.pop()
+
+
 def run_protocol(
     transport: Transport,
     config: ServerConfig,
@@ -160,11 +169,7 @@ def run_protocol(
 
     infos = transport.clients()
     names = [c.name for c in infos]
-    lengths = {c.n_steps for c in infos}
-    if len(lengths) != 1:
-        detail = ", ".join(f"{c.name}: {c.n_steps}" for c in infos)
-        raise ConfigError(f"clients have windows of different lengths ({detail}); align them first")
-    T = lengths.pop()
+    T = common_length(infos, "windows")
     full = Blocks.of([c.state_dim for c in infos])
     request: RequestKind = "newton" if config.rule == "newton" else "gd"
     state = ProtocolState.initial(names, full.dims) if resume is None else _resume(resume, names, full.dims, privacy)

@@ -45,7 +45,7 @@ import numpy as np
 from fedgc.client import ClientReply, ClientSession, RequestKind, run_filter
 from fedgc.errors import ConfigError, DataError, FedGCError
 from fedgc.granger import GCResult, chi2_log10_sf, granger_tests
-from fedgc.protocol import ClientInfo, RoundRecord, ServerConfig
+from fedgc.protocol import ClientInfo, RoundRecord, ServerConfig, common_length
 from fedgc.server import (
     Blocks,
     Diagonal,
@@ -370,11 +370,7 @@ def run_stream(
         raise ConfigError("streaming mode needs server.rule: newton (gd needs many rounds per window)")
     infos = transport.clients()
     names = tuple(c.name for c in infos)
-    lengths = {c.n_steps for c in infos}
-    if len(lengths) != 1:
-        detail = ", ".join(f"{c.name}: {c.n_steps}" for c in infos)
-        raise ConfigError(f"clients have streams of different lengths ({detail}); align them first")
-    T = lengths.pop()
+    T = common_length(infos, "streams")
     blocks = Blocks.of([c.state_dim for c in infos])
     M = len(names)
     if stream.window - server.burn_in <= blocks.total + 1:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import scipy.linalg
 
 from fedgc.errors import ModelError
 from fedgc.kalman import SteadyState, information_matrix, steady_state
@@ -278,6 +279,29 @@ def _identify_gappy(y, C, mean, scale, *, client: str, min_variance: float) -> L
     return _fit_dynamics(X, Y, noise_X.sum(axis=0), noise_X.mean(axis=0), noise_Y.mean(axis=0), C, R, mean, scale, client)
 
 
+MAX_NOISE_CORRECTION = 0.75  # the share of the raw AR residual covariance the correction may remove
+
+
+def corrected_process_noise(raw: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Q from the scores' AR residual covariance `raw` (D, D) and the part `noise` (D, D) the
+    scores' measurement noise puts into it: raw - c * noise, with the largest c <= 1 that keeps
+    Q >= (1 - MAX_NOISE_CORRECTION) * raw (Loewner order).
+
+    With a well-specified model E[raw] = Q + noise and c = 1. On real plants the PCA residual
+    R also holds unmodelled, autocorrelated signal, so `noise` can exceed `raw` in some
+    direction; raw - noise is then indefinite, and clipping it leaves near-deterministic state
+    directions whose steady-state gain is about 0, and the augmented filters diverge. raw - c
+    noise >= (1 - g) raw holds exactly when c <= g mu, mu the smallest generalised eigenvalue of
+    (raw, noise).
+    """
+    raw, noise = 0.5 * (raw + raw.T), 0.5 * (noise + noise.T)
+    scale = max(np.linalg.eigvalsh(raw).max(), 1e-6)
+    mu = scipy.linalg.eigh(raw, noise + 1e-12 * scale * np.eye(len(noise)), eigvals_only=True)[0]
+    Q = raw - min(1.0, MAX_NOISE_CORRECTION * max(mu, 0.0)) * noise
+    w, V = np.linalg.eigh(Q)  # raw itself can be singular (fewer score pairs than states)
+    return (V * np.maximum(w, 1e-3 * scale)) @ V.T
+
+
 def _fit_dynamics(X, Y, gram_noise, noise_X, noise_Y, C, R, mean, scale, client: str) -> LocalModel:
     """A, Q from the score pairs X = s_{t-1}, Y = s_t (n, D) whose measurement noise has sum gram_noise
     over the rows of X and average covariance noise_X (rows of X) and noise_Y (rows of Y)."""
@@ -290,11 +314,7 @@ def _fit_dynamics(X, Y, gram_noise, noise_X, noise_Y, C, R, mean, scale, client:
     if rho >= 0.999:
         A = A * (0.999 / rho)
     resid_s = Y - X @ A.T
-    Q = resid_s.T @ resid_s / len(resid_s)
-    # The scores' noise in the AR residual is removed.
-    Q = Q - noise_Y - A @ noise_X @ A.T
-    w, V = np.linalg.eigh(0.5 * (Q + Q.T))
-    Q = (V * np.maximum(w, 1e-3 * max(w.max(), 1e-6))) @ V.T
+    Q = corrected_process_noise(resid_s.T @ resid_s / len(resid_s), noise_Y + A @ noise_X @ A.T)
     model = LocalModel(A=A, C=C, Q=Q, R=R, mean=mean, scale=scale)
     validate(model, client)
     return model

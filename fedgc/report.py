@@ -578,9 +578,12 @@ def markdown_report(data: dict, images: dict[str, str] | None = None) -> str:
         if comm:
             lines += ["| quantity | value |", "|---|---:|"]
             for k, v in comm.items():
+                if k == "per_exchange":
+                    continue
                 shown_v = _bytes(v) if "bytes" in k else (_fmt(v) if not isinstance(v, (dict, list)) else json.dumps(v))
                 lines.append(f"| {_md(k)} | {_md(shown_v)} |")
             lines.append("")
+            lines += _per_exchange_table(comm.get("per_exchange") or [])
         if raw:
             lines += [f"Raw client data that never left the clients: {_bytes(raw)}.", ""]
 
@@ -603,6 +606,21 @@ def markdown_report(data: dict, images: dict[str, str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def _per_exchange_table(rows: list[dict], *, head: int = 15, tail: int = 5) -> list[str]:
+    """Bytes each way per exchange; a long run shows its first `head` and last `tail` exchanges."""
+    if not rows:
+        return []
+    lines = ["| exchange | request | to clients | to server | seconds |", "|---:|---|---:|---:|---:|"]
+    shown = rows if len(rows) <= head + tail else [*rows[:head], None, *rows[-tail:]]
+    for r in shown:
+        if r is None:
+            lines.append(f"| ... | {len(rows) - head - tail} more in result.json | | | |")
+            continue
+        lines.append(f"| {r.get('exchange', '')} | {_md(str(r.get('request', '')))} | {_bytes(r.get('to_clients', 0))} | "
+                     f"{_bytes(r.get('to_server', 0))} | {_fmt(r.get('seconds'))} |")  # fmt: skip
+    return [*lines, ""]
+
+
 def _tep_sections(data: dict) -> list[str]:
     """The flowsheet comparison and fault-origin tables (fedgc.tep, fedgc.origin), when present."""
     lines: list[str] = []
@@ -617,6 +635,14 @@ def _tep_sections(data: dict) -> list[str]:
     fs = data.get("fault_stream")
     if fs:
         first = fs.get("first_alert_after_fault")
+        if fs["fault"] is None:
+            lines += [
+                "## Normal-operation run, streaming",
+                "",
+                f"Run {fs['run']} (no fault): {fs['alerts_before_fault']} alert(s), all false alerts.",
+                "",
+            ]
+            return lines
         lines += [
             "## Fault run, streaming",
             "",

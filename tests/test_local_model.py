@@ -10,7 +10,16 @@ import scipy.linalg
 
 from fedgc.errors import ModelError
 from fedgc.kalman import information_matrix, steady_state
-from fedgc.local_model import LocalModel, identify, is_detectable, load_npz, save_npz, validate
+from fedgc.local_model import (
+    MAX_NOISE_CORRECTION,
+    LocalModel,
+    corrected_process_noise,
+    identify,
+    is_detectable,
+    load_npz,
+    save_npz,
+    validate,
+)
 from fedgc.synthetic import SystemSpec, simulate
 
 CLIENT = "boiler-3"
@@ -237,3 +246,44 @@ def test_identify_state_dim_out_of_range():
     raw = np.random.default_rng(15).standard_normal((200, 6))
     with pytest.raises(ModelError, match=rf"{CLIENT}.*state dimension 6"):
         identify(raw, client=CLIENT, state_dim=6)
+
+
+# ----------------------------------------------------------------------------- process noise correction
+
+
+def _spd(rng, D, scale=1.0):
+    B = rng.standard_normal((D, D))
+    return scale * (B @ B.T / D + 0.1 * np.eye(D))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_process_noise_correction_is_exact_when_the_model_is_consistent(seed):
+    """raw = Q + noise with noise small against Q: the whole noise is removed."""
+    rng = np.random.default_rng(seed)
+    Q, noise = _spd(rng, 4), _spd(rng, 4, scale=0.05)
+    np.testing.assert_allclose(corrected_process_noise(Q + noise, noise), Q, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_process_noise_correction_keeps_a_share_of_the_raw_covariance(seed):
+    """noise larger than raw in some direction (raw - noise indefinite): Q = raw - c noise with the
+    largest c that keeps Q >= (1 - g) raw, so the bound is tight and Q stays well inside the cone."""
+    rng = np.random.default_rng(seed)
+    raw = _spd(rng, 4)
+    u = rng.standard_normal(4)
+    w = raw @ u
+    noise = _spd(rng, 4, scale=0.2) + 3.0 * np.outer(w, w) / (u @ w)  # u^T noise u > 3 u^T raw u
+    assert np.linalg.eigvalsh(raw - noise).min() < 0
+    Q = corrected_process_noise(raw, noise)
+    kept = np.linalg.eigvalsh(Q - (1 - MAX_NOISE_CORRECTION) * raw)
+    assert kept.min() == pytest.approx(0.0, abs=1e-10 * np.abs(kept).max())
+    c_matrix = raw - Q  # a multiple of noise
+    c = np.sum(c_matrix * noise) / np.sum(noise * noise)
+    np.testing.assert_allclose(c_matrix, c * noise, atol=1e-12)
+    assert 0 < c < 1
+
+
+def test_process_noise_correction_of_a_singular_raw_covariance_is_positive_definite():
+    raw = np.diag([1.0, 0.0])
+    Q = corrected_process_noise(raw, 0.01 * np.eye(2))
+    assert np.linalg.eigvalsh(Q).min() > 0

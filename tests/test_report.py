@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import matplotlib.image
@@ -131,6 +132,21 @@ def test_report_markdown(result, written):
     assert "![Granger causality heatmap](gc_heatmap.png)" in text
     assert "![Convergence](convergence.png)" in text
     assert "local" in text and "converged" in text
+    # bytes each way per exchange, one row each (every exchange of this short run), never a JSON blob
+    per = result.communication["per_exchange"]
+    rows = [line for line in text.splitlines() if re.match(r"\| \d+ \| \w+ \| [\d.]+ k?B \| [\d.]+ k?B \| ", line)]
+    assert len(rows) == len(per) >= 2 and "per_exchange" not in text
+    assert rows[0].startswith(f"| {per[0]['exchange']} | {per[0]['request']} | ")
+
+
+def test_per_exchange_table_of_a_long_run_shows_both_ends():
+    from fedgc.report import _per_exchange_table
+
+    rows = [{"exchange": i, "request": "newton", "to_clients": 1000 * i, "to_server": 5, "seconds": 0.01} for i in range(40)]
+    table = _per_exchange_table(rows)
+    body = table[2:-1]
+    assert len(body) == 15 + 1 + 5 and body[15] == "| ... | 20 more in result.json | | | |"
+    assert body[0].startswith("| 0 | newton | 0 B | 5 B |") and body[-1].startswith("| 39 | newton | 39.0 kB |")
 
 
 def test_without_truth_or_oracle(result, tmp_path):

@@ -213,6 +213,9 @@ def test_simulate_tep_yaml(real_data, tmp_path):
         assert rec["start"] == 160 and sorted(rec["ranking"]) == sorted(TEP_UNITS)
         assert rec["known_origin"] in ("feed", "reactor")
         assert all(len(v["score"]) == 960 for v in rec["clients"].values())
+    # the full protocol with identified models: the fixed point is reached and agrees with the oracle
+    assert result["converged"] and result["rounds"] > 1
+    assert result["evaluation"]["relative_error_vs_oracle"] < 0.15  # measured 0.10: misspecified models
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Learned unit graph vs the flowsheet" in report and "## Fault origin" in report
 
@@ -252,6 +255,20 @@ def test_fault_run_streams_with_alerts_against_the_fault_start(real_data, tmp_pa
         first = fs["first_alert_after_fault"]
         assert first["time"] == min(t for t in times if t > 160) and first["delay"] == first["time"] - 160
     assert "## Fault run, streaming" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_streaming_a_normal_operation_run_counts_every_alert_as_false(fake_folder, tmp_path):
+    config = tmp_path / "t.yaml"
+    config.write_text(yaml.safe_dump({
+        "tep": {"path": str(fake_folder), "run": "d00_te", "identify_on": "d00"},
+        "streaming": {"window": 100, "max_rounds": 1}, "evaluation": {"oracle": False},
+    }))  # fmt: skip
+    result = _simulate_cli(config, tmp_path / "out")
+    fs = result["fault_stream"]
+    assert fs["fault"] is None and fs["fault_start"] is None and fs["first_alert_after_fault"] is None
+    assert fs["alerts_before_fault"] == len(result["streaming"]["alerts"]) and fs["alerts_after_fault"] == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"Run d00_te (no fault): {fs['alerts_before_fault']} alert(s), all false alerts." in report
 
 
 def test_a_fault_run_needs_streaming_and_a_separate_identification_run(fake_folder):

@@ -74,18 +74,23 @@ class OriginScores(NamedTuple):
 
 @dataclass(frozen=True, eq=False)
 class Origin:
-    """result.json "origin": fault-origin scores per client, ranking most likely origin first."""
+    """One run's fault-origin record of result.json "origin": scores per client, ranking most likely
+    origin first; start (the fault's first step) and known_origin when the run says."""
 
+    run: str
     threshold: float
     clients: dict[str, OriginScores]
     ranking: tuple[str, ...]
+    start: float | None = None
+    known_origin: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class Inspected:
     """A result.json as arrays. strength ||A_s^{mn}||_F, statistic, dof, pvalue, log10_pvalue: (M, M)
     float, NaN where not tested; edges, truth: (M, M) bool (truth None when unknown); run_alpha is the
-    level the run used, alpha the one `edges` are decided at. data is the parsed JSON as read."""
+    level the run used, alpha the one `edges` are decided at; origins: one fault-origin record per run
+    (empty when the result has none). data is the parsed JSON as read."""
 
     path: Path
     data: dict
@@ -102,7 +107,7 @@ class Inspected:
     run_alpha: float
     truth: np.ndarray | None
     streaming: Streaming | None
-    origin: Origin | None
+    origins: tuple[Origin, ...]
 
 
 class Pair(NamedTuple):
@@ -221,13 +226,13 @@ def load_result(path: str | Path) -> Inspected:
     if evaluation.get("truth_edges") is not None:
         truth = c.matrix(evaluation["truth_edges"], M, "evaluation.truth_edges", boolean=True)
     streaming = _streaming(c, data["streaming"], clients) if data.get("streaming") is not None else None
-    origin = _origin(c, data["origin"], clients) if data.get("origin") is not None else None
+    origins = _origins(c, data["origin"], clients) if data.get("origin") is not None else ()
     for a in (log10_pvalue, statistic, dof):
         a.setflags(write=False)
     return Inspected(
         path=file, data=data, name=str(data.get("name") or file.parent.name), clients=clients, dims=dims,
         strength=strength, statistic=statistic, dof=dof, pvalue=pvalue, log10_pvalue=log10_pvalue, edges=edges,
-        alpha=run_alpha, run_alpha=run_alpha, truth=truth, streaming=streaming, origin=origin,
+        alpha=run_alpha, run_alpha=run_alpha, truth=truth, streaming=streaming, origins=origins,
     )  # fmt: skip
 
 
@@ -279,26 +284,38 @@ def _streaming(c: _Checker, s: Any, clients: tuple[str, ...]) -> Streaming:
     )  # fmt: skip
 
 
-def _origin(c: _Checker, o: Any, clients: tuple[str, ...]) -> Origin:
-    """The "origin" key (schema agreed with fedgc.origin)."""
+def _origins(c: _Checker, o: Any, clients: tuple[str, ...]) -> tuple[Origin, ...]:
+    """The "origin" key (fedgc.origin.origin_dict records): one record, or {run name: record}."""
     c.items(o, "origin", dict)
+    if "ranking" in o:
+        return (_origin(c, o, "origin", run=""),)
+    return tuple(_origin(c, rec, f"origin[{json.dumps(run)}]", run=str(run)) for run, rec in o.items())
+
+
+def _origin(c: _Checker, o: Any, where: str, *, run: str) -> Origin:
+    c.items(o, where, dict)
     for key in ("threshold", "clients", "ranking"):
         if key not in o:
-            c.fail("origin", f"missing key {key!r}")
+            c.fail(where, f"missing key {key!r}")
     scores = {}
-    for name, entry in c.items(o["clients"], "origin.clients", dict).items():
-        where = f"origin.clients[{json.dumps(name)}]"
-        c.items(entry, where, dict)
+    for name, entry in c.items(o["clients"], f"{where}.clients", dict).items():
+        at = f"{where}.clients[{json.dumps(name)}]"
+        c.items(entry, at, dict)
         if "score" not in entry:
-            c.fail(where, "missing key 'score'")
-        score = np.array([c.number(v, f"{where}.score[{t}]") for t, v in enumerate(c.items(entry["score"], where))])
+            c.fail(at, "missing key 'score'")
+        score = np.array([c.number(v, f"{at}.score[{t}]") for t, v in enumerate(c.items(entry["score"], at))])
         first = entry.get("first_crossing")
-        scores[name] = OriginScores(None if first is None else c.number(first, f"{where}.first_crossing"), score)
-    ranking = tuple(c.items(o["ranking"], "origin.ranking"))
+        scores[name] = OriginScores(None if first is None else c.number(first, f"{at}.first_crossing"), score)
+    ranking = tuple(c.items(o["ranking"], f"{where}.ranking"))
     unknown = [r for r in ranking if r not in scores]
     if unknown:
-        c.fail("origin.ranking", f"names {unknown} have no scores in origin.clients")
-    return Origin(c.number(o["threshold"], "origin.threshold", null=False), scores, ranking)
+        c.fail(f"{where}.ranking", f"names {unknown} have no scores in {where}.clients")
+    start = o.get("start")
+    known = o.get("known_origin")
+    return Origin(
+        run=run, threshold=c.number(o["threshold"], f"{where}.threshold", null=False), clients=scores, ranking=ranking,
+        start=None if start is None else c.number(start, f"{where}.start"), known_origin=None if known is None else str(known),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- edges
@@ -381,8 +398,11 @@ def format_table(result: Inspected, *, top: int | None = None, every_pair: bool 
     if result.streaming is not None:
         s = result.streaming
         lines.append(f"streaming: {len(s.windows)} windows of {s.window} samples every {s.step}, {len(s.alerts)} alerts")
-    if result.origin is not None and result.origin.ranking:
-        lines.append(f"fault origin ranking: {', '.join(result.origin.ranking[:5])}")
+    for o in result.origins:
+        if o.ranking:
+            run = f" {o.run}" if o.run else ""
+            known = f" (known origin: {o.known_origin})" if o.known_origin else ""
+            lines.append(f"fault origin{run}: {' > '.join(o.ranking[:5])}{known}")
     if not shown:
         lines.append(f"no pair is an edge at alpha = {result.alpha:g}; --all lists every pair")
         return "\n".join(lines)

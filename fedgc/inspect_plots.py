@@ -296,14 +296,24 @@ def streaming_figure(result: Inspected, *, featured: int = 8):
 
 
 def origin_figure(result: Inspected, *, highlighted: int = 6):
-    """Per-client innovation score per step with the threshold; each client's first crossing marked.
-    The `highlighted` most likely origins are in colour (legend in ranking order), the rest grey."""
-    o = result.origin
-    if o is None:
+    """Per-client innovation score per step with the threshold, one panel per fault run (its start
+    and known origin marked when the run says); each client's first crossing marked. The
+    `highlighted` most likely origins are in colour (legend in ranking order), the rest grey."""
+    if not result.origins:
         raise ValueError("result has no fault-origin scores")
+    n = len(result.origins)
+    fig = _figure(11.0, 1.0 + 4.2 * n)
+    axes = fig.subplots(n, 1, squeeze=False)[:, 0]
+    for ax, o in zip(axes, result.origins):
+        _origin_panel(ax, o, highlighted=highlighted)
+    axes[-1].set_xlabel("time step")
+    runs = "" if n == 1 else f", {n} fault runs"
+    fig.suptitle(f"{result.name}: fault origin, innovation score per client{runs}", fontsize=12)
+    return fig
+
+
+def _origin_panel(ax, o, *, highlighted: int) -> None:
     order = list(o.ranking) + [c for c in o.clients if c not in o.ranking]
-    fig = _figure(11.0, 5.2)
-    ax = fig.add_subplot()
     values = np.concatenate([v.score for v in o.clients.values()])
     top = float(np.nanmax(values)) if np.isfinite(values).any() else o.threshold
     if o.threshold > 0 and top / o.threshold > 100 and np.nanmin(values) > 0:  # scores far above threshold
@@ -327,16 +337,21 @@ def origin_figure(result: Inspected, *, highlighted: int = 6):
             ax.axvline(first, color=colour, ls=":", lw=1.0, zorder=1)
             ax.scatter([first], [y], s=60, color=colour, edgecolors="black", linewidths=0.8, zorder=5)
     threshold = ax.axhline(o.threshold, color="black", ls="--", lw=1.2, label=f"threshold {o.threshold:g}", zorder=4)
-    ax.set_xlabel("time step")
+    extra = [threshold]
+    if o.start is not None:
+        extra.append(ax.axvline(o.start, color="0.3", lw=3.0, alpha=0.35, zorder=1, label=f"fault start t = {o.start:g}"))
     ax.set_ylabel("innovation score")
     ax.grid(alpha=0.3)
-    ax.legend(handles=[handles[r] for r in sorted(handles)] + [threshold], loc="upper left", bbox_to_anchor=(1.01, 1.0),
+    ax.legend(handles=[handles[r] for r in sorted(handles)] + extra, loc="upper left", bbox_to_anchor=(1.01, 1.0),
               fontsize=8, frameon=False, title="clients, likeliest origin first", title_fontsize=8)  # fmt: skip
     hidden = len(order) - min(highlighted, len(order))
-    note = f" ({hidden} more in grey)" if hidden > 0 else ""
     likeliest = o.ranking[0] if o.ranking else "n/a"
-    fig.suptitle(f"{result.name}: fault origin, innovation score per client{note}; likeliest origin: {likeliest}", fontsize=12)
-    return fig
+    title = [o.run or "fault origin", f"likeliest origin: {likeliest}"]
+    if o.known_origin is not None:
+        title.append(f"known origin: {o.known_origin} ({'right' if likeliest == o.known_origin else 'wrong'})")
+    if hidden > 0:
+        title.append(f"{hidden} more clients in grey")
+    ax.set_title("; ".join(title), fontsize=10, loc="left")
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -356,7 +371,7 @@ def write_figures(result: Inspected, *, out_dir: str | Path) -> dict[str, Path]:
         streaming_figure(result).savefig(paths["streaming"], dpi=110)
     else:
         del paths["streaming"]
-    if result.origin is not None:
+    if result.origins:
         origin_figure(result).savefig(paths["origin"], dpi=110)
     else:
         del paths["origin"]

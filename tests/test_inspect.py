@@ -145,7 +145,7 @@ def test_load_matches_the_run(run, gen):
         np.testing.assert_array_equal(getattr(res, key), getattr(gc, key))
     np.testing.assert_array_equal(res.edges, gc.edges)
     np.testing.assert_array_equal(res.truth, result.truth.edges)
-    assert res.alpha == res.run_alpha == gc.alpha and res.streaming is None and res.origin is None
+    assert res.alpha == res.run_alpha == gc.alpha and res.streaming is None and res.origins == ()
     # the stored p-values re-decide the run's own edges, and other levels as the textbook BH does
     np.testing.assert_array_equal(with_alpha(res, alpha=gc.alpha).edges, gc.edges)
     off = gen.off_diagonal(len(gc.clients))
@@ -166,9 +166,41 @@ def test_load_streaming_and_origin(stream_dir):
     kinds = {(a.source, a.target, a.kind) for a in s.alerts}
     c = res.clients
     assert (c[1], c[2], "appeared") in kinds and (c[3], c[0], "disappeared") in kinds
-    o = res.origin
+    (o,) = res.origins
+    assert o.run == "" and o.start is None and o.known_origin is None
     assert o.ranking[0] == c[2] and o.clients[c[2]].first_crossing > 160
     np.testing.assert_array_equal(o.clients[c[1]].score, data["origin"]["clients"][c[1]]["score"])
+
+
+def test_origin_per_fault_run(stream_dir, tmp_path):
+    """fedgc.tep_run writes "origin" as {fault run: record} with the fault start and known origin."""
+    from fedgc.inspect import format_table
+    from fedgc.inspect_plots import origin_figure
+
+    data = json.loads((stream_dir / RESULT_FILE).read_text())
+    c = data["clients"]
+    one = data.pop("origin")
+    other = origin_section(c, np.random.default_rng(3))
+    data["origin"] = {"d01_te": {**one, "start": 160, "known_origin": c[2]}, "d04_te": {**other, "start": 150, "known_origin": c[1]}}
+    (tmp_path / RESULT_FILE).write_text(dumps(data))
+    res = load_result(tmp_path)
+    assert [(o.run, o.start, o.known_origin) for o in res.origins] == [("d01_te", 160, c[2]), ("d04_te", 150, c[1])]
+    assert res.origins[0].ranking == tuple(one["ranking"])
+    text = format_table(res)
+    assert f"fault origin d01_te: {' > '.join(one['ranking'])} (known origin: {c[2]})" in text
+    assert f"fault origin d04_te: {' > '.join(other['ranking'])} (known origin: {c[1]})" in text
+
+    fig = origin_figure(res)
+    panels = [ax for ax in fig.axes if ax.get_title(loc="left")]
+    assert [ax.get_title(loc="left").split(";")[0] for ax in panels] == ["d01_te", "d04_te"]
+    assert "known origin: " + c[2] + " (right)" in panels[0].get_title(loc="left")  # c[2] ramps up first
+    for ax, start in zip(panels, (160, 150)):
+        assert any(np.allclose(line.get_xdata(), start) for line in ax.lines)  # the fault start is marked
+
+    data["origin"]["d04_te"]["ranking"] = ["x"]
+    (tmp_path / RESULT_FILE).write_text(dumps(data))
+    with pytest.raises(FedGCError, match=re.escape('origin["d04_te"].ranking: names [\'x\'] have no scores')):
+        load_result(tmp_path)
 
 
 def _mutate(data: dict, how: str) -> object:
@@ -383,7 +415,7 @@ def test_streaming_and_origin_figures_mark_alerts_and_crossings(stream_dir):
     assert len(ax.texts) == len(expected)  # each alert is labelled with its pair and kind
 
     ax = origin_figure(res).axes[0]
-    o = res.origin
+    (o,) = res.origins
     crossings = [(c.first_crossing, c.score[int(c.first_crossing)]) for c in o.clients.values() if c.first_crossing is not None]
     marked = np.concatenate([c.get_offsets() for c in ax.collections])
     np.testing.assert_allclose(sorted(map(tuple, marked)), sorted(crossings))

@@ -199,6 +199,9 @@ def test_end_to_end_on_fake_files(fake_folder, tmp_path):
     assert len(origin["clients"]["feed"]["score"]) == 600
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Learned unit graph vs the flowsheet" in report and "| d03_te | 160 |" in report
+    # fedgc inspect reads the per-run origin records and draws them
+    assert main(["inspect", str(tmp_path / "out"), "--figures", "--out", str(tmp_path / "inspect")]) == 0
+    assert (tmp_path / "inspect" / "inspect_origin.png").stat().st_size > 0
 
 
 def test_simulate_tep_yaml(real_data, tmp_path):

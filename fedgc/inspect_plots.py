@@ -268,16 +268,15 @@ def streaming_figure(result: Inspected, *, featured: int = 8):
     ax.set_ylabel(r"strength $\|A_s^{mn}\|_F$")
     ax.grid(alpha=0.3)
     ax.set_ylim(bottom=0)
-    pair_legend = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
-                            title="pair (solid: edge)", title_fontsize=8)  # fmt: skip
-    ax.add_artist(pair_legend)
     kinds = sorted({a.kind for a in s.alerts}, key=list(_KIND_STYLE).index)
-    if kinds:
-        ax.legend(
+    if kinds:  # an extra artist: constrained layout makes room only for the axes' own legend, the wider pair list
+        ax.add_artist(ax.legend(
             handles=[Line2D([], [], marker=_KIND_STYLE[k][0], ls="", markerfacecolor=_KIND_STYLE[k][1],
                             markeredgecolor="black", markersize=8, label=f"alert: {k}") for k in kinds],
             loc="lower left", bbox_to_anchor=(1.01, 0.0), fontsize=8, frameon=False,
-        )  # fmt: skip
+        ))  # fmt: skip
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
+              title="pair (solid: edge)", title_fontsize=8)  # fmt: skip
     ax_count.step(t, count, where="post", color="#33415c")
     ax_count.set_ylim(0, max(int(count.max(initial=0)), 1) * 1.25)
     ax_count.set_ylabel("edges")

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from fedgc.errors import FedGCError
-from fedgc.report import RESULT_FILE, dumps, format_pvalue, read_result
+from fedgc.report import RESULT_FILE, dumps, format_pvalue, read_result, windows_converged
 
 EXPORT_FILES = {"json": "edges.json", "csv": "edges.csv", "graphml": "graph.graphml", "dot": "graph.dot"}
 CSV_COLUMNS = ("target", "source", "strength", "statistic", "pvalue", "edge", "log10_pvalue", "dof")
@@ -389,7 +389,11 @@ def format_table(result: Inspected, *, top: int | None = None, every_pair: bool 
     shown = candidates[:limit]
 
     data = result.data
-    status = f"{data.get('rounds', '?')} rounds, {'converged' if data.get('converged') else 'not converged'}"
+    counts = windows_converged(data)
+    status = f"{data.get('rounds', '?')} rounds, " + (
+        ("converged" if data.get("converged") else "not converged") if counts is None
+        else f"{counts[1]} windows, {counts[0]} converged"
+    )  # fmt: skip
     alpha_note = "" if result.alpha == result.run_alpha else f" (re-decided; the run used alpha = {result.run_alpha:g})"
     lines = [
         f"{result.name}: {M} clients, {status}; {n_edges} of {M * (M - 1)} ordered pairs are edges "

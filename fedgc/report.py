@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -497,7 +498,6 @@ def markdown_report(data: dict, images: dict[str, str] | None = None) -> str:
     ev = data.get("evaluation") or {}
     truth = ev.get("truth_edges")
     edges = data["edges"]
-    server = data.get("server") or {}
     timings = data.get("timings") or {}
     n_edges = sum(bool(edges[m][n]) for m in range(M) for n in range(M) if m != n)
 
@@ -513,9 +513,8 @@ def markdown_report(data: dict, images: dict[str, str] | None = None) -> str:
         ("engine", data.get("engine")),
         ("clients (D_m)", f"{M}: {shown}"),
         ("total state dimension D", sum(dims)),
-        ("server", f"rule {server.get('rule')}, diagonal {server.get('diagonal')}, penalty {_fmt(server.get('penalty'))}, "
-                   f"tol {_fmt(server.get('tol'))}, max_rounds {server.get('max_rounds')}"),  # fmt: skip
-        ("rounds", f"{data.get('rounds')} ({'converged' if data.get('converged') else 'not converged'})"),
+        ("server", server_text(data)),
+        ("rounds", rounds_text(data)),
         ("FDR edges", f"{n_edges} of {M * (M - 1)} ordered pairs at alpha = {_fmt(data.get('alpha'))}"),
         ("time", f"{_fmt(total_time, 3)} s" + (f" ({time_parts})" if time_parts else "") if timings else "n/a"),
         ("seed", data.get("seed")),
@@ -604,6 +603,38 @@ def markdown_report(data: dict, images: dict[str, str] | None = None) -> str:
         lines += [f"![Convergence]({images['convergence']})", ""]
     lines += ["Matrices in result.json are indexed [target m][source n]; " + A_S_NOTE, ""]
     return "\n".join(lines)
+
+
+def _stream_windows(data: Mapping) -> tuple[dict, list] | None:
+    stream = data.get("streaming")
+    if not isinstance(stream, Mapping) or not stream.get("windows"):
+        return None
+    return dict(stream), list(stream["windows"])
+
+
+def server_text(data: Mapping) -> str:
+    """The server settings; a streaming run's rounds and tolerance are its per-window ones."""
+    server = data.get("server") or {}
+    streamed = _stream_windows(data)
+    tol, max_rounds = server.get("tol"), server.get("max_rounds")
+    if streamed is not None:
+        tol, max_rounds = streamed[0].get("tol", tol), streamed[0].get("max_rounds", max_rounds)
+    return (f"rule {server.get('rule')}, diagonal {server.get('diagonal')}, penalty {_fmt(server.get('penalty'))}, "
+            f"tol {_fmt(tol)}, max_rounds {max_rounds}" + (" per window" if streamed is not None else ""))  # fmt: skip
+
+
+def windows_converged(data: Mapping) -> tuple[int, int] | None:
+    """A streaming run's (windows whose rounds converged, windows); None for a batch run."""
+    streamed = _stream_windows(data)
+    return None if streamed is None else (sum(bool(w.get("converged")) for w in streamed[1]), len(streamed[1]))
+
+
+def rounds_text(data: Mapping) -> str:
+    """'8 (converged)', or for a streaming run the rounds over all windows and how many converged."""
+    counts = windows_converged(data)
+    if counts is None:
+        return f"{data.get('rounds')} ({'converged' if data.get('converged') else 'not converged'})"
+    return f"{data.get('rounds')} over {counts[1]} windows ({counts[0]} of {counts[1]} windows converged)"
 
 
 def _per_exchange_table(rows: list[dict], *, head: int = 15, tail: int = 5) -> list[str]:

@@ -309,6 +309,11 @@ def test_simulate_cli_streaming_writes_windows_alerts_and_report(tmp_path):
     report = (out / "report.md").read_text()
     assert "## Streaming" in report and "### Detection of the true switches" in report
     assert "**client0 -> client2**" in report
+    # the header states the per-window rounds, not the batch settings
+    done = sum(w["converged"] for w in record["windows"])
+    assert f"| rounds | {data['rounds']} over 8 windows ({done} of 8 windows converged) |" in report
+    assert f"max_rounds {record['max_rounds']} per window |" in report
+    assert data["rounds"] == sum(w["rounds"] for w in record["windows"])
 
 
 def test_run_cli_streaming_on_client_csv_files(tmp_path):

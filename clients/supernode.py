@@ -5,11 +5,11 @@
 Flower 1.41's SuperNode asks the SuperLink for a message, and when there is none sleeps 3 s;
 after handing a message to the ClientApp it checks for the reply every 0.5 s. A fedgc round
 costs tens of milliseconds, so those sleeps would be the round time. This launcher runs the
-stock SuperNode (same arguments, same behaviour otherwise) with both waits shortened: the
-message poll starts --fedgc-poll-interval seconds after a message and backs off (x1.5 per empty
-poll) to 0.25 s while a run is under way (a message within 30 s) and to --fedgc-idle-interval
-seconds after that; the
-local reply check runs every 5 ms, and object pulls retry after 5 ms instead of 1 s
+stock SuperNode (same arguments, same behaviour otherwise) with both waits shortened: during a
+run the node learns the round period and polls shortly before the next round is due (see
+_PollClock), at the start of a run it polls --fedgc-poll-interval seconds after a message and
+backs off (x1.5 per empty poll) to 0.25 s, and idle to --fedgc-idle-interval seconds; the local
+reply check runs every 5 ms, and object pulls retry after 5 ms instead of 1 s
 (clients.flwrtiming). Without the --fedgc-* flags it is exactly flower-supernode
 apart from those intervals. Pinned to flwr 1.41 (fedgc's dependency); `patch_poll` fails loudly
 if the SuperNode's loop changes.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import time as _time
+from collections import deque
 from typing import Sequence
 
 IDLE_SLEEP = 3  # what flwr.supernode.start_client_internal sleeps when no message is waiting
@@ -27,36 +28,54 @@ IDLE_SLEEP = 3  # what flwr.supernode.start_client_internal sleeps when no messa
 class _PollClock:
     """Stands in for the `time` module inside flwr.supernode.start_client_internal.
 
-    The idle wait backs off: after a message it is `poll`, then grows by `growth` per empty poll,
-    up to `busy` while a message came within the last `busy_for` seconds (a run is under way: its
-    next round comes as soon as the slowest client and the server are done) and up to `idle`
-    after that. A node in a run thus sees the next round within `busy` seconds, and an idle node
-    polls about once per `idle` seconds (stock: 3 s)."""
+    During a run (a message within the last `busy_for` seconds) messages come once per round, and
+    every empty poll is a request the SuperLink serves while it moves the round's messages. So
+    the clock learns the round period P (the median of the last three gaps between messages):
+    after a message the node does not poll again before `lead` * P, then polls every `step` * P
+    (at least `poll`) until 1.5 P, and after that the wait grows by `growth` per empty poll up to
+    `busy`. Without a known period (a run's first messages) it polls after `poll`, growing the
+    same way. Idle (no message for `busy_for` seconds) the wait grows to `idle` (stock Flower:
+    3 s). Flower's other waits (the local reply checks) are shortened to `local`."""
 
     def __init__(
-        self, poll: float, idle: float, growth: float = 1.5, local: float = 0.005, busy: float = 0.25, busy_for: float = 30.0
+        self, poll: float, idle: float, growth: float = 1.5, local: float = 0.005, busy: float = 0.25,
+        busy_for: float = 30.0, lead: float = 0.85, step: float = 0.04,
     ) -> None:  # fmt: skip
         self.poll, self.idle, self.growth, self.local = poll, idle, growth, local
         self.busy, self.busy_for = min(busy, idle), busy_for
+        self.lead, self.step = lead, step
         self.delay = idle
         self.last_activity = -float("inf")
+        self.periods: deque[float] = deque(maxlen=3)
+        self.due = self.hold_until = -float("inf")
 
     def __getattr__(self, name: str):
         return getattr(_time, name)
 
     def activity(self) -> None:
-        self.delay = self.poll
-        self.last_activity = _time.monotonic()
+        now = _time.monotonic()
+        if now - self.last_activity < self.busy_for:
+            self.periods.append(now - self.last_activity)
+        self.last_activity = now
+        period = sorted(self.periods)[(len(self.periods) - 1) // 2] if self.periods else 0.0  # lower median
+        self.delay = max(self.poll, self.step * period)
+        self.due = now + self.lead * period
+        self.hold_until = now + 1.5 * period
 
     def cap(self) -> float:
         return self.busy if _time.monotonic() - self.last_activity < self.busy_for else self.idle
 
     def sleep(self, seconds: float) -> None:
-        if seconds == IDLE_SLEEP:
-            _time.sleep(self.delay)
-            self.delay = min(self.delay * self.growth, self.cap())
-        else:
+        if seconds != IDLE_SLEEP:
             _time.sleep(min(seconds, self.local))
+            return
+        early = self.due - _time.monotonic()
+        if early > 0:  # the next round cannot be here yet
+            _time.sleep(early)
+            return
+        _time.sleep(self.delay)
+        if _time.monotonic() >= self.hold_until:
+            self.delay = min(self.delay * self.growth, max(self.cap(), self.delay))
 
 
 def patch_poll(poll: float = 0.01, idle: float = 1.0) -> _PollClock:

@@ -337,4 +337,23 @@ def _wait(client, run_id: int, timeout: float, start_timeout: float, out_dir) ->
             return f"{status}:{sub}"
         if waited >= timeout:
             raise FedGCError(f"Flower run {run_id} still {status} after {timeout:g} s")
-        time.sleep(0.1)
+        if status == "running":
+            _sleep_until_output(out_dir, RUNNING_STATUS_POLL)
+        else:
+            time.sleep(STATUS_POLL)
+
+
+STATUS_POLL = 0.1  # s between run-status requests while the run starts and once its output is written
+RUNNING_STATUS_POLL = 1.0  # ... while it runs: every request costs the SuperLink CPU a round needs
+
+
+def _sleep_until_output(out_dir, seconds: float) -> None:
+    """Sleep `seconds`, or less once the ServerApp's last output file exists in out_dir (when the
+    ServerApp writes where this process can see, as on one machine): the run is ending."""
+    done = None if out_dir is None else Path(out_dir) / RUN_FILE
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if done is not None and done.is_file():
+            time.sleep(STATUS_POLL)
+            return
+        time.sleep(0.02)

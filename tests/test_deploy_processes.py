@@ -36,6 +36,52 @@ def test_poll_clock_stays_short_during_a_run_and_backs_off_when_idle(monkeypatch
     assert sleeps.calls[-1] == 0.005
 
 
+class _FakeTime:
+    """A monotonic clock that sleeping advances (patched into clients.supernode)."""
+
+    def __init__(self, monkeypatch):
+        self.now, self.sleeps = 100.0, []
+        monkeypatch.setattr("clients.supernode._time.monotonic", lambda: self.now)
+        monkeypatch.setattr("clients.supernode._time.sleep", self.sleep)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _polls_until(clock: _PollClock, fake: _FakeTime, arrival: float) -> int:
+    """Flower's loop: poll, and on an empty poll sleep IDLE_SLEEP; returns the polls a message
+    arriving at `arrival` costs (the last one gets it) and records the message."""
+    polls = 0
+    while True:
+        polls += 1
+        if fake.now >= arrival:
+            clock.activity()
+            return polls
+        clock.sleep(IDLE_SLEEP)
+
+
+def test_poll_clock_learns_the_round_period(monkeypatch):
+    """Rounds every 1.5 s: once the period is known a node polls a handful of times per round
+    (from 0.85 P on, every 0.04 P) instead of ramping up from 10 ms each round, and still sees
+    each message within 0.04 P of its arrival."""
+    fake = _FakeTime(monkeypatch)
+    clock = _PollClock(0.01, 1.0, busy=0.25, busy_for=30.0)
+    period, arrival = 1.5, fake.now
+    polls, late = [], []
+    for _ in range(10):
+        polls.append(_polls_until(clock, fake, arrival))
+        late.append(fake.now - arrival)
+        arrival += period
+    assert polls[1] >= 10  # the first gap: no period known yet, polls ramp up from 10 ms
+    assert max(polls[3:]) <= 7 and max(late[3:]) <= 0.04 * period + 1e-9
+    assert clock.periods and min(clock.periods) == pytest.approx(period, abs=0.1)
+    # a round that comes early is still seen, at most lead * P after the message before it
+    arrival = fake.now + 0.3
+    _polls_until(clock, fake, arrival)
+    assert fake.now - arrival <= 0.85 * period
+
+
 def _alive(pid: int) -> bool:
     """Running (a zombie waiting for a reaper that never comes, as under some container inits, is dead)."""
     try:
@@ -91,3 +137,24 @@ def test_cpu_seconds_counts_the_deployments_processes_and_their_reaped_children(
         assert 0.3 <= dep.cpu_seconds() < 5.0
     finally:
         dep.stop()
+
+
+def test_run_status_waits_long_while_running_and_short_once_the_output_is_written(tmp_path, monkeypatch):
+    """The launcher polls the SuperLink's run status every second during a run (each poll is a
+    request the SuperLink serves between round messages) but looks at the output folder every
+    20 ms, so the end of a run on this machine is seen within a status poll of 0.1 s."""
+    import threading
+
+    from server import engine
+    from server.app import RUN_FILE
+
+    t0 = time.monotonic()
+    engine._sleep_until_output(tmp_path, 0.3)
+    assert 0.3 <= time.monotonic() - t0 < 0.6  # nothing written: the whole wait
+    threading.Timer(0.1, (tmp_path / RUN_FILE).write_text, args=("{}",)).start()
+    t0 = time.monotonic()
+    engine._sleep_until_output(tmp_path, 5.0)
+    assert time.monotonic() - t0 < 1.0  # the ServerApp's last file: back to short polls
+    t0 = time.monotonic()
+    engine._sleep_until_output(None, 0.2)  # output folder not visible here: the plain wait
+    assert time.monotonic() - t0 >= 0.2

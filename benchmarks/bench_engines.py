@@ -7,7 +7,9 @@ and `flower` (a deployment on 127.0.0.1 started here with docker-compose.yml's c
 SuperLink, ServerApp SuperExec, per client a SuperNode and its ClientApp runtime), the largest
 |A_s - A_s(local)|, and the median round latency of the deployed engine (fedgc's push/pull
 polling) next to the same deployment driven by Flower's grid.send_and_receive, measured in the
-same run. Every process started here is stopped at the end.
+same run, and with compact messages (--message-format compact: arrays as bytes in the
+ConfigRecord, 3 Flower objects per message instead of 6). Every process started here is stopped
+at the end.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore")
     p = argparse.ArgumentParser()
     p.add_argument("scenario", nargs="?", default=str(ROOT / "simulations" / "default.yaml"))
-    p.add_argument("--skip", default="", help="comma-separated engines to skip: local, flower-sim, flower, send-and-receive")
+    p.add_argument("--skip", default="", help="comma-separated engines to skip: local, flower-sim, flower, compact, send-and-receive")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each deployed variant, interleaved (medians are shown)")
     args = p.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     cfg = replace(load_config(args.scenario), oracle=False)
@@ -64,25 +67,32 @@ def main(argv=None) -> int:
                 {"data-path": str(clients / f"{c}.csv"), "client-name": c, "model-path": str(clients / f"{c}_model.npz")}
                 for c in (f"client{i}" for i in range(cfg.synthetic.n_clients))
             ]
+            variants = [("flower (deployed, push/pull 20 ms)", {})]
+            if "compact" not in skip:
+                variants.append(("flower (deployed, compact messages)", {"message_format": "compact"}))
+            if "send-and-receive" not in skip:
+                variants.append(("flower (deployed, send_and_receive)", {"send_and_receive": True}))
             t = time.perf_counter()
             with LocalDeployment(ncs, tmp / "work") as dep:
                 started = time.perf_counter() - t
-                t, cpu = time.perf_counter(), dep.cpu_seconds()
-                res = run_flower(replace(cfg, engine="flower"), mode="simulate", out_dir=out, superlink=dep.address)
-                rows.append(_row("flower (deployed, push/pull 20 ms)", time.perf_counter() - t, res, ref,
-                                 res.communication.get("median_round_latency_s"), dep.cpu_seconds() - cpu))  # fmt: skip
-                if "send-and-receive" not in skip:
-                    t, cpu = time.perf_counter(), dep.cpu_seconds()
-                    sr = run_flower(replace(cfg, engine="flower"), mode="simulate", out_dir=out, superlink=dep.address,
-                                    send_and_receive=True)  # fmt: skip
-                    rows.append(_row("flower (deployed, send_and_receive)", time.perf_counter() - t, sr, ref,
-                                     sr.communication.get("median_round_latency_s"), dep.cpu_seconds() - cpu))  # fmt: skip
+                measured = {name: [] for name, _ in variants}
+                for _ in range(args.repeat):  # interleaved, so a slow spell of the machine hits every variant
+                    for name, options in variants:
+                        t, cpu = time.perf_counter(), dep.cpu_seconds()
+                        res = run_flower(replace(cfg, engine="flower"), mode="simulate", out_dir=out,
+                                         superlink=dep.address, **options)  # fmt: skip
+                        measured[name].append((time.perf_counter() - t, res, dep.cpu_seconds() - cpu))
+                for name, runs in measured.items():
+                    latencies = [x for _, res, _ in runs for x in res.communication.get("round_latency_s", [])]
+                    rows.append(_row(name, float(np.median([w for w, _, _ in runs])), runs[-1][1], ref,
+                                     float(np.median(latencies)), float(np.median([c for _, _, c in runs]))))  # fmt: skip
     print(f"scenario {args.scenario}: {cfg.synthetic.n_clients} clients, T={cfg.synthetic.n_steps}, oracle off")
     print("| engine                             | wall (s) | rounds | max|dA_s|  | round ms  | CPU ms/rd |")
     print("|------------------------------------|---------:|-------:|-----------:|----------:|----------:|")
     print("\n".join(r for r in rows if r))
     if "flower" not in skip:
-        print(f"(deployment start-up, not in the rows: {started:.1f} s; round ms: median time from pushing a round's")
+        print(f"(deployment start-up, not in the rows: {started:.1f} s; deployed rows: medians over {args.repeat} interleaved runs;")
+        print(" round ms: median time from pushing a round's")
         print(" messages to holding every reply, measured in the ServerApp; CPU ms/rd: CPU time of every")
         print(" deployment process (SuperLink, SuperExecs, ServerApp, SuperNodes, ClientApps) per exchange,")
         print(" the run's setup included: what a round costs the machine, whatever else runs on it)")

@@ -37,7 +37,8 @@ from fedgc.errors import ConfigError
 
 ARRAYS = "fedgc.arrays"  # the ArrayRecord of every message
 CONFIG = "fedgc.config"  # the ConfigRecord of every message
-PACKED = "packed"  # the one Array of ARRAYS: every float64 field, concatenated
+PACKED = "packed"  # every float64 field, concatenated: the one Array of ARRAYS, or bytes in CONFIG
+MESSAGE_FORMATS = ("arrays", "compact")  # see to_records
 STATE_SETUP = "fedgc.setup"
 STATE_THETA = "fedgc.theta"
 STATE_ROUND = "fedgc.round"  # the last round this node answered (a repeated or older round is refused)
@@ -53,17 +54,34 @@ _LOCK = threading.Lock()
 # ------------------------------------------------------------------------------- records <-> dicts
 
 
-def to_records(payload: Mapping[str, Any]) -> RecordDict:
-    """A fedgc payload as a RecordDict: its arrays packed into the one Array "packed" of ArrayRecord
-    ARRAYS (fedgc.messages.pack_arrays), its scalars and the packing layout in ConfigRecord CONFIG."""
+def to_records(payload: Mapping[str, Any], *, message_format: str = "arrays") -> RecordDict:
+    """A fedgc payload as a RecordDict. Its float64 arrays are packed into one buffer
+    (fedgc.messages.pack_arrays) whose layout (names and shapes) goes into ConfigRecord CONFIG with
+    the scalars. message_format "arrays": the buffer is the one Array PACKED of ArrayRecord ARRAYS,
+    what Flower's tooling and mods read. "compact": the buffer is PACKED's value in CONFIG, as
+    little-endian float64 bytes (never a pickle): a message is then 3 Flower objects instead of 6,
+    and on the deployed runtime every object is a request on every hop (see README)."""
+    if message_format not in MESSAGE_FORMATS:
+        raise ConfigError(f"message format {message_format!r}: choose from {', '.join(MESSAGE_FORMATS)}")
     arrays, scalars = messages.split_payload(payload)
+    if PACKED in scalars or messages.LAYOUT_KEY in scalars:
+        raise messages.MessageError(f"fields {PACKED!r} and {messages.LAYOUT_KEY!r} are reserved for the packed arrays")
     content = RecordDict()
-    if arrays:
-        buffer, layout = messages.pack_arrays(arrays)
+    buffer, layout = messages.pack_arrays(arrays) if arrays else (np.zeros(0), "")
+    if message_format == "compact":
+        scalars[PACKED] = np.ascontiguousarray(buffer, dtype="<f8").tobytes()
+        scalars[messages.LAYOUT_KEY] = layout
+    elif arrays:
         content[ARRAYS] = ArrayRecord({PACKED: _array(buffer)})
         scalars[messages.LAYOUT_KEY] = layout
     content[CONFIG] = ConfigRecord({k: _scalar(v) for k, v in scalars.items()})
     return content
+
+
+def message_format_of(content: RecordDict) -> str:
+    """"compact" when the arrays travel as bytes in CONFIG (a reply uses the request's format)."""
+    config = content.config_records.get(CONFIG)
+    return "compact" if config is not None and PACKED in config else "arrays"
 
 
 def from_records(content: RecordDict) -> dict[str, Any]:
@@ -71,7 +89,16 @@ def from_records(content: RecordDict) -> dict[str, Any]:
     if CONFIG in content.config_records:
         out.update(dict(content.config_records[CONFIG].items()))
     layout = out.pop(messages.LAYOUT_KEY, None)
-    if ARRAYS in content.array_records:
+    if PACKED in out:
+        packed = out.pop(PACKED)
+        if ARRAYS in content.array_records:
+            raise messages.MessageError(f"a message carries its arrays either in ArrayRecord {ARRAYS!r} or as {PACKED!r}, not both")
+        if not isinstance(packed, bytes) or len(packed) % 8 or layout is None:
+            raise messages.MessageError(
+                f"{PACKED!r} must be bytes of little-endian float64 values described by {messages.LAYOUT_KEY!r}"
+            )
+        out.update(messages.unpack_arrays(np.frombuffer(packed, dtype="<f8").astype(np.float64), layout))
+    elif ARRAYS in content.array_records:
         record = content.array_records[ARRAYS]
         if layout is None or list(record.keys()) != [PACKED]:
             raise messages.MessageError(f"ArrayRecord {ARRAYS!r} must hold one array {PACKED!r} described by {messages.LAYOUT_KEY!r}")
@@ -102,7 +129,7 @@ def _scalar(v: Any) -> Any:
         return int(v)
     if isinstance(v, (float, np.floating)):
         return float(v)
-    return str(v)
+    return v if isinstance(v, bytes) else str(v)
 
 
 # ------------------------------------------------------------------------------- node settings
@@ -215,7 +242,8 @@ def handle_setup(message: Message, context: Context, overrides=None) -> Message:
         if key in context.state:
             del context.state[key]
     info = messages.ClientInfo(session.name, session.state_dim, session.n_steps)
-    return Message(to_records(messages.encode_setup_reply(info, _raw_bytes(session))), reply_to=message)
+    reply = messages.encode_setup_reply(info, _raw_bytes(session))
+    return Message(to_records(reply, message_format=message_format_of(message.content)), reply_to=message)
 
 
 def handle_round(message: Message, context: Context) -> Message:
@@ -227,7 +255,7 @@ def handle_round(message: Message, context: Context) -> Message:
     if session.learn_theta:
         context.state[STATE_THETA] = ArrayRecord({k: _array(v) for k, v in session.checkpoint_state().items()})
     context.state[STATE_ROUND] = ConfigRecord({"last": int(round_index)})
-    return Message(to_records(messages.encode_reply(reply)), reply_to=message)
+    return Message(to_records(messages.encode_reply(reply), message_format=message_format_of(message.content)), reply_to=message)
 
 
 def make_client_app(overrides: Mapping[int, Mapping[str, Any]] | None = None) -> ClientApp:

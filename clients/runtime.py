@@ -26,6 +26,7 @@ from typing import Sequence
 from flwr.app import Message
 
 FEDGC_FAB_ID = "fedgc/fedgc"
+READY_LINE = "fedgc ClientApp runtime polling"  # logged once the app is imported (server.deploy waits for it)
 
 log = logging.getLogger("fedgc.runtime")
 
@@ -141,31 +142,30 @@ def serve(
     busy_for: float = 30.0,
     max_tasks: int | None = None,
 ) -> None:
-    """Poll the SuperNode for ClientApp tasks: poll_interval after a task, then backing off by
-    `growth` per empty poll up to busy_interval while a task came within busy_for seconds (a run's
-    next round comes soon) and up to idle_interval after that (an idle node costs one request per
-    idle_interval)."""
+    """Poll the SuperNode for ClientApp tasks on the SuperNode's schedule (clients.supernode._PollClock):
+    during a run it learns the round period and polls shortly before the next task is due, so a
+    task waits at most a few percent of a round; at a run's start it polls poll_interval after a
+    task, backing off by `growth` per empty poll up to busy_interval, and up to idle_interval when
+    no task came for busy_for seconds (an idle node costs one request per idle_interval)."""
     from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
     from flwr.supercore.constant import TaskType
 
     from clients.app import app as client_app
+    from clients.supernode import IDLE_SLEEP, _PollClock
 
     acquirer = _runtime_client(address, insecure, root_certificates, "SuperExec")
+    clock = _PollClock(poll_interval, idle_interval, growth=growth, busy=busy_interval, busy_for=busy_for)
     done = 0
-    delay = idle_interval
-    last_task = -float("inf")
-    log.info("fedgc ClientApp runtime polling %s", address)
+    log.info("%s %s", READY_LINE, address)
     try:
         while max_tasks is None or done < max_tasks:
             res = acquirer.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
             if res.HasField("task") and res.token:
+                clock.activity(res.task.run_id)
                 run_task(address, res.token, insecure=insecure, root_certificates=root_certificates, client_app=client_app)
                 done += 1
-                delay, last_task = poll_interval, time.monotonic()
                 continue
-            time.sleep(delay)
-            busy = time.monotonic() - last_task < busy_for
-            delay = min(delay * growth, min(busy_interval, idle_interval) if busy else idle_interval)
+            clock.sleep(IDLE_SLEEP)
     finally:
         acquirer.close()
 

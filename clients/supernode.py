@@ -28,14 +28,17 @@ IDLE_SLEEP = 3  # what flwr.supernode.start_client_internal sleeps when no messa
 class _PollClock:
     """Stands in for the `time` module inside flwr.supernode.start_client_internal.
 
-    During a run (a message within the last `busy_for` seconds) messages come once per round, and
-    every empty poll is a request the SuperLink serves while it moves the round's messages. So
-    the clock learns the round period P (the median of the last three gaps between messages):
-    after a message the node does not poll again before `lead` * P, then polls every `step` * P
-    (at least `poll`) until 1.5 P, and after that the wait grows by `growth` per empty poll up to
-    `busy`. Without a known period (a run's first messages) it polls after `poll`, growing the
-    same way. Idle (no message for `busy_for` seconds) the wait grows to `idle` (stock Flower:
-    3 s). Flower's other waits (the local reply checks) are shortened to `local`."""
+    During a run messages come once per round, and every empty poll is a request the SuperLink
+    serves while it moves the round's messages. So the clock learns the round period P of the
+    run: the shortest of the last three gaps between its messages, from the run's third message
+    on (the setup exchange and a pause between runs do not count). After a message the node does
+    not poll again before `lead` * P, then polls every `step` * P (at least `poll`) until 1.5 P,
+    after which the wait grows by `growth` per empty poll up to `busy`. A message found by the
+    first poll after that silent wait may have waited for it (the rounds got faster), so the next
+    round is polled without the wait, which measures the new period. Without a period (a run's
+    first messages) it polls after `poll`, growing the same way. Idle (no message for `busy_for`
+    seconds) the wait grows to `idle` (stock Flower: 3 s). Flower's other waits (the local reply
+    checks) are shortened to `local`."""
 
     def __init__(
         self, poll: float, idle: float, growth: float = 1.5, local: float = 0.005, busy: float = 0.25,
@@ -47,20 +50,34 @@ class _PollClock:
         self.delay = idle
         self.last_activity = -float("inf")
         self.periods: deque[float] = deque(maxlen=3)
+        self.run_id: object = None
+        self.in_run = 0  # messages of this run so far
         self.due = self.hold_until = -float("inf")
+        self.waited = False  # slept until `due` and have not polled empty since
+        self.last_empty = self.last_arrival = -float("inf")  # times of the last empty poll, of the last message
 
     def __getattr__(self, name: str):
         return getattr(_time, name)
 
-    def activity(self) -> None:
+    def activity(self, run_id: object = None) -> None:
         now = _time.monotonic()
-        if now - self.last_activity < self.busy_for:
-            self.periods.append(now - self.last_activity)
-        self.last_activity = now
-        period = sorted(self.periods)[(len(self.periods) - 1) // 2] if self.periods else 0.0  # lower median
+        if run_id != self.run_id or now - self.last_activity >= self.busy_for:
+            self.run_id, self.in_run = run_id, 0
+            self.periods.clear()
+        self.in_run += 1
+        # The message came after the last empty poll: that is when it arrived, to within the poll
+        # interval. Found by the first poll after a message or after the silent wait, its arrival
+        # is not known: no period from it, and no silent wait before the next one.
+        known = self.last_empty > self.last_activity and not self.waited
+        arrival = self.last_empty if known else now
+        if known and self.in_run >= 3:
+            self.periods.append(arrival - self.last_arrival)
+        self.last_activity, self.last_arrival = now, arrival
+        period = min(self.periods) if known and self.periods else 0.0
         self.delay = max(self.poll, self.step * period)
-        self.due = now + self.lead * period
-        self.hold_until = now + 1.5 * period
+        self.due = arrival + self.lead * period
+        self.hold_until = arrival + 1.5 * period
+        self.waited = False
 
     def cap(self) -> float:
         return self.busy if _time.monotonic() - self.last_activity < self.busy_for else self.idle
@@ -69,10 +86,13 @@ class _PollClock:
         if seconds != IDLE_SLEEP:
             _time.sleep(min(seconds, self.local))
             return
-        early = self.due - _time.monotonic()
+        self.last_empty = _time.monotonic()
+        early = self.due - self.last_empty
         if early > 0:  # the next round cannot be here yet
             _time.sleep(early)
+            self.waited = True
             return
+        self.waited = False
         _time.sleep(self.delay)
         if _time.monotonic() >= self.hold_until:
             self.delay = min(self.delay * self.growth, max(self.cap(), self.delay))
@@ -89,7 +109,7 @@ def patch_poll(poll: float = 0.01, idle: float = 1.0) -> _PollClock:
     def pull_and_store(*args, **kwargs):
         run_id = pull(*args, **kwargs)
         if run_id is not None:
-            clock.activity()
+            clock.activity(run_id)
         return run_id
 
     from clients.flwrtiming import SUPERNODE_MODULE, fast_object_pulls

@@ -8,16 +8,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedgc.config import ENGINES, RunConfig
+
+MESSAGE_FORMATS = ("arrays", "compact")  # clients.app.MESSAGE_FORMATS (not imported here: it pulls in Flower)
 from fedgc.errors import ConfigError
 from fedgc.run import RunResult, run_real, run_simulation
 
 
 def run_with_engine(
     cfg: RunConfig, *, mode: str, out_dir: Path, superlink: str | None = None, on_round=None,
-    root_certificates: str | Path | None = None, resume: bool = False,
+    root_certificates: str | Path | None = None, resume: bool = False, message_format: str = "arrays",
 ) -> RunResult:  # fmt: skip
     """root_certificates: CA certificate of a SuperLink with TLS (`flower` engine; else FEDGC_ROOT_CERTIFICATES).
-    resume: continue from the checkpoint in out_dir (every engine writes one there after each round)."""
+    resume: continue from the checkpoint in out_dir (every engine writes one there after each round).
+    message_format: how the Flower engines carry arrays, "arrays" or "compact" (clients.app.to_records)."""
+    if message_format not in MESSAGE_FORMATS:
+        raise ConfigError(f"message format {message_format!r}: choose from {', '.join(MESSAGE_FORMATS)}")
     if mode not in ("simulate", "run"):
         raise ConfigError(f"mode must be 'simulate' or 'run', got {mode!r}")
     if cfg.align != "none" and mode == "run" and cfg.engine != "local":
@@ -33,7 +38,7 @@ def run_with_engine(
     if cfg.tep is not None and cfg.engine != "local" and not cfg.clients:
         from fedgc.tep_run import run_tep_on_flower
 
-        return run_tep_on_flower(cfg, out_dir=Path(out_dir), superlink=superlink, on_round=on_round)
+        return run_tep_on_flower(cfg, out_dir=Path(out_dir), superlink=superlink, on_round=on_round, message_format=message_format)
     if cfg.engine == "local":
         run = run_simulation if mode == "simulate" else run_real
         result = run(cfg, on_round=on_round, checkpoint_dir=Path(out_dir), resume=resume)
@@ -45,12 +50,13 @@ def run_with_engine(
     if cfg.engine == "flower-sim":
         from server.engine import run_flower_sim
 
-        return run_flower_sim(cfg, mode=mode, out_dir=Path(out_dir), on_round=on_round, resume=resume)
+        return run_flower_sim(cfg, mode=mode, out_dir=Path(out_dir), on_round=on_round, resume=resume, message_format=message_format)
     if cfg.engine == "flower":
         from server.engine import run_flower
 
         return run_flower(
             cfg, mode=mode, out_dir=Path(out_dir), superlink=superlink, on_round=on_round,
             root_certificates=None if root_certificates is None else str(root_certificates), resume=resume,
+            message_format=message_format,
         )  # fmt: skip
     raise ConfigError(f"engine {cfg.engine!r} is not one of {ENGINES}")

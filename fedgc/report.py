@@ -579,7 +579,12 @@ def markdown_report(data: dict, images: dict[str, str] | None = None) -> str:
             for k, v in comm.items():
                 if k == "per_exchange":
                     continue
-                shown_v = _bytes(v) if "bytes" in k else (_fmt(v) if not isinstance(v, (dict, list)) else json.dumps(v))
+                if isinstance(v, str):
+                    shown_v = v
+                elif "bytes" in k:
+                    shown_v = _bytes(v)
+                else:
+                    shown_v = _fmt(v) if not isinstance(v, (dict, list)) else json.dumps(v)
                 lines.append(f"| {_md(k)} | {_md(shown_v)} |")
             lines.append("")
             lines += _per_exchange_table(comm.get("per_exchange") or [])

@@ -181,13 +181,13 @@ def write_tep_clients(cfg: RunConfig, directory: str | Path) -> RunConfig:
     return replace(cfg, clients=tuple(specs), tep=None)
 
 
-def run_tep_on_flower(cfg: RunConfig, *, out_dir: Path, superlink: str | None = None, on_round=None):
+def run_tep_on_flower(cfg: RunConfig, *, out_dir: Path, superlink: str | None = None, on_round=None, message_format: str = "arrays"):
     """Flower engines: the per-client files go to OUT/clients/ and the nodes read them like any plant's; the
     flowsheet and origin sections are then computed in this process from the same (deterministic) models."""
     from fedgc.engines import run_with_engine
 
     files_cfg = write_tep_clients(cfg, Path(out_dir) / "clients")
-    result = run_with_engine(files_cfg, mode="run", out_dir=out_dir, superlink=superlink, on_round=on_round)
+    result = run_with_engine(files_cfg, mode="run", out_dir=out_dir, superlink=superlink, on_round=on_round, message_format=message_format)
     run, models = identify_models(cfg)
     add_sections(result, cfg, run, models)
     return result

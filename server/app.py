@@ -15,6 +15,9 @@ Run config ([tool.flwr.app.config] in pyproject.toml, override with flwr run --r
     wait-timeout   seconds to wait for them;  round-timeout: seconds per round
     poll-interval  seconds between pulls of replies
     send-and-receive  use Flower's grid.send_and_receive instead (3 s poll; for benchmarks)
+    message-format arrays (default: ArrayRecords, what Flower's tooling reads) or compact (the
+                   arrays as float64 bytes in the ConfigRecord: half the objects, faster deployed
+                   rounds); clients.app.to_records
     resume         continue from OUT/checkpoint.npz (fedgc.checkpoint), written after every round
 """
 
@@ -48,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "round-timeout": 120.0,
     "poll-interval": 0.02,
     "send-and-receive": False,
+    "message-format": "arrays",
     "resume": False,
 }
 
@@ -65,6 +69,7 @@ class Job:
     round_timeout: float = 120.0
     poll_interval: float = 0.02
     send_and_receive: bool = False
+    message_format: str = "arrays"
     resume: bool = False
     on_round: Callable | None = None
     evaluate: Callable | None = None
@@ -127,6 +132,7 @@ def job_from_context(context: Context) -> Job:
         round_timeout=float(rc["round-timeout"]),
         poll_interval=float(rc["poll-interval"]),
         send_and_receive=bool(rc["send-and-receive"]),
+        message_format=str(rc["message-format"]),
         resume=bool(rc["resume"]),
         write_files=True,
     )
@@ -205,6 +211,7 @@ def run_job(grid: Grid, job: Job):
         round_timeout=job.round_timeout,
         poll_interval=job.poll_interval,
         send_and_receive=job.send_and_receive,
+        message_format=job.message_format,
     )
     t0 = time.perf_counter()
     infos = transport.connect()

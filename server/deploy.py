@@ -292,10 +292,28 @@ class LocalDeployment:
             for i, port in enumerate(ports):
                 wait_for_port(port, timeout, self.procs[f"supernode-{i}"])
                 self._start(f"clientapp-{i}", [sys.executable, "-m", "clients.runtime", *runtime_args(f"127.0.0.1:{port}")])
+            self._wait_for_runtimes(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _wait_for_runtimes(self, timeout: float) -> None:
+        """Until every ClientApp runtime has imported the app and polls its SuperNode (numpy, scipy,
+        torch: seconds each, all at once on a small machine), so a first run is not timed against it."""
+        from clients.runtime import READY_LINE
+
+        deadline = time.monotonic() + timeout
+        names = [n for n in self.procs if n.startswith("clientapp-")]
+        while names:
+            for name in list(names):
+                if self.procs[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited with {self.procs[name].returncode}:\n{self.logs(name)[-2000:]}")
+                if READY_LINE in self.logs(name):
+                    names.remove(name)
+            if names and time.monotonic() > deadline:
+                raise RuntimeError(f"ClientApp runtimes {names} not ready after {timeout:g} s")
+            time.sleep(0.05)
 
     def start_supernode(self, name: str, node_config: Mapping[str, Any], *, auth_key: Path | None | str = "default") -> int:
         """Start one SuperNode process (log: workdir/NAME.log); returns its Runtime API port.

@@ -82,7 +82,10 @@ def _evaluator(windows, truth):
 # ------------------------------------------------------------------------------ flower-sim
 
 
-def run_flower_sim(cfg: RunConfig, *, mode: str, out_dir: Path, on_round=None, poll_interval: float = 0.005, resume: bool = False):
+def run_flower_sim(
+    cfg: RunConfig, *, mode: str, out_dir: Path, on_round=None, poll_interval: float = 0.005, resume: bool = False,
+    message_format: str = "arrays",
+):  # fmt: skip
     import logging
 
     from flwr.simulation import run_simulation
@@ -102,6 +105,7 @@ def run_flower_sim(cfg: RunConfig, *, mode: str, out_dir: Path, on_round=None, p
         wait_timeout=60.0,
         round_timeout=600.0,
         poll_interval=poll_interval,
+        message_format=message_format,
         resume=resume,
         on_round=on_round,
         evaluate=_evaluator(windows, truth),
@@ -147,6 +151,7 @@ def run_flower(
     round_timeout: float = 120.0,
     poll_interval: float = 0.02,
     send_and_receive: bool = False,
+    message_format: str = "arrays",
     run_timeout: float = 1800.0,
     resume: bool = False,
 ):
@@ -176,6 +181,7 @@ def run_flower(
         "round-timeout": float(round_timeout),
         "poll-interval": float(poll_interval),
         "send-and-receive": bool(send_and_receive),
+        "message-format": str(message_format),
         "resume": bool(resume),
     }
     t0 = time.perf_counter()

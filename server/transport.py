@@ -1,9 +1,10 @@
 """FlowerTransport: fedgc's Transport protocol over a Flower Grid (Message API).
 
 Each exchange pushes one message per node (query.round, the node's augmentation) with
-grid.push_messages and polls grid.pull_messages at a short interval (from 20 ms, backing off to
-100 ms while nothing arrives) until every node has answered or the round timeout passes. Flower's own send_and_receive sleeps
-3 s between polls, which would dominate a round that costs tens of milliseconds.
+grid.push_messages, one message per call, and polls grid.pull_messages at a short interval (from
+20 ms, backing off to 100 ms while nothing arrives) until every node has answered or the round
+timeout passes. Flower's own send_and_receive sleeps 3 s between polls, which would dominate a
+round that costs tens of milliseconds.
 
 In a round, a node that does not answer in time, answers with an error (e.g. its ClientApp
 rejected the augmentation) or sends a reply that does not decode is returned as a
@@ -19,7 +20,7 @@ import numpy as np
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from clients.app import from_records, record_bytes, to_records
+from clients.app import MESSAGE_FORMATS, from_records, record_bytes, to_records
 from fedgc import messages
 from fedgc.client import ClientReply, RequestKind
 from fedgc.errors import FedGCError
@@ -51,8 +52,12 @@ class FlowerTransport:
         round_timeout: float = 60.0,
         poll_interval: float = 0.02,
         send_and_receive: bool = False,
+        message_format: str = "arrays",
     ) -> None:
+        if message_format not in MESSAGE_FORMATS:
+            raise FedGCError(f"message format {message_format!r}: choose from {', '.join(MESSAGE_FORMATS)}")
         self.grid = grid
+        self.message_format = message_format  # clients.app.to_records; nodes reply in the same format
         self.send_and_receive = bool(send_and_receive)  # Flower's own (3 s poll), for comparison
         self.setup = setup
         self.expected_nodes = int(expected_nodes)
@@ -111,7 +116,7 @@ class FlowerTransport:
         """Send the setup to the nodes `ids`: client name -> (node id, its ClientInfo)."""
         payload = messages.encode_setup(self.setup)
         content_bytes = messages.payload_bytes(payload)
-        msgs = [Message(to_records(payload), dst_node_id=n, message_type="query.setup", group_id="setup") for n in ids]
+        msgs = [Message(to_records(payload, message_format=self.message_format), dst_node_id=n, message_type="query.setup", group_id="setup") for n in ids]
         self.setup_to_clients = content_bytes * len(ids)
         replies = self._collect(msgs, ids, "setup", names=None)
         found: dict[str, tuple[int, ClientInfo]] = {}
@@ -159,7 +164,7 @@ class FlowerTransport:
         asked = [k for k, aug in enumerate(augmentations) if aug is not None]
         msgs = []
         for k in asked:
-            content = to_records(messages.encode_request(augmentations[k], request, r))
+            content = to_records(messages.encode_request(augmentations[k], request, r), message_format=self.message_format)
             self.wire_to_clients += record_bytes(content)
             msgs.append(Message(content, dst_node_id=self.node_ids[k], message_type="query.round", group_id=str(r)))
         t0 = time.perf_counter()
@@ -188,7 +193,10 @@ class FlowerTransport:
         instead of raising ClientFailed / NodeTimeout for nodes that failed or stayed silent."""
         if self.send_and_receive and what != "setup":
             return self._send_and_receive(msgs, nodes, what, names, partial)
-        ids = list(self.grid.push_messages(msgs))
+        # One message at a time: Flower pushes a batch's headers before any of its objects, and a
+        # node that sees its header pulls the objects at once, retrying until they are there; one
+        # by one, each node's objects follow its header within milliseconds.
+        ids = [mid for msg in msgs for mid in self.grid.push_messages([msg])]
         self._pushed = self._first = time.perf_counter()
         if len(ids) != len(msgs) or any(i is None or i == "" for i in ids):
             raise FedGCError(f"{what}: the SuperLink did not accept every message ({ids})")
@@ -253,8 +261,10 @@ class FlowerTransport:
         return [by_node[int(n)] for n in dst]
 
     def wire_summary(self) -> dict[str, Any]:
-        """Flower-serialized sizes (arrays as .npy bytes), next to fedgc's payload accounting."""
+        """Flower-serialized sizes (arrays as .npy bytes, or raw float64 bytes when compact), next to
+        fedgc's payload accounting."""
         return {
+            "message_format": self.message_format,
             "flower_bytes_to_clients": int(self.wire_to_clients + self.setup_to_clients),
             "flower_bytes_to_server": int(self.wire_to_server + self.setup_to_server),
             "round_latency_s": [float(s) for s in self.round_seconds],

@@ -49,37 +49,61 @@ class _FakeTime:
         self.now += seconds
 
 
-def _polls_until(clock: _PollClock, fake: _FakeTime, arrival: float) -> int:
+def _polls_until(clock: _PollClock, fake: _FakeTime, arrival: float, run_id: int = 1) -> int:
     """Flower's loop: poll, and on an empty poll sleep IDLE_SLEEP; returns the polls a message
     arriving at `arrival` costs (the last one gets it) and records the message."""
     polls = 0
     while True:
         polls += 1
         if fake.now >= arrival:
-            clock.activity()
+            clock.activity(run_id)
             return polls
         clock.sleep(IDLE_SLEEP)
 
 
+def _run(clock, fake, gaps, run_id=1):
+    arrival, polls, late = fake.now, [], []
+    for gap in gaps:
+        polls.append(_polls_until(clock, fake, arrival, run_id))
+        late.append(fake.now - arrival)
+        arrival += gap
+    return polls, late
+
+
 def test_poll_clock_learns_the_round_period(monkeypatch):
     """Rounds every 1.5 s: once the period is known a node polls a handful of times per round
-    (from 0.85 P on, every 0.04 P) instead of ramping up from 10 ms each round, and still sees
-    each message within 0.04 P of its arrival."""
+    (from 0.85 P on, every 0.04 P) instead of ramping up from 10 ms each round, and sees each
+    message within 0.04 P of its arrival; a pause (between runs) or a long setup exchange does
+    not make it late for the rounds after."""
     fake = _FakeTime(monkeypatch)
     clock = _PollClock(0.01, 1.0, busy=0.25, busy_for=30.0)
-    period, arrival = 1.5, fake.now
-    polls, late = [], []
-    for _ in range(10):
-        polls.append(_polls_until(clock, fake, arrival))
-        late.append(fake.now - arrival)
-        arrival += period
+    period = 1.5
+    gaps = [period] * 12 + [8.0, 2.5] + [period] * 8
+    polls, late = _run(clock, fake, gaps)
     assert polls[1] >= 10  # the first gap: no period known yet, polls ramp up from 10 ms
-    assert max(polls[3:]) <= 7 and max(late[3:]) <= 0.04 * period + 1e-9
-    assert clock.periods and min(clock.periods) == pytest.approx(period, abs=0.1)
+    regular = [k for k in range(3, len(gaps)) if k not in (13, 14)]  # after the pause and the long exchange
+    assert max(polls[k] for k in regular) <= 8  # (ramping up from 10 ms: 14 per round)
+    assert max(late[k] for k in regular) <= 0.04 * period + 1e-9
     # a round that comes early is still seen, at most lead * P after the message before it
     arrival = fake.now + 0.3
     _polls_until(clock, fake, arrival)
     assert fake.now - arrival <= 0.85 * period
+
+
+def test_poll_clock_forgets_other_runs_and_catches_up_when_rounds_get_faster(monkeypatch):
+    fake = _FakeTime(monkeypatch)
+    clock = _PollClock(0.01, 1.0, busy=0.25, busy_for=30.0)
+    _run(clock, fake, [4.0] * 8, run_id=1)  # a slow run (e.g. send_and_receive's 3 s sleeps)
+    fake.now += 5.0
+    # the next run: a long setup exchange, then 1 s rounds; nothing of the last run's 4 s period is used
+    polls, late = _run(clock, fake, [3.0] + [1.0] * 10, run_id=2)
+    assert max(late[1:]) <= 0.25  # ramp polls (<= 0.25 s apart) until the run's own period is known
+    assert max(late[4:]) <= 0.04 + 1e-9 and max(polls[4:]) <= 9
+    # within a run the rounds halve in length: one round is late, the next ones are polled without
+    # the silent wait (as at a run's start) until the new period is measured, then on time again
+    polls, late = _run(clock, fake, [2.0] * 6 + [1.0] * 8, run_id=3)
+    assert late[6] <= 0.04 * 2.0 + 1e-9 and late[7] <= 0.85 * 2.0
+    assert max(late[8:]) <= 0.25 and max(late[12:]) <= 0.04 + 1e-9
 
 
 def _alive(pid: int) -> bool:

@@ -42,6 +42,7 @@ class FakeGrid:
         self.forget = forget_sessions
         self.store: dict[str, Message] = {}
         self.rounds_seen: dict[int, int] = {}
+        self.replies: list[Message] = []
 
     def get_node_ids(self):
         return list(self.contexts)
@@ -59,7 +60,8 @@ class FakeGrid:
                     continue
                 if self.forget:
                     capp._CACHE.clear()  # a fresh ClientApp process per message
-            self.store[msg.metadata.message_id] = self.app(msg, self.contexts[node])
+            self.store[msg.metadata.message_id] = reply = self.app(msg, self.contexts[node])
+            self.replies.append(reply)
         return ids
 
     def pull_messages(self, message_ids):
@@ -97,6 +99,64 @@ def test_records_round_trip():
     assert back["request"] == "newton" and back["round"] == 2 and back["flag"] is True
 
 
+@pytest.mark.parametrize("message_format", capp.MESSAGE_FORMATS)
+def test_records_round_trip_in_each_format(message_format):
+    payload = {"states": np.arange(12.0).reshape(4, 3) / 7, "information": np.eye(3) * 2.5, "round": 2, "client": "c0"}
+    content = capp.to_records(payload, message_format=message_format)
+    compact = message_format == "compact"
+    assert capp.message_format_of(content) == message_format
+    assert (capp.ARRAYS in content.array_records) is not compact  # compact: one ConfigRecord, no ArrayRecord
+    back = capp.from_records(content)
+    assert set(back) == set(payload)
+    for k in ("states", "information"):
+        assert back[k].dtype == np.float64 and back[k].flags.writeable
+        np.testing.assert_array_equal(back[k], payload[k])
+    # no arrays at all: a compact message still says it is compact, so the reply can match it
+    empty = capp.to_records({"round": 1}, message_format=message_format)
+    assert capp.message_format_of(empty) == message_format and capp.from_records(empty) == {"round": 1}
+
+
+def test_compact_records_refuse_malformed_content():
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    from fedgc.messages import LAYOUT_KEY, MessageError
+
+    good = capp.to_records({"x": np.ones(3)}, message_format="compact")
+    cases = {
+        "odd length": ConfigRecord({capp.PACKED: b"\x00" * 12, LAYOUT_KEY: "x:3"}),
+        "not bytes": ConfigRecord({capp.PACKED: "abc", LAYOUT_KEY: "x:3"}),
+        "no layout": ConfigRecord({capp.PACKED: np.ones(3).tobytes()}),
+        "short buffer": ConfigRecord({capp.PACKED: np.ones(2).tobytes(), LAYOUT_KEY: "x:3"}),
+    }
+    for what, config in cases.items():
+        content = RecordDict()
+        content[capp.CONFIG] = config
+        with pytest.raises(MessageError):
+            capp.from_records(content)
+    both = capp.to_records({"x": np.ones(3)}, message_format="compact")
+    both[capp.ARRAYS] = ArrayRecord({capp.PACKED: capp._array(np.ones(3))})
+    with pytest.raises(MessageError, match="either"):
+        capp.from_records(both)
+    with pytest.raises(MessageError, match="reserved"):
+        capp.to_records({"packed": 1.0}, message_format="compact")
+    with pytest.raises(ConfigError, match="message format 'pickle'"):
+        capp.to_records({"x": np.ones(3)}, message_format="pickle")
+    assert capp.from_records(good)["x"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_message_formats_agree_between_the_engine_front_and_the_apps(small, tmp_path, capsys):
+    from fedgc.cli import main
+    from fedgc.engines import MESSAGE_FORMATS, run_with_engine
+
+    assert MESSAGE_FORMATS == capp.MESSAGE_FORMATS
+    with pytest.raises(ConfigError, match="message format 'pickle'"):
+        run_with_engine(small, mode="run", out_dir=tmp_path / "never", message_format="pickle")
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(SystemExit):
+        main(["simulate", "simulations/default.yaml", "--out", str(tmp_path / "x"), "--message-format", "pickle"])
+    assert "invalid choice: 'pickle'" in capsys.readouterr().err
+
+
 def test_config_json_round_trip(small):
     cfg = replace(small, client=ClientOptions(learn_theta=True))
     back = config_from_json(json.dumps(config_to_raw(cfg)))
@@ -105,13 +165,16 @@ def test_config_json_round_trip(small):
     assert [Path(c.data) for c in back.clients] == [Path(c.data).resolve() for c in cfg.clients]
 
 
-@pytest.mark.parametrize("learn_theta", [False, True])
-def test_fake_grid_matches_local(small, tmp_path, learn_theta):
+@pytest.mark.parametrize("learn_theta, message_format", [(False, "arrays"), (True, "arrays"), (False, "compact")])
+def test_fake_grid_matches_local(small, tmp_path, learn_theta, message_format):
     cfg = replace(small, client=ClientOptions(learn_theta=learn_theta))
     local = _local(cfg)
     grid = FakeGrid(_node_configs(cfg), forget_sessions=learn_theta)  # learn_theta: rebuild from the context every round
-    job = Job(cfg=cfg, engine="flower-sim", out_dir=tmp_path, poll_interval=0.001)
+    job = Job(cfg=cfg, engine="flower-sim", out_dir=tmp_path, poll_interval=0.001, message_format=message_format)
     result = run_job(grid, job)
+    replies = [m for m in grid.replies]
+    assert replies and all(capp.message_format_of(m.content) == message_format for m in replies)  # nodes answer in kind
+    assert result.communication["message_format"] == message_format
     np.testing.assert_allclose(result.fit.A_s, local.fit.A_s, rtol=0, atol=1e-9)
     assert result.fit.rounds == local.fit.rounds
     comm = result.communication

@@ -67,10 +67,12 @@ def deployment(cfg, tmp_path_factory):
     assert all(p.poll() is not None for p in dep.procs.values()), "a deployment process outlived the test"
 
 
-def test_flower_deployed_matches_local(cfg, local, deployment):
+@pytest.mark.parametrize("message_format", ["arrays", "compact"])
+def test_flower_deployed_matches_local(cfg, local, deployment, message_format):
     dep, out = deployment
-    result = run_with_engine(replace(cfg, engine="flower"), mode="simulate", out_dir=out, superlink=dep.address)
-    assert result.engine == "flower"
+    result = run_with_engine(replace(cfg, engine="flower"), mode="simulate", out_dir=out, superlink=dep.address,
+                             message_format=message_format)  # fmt: skip
+    assert result.engine == "flower" and result.communication["message_format"] == message_format
     np.testing.assert_allclose(result.fit.A_s, local.fit.A_s, rtol=0, atol=1e-9)
     assert result.fit.rounds == local.fit.rounds
     np.testing.assert_array_equal(result.fit.gc.edges, local.fit.gc.edges)

@@ -38,7 +38,6 @@ from fedgc.errors import ConfigError
 ARRAYS = "fedgc.arrays"  # the ArrayRecord of every message
 CONFIG = "fedgc.config"  # the ConfigRecord of every message
 PACKED = "packed"  # every float64 field, concatenated: the one Array of ARRAYS, or bytes in CONFIG
-MESSAGE_FORMATS = ("arrays", "compact")  # see to_records
 STATE_SETUP = "fedgc.setup"
 STATE_THETA = "fedgc.theta"
 STATE_ROUND = "fedgc.round"  # the last round this node answered (a repeated or older round is refused)
@@ -61,8 +60,7 @@ def to_records(payload: Mapping[str, Any], *, message_format: str = "arrays") ->
     what Flower's tooling and mods read. "compact": the buffer is PACKED's value in CONFIG, as
     little-endian float64 bytes (never a pickle): a message is then 3 Flower objects instead of 6,
     and on the deployed runtime every object is a request on every hop (see README)."""
-    if message_format not in MESSAGE_FORMATS:
-        raise ConfigError(f"message format {message_format!r}: choose from {', '.join(MESSAGE_FORMATS)}")
+    messages.check_message_format(message_format)
     arrays, scalars = messages.split_payload(payload)
     if PACKED in scalars or messages.LAYOUT_KEY in scalars:
         raise messages.MessageError(f"fields {PACKED!r} and {messages.LAYOUT_KEY!r} are reserved for the packed arrays")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fedgc.config import ALIGN_MODES, ENGINES, RunConfig, load_config
 from fedgc.errors import FedGCError
+from fedgc.messages import MESSAGE_FORMATS
 from fedgc.progress import RoundProgress
 
 
@@ -66,7 +67,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="CA certificate (PEM) of a SuperLink with TLS, e.g. deploy/certs/ca.crt (or FEDGC_ROOT_CERTIFICATES)",
     )  # fmt: skip
     p.add_argument(
-        "--message-format", choices=("arrays", "compact"), default="arrays",
+        "--message-format", choices=MESSAGE_FORMATS, default="arrays",
         help="flower engines: arrays in ArrayRecords (default), or compact (float64 bytes in the ConfigRecord: "
         "half the Flower objects per message, faster deployed rounds)",
     )  # fmt: skip

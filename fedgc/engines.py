@@ -8,9 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedgc.config import ENGINES, RunConfig
-
-MESSAGE_FORMATS = ("arrays", "compact")  # clients.app.MESSAGE_FORMATS (not imported here: it pulls in Flower)
 from fedgc.errors import ConfigError
+from fedgc.messages import check_message_format
 from fedgc.run import RunResult, run_real, run_simulation
 
 
@@ -21,8 +20,7 @@ def run_with_engine(
     """root_certificates: CA certificate of a SuperLink with TLS (`flower` engine; else FEDGC_ROOT_CERTIFICATES).
     resume: continue from the checkpoint in out_dir (every engine writes one there after each round).
     message_format: how the Flower engines carry arrays, "arrays" or "compact" (clients.app.to_records)."""
-    if message_format not in MESSAGE_FORMATS:
-        raise ConfigError(f"message format {message_format!r}: choose from {', '.join(MESSAGE_FORMATS)}")
+    check_message_format(message_format)
     if mode not in ("simulate", "run"):
         raise ConfigError(f"mode must be 'simulate' or 'run', got {mode!r}")
     if cfg.align != "none" and mode == "run" and cfg.engine != "local":

@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from fedgc.client import ClientReply, RequestKind
-from fedgc.errors import FedGCError
+from fedgc.errors import ConfigError, FedGCError
 from fedgc.granger import GCResult
 from fedgc.protocol import ClientInfo, FitResult, RoundRecord
 from fedgc.state import Dropout
@@ -181,6 +181,13 @@ def split_payload(payload: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], di
 
 
 LAYOUT_KEY = "fedgc.layout"  # the scalar field that describes a packed buffer
+MESSAGE_FORMATS = ("arrays", "compact")  # how a Flower transport carries the packed buffer (clients.app.to_records)
+
+
+def check_message_format(message_format: str) -> str:
+    if message_format not in MESSAGE_FORMATS:
+        raise ConfigError(f"message format {message_format!r}: choose from {', '.join(MESSAGE_FORMATS)}")
+    return message_format
 
 
 def pack_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, str]:

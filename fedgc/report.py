@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -610,28 +610,28 @@ def markdown_report(data: dict, images: dict[str, str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def _stream_windows(data: Mapping) -> tuple[dict, list] | None:
+def _stream(data: Mapping) -> Mapping | None:
+    """result.json's "streaming" section when the run processed windows, else None."""
     stream = data.get("streaming")
-    if not isinstance(stream, Mapping) or not stream.get("windows"):
-        return None
-    return dict(stream), list(stream["windows"])
+    return stream if isinstance(stream, Mapping) and stream.get("windows") else None
 
 
 def server_text(data: Mapping) -> str:
     """The server settings; a streaming run's rounds and tolerance are its per-window ones."""
     server = data.get("server") or {}
-    streamed = _stream_windows(data)
-    tol, max_rounds = server.get("tol"), server.get("max_rounds")
-    if streamed is not None:
-        tol, max_rounds = streamed[0].get("tol", tol), streamed[0].get("max_rounds", max_rounds)
+    stream = _stream(data)
+    limits = server if stream is None else {**server, **{k: stream[k] for k in ("tol", "max_rounds") if k in stream}}
     return (f"rule {server.get('rule')}, diagonal {server.get('diagonal')}, penalty {_fmt(server.get('penalty'))}, "
-            f"tol {_fmt(tol)}, max_rounds {max_rounds}" + (" per window" if streamed is not None else ""))  # fmt: skip
+            f"tol {_fmt(limits.get('tol'))}, max_rounds {limits.get('max_rounds')}"
+            + (" per window" if stream is not None else ""))  # fmt: skip
 
 
 def windows_converged(data: Mapping) -> tuple[int, int] | None:
     """A streaming run's (windows whose rounds converged, windows); None for a batch run."""
-    streamed = _stream_windows(data)
-    return None if streamed is None else (sum(bool(w.get("converged")) for w in streamed[1]), len(streamed[1]))
+    stream = _stream(data)
+    if stream is None:
+        return None
+    return sum(bool(w.get("converged")) for w in stream["windows"]), len(stream["windows"])
 
 
 def rounds_text(data: Mapping) -> str:

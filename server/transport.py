@@ -20,7 +20,7 @@ import numpy as np
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from clients.app import MESSAGE_FORMATS, from_records, record_bytes, to_records
+from clients.app import from_records, record_bytes, to_records
 from fedgc import messages
 from fedgc.client import ClientReply, RequestKind
 from fedgc.errors import FedGCError
@@ -54,10 +54,9 @@ class FlowerTransport:
         send_and_receive: bool = False,
         message_format: str = "arrays",
     ) -> None:
-        if message_format not in MESSAGE_FORMATS:
-            raise FedGCError(f"message format {message_format!r}: choose from {', '.join(MESSAGE_FORMATS)}")
         self.grid = grid
-        self.message_format = message_format  # clients.app.to_records; nodes reply in the same format
+        # clients.app.to_records; nodes reply in the same format
+        self.message_format = messages.check_message_format(message_format)
         self.send_and_receive = bool(send_and_receive)  # Flower's own (3 s poll), for comparison
         self.setup = setup
         self.expected_nodes = int(expected_nodes)

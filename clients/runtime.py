@@ -31,9 +31,30 @@ READY_LINE = "fedgc ClientApp runtime polling"  # logged once the app is importe
 log = logging.getLogger("fedgc.runtime")
 
 
+def runtime_retry_invoker():
+    """Flower's HTTP retry policy, except for 401 Unauthorized: the request is refused (raised)
+    instead of Flower's answer for a one-task process, which is to SIGINT its own process. In this
+    long-lived runtime a refused task token (a task the SuperNode has closed) must end that task,
+    never the runtime, or the node stops answering every later round."""
+    import httpx
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+
+    invoker = make_simple_http_retry_invoker()
+    flower_giveup = invoker.should_giveup
+    if flower_giveup is None:
+        raise RuntimeError("flwr's HTTP retry invoker changed; clients.runtime.runtime_retry_invoker needs updating")
+
+    def giveup(exc: Exception) -> bool:
+        if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == httpx.codes.UNAUTHORIZED:
+            return True
+        return flower_giveup(exc)
+
+    invoker.should_giveup = giveup
+    return invoker
+
+
 def _runtime_client(address: str, insecure: bool, root_certificates: str | None, component: str, token: str | None = None):
     from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
-    from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
     from flwr.supercore.runtime.tracing import RuntimeTracingInterceptor
     from flwr.supercore.tls import validate_and_resolve_root_certificates
@@ -46,7 +67,7 @@ def _runtime_client(address: str, insecure: bool, root_certificates: str | None,
         insecure=insecure,
         root_certificates=None if insecure else validate_and_resolve_root_certificates(root_certificates, insecure),
         interceptors=interceptors,
-        retry_invoker=make_simple_http_retry_invoker(),
+        retry_invoker=runtime_retry_invoker(),
     )
 
 
@@ -122,9 +143,11 @@ def run_task(address: str, token: str, *, insecure: bool, root_certificates: str
             if reply is not None and context is not None:
                 push_message(client, reply, context)
         finally:
-            push_task_output(client, context, sub_status, details)
+            # The task output closes the task and spends its token: a heartbeat after it is refused.
+            # Stop the heartbeats first (stop() waits for one in flight).
             if heartbeat.is_running:
                 heartbeat.stop()
+            push_task_output(client, context, sub_status, details)
             client.close()
             log.info("task %s: pull %.3f s, app %.3f s, push %.3f s", sub_status, t1 - t0, t2 - t1, time.perf_counter() - t2)
     return sub_status
@@ -162,7 +185,10 @@ def serve(
             res = acquirer.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
             if res.HasField("task") and res.token:
                 clock.activity(res.task.run_id)
-                run_task(address, res.token, insecure=insecure, root_certificates=root_certificates, client_app=client_app)
+                try:
+                    run_task(address, res.token, insecure=insecure, root_certificates=root_certificates, client_app=client_app)
+                except Exception as exc:  # noqa: BLE001 - the task is lost (the server names the node); the runtime is not
+                    log.error("ClientApp task of run %s could not report back: %s: %s", res.task.run_id, type(exc).__name__, exc)
                 done += 1
                 continue
             clock.sleep(IDLE_SLEEP)
@@ -198,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             idle_interval=args.idle_interval,
         )
     except KeyboardInterrupt:
-        pass
+        log.info("interrupted (SIGINT): the runtime stops")
     return 0
 
 

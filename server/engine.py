@@ -337,9 +337,12 @@ def _wait(client, run_id: int, timeout: float, start_timeout: float, out_dir) ->
         if status == "finished":
             if sub != "completed":
                 kept = None if out_dir is None else Path(out_dir) / LAST_ROUND_FILE
+                details = details or "no details"
+                # The ServerApp's reason usually is the error recorded in last_round.json: say it once.
                 extra = _failure_detail(kept) if kept else ""
-                hint = f"; the last completed round is kept in {kept}" if kept and kept.is_file() else ""
-                raise FedGCError(f"Flower run {run_id} {sub}: {details or 'no details'}{extra}{hint}")
+                extra = "" if extra[2:] in details else extra
+                hint = f"; the last completed round is kept in {kept}" if kept and kept.is_file() and str(kept) not in details else ""
+                raise FedGCError(f"Flower run {run_id} {sub}: {details}{extra}{hint}")
             return f"{status}:{sub}"
         if waited >= timeout:
             raise FedGCError(f"Flower run {run_id} still {status} after {timeout:g} s")

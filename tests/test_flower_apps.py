@@ -197,6 +197,25 @@ def test_silent_node_stops_the_run_and_keeps_last_round(small, tmp_path):
     assert np.asarray(last["A_s"]).shape == (6, 6)
 
 
+def test_launcher_reports_a_failed_run_once(small, tmp_path, monkeypatch):
+    """The ServerApp's reason reaches the launcher as the run's details, and last_round.json holds
+    the same text: the launcher's error says it, and where the round is kept, once."""
+    import server.engine as engine
+
+    grid = FakeGrid(_node_configs(small), silent={1001: 3})
+    job = Job(cfg=small, engine="flower", out_dir=tmp_path, round_timeout=0.3, poll_interval=0.001)
+    with pytest.raises(ClientDropoutError) as err:
+        run_job(grid, job)
+    details = f"ServerApp failed with exception: {err.value}"
+    monkeypatch.setattr(engine, "run_status", lambda client, run_id: ("finished", "failed", details))
+    with pytest.raises(engine.FedGCError) as launched:
+        engine._wait(None, 7, 10.0, 10.0, tmp_path)
+    text = str(launched.value)
+    assert text.startswith(f"Flower run 7 failed: {details}")
+    assert text.count("no reply within 0.3 s") == 1
+    assert text.count(str(tmp_path / LAST_ROUND_FILE)) == 1 and text.count(str(tmp_path / "checkpoint.npz")) == 1
+
+
 def test_missing_node_is_a_clear_error(small, tmp_path):
     grid = FakeGrid(_node_configs(small)[:2])
     job = Job(cfg=small, engine="flower", out_dir=tmp_path, wait_timeout=0.2)

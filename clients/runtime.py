@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Sequence
 
@@ -110,15 +111,54 @@ def pull_task_input(client):
     return message, context, run, fab
 
 
+HEARTBEAT_AFTER = 10.0  # s; a claimed task's token lives 30 s, 60 s once its input is pulled
+
+
+class LateHeartbeat:
+    """Flower's task heartbeat (HeartbeatSender), started only once the task has run `after`
+    seconds. A fedgc task takes milliseconds and its token outlives it many times over, so the
+    heartbeat Flower sends at every task's start is a request (and a thread) per node per round
+    that keeps nothing alive; a task that does run long still gets its heartbeats."""
+
+    def __init__(self, heartbeat_fn, *, after: float = HEARTBEAT_AFTER) -> None:
+        from flwr.supercore.heartbeat import HeartbeatSender
+
+        self._sender = HeartbeatSender(heartbeat_fn)
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._timer = threading.Thread(target=self._start_later, args=(float(after),), daemon=True)
+
+    def _start_later(self, after: float) -> None:
+        if self._stopped.wait(after):
+            return
+        with self._lock:
+            if not self._stopped.is_set():
+                self._sender.start()
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def stop(self) -> None:
+        """No heartbeat leaves after this returns (one in flight is waited for)."""
+        with self._lock:
+            self._stopped.set()
+            if self._sender.is_running:
+                self._sender.stop()
+
+    @property
+    def started(self) -> bool:
+        return self._sender.is_running
+
+
 def run_task(address: str, token: str, *, insecure: bool, root_certificates: str | None, client_app) -> str:
     """One ClientApp task, as flwr-clientapp runs it, but in this process. Returns the sub-status."""
     from flwr.app.error import Error
     from flwr.common.constant import ErrorCode, SubStatus
-    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+    from flwr.supercore.heartbeat import make_task_heartbeat_fn_http
     from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
     client = _runtime_client(address, insecure, root_certificates, "flwr-clientapp", token)
-    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat = LateHeartbeat(make_task_heartbeat_fn_http(client))
     message = context = reply = None
     sub_status, details = SubStatus.FAILED, "ClientApp task failed"
     t0 = time.perf_counter()
@@ -144,9 +184,8 @@ def run_task(address: str, token: str, *, insecure: bool, root_certificates: str
                 push_message(client, reply, context)
         finally:
             # The task output closes the task and spends its token: a heartbeat after it is refused.
-            # Stop the heartbeats first (stop() waits for one in flight).
-            if heartbeat.is_running:
-                heartbeat.stop()
+            # Stop the heartbeats first.
+            heartbeat.stop()
             push_task_output(client, context, sub_status, details)
             client.close()
             log.info("task %s: pull %.3f s, app %.3f s, push %.3f s", sub_status, t1 - t0, t2 - t1, time.perf_counter() - t2)

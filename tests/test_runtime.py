@@ -4,13 +4,14 @@ Flower's own flwr-clientapp runs one task per process, so its HTTP retry policy 
 task token (401) by interrupting its own process. A warm runtime that did so stopped for good when
 its task heartbeat raced the task's end: a heartbeat sent after the task output carries a spent
 token, the runtime exited, and its node never answered another round (seen on loopback as
-"no reply within 120 s" about once in 700 tasks). These tests pin the three guards: the heartbeat
-stops before the output is pushed, a refused token raises instead of interrupting, and a task that
-cannot report back costs that task only."""
+"no reply within 120 s" about once in 700 tasks). These tests pin the guards: the heartbeat stops
+before the output is pushed (and a task shorter than LateHeartbeat's delay sends none), a refused
+token raises instead of interrupting, and a task that cannot report back costs that task only."""
 
 from __future__ import annotations
 
 import signal
+import time
 from types import SimpleNamespace
 
 import httpx
@@ -58,32 +59,24 @@ def test_retryable_errors_are_still_retried(monkeypatch):
 
 def _fake_task_io(monkeypatch, events: list[str]):
     """run_task's Flower I/O replaced by recorders: the order of heartbeat and pushes is what is tested."""
-    import flwr.supercore.heartbeat as heartbeat
     import flwr.supernode.runtime.run_clientapp as run_clientapp
 
     class Heartbeat:
         def __init__(self, fn):
-            self.running = False
+            pass
 
         def start(self):
-            self.running = True
             events.append("heartbeat start")
 
         def stop(self):
-            self.running = False
             events.append("heartbeat stop")
-
-        @property
-        def is_running(self):
-            return self.running
 
     class Client:
         def close(self):
             events.append("close")
 
     monkeypatch.setattr(runtime, "_runtime_client", lambda *a, **k: Client())
-    monkeypatch.setattr(heartbeat, "HeartbeatSender", Heartbeat)
-    monkeypatch.setattr(heartbeat, "make_task_heartbeat_fn_http", lambda client: None)
+    monkeypatch.setattr(runtime, "LateHeartbeat", Heartbeat)
     monkeypatch.setattr(run_clientapp, "push_message", lambda client, reply, context: events.append("push reply"))
     monkeypatch.setattr(run_clientapp, "push_task_output", lambda client, context, status, details: events.append(f"push output {status}"))
     from flwr.app import Message, RecordDict
@@ -136,3 +129,32 @@ def test_a_task_that_cannot_report_back_does_not_stop_the_runtime(monkeypatch):
     monkeypatch.setattr(runtime, "run_task", run_task)
     runtime.serve("127.0.0.1:9094", insecure=True, max_tasks=3)
     assert ran == ["token-0", "token-1", "token-2"]
+
+
+def _wait_for(condition, seconds=10.0):
+    end = time.monotonic() + seconds
+    while not condition() and time.monotonic() < end:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_a_short_task_sends_no_heartbeat():
+    beats = []
+    heartbeat = runtime.LateHeartbeat(lambda: beats.append(time.monotonic()) or True, after=0.3)
+    heartbeat.start()
+    heartbeat.stop()
+    time.sleep(0.6)
+    assert beats == [] and not heartbeat.started
+
+
+def test_a_long_task_gets_heartbeats_and_none_after_stop():
+    beats = []
+    heartbeat = runtime.LateHeartbeat(lambda: beats.append(time.monotonic()) or True, after=0.05)
+    t0 = time.monotonic()
+    heartbeat.start()
+    assert _wait_for(lambda: len(beats) >= 1)
+    assert beats[0] - t0 >= 0.05
+    heartbeat.stop()
+    sent = len(beats)
+    time.sleep(0.2)
+    assert len(beats) == sent and not heartbeat.started

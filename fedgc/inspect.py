@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from fedgc.errors import FedGCError
+from fedgc.origin import holds_one_record
 from fedgc.report import RESULT_FILE, dumps, format_pvalue, read_result, windows_converged
 
 EXPORT_FILES = {"json": "edges.json", "csv": "edges.csv", "graphml": "graph.graphml", "dot": "graph.dot"}
@@ -287,7 +288,7 @@ def _streaming(c: _Checker, s: Any, clients: tuple[str, ...]) -> Streaming:
 def _origins(c: _Checker, o: Any, clients: tuple[str, ...]) -> tuple[Origin, ...]:
     """The "origin" key (fedgc.origin.origin_dict records): one record, or {run name: record}."""
     c.items(o, "origin", dict)
-    if "ranking" in o:
+    if holds_one_record(o):
         return (_origin(c, o, "origin", run=""),)
     return tuple(_origin(c, rec, f"origin[{json.dumps(run)}]", run=str(run)) for run, rec in o.items())
 

@@ -207,12 +207,17 @@ def origin_dict(results: Mapping[str, ClientOrigin], ranking: Sequence[str], **e
     }
 
 
+def holds_one_record(origin: Mapping) -> bool:
+    """result.json's "origin" is one origin record (it has a ranking), not {run name: record}."""
+    return "ranking" in origin
+
+
 def origin_runs(data: Mapping) -> dict[str, dict]:
-    """result.json's "origin" as {run: origin record}: it holds either one record (with "ranking") or one per run."""
+    """result.json's "origin" as {run: origin record}: it holds either one record or one per run."""
     origin = data.get("origin") if isinstance(data, Mapping) else None
     if not origin:
         return {}
-    return {"run": dict(origin)} if "ranking" in origin else {str(k): dict(v) for k, v in origin.items()}
+    return {"run": dict(origin)} if holds_one_record(origin) else {str(k): dict(v) for k, v in origin.items()}
 
 
 def origin_markdown(data: Mapping) -> list[str]:

@@ -204,7 +204,7 @@ def serve(
     busy_for: float = 30.0,
     max_tasks: int | None = None,
 ) -> None:
-    """Poll the SuperNode for ClientApp tasks on the SuperNode's schedule (clients.supernode._PollClock):
+    """Poll the SuperNode for ClientApp tasks on the SuperNode's schedule (clients.supernode.PollClock):
     during a run it learns the round period and polls shortly before the next task is due, so a
     task waits at most a few percent of a round; at a run's start it polls poll_interval after a
     task, backing off by `growth` per empty poll up to busy_interval, and up to idle_interval when
@@ -213,10 +213,10 @@ def serve(
     from flwr.supercore.constant import TaskType
 
     from clients.app import app as client_app
-    from clients.supernode import IDLE_SLEEP, _PollClock
+    from clients.supernode import IDLE_SLEEP, PollClock
 
     acquirer = _runtime_client(address, insecure, root_certificates, "SuperExec")
-    clock = _PollClock(poll_interval, idle_interval, growth=growth, busy=busy_interval, busy_for=busy_for)
+    clock = PollClock(poll_interval, idle_interval, growth=growth, busy=busy_interval, busy_for=busy_for)
     done = 0
     log.info("%s %s", READY_LINE, address)
     try:

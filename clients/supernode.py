@@ -7,7 +7,7 @@ after handing a message to the ClientApp it checks for the reply every 0.5 s. A 
 costs tens of milliseconds, so those sleeps would be the round time. This launcher runs the
 stock SuperNode (same arguments, same behaviour otherwise) with both waits shortened: during a
 run the node learns the round period and polls shortly before the next round is due (see
-_PollClock), at the start of a run it polls --fedgc-poll-interval seconds after a message and
+PollClock), at the start of a run it polls --fedgc-poll-interval seconds after a message and
 backs off (x1.5 per empty poll) to 0.25 s, and idle to --fedgc-idle-interval seconds; the local
 reply check runs every 5 ms, and object pulls retry after 5 ms instead of 1 s
 (clients.flwrtiming). Without the --fedgc-* flags it is exactly flower-supernode
@@ -25,7 +25,7 @@ from typing import Sequence
 IDLE_SLEEP = 3  # what flwr.supernode.start_client_internal sleeps when no message is waiting
 
 
-class _PollClock:
+class PollClock:
     """Stands in for the `time` module inside flwr.supernode.start_client_internal.
 
     During a run messages come once per round, and every empty poll is a request the SuperLink
@@ -98,12 +98,12 @@ class _PollClock:
             self.delay = min(self.delay * self.growth, max(self.cap(), self.delay))
 
 
-def patch_poll(poll: float = 0.01, idle: float = 1.0) -> _PollClock:
+def patch_poll(poll: float = 0.01, idle: float = 1.0) -> PollClock:
     import flwr.supernode.start_client_internal as sci
 
     if not (hasattr(sci, "time") and hasattr(sci, "_pull_and_store_message") and hasattr(sci, "_push_messages")):
         raise RuntimeError("flwr.supernode.start_client_internal changed; clients.supernode needs updating")
-    clock = _PollClock(poll, idle)
+    clock = PollClock(poll, idle)
     pull = sci._pull_and_store_message
 
     def pull_and_store(*args, **kwargs):

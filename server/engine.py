@@ -190,7 +190,8 @@ def run_flower(
     if not (out_dir / FIT_FILE).is_file():
         kept = out_dir / LAST_ROUND_FILE
         hint = f"; the last completed round is kept in {kept}" if kept.is_file() else ""
-        detail = _failure_detail(kept)
+        error = _recorded_error(kept)
+        detail = f": {error}" if error else ""
         raise FedGCError(f"Flower run {run_id} ended ({status}) without a result{detail}{hint}")
     fit = load_fit(out_dir / FIT_FILE)
     info = json.loads((out_dir / RUN_FILE).read_text())
@@ -206,12 +207,13 @@ def run_flower(
     return _evaluator(windows, truth)(result)
 
 
-def _failure_detail(last_round: Path) -> str:
+def _recorded_error(last_round: Path) -> str:
+    """The error the ServerApp recorded in last_round.json, or "" (no file, none recorded)."""
     try:
         err = json.loads(last_round.read_text()).get("error")
     except (OSError, ValueError):
         return ""
-    return f": {err}" if err else ""
+    return str(err) if err else ""
 
 
 @contextlib.contextmanager
@@ -339,8 +341,8 @@ def _wait(client, run_id: int, timeout: float, start_timeout: float, out_dir) ->
                 kept = None if out_dir is None else Path(out_dir) / LAST_ROUND_FILE
                 details = details or "no details"
                 # The ServerApp's reason usually is the error recorded in last_round.json: say it once.
-                extra = _failure_detail(kept) if kept else ""
-                extra = "" if extra[2:] in details else extra
+                error = _recorded_error(kept) if kept else ""
+                extra = f": {error}" if error and error not in details else ""
                 hint = f"; the last completed round is kept in {kept}" if kept and kept.is_file() and str(kept) not in details else ""
                 raise FedGCError(f"Flower run {run_id} {sub}: {details}{extra}{hint}")
             return f"{status}:{sub}"

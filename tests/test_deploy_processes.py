@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from clients.supernode import IDLE_SLEEP, _PollClock
+from clients.supernode import IDLE_SLEEP, PollClock
 
 
 class _Sleeps:
@@ -21,7 +21,7 @@ class _Sleeps:
 
 def test_poll_clock_stays_short_during_a_run_and_backs_off_when_idle(monkeypatch):
     sleeps = _Sleeps(monkeypatch)
-    clock = _PollClock(0.01, 1.0, busy=0.25, busy_for=30.0)
+    clock = PollClock(0.01, 1.0, busy=0.25, busy_for=30.0)
     clock.sleep(IDLE_SLEEP)
     assert sleeps.calls == [1.0]  # no run yet: idle interval
     clock.activity()
@@ -49,7 +49,7 @@ class _FakeTime:
         self.now += seconds
 
 
-def _polls_until(clock: _PollClock, fake: _FakeTime, arrival: float, run_id: int = 1) -> int:
+def _polls_until(clock: PollClock, fake: _FakeTime, arrival: float, run_id: int = 1) -> int:
     """Flower's loop: poll, and on an empty poll sleep IDLE_SLEEP; returns the polls a message
     arriving at `arrival` costs (the last one gets it) and records the message."""
     polls = 0
@@ -76,7 +76,7 @@ def test_poll_clock_learns_the_round_period(monkeypatch):
     message within 0.04 P of its arrival; a pause (between runs) or a long setup exchange does
     not make it late for the rounds after."""
     fake = _FakeTime(monkeypatch)
-    clock = _PollClock(0.01, 1.0, busy=0.25, busy_for=30.0)
+    clock = PollClock(0.01, 1.0, busy=0.25, busy_for=30.0)
     period = 1.5
     gaps = [period] * 12 + [8.0, 2.5] + [period] * 8
     polls, late = _run(clock, fake, gaps)
@@ -92,7 +92,7 @@ def test_poll_clock_learns_the_round_period(monkeypatch):
 
 def test_poll_clock_forgets_other_runs_and_catches_up_when_rounds_get_faster(monkeypatch):
     fake = _FakeTime(monkeypatch)
-    clock = _PollClock(0.01, 1.0, busy=0.25, busy_for=30.0)
+    clock = PollClock(0.01, 1.0, busy=0.25, busy_for=30.0)
     _run(clock, fake, [4.0] * 8, run_id=1)  # a slow run (e.g. send_and_receive's 3 s sleeps)
     fake.now += 5.0
     # the next run: a long setup exchange, then 1 s rounds; nothing of the last run's 4 s period is used

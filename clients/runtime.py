@@ -213,6 +213,7 @@ def serve(
     from flwr.supercore.constant import TaskType
 
     from clients.app import app as client_app
+    from clients.heldpoll import HELD_AFTER
     from clients.supernode import IDLE_SLEEP, PollClock
 
     acquirer = _runtime_client(address, insecure, root_certificates, "SuperExec")
@@ -221,6 +222,7 @@ def serve(
     log.info("%s %s", READY_LINE, address)
     try:
         while max_tasks is None or done < max_tasks:
+            asked = time.monotonic()
             res = acquirer.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
             if res.HasField("task") and res.token:
                 clock.activity(res.task.run_id)
@@ -230,7 +232,8 @@ def serve(
                     log.error("ClientApp task of run %s could not report back: %s: %s", res.task.run_id, type(exc).__name__, exc)
                 done += 1
                 continue
-            clock.sleep(IDLE_SLEEP)
+            if time.monotonic() - asked < HELD_AFTER:  # a SuperNode without held polls: sleep between polls
+                clock.sleep(IDLE_SLEEP)
     finally:
         acquirer.close()
 

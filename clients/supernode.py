@@ -17,12 +17,16 @@ if the SuperNode's loop changes.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time as _time
 from collections import deque
 from typing import Sequence
 
+from clients.heldpoll import HELD_AFTER, Arrivals, held
+
 IDLE_SLEEP = 3  # what flwr.supernode.start_client_internal sleeps when no message is waiting
+TASK_HOLD = 1.0  # s: longest wait of the ClientApp runtime's AcquireTask for a message (clients.heldpoll)
 
 
 class PollClock:
@@ -54,6 +58,7 @@ class PollClock:
         self.in_run = 0  # messages of this run so far
         self.due = self.hold_until = -float("inf")
         self.waited = False  # slept until `due` and have not polled empty since
+        self.held = False  # the last empty poll was held by the server (clients.heldpoll)
         self.last_empty = self.last_arrival = -float("inf")  # times of the last empty poll, of the last message
 
     def __getattr__(self, name: str):
@@ -87,6 +92,9 @@ class PollClock:
             _time.sleep(min(seconds, self.local))
             return
         self.last_empty = _time.monotonic()
+        if self.held:  # the SuperLink held the poll (server.superlink): ask again at once
+            self.held = False
+            return
         early = self.due - self.last_empty
         if early > 0:  # the next round cannot be here yet
             _time.sleep(early)
@@ -98,16 +106,56 @@ class PollClock:
             self.delay = min(self.delay * self.growth, max(self.cap(), self.delay))
 
 
-def patch_poll(poll: float = 0.01, idle: float = 1.0) -> PollClock:
+def hold_task_polls(arrivals: Arrivals, hold: float) -> None:
+    """The SuperNode's Runtime API AcquireTask answers no-task only after `hold` seconds, and a
+    task only once its message is stored whole (Flower creates the task before it pulls the
+    message's objects from the SuperLink, and a runtime that claims it early retries its object
+    pulls): clients.heldpoll."""
+    from flwr.supernode.servicer.runtime import runtime_handlers
+
+    acquire = getattr(runtime_handlers, "acquire_task", None)
+    if acquire is None:
+        raise RuntimeError("flwr.supernode.servicer.runtime.runtime_handlers changed; clients.supernode needs updating")
+
+    def acquire_task(request, state):
+        return held(lambda: acquire(request, state), lambda res: res.HasField("task"), arrivals, None, hold)
+
+    runtime_handlers.acquire_task = acquire_task
+
+
+def patch_poll(poll: float = 0.01, idle: float = 1.0, task_hold: float = TASK_HOLD) -> PollClock:
     import flwr.supernode.start_client_internal as sci
 
     if not (hasattr(sci, "time") and hasattr(sci, "_pull_and_store_message") and hasattr(sci, "_push_messages")):
         raise RuntimeError("flwr.supernode.start_client_internal changed; clients.supernode needs updating")
     clock = PollClock(poll, idle)
     pull = sci._pull_and_store_message
+    signature = inspect.signature(pull)
+    if "receive" not in signature.parameters:
+        raise RuntimeError("flwr.supernode.start_client_internal changed; clients.supernode needs updating")
+    arrivals = Arrivals()
+    if task_hold > 0:
+        hold_task_polls(arrivals, task_hold)
 
     def pull_and_store(*args, **kwargs):
-        run_id = pull(*args, **kwargs)
+        call = signature.bind(*args, **kwargs)
+        receive, storing = call.arguments["receive"], []
+
+        def receive_and_mark():
+            asked = _time.monotonic()
+            got = receive()
+            clock.held = got is None and _time.monotonic() - asked >= HELD_AFTER
+            if got is not None:
+                arrivals.started()
+                storing.append(True)
+            return got
+
+        call.arguments["receive"] = receive_and_mark
+        try:
+            run_id = pull(*call.args, **call.kwargs)
+        finally:
+            if storing:
+                arrivals.finished()
         if run_id is not None:
             clock.activity(run_id)
         return run_id
@@ -121,7 +169,7 @@ def patch_poll(poll: float = 0.01, idle: float = 1.0) -> PollClock:
 
 
 def split_args(argv: Sequence[str]) -> tuple[dict[str, float], list[str]]:
-    ours = {"--fedgc-poll-interval": 0.01, "--fedgc-idle-interval": 1.0}
+    ours = {"--fedgc-poll-interval": 0.01, "--fedgc-idle-interval": 1.0, "--fedgc-task-hold": TASK_HOLD}
     rest: list[str] = []
     it = iter(argv)
     for arg in it:
@@ -135,7 +183,7 @@ def split_args(argv: Sequence[str]) -> tuple[dict[str, float], list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     opts, rest = split_args(sys.argv[1:] if argv is None else argv)
-    patch_poll(opts["poll_interval"], opts["idle_interval"])
+    patch_poll(opts["poll_interval"], opts["idle_interval"], opts["task_hold"])
     from flwr.supercore.logger import update_console_handler
 
     update_console_handler(timestamps=True, colored=False)

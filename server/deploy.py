@@ -1,8 +1,9 @@
 """The deployed layout: one definition of every process's command line, used by docker-compose.yml
 (checked by tests/test_compose.py), by the integration tests and by benchmarks/bench_engines.py.
 
-    superlink            flower-superlink --insecure --isolation process --host H --port 8000
+    superlink            python -m server.superlink --insecure --isolation process --host H --port 8000
                          --disable-runtime-dependency-installation
+                         (flower-superlink with held message polls: server/superlink.py)
     superexec-serverapp  flower-superexec --insecure --runtime-api-address superlink:8000
                          (starts one flwr-serverapp process per run: server.app:app)
     supernode-i          python -m clients.supernode --insecure --superlink superlink:8000
@@ -280,7 +281,7 @@ class LocalDeployment:
                 c = Path(self.certs)
                 tls = {"ca": str(c / "ca.crt"), "cert": str(c / "server.pem"), "key": str(c / "server.key")}
             link_args = superlink_args("127.0.0.1", self.superlink_port, tls=tls, supernode_auth=self.supernode_auth)
-            link = self._start("superlink", [_bin("flower-superlink"), *link_args])
+            link = self._start("superlink", [sys.executable, "-m", "server.superlink", *link_args])
             wait_for_port(self.superlink_port, timeout, link)
             if self.supernode_auth:
                 names = self.registered if self.registered is not None else [nc["client-name"] for nc in self.node_configs]

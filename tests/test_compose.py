@@ -3,6 +3,7 @@ node configs and the data each ClientApp reads. Parses the YAML; no Docker engin
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -49,18 +50,58 @@ def test_images_pinned_to_the_flower_version_in_use():
     import flwr
 
     assert flwr.__version__ == FLWR_VERSION
-    assert SERVICES["superlink"]["image"] == f"flwr/superlink:{FLWR_VERSION}"
     app = SERVICES["superexec-serverapp"]["build"]["dockerfile_inline"]
     node = SERVICES["supernode-0"]["build"]["dockerfile_inline"]
+    link = SERVICES["superlink"]["build"]["dockerfile_inline"]
     assert f"FROM flwr/superexec:{FLWR_VERSION}" in app
     assert f"FROM flwr/supernode:{FLWR_VERSION}" in node
+    assert f"FROM flwr/superlink:{FLWR_VERSION}" in link
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert "torch==2.13.0" in app and "torch==2.13.0" in deps
+
+
+def _local_imports(module: str) -> set[str]:
+    """The repo's modules `module` imports, itself included, transitively (by parsing the source)."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        tree = ast.parse((ROOT / (name.replace(".", "/") + ".py")).read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            todo += [n for n in names if n.split(".")[0] in {"clients", "server", "fedgc"} and (ROOT / (n.replace(".", "/") + ".py")).is_file()]
+    return seen
+
+
+@pytest.mark.parametrize("service, module", [("superlink", "server.superlink"), ("supernode-0", "clients.supernode")])
+def test_slim_images_copy_every_module_their_launcher_imports(service, module):
+    """The SuperLink and SuperNode images add only fedgc's launcher to Flower's image: it must
+    bring every repo module the launcher imports (and no fedgc/, which needs numpy and torch)."""
+    svc = SERVICES[service]
+    assert svc["entrypoint"] == ["python", "-m", module]
+    copied = set()
+    for line in svc["build"]["dockerfile_inline"].splitlines():
+        if line.strip().startswith("COPY"):
+            copied |= {f[: -len(".py")].replace("/", ".") for f in line.split()[2:-1]}
+    needed = _local_imports(module)
+    packages = {m.rsplit(".", 1)[0] + ".__init__" for m in needed}
+    assert needed | packages <= copied
+    assert not any(m.startswith("fedgc") for m in needed)
 
 
 def test_superlink_and_serverapp_runtime_commands():
     link = SERVICES["superlink"]
     assert link["command"] == superlink_args("0.0.0.0", SUPERLINK_PORT)
+    from server.superlink import split_args
+
+    hold, flower_args = split_args(link["command"])
+    assert flower_args == link["command"]  # no fedgc flag: the default hold; the rest is Flower's
+    from flwr.superlink.cli.flower_superlink import _parse_args_run_superlink
+
+    assert _parse_args_run_superlink().parse_args(flower_args).port == SUPERLINK_PORT
     assert f"{SUPERLINK_PORT}:{SUPERLINK_PORT}" in link["ports"]
     sx = SERVICES["superexec-serverapp"]
     assert sx["entrypoint"] == ["flower-superexec"]

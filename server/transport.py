@@ -192,10 +192,9 @@ class FlowerTransport:
         instead of raising ClientFailed / NodeTimeout for nodes that failed or stayed silent."""
         if self.send_and_receive and what != "setup":
             return self._send_and_receive(msgs, nodes, what, names, partial)
-        # One message at a time: Flower pushes a batch's headers before any of its objects, and a
-        # node that sees its header pulls the objects at once, retrying until they are there; one
-        # by one, each node's objects follow its header within milliseconds.
-        ids = [mid for msg in msgs for mid in self.grid.push_messages([msg])]
+        # One batch: Flower pushes the batch's headers, then its objects; fedgc's SuperLink
+        # (server.superlink) answers a node's poll only once its message's objects are all there.
+        ids = list(self.grid.push_messages(msgs))
         self._pushed = self._first = time.perf_counter()
         if len(ids) != len(msgs) or any(i is None or i == "" for i in ids):
             raise FedGCError(f"{what}: the SuperLink did not accept every message ({ids})")

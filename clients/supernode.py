@@ -1,18 +1,23 @@
-"""`flower-supernode` with a short message poll.
+"""`flower-supernode` with short waits, and a held task poll for its ClientApp runtime.
 
-    python -m clients.supernode [--fedgc-poll-interval 0.02] <flower-supernode arguments>
+    python -m clients.supernode [--fedgc-poll-interval 0.01] [--fedgc-idle-interval 1.0]
+                                [--fedgc-task-hold 1.0] <flower-supernode arguments>
 
 Flower 1.41's SuperNode asks the SuperLink for a message, and when there is none sleeps 3 s;
 after handing a message to the ClientApp it checks for the reply every 0.5 s. A fedgc round
 costs tens of milliseconds, so those sleeps would be the round time. This launcher runs the
-stock SuperNode (same arguments, same behaviour otherwise) with both waits shortened: during a
-run the node learns the round period and polls shortly before the next round is due (see
-PollClock), at the start of a run it polls --fedgc-poll-interval seconds after a message and
-backs off (x1.5 per empty poll) to 0.25 s, and idle to --fedgc-idle-interval seconds; the local
-reply check runs every 5 ms, and object pulls retry after 5 ms instead of 1 s
-(clients.flwrtiming). Without the --fedgc-* flags it is exactly flower-supernode
-apart from those intervals. Pinned to flwr 1.41 (fedgc's dependency); `patch_poll` fails loudly
-if the SuperNode's loop changes.
+stock SuperNode (same arguments, same behaviour otherwise) with:
+- the message poll: against fedgc's SuperLink (server.superlink), which holds an empty poll until
+  the node's message is there, the node asks again at once; against a SuperLink that answers at
+  once it learns the round period during a run and polls shortly before the next round is due
+  (PollClock), at the start of a run it polls --fedgc-poll-interval seconds after a message and
+  backs off (x1.5 per empty poll) to 0.25 s, and idle to --fedgc-idle-interval seconds;
+- the ClientApp runtime's task poll (Runtime API AcquireTask) held until a message is stored
+  whole, header and objects, or --fedgc-task-hold seconds (clients.heldpoll; 0 turns it off);
+- the local reply check every 5 ms, and object pulls retried after 5 ms instead of 1 s
+  (clients.flwrtiming).
+Pinned to flwr 1.41 (fedgc's dependency); `patch_poll` fails loudly if the SuperNode's loop or
+handlers change.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections import deque
 from typing import Sequence
 
 from clients.heldpoll import HELD_AFTER, Arrivals, held
+from clients.launch import split_flags
 
 IDLE_SLEEP = 3  # what flwr.supernode.start_client_internal sleeps when no message is waiting
 TASK_HOLD = 1.0  # s: longest wait of the ClientApp runtime's AcquireTask for a message (clients.heldpoll)
@@ -169,16 +175,7 @@ def patch_poll(poll: float = 0.01, idle: float = 1.0, task_hold: float = TASK_HO
 
 
 def split_args(argv: Sequence[str]) -> tuple[dict[str, float], list[str]]:
-    ours = {"--fedgc-poll-interval": 0.01, "--fedgc-idle-interval": 1.0, "--fedgc-task-hold": TASK_HOLD}
-    rest: list[str] = []
-    it = iter(argv)
-    for arg in it:
-        key, _, value = arg.partition("=")
-        if key in ours:
-            ours[key] = float(value if value else next(it))
-        else:
-            rest.append(arg)
-    return {k[len("--fedgc-"):].replace("-", "_"): v for k, v in ours.items()}, rest
+    return split_flags(argv, {"poll-interval": 0.01, "idle-interval": 1.0, "task-hold": TASK_HOLD})
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -23,9 +23,10 @@ import time
 from typing import Sequence
 
 from clients.heldpoll import Arrivals, held
+from clients.launch import split_flags
 
 MESSAGE_HOLD = 1.0  # s
-HOLD_SLOTS = 24  # polls held at once; Starlette's thread pool has 40 threads for every sync handler
+HOLD_SLOTS = 24  # polls held at once: each holds one of the 40 threads (anyio's default) that run sync handlers
 PUSH_PATIENCE = 60.0  # s: a message whose objects have not all come by then no longer holds polls
 
 
@@ -100,15 +101,8 @@ def hold_message_polls(hold: float = MESSAGE_HOLD, *, slots: int = HOLD_SLOTS) -
 
 
 def split_args(argv: Sequence[str]) -> tuple[float, list[str]]:
-    hold, rest = MESSAGE_HOLD, []
-    it = iter(argv)
-    for arg in it:
-        key, eq, value = arg.partition("=")
-        if key == "--fedgc-message-hold":
-            hold = float(value if eq else next(it))
-        else:
-            rest.append(arg)
-    return hold, rest
+    flags, rest = split_flags(argv, {"message-hold": MESSAGE_HOLD})
+    return flags["message_hold"], rest
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -85,6 +85,14 @@ def test_a_poll_waits_for_a_half_stored_delivery_before_it_looks():
     assert poll.result() == "message" and box["looks"] == 1
 
 
+def test_a_delivery_that_never_completes_holds_a_poll_no_longer_than_hold():
+    arrivals, box = Arrivals(), {"answer": "header without objects"}
+    arrivals.started(6)  # e.g. the ServerApp died between a message's header and its objects
+    t0 = time.monotonic()
+    assert held(_looks(box), bool, arrivals, 6, hold=0.3) == "header without objects"
+    assert 0.3 <= time.monotonic() - t0 < 2.0 and box["looks"] == 1
+
+
 def test_a_delivery_completed_during_the_look_is_not_missed():
     arrivals = Arrivals()
     answers = iter([None, "message"])

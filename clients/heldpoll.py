@@ -3,7 +3,7 @@
 Flower 1.41's runtimes and SuperNodes poll: a ClientApp runtime asks its SuperNode for a task, a
 SuperNode asks the SuperLink for a message, and an empty answer is followed by a sleep. Between
 two rounds of a fedgc run those empty polls are most of the requests the SuperLink and the
-SuperNodes serve (about 150 of 400 per round with 8 clients), and the sleep before the poll that
+SuperNodes serve (about 140 of 400 per round with 8 clients), and the sleep before the poll that
 finds the message is added to the round. A held poll answers the same request with the same
 response, only later: the handler waits until a new delivery is complete, or `hold` seconds,
 before it looks. A client that knows nothing of the hold just sees slow empty answers.

@@ -3,7 +3,7 @@
     python -m server.superlink [--fedgc-message-hold 1.0] <flower-superlink arguments>
 
 Flower 1.41's SuperNodes ask the SuperLink for a message and, finding none, sleep and ask again.
-Between the rounds of a fedgc run those empty polls were two thirds of the SuperLink's requests
+Between the rounds of a fedgc run those empty polls were a third of the SuperLink's requests
 (~65 of ~210 per round with 8 clients, ~4 ms of its CPU each), and each node found its message
 only at its next poll. Here the Fleet API's PullMessages, when the node has no message waiting,
 waits until the ServerApp has pushed one for that node *with all its objects* (Flower pushes a

@@ -171,7 +171,7 @@ def superlink_handlers(monkeypatch):
     monkeypatch.setattr(runtime_handlers, "push_object", push_object)
     return SimpleNamespace(
         fleet=fleet_handlers, runtime=runtime_handlers, state=state, store=store, calls=calls,
-        hold=lambda seconds: hold_message_polls(hold=seconds),
+        hold=lambda seconds, slots=24: hold_message_polls(hold=seconds, slots=slots),
     )  # fmt: skip
 
 
@@ -228,6 +228,19 @@ def test_superlink_poll_of_another_node_keeps_waiting(superlink_handlers):
     _server_pushes(link, 2, _tree("only"))
     _object_arrives(link, "only")
     assert list(poll.result().messages_list) == []
+
+
+def test_superlink_answers_at_once_when_every_hold_slot_is_taken(superlink_handlers):
+    link = superlink_handlers
+    link.hold(10.0, slots=1)
+    first = _node_polls(link, 1)  # takes the only slot
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    assert list(_node_polls(link, 2).result().messages_list) == []
+    assert time.monotonic() - t0 < 1.0 and first.is_alive()
+    _server_pushes(link, 1, _tree("m1"))
+    _object_arrives(link, "m1")
+    assert list(first.result().messages_list) == ["m1"]
 
 
 def test_superlink_forgets_a_message_whose_objects_never_come():

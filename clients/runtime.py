@@ -204,16 +204,17 @@ def serve(
     busy_for: float = 30.0,
     max_tasks: int | None = None,
 ) -> None:
-    """Poll the SuperNode for ClientApp tasks on the SuperNode's schedule (clients.supernode.PollClock):
-    during a run it learns the round period and polls shortly before the next task is due, so a
-    task waits at most a few percent of a round; at a run's start it polls poll_interval after a
-    task, backing off by `growth` per empty poll up to busy_interval, and up to idle_interval when
-    no task came for busy_for seconds (an idle node costs one request per idle_interval)."""
+    """Poll the SuperNode for ClientApp tasks. fedgc's SuperNode (clients.supernode) holds an empty
+    poll until a task is ready, so the runtime asks again at once. Against a SuperNode that answers
+    at once it polls on the SuperNode's schedule (clients.supernode.PollClock): during a run it
+    learns the round period and polls shortly before the next task is due, so a task waits at most
+    a few percent of a round; at a run's start it polls poll_interval after a task, backing off by
+    `growth` per empty poll up to busy_interval, and up to idle_interval when no task came for
+    busy_for seconds (an idle node costs one request per idle_interval)."""
     from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
     from flwr.supercore.constant import TaskType
 
     from clients.app import app as client_app
-    from clients.heldpoll import HELD_AFTER
     from clients.supernode import IDLE_SLEEP, PollClock
 
     acquirer = _runtime_client(address, insecure, root_certificates, "SuperExec")
@@ -232,8 +233,8 @@ def serve(
                     log.error("ClientApp task of run %s could not report back: %s: %s", res.task.run_id, type(exc).__name__, exc)
                 done += 1
                 continue
-            if time.monotonic() - asked < HELD_AFTER:  # a SuperNode without held polls: sleep between polls
-                clock.sleep(IDLE_SLEEP)
+            clock.answered_empty(asked)
+            clock.sleep(IDLE_SLEEP)
     finally:
         acquirer.close()
 

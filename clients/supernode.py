@@ -90,6 +90,11 @@ class PollClock:
         self.hold_until = arrival + 1.5 * period
         self.waited = False
 
+    def answered_empty(self, asked: float) -> None:
+        """A poll sent at `asked` (monotonic) came back empty. If that took HELD_AFTER or more, the
+        server held it until its hold ran out (clients.heldpoll) and the next sleep is skipped."""
+        self.held = _time.monotonic() - asked >= HELD_AFTER
+
     def cap(self) -> float:
         return self.busy if _time.monotonic() - self.last_activity < self.busy_for else self.idle
 
@@ -98,7 +103,7 @@ class PollClock:
             _time.sleep(min(seconds, self.local))
             return
         self.last_empty = _time.monotonic()
-        if self.held:  # the SuperLink held the poll (server.superlink): ask again at once
+        if self.held:  # the server held the poll (server.superlink, clients.supernode): ask again at once
             self.held = False
             return
         early = self.due - self.last_empty
@@ -150,8 +155,9 @@ def patch_poll(poll: float = 0.01, idle: float = 1.0, task_hold: float = TASK_HO
         def receive_and_mark():
             asked = _time.monotonic()
             got = receive()
-            clock.held = got is None and _time.monotonic() - asked >= HELD_AFTER
-            if got is not None:
+            if got is None:
+                clock.answered_empty(asked)
+            else:
                 arrivals.started()
                 storing.append(True)
             return got

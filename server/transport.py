@@ -2,8 +2,9 @@
 
 Each exchange pushes one message per node (query.round, the node's augmentation) in one
 grid.push_messages call, and polls grid.pull_messages at a short interval (from 20 ms, backing
-off to 100 ms while nothing arrives) until every node has answered or the round timeout passes. Flower's own send_and_receive sleeps 3 s between polls, which would dominate a
-round that costs tens of milliseconds.
+off to 100 ms while nothing arrives) until every node has answered or the round timeout passes.
+Flower's own send_and_receive sleeps 3 s between polls, which would dominate a round that costs
+tens of milliseconds.
 
 In a round, a node that does not answer in time, answers with an error (e.g. its ClientApp
 rejected the augmentation) or sends a reply that does not decode is returned as a

@@ -355,17 +355,17 @@ def test_supernode_marks_a_message_from_its_receipt_to_its_objects(monkeypatch):
 
 def test_runtime_asks_again_at_once_after_a_held_empty_poll(monkeypatch):
     import clients.runtime as runtime
-    from clients.supernode import PollClock
 
     answers = iter([0.3, 0.3, 0.0, "task"])  # two held empty answers, one quick one, then a task
     clock_sleeps = []
+    answer_after = time.sleep  # the fake SuperNode's own wait, not one of the clock's
 
     class Acquirer:
         def AcquireTask(self, request):
             answer = next(answers)
             if answer == "task":
                 return SimpleNamespace(HasField=lambda field: True, token="token", task=SimpleNamespace(run_id=1))
-            time.sleep(answer)
+            answer_after(answer)
             return SimpleNamespace(HasField=lambda field: False, token="", task=None)
 
         def close(self):
@@ -373,6 +373,6 @@ def test_runtime_asks_again_at_once_after_a_held_empty_poll(monkeypatch):
 
     monkeypatch.setattr(runtime, "_runtime_client", lambda *a, **k: Acquirer())
     monkeypatch.setattr(runtime, "run_task", lambda *a, **k: "completed")
-    monkeypatch.setattr(PollClock, "sleep", lambda self, seconds: clock_sleeps.append(seconds))
+    monkeypatch.setattr("clients.supernode._time.sleep", clock_sleeps.append)
     runtime.serve("127.0.0.1:9094", insecure=True, max_tasks=1)
     assert len(clock_sleeps) == 1  # only after the quick (stock) empty answer

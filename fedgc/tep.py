@@ -12,7 +12,7 @@ to variable names; the default is the README's four units (TEP_UNITS). The flows
 flows between those units are FLOWSHEET_EDGES, as (source, target).
 
 Where the data are: `load_tep(path)` takes a folder; `default_data_path()` is $FEDGC_TEP_DATA if
-set, else the repository's sibling `../shared/data/tep`.
+set, else the repository's own copy `data/tep`.
 """
 
 from __future__ import annotations
@@ -87,11 +87,11 @@ class TEPRun:
 
 
 def default_data_path() -> Path:
-    """$FEDGC_TEP_DATA if set, else `../shared/data/tep` next to the repository holding fedgc."""
+    """$FEDGC_TEP_DATA if set, else the repository's own copy `data/tep` (with its LICENSE)."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "tep"
+    return Path(__file__).resolve().parents[1] / "data" / "tep"
 
 
 def parse_run_name(run: str) -> tuple[int | None, int | None]:
@@ -209,7 +209,7 @@ class TEPSettings:
     """The `tep:` section of a run config (fedgc.config):
 
         tep:
-          path: null            # data folder, relative to the YAML file; null: $FEDGC_TEP_DATA, else ../shared/data/tep
+          path: null            # data folder, relative to the YAML file; null: $FEDGC_TEP_DATA, else the repository's data/tep
           run: d00_te           # the window the GC protocol runs on (normal operation)
           identify_on: d00      # the run each client identifies its local model on (null: `run` itself)
           split: default        # or {unit: [XMEAS(1), XMV(2), ...], ...}

@@ -34,8 +34,8 @@ UNIT_SIZES = {"feed": 8, "reactor": 13, "separator": 19, "stripper": 12}
 @pytest.fixture(scope="module")
 def real_data() -> Path:
     folder = default_data_path()
-    if not (folder / "d00_te.dat").is_file():
-        pytest.skip(f"TEP data not found at {folder} (set FEDGC_TEP_DATA to the Braatz folder)")
+    assert (folder / "d00_te.dat").is_file(), f"the repository's TEP copy is missing at {folder}"
+    assert (folder / "LICENSE").is_file(), "the Braatz files must travel with their LICENSE"
     return folder
 
 

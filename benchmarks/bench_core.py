@@ -25,13 +25,13 @@ STATSMODELS_MAX_STATES = 120
 
 
 def one_row(M: int, *, T: int, D: int, P: int, seed: int, gd_max_rounds: int) -> dict:
-    from fedgc.client import ClientSession
-    from fedgc.local_model import identify
-    from fedgc.metrics import auroc, relative_error
-    from fedgc.oracle import oracle_fit
-    from fedgc.protocol import LocalTransport, ServerConfig, run_protocol
-    from fedgc.server import Blocks
-    from fedgc.synthetic import SystemSpec, simulate
+    from fedgc.protocol.session import ClientSession
+    from fedgc.core.local_model import identify
+    from fedgc.analysis.metrics import auroc, relative_error
+    from fedgc.analysis.oracle import oracle_fit
+    from fedgc.protocol.loop import LocalTransport, ServerConfig, run_protocol
+    from fedgc.core.regression import Blocks
+    from fedgc.data.synthetic import SystemSpec, simulate
 
     rng = np.random.default_rng(seed)
     spec = SystemSpec(n_clients=M, state_dims=D, obs_dims=P, edge_density=min(1.0, 2.0 / (M - 1)), n_steps=T)
@@ -81,7 +81,7 @@ def _statsmodels_row(data, M: int, D: int, seed: int, identify) -> dict:
     """statsmodels VAR(1) block Granger test on the clients' PCA scores, centralized."""
     from statsmodels.tsa.api import VAR
 
-    from fedgc.metrics import auroc
+    from fedgc.analysis.metrics import auroc
 
     if M * D > STATSMODELS_MAX_STATES:
         return {"sm_s": None, "sm_auroc": None, "sm_note": f"skipped: test_causality needs a {(M * D) ** 2} x {(M * D) ** 2} covariance"}

@@ -27,8 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fedgc.config import load_config  # noqa: E402
-from fedgc.engines import run_with_engine  # noqa: E402
+from fedgc.app.config import load_config  # noqa: E402
+from fedgc.app.engines import run_with_engine  # noqa: E402
 
 
 def _row(name, seconds, result, ref, latency=None, cpu=None):

@@ -1,11 +1,11 @@
-"""Flower ClientApp: thin handlers over fedgc's client side (fedgc.client.ClientSession).
+"""Flower ClientApp: thin handlers over fedgc's client side (fedgc.protocol.session.ClientSession).
 
-Messages (fedgc.messages describes the payloads):
+Messages (fedgc.protocol.wire describes the payloads):
 
     query.setup   the node reads its own CSV (node config `data-path`), builds its local model
                   (node config `model-path` = a given .npz, else identified from its data) and
                   answers name, state_dim, n_steps.
-    query.round   augmentation in (ArrayRecord "fedgc.arrays"), ClientReply out (arrays + ConfigRecord "fedgc.config").
+    query.round   augmentation in (ArrayRecord "fedgc.arrays"), ClientReply out (arrays + ConfigRecord "fedgc.app.config").
 
 Node config keys (flower-supernode --node-config "data-path='/data/feed.csv' client-name='feed'"):
 
@@ -32,11 +32,11 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedgc import messages
+from fedgc.protocol import wire as messages
 from fedgc.errors import ConfigError
 
 ARRAYS = "fedgc.arrays"  # the ArrayRecord of every message
-CONFIG = "fedgc.config"  # the ConfigRecord of every message
+CONFIG = "fedgc.app.config"  # the ConfigRecord of every message
 PACKED = "packed"  # every float64 field, concatenated: the one Array of ARRAYS, or bytes in CONFIG
 STATE_SETUP = "fedgc.setup"
 STATE_THETA = "fedgc.theta"
@@ -55,7 +55,7 @@ _LOCK = threading.Lock()
 
 def to_records(payload: Mapping[str, Any], *, message_format: str = "arrays") -> RecordDict:
     """A fedgc payload as a RecordDict. Its float64 arrays are packed into one buffer
-    (fedgc.messages.pack_arrays) whose layout (names and shapes) goes into ConfigRecord CONFIG with
+    (fedgc.protocol.wire.pack_arrays) whose layout (names and shapes) goes into ConfigRecord CONFIG with
     the scalars. message_format "arrays": the buffer is the one Array PACKED of ArrayRecord ARRAYS,
     what Flower's tooling and mods read. "compact": the buffer is PACKED's value in CONFIG, as
     little-endian float64 bytes (never a pickle): a message is then 3 Flower objects instead of 6,
@@ -151,7 +151,7 @@ def node_settings(node_config: Mapping[str, Any], overrides: Mapping[int, Mappin
 
 
 def client_spec(settings: Mapping[str, Any]):
-    from fedgc.config import ClientSpec
+    from fedgc.app.config import ClientSpec
 
     ts = settings.get("timestamp-column", "auto")
     ts = None if ts in ("none", None) else ts
@@ -174,9 +174,9 @@ def client_spec(settings: Mapping[str, Any]):
 
 
 def build(settings: Mapping[str, Any], setup: messages.SetupRequest, fallback_index: int = 0):
-    """The node's ClientSession (fedgc.run.build_session: reads only this node's file)."""
-    from fedgc.config import ClientOptions
-    from fedgc.run import build_session
+    """The node's ClientSession (fedgc.app.runner.build_session: reads only this node's file)."""
+    from fedgc.app.config import ClientOptions
+    from fedgc.app.runner import build_session
 
     spec = client_spec(settings)
     options = ClientOptions(learn_theta=setup.learn_theta, theta=setup.theta)
@@ -245,7 +245,7 @@ def handle_setup(message: Message, context: Context, overrides=None) -> Message:
 
 
 def handle_round(message: Message, context: Context) -> Message:
-    """Decode and validate the augmentation (fedgc.validation: shape (T, D_m), float64, finite, a new
+    """Decode and validate the augmentation (fedgc.protocol.validation: shape (T, D_m), float64, finite, a new
     round); a bad one raises, which Flower returns to the server as this node's error reply."""
     augmentation, request, round_index = messages.decode_request(from_records(message.content))
     session = session_for(context)

@@ -8,10 +8,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from fedgc.config import ALIGN_MODES, ENGINES, RunConfig, load_config
+from fedgc.app.config import ALIGN_MODES, ENGINES, RunConfig, load_config
 from fedgc.errors import FedGCError
-from fedgc.messages import MESSAGE_FORMATS
-from fedgc.progress import RoundProgress
+from fedgc.protocol.wire import MESSAGE_FORMATS
+from fedgc.app.progress import RoundProgress
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +88,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fedgc.run import config_from_files
+    from fedgc.app.runner import config_from_files
 
     if args.config is not None and args.data:
         raise FedGCError("give either a config file or --data files, not both")
@@ -104,8 +104,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
-    from fedgc.engines import run_with_engine
-    from fedgc.report import write_outputs
+    from fedgc.app.engines import run_with_engine
+    from fedgc.report.result_json import write_outputs
 
     if args.resume is not None and args.out is not None and args.out.resolve() != args.resume.resolve():
         raise FedGCError(f"--resume {args.resume} continues the run in that folder; drop --out (or give the same folder)")
@@ -131,7 +131,7 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from fedgc.inspect import export, format_table, load_result, parse_formats, with_alpha
+    from fedgc.report.reader import export, format_table, load_result, parse_formats, with_alpha
 
     formats = parse_formats(args.export) if args.export is not None else ()
     result = load_result(args.dir)
@@ -141,7 +141,7 @@ def _inspect(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else result.path.parent
     paths = export(result, formats=formats, out_dir=out)
     if args.figures:
-        from fedgc.inspect_plots import write_figures
+        from fedgc.report.figures import write_figures
 
         paths.update(write_figures(result, out_dir=out))
     for path in paths.values():

@@ -1,10 +1,10 @@
 """Flower ServerApp: a thin main loop over fedgc's server side.
 
-The ServerApp waits for the SuperNodes, sends each its setup, then runs fedgc.protocol.run_protocol
-(through fedgc.run.execute) over a FlowerTransport. After every round it writes
+The ServerApp waits for the SuperNodes, sends each its setup, then runs fedgc.protocol.loop.run_protocol
+(through fedgc.app.runner.execute) over a FlowerTransport. After every round it writes
 OUT/last_round.json (A_s, history) atomically, so a run stopped by a node that does not answer
 keeps the last completed round; at the end it writes OUT/fit.npz, OUT/flower_run.json and the
-usual output folder (fedgc.report.write_outputs).
+usual output folder (fedgc.report.result_json.write_outputs).
 
 Run config ([tool.flwr.app.config] in pyproject.toml, override with flwr run --run-config):
 
@@ -18,7 +18,7 @@ Run config ([tool.flwr.app.config] in pyproject.toml, override with flwr run --r
     message-format arrays (default: ArrayRecords, what Flower's tooling reads) or compact (the
                    arrays as float64 bytes in the ConfigRecord: half the objects, faster deployed
                    rounds); clients.app.to_records
-    resume         continue from OUT/checkpoint.npz (fedgc.checkpoint), written after every round
+    resume         continue from OUT/checkpoint.npz (fedgc.app.checkpoint), written after every round
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedgc import messages
-from fedgc.config import RunConfig, load_config, parse_config
+from fedgc.protocol import wire as messages
+from fedgc.app.config import RunConfig, load_config, parse_config
 from fedgc.errors import ConfigError, FedGCError
 
 FIT_FILE = "fit.npz"
@@ -82,7 +82,7 @@ class Job:
 
 
 def config_to_raw(cfg: RunConfig) -> dict[str, Any]:
-    """The run config as the plain mapping fedgc.config.parse_config reads (paths absolute)."""
+    """The run config as the plain mapping fedgc.app.config.parse_config reads (paths absolute)."""
     clients = []
     for c in cfg.clients:
         entry: dict[str, Any] = {"name": c.name, "data": str(Path(c.data).resolve())}
@@ -181,7 +181,7 @@ class Checkpoint:
 
 
 def run_job(grid: Grid, job: Job):
-    from fedgc.run import execute
+    from fedgc.app.runner import execute
     from server.transport import FlowerTransport
 
     if job.engine == "flower":
@@ -261,7 +261,7 @@ def run_job(grid: Grid, job: Job):
             "raw_data_bytes": result.raw_data_bytes,
         })  # fmt: skip
         if job.write_files:
-            from fedgc.report import write_outputs
+            from fedgc.report.result_json import write_outputs
 
             write_outputs(result, job.out_dir)
     job.result = result

@@ -159,8 +159,8 @@ def prepare(scenario: str | Path, directory: str | Path, *, container_dir: str =
     for them (run.yaml) and each SuperNode's node config as seen inside its container."""
     import yaml
 
-    from fedgc.config import load_config
-    from fedgc.run import simulate_scenario, write_scenario_files
+    from fedgc.app.config import load_config
+    from fedgc.app.runner import simulate_scenario, write_scenario_files
 
     cfg = load_config(scenario)
     directory = Path(directory)

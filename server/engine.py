@@ -8,7 +8,7 @@ flower      a running SuperLink (--superlink host:port): the app is built into a
             ServerApp writes the output folder, and this process waits for it and reads it back.
 
 For `simulate`, the scenario's per-client CSV files (and given models) are first written to
-OUT/clients/ with fedgc.run.write_scenario_files, so both engines read data exactly as plants do.
+OUT/clients/ with fedgc.app.runner.write_scenario_files, so both engines read data exactly as plants do.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from fedgc.config import RunConfig
+from fedgc.app.config import RunConfig
 from fedgc.errors import ConfigError, FedGCError
 from server.app import FIT_FILE, LAST_ROUND_FILE, RUN_FILE, Job, config_to_raw
 
@@ -31,7 +31,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 def _prepare(cfg: RunConfig, mode: str, out_dir: Path):
     """(cfg reading per-client files, truth or None, in-process windows for the oracle or None)."""
-    from fedgc.run import Truth, build_session, scenario_sessions, simulate_scenario, write_scenario_files
+    from fedgc.app.runner import Truth, build_session, scenario_sessions, simulate_scenario, write_scenario_files
 
     if mode == "simulate":
         data = simulate_scenario(cfg)
@@ -72,7 +72,7 @@ def node_overrides(cfg: RunConfig) -> dict[int, dict[str, Any]]:
 
 def _evaluator(windows, truth):
     def evaluate(result):
-        from fedgc.run import evaluate as evaluate_fit
+        from fedgc.app.runner import evaluate as evaluate_fit
 
         return evaluate_fit(result, windows=windows, truth=truth)
 
@@ -157,8 +157,8 @@ def run_flower(
 ):
     """Submit the run to a SuperLink and wait for the ServerApp's output folder
     (resume: the ServerApp continues from OUT/checkpoint.npz)."""
-    from fedgc.messages import load_fit
-    from fedgc.run import RunResult
+    from fedgc.protocol.wire import load_fit
+    from fedgc.app.runner import RunResult
 
     address = superlink or os.environ.get("FEDGC_SUPERLINK")
     if not address:

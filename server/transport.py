@@ -8,7 +8,7 @@ tens of milliseconds.
 
 In a round, a node that does not answer in time, answers with an error (e.g. its ClientApp
 rejected the augmentation) or sends a reply that does not decode is returned as a
-fedgc.protocol.ClientFailure: the protocol applies server.on_dropout to it. Setup failures raise.
+fedgc.protocol.loop.ClientFailure: the protocol applies server.on_dropout to it. Setup failures raise.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 from clients.app import from_records, record_bytes, to_records
-from fedgc import messages
-from fedgc.client import ClientReply, RequestKind
+from fedgc.protocol import wire as messages
+from fedgc.protocol.session import ClientReply, RequestKind
 from fedgc.errors import FedGCError
-from fedgc.protocol import ClientFailure, ClientInfo
+from fedgc.protocol.loop import ClientFailure, ClientInfo
 
 
 POLL_GROWTH = 1.5  # per empty pull

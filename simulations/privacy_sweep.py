@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fedgc.config import parse_config
-from fedgc.metrics import relative_error
-from fedgc.run import run_simulation
-from fedgc.server import Blocks
+from fedgc.app.config import parse_config
+from fedgc.analysis.metrics import relative_error
+from fedgc.app.runner import run_simulation
+from fedgc.core.regression import Blocks
 
 
 def variant_label(v: dict) -> str:

@@ -25,7 +25,7 @@ import pytest  # noqa: E402
 import scipy.linalg  # noqa: E402
 import scipy.stats  # noqa: E402
 
-try:  # fedgc.client imports torch; its default thread pool costs ~20 ms per tiny matmul here.
+try:  # fedgc.protocol.session imports torch; its default thread pool costs ~20 ms per tiny matmul here.
     import torch
 
     torch.set_num_threads(1)
@@ -166,7 +166,7 @@ def off_block_mask(dims: Sequence[int]) -> np.ndarray:
 
 def sessions_for(data, models=None, **kw):
     """ClientSession objects for synthetic data, with the true local models unless given."""
-    from fedgc.client import ClientSession
+    from fedgc.protocol.session import ClientSession
 
     M = len(data.y)
     models = [data.system.local_model(m) for m in range(M)] if models is None else models
@@ -174,7 +174,7 @@ def sessions_for(data, models=None, **kw):
 
 
 def run_federated(data, config, models=None, **kw):
-    from fedgc.protocol import LocalTransport, run_protocol
+    from fedgc.protocol.loop import LocalTransport, run_protocol
 
     sessions = sessions_for(data, models)
     return run_protocol(LocalTransport(sessions), config, **kw), sessions

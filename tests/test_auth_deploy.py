@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedgc.config import parse_config
+from fedgc.app.config import parse_config
 from fedgc.errors import FedGCError
-from fedgc.protocol import LocalTransport
-from fedgc.run import build_session, execute, simulate_scenario, write_scenario_files
+from fedgc.protocol.loop import LocalTransport
+from fedgc.app.runner import build_session, execute, simulate_scenario, write_scenario_files
 from server.deploy import LocalDeployment
 from server.engine import node_overrides, run_flower
 

@@ -1,7 +1,7 @@
 """Checkpoint and resume: a run interrupted after any round and resumed reaches the uninterrupted result.
 
 In-process runs are interrupted by an on_round hook that raises (the checkpoint of the previous round
-is then the last one on disk); the CLI run is killed for real (SIGKILL, fedgc.checkpoint.KILL_ENV)."""
+is then the last one on disk); the CLI run is killed for real (SIGKILL, fedgc.app.checkpoint.KILL_ENV)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 from fedgc.cli import main
-from fedgc.checkpoint import CHECKPOINT_FILE, CHECKPOINT_JSON, KILL_ENV, CheckpointError, load_checkpoint
-from fedgc.config import PrivacySettings, RunConfig
-from fedgc.protocol import ServerConfig
-from fedgc.run import run_real, run_simulation, simulate_scenario, write_scenario_files
-from fedgc.synthetic import SystemSpec
+from fedgc.app.checkpoint import CHECKPOINT_FILE, CHECKPOINT_JSON, KILL_ENV, CheckpointError, load_checkpoint
+from fedgc.app.config import PrivacySettings, RunConfig
+from fedgc.protocol.loop import ServerConfig
+from fedgc.app.runner import run_real, run_simulation, simulate_scenario, write_scenario_files
+from fedgc.data.synthetic import SystemSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore")

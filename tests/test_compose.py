@@ -12,7 +12,7 @@ import yaml
 
 from clients.app import node_settings
 from clients.runtime import _parser as runtime_parser
-from fedgc.config import load_config
+from fedgc.app.config import load_config
 from server.deploy import (
     FLWR_VERSION,
     SUPERLINK_PORT,

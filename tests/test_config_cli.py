@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from fedgc.cli import main
-from fedgc.config import load_config, parse_config
-from fedgc.data import write_client_csv
+from fedgc.app.config import load_config, parse_config
+from fedgc.data.csv import write_client_csv
 from fedgc.errors import ConfigError
-from fedgc.local_model import save_npz
-from fedgc.synthetic import SystemSpec, simulate
+from fedgc.core.local_model import save_npz
+from fedgc.data.synthetic import SystemSpec, simulate
 
 SMALL = {
     "name": "small",

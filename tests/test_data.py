@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from fedgc.cleaning import ColumnPolicy
-from fedgc.data import ClientTable, read_client_csv, write_client_csv
+from fedgc.data.cleaning import ColumnPolicy
+from fedgc.data.csv import ClientTable, read_client_csv, write_client_csv
 from fedgc.errors import DataError, FedGCWarning
 
 CLIENT = "plant-7"

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import yaml
 
-from fedgc.align import align_tables, check_lengths
-from fedgc.cleaning import ColumnPolicy, detect_held
+from fedgc.data.align import align_tables, check_lengths
+from fedgc.data.cleaning import ColumnPolicy, detect_held
 from fedgc.cli import main
-from fedgc.config import parse_config
-from fedgc.data import read_client_csv, write_client_csv
+from fedgc.app.config import parse_config
+from fedgc.data.csv import read_client_csv, write_client_csv
 from fedgc.errors import ConfigError, DataError, FedGCWarning
-from fedgc.local_model import save_npz
-from fedgc.run import read_tables, run_real
-from fedgc.synthetic import SystemSpec, simulate
+from fedgc.core.local_model import save_npz
+from fedgc.app.runner import read_tables, run_real
+from fedgc.data.synthetic import SystemSpec, simulate
 
 
 def held(rng, T, period, phase, repeat_some=True):
@@ -275,7 +275,7 @@ def test_given_model_follows_the_kept_columns(messy_plant, tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FedGCWarning)
         tables, _ = read_tables(parse_config(cfg))
-        from fedgc.run import _local_model
+        from fedgc.app.runner import _local_model
 
         model = _local_model(parse_config(cfg).clients[0], tables[0], 0)
     assert model.obs_dim == P
@@ -296,8 +296,8 @@ def test_given_model_follows_the_kept_columns(messy_plant, tmp_path, capsys):
 def test_align_is_refused_by_flower_engines(messy_plant, tmp_path):
     from dataclasses import replace
 
-    from fedgc.engines import run_with_engine
-    from fedgc.run import config_from_files
+    from fedgc.app.engines import run_with_engine
+    from fedgc.app.runner import config_from_files
 
     _, _, stamped = messy_plant
     cfg = replace(config_from_files(stamped), align="timestamp", engine="flower-sim")

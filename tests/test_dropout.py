@@ -9,16 +9,16 @@ import logging
 import numpy as np
 import pytest
 
-from fedgc.checkpoint import load_checkpoint
-from fedgc.client import ClientSession
-from fedgc.config import RunConfig
-from fedgc.dropout import ClientDropoutError
-from fedgc.messages import MessageError, decode_reply, decode_request, encode_reply, encode_request
-from fedgc.protocol import ClientFailure, LocalTransport, ServerConfig, run_protocol
-from fedgc.report import read_result, write_outputs
-from fedgc.run import execute
-from fedgc.synthetic import SystemSpec, simulate
-from fedgc.validation import InvalidMessage
+from fedgc.app.checkpoint import load_checkpoint
+from fedgc.protocol.session import ClientSession
+from fedgc.app.config import RunConfig
+from fedgc.protocol.dropout import ClientDropoutError
+from fedgc.protocol.wire import MessageError, decode_reply, decode_request, encode_reply, encode_request
+from fedgc.protocol.loop import ClientFailure, LocalTransport, ServerConfig, run_protocol
+from fedgc.report.result_json import read_result, write_outputs
+from fedgc.app.runner import execute
+from fedgc.data.synthetic import SystemSpec, simulate
+from fedgc.protocol.validation import InvalidMessage
 
 SPEC = SystemSpec(n_clients=4, state_dims=2, obs_dims=6, edge_density=0.4, n_steps=600)
 AT, VICTIM = 3, 1  # the round whose message client c1 answers badly
@@ -214,7 +214,7 @@ def test_decoding_rejects_structurally_broken_messages():
 
 
 def sessions_reply():
-    from fedgc.client import ClientReply
+    from fedgc.protocol.session import ClientReply
 
     rng = np.random.default_rng(0)
     return ClientReply(rng.normal(size=(5, 2)), rng.normal(size=(5, 2)), np.eye(2), None, 1.0, None, "c0", 2)
@@ -232,8 +232,8 @@ def test_private_run_continues_after_a_dropout(tmp_path):
     """Augmentation noise is calibrated over the remaining clients; the accounting still covers every round."""
     from dataclasses import replace
 
-    from fedgc.config import PrivacySettings
-    from fedgc.run import privacy_plan, scenario_sessions, simulate_scenario
+    from fedgc.app.config import PrivacySettings
+    from fedgc.app.runner import privacy_plan, scenario_sessions, simulate_scenario
 
     privacy = PrivacySettings(epsilon=20.0, delta=1e-5, clip=7.0, augmentation_noise=True)
     cfg = replace(_cfg("continue"), privacy=privacy, server=replace(_cfg("continue").server, max_rounds=5))
@@ -248,7 +248,7 @@ def test_private_run_continues_after_a_dropout(tmp_path):
 
 
 def test_on_dropout_must_be_stop_or_continue():
-    from fedgc.config import parse_config
+    from fedgc.app.config import parse_config
     from fedgc.errors import ConfigError
 
     with pytest.raises(ConfigError, match="on_dropout must be one of"):

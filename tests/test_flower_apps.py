@@ -15,13 +15,13 @@ import pytest
 from flwr.app import Context, Message, RecordDict
 
 import clients.app as capp
-from fedgc.checkpoint import load_checkpoint
-from fedgc.config import ClientOptions, parse_config
-from fedgc.dropout import ClientDropoutError
+from fedgc.app.checkpoint import load_checkpoint
+from fedgc.app.config import ClientOptions, parse_config
+from fedgc.protocol.dropout import ClientDropoutError
 from fedgc.errors import ConfigError
-from fedgc.messages import MESSAGE_FORMATS
-from fedgc.protocol import LocalTransport
-from fedgc.run import build_session, execute, simulate_scenario, write_scenario_files
+from fedgc.protocol.wire import MESSAGE_FORMATS
+from fedgc.protocol.loop import LocalTransport
+from fedgc.app.runner import build_session, execute, simulate_scenario, write_scenario_files
 from server.app import LAST_ROUND_FILE, Job, config_from_json, config_to_raw, run_job
 from server.engine import node_overrides
 from server.transport import NodeTimeout
@@ -120,7 +120,7 @@ def test_records_round_trip_in_each_format(message_format):
 def test_compact_records_refuse_malformed_content():
     from flwr.app import ArrayRecord, ConfigRecord
 
-    from fedgc.messages import LAYOUT_KEY, MessageError
+    from fedgc.protocol.wire import LAYOUT_KEY, MessageError
 
     good = capp.to_records({"x": np.ones(3)}, message_format="compact")
     cases = {
@@ -147,7 +147,7 @@ def test_compact_records_refuse_malformed_content():
 
 def test_unknown_message_format_is_refused_before_anything_is_written(small, tmp_path, capsys):
     from fedgc.cli import main
-    from fedgc.engines import run_with_engine
+    from fedgc.app.engines import run_with_engine
 
     with pytest.raises(ConfigError, match="message format 'pickle'"):
         run_with_engine(small, mode="run", out_dir=tmp_path / "never", message_format="pickle")

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedgc.config import load_config
-from fedgc.engines import run_with_engine
+from fedgc.app.config import load_config
+from fedgc.app.engines import run_with_engine
 from fedgc.errors import FedGCError
 from server.app import FIT_FILE, LAST_ROUND_FILE
 from server.deploy import LocalDeployment
@@ -40,7 +40,7 @@ def local(cfg, tmp_path_factory):
 
 
 def _node_configs(out: Path, n: int):
-    clients = out / "clients"  # where `simulate` writes each client's files (fedgc.run.write_scenario_files)
+    clients = out / "clients"  # where `simulate` writes each client's files (fedgc.app.runner.write_scenario_files)
     return [
         {"data-path": str(clients / f"client{i}.csv"), "client-name": f"client{i}", "model-path": str(clients / f"client{i}_model.npz")}
         for i in range(n)
@@ -125,8 +125,8 @@ def test_flower_deployed_silent_node(cfg, deployment):
 def test_flower_deployed_killed_supernode_under_continue(cfg, tmp_path):
     """SIGKILL one client's SuperNode and ClientApp mid-run: with on_dropout continue the run finishes
     without it, says so, and the checkpoint on disk is intact. Its own deployment: the node stays dead."""
-    from fedgc.checkpoint import CHECKPOINT_FILE, load_checkpoint
-    from fedgc.run import simulate_scenario, write_scenario_files
+    from fedgc.app.checkpoint import CHECKPOINT_FILE, load_checkpoint
+    from fedgc.app.runner import simulate_scenario, write_scenario_files
 
     spec = replace(cfg.synthetic, n_clients=4, state_dims=3, obs_dims=20, n_steps=1000)
     server = replace(cfg.server, tol=1e-300, max_rounds=5, on_dropout="continue")

@@ -1,13 +1,13 @@
-"""fedgc.messages: plain-dict encoding of what crosses the boundary, and its byte accounting."""
+"""fedgc.protocol.wire: plain-dict encoding of what crosses the boundary, and its byte accounting."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fedgc import messages
-from fedgc.client import ClientReply
-from fedgc.protocol import ClientInfo
+from fedgc.protocol import wire as messages
+from fedgc.protocol.session import ClientReply
+from fedgc.protocol.loop import ClientInfo
 
 
 def test_reply_round_trip_keeps_none_fields():

@@ -23,8 +23,8 @@ import yaml
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from fedgc.config import RunConfig, load_config
-from fedgc.data import read_client_csv
+from fedgc.app.config import RunConfig, load_config
+from fedgc.data.csv import read_client_csv
 from fedgc.errors import ConfigError, DataError
 
 EXAMPLES = int(os.environ.get("FEDGC_FUZZ_EXAMPLES", "60"))  # per kind; raise it for a deeper one-off run
@@ -459,8 +459,8 @@ def test_one_column_with_a_spaced_header_found_by_fuzzing(tmp_path):
 def finished_run(tmp_path_factory):
     """A folder with a finished local run on two small clients, and its files' bytes and mtimes."""
     from fedgc.cli import main
-    from fedgc.data import write_client_csv
-    from fedgc.synthetic import SystemSpec, simulate
+    from fedgc.data.csv import write_client_csv
+    from fedgc.data.synthetic import SystemSpec, simulate
 
     base = tmp_path_factory.mktemp("keep")
     data = simulate(SystemSpec(n_clients=2, state_dims=1, obs_dims=3, n_steps=400), np.random.default_rng(5))

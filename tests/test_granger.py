@@ -1,4 +1,4 @@
-"""Block Granger tests (fedgc.granger): partitioned-inverse statistic vs brute-force refits, the chi-square
+"""Block Granger tests (fedgc.core.granger): partitioned-inverse statistic vs brute-force refits, the chi-square
 law of the Bartlett-corrected statistic, BH edges, the [target, source] layout, and statsmodels' VAR."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 import scipy.stats
 from statsmodels.stats.multitest import multipletests
 
-from fedgc.granger import granger_tests
-from fedgc.protocol import ServerConfig
-from fedgc.server import Blocks, RegressionStats, newton_update, regression_stats
+from fedgc.core.granger import granger_tests
+from fedgc.protocol.loop import ServerConfig
+from fedgc.core.regression import Blocks, RegressionStats, newton_update, regression_stats
 
 DIMS = (2, 3, 2)
 
@@ -178,7 +178,7 @@ def test_bh_is_neither_raw_thresholding_nor_bonferroni():
 
 @pytest.fixture(scope="module")
 def var_case(gen):
-    from fedgc.synthetic import SystemSpec, simulate
+    from fedgc.data.synthetic import SystemSpec, simulate
 
     spec = SystemSpec(n_clients=3, state_dims=2, obs_dims=12, edge_density=1 / 3, n_steps=2000, snr=2.0)
     data = simulate(spec, np.random.default_rng(21))

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from fedgc.cli import main
-from fedgc.config import parse_config
+from fedgc.app.config import parse_config
 from fedgc.errors import FedGCError
-from fedgc.inspect import (
+from fedgc.report.reader import (
     CSV_COLUMNS, EXPORT_FILES, export, format_table, load_result, parse_formats, ranked_pairs, with_alpha,
 )  # fmt: skip
-from fedgc.inspect_plots import FIGURE_FILES, circle_layout, graph_figure, write_figures
-from fedgc.report import RESULT_FILE, dumps, write_outputs
+from fedgc.report.figures import FIGURE_FILES, circle_layout, graph_figure, write_figures
+from fedgc.report.result_json import RESULT_FILE, dumps, write_outputs
 
 # ---------------------------------------------------------------------------------------------- fixtures
 
@@ -28,7 +28,7 @@ from fedgc.report import RESULT_FILE, dumps, write_outputs
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A real tiny simulation written the way `fedgc simulate` writes it."""
-    from fedgc.run import run_simulation
+    from fedgc.app.runner import run_simulation
 
     cfg = parse_config(
         {
@@ -173,9 +173,9 @@ def test_load_streaming_and_origin(stream_dir):
 
 
 def test_origin_per_fault_run(stream_dir, tmp_path):
-    """fedgc.tep_run writes "origin" as {fault run: record} with the fault start and known origin."""
-    from fedgc.inspect import format_table
-    from fedgc.inspect_plots import origin_figure
+    """fedgc.app.tep writes "origin" as {fault run: record} with the fault start and known origin."""
+    from fedgc.report.reader import format_table
+    from fedgc.report.figures import origin_figure
 
     data = json.loads((stream_dir / RESULT_FILE).read_text())
     c = data["clients"]
@@ -405,7 +405,7 @@ def test_figures(stream_dir, tmp_path):
 
 
 def test_streaming_and_origin_figures_mark_alerts_and_crossings(stream_dir):
-    from fedgc.inspect_plots import origin_figure, streaming_figure
+    from fedgc.report.figures import origin_figure, streaming_figure
 
     res = load_result(stream_dir)
     ax = streaming_figure(res).axes[0]

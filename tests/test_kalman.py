@@ -1,4 +1,4 @@
-"""Steady-state Kalman filter (fedgc.kalman) against independent references.
+"""Steady-state Kalman filter (fedgc.core.kalman) against independent references.
 
 References: a naive covariance-form filter written here, statsmodels' KalmanFilter,
 the time-varying Riccati recursion, the DARE written in measurement space, and
@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedgc import kalman
-from fedgc.kalman import filter_scan, information_matrix, kalman_gain, project_measurements, steady_state
+from fedgc.core import kalman
+from fedgc.core.kalman import filter_scan, information_matrix, kalman_gain, project_measurements, steady_state
 
 
 def _fedgc_filter(sys, y, u, h0=None):

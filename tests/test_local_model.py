@@ -9,8 +9,8 @@ import pytest
 import scipy.linalg
 
 from fedgc.errors import ModelError
-from fedgc.kalman import information_matrix, steady_state
-from fedgc.local_model import (
+from fedgc.core.kalman import information_matrix, steady_state
+from fedgc.core.local_model import (
     MAX_NOISE_CORRECTION,
     LocalModel,
     corrected_process_noise,
@@ -20,7 +20,7 @@ from fedgc.local_model import (
     save_npz,
     validate,
 )
-from fedgc.synthetic import SystemSpec, simulate
+from fedgc.data.synthetic import SystemSpec, simulate
 
 CLIENT = "boiler-3"
 

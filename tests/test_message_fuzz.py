@@ -13,14 +13,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedgc.client import ClientSession
-from fedgc.dropout import ClientDropoutError
-from fedgc.kalman import information_matrix
-from fedgc.messages import MessageError, decode_reply, decode_request
+from fedgc.protocol.session import ClientSession
+from fedgc.protocol.dropout import ClientDropoutError
+from fedgc.core.kalman import information_matrix
+from fedgc.protocol.wire import MessageError, decode_reply, decode_request
 from fedgc.privacy.mechanism import ReleaseNoise
-from fedgc.protocol import LocalTransport, ServerConfig, run_protocol
-from fedgc.synthetic import SystemSpec, simulate
-from fedgc.validation import InvalidMessage, ReplySpec, validate_augmentation, validate_reply
+from fedgc.protocol.loop import LocalTransport, ServerConfig, run_protocol
+from fedgc.data.synthetic import SystemSpec, simulate
+from fedgc.protocol.validation import InvalidMessage, ReplySpec, validate_augmentation, validate_reply
 
 FUZZ = settings(
     max_examples=150, deadline=None, derandomize=True, database=None,

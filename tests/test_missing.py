@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from fedgc.client import ClientSession, prediction_loss, prepare_window, pseudo_observations, run_filter
+from fedgc.protocol.session import ClientSession, prediction_loss, prepare_window, pseudo_observations, run_filter
 from fedgc.errors import DataError
-from fedgc.gaps import STEADY_TOL, plan_filter, project_observed
-from fedgc.kalman import information_matrix, steady_state
-from fedgc.local_model import LocalModel, identify, second_moments
-from fedgc.oracle import oracle_fit
-from fedgc.protocol import LocalTransport, ServerConfig, run_protocol
-from fedgc.server import Blocks, lagged_stack
-from fedgc.synthetic import SystemSpec, simulate
+from fedgc.core.gaps import STEADY_TOL, plan_filter, project_observed
+from fedgc.core.kalman import information_matrix, steady_state
+from fedgc.core.local_model import LocalModel, identify, second_moments
+from fedgc.analysis.oracle import oracle_fit
+from fedgc.protocol.loop import LocalTransport, ServerConfig, run_protocol
+from fedgc.core.regression import Blocks, lagged_stack
+from fedgc.data.synthetic import SystemSpec, simulate
 
 
 def textbook_missing(sys, y, u, h0, P1):
@@ -180,7 +180,7 @@ def test_server_fixed_point_solves_the_observed_data_normal_equations(gen):
     assert fit.converged
     blocks = Blocks.of(data.system.dims)
     # The clients' states for the final A_s (one more round with it).
-    from fedgc.server import augmentations
+    from fedgc.core.regression import augmentations
 
     states = [s.states for s in sessions]
     replies = [s.round(a) for s, a in zip(sessions, augmentations(fit.A_s, states, blocks))]

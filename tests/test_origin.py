@@ -1,4 +1,4 @@
-"""fedgc.origin: innovation scores against a direct computation, the crossing rule, the ranking,
+"""fedgc.analysis.origin: innovation scores against a direct computation, the crossing rule, the ranking,
 and on a synthetic system with a perturbation on one client, that client ranked first."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 import scipy.linalg
 
 from fedgc.errors import ConfigError
-from fedgc.local_model import LocalModel
-from fedgc.origin import (
+from fedgc.core.local_model import LocalModel
+from fedgc.analysis.origin import (
     OriginSettings,
     calibrate,
     first_crossing,
@@ -19,9 +19,9 @@ from fedgc.origin import (
     origin_runs,
     rank_origins,
 )
-from fedgc.protocol import ServerConfig
-from fedgc.kalman import filter_scan
-from fedgc.synthetic import SystemSpec, make_system
+from fedgc.protocol.loop import ServerConfig
+from fedgc.core.kalman import filter_scan
+from fedgc.data.synthetic import SystemSpec, make_system
 
 
 def test_scores_match_a_textbook_filter_and_are_chi2_under_the_true_model(gen):
@@ -95,7 +95,7 @@ def test_settings_are_validated():
 
 
 def _mean_shift_data(seed: int, t0: int, T: int, size: float):
-    """A fedgc.synthetic system with edges, driven from t0 on by a constant input `size` on the state of the
+    """A fedgc.data.synthetic system with edges, driven from t0 on by a constant input `size` on the state of the
     client with the most outgoing edges: that client's mean shifts at once, its neighbours' later through A."""
     rng = np.random.default_rng(seed)
     system = make_system(SystemSpec(n_clients=4, state_dims=2, obs_dims=10, edge_density=0.34, edge_strength=0.5), rng)
@@ -117,8 +117,8 @@ def test_the_perturbed_client_is_ranked_first():
     first, ahead of the neighbours the shift reaches through the learned edges. The input is 5 process-noise
     standard deviations per step: the score pools all P_m = 10 innovations, and with SNR 1 a shift of 1.5 or 3
     raises the mean normalised score only from about 0.47 to 0.5-0.8 (no crossing; measured, seeds 0-2)."""
-    from fedgc.client import ClientSession
-    from fedgc.protocol import LocalTransport, run_protocol
+    from fedgc.protocol.session import ClientSession
+    from fedgc.protocol.loop import LocalTransport, run_protocol
 
     t0, T = 1500, 2000
     settings = OriginSettings()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from opacus.accountants import RDPAccountant, create_accountant
 
-from fedgc.client import ClientSession, lagged
-from fedgc.config import PrivacySettings, parse_config
+from fedgc.protocol.session import ClientSession, lagged
+from fedgc.app.config import PrivacySettings, parse_config
 from fedgc.errors import ConfigError
 from fedgc.privacy.accounting import PrivacyAccountant, plan_privacy, privacy_report
 from fedgc.privacy.local import ClientPrivacy, privatise_window
@@ -25,8 +25,8 @@ from fedgc.privacy.sensitivity import (
     state_sensitivity,
 )
 from fedgc.privacy.server import debias_stats
-from fedgc.server import Blocks, RegressionStats, newton_update
-from fedgc.synthetic import SystemSpec, simulate
+from fedgc.core.regression import Blocks, RegressionStats, newton_update
+from fedgc.data.synthetic import SystemSpec, simulate
 
 T = 300
 CLIP = 5.0
@@ -270,7 +270,7 @@ def test_bad_privacy_settings_are_config_errors(privacy, message):
 
 
 def test_absurd_target_fails_before_data_is_touched(monkeypatch):
-    import fedgc.run as run
+    import fedgc.app.runner as run
 
     cfg = parse_config({**BASE, "privacy": {"epsilon": 1e-3, "delta": 1e-5, "clip": 1.0}})
 
@@ -292,7 +292,7 @@ def test_privacy_off_by_default_and_inf_is_noise_free():
 
 @pytest.mark.parametrize("augmentation_noise", [False, True])
 def test_private_run_reports_figures(augmentation_noise):
-    import fedgc.run as run
+    import fedgc.app.runner as run
 
     cfg = parse_config({
         "seed": 1, "synthetic": {"n_clients": 3, "state_dims": 2, "obs_dims": 6, "n_steps": 400},
@@ -353,7 +353,7 @@ def test_shrinkage_reduces_error_of_noisy_fit():
     Js = [np.eye(2)] * 4
     raw = newton_update(stats, Js, blocks)
     shrunk = shrink_blocks(raw, stats, Js, blocks)
-    from fedgc.metrics import relative_error
+    from fedgc.analysis.metrics import relative_error
 
     e_raw, e_shrunk = relative_error(raw, A_true, blocks), relative_error(shrunk, A_true, blocks)
     assert e_raw > 1.0  # unbiased, but noisier than the signal
@@ -370,7 +370,7 @@ def test_shrinkage_reduces_error_of_noisy_fit():
 def test_debias_with_shrinkage_beats_no_debias_in_a_private_run():
     """Fixed seed, small system, epsilon = 20: the noise-aware client filter with shrinkage is closer to the
     non-private oracle than the naive filter, and shrinkage helps the noise-aware estimate."""
-    import fedgc.run as run
+    import fedgc.app.runner as run
 
     base = {
         "seed": 2, "synthetic": {"n_clients": 4, "state_dims": 2, "obs_dims": 8, "n_steps": 6000, "edge_density": 0.35},
@@ -405,9 +405,9 @@ def test_server_debias_stays_finite(noise_scale):
 
 
 def test_privacy_refuses_models_identified_from_the_protected_data(tmp_path):
-    from fedgc.config import parse_config
+    from fedgc.app.config import parse_config
     from fedgc.errors import ConfigError
-    from fedgc.run import privacy_plan
+    from fedgc.app.runner import privacy_plan
 
     privacy = {"epsilon": 10.0, "delta": 1e-5, "clip": 7.0}
     sim = parse_config({"synthetic": {"n_clients": 3}, "local_models": "identify", "privacy": privacy})

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from fedgc.local_model import identify
-from fedgc.oracle import oracle_fit
-from fedgc.protocol import ServerConfig
-from fedgc.synthetic import SystemSpec, simulate
+from fedgc.core.local_model import identify
+from fedgc.analysis.oracle import oracle_fit
+from fedgc.protocol.loop import ServerConfig
+from fedgc.data.synthetic import SystemSpec, simulate
 
 MODERATE = dict(n_clients=4, state_dims=3, obs_dims=20, edge_density=0.25, n_steps=2000)
 MODERATE_SEEDS = (0, 1, 2)

@@ -1,4 +1,4 @@
-"""fedgc.report: result.json round trip, valid PNGs, the Markdown report."""
+"""fedgc.report.result_json: result.json round trip, valid PNGs, the Markdown report."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from fedgc.config import parse_config
+from fedgc.app.config import parse_config
 from fedgc.errors import FedGCError
-from fedgc.granger import GCResult
-from fedgc.metrics import EdgeScores
-from fedgc.protocol import FitResult, RoundRecord
-from fedgc.report import EVALUATION_KEYS, KEYS, read_result, result_dict, write_outputs
-from fedgc.run import RunResult, Truth, run_simulation
+from fedgc.core.granger import GCResult
+from fedgc.analysis.metrics import EdgeScores
+from fedgc.protocol.loop import FitResult, RoundRecord
+from fedgc.report.result_json import EVALUATION_KEYS, KEYS, read_result, result_dict, write_outputs
+from fedgc.app.runner import RunResult, Truth, run_simulation
 
 MATRICES = ("strength", "statistic", "gc", "dof", "pvalue", "log10_pvalue")
 
@@ -140,7 +140,7 @@ def test_report_markdown(result, written):
 
 
 def test_per_exchange_table_of_a_long_run_shows_both_ends():
-    from fedgc.report import _per_exchange_table
+    from fedgc.report.result_json import _per_exchange_table
 
     rows = [{"exchange": i, "request": "newton", "to_clients": 1000 * i, "to_server": 5, "seconds": 0.01} for i in range(40)]
     table = _per_exchange_table(rows)

@@ -1,4 +1,4 @@
-"""Server updates (fedgc.server) against direct least squares, KKT conditions and plain gradient descent."""
+"""Server updates (fedgc.core.regression) against direct least squares, KKT conditions and plain gradient descent."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fedgc.client import ClientSession, lagged, prediction_loss
-from fedgc.server import (
+from fedgc.protocol.session import ClientSession, lagged, prediction_loss
+from fedgc.core.regression import (
     Blocks,
     gd_update,
     group_lasso_row,
@@ -131,7 +131,7 @@ def test_shared_inverse_schur_equals_direct_submatrix_inverse(m, diagonal):
 def test_newton_minimises_the_raw_measurement_loss(gen):
     """From what clients send (z, J), the newton row block is the minimiser of the client's loss written with raw
     y, C and R: sum_t ||R^{-1/2} (y_t - C (A h_{t-1} + B x_{t-1}))||^2 with the states held fixed."""
-    from fedgc.synthetic import SystemSpec, simulate
+    from fedgc.data.synthetic import SystemSpec, simulate
 
     spec = SystemSpec(n_clients=3, state_dims=2, obs_dims=8, edge_density=0.5, n_steps=600)
     data = simulate(spec, np.random.default_rng(4))

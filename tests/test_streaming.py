@@ -12,15 +12,15 @@ import scipy.linalg
 import yaml
 
 from fedgc.cli import main
-from fedgc.client import ClientSession
-from fedgc.config import load_config, parse_config
-from fedgc.engines import run_with_engine
+from fedgc.protocol.session import ClientSession
+from fedgc.app.config import load_config, parse_config
+from fedgc.app.engines import run_with_engine
 from fedgc.errors import ConfigError, FedGCError
-from fedgc.kalman import filter_scan
-from fedgc.protocol import LocalTransport, ServerConfig, run_protocol
-from fedgc.run import write_scenario_files
-from fedgc.server import Blocks, augmentations, regression_stats
-from fedgc.streaming import (
+from fedgc.core.kalman import filter_scan
+from fedgc.protocol.loop import LocalTransport, ServerConfig, run_protocol
+from fedgc.app.runner import write_scenario_files
+from fedgc.core.regression import Blocks, augmentations, regression_stats
+from fedgc.protocol.streaming import (
     Alert,
     ForgottenStats,
     LocalStreamTransport,
@@ -30,9 +30,9 @@ from fedgc.streaming import (
     run_stream,
     window_bounds,
 )
-from fedgc.streaming_report import streaming_section
-from fedgc.streaming_run import Switch, score_alerts, true_switches
-from fedgc.synthetic import Perturbation, SystemSpec, simulate
+from fedgc.report.streaming_markdown import streaming_section
+from fedgc.app.streaming import Switch, score_alerts, true_switches
+from fedgc.data.synthetic import Perturbation, SystemSpec, simulate
 
 
 def _data(seed: int, *, M: int = 3, T: int = 1500, density: float = 0.34, perturbations=(), strength: float = 0.3):
@@ -351,10 +351,10 @@ def test_report_section_elides_long_timelines():
 
 
 def test_streaming_refuses_data_with_missing_values(tmp_path):
-    from fedgc.config import load_config
-    from fedgc.data import write_client_csv
+    from fedgc.app.config import load_config
+    from fedgc.data.csv import write_client_csv
     from fedgc.errors import DataError
-    from fedgc.run import run_real
+    from fedgc.app.runner import run_real
 
     rng = np.random.default_rng(3)
     for name in ("a", "b"):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fedgc.config import load_config
-from fedgc.run import run_simulation
+from fedgc.app.config import load_config
+from fedgc.app.runner import run_simulation
 
 SCENARIO = Path(__file__).resolve().parents[1] / "simulations" / "mean_shift.yaml"
 SEEDS = range(10)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedgc.errors import ConfigError
-from fedgc.synthetic import Perturbation, SystemSpec, make_system, simulate
+from fedgc.data.synthetic import Perturbation, SystemSpec, make_system, simulate
 
 
 def test_dimensions_edges_and_stability():

@@ -1,4 +1,4 @@
-"""fedgc.tep: the Braatz-file loader and splits (on small fake files, and on the real data when present),
+"""fedgc.data.tep: the Braatz-file loader and splits (on small fake files, and on the real data when present),
 the `tep:` config section, per-client CSVs, and `fedgc simulate simulations/tep.yaml` end to end."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from fedgc.cli import main
-from fedgc.config import load_config, parse_config
-from fedgc.data import read_client_csv
+from fedgc.app.config import load_config, parse_config
+from fedgc.data.csv import read_client_csv
 from fedgc.errors import ConfigError, DataError
-from fedgc.synthetic import SystemSpec, simulate
-from fedgc.tep import (
+from fedgc.data.synthetic import SystemSpec, simulate
+from fedgc.data.tep import (
     FLOWSHEET_EDGES,
     TEP_UNITS,
     VARIABLES,
@@ -233,8 +233,8 @@ def test_real_loader(real_data):
 
 def test_client_files_reproduce_the_in_process_run(fake_folder, tmp_path):
     """What Flower nodes (and `fedgc run`) read: per-client CSVs plus each unit's identified model as .npz."""
-    from fedgc.run import run_real
-    from fedgc.tep_run import run_tep, write_tep_clients
+    from fedgc.app.runner import run_real
+    from fedgc.app.tep import run_tep, write_tep_clients
 
     cfg = parse_config({"tep": {"path": str(fake_folder), "identify_on": "d00"}, "server": {"max_rounds": 1},
                         "evaluation": {"oracle": False}})  # fmt: skip
@@ -277,7 +277,7 @@ def test_streaming_a_normal_operation_run_counts_every_alert_as_false(fake_folde
 def test_a_fault_run_needs_streaming_and_a_separate_identification_run(fake_folder):
     with pytest.raises(ConfigError, match="a fault run can be streamed"):
         parse_config({"tep": {"path": str(fake_folder), "run": "d03_te"}})
-    from fedgc.tep_run import run_tep
+    from fedgc.app.tep import run_tep
 
     cfg = parse_config({"tep": {"path": str(fake_folder), "run": "d03_te"}, "streaming": {"window": 200},
                         "evaluation": {"oracle": False}})  # fmt: skip

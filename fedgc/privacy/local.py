@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from fedgc.client import ClientWindow
-from fedgc.kalman import steady_state
-from fedgc.local_model import LocalModel
+from fedgc.protocol.session import ClientWindow
+from fedgc.core.kalman import steady_state
+from fedgc.core.local_model import LocalModel
 from fedgc.privacy.mechanism import GaussianMechanism, ReleaseNoise, clip_rows
 from fedgc.privacy.sensitivity import input_sensitivity, inverse_sqrt, sqrt_psd, state_sensitivity
 

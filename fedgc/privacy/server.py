@@ -49,7 +49,7 @@ import numpy as np
 
 from fedgc.privacy.mechanism import ReleaseNoise
 from fedgc.privacy.sensitivity import augmentation_bound
-from fedgc.server import regressor_inverse_block, row_fit, shared_inverse
+from fedgc.core.regression import regressor_inverse_block, row_fit, shared_inverse
 
 
 @dataclass

@@ -1,0 +1,184 @@
+"""Column policies for a client's sensor table: mostly-missing columns, stuck sensors, held analyser values.
+
+Applied by `fedgc.data.csv.read_client_csv` after parsing (values (T, P) with NaN for missing cells), in
+this order:
+
+1. A column missing in more than `max_missing` of its rows is dropped with a warning: its moments
+   (and so the identified model) rest on too few values, and a sensor that is mostly offline is
+   better left out than imputed by the filter. A column without any value is always dropped.
+2. A constant column (a stuck sensor; all observed values equal) carries no information and breaks
+   standardisation: `constant_columns: drop` (default) drops it with a warning, `error` refuses it.
+3. A held column (an analyser whose value is repeated between samples) is detected from its
+   runs of exactly repeated values: the new values fall on a regular grid t = phase + j * period,
+   period >= 2 (`detect_held`). `held_values: missing` (default) keeps the value at the grid rows
+   (the sample times) and turns the repeats into missing measurements, so the filter sees every
+   analyser sample once; `keep` leaves them (and the filter then counts each sample `period` times).
+
+Whole rows of missing values are kept: they are pure prediction steps of the filter, and dropping
+them would shift this client's time axis against the other clients'.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from fedgc.errors import DataError, FedGCWarning
+
+CONSTANT_POLICIES = ("drop", "error")
+HELD_POLICIES = ("missing", "keep")
+# A held column: at least this many new values, period >= 2, and this share of them on the grid.
+HELD_MIN_SAMPLES = 4
+HELD_ON_GRID = 0.9
+
+
+@dataclass(frozen=True)
+class ColumnPolicy:
+    """constant_columns: 'drop' | 'error';  held_values: 'missing' | 'keep';
+    max_missing: largest tolerated fraction of missing values in a column, in [0, 1)."""
+
+    constant_columns: str = "drop"
+    held_values: str = "missing"
+    max_missing: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.constant_columns not in CONSTANT_POLICIES:
+            raise ValueError(f"constant_columns must be 'drop' or 'error', got {self.constant_columns!r}")
+        if self.held_values not in HELD_POLICIES:
+            raise ValueError(f"held_values must be 'missing' or 'keep', got {self.held_values!r}")
+        m = self.max_missing
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1:
+            raise ValueError(f"max_missing must be a fraction in [0, 1), got {m!r}")
+
+
+class HeldColumn(NamedTuple):
+    """A held column: new values at rows phase + j * period (0-based data rows); n_masked repeats
+    turned into missing values (0 under held_values: keep)."""
+
+    column: str
+    period: int
+    phase: int
+    n_masked: int
+
+
+class Cleaning(NamedTuple):
+    """What the column policies did to one client's table."""
+
+    dropped_missing: tuple[tuple[str, float], ...] = ()  # (column, fraction missing)
+    dropped_constant: tuple[str, ...] = ()
+    held: tuple[HeldColumn, ...] = ()
+    missing_values: int = 0  # missing cells in the kept columns, as read (before held repeats are masked)
+    empty_rows: int = 0  # rows with every kept sensor missing (after masking): pure prediction steps
+    kept: tuple[int, ...] = ()  # 0-based indices of the kept columns among the file's sensor columns
+    file_columns: int = 0  # number of sensor columns in the file
+
+    def summary(self) -> dict:
+        return {
+            "dropped_missing_columns": {c: f for c, f in self.dropped_missing},
+            "dropped_constant_columns": list(self.dropped_constant),
+            "held_columns": {h.column: {"period": h.period, "phase": h.phase, "masked": h.n_masked} for h in self.held},
+            "missing_values": self.missing_values,
+            "empty_rows": self.empty_rows,
+        }
+
+
+def detect_held(x: np.ndarray) -> tuple[int, int] | None:
+    """(period, phase) if column x (T,) holds its values between samples on a regular grid, else None.
+
+    New values are the observed entries that differ from the previous observed one. The period is
+    the most common gap between new values (>= 2); the column is held if at least HELD_ON_GRID of
+    the new values lie on one residue class modulo the period (two equal consecutive samples make a
+    gap of 2 periods and stay on the grid; a continuous sensor that repeats by chance has period 1,
+    a coarsely quantised one irregular gaps)."""
+    rows = np.flatnonzero(np.isfinite(x))
+    if rows.size < 2 * HELD_MIN_SAMPLES:
+        return None
+    v = x[rows]
+    new = rows[np.r_[True, v[1:] != v[:-1]]]
+    if new.size < HELD_MIN_SAMPLES:
+        return None
+    period = int(np.bincount(np.diff(new)).argmax())
+    if period < 2:
+        return None
+    residues = np.bincount(new % period, minlength=period)
+    phase = int(residues.argmax())
+    if residues[phase] < HELD_ON_GRID * new.size:
+        return None
+    return period, phase
+
+
+def apply_policies(
+    values: np.ndarray,
+    columns: tuple[str, ...],
+    policy: ColumnPolicy,
+    *,
+    fail: Callable[[str], DataError],
+    where: str,
+) -> tuple[np.ndarray, tuple[str, ...], Cleaning]:
+    """Apply the policies (module docstring) to values (T, P); returns the kept values, their column
+    names and what was done. `where` names the client and file in warnings; `fail` builds the errors."""
+    T = values.shape[0]
+    missing = np.isnan(values)
+    frac = missing.mean(axis=0)
+    too_sparse = (frac > policy.max_missing) | missing.all(axis=0)
+    dropped_missing = tuple((columns[j], float(frac[j])) for j in np.flatnonzero(too_sparse))
+    if dropped_missing:
+        listed = ", ".join(f"{c!r} ({f:.0%} missing)" for c, f in dropped_missing)
+        _warn(f"{where}: dropped column(s) {listed}: more than max_missing = {policy.max_missing:g} of the rows are missing")
+
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: already dropped above
+        span = np.nanmax(values, axis=0) - np.nanmin(values, axis=0)
+    constant = ~too_sparse & (span == 0)
+    dropped_constant = tuple(columns[j] for j in np.flatnonzero(constant))
+    if dropped_constant and policy.constant_columns == "error":
+        raise fail(
+            f"constant column(s) {', '.join(map(repr, dropped_constant))}: zero variance carries no "
+            "information and breaks standardisation; drop them (or set constant_columns: drop)"
+        )
+    if dropped_constant:
+        _warn(
+            f"{where}: dropped constant column(s) {', '.join(map(repr, dropped_constant))} (a stuck sensor carries "
+            "no information; set constant_columns: error to refuse such files)"
+        )
+
+    keep = np.flatnonzero(~too_sparse & ~constant)
+    if keep.size == 0:
+        raise fail("no usable sensor column left after dropping mostly-missing and constant columns")
+    values = values[:, keep].copy()
+    columns = tuple(columns[j] for j in keep)
+    n_missing = int(np.isnan(values).sum())
+
+    held = []
+    for j, name in enumerate(columns):
+        found = detect_held(values[:, j])
+        if found is None:
+            continue
+        period, phase = found
+        masked = 0
+        if policy.held_values == "missing":
+            off_grid = (np.arange(T) % period != phase) & np.isfinite(values[:, j])
+            values[off_grid, j] = np.nan
+            masked = int(off_grid.sum())
+        held.append(HeldColumn(name, period, phase, masked))
+    if held:
+        groups: dict[int, list[str]] = {}
+        for h in held:
+            groups.setdefault(h.period, []).append(h.column)
+        listed = "; ".join(f"every {p} rows: {', '.join(map(repr, cs))}" for p, cs in sorted(groups.items()))
+        action = (
+            "repeats between samples are treated as missing measurements"
+            if policy.held_values == "missing"
+            else "kept as they are (held_values: keep)"
+        )
+        _warn(f"{where}: held (sampled) column(s) detected, new values {listed}; {action}")
+    empty = int(np.isnan(values).all(axis=1).sum())
+    cleaning = Cleaning(dropped_missing, dropped_constant, tuple(held), n_missing, empty, tuple(keep.tolist()), len(frac))
+    return values, columns, cleaning
+
+
+def _warn(message: str) -> None:
+    warnings.warn(FedGCWarning(message), stacklevel=4)

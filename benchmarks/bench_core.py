@@ -29,7 +29,9 @@ def one_row(M: int, *, T: int, D: int, P: int, seed: int, gd_max_rounds: int) ->
     from fedgc.core.local_model import identify
     from fedgc.analysis.metrics import auroc, relative_error
     from fedgc.analysis.oracle import oracle_fit
-    from fedgc.protocol.loop import LocalTransport, ServerConfig, run_protocol
+    from fedgc.protocol.loop import run_protocol
+    from fedgc.protocol.settings import ServerConfig
+    from fedgc.protocol.transport import LocalTransport
     from fedgc.core.regression import Blocks
     from fedgc.data.synthetic import SystemSpec, simulate
 

@@ -32,7 +32,8 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedgc.protocol import wire as messages
+from fedgc.protocol import wire
+from fedgc.protocol.messages import ClientInfo
 from fedgc.errors import ConfigError
 
 ARRAYS = "fedgc.arrays"  # the ArrayRecord of every message
@@ -60,18 +61,18 @@ def to_records(payload: Mapping[str, Any], *, message_format: str = "arrays") ->
     what Flower's tooling and mods read. "compact": the buffer is PACKED's value in CONFIG, as
     little-endian float64 bytes (never a pickle): a message is then 3 Flower objects instead of 6,
     and on the deployed runtime every object is a request on every hop (see README)."""
-    messages.check_message_format(message_format)
-    arrays, scalars = messages.split_payload(payload)
-    if PACKED in scalars or messages.LAYOUT_KEY in scalars:
-        raise messages.MessageError(f"fields {PACKED!r} and {messages.LAYOUT_KEY!r} are reserved for the packed arrays")
+    wire.check_message_format(message_format)
+    arrays, scalars = wire.split_payload(payload)
+    if PACKED in scalars or wire.LAYOUT_KEY in scalars:
+        raise wire.MessageError(f"fields {PACKED!r} and {wire.LAYOUT_KEY!r} are reserved for the packed arrays")
     content = RecordDict()
-    buffer, layout = messages.pack_arrays(arrays) if arrays else (np.zeros(0), "")
+    buffer, layout = wire.pack_arrays(arrays) if arrays else (np.zeros(0), "")
     if message_format == "compact":
         scalars[PACKED] = np.ascontiguousarray(buffer, dtype="<f8").tobytes()
-        scalars[messages.LAYOUT_KEY] = layout
+        scalars[wire.LAYOUT_KEY] = layout
     elif arrays:
         content[ARRAYS] = ArrayRecord({PACKED: _array(buffer)})
-        scalars[messages.LAYOUT_KEY] = layout
+        scalars[wire.LAYOUT_KEY] = layout
     content[CONFIG] = ConfigRecord({k: _scalar(v) for k, v in scalars.items()})
     return content
 
@@ -86,21 +87,21 @@ def from_records(content: RecordDict) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if CONFIG in content.config_records:
         out.update(dict(content.config_records[CONFIG].items()))
-    layout = out.pop(messages.LAYOUT_KEY, None)
+    layout = out.pop(wire.LAYOUT_KEY, None)
     if PACKED in out:
         packed = out.pop(PACKED)
         if ARRAYS in content.array_records:
-            raise messages.MessageError(f"a message carries its arrays either in ArrayRecord {ARRAYS!r} or as {PACKED!r}, not both")
+            raise wire.MessageError(f"a message carries its arrays either in ArrayRecord {ARRAYS!r} or as {PACKED!r}, not both")
         if not isinstance(packed, bytes) or len(packed) % 8 or layout is None:
-            raise messages.MessageError(
-                f"{PACKED!r} must be bytes of little-endian float64 values described by {messages.LAYOUT_KEY!r}"
+            raise wire.MessageError(
+                f"{PACKED!r} must be bytes of little-endian float64 values described by {wire.LAYOUT_KEY!r}"
             )
-        out.update(messages.unpack_arrays(np.frombuffer(packed, dtype="<f8").astype(np.float64), layout))
+        out.update(wire.unpack_arrays(np.frombuffer(packed, dtype="<f8").astype(np.float64), layout))
     elif ARRAYS in content.array_records:
         record = content.array_records[ARRAYS]
         if layout is None or list(record.keys()) != [PACKED]:
-            raise messages.MessageError(f"ArrayRecord {ARRAYS!r} must hold one array {PACKED!r} described by {messages.LAYOUT_KEY!r}")
-        out.update(messages.unpack_arrays(record[PACKED].numpy(), layout))
+            raise wire.MessageError(f"ArrayRecord {ARRAYS!r} must hold one array {PACKED!r} described by {wire.LAYOUT_KEY!r}")
+        out.update(wire.unpack_arrays(record[PACKED].numpy(), layout))
     return out
 
 
@@ -173,7 +174,7 @@ def client_spec(settings: Mapping[str, Any]):
 # ------------------------------------------------------------------------------- sessions
 
 
-def build(settings: Mapping[str, Any], setup: messages.SetupRequest, fallback_index: int = 0):
+def build(settings: Mapping[str, Any], setup: wire.SetupRequest, fallback_index: int = 0):
     """The node's ClientSession (fedgc.app.runner.build_session: reads only this node's file)."""
     from fedgc.app.config import ClientOptions
     from fedgc.app.runner import build_session
@@ -191,8 +192,8 @@ def _key(context: Context) -> tuple[int, int]:
     return int(context.run_id), int(context.node_id)
 
 
-def _save_state(context: Context, settings: Mapping[str, Any], setup: messages.SetupRequest, fallback: int) -> None:
-    record = {**{f"node.{k}": _scalar(v) for k, v in settings.items()}, **messages.encode_setup(setup)}
+def _save_state(context: Context, settings: Mapping[str, Any], setup: wire.SetupRequest, fallback: int) -> None:
+    record = {**{f"node.{k}": _scalar(v) for k, v in settings.items()}, **wire.encode_setup(setup)}
     record["fallback_index"] = int(fallback)
     context.state[STATE_SETUP] = ConfigRecord(record)
 
@@ -203,7 +204,7 @@ def _restore(context: Context):
         raise RuntimeError("query.round before query.setup: this node has no session for the run")
     rec = dict(context.state.config_records[STATE_SETUP].items())
     settings = {k[len("node."):]: v for k, v in rec.items() if k.startswith("node.")}
-    session = build(settings, messages.decode_setup(rec), int(rec.get("fallback_index", 0)))
+    session = build(settings, wire.decode_setup(rec), int(rec.get("fallback_index", 0)))
     if STATE_THETA in context.state.array_records:
         session.restore_state({k: v.numpy() for k, v in context.state.array_records[STATE_THETA].items()})
     if STATE_ROUND in context.state.config_records:
@@ -226,7 +227,7 @@ def session_for(context: Context):
 
 
 def handle_setup(message: Message, context: Context, overrides=None) -> Message:
-    setup = messages.decode_setup(from_records(message.content))
+    setup = wire.decode_setup(from_records(message.content))
     settings = node_settings(context.node_config, overrides)
     fallback = int(context.node_config.get("partition-id", 0))
     session = build(settings, setup, fallback)
@@ -239,21 +240,21 @@ def handle_setup(message: Message, context: Context, overrides=None) -> Message:
     for key in (STATE_THETA, STATE_ROUND):
         if key in context.state:
             del context.state[key]
-    info = messages.ClientInfo(session.name, session.state_dim, session.n_steps)
-    reply = messages.encode_setup_reply(info, _raw_bytes(session))
+    info = ClientInfo(session.name, session.state_dim, session.n_steps)
+    reply = wire.encode_setup_reply(info, _raw_bytes(session))
     return Message(to_records(reply, message_format=message_format_of(message.content)), reply_to=message)
 
 
 def handle_round(message: Message, context: Context) -> Message:
     """Decode and validate the augmentation (fedgc.protocol.validation: shape (T, D_m), float64, finite, a new
     round); a bad one raises, which Flower returns to the server as this node's error reply."""
-    augmentation, request, round_index = messages.decode_request(from_records(message.content))
+    augmentation, request, round_index = wire.decode_request(from_records(message.content))
     session = session_for(context)
     reply = session.round(augmentation, request, round_index)
     if session.learn_theta:
         context.state[STATE_THETA] = ArrayRecord({k: _array(v) for k, v in session.checkpoint_state().items()})
     context.state[STATE_ROUND] = ConfigRecord({"last": int(round_index)})
-    return Message(to_records(messages.encode_reply(reply), message_format=message_format_of(message.content)), reply_to=message)
+    return Message(to_records(wire.encode_reply(reply), message_format=message_format_of(message.content)), reply_to=message)
 
 
 def make_client_app(overrides: Mapping[int, Mapping[str, Any]] | None = None) -> ClientApp:

@@ -34,7 +34,8 @@ import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedgc.protocol import wire as messages
+from fedgc.protocol import wire
+from fedgc.app.results import save_fit
 from fedgc.app.config import RunConfig, load_config, parse_config
 from fedgc.errors import ConfigError, FedGCError
 
@@ -200,7 +201,7 @@ def run_job(grid: Grid, job: Job):
     expected = job.num_nodes or len(order)
     if expected < 1:
         raise ConfigError("the run config lists no clients and num-nodes is 0: nothing to wait for")
-    setup = messages.SetupRequest(
+    setup = wire.SetupRequest(
         seed=cfg.seed, client_order=order, learn_theta=cfg.client.learn_theta, theta=cfg.client.theta
     )
     transport = FlowerTransport(
@@ -253,7 +254,7 @@ def run_job(grid: Grid, job: Job):
     if job.evaluate is not None:
         result = job.evaluate(result)
     if job.out_dir is not None:
-        messages.save_fit(job.out_dir / FIT_FILE, result.fit)
+        save_fit(job.out_dir / FIT_FILE, result.fit)
         _write_json_atomic(job.out_dir / RUN_FILE, {
             "engine": result.engine,
             "communication": result.communication,

@@ -31,7 +31,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 def _prepare(cfg: RunConfig, mode: str, out_dir: Path):
     """(cfg reading per-client files, truth or None, in-process windows for the oracle or None)."""
-    from fedgc.app.runner import Truth, build_session, scenario_sessions, simulate_scenario, write_scenario_files
+    from fedgc.app.results import Truth
+    from fedgc.app.runner import build_session, scenario_sessions, simulate_scenario, write_scenario_files
 
     if mode == "simulate":
         data = simulate_scenario(cfg)
@@ -157,8 +158,8 @@ def run_flower(
 ):
     """Submit the run to a SuperLink and wait for the ServerApp's output folder
     (resume: the ServerApp continues from OUT/checkpoint.npz)."""
-    from fedgc.protocol.wire import load_fit
-    from fedgc.app.runner import RunResult
+    from fedgc.app.results import load_fit
+    from fedgc.app.results import RunResult
 
     address = superlink or os.environ.get("FEDGC_SUPERLINK")
     if not address:

@@ -21,10 +21,10 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 from clients.app import from_records, record_bytes, to_records
-from fedgc.protocol import wire as messages
-from fedgc.protocol.session import ClientReply, RequestKind
+from fedgc.protocol import wire
+from fedgc.protocol.messages import ClientReply, RequestKind
 from fedgc.errors import FedGCError
-from fedgc.protocol.loop import ClientFailure, ClientInfo
+from fedgc.protocol.messages import ClientFailure, ClientInfo
 
 
 POLL_GROWTH = 1.5  # per empty pull
@@ -46,7 +46,7 @@ class FlowerTransport:
         self,
         grid: Grid,
         *,
-        setup: messages.SetupRequest,
+        setup: wire.SetupRequest,
         expected_nodes: int,
         wait_timeout: float = 60.0,
         round_timeout: float = 60.0,
@@ -56,7 +56,7 @@ class FlowerTransport:
     ) -> None:
         self.grid = grid
         # clients.app.to_records; nodes reply in the same format
-        self.message_format = messages.check_message_format(message_format)
+        self.message_format = wire.check_message_format(message_format)
         self.send_and_receive = bool(send_and_receive)  # Flower's own (3 s poll), for comparison
         self.setup = setup
         self.expected_nodes = int(expected_nodes)
@@ -113,16 +113,16 @@ class FlowerTransport:
 
     def _setup(self, ids: list[int]) -> dict[str, tuple[int, ClientInfo]]:
         """Send the setup to the nodes `ids`: client name -> (node id, its ClientInfo)."""
-        payload = messages.encode_setup(self.setup)
-        content_bytes = messages.payload_bytes(payload)
+        payload = wire.encode_setup(self.setup)
+        content_bytes = wire.payload_bytes(payload)
         msgs = [Message(to_records(payload, message_format=self.message_format), dst_node_id=n, message_type="query.setup", group_id="setup") for n in ids]
         self.setup_to_clients = content_bytes * len(ids)
         replies = self._collect(msgs, ids, "setup", names=None)
         found: dict[str, tuple[int, ClientInfo]] = {}
         for node, reply in zip(ids, replies):
             payload = from_records(reply.content)
-            self.setup_to_server += messages.payload_bytes(payload)
-            info, raw = messages.decode_setup_reply(payload)
+            self.setup_to_server += wire.payload_bytes(payload)
+            info, raw = wire.decode_setup_reply(payload)
             if info.name in found:
                 raise FedGCError(f"two SuperNodes ({found[info.name][0]} and {node}) both serve client '{info.name}'")
             found[info.name] = (node, info)
@@ -163,7 +163,7 @@ class FlowerTransport:
         asked = [k for k, aug in enumerate(augmentations) if aug is not None]
         msgs = []
         for k in asked:
-            content = to_records(messages.encode_request(augmentations[k], request, r), message_format=self.message_format)
+            content = to_records(wire.encode_request(augmentations[k], request, r), message_format=self.message_format)
             self.wire_to_clients += record_bytes(content)
             msgs.append(Message(content, dst_node_id=self.node_ids[k], message_type="query.round", group_id=str(r)))
         t0 = time.perf_counter()
@@ -180,8 +180,8 @@ class FlowerTransport:
                 continue
             self.wire_to_server += record_bytes(replies[j].content)
             try:
-                out[k] = messages.decode_reply(from_records(replies[j].content))
-            except (messages.MessageError, TypeError, ValueError) as exc:
+                out[k] = wire.decode_reply(from_records(replies[j].content))
+            except (wire.MessageError, TypeError, ValueError) as exc:
                 out[k] = ClientFailure(name, f"reply does not decode: {exc}")
         return out
 

@@ -174,7 +174,8 @@ def sessions_for(data, models=None, **kw):
 
 
 def run_federated(data, config, models=None, **kw):
-    from fedgc.protocol.loop import LocalTransport, run_protocol
+    from fedgc.protocol.loop import run_protocol
+    from fedgc.protocol.transport import LocalTransport
 
     sessions = sessions_for(data, models)
     return run_protocol(LocalTransport(sessions), config, **kw), sessions

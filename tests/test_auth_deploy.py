@@ -20,7 +20,7 @@ import pytest
 
 from fedgc.app.config import parse_config
 from fedgc.errors import FedGCError
-from fedgc.protocol.loop import LocalTransport
+from fedgc.protocol.transport import LocalTransport
 from fedgc.app.runner import build_session, execute, simulate_scenario, write_scenario_files
 from server.deploy import LocalDeployment
 from server.engine import node_overrides, run_flower

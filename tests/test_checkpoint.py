@@ -20,7 +20,7 @@ import yaml
 from fedgc.cli import main
 from fedgc.app.checkpoint import CHECKPOINT_FILE, CHECKPOINT_JSON, KILL_ENV, CheckpointError, load_checkpoint
 from fedgc.app.config import PrivacySettings, RunConfig
-from fedgc.protocol.loop import ServerConfig
+from fedgc.protocol.settings import ServerConfig
 from fedgc.app.runner import run_real, run_simulation, simulate_scenario, write_scenario_files
 from fedgc.data.synthetic import SystemSpec
 

@@ -13,8 +13,11 @@ from fedgc.app.checkpoint import load_checkpoint
 from fedgc.protocol.session import ClientSession
 from fedgc.app.config import RunConfig
 from fedgc.protocol.dropout import ClientDropoutError
-from fedgc.protocol.wire import MessageError, decode_reply, decode_request, encode_reply, encode_request
-from fedgc.protocol.loop import ClientFailure, LocalTransport, ServerConfig, run_protocol
+from fedgc.protocol.wire import decode_reply, decode_request, encode_reply, encode_request, MessageError
+from fedgc.protocol.loop import run_protocol
+from fedgc.protocol.messages import ClientFailure
+from fedgc.protocol.settings import ServerConfig
+from fedgc.protocol.transport import LocalTransport
 from fedgc.report.result_json import read_result, write_outputs
 from fedgc.app.runner import execute
 from fedgc.data.synthetic import SystemSpec, simulate
@@ -214,7 +217,7 @@ def test_decoding_rejects_structurally_broken_messages():
 
 
 def sessions_reply():
-    from fedgc.protocol.session import ClientReply
+    from fedgc.protocol.messages import ClientReply
 
     rng = np.random.default_rng(0)
     return ClientReply(rng.normal(size=(5, 2)), rng.normal(size=(5, 2)), np.eye(2), None, 1.0, None, "c0", 2)

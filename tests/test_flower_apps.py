@@ -20,7 +20,7 @@ from fedgc.app.config import ClientOptions, parse_config
 from fedgc.protocol.dropout import ClientDropoutError
 from fedgc.errors import ConfigError
 from fedgc.protocol.wire import MESSAGE_FORMATS
-from fedgc.protocol.loop import LocalTransport
+from fedgc.protocol.transport import LocalTransport
 from fedgc.app.runner import build_session, execute, simulate_scenario, write_scenario_files
 from server.app import LAST_ROUND_FILE, Job, config_from_json, config_to_raw, run_job
 from server.engine import node_overrides

@@ -5,41 +5,42 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedgc.protocol import wire as messages
-from fedgc.protocol.session import ClientReply
-from fedgc.protocol.loop import ClientInfo
+from fedgc.protocol import wire
+from fedgc.protocol.transport import CountingTransport
+from fedgc.protocol.messages import ClientReply
+from fedgc.protocol.messages import ClientInfo
 
 
 def test_reply_round_trip_keeps_none_fields():
     rng = np.random.default_rng(0)
     reply = ClientReply(rng.normal(size=(5, 2)), rng.normal(size=(5, 2)), np.eye(2), None, 3.25, None, "plant", 7)
-    payload = messages.encode_reply(reply)
+    payload = wire.encode_reply(reply)
     assert "gradient" not in payload
-    back = messages.decode_reply(payload)
+    back = wire.decode_reply(payload)
     for a, b in zip(back[:4], reply[:4]):
         assert (a is None and b is None) or np.array_equal(a, b)
     assert back.loss == 3.25 and back.client == "plant" and back.round == 7
-    assert messages.payload_bytes(payload) == 2 * 5 * 2 * 8 + 4 * 8 + 8 + len("plant") + 8
+    assert wire.payload_bytes(payload) == 2 * 5 * 2 * 8 + 4 * 8 + 8 + len("plant") + 8
 
 
 def test_request_and_setup_round_trip():
     aug = np.arange(6.0).reshape(3, 2)
-    a, kind, r = messages.decode_request(messages.encode_request(aug, "gd", 4))
+    a, kind, r = wire.decode_request(wire.encode_request(aug, "gd", 4))
     assert np.array_equal(a, aug) and kind == "gd" and r == 4
-    setup = messages.SetupRequest(seed=5, client_order=("a", "b"), learn_theta=True, theta="mlp")
-    assert messages.decode_setup(messages.encode_setup(setup)) == setup
+    setup = wire.SetupRequest(seed=5, client_order=("a", "b"), learn_theta=True, theta="mlp")
+    assert wire.decode_setup(wire.encode_setup(setup)) == setup
     assert setup.seed_for("b", 0) == 6 and setup.seed_for("zz", 3) == 8
-    info, raw = messages.decode_setup_reply(messages.encode_setup_reply(ClientInfo("a", 3, 10), 640))
+    info, raw = wire.decode_setup_reply(wire.encode_setup_reply(ClientInfo("a", 3, 10), 640))
     assert info == ClientInfo("a", 3, 10) and raw == 640
 
 
 def test_bad_messages_are_clear_errors():
-    with pytest.raises(messages.MessageError, match="missing field"):
-        messages.decode_reply({"loss": 1.0})
-    with pytest.raises(messages.MessageError, match="unknown request kind"):
-        messages.encode_request(np.zeros((2, 2)), "pickle", 0)
-    with pytest.raises(messages.MessageError, match="neither an array nor a scalar"):
-        messages.split_payload({"x": [1, 2]})
+    with pytest.raises(wire.MessageError, match="missing field"):
+        wire.decode_reply({"loss": 1.0})
+    with pytest.raises(wire.MessageError, match="unknown request kind"):
+        wire.encode_request(np.zeros((2, 2)), "pickle", 0)
+    with pytest.raises(wire.MessageError, match="neither an array nor a scalar"):
+        wire.split_payload({"x": [1, 2]})
 
 
 def test_counting_transport_counts_both_directions():
@@ -50,7 +51,7 @@ def test_counting_transport_counts_both_directions():
         def exchange(self, augs, request):
             return [ClientReply(a, a, np.eye(2), None, 0.0) for a in augs]
 
-    t = messages.CountingTransport(Echo())
+    t = CountingTransport(Echo())
     t.exchange([np.zeros((4, 2))], "newton")
     s = t.log.summary(raw_data_bytes=1000)
     assert s["bytes_to_clients"] == 64 + len("newton") + 8
@@ -61,15 +62,15 @@ def test_counting_transport_counts_both_directions():
 def test_pack_arrays_round_trip_and_rejects_bad_layouts():
     rng = np.random.default_rng(1)
     arrays = {"states": rng.normal(size=(7, 3)), "information": rng.normal(size=(3, 3)), "scalar_like": np.array(2.5)}
-    buffer, layout = messages.pack_arrays(arrays)
+    buffer, layout = wire.pack_arrays(arrays)
     assert buffer.shape == (21 + 9 + 1,) and layout == "states:7x3;information:3x3;scalar_like:"
-    back = messages.unpack_arrays(buffer, layout)
+    back = wire.unpack_arrays(buffer, layout)
     assert list(back) == list(arrays) and all(np.array_equal(back[k], arrays[k]) for k in arrays)
-    with pytest.raises(messages.MessageError, match="covers 30 of the buffer's 31"):
-        messages.unpack_arrays(buffer, "states:7x3;information:3x3")
-    with pytest.raises(messages.MessageError, match="needs more than"):
-        messages.unpack_arrays(buffer, "states:70x3")
-    with pytest.raises(messages.MessageError, match="malformed"):
-        messages.unpack_arrays(buffer, "states:7xq")
-    with pytest.raises(messages.MessageError, match="only float64"):
-        messages.pack_arrays({"n": np.arange(3)})
+    with pytest.raises(wire.MessageError, match="covers 30 of the buffer's 31"):
+        wire.unpack_arrays(buffer, "states:7x3;information:3x3")
+    with pytest.raises(wire.MessageError, match="needs more than"):
+        wire.unpack_arrays(buffer, "states:70x3")
+    with pytest.raises(wire.MessageError, match="malformed"):
+        wire.unpack_arrays(buffer, "states:7xq")
+    with pytest.raises(wire.MessageError, match="only float64"):
+        wire.pack_arrays({"n": np.arange(3)})

@@ -9,7 +9,7 @@ import scipy.stats
 from statsmodels.stats.multitest import multipletests
 
 from fedgc.core.granger import granger_tests
-from fedgc.protocol.loop import ServerConfig
+from fedgc.protocol.settings import ServerConfig
 from fedgc.core.regression import Blocks, RegressionStats, newton_update, regression_stats
 
 DIMS = (2, 3, 2)

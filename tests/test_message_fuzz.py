@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 from fedgc.protocol.session import ClientSession
 from fedgc.protocol.dropout import ClientDropoutError
 from fedgc.core.kalman import information_matrix
-from fedgc.protocol.wire import MessageError, decode_reply, decode_request
+from fedgc.protocol.wire import decode_reply, decode_request, MessageError
 from fedgc.privacy.mechanism import ReleaseNoise
-from fedgc.protocol.loop import LocalTransport, ServerConfig, run_protocol
+from fedgc.protocol.loop import run_protocol
+from fedgc.protocol.settings import ServerConfig
+from fedgc.protocol.transport import LocalTransport
 from fedgc.data.synthetic import SystemSpec, simulate
 from fedgc.protocol.validation import InvalidMessage, ReplySpec, validate_augmentation, validate_reply
 

@@ -11,13 +11,16 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from fedgc.protocol.session import ClientSession, prediction_loss, prepare_window, pseudo_observations, run_filter
+from fedgc.core.window import prediction_loss, prepare_window, pseudo_observations, run_filter
+from fedgc.protocol.session import ClientSession
 from fedgc.errors import DataError
 from fedgc.core.gaps import STEADY_TOL, plan_filter, project_observed
 from fedgc.core.kalman import information_matrix, steady_state
 from fedgc.core.local_model import LocalModel, identify, second_moments
 from fedgc.analysis.oracle import oracle_fit
-from fedgc.protocol.loop import LocalTransport, ServerConfig, run_protocol
+from fedgc.protocol.loop import run_protocol
+from fedgc.protocol.settings import ServerConfig
+from fedgc.protocol.transport import LocalTransport
 from fedgc.core.regression import Blocks, lagged_stack
 from fedgc.data.synthetic import SystemSpec, simulate
 

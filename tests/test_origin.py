@@ -19,7 +19,7 @@ from fedgc.analysis.origin import (
     origin_runs,
     rank_origins,
 )
-from fedgc.protocol.loop import ServerConfig
+from fedgc.protocol.settings import ServerConfig
 from fedgc.core.kalman import filter_scan
 from fedgc.data.synthetic import SystemSpec, make_system
 
@@ -118,7 +118,8 @@ def test_the_perturbed_client_is_ranked_first():
     standard deviations per step: the score pools all P_m = 10 innovations, and with SNR 1 a shift of 1.5 or 3
     raises the mean normalised score only from about 0.47 to 0.5-0.8 (no crossing; measured, seeds 0-2)."""
     from fedgc.protocol.session import ClientSession
-    from fedgc.protocol.loop import LocalTransport, run_protocol
+    from fedgc.protocol.loop import run_protocol
+    from fedgc.protocol.transport import LocalTransport
 
     t0, T = 1500, 2000
     settings = OriginSettings()

@@ -7,9 +7,12 @@ import math
 
 import numpy as np
 import pytest
+
+from fedgc.protocol.rules import RULES
 from opacus.accountants import RDPAccountant, create_accountant
 
-from fedgc.protocol.session import ClientSession, lagged
+from fedgc.core.window import lagged
+from fedgc.protocol.session import ClientSession
 from fedgc.app.config import PrivacySettings, parse_config
 from fedgc.errors import ConfigError
 from fedgc.privacy.accounting import PrivacyAccountant, plan_privacy, privacy_report
@@ -170,7 +173,7 @@ def test_noise_variance_matches_calibration(system):
 @pytest.mark.parametrize("accountant", ["rdp", "prv"])
 def test_accountant_matches_opacus(accountant):
     acc = PrivacyAccountant(epsilon=8.0, delta=1e-5, accountant=accountant)
-    plan = plan_privacy(acc, rule="newton", rounds=4, augmentation_noise=True)
+    plan = plan_privacy(acc, rounds=4, augmentations=RULES["newton"].data_dependent_augmentations(4), augmentation_noise=True)
     assert (plan.client_releases, plan.server_releases) == (1, 3)
     # Independently: opacus' own accountant, one step per release, sample rate 1.
     ref = create_accountant(mechanism=accountant)
@@ -178,7 +181,7 @@ def test_accountant_matches_opacus(accountant):
         ref.step(noise_multiplier=plan.noise_multiplier, sample_rate=1.0)
     eps = ref.get_epsilon(delta=1e-5)
     assert eps <= 8.0 + 1e-9 and eps > 8.0 * 0.97
-    report = privacy_report(acc, plan, clients=["a", "b"], rounds_run=4, rule="newton", clip=1.0,
+    report = privacy_report(acc, plan, clients=["a", "b"], rounds_run=4, augmentations_run=RULES["newton"].data_dependent_augmentations(4), clip=1.0,
                             clip_space="whitened", debias="client", client_noise_std={}, server_noise_std=[])
     assert report["per_client"]["a"]["whole_run"]["epsilon"] == pytest.approx(eps, rel=1e-9)
     single = create_accountant(mechanism=accountant)
@@ -191,15 +194,15 @@ def test_post_processing_plan_is_one_release(accountant):
     """Without augmentation noise the augmentations are post-processing: one Gaussian mechanism per client
     for the whole run, whatever the rounds, and both directions report that mechanism's epsilon."""
     acc = PrivacyAccountant(epsilon=8.0, delta=1e-5, accountant=accountant)
-    plan = plan_privacy(acc, rule="newton", rounds=20)
+    plan = plan_privacy(acc, rounds=20, augmentations=RULES["newton"].data_dependent_augmentations(20))
     assert (plan.client_releases, plan.server_releases) == (1, 0) and not plan.augmentation_noise
-    assert plan_privacy(acc, rule="gd", rounds=20).steps == 1
+    assert plan_privacy(acc, rounds=20, augmentations=RULES["gd"].data_dependent_augmentations(20)).steps == 1
     ref = create_accountant(mechanism=accountant)
     ref.step(noise_multiplier=plan.noise_multiplier, sample_rate=1.0)
     eps = ref.get_epsilon(delta=1e-5)
     assert 8.0 * 0.97 < eps <= 8.0 + 1e-9
-    assert plan.noise_multiplier < plan_privacy(acc, rule="newton", rounds=2, augmentation_noise=True).noise_multiplier
-    report = privacy_report(acc, plan, clients=["a"], rounds_run=20, rule="newton", clip=1.0, clip_space="whitened",
+    assert plan.noise_multiplier < plan_privacy(acc, rounds=2, augmentations=RULES["newton"].data_dependent_augmentations(2), augmentation_noise=True).noise_multiplier
+    report = privacy_report(acc, plan, clients=["a"], rounds_run=20, augmentations_run=RULES["newton"].data_dependent_augmentations(20), clip=1.0, clip_space="whitened",
                             debias="client", client_noise_std={}, server_noise_std=[])
     a = report["per_client"]["a"]
     assert a["whole_run"]["epsilon"] == pytest.approx(eps, rel=1e-9) and a["whole_run"]["releases"] == 1

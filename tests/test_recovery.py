@@ -11,7 +11,7 @@ import scipy.stats
 
 from fedgc.core.local_model import identify
 from fedgc.analysis.oracle import oracle_fit
-from fedgc.protocol.loop import ServerConfig
+from fedgc.protocol.settings import ServerConfig
 from fedgc.data.synthetic import SystemSpec, simulate
 
 MODERATE = dict(n_clients=4, state_dims=3, obs_dims=20, edge_density=0.25, n_steps=2000)

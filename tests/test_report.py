@@ -14,9 +14,11 @@ from fedgc.app.config import parse_config
 from fedgc.errors import FedGCError
 from fedgc.core.granger import GCResult
 from fedgc.analysis.metrics import EdgeScores
-from fedgc.protocol.loop import FitResult, RoundRecord
+from fedgc.protocol.loop import FitResult
+from fedgc.protocol.state import RoundRecord
 from fedgc.report.result_json import EVALUATION_KEYS, KEYS, read_result, result_dict, write_outputs
-from fedgc.app.runner import RunResult, Truth, run_simulation
+from fedgc.app.results import RunResult, Truth
+from fedgc.app.runner import run_simulation
 
 MATRICES = ("strength", "statistic", "gc", "dof", "pvalue", "log10_pvalue")
 

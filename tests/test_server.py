@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fedgc.protocol.session import ClientSession, lagged, prediction_loss
+from fedgc.core.window import lagged, prediction_loss
+from fedgc.protocol.session import ClientSession
 from fedgc.core.regression import (
     Blocks,
     gd_update,

@@ -17,19 +17,16 @@ from fedgc.app.config import load_config, parse_config
 from fedgc.app.engines import run_with_engine
 from fedgc.errors import ConfigError, FedGCError
 from fedgc.core.kalman import filter_scan
-from fedgc.protocol.loop import LocalTransport, ServerConfig, run_protocol
+from fedgc.protocol.loop import run_protocol
+from fedgc.protocol.settings import ServerConfig
+from fedgc.protocol.transport import LocalTransport
 from fedgc.app.runner import write_scenario_files
 from fedgc.core.regression import Blocks, augmentations, regression_stats
-from fedgc.protocol.streaming import (
-    Alert,
-    ForgottenStats,
-    LocalStreamTransport,
-    StreamingConfig,
-    StreamingSession,
-    classify,
-    run_stream,
-    window_bounds,
-)
+from fedgc.core.forgetting import classify, ForgottenStats
+from fedgc.protocol.session import StreamingSession
+from fedgc.protocol.settings import StreamingConfig
+from fedgc.protocol.streaming import Alert, run_stream, window_bounds
+
 from fedgc.report.streaming_markdown import streaming_section
 from fedgc.app.streaming import Switch, score_alerts, true_switches
 from fedgc.data.synthetic import Perturbation, SystemSpec, simulate
@@ -83,7 +80,7 @@ def test_carried_state_with_fixed_coupling_equals_the_joint_long_run():
     F = scipy.linalg.block_diag(*[s.stream.F for s in sessions]) + scipy.linalg.block_diag(*[s.stream.G for s in sessions]) @ A_s
     drive = np.hstack([s.stream.ytil for s in sessions]) @ scipy.linalg.block_diag(*[s.stream.Sigma for s in sessions]).T
     joint = filter_scan(F, drive)
-    transport = LocalStreamTransport(sessions)
+    transport = LocalTransport(sessions)
     h0 = None
     for a, b in window_bounds(900, 300, 300):
         transport.open_window(a, b)
@@ -131,7 +128,7 @@ def test_one_window_equals_the_batch_protocol():
     data = _data(3, T=800)
     server = ServerConfig(max_rounds=15, tol=1e-6)
     batch = run_protocol(LocalTransport([ClientSession(f"c{m}", data.system.local_model(m), y) for m, y in enumerate(data.y)]), server)
-    stream = run_stream(LocalStreamTransport(_stream_sessions(data)), server,
+    stream = run_stream(LocalTransport(_stream_sessions(data)), server,
                         StreamingConfig(window=800, step=800, max_rounds=15, tol=1e-6))  # fmt: skip
     (w,) = stream.windows
     assert w.rounds == batch.rounds and w.effective_size == pytest.approx(799)
@@ -144,7 +141,7 @@ def test_memory_weights_count_every_sample_once(window, step, lam):
     """Each window's sum w and N_eff equal those of the explicit per-sample weights: 1 inside the window,
     lambda^j for samples that left it j steps ago (window 0 drops its burn-in sample)."""
     data = _data(4, T=1500)
-    result = run_stream(LocalStreamTransport(_stream_sessions(data)), ServerConfig(),
+    result = run_stream(LocalTransport(_stream_sessions(data)), ServerConfig(),
                         StreamingConfig(window=window, step=step, forgetting=lam, alert_alpha=1e-12))  # fmt: skip
     for w in result.windows:
         t = np.arange(1, w.end)  # sample 0 is window 0's burn-in
@@ -166,7 +163,7 @@ def null_runs():
     runs = []
     for seed in range(8):
         data = _data(100 + seed, M=4, T=4800, density=0.0)
-        runs.append(run_stream(LocalStreamTransport(_stream_sessions(data)), ServerConfig(),
+        runs.append(run_stream(LocalTransport(_stream_sessions(data)), ServerConfig(),
                                StreamingConfig(window=400, step=400, forgetting=0.5, alert_alpha=1e-12)))  # fmt: skip
     return runs
 
@@ -212,7 +209,7 @@ def test_classify():
 def test_an_edge_switching_off_alerts_as_disappeared():
     data = _data(7, M=3, T=4000, density=0.0, strength=0.4,
                  perturbations=[Perturbation(0, 0, 1, "on"), Perturbation(2000, 0, 1, "off")])  # fmt: skip
-    result = run_stream(LocalStreamTransport(_stream_sessions(data)), ServerConfig(), StreamingConfig(window=500, step=500))
+    result = run_stream(LocalTransport(_stream_sessions(data)), ServerConfig(), StreamingConfig(window=500, step=500))
     hits = [a for a in result.alerts if (a.target, a.source) == (0, 1)]
     assert hits and hits[0].kind == "disappeared" and hits[0].window in (4, 5)
     assert hits[0].strength_before > 0.2 > hits[0].strength_after

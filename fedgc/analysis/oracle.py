@@ -15,10 +15,11 @@ from typing import Sequence
 import numpy as np
 import scipy.linalg
 
-from fedgc.protocol.session import ClientWindow, lagged
+from fedgc.core.window import ClientWindow, lagged
 from fedgc.core.gaps import complete_pseudo_obs, gapped_scan, missing_quadratic, plan_filter, stack_gaps
 from fedgc.core.kalman import filter_scan, steady_state
-from fedgc.protocol.loop import RoundRecord, ServerConfig
+from fedgc.protocol.settings import ServerConfig
+from fedgc.protocol.state import RoundRecord
 from fedgc.core.regression import Blocks, newton_update, next_relaxation, regression_stats, relative_change
 
 

@@ -39,6 +39,7 @@ import numpy as np
 from fedgc.errors import FedGCError
 from fedgc.privacy.mechanism import ReleaseNoise
 from fedgc.core.regression import RegressionStats
+from fedgc.protocol.rules import UpdateRule
 from fedgc.protocol.state import Dropout, ProtocolState, RoundRecord
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -144,6 +145,7 @@ def encode(ckpt: Checkpoint) -> dict[str, np.ndarray]:
         "clients": list(st.clients),
         "dims": list(st.dims),
         "round": st.round,
+        "exchanges": st.exchanges,
         "omega": st.omega,
         "active": list(st.active),
         "dropouts": [list(d) for d in st.dropouts],
@@ -183,6 +185,7 @@ def decode(arrays: dict[str, np.ndarray], source: str = "checkpoint") -> Checkpo
         dims=tuple(int(d) for d in meta["dims"]),
         round=int(meta["round"]),
         A_s=arrays["A_s"],
+        exchanges=int(meta.get("exchanges", meta["round"])),
         omega=float(meta["omega"]),
         history=tuple(RoundRecord(int(r), float(l), float(c)) for r, l, c in arrays["history"]),
         active=tuple(bool(a) for a in meta["active"]),
@@ -257,13 +260,13 @@ def fault_point(round_index: int) -> None:
 # ------------------------------------------------------------------------------ wiring
 
 
-def privacy_record(plan, accountant, rounds: int, rule: str) -> dict[str, Any] | None:
+def privacy_record(plan, accountant, rounds: int, rule: UpdateRule) -> dict[str, Any] | None:
     """Releases and epsilon spent per client after `rounds` >= 1 updates (fedgc.privacy.accounting)."""
     if plan is None:
         return None
     from fedgc.privacy.accounting import releases_per_run
 
-    c2s, s2c = releases_per_run(rule=rule, rounds=rounds, augmentation_noise=plan.augmentation_noise)
+    c2s, s2c = releases_per_run(augmentations=rule.data_dependent_augmentations(rounds), augmentation_noise=plan.augmentation_noise)
     return {
         "noise_multiplier": float(plan.noise_multiplier),
         "client_releases": c2s,
@@ -281,7 +284,7 @@ class Checkpointing:
 
     directory: Path
     fingerprint: str
-    rule: str
+    rule: UpdateRule
     sessions: Sequence = ()
     plan: Any = None
     accountant: Any = None

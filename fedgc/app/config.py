@@ -49,8 +49,8 @@ import yaml
 
 from fedgc.data.cleaning import ColumnPolicy
 from fedgc.errors import ConfigError
-from fedgc.protocol.loop import ServerConfig
-from fedgc.protocol.streaming import StreamingConfig
+from fedgc.protocol.settings import ServerConfig
+from fedgc.protocol.settings import StreamingConfig
 from fedgc.data.synthetic import Perturbation, SystemSpec
 from fedgc.data.tep import TEPSettings, parse_tep_section
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from fedgc.app.config import ENGINES, RunConfig
 from fedgc.errors import ConfigError
 from fedgc.protocol.wire import check_message_format
-from fedgc.app.runner import RunResult, run_real, run_simulation
+from fedgc.app.results import RunResult
+from fedgc.app.runner import run_real, run_simulation
 
 
 def run_with_engine(

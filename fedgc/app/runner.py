@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,44 +20,16 @@ from fedgc.data.align import align_tables, check_lengths
 from fedgc.data.csv import ClientTable, read_client_csv, write_client_csv
 from fedgc.errors import ConfigError, FedGCError, FedGCWarning, ModelError
 from fedgc.core.local_model import LocalModel, identify, load_npz, save_npz, validate
-from fedgc.protocol.wire import CountingTransport
-from fedgc.analysis.metrics import EdgeScores, edge_scores, relative_error
+from fedgc.protocol.transport import CountingTransport
+from fedgc.analysis.metrics import edge_scores, relative_error
 from fedgc.analysis.oracle import oracle_fit
-from fedgc.protocol.loop import FitResult, LocalTransport, RoundRecord, Transport, run_protocol
+from fedgc.protocol.rules import rule_named
+from fedgc.protocol.loop import FitResult, run_protocol
+from fedgc.protocol.state import RoundRecord
+from fedgc.app.results import RunResult, Truth
+from fedgc.protocol.transport import LocalTransport, Transport
 from fedgc.core.regression import Blocks
 from fedgc.data.synthetic import SyntheticData, simulate
-
-
-@dataclass(frozen=True)
-class Truth:
-    """Known ground truth of a simulated run. edges: (M, M) [target, source];
-    A: (D, D) true joint transition, comparable with A_s only when clients were given the true models."""
-
-    edges: np.ndarray
-    A: np.ndarray | None
-
-
-@dataclass
-class RunResult:
-    """Everything a run produced; `fedgc.report.result_json` turns it into files."""
-
-    config: RunConfig
-    fit: FitResult
-    engine: str
-    truth: Truth | None = None
-    oracle_A: np.ndarray | None = None
-    oracle_history: list[RoundRecord] = field(default_factory=list)
-    scores: EdgeScores | None = None
-    error_vs_truth: float | None = None
-    error_vs_oracle: float | None = None
-    oracle_error_vs_truth: float | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    communication: dict[str, object] = field(default_factory=dict)
-    raw_data_bytes: int = 0
-    privacy: dict = field(default_factory=lambda: {"enabled": False})
-    sections: dict = field(default_factory=dict)  # extra result.json keys, e.g. "flowsheet", "origin" (fedgc.app.tep)
-    streaming: dict | None = None  # streaming mode: the "streaming" record of result.json (fedgc.app.streaming)
-    data: dict = field(default_factory=dict)
 
 
 def read_table(spec: ClientSpec, *, sort_timestamps: bool = False) -> ClientTable:
@@ -104,8 +76,9 @@ def privacy_plan(cfg: RunConfig):
         )
     from fedgc.privacy.accounting import plan_privacy
 
+    rounds = cfg.server.max_rounds
     return plan_privacy(
-        privacy_accountant(cfg), rule=cfg.server.rule, rounds=cfg.server.max_rounds,
+        privacy_accountant(cfg), rounds=rounds, augmentations=rule_named(cfg.server.rule).data_dependent_augmentations(rounds),
         augmentation_noise=cfg.privacy.augmentation_noise,
     )  # fmt: skip
 
@@ -150,7 +123,8 @@ def privacy_summary(cfg: RunConfig, plan, fit: FitResult, sessions=None, server=
     acc = privacy_accountant(cfg)
     stds = {s.name: float(s.privacy_noise_std) for s in sessions or []}
     report = privacy_report(
-        acc, plan, clients=list(fit.gc.clients), rounds_run=fit.rounds, rule=cfg.server.rule, clip=p.clip,
+        acc, plan, clients=list(fit.gc.clients), rounds_run=fit.rounds,
+        augmentations_run=rule_named(cfg.server.rule).data_dependent_augmentations(fit.rounds), clip=p.clip,
         clip_space=p.clip_space, debias=p.debias, client_noise_std=stds,
         server_noise_std=[] if server is None else server.noise_std,
     )
@@ -260,7 +234,7 @@ def execute(
         from fedgc.app.checkpoint import Checkpointing, config_fingerprint
 
         saver = Checkpointing(
-            Path(checkpoint_dir), config_fingerprint(cfg), cfg.server.rule, tuple(sessions or ()), plan,
+            Path(checkpoint_dir), config_fingerprint(cfg), rule_named(cfg.server.rule), tuple(sessions or ()), plan,
             None if plan is None else privacy_accountant(cfg),
         )  # fmt: skip
         start = saver.start(resume=resume)

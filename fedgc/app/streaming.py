@@ -22,10 +22,13 @@ import numpy as np
 
 from fedgc.app.config import RunConfig
 from fedgc.errors import ConfigError
-from fedgc.protocol.wire import CountingTransport
+from fedgc.protocol.transport import CountingTransport, LocalTransport
 from fedgc.protocol.loop import FitResult
-from fedgc.app.runner import RunResult, Truth, build_session, evaluate, read_tables, scenario_sessions, simulate_scenario
-from fedgc.protocol.streaming import Alert, AlertKind, LocalStreamTransport, StreamResult, StreamingSession, run_stream
+from fedgc.app.results import RunResult, Truth
+from fedgc.app.runner import build_session, evaluate, read_tables, scenario_sessions, simulate_scenario
+from fedgc.core.forgetting import AlertKind
+from fedgc.protocol.session import StreamingSession
+from fedgc.protocol.streaming import Alert, run_stream, StreamResult
 from fedgc.data.synthetic import SyntheticData
 
 
@@ -119,21 +122,14 @@ def streaming_record(cfg: RunConfig, stream: StreamResult, evaluation: dict | No
     }  # fmt: skip
 
 
-class CountingStreamTransport(CountingTransport):
-    """CountingTransport for a stream: counts every exchange's bytes and moves the clients' windows."""
-
-    def open_window(self, start: int, end: int) -> None:
-        self.inner.open_window(start, end)
-
-
 def execute_streaming(cfg: RunConfig, sessions: Sequence[StreamingSession], *, truth: Truth | None = None,
                       switches: Sequence[Switch] | None = None, on_round=None) -> RunResult:  # fmt: skip
     """Run the stream over in-process clients; the last window's result is the run's main result."""
     t0 = time.perf_counter()
-    counting = CountingStreamTransport(LocalStreamTransport(sessions))
+    counting = CountingTransport(LocalTransport(sessions))
     stream = run_stream(counting, cfg.server, cfg.streaming, on_round=on_round)
     last = stream.windows[-1]
-    fit = FitResult(last.gc, stream.A_s, list(stream.history), last.converged)
+    fit = FitResult(last.gc, stream.A_s, list(stream.history), last.converged, list(stream.dropouts))
     result = RunResult(cfg, fit, "local", truth=truth)
     result.timings["protocol_s"] = time.perf_counter() - t0
     result.communication = counting.log.summary()

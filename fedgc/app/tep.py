@@ -28,7 +28,7 @@ from fedgc.errors import ConfigError
 from fedgc.core.granger import GCResult
 from fedgc.core.local_model import LocalModel, identify, save_npz
 from fedgc.analysis.origin import ClientMonitor, OriginSettings, calibrate, monitor, origin_dict, rank_origins
-from fedgc.protocol.loop import LocalTransport
+from fedgc.protocol.transport import LocalTransport
 from fedgc.data.tep import FAULT_ORIGINS, TEPRun, TEPSettings, flowsheet_comparison, write_client_csvs
 
 
@@ -86,7 +86,7 @@ def run_tep_streaming(cfg: RunConfig, *, on_round=None):
     """Streaming mode over tep.run (typically a fault run) with every unit's model identified on
     tep.identify_on (normal operation): the GC matrices per window, and the alerts set against the
     fault's known start ("fault_stream" section)."""
-    from fedgc.protocol.streaming import StreamingSession
+    from fedgc.protocol.session import StreamingSession
     from fedgc.app.streaming import execute_streaming, refuse_privacy
 
     refuse_privacy(cfg)

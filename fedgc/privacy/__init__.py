@@ -5,9 +5,6 @@ fedgc.privacy.mechanism    clipping, the Gaussian mechanism, ReleaseNoise (what 
 fedgc.privacy.local        the client's one privatisation of its projected measurements
 fedgc.privacy.accounting   opacus RDP/PRV accountant: sigma from a whole-run target, epsilon spent
 fedgc.privacy.server       noise on augmentations and the errors-in-variables correction
+
+Nothing is imported here: the accountant loads opacus, which only private runs need.
 """
-
-from fedgc.privacy.accounting import NEIGHBOURING, PrivacyAccountant, PrivacyPlan, plan_privacy
-from fedgc.privacy.mechanism import GaussianMechanism, ReleaseNoise, clip_rows
-
-__all__ = ["NEIGHBOURING", "GaussianMechanism", "PrivacyAccountant", "PrivacyPlan", "ReleaseNoise", "clip_rows", "plan_privacy"]

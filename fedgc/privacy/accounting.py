@@ -46,16 +46,13 @@ NEIGHBOURING = (
 )
 
 
-def releases_per_run(*, rule: str, rounds: int, augmentation_noise: bool = False) -> tuple[int, int]:
-    """(client -> server, server -> client) releases of one client's data in a run of `rounds` server
-    updates. Without augmentation noise the augmentations are post-processing: (1, 0). With it,
-    newton: `rounds` exchanges, augmentations data-dependent in rounds - 1 of them; gd: one more
-    exchange for the final statistics, so `rounds` data-dependent augmentations."""
-    if rounds < 1:
-        raise ConfigError(f"a run has at least one round, got {rounds}")
-    if not augmentation_noise:
-        return 1, 0
-    return 1, (rounds - 1 if rule == "newton" else rounds)
+def releases_per_run(*, augmentations: int, augmentation_noise: bool = False) -> tuple[int, int]:
+    """(client -> server, server -> client) releases of one client's data in a run whose exchanges sent
+    `augmentations` data-dependent augmentations (fedgc.protocol.rules.UpdateRule.data_dependent_augmentations).
+    Without augmentation noise the augmentations are post-processing: (1, 0); with it, one release each."""
+    if augmentations < 0:
+        raise ConfigError(f"a run sends a non-negative number of augmentations, got {augmentations}")
+    return (1, augmentations) if augmentation_noise else (1, 0)
 
 
 def epsilon_spent(*, noise_multiplier: float, steps: int, delta: float, accountant: str = "rdp") -> float:
@@ -137,18 +134,19 @@ class PrivacyPlan(NamedTuple):
         return self.client_releases + self.server_releases
 
 
-def plan_privacy(acc: PrivacyAccountant, *, rule: str, rounds: int, augmentation_noise: bool = False) -> PrivacyPlan:
-    c2s, s2c = releases_per_run(rule=rule, rounds=rounds, augmentation_noise=augmentation_noise)
+def plan_privacy(acc: PrivacyAccountant, *, rounds: int, augmentations: int, augmentation_noise: bool = False) -> PrivacyPlan:
+    """rounds: the planned server updates; augmentations: the data-dependent augmentations they send."""
+    c2s, s2c = releases_per_run(augmentations=augmentations, augmentation_noise=augmentation_noise)
     sigma = acc.noise_multiplier(steps=c2s + s2c)
     return PrivacyPlan(sigma, c2s, s2c, rounds, acc.epsilon, acc.delta, acc.accountant, augmentation_noise)
 
 
-def privacy_report(acc: PrivacyAccountant, plan: PrivacyPlan, *, clients: list[str], rounds_run: int, rule: str,
+def privacy_report(acc: PrivacyAccountant, plan: PrivacyPlan, *, clients: list[str], rounds_run: int, augmentations_run: int,
                    clip: float, clip_space: str, debias: str, client_noise_std: dict[str, float],
                    server_noise_std: list[float]) -> dict:
     """The figures for result.json / the report, per client and direction, for the rounds actually run."""
     noisy = plan.augmentation_noise
-    c2s, s2c = releases_per_run(rule=rule, rounds=rounds_run, augmentation_noise=noisy)
+    c2s, s2c = releases_per_run(augmentations=augmentations_run, augmentation_noise=noisy)
     sigma = plan.noise_multiplier
     eps_c2s = acc.spent(noise_multiplier=sigma, steps=c2s)
     # Without augmentation noise what the other clients see is post-processing of the client -> server

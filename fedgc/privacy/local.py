@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from fedgc.protocol.session import ClientWindow
+from fedgc.core.window import ClientWindow
 from fedgc.core.kalman import steady_state
 from fedgc.core.local_model import LocalModel
 from fedgc.privacy.mechanism import GaussianMechanism, ReleaseNoise, clip_rows

@@ -1,120 +1,40 @@
-"""The federated protocol, independent of transport.
+"""The round loop, independent of transport; batch runs and every streaming window use it.
 
-Each round: the server sends every client its augmentation s_{1:T}^m, the clients
-run their augmented filters and reply (ClientReply), the server updates A_s.
-A transport (local calls here; Flower messages in clients/ and server/) only
-has to move augmentations out and replies back.
+An exchange sends every active client its augmentation s_{1:T}^m (zeros before any states are
+known), validates every reply (fedgc.protocol.validation) and applies the dropout policy
+(fedgc.protocol.dropout). An update regresses on the replies (plus the forgotten memory of earlier
+windows, in streaming mode) and moves A_s by the configured rule (fedgc.protocol.rules). The loop
+alternates them until the relative change of A_s is below tol or max_rounds updates are done:
+
+    exchange 0 (zeros) [, exchange with the warm-start A_s] -> update 1 -> exchange 1 -> update 2 -> ...
+
+Exchanges are numbered over the whole run (a client refuses an index it has answered), rounds
+(updates) within one fit. A transport (local calls, or Flower messages in clients/ and server/) only
+moves augmentations out and replies back.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Literal, NamedTuple, Protocol, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from fedgc.protocol.session import ClientReply, ClientSession, RequestKind
-from fedgc.protocol.dropout import POLICIES, apply_policy, embed, embed_gc, state_indices
-from fedgc.errors import ConfigError, FedGCError
+from fedgc.core.forgetting import ForgottenStats
 from fedgc.core.granger import GCResult, granger_tests
-from fedgc.core.regression import (
-    Blocks,
-    RegressionStats,
-    augmentations,
-    gd_update,
-    newton_update,
-    next_relaxation,
-    regression_stats,
-    relative_change,
-)
+from fedgc.core.regression import Blocks, RegressionStats, augmentations, next_relaxation, regression_stats, relative_change
+from fedgc.errors import FedGCError
+from fedgc.privacy.server import ServerPrivacy, debias_stats, privatise_augmentations, shrink_blocks
+from fedgc.protocol.dropout import apply_policy, embed, embed_gc, state_indices
+from fedgc.protocol.messages import ClientFailure, ClientReply, RequestKind
+from fedgc.protocol.rules import UpdateRule, rule_named
+from fedgc.protocol.settings import ServerConfig
 from fedgc.protocol.state import Dropout, ProtocolState, RoundRecord
+from fedgc.protocol.transport import Transport, common_length
 from fedgc.protocol.validation import InvalidMessage, ReplySpec, validate_reply
 
 log = logging.getLogger("fedgc")
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """rule: 'newton' (exact least squares per round) or 'gd' (the paper's gradient step);
-    diagonal: 'fixed' (local A^{mm} kept) or 'joint' (re-estimated with the cross blocks);
-    penalty: group-lasso weight on ||A_s^{mn}||_F per time step; tol: relative change of A_s
-    that stops the rounds; alpha: FDR level of the edges; on_dropout: what a client without a valid
-    reply does to the run, 'stop' (error, last round kept) or 'continue' (without it; fedgc.protocol.dropout)."""
-
-    rule: Literal["newton", "gd"] = "newton"
-    max_rounds: int = 20
-    tol: float = 1e-6
-    penalty: float = 0.0
-    diagonal: Literal["fixed", "joint"] = "fixed"
-    learning_rate: float | None = None
-    alpha: float = 0.05
-    burn_in: int = 1
-    on_dropout: Literal["stop", "continue"] = "stop"
-
-    def __post_init__(self) -> None:
-        if self.on_dropout not in POLICIES:
-            raise ConfigError(f"server.on_dropout must be one of {POLICIES}, got {self.on_dropout!r}")
-        if self.rule not in ("newton", "gd"):
-            raise ConfigError(f"server.rule must be 'newton' or 'gd', got {self.rule!r}")
-        if self.diagonal not in ("fixed", "joint"):
-            raise ConfigError(f"server.diagonal must be 'fixed' or 'joint', got {self.diagonal!r}")
-        if not (isinstance(self.max_rounds, int) and self.max_rounds >= 1):
-            raise ConfigError(f"server.max_rounds must be a positive integer, got {self.max_rounds!r}")
-        if not self.tol > 0:
-            raise ConfigError(f"server.tol must be > 0, got {self.tol!r}")
-        if self.penalty < 0:
-            raise ConfigError(f"server.penalty must be >= 0, got {self.penalty!r}")
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            raise ConfigError(f"server.learning_rate must be > 0, got {self.learning_rate!r}")
-        if not 0 < self.alpha < 1:
-            raise ConfigError(f"server.alpha must lie in (0, 1), got {self.alpha!r}")
-        if not (isinstance(self.burn_in, int) and self.burn_in >= 1):
-            raise ConfigError(f"server.burn_in must be an integer >= 1, got {self.burn_in!r}")
-
-
-class ClientInfo(NamedTuple):
-    name: str
-    state_dim: int
-    n_steps: int
-
-
-class ClientFailure(NamedTuple):
-    """What a transport returns in place of a reply it did not get (timeout, error reply, undecodable)."""
-
-    client: str
-    reason: str
-
-
-class Transport(Protocol):
-    """Moves one round's messages. Replies come back in the order of `clients()`; a None augmentation
-    (a client that dropped out) is not sent and gets None back; round_index: the round of the message."""
-
-    def clients(self) -> list[ClientInfo]: ...
-
-    def exchange(
-        self, augmentations: Sequence[np.ndarray | None], request: RequestKind, round_index: int | None = None
-    ) -> list[ClientReply | ClientFailure | None]: ...
-
-
-class LocalTransport:
-    """The `local` engine: direct calls into ClientSession objects in this process. A client that
-    refuses a message (a FedGCError, e.g. an invalid augmentation) answers with a ClientFailure."""
-
-    def __init__(self, sessions: Sequence[ClientSession]) -> None:
-        self.sessions = list(sessions)
-
-    def clients(self) -> list[ClientInfo]:
-        return [ClientInfo(s.name, s.state_dim, s.n_steps) for s in self.sessions]
-
-    def exchange(self, augmentations, request: RequestKind, round_index: int | None = None):
-        out: list[ClientReply | ClientFailure | None] = []
-        for s, a in zip(self.sessions, augmentations):
-            try:
-                out.append(None if a is None else s.round(a, request, round_index))
-            except FedGCError as exc:
-                out.append(ClientFailure(s.name, f"failed: {exc}"))
-        return out
 
 
 @dataclass
@@ -135,69 +55,74 @@ class FitResult:
         return len(self.history)
 
 
-def common_length(infos: Sequence[ClientInfo], what: str) -> int:
-    """The number of steps every client has; ConfigError naming each client's when they differ."""
-    lengths = {c.n_steps for c in infos}
-    if len(lengths) != 1:
-        detail = ", ".join(f"{c.name}: {c.n_steps}" for c in infos)
-        raise ConfigError(f"clients have {what} of different lengths ({detail}); align them first")
-    return lengths.pop()
+class Span(NamedTuple):
+    """What one fit regresses on. n_steps: T of the window; burn_in: leading steps left out of the sums;
+    h0: per client the state before the window's first step (None: zero); past: forgotten statistics of
+    earlier windows added to this window's (streaming), or None."""
+
+    n_steps: int
+    burn_in: int
+    h0: tuple[np.ndarray, ...] | None = None
+    past: ForgottenStats | None = None
 
 
-def run_protocol(
-    transport: Transport,
-    config: ServerConfig,
-    *,
-    on_round: Callable[[RoundRecord], None] | None = None,
-    stop_when: Callable[[np.ndarray], bool] | None = None,
-    privacy=None,
-    resume: ProtocolState | None = None,
-    on_checkpoint: Callable[[ProtocolState], None] | None = None,
-) -> FitResult:
-    """Run rounds until the relative change of A_s drops below config.tol (or stop_when(A_s) holds,
-    or max_rounds), then test every ordered pair for Granger causality.
+class Limits(NamedTuple):
+    """A fit stops after max_rounds updates, or once an update changes A_s by less than tol (relative)."""
 
-    privacy: a fedgc.privacy.server.ServerPrivacy: noise on every data-dependent augmentation and,
-    if asked, the errors-in-variables correction of the statistics (known noise covariances) and the
-    empirical-Bayes shrinkage of A_s (newton rule).
-    resume: the ProtocolState of an interrupted run (fedgc.app.checkpoint) to continue from;
-    on_checkpoint(state): called with the state after every server update.
-    Every reply is validated (fedgc.protocol.validation) before it touches the state; a client without a valid
-    reply is handled by config.on_dropout (fedgc.protocol.dropout)."""
-    if privacy is not None:
-        from fedgc.privacy.server import debias_stats, privatise_augmentations, shrink_blocks
+    max_rounds: int
+    tol: float
 
-    infos = transport.clients()
-    names = [c.name for c in infos]
-    T = common_length(infos, "windows")
-    full = Blocks.of([c.state_dim for c in infos])
-    request: RequestKind = "newton" if config.rule == "newton" else "gd"
-    state = ProtocolState.initial(names, full.dims) if resume is None else _resume(resume, names, full.dims, privacy)
 
-    def layout(st: ProtocolState) -> tuple[list[int], Blocks, np.ndarray]:
+@dataclass
+class Rounds:
+    """One run's round machinery over a transport: who the clients are, the rule, privacy, hooks.
+
+    privacy: noise on every data-dependent augmentation and, if asked, the errors-in-variables
+    correction of the statistics and the empirical-Bayes shrinkage of A_s (fedgc.privacy.server).
+    on_round(record) is called after every update; stop_when(A_s) may end a fit early (benchmarks)."""
+
+    transport: Transport
+    config: ServerConfig
+    names: list[str]
+    full: Blocks
+    privacy: ServerPrivacy | None = None
+    on_round: Callable[[RoundRecord], None] | None = None
+    stop_when: Callable[[np.ndarray], bool] | None = None
+    rule: UpdateRule = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rule = rule_named(self.config.rule)
+
+    def layout(self, st: ProtocolState) -> tuple[list[int], Blocks, np.ndarray]:
         """(active clients, their block layout, A_s restricted to them)."""
         members = st.active_indices
-        idx = state_indices(full, members)
-        return members, Blocks.of([full.dims[m] for m in members]), st.A_s[np.ix_(idx, idx)]
+        idx = state_indices(self.full, members)
+        return members, Blocks.of([self.full.dims[m] for m in members]), st.A_s[np.ix_(idx, idx)]
 
-    def send(st: ProtocolState) -> list[np.ndarray]:
-        members, blocks, A = layout(st)
-        if st.round == 0:
-            return [np.zeros((T, d)) for d in blocks.dims]
-        clean = augmentations(A, [st.states[m] for m in members], blocks)
-        if privacy is None:
+    def _h0(self, span: Span, members: Sequence[int]) -> list[np.ndarray] | None:
+        return None if span.h0 is None else [span.h0[m] for m in members]
+
+    def send(self, st: ProtocolState, span: Span) -> list[np.ndarray]:
+        """Every active client's augmentation: zeros until states are known, else A_s applied to the
+        last states (noised by the server's privacy mechanism when it has one)."""
+        members, blocks, A = self.layout(st)
+        states = [st.states[m] for m in members]
+        if any(s is None for s in states):
+            return [np.zeros((span.n_steps, d)) for d in blocks.dims]
+        clean = augmentations(A, states, blocks, self._h0(span, members))
+        if self.privacy is None:
             return clean
-        return privatise_augmentations(clean, A, blocks, [st.noise[m] for m in members], privacy)
+        return privatise_augmentations(clean, A, blocks, [st.noise[m] for m in members], self.privacy)
 
-    def exchange(st: ProtocolState, kind: RequestKind) -> tuple[ProtocolState, dict[int, ClientReply]]:
-        """Send round st.round's augmentations, validate every reply, apply the dropout policy."""
-        e, members = st.round, st.active_indices
-        augs: list[np.ndarray | None] = [None] * len(names)
-        for m, a in zip(members, send(st)):
+    def exchange(self, st: ProtocolState, span: Span, kind: RequestKind) -> tuple[ProtocolState, dict[int, ClientReply]]:
+        """Send exchange st.exchanges, validate every reply, apply the dropout policy."""
+        e, members = st.exchanges, st.active_indices
+        augs: list[np.ndarray | None] = [None] * len(self.names)
+        for m, a in zip(members, self.send(st, span)):
             augs[m] = a
-        raw = list(transport.exchange(augs, kind, round_index=e))
-        if len(raw) != len(names):
-            raise FedGCError(f"round {e}: the transport returned {len(raw)} replies for {len(names)} clients")
+        raw = list(self.transport.exchange(augs, kind, round_index=e))
+        if len(raw) != len(self.names):
+            raise FedGCError(f"round {e}: the transport returned {len(raw)} replies for {len(self.names)} clients")
         good: dict[int, ClientReply] = {}
         failed: list[Dropout] = []
         for m in members:
@@ -206,94 +131,148 @@ def run_protocol(
                 reason = "no reply" if reply is None else reply.reason
             else:
                 try:
-                    validate_reply(reply, ReplySpec(names[m], e, T, full.dims[m], kind), information=st.information[m])
+                    spec = ReplySpec(self.names[m], e, span.n_steps, self.full.dims[m], kind)
+                    validate_reply(reply, spec, information=st.information[m])
                     good[m] = reply
                     continue
                 except InvalidMessage as exc:
                     reason = f"reply rejected: field '{exc.field}' {exc.problem}"
-            log.warning("round %d: client '%s': %s", e, names[m], reason)
-            failed.append(Dropout(names[m], e, reason))
+            log.warning("round %d: client '%s': %s", e, self.names[m], reason)
+            failed.append(Dropout(self.names[m], e, reason))
         if failed:
-            active = apply_policy(config.on_dropout, failed, st.active, names, st.round)
+            active = apply_policy(self.config.on_dropout, failed, st.active, self.names, st.round)
             st = st.evolve(active=active, dropouts=st.dropouts + tuple(failed))
-        every = range(len(names))  # dropped clients keep nothing: None
+        every = range(len(self.names))  # dropped clients keep nothing: None
         st = st.evolve(
+            exchanges=e + 1,
             states=tuple(good[m].states if m in good else None for m in every),
             information=tuple(good[m].information if m in good else None for m in every),
             noise=tuple(good[m].noise if m in good else None for m in every),
         )
         return st, good
 
-    def statistics(st: ProtocolState, replies: dict[int, ClientReply], blocks: Blocks) -> RegressionStats:
+    def statistics(self, st: ProtocolState, replies: dict[int, ClientReply], blocks: Blocks, span: Span) -> RegressionStats:
+        """The regression sums of this window's replies (privacy noise removed when asked)."""
         members = st.active_indices
         stats = regression_stats(
-            [replies[m].states for m in members], [replies[m].pseudo_obs for m in members], burn_in=config.burn_in
-        )
-        if privacy is not None and privacy.debias:
+            [replies[m].states for m in members], [replies[m].pseudo_obs for m in members],
+            burn_in=span.burn_in, h0=self._h0(span, members),
+        )  # fmt: skip
+        if self.privacy is not None and self.privacy.debias:
             stats = debias_stats(stats, [replies[m].noise for m in members], blocks)
         return stats
 
-    def update(st: ProtocolState, replies: dict[int, ClientReply]) -> ProtocolState:
-        members, blocks, A_old = layout(st)
-        infos_J = [replies[m].information for m in members]
-        stats = None
-        if config.rule == "newton":
-            stats = statistics(st, replies, blocks)
-            try:
-                A_new = newton_update(stats, infos_J, blocks, diagonal=config.diagonal, penalty=config.penalty, start=A_old)
-            except np.linalg.LinAlgError as exc:
-                losses = ", ".join(f"{h.loss:.3g}" for h in st.history[-4:])
-                raise FedGCError(
-                    f"round {st.round + 1}: the clients' states are degenerate (their Gram matrix is not positive "
-                    f"definite); the augmented filters have most likely diverged (last losses: {losses or 'n/a'}). The "
-                    "local models may be too poor for the fixed-point rounds: try server.max_rounds: 1 or the gd rule"
-                ) from exc
-            if privacy is not None and privacy.shrink:
-                A_new = shrink_blocks(A_new, stats, infos_J, blocks, diagonal=config.diagonal)
-        else:
-            A_new = gd_update(
-                A_old, [replies[m].states for m in members], [replies[m].gradient for m in members], infos_J, blocks,
-                diagonal=config.diagonal, learning_rate=config.learning_rate,
-                penalty=config.penalty, burn_in=config.burn_in,
-            )  # fmt: skip
+    def update(
+        self, st: ProtocolState, replies: dict[int, ClientReply], span: Span, limits: Limits
+    ) -> ProtocolState:
+        """One server update of A_s from the replies of the last exchange."""
+        members, blocks, A_old = self.layout(st)
+        ordered = [replies[m] for m in members]
+        stats = None if self.rule.final_exchange else self.statistics(st, replies, blocks, span)
+        if stats is None or span.past is None:
+            fit_stats = stats
+        else:  # streaming: this window's sums plus the forgotten memory of the active clients
+            fit_stats = span.past.restricted(state_indices(self.full, members)).plus(stats).for_fit()
+        try:
+            A_new = self.rule.update(A_old, ordered, fit_stats, blocks, self.config)
+        except np.linalg.LinAlgError as exc:
+            losses = ", ".join(f"{h.loss:.3g}" for h in st.history[-4:])
+            raise FedGCError(
+                f"round {st.round + 1}: the clients' states are degenerate (their Gram matrix is not positive "
+                f"definite); the augmented filters have most likely diverged (last losses: {losses or 'n/a'}). The "
+                "local models may be too poor for the fixed-point rounds: try server.max_rounds: 1 or the gd rule"
+            ) from exc
+        if self.privacy is not None and self.privacy.shrink and fit_stats is not None:
+            A_new = shrink_blocks(A_new, fit_stats, [r.information for r in ordered], blocks, diagonal=self.config.diagonal)
         change = relative_change(A_new, A_old)
-        record = RoundRecord(st.round + 1, float(sum(replies[m].loss for m in members)), change)
+        record = RoundRecord(st.round + 1, float(sum(r.loss for r in ordered)), change)
         history = st.history + (record,)
-        if on_round is not None:
-            on_round(record)
+        if self.on_round is not None:
+            self.on_round(record)
         omega = st.omega
-        if config.rule == "newton":
+        if self.rule.relaxed:
             omega = next_relaxation(omega, change, history[-2].change if len(history) > 1 else np.inf)
-        A_full = embed(A_old + omega * (A_new - A_old) if omega < 1.0 else A_new, full, members)
-        converged = change < config.tol
-        finished = converged or (stop_when is not None and stop_when(A_full)) or record.round == config.max_rounds
+        A_full = embed(A_old + omega * (A_new - A_old) if omega < 1.0 else A_new, self.full, members)
+        converged = change < limits.tol
+        stopped = self.stop_when is not None and self.stop_when(A_full)
         return st.evolve(
-            round=record.round, A_s=A_full, omega=omega, history=history, stats=stats, finished=finished,
-            converged=converged, server_rng=None if privacy is None else dict(privacy.rng.bit_generator.state),
-            noise_std=() if privacy is None else tuple(float(x) for x in privacy.noise_std),
+            round=record.round, A_s=A_full, omega=omega, history=history, stats=stats,
+            finished=converged or stopped or record.round == limits.max_rounds, converged=converged,
+            server_rng=None if self.privacy is None else dict(self.privacy.rng.bit_generator.state),
+            noise_std=() if self.privacy is None else tuple(float(x) for x in self.privacy.noise_std),
         )  # fmt: skip
 
-    while not state.finished:
-        state, replies = exchange(state, request)
-        state = update(state, replies)
-        if on_checkpoint is not None:
-            on_checkpoint(state)
-    if config.rule == "newton":
-        final_stats = state.stats
-    else:
-        # The gd replies carry gradients only; one last exchange collects the statistics for the tests.
-        state, replies = exchange(state, "stats")
-        final_stats = statistics(state, replies, layout(state)[1])
-    members, blocks, A_s = layout(state)
-    gc = granger_tests(final_stats, A_s, [names[m] for m in members], blocks, diagonal=config.diagonal, alpha=config.alpha)
-    if len(members) < len(names):
-        gc = embed_gc(gc, names, full.dims, members, state.A_s)
+    def fit(
+        self, st: ProtocolState, span: Span, limits: Limits, *,
+        on_checkpoint: Callable[[ProtocolState], None] | None = None,
+    ) -> tuple[ProtocolState, dict[int, ClientReply]]:  # fmt: skip
+        """Exchanges and updates from `st` until the fit is finished; returns the final state and the
+        replies of the last exchange. A fresh state with a nonzero A_s (a warm start) first exchanges the
+        zero augmentation (the window's own states), then A_s's augmentations, before the first update."""
+        replies: dict[int, ClientReply] = {}
+        warm = st.round == 0 and bool(np.any(np.nan_to_num(st.A_s)))
+        while not st.finished:
+            st, replies = self.exchange(st, span, self.rule.request)
+            if warm:
+                st, replies = self.exchange(st, span, self.rule.request)
+                warm = False
+            st = self.update(st, replies, span, limits)
+            if on_checkpoint is not None:
+                on_checkpoint(st)
+        return st, replies
+
+    def final_statistics(self, st: ProtocolState, span: Span) -> tuple[ProtocolState, RegressionStats]:
+        """The statistics the Granger tests use: the last update's, or (rules whose replies carry none)
+        those of one more exchange."""
+        if not self.rule.final_exchange:
+            if st.stats is None:
+                raise FedGCError("the run ended before any server update; nothing to test")
+            return st, st.stats
+        st, replies = self.exchange(st, span, "stats")
+        return st, self.statistics(st, replies, self.layout(st)[1], span)
+
+    def tests(self, st: ProtocolState, stats: RegressionStats) -> GCResult:
+        """Granger tests of every ordered pair of the active clients, embedded over all clients."""
+        members, blocks, A_s = self.layout(st)
+        gc = granger_tests(
+            stats, A_s, [self.names[m] for m in members], blocks, diagonal=self.config.diagonal, alpha=self.config.alpha
+        )
+        if len(members) < len(self.names):
+            gc = embed_gc(gc, self.names, self.full.dims, members, st.A_s)
+        return gc
+
+
+def run_protocol(
+    transport: Transport,
+    config: ServerConfig,
+    *,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    stop_when: Callable[[np.ndarray], bool] | None = None,
+    privacy: ServerPrivacy | None = None,
+    resume: ProtocolState | None = None,
+    on_checkpoint: Callable[[ProtocolState], None] | None = None,
+) -> FitResult:
+    """A batch run: rounds until the relative change of A_s drops below config.tol (or max_rounds, or
+    stop_when(A_s)), then a Granger test of every ordered pair.
+
+    resume: the ProtocolState of an interrupted run (fedgc.app.checkpoint) to continue from;
+    on_checkpoint(state): called with the state after every server update. A client without a valid
+    reply is handled by config.on_dropout (fedgc.protocol.dropout)."""
+    infos = transport.clients()
+    names = [c.name for c in infos]
+    full = Blocks.of([c.state_dim for c in infos])
+    rounds = Rounds(transport, config, names, full, privacy=privacy, on_round=on_round, stop_when=stop_when)
+    span = Span(common_length(infos, "windows"), config.burn_in)
+    state = ProtocolState.initial(names, full.dims) if resume is None else _resume(resume, names, full.dims, privacy)
+    state, _ = rounds.fit(state, span, Limits(config.max_rounds, config.tol), on_checkpoint=on_checkpoint)
+    state, stats = rounds.final_statistics(state, span)
     return FitResult(
-        gc, state.A_s, list(state.history), state.converged, list(state.dropouts), None if resume is None else resume.round
-    )
+        rounds.tests(state, stats), state.A_s, list(state.history), state.converged, list(state.dropouts),
+        None if resume is None else resume.round,
+    )  # fmt: skip
 
 
-def _resume(state: ProtocolState, names: list[str], dims: tuple[int, ...], privacy) -> ProtocolState:
+def _resume(state: ProtocolState, names: list[str], dims: tuple[int, ...], privacy: ServerPrivacy | None) -> ProtocolState:
     """Check a saved state against the clients that are here, restore the server's privacy Generator."""
     if list(state.clients) != names or tuple(state.dims) != tuple(dims):
         raise FedGCError(

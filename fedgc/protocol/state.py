@@ -7,6 +7,7 @@ deterministic functions of their data, their local model, their privatised windo
 learned, their own theta):
 
     A_s, omega (relaxation), history      the iteration itself;
+    exchanges                             exchanges done so far in the run (the next message's index);
     states (T, D_m) per client            the last replies' posterior states: the next augmentations;
     information, noise per client         J^m and privacy noise descriptions (the update needs them);
     stats                                 the last regression statistics (newton: the final GC tests);
@@ -20,7 +21,7 @@ learned, their own theta):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -56,6 +57,7 @@ class ProtocolState:
     dims: tuple[int, ...]
     round: int
     A_s: np.ndarray
+    exchanges: int = 0
     omega: float = 1.0
     history: tuple[RoundRecord, ...] = ()
     active: tuple[bool, ...] = ()
@@ -80,11 +82,19 @@ class ProtocolState:
             raise ValueError(f"protocol state: round {self.round} with {len(self.history)} history records")
 
     @classmethod
-    def initial(cls, clients, dims) -> "ProtocolState":
+    def initial(
+        cls, clients: Sequence[str], dims: Sequence[int], *, A_s: np.ndarray | None = None, exchanges: int = 0,
+        active: Sequence[bool] | None = None,
+    ) -> "ProtocolState":  # fmt: skip
+        """Before the first exchange of a fit: A_s zero unless given (a warm start), every client active
+        unless `active` says otherwise; exchanges: how many the run has made already."""
         M, D = len(clients), int(sum(dims))
         none = (None,) * M
-        return cls(tuple(clients), tuple(int(d) for d in dims), 0, np.zeros((D, D)), active=(True,) * M,
-                   states=none, information=none, noise=none)  # fmt: skip
+        return cls(
+            tuple(clients), tuple(int(d) for d in dims), 0, np.zeros((D, D)) if A_s is None else np.array(A_s, dtype=float),
+            exchanges=int(exchanges), active=(True,) * M if active is None else tuple(bool(a) for a in active),
+            states=none, information=none, noise=none,
+        )  # fmt: skip
 
     @property
     def active_indices(self) -> list[int]:

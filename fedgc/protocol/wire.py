@@ -20,21 +20,16 @@ is fedgc.protocol.validation's job, on the server for replies and on the client 
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from fedgc.protocol.session import ClientReply, RequestKind
 from fedgc.errors import ConfigError, FedGCError
-from fedgc.core.granger import GCResult
-from fedgc.protocol.loop import ClientInfo, FitResult, RoundRecord
-from fedgc.protocol.state import Dropout
+from fedgc.privacy.mechanism import ReleaseNoise
+from fedgc.protocol.messages import REQUEST_KINDS, ClientInfo, ClientReply, RequestKind
 
 Payload = dict[str, Any]
-REQUEST_KINDS = ("newton", "gd", "stats")
 _REPLY_ARRAYS = ("states", "pseudo_obs", "information", "gradient")
 
 
@@ -154,8 +149,6 @@ def decode_reply(payload: Mapping[str, Any]) -> ClientReply:
     arrays = {k: payload.get(k) for k in _REPLY_ARRAYS}
     noise = None
     if "noise_state_sensitivity" in payload:
-        from fedgc.privacy.mechanism import ReleaseNoise
-
         _require(payload, ("noise_state_cov", "noise_cross_cov", "noise_pseudo_obs_cov"), "client reply")
         noise = ReleaseNoise(
             *(payload[f"noise_{k}"] for k in ("state_cov", "cross_cov", "pseudo_obs_cov")),
@@ -250,131 +243,3 @@ def _require(payload: Mapping[str, Any], keys: Sequence[str], what: str) -> None
     missing = [k for k in keys if k not in payload]
     if missing:
         raise MessageError(f"{what} is missing field(s) {missing}; got {sorted(payload)}")
-
-
-# ----------------------------------------------------------------------------------- accounting
-
-
-@dataclass
-class CommunicationLog:
-    """Bytes per exchange in each direction (payload_bytes of the encoded messages).
-    Exchange 0 is the opening exchange (zero augmentation); exchange r >= 1 follows server round r."""
-
-    exchanges: list[dict[str, Any]] = field(default_factory=list)
-    setup_to_clients: int = 0
-    setup_to_server: int = 0
-
-    def record(self, request: str, to_clients: Sequence[int], to_server: Sequence[int], seconds: float) -> None:
-        self.exchanges.append({
-            "exchange": len(self.exchanges),
-            "request": request,
-            "to_clients": int(sum(to_clients)),
-            "to_server": int(sum(to_server)),
-            "seconds": float(seconds),
-        })  # fmt: skip
-
-    def summary(self, raw_data_bytes: int = 0) -> dict[str, Any]:
-        down = self.setup_to_clients + sum(e["to_clients"] for e in self.exchanges)
-        up = self.setup_to_server + sum(e["to_server"] for e in self.exchanges)
-        out: dict[str, Any] = {
-            "exchanges": len(self.exchanges),
-            "bytes_to_clients": int(down),
-            "bytes_to_server": int(up),
-            "bytes_total": int(down + up),
-            "setup_bytes": int(self.setup_to_clients + self.setup_to_server),
-            "per_exchange": [dict(e) for e in self.exchanges],
-        }
-        if raw_data_bytes:
-            out["raw_data_bytes_kept"] = int(raw_data_bytes)
-            out["raw_to_sent_ratio"] = float(raw_data_bytes) / max(down + up, 1)
-        return out
-
-
-class CountingTransport:
-    """Wraps any Transport and records what each exchange would put on the wire."""
-
-    def __init__(self, inner: Any, log: CommunicationLog | None = None) -> None:
-        self.inner = inner
-        self.log = log if log is not None else CommunicationLog()
-        self._exchange = 0
-
-    def clients(self) -> list[ClientInfo]:
-        return self.inner.clients()
-
-    def exchange(self, augmentations: Sequence[np.ndarray | None], request: RequestKind, round_index: int | None = None):
-        """Forwards to the inner transport (round_index only when given); counts what was sent and what
-        came back as a reply (a None augmentation is not sent; a failure carries no payload)."""
-        t0 = time.perf_counter()
-        if round_index is None:
-            replies = self.inner.exchange(augmentations, request)
-        else:
-            replies = self.inner.exchange(augmentations, request, round_index=round_index)
-        seconds = time.perf_counter() - t0
-        r = self._exchange if round_index is None else round_index
-        down = [payload_bytes(encode_request(a, request, r)) for a in augmentations if a is not None]
-        up = [_reply_bytes(x) for x in replies if isinstance(x, ClientReply)]
-        self.log.record(request, down, up, seconds)
-        self._exchange += 1
-        return replies
-
-
-def _reply_bytes(reply: ClientReply) -> int:
-    """Bytes of a reply's payload; a malformed reply (which validation will reject) counts its arrays as they are."""
-    try:
-        return payload_bytes(encode_reply(reply))
-    except (TypeError, ValueError, AttributeError):
-        return int(sum(getattr(v, "nbytes", 0) for v in reply))
-
-
-# ------------------------------------------------------------------------------- fit (results)
-
-
-_GC_ARRAYS = ("strength", "gc", "statistic", "dof", "pvalue", "log10_pvalue", "edges", "A_s")
-_DROPOUT_FIELDS = ("client", "round", "reason")
-
-
-def encode_fit(fit: FitResult) -> dict[str, np.ndarray]:
-    """A FitResult as named arrays (np.savez-able without pickles)."""
-    gc = fit.gc
-    out = {f"gc_{k}": np.asarray(getattr(gc, k)) for k in _GC_ARRAYS}
-    out["gc_clients"] = np.asarray(list(gc.clients), dtype=str)
-    out["gc_dims"] = np.asarray(gc.dims, dtype=np.int64)
-    out["gc_alpha"] = np.asarray(float(gc.alpha))
-    out["A_s"] = np.asarray(fit.A_s, dtype=np.float64)
-    out["history"] = np.asarray([[r.round, r.loss, r.change] for r in fit.history], dtype=np.float64).reshape(-1, 3)
-    out["converged"] = np.asarray(bool(fit.converged))
-    if gc.unknown is not None:
-        out["gc_unknown"] = np.asarray(gc.unknown, dtype=bool)
-    out["dropouts"] = np.asarray([[d.client, str(d.round), d.reason] for d in fit.dropouts], dtype=str).reshape(-1, 3)
-    return out
-
-
-def decode_fit(arrays: Mapping[str, np.ndarray]) -> FitResult:
-    gc = GCResult(
-        clients=tuple(str(c) for c in arrays["gc_clients"].tolist()),
-        dims=tuple(int(d) for d in arrays["gc_dims"].tolist()),
-        alpha=float(arrays["gc_alpha"]),
-        **{k: np.asarray(arrays[f"gc_{k}"]) for k in _GC_ARRAYS},
-        unknown=np.asarray(arrays["gc_unknown"], dtype=bool) if "gc_unknown" in arrays else None,
-    )
-    history = [RoundRecord(int(r), float(l), float(c)) for r, l, c in np.asarray(arrays["history"]).reshape(-1, 3)]
-    dropouts = [Dropout(str(c), int(r), str(why)) for c, r, why in np.asarray(arrays.get("dropouts", np.empty((0, 3)))).reshape(-1, 3)]
-    return FitResult(gc, np.asarray(arrays["A_s"], dtype=np.float64), history, bool(arrays["converged"]), dropouts)
-
-
-def save_fit(path: str | Path, fit: FitResult) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **encode_fit(fit))
-    tmp.replace(path)
-    return path
-
-
-def load_fit(path: str | Path) -> FitResult:
-    with np.load(Path(path), allow_pickle=False) as data:
-        return decode_fit({k: data[k] for k in data.files})
-
-
-def server_config_dict(obj: Any) -> dict[str, Any]:
-    return asdict(obj)

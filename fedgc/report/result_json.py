@@ -22,8 +22,8 @@ import numpy as np
 from fedgc.errors import FedGCError
 
 if TYPE_CHECKING:  # fedgc.app.runner imports every engine's dependencies; the report needs none of them
-    from fedgc.protocol.loop import RoundRecord
-    from fedgc.app.runner import RunResult
+    from fedgc.protocol.state import RoundRecord
+    from fedgc.app.results import RunResult
 
 RESULT_FILE = "result.json"
 HEATMAP_FILE = "gc_heatmap.png"

@@ -1,0 +1,95 @@
+"""What a run produced, in typed containers, and the npz form of a fit (the ServerApp hands its fit to
+the submitting command through it; fedgc.report turns a RunResult into result.json and the figures)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from fedgc.analysis.metrics import EdgeScores
+from fedgc.app.config import RunConfig
+from fedgc.core.granger import GCResult
+from fedgc.protocol.loop import FitResult
+from fedgc.protocol.state import Dropout, RoundRecord
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Known ground truth of a simulated run. edges: (M, M) [target, source];
+    A: (D, D) true joint transition, comparable with A_s only when clients were given the true models."""
+
+    edges: np.ndarray
+    A: np.ndarray | None
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced; `fedgc.report.result_json` turns it into files."""
+
+    config: RunConfig
+    fit: FitResult
+    engine: str
+    truth: Truth | None = None
+    oracle_A: np.ndarray | None = None
+    oracle_history: list[RoundRecord] = field(default_factory=list)
+    scores: EdgeScores | None = None
+    error_vs_truth: float | None = None
+    error_vs_oracle: float | None = None
+    oracle_error_vs_truth: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    communication: dict[str, object] = field(default_factory=dict)
+    raw_data_bytes: int = 0
+    privacy: dict = field(default_factory=lambda: {"enabled": False})
+    sections: dict = field(default_factory=dict)  # extra result.json keys, e.g. "flowsheet", "origin" (fedgc.app.tep)
+    streaming: dict | None = None  # streaming mode: the "streaming" record of result.json (fedgc.app.streaming)
+    data: dict = field(default_factory=dict)
+
+
+_GC_ARRAYS = ("strength", "gc", "statistic", "dof", "pvalue", "log10_pvalue", "edges", "A_s")
+_DROPOUT_FIELDS = ("client", "round", "reason")
+
+
+def encode_fit(fit: FitResult) -> dict[str, np.ndarray]:
+    """A FitResult as named arrays (np.savez-able without pickles)."""
+    gc = fit.gc
+    out = {f"gc_{k}": np.asarray(getattr(gc, k)) for k in _GC_ARRAYS}
+    out["gc_clients"] = np.asarray(list(gc.clients), dtype=str)
+    out["gc_dims"] = np.asarray(gc.dims, dtype=np.int64)
+    out["gc_alpha"] = np.asarray(float(gc.alpha))
+    out["A_s"] = np.asarray(fit.A_s, dtype=np.float64)
+    out["history"] = np.asarray([[r.round, r.loss, r.change] for r in fit.history], dtype=np.float64).reshape(-1, 3)
+    out["converged"] = np.asarray(bool(fit.converged))
+    if gc.unknown is not None:
+        out["gc_unknown"] = np.asarray(gc.unknown, dtype=bool)
+    out["dropouts"] = np.asarray([[d.client, str(d.round), d.reason] for d in fit.dropouts], dtype=str).reshape(-1, 3)
+    return out
+
+
+def decode_fit(arrays: Mapping[str, np.ndarray]) -> FitResult:
+    gc = GCResult(
+        clients=tuple(str(c) for c in arrays["gc_clients"].tolist()),
+        dims=tuple(int(d) for d in arrays["gc_dims"].tolist()),
+        alpha=float(arrays["gc_alpha"]),
+        **{k: np.asarray(arrays[f"gc_{k}"]) for k in _GC_ARRAYS},
+        unknown=np.asarray(arrays["gc_unknown"], dtype=bool) if "gc_unknown" in arrays else None,
+    )
+    history = [RoundRecord(int(r), float(l), float(c)) for r, l, c in np.asarray(arrays["history"]).reshape(-1, 3)]
+    dropouts = [Dropout(str(c), int(r), str(why)) for c, r, why in np.asarray(arrays.get("dropouts", np.empty((0, 3)))).reshape(-1, 3)]
+    return FitResult(gc, np.asarray(arrays["A_s"], dtype=np.float64), history, bool(arrays["converged"]), dropouts)
+
+
+def save_fit(path: str | Path, fit: FitResult) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **encode_fit(fit))
+    tmp.replace(path)
+    return path
+
+
+def load_fit(path: str | Path) -> FitResult:
+    with np.load(Path(path), allow_pickle=False) as data:
+        return decode_fit({k: data[k] for k in data.files})

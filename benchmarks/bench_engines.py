@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fedgc.app.config import load_config  # noqa: E402
-from fedgc.app.engines import run_with_engine  # noqa: E402
+from fedgc.app.runner import EngineOptions, run  # noqa: E402
 
 
 def _row(name, seconds, result, ref, latency=None, cpu=None):
@@ -51,15 +51,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="fedgc-bench-") as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
-        ref = run_with_engine(replace(cfg, engine="local"), mode="simulate", out_dir=tmp / "local")
+        ref = run(replace(cfg, engine="local"), mode="simulate", out_dir=tmp / "local")
         rows.append(_row("local", time.perf_counter() - t, ref, ref) if "local" not in skip else None)
         if "flower-sim" not in skip:
             t = time.perf_counter()
-            res = run_with_engine(replace(cfg, engine="flower-sim"), mode="simulate", out_dir=tmp / "sim")
+            res = run(replace(cfg, engine="flower-sim"), mode="simulate", out_dir=tmp / "sim")
             rows.append(_row("flower-sim", time.perf_counter() - t, res, ref, res.communication.get("median_round_latency_s")))
         if "flower" not in skip:
             from server.deploy import LocalDeployment
-            from server.engine import run_flower
+            from server.engine import DeployedEngine
 
             out = tmp / "deployed"
             clients = out / "clients"
@@ -67,20 +67,20 @@ def main(argv=None) -> int:
                 {"data-path": str(clients / f"{c}.csv"), "client-name": c, "model-path": str(clients / f"{c}_model.npz")}
                 for c in (f"client{i}" for i in range(cfg.synthetic.n_clients))
             ]
-            variants = [("flower (deployed, push/pull 20 ms)", {})]
+            variants = [("flower (deployed, push/pull 20 ms)", "arrays", DeployedEngine())]
             if "compact" not in skip:
-                variants.append(("flower (deployed, compact messages)", {"message_format": "compact"}))
+                variants.append(("flower (deployed, compact messages)", "compact", DeployedEngine()))
             if "send-and-receive" not in skip:
-                variants.append(("flower (deployed, send_and_receive)", {"send_and_receive": True}))
+                variants.append(("flower (deployed, send_and_receive)", "arrays", DeployedEngine(send_and_receive=True)))
             t = time.perf_counter()
             with LocalDeployment(ncs, tmp / "work") as dep:
                 started = time.perf_counter() - t
-                measured = {name: [] for name, _ in variants}
+                measured = {name: [] for name, _, _ in variants}
                 for _ in range(args.repeat):  # interleaved, so a slow spell of the machine hits every variant
-                    for name, options in variants:
+                    for name, message_format, engine in variants:
                         t, cpu = time.perf_counter(), dep.cpu_seconds()
-                        res = run_flower(replace(cfg, engine="flower"), mode="simulate", out_dir=out,
-                                         superlink=dep.address, **options)  # fmt: skip
+                        options = EngineOptions(superlink=dep.address, message_format=message_format)
+                        res = run(replace(cfg, engine="flower"), mode="simulate", out_dir=out, options=options, flower=engine)
                         measured[name].append((time.perf_counter() - t, res, dep.cpu_seconds() - cpu))
                 for name, runs in measured.items():
                     latencies = [x for _, res, _ in runs for x in res.communication.get("round_latency_s", [])]

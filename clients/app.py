@@ -177,7 +177,7 @@ def client_spec(settings: Mapping[str, Any]):
 def build(settings: Mapping[str, Any], setup: wire.SetupRequest, fallback_index: int = 0):
     """The node's ClientSession (fedgc.app.runner.build_session: reads only this node's file)."""
     from fedgc.app.config import ClientOptions
-    from fedgc.app.runner import build_session
+    from fedgc.app.clients import build_session
 
     spec = client_spec(settings)
     options = ClientOptions(learn_theta=setup.learn_theta, theta=setup.theta)

@@ -104,7 +104,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
-    from fedgc.app.engines import run_with_engine
+    # The maths and its dependencies load only once the arguments are checked: mistakes are reported at once.
+    from fedgc.app.runner import EngineOptions, run
     from fedgc.report.result_json import write_outputs
 
     if args.resume is not None and args.out is not None and args.out.resolve() != args.resume.resolve():
@@ -117,10 +118,11 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
     rounds, tol = limits.max_rounds, limits.tol
     progress = None if args.quiet else RoundProgress(rounds, tol)
     start = time.perf_counter()
-    result = run_with_engine(
-        cfg, mode=mode, out_dir=out, superlink=args.superlink, on_round=progress,
-        root_certificates=args.root_certificates, resume=args.resume is not None, message_format=args.message_format,
+    options = EngineOptions(
+        superlink=args.superlink, message_format=args.message_format,
+        root_certificates=None if args.root_certificates is None else str(args.root_certificates),
     )  # fmt: skip
+    result = run(cfg, mode=mode, out_dir=out, options=options, on_round=progress, resume=args.resume is not None)
     if progress is not None:
         progress.close()
     result.timings["total_s"] = time.perf_counter() - start

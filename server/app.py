@@ -30,18 +30,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedgc.protocol import wire
-from fedgc.app.results import save_fit
+from clients.flwrtiming import SERVERAPP_GRID_MODULE, fast_object_pulls
 from fedgc.app.config import RunConfig, load_config, parse_config
-from fedgc.errors import ConfigError, FedGCError
+from fedgc.app.results import RunResult, save_fit
+from fedgc.app.runner import run_batch
+from fedgc.errors import ConfigError
+from fedgc.protocol import wire
+from fedgc.report.result_json import write_outputs
+from server.transport import FlowerTransport
 
 FIT_FILE = "fit.npz"
 RUN_FILE = "flower_run.json"
-LAST_ROUND_FILE = "last_round.json"
 
 DEFAULTS: dict[str, Any] = {
     "fedgc-config": "",
@@ -59,8 +61,8 @@ DEFAULTS: dict[str, Any] = {
 
 @dataclass
 class Job:
-    """One run of the ServerApp. evaluate: optional hook (in-process engines) that adds the oracle
-    and truth; write_files: write the output folder here (deployed) or leave it to the caller."""
+    """One run of the ServerApp. write_files: write the output folder here (deployed) or leave it to the
+    caller (flower-sim: the submitting command adds the evaluation first)."""
 
     cfg: RunConfig
     engine: str
@@ -73,7 +75,6 @@ class Job:
     message_format: str = "arrays"
     resume: bool = False
     on_round: Callable | None = None
-    evaluate: Callable | None = None
     write_files: bool = False
     result: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -105,6 +106,23 @@ def config_to_raw(cfg: RunConfig) -> dict[str, Any]:
         "evaluation": {"oracle": bool(cfg.oracle)},
     }
     return raw
+
+
+def node_overrides(cfg: RunConfig) -> dict[int, dict[str, Any]]:
+    """partition-id -> node config of the client at that position (what a SuperNode's --node-config holds)."""
+    table = {}
+    for i, c in enumerate(cfg.clients):
+        entry: dict[str, Any] = {"data-path": str(Path(c.data).resolve()), "client-name": c.name}
+        if c.model != "identify":
+            entry["model-path"] = str(Path(c.model).resolve())
+        if c.state_dim is not None:
+            entry["state-dim"] = int(c.state_dim)
+        if c.explained_variance is not None:
+            entry["explained-variance"] = float(c.explained_variance)
+        entry["timestamp-column"] = "none" if c.timestamp_column is None else str(c.timestamp_column)
+        entry.update({"constant-columns": c.constant_columns, "held-values": c.held_values, "max-missing": float(c.max_missing)})
+        table[i] = entry
+    return table
 
 
 def config_from_json(text: str) -> RunConfig:
@@ -149,48 +167,16 @@ def _write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-class Checkpoint:
-    """OUT/last_round.json after every completed round: the state a failed run keeps."""
-
-    def __init__(self, out_dir: Path | None, names: list[str], dims: list[int]) -> None:
-        self.path = None if out_dir is None else out_dir / LAST_ROUND_FILE
-        self.names, self.dims = names, dims
-        self.history: list[dict] = []
-
-    def on_round(self, record) -> None:
-        self.history.append({"round": int(record.round), "loss": float(record.loss), "change": float(record.change)})
-
-    def after_update(self, A_s: np.ndarray) -> bool:
-        self.write(A_s, complete=False)
-        return False
-
-    def write(self, A_s: np.ndarray, *, complete: bool, error: str | None = None) -> None:
-        if self.path is None:
-            return
-        _write_json_atomic(self.path, {
-            "complete": complete,
-            "round": self.history[-1]["round"] if self.history else 0,
-            "clients": self.names,
-            "dims": self.dims,
-            "A_s": np.asarray(A_s, dtype=float).tolist(),
-            "history": self.history,
-            "error": error,
-        })  # fmt: skip
-
-
 # ------------------------------------------------------------------------------ the main loop
 
 
-def run_job(grid: Grid, job: Job):
-    from fedgc.app.runner import execute
-    from server.transport import FlowerTransport
-
+def run_job(grid: Grid, job: Job) -> RunResult:
+    """The ServerApp's run: connect the nodes, run the batch protocol over them (fedgc.app.runner.run_batch,
+    checkpointed into the output folder), and hand the fit back (files, or job.result in-process)."""
     if job.engine == "flower":
-        from clients.flwrtiming import SERVERAPP_GRID_MODULE, fast_object_pulls
-
         fast_object_pulls(SERVERAPP_GRID_MODULE)
     cfg = job.cfg
-    if getattr(cfg, "privacy", None) is not None:
+    if cfg.privacy is not None:
         raise ConfigError("privacy is not available on the Flower engines yet; use --engine local")
     if job.resume and cfg.client.learn_theta:
         raise ConfigError(
@@ -201,46 +187,16 @@ def run_job(grid: Grid, job: Job):
     expected = job.num_nodes or len(order)
     if expected < 1:
         raise ConfigError("the run config lists no clients and num-nodes is 0: nothing to wait for")
-    setup = wire.SetupRequest(
-        seed=cfg.seed, client_order=order, learn_theta=cfg.client.learn_theta, theta=cfg.client.theta
-    )
+    setup = wire.SetupRequest(seed=cfg.seed, client_order=order, learn_theta=cfg.client.learn_theta, theta=cfg.client.theta)
     transport = FlowerTransport(
-        grid,
-        setup=setup,
-        expected_nodes=expected,
-        wait_timeout=job.wait_timeout,
-        round_timeout=job.round_timeout,
-        poll_interval=job.poll_interval,
-        send_and_receive=job.send_and_receive,
-        message_format=job.message_format,
-    )
+        grid, setup=setup, expected_nodes=expected, wait_timeout=job.wait_timeout, round_timeout=job.round_timeout,
+        poll_interval=job.poll_interval, send_and_receive=job.send_and_receive, message_format=job.message_format,
+    )  # fmt: skip
     t0 = time.perf_counter()
-    infos = transport.connect()
+    transport.connect()
     setup_s = time.perf_counter() - t0
-    checkpoint = Checkpoint(job.out_dir, [c.name for c in infos], [c.state_dim for c in infos])
-
-    def on_round(record) -> None:
-        checkpoint.on_round(record)
-        if job.on_round is not None:
-            job.on_round(record)
-
-    last_A: list[np.ndarray] = []
-
-    def after_update(A_s: np.ndarray) -> bool:
-        last_A[:] = [A_s]
-        return checkpoint.after_update(A_s)
-
-    try:
-        result = execute(
-            cfg, transport, engine=job.engine, on_round=on_round, stop_when=after_update, checkpoint_dir=job.out_dir,
-            resume=job.resume,
-        )  # fmt: skip
-    except FedGCError as exc:
-        if last_A:
-            checkpoint.write(last_A[0], complete=False, error=str(exc))
-        where = f"; the last completed round is kept in {checkpoint.path}" if checkpoint.path and last_A else ""
-        exc.args = (f"{exc}{where}",)
-        raise
+    result = run_batch(cfg, transport, checkpoint_dir=job.out_dir, on_round=job.on_round, resume=job.resume,
+                       engine=job.engine)  # fmt: skip
     result.timings["setup_s"] = setup_s
     result.raw_data_bytes = int(sum(transport.raw_data_bytes.values()))
     comm = dict(result.communication)
@@ -250,9 +206,6 @@ def run_job(grid: Grid, job: Job):
     comm["bytes_total"] = comm["bytes_to_clients"] + comm["bytes_to_server"]
     comm.update(transport.wire_summary())
     result.communication = with_raw(comm, result.raw_data_bytes)
-    checkpoint.write(result.fit.A_s, complete=True)
-    if job.evaluate is not None:
-        result = job.evaluate(result)
     if job.out_dir is not None:
         save_fit(job.out_dir / FIT_FILE, result.fit)
         _write_json_atomic(job.out_dir / RUN_FILE, {
@@ -262,8 +215,6 @@ def run_job(grid: Grid, job: Job):
             "raw_data_bytes": result.raw_data_bytes,
         })  # fmt: skip
         if job.write_files:
-            from fedgc.report.result_json import write_outputs
-
             write_outputs(result, job.out_dir)
     job.result = result
     return result

@@ -160,7 +160,7 @@ def prepare(scenario: str | Path, directory: str | Path, *, container_dir: str =
     import yaml
 
     from fedgc.app.config import load_config
-    from fedgc.app.runner import simulate_scenario, write_scenario_files
+    from fedgc.app.clients import simulate_scenario, write_scenario_files
 
     cfg = load_config(scenario)
     directory = Path(directory)

@@ -1,4 +1,5 @@
-"""The `flower-sim` and `flower` engines behind `fedgc simulate/run --engine ...`.
+"""The `flower-sim` and `flower` engines behind `fedgc simulate/run --engine ...` (fedgc.app.runner looks
+them up here by name, so the fedgc library itself never imports Flower).
 
 flower-sim  Flower's simulation runtime (flwr.simulation.run_simulation) in this process: the
             ServerApp runs in a thread here, the ClientApps in Ray workers; every simulated node
@@ -7,8 +8,8 @@ flower      a running SuperLink (--superlink host:port): the app is built into a
             project and started through the SuperLink's Control API (what `flwr run` does); the
             ServerApp writes the output folder, and this process waits for it and reads it back.
 
-For `simulate`, the scenario's per-client CSV files (and given models) are first written to
-OUT/clients/ with fedgc.app.runner.write_scenario_files, so both engines read data exactly as plants do.
+Both take a config whose clients read files (fedgc.app.clients.deployment_files wrote a scenario's)
+and return the fit; the runner adds the evaluation and the source's sections.
 """
 
 from __future__ import annotations
@@ -16,205 +17,139 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from fedgc.app.config import RunConfig
+from fedgc.app.results import RunResult, load_fit
+from fedgc.app.runner import EngineOptions, OnRound
 from fedgc.errors import ConfigError, FedGCError
-from server.app import FIT_FILE, LAST_ROUND_FILE, RUN_FILE, Job, config_to_raw
+from fedgc.app.checkpoint import CHECKPOINT_FILE, recorded_error
+from server.app import FIT_FILE, RUN_FILE, Job, config_to_raw, node_overrides
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
-def _prepare(cfg: RunConfig, mode: str, out_dir: Path):
-    """(cfg reading per-client files, truth or None, in-process windows for the oracle or None)."""
-    from fedgc.app.results import Truth
-    from fedgc.app.runner import build_session, scenario_sessions, simulate_scenario, write_scenario_files
+@dataclass(frozen=True)
+class FlowerSimEngine:
+    """Flower's simulation runtime in this process, one simulated SuperNode per client."""
 
-    if mode == "simulate":
-        data = simulate_scenario(cfg)
-        files_cfg = write_scenario_files(cfg, data, out_dir / "clients")
-        truth = Truth(data.system.edges, data.system.A if cfg.local_models == "given" else None)
-        windows = None
-        if cfg.oracle:
-            windows = [_window(s) for s in scenario_sessions(cfg, data)]
-        return files_cfg, truth, windows
-    if not cfg.clients:
-        raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
-    windows = None
-    if cfg.oracle:  # evaluation only: the oracle sees every client's data, as in the local engine
-        windows = [_window(build_session(s, cfg.client, seed=cfg.seed + i)) for i, s in enumerate(cfg.clients)]
-    return cfg, None, windows
+    poll_interval: float = 0.005
 
+    def check(self, options: EngineOptions) -> None:
+        """Nothing to reach beforehand: the simulation starts its own nodes."""
 
-def _window(session):
-    return getattr(session, "exact_window", session.window)
+    def __call__(
+        self, cfg: RunConfig, *, out_dir: Path, options: EngineOptions, on_round: OnRound | None, resume: bool
+    ) -> RunResult:
+        from flwr.simulation import run_simulation
 
+        from clients.app import make_client_app
+        from server.app import make_server_app
 
-def node_overrides(cfg: RunConfig) -> dict[int, dict[str, Any]]:
-    """partition-id -> node config of the client at that position (what a SuperNode's --node-config holds)."""
-    table = {}
-    for i, c in enumerate(cfg.clients):
-        entry: dict[str, Any] = {"data-path": str(Path(c.data).resolve()), "client-name": c.name}
-        if c.model != "identify":
-            entry["model-path"] = str(Path(c.model).resolve())
-        if c.state_dim is not None:
-            entry["state-dim"] = int(c.state_dim)
-        if c.explained_variance is not None:
-            entry["explained-variance"] = float(c.explained_variance)
-        entry["timestamp-column"] = "none" if c.timestamp_column is None else str(c.timestamp_column)
-        entry.update({"constant-columns": c.constant_columns, "held-values": c.held_values, "max-missing": float(c.max_missing)})
-        table[i] = entry
-    return table
-
-
-def _evaluator(windows, truth):
-    def evaluate(result):
-        from fedgc.app.runner import evaluate as evaluate_fit
-
-        return evaluate_fit(result, windows=windows, truth=truth)
-
-    return evaluate
+        job = Job(
+            cfg=cfg, engine="flower-sim", out_dir=Path(out_dir), num_nodes=len(cfg.clients), wait_timeout=60.0,
+            round_timeout=600.0, poll_interval=self.poll_interval, message_format=options.message_format, resume=resume,
+            on_round=on_round,
+        )  # fmt: skip
+        ncpu = os.cpu_count() or 2
+        backend_config = {
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"num_cpus": ncpu, "num_gpus": 0, "logging_level": "ERROR", "log_to_driver": False},
+        }
+        flwr_logger = logging.getLogger("flwr")
+        level = flwr_logger.level
+        flwr_logger.setLevel(logging.WARNING)
+        t0 = time.perf_counter()
+        try:
+            run_simulation(
+                server_app=make_server_app(job), client_app=make_client_app(node_overrides(cfg)),
+                num_supernodes=len(cfg.clients), backend_config=backend_config,
+            )  # fmt: skip
+        finally:
+            flwr_logger.setLevel(level)
+        if job.result is None:
+            raise FedGCError("the Flower simulation ended without a result (see the log above)")
+        result: RunResult = job.result
+        result.timings["flower_sim_s"] = time.perf_counter() - t0
+        return result
 
 
-# ------------------------------------------------------------------------------ flower-sim
+@dataclass(frozen=True)
+class DeployedEngine:
+    """A running SuperLink: submit the run through its Control API and wait for the ServerApp's output
+    folder (resume: the ServerApp continues from OUT/checkpoint.npz). wait_timeout: for the SuperNodes to
+    connect; round_timeout: for a round's replies (a silent node is a dropout); send_and_receive: Flower's
+    own grid.send_and_receive (3 s polls; benchmarks) instead of fedgc's push and pull."""
+
+    wait_timeout: float = 120.0
+    round_timeout: float = 120.0
+    poll_interval: float = 0.02
+    send_and_receive: bool = False
+    run_timeout: float = 1800.0
+    num_nodes: int = 0
+
+    def check(self, options: EngineOptions) -> None:
+        """The SuperLink's address and CA certificate, and one Control API call, before any file is written."""
+        address, certificates = self.address(options)
+        check_reachable(address, certificates)
+
+    @staticmethod
+    def address(options: EngineOptions) -> tuple[str, str | None]:
+        address = options.superlink or os.environ.get("FEDGC_SUPERLINK")
+        if not address:
+            raise ConfigError("--engine flower needs the SuperLink's address: --superlink host:port (or FEDGC_SUPERLINK)")
+        certificates = options.root_certificates or os.environ.get("FEDGC_ROOT_CERTIFICATES") or None
+        if certificates is not None and not Path(certificates).is_file():
+            raise ConfigError(f"--root-certificates {certificates}: no such file (the SuperLink's CA certificate, PEM)")
+        return address, certificates
+
+    def __call__(
+        self, cfg: RunConfig, *, out_dir: Path, options: EngineOptions, on_round: OnRound | None, resume: bool
+    ) -> RunResult:
+        address, certificates = self.address(options)
+        out_dir = Path(out_dir).resolve()
+        for name in (FIT_FILE, RUN_FILE):
+            (out_dir / name).unlink(missing_ok=True)
+        run_config = {
+            "fedgc-config": json.dumps(config_to_raw(replace(cfg, engine="flower"))),
+            "out-dir": str(out_dir),
+            "num-nodes": int(self.num_nodes),
+            "wait-timeout": float(self.wait_timeout),
+            "round-timeout": float(self.round_timeout),
+            "poll-interval": float(self.poll_interval),
+            "send-and-receive": bool(self.send_and_receive),
+            "message-format": str(options.message_format),
+            "resume": bool(resume),
+        }
+        t0 = time.perf_counter()
+        run_id = submit(address, run_config, root_certificates=certificates)
+        status = wait_for_run(address, run_id, root_certificates=certificates, timeout=self.run_timeout, out_dir=out_dir)
+        if not (out_dir / FIT_FILE).is_file():
+            kept = out_dir / CHECKPOINT_FILE
+            hint = f"; the last completed round is kept in {kept}" if kept.is_file() else ""
+            error = recorded_error(out_dir)
+            detail = f": {error}" if error else ""
+            raise FedGCError(f"Flower run {run_id} ended ({status}) without a result{detail}{hint}")
+        fit = load_fit(out_dir / FIT_FILE)
+        info = json.loads((out_dir / RUN_FILE).read_text())
+        result = RunResult(cfg, fit, "flower")
+        result.timings.update(info.get("timings", {}))
+        result.timings["flower_run_s"] = time.perf_counter() - t0
+        result.communication = info.get("communication", {})
+        result.raw_data_bytes = int(info.get("raw_data_bytes", 0))
+        result.communication["run_id"] = int(run_id)
+        if on_round is not None:
+            for record in fit.history:
+                on_round(record)
+        return result
 
 
-def run_flower_sim(
-    cfg: RunConfig, *, mode: str, out_dir: Path, on_round=None, poll_interval: float = 0.005, resume: bool = False,
-    message_format: str = "arrays",
-):  # fmt: skip
-    import logging
-
-    from flwr.simulation import run_simulation
-
-    from clients.app import make_client_app
-    from server.app import make_server_app
-
-    out_dir = Path(out_dir)
-    if getattr(cfg, "privacy", None) is not None:
-        raise ConfigError("privacy is not available on the Flower engines yet; use --engine local")
-    files_cfg, truth, windows = _prepare(cfg, mode, out_dir)
-    job = Job(
-        cfg=files_cfg,
-        engine="flower-sim",
-        out_dir=out_dir,
-        num_nodes=len(files_cfg.clients),
-        wait_timeout=60.0,
-        round_timeout=600.0,
-        poll_interval=poll_interval,
-        message_format=message_format,
-        resume=resume,
-        on_round=on_round,
-        evaluate=_evaluator(windows, truth),
-    )
-    ncpu = os.cpu_count() or 2
-    backend_config = {
-        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {"num_cpus": ncpu, "num_gpus": 0, "logging_level": "ERROR", "log_to_driver": False},
-    }
-    flwr_logger = logging.getLogger("flwr")
-    level = flwr_logger.level
-    flwr_logger.setLevel(logging.WARNING)
-    t0 = time.perf_counter()
-    try:
-        run_simulation(
-            server_app=make_server_app(job),
-            client_app=make_client_app(node_overrides(files_cfg)),
-            num_supernodes=len(files_cfg.clients),
-            backend_config=backend_config,
-        )
-    finally:
-        flwr_logger.setLevel(level)
-    if job.result is None:
-        raise FedGCError("the Flower simulation ended without a result (see the log above)")
-    result = job.result
-    result.timings["flower_sim_s"] = time.perf_counter() - t0
-    return result
-
-
-# ------------------------------------------------------------------------------ flower (deployed)
-
-
-def run_flower(
-    cfg: RunConfig,
-    *,
-    mode: str,
-    out_dir: Path,
-    superlink: str | None,
-    on_round=None,
-    root_certificates: str | None = None,
-    num_nodes: int = 0,
-    wait_timeout: float = 120.0,
-    round_timeout: float = 120.0,
-    poll_interval: float = 0.02,
-    send_and_receive: bool = False,
-    message_format: str = "arrays",
-    run_timeout: float = 1800.0,
-    resume: bool = False,
-):
-    """Submit the run to a SuperLink and wait for the ServerApp's output folder
-    (resume: the ServerApp continues from OUT/checkpoint.npz)."""
-    from fedgc.app.results import load_fit
-    from fedgc.app.results import RunResult
-
-    address = superlink or os.environ.get("FEDGC_SUPERLINK")
-    if not address:
-        raise ConfigError("--engine flower needs the SuperLink's address: --superlink host:port (or FEDGC_SUPERLINK)")
-    root_certificates = root_certificates or os.environ.get("FEDGC_ROOT_CERTIFICATES") or None
-    if root_certificates is not None and not Path(root_certificates).is_file():
-        raise ConfigError(f"--root-certificates {root_certificates}: no such file (the SuperLink's CA certificate, PEM)")
-    if getattr(cfg, "privacy", None) is not None:
-        raise ConfigError("privacy is not available on the Flower engines yet; use --engine local")
-    out_dir = Path(out_dir).resolve()
-    check_reachable(address, root_certificates)  # before anything in out_dir is touched
-    files_cfg, truth, windows = _prepare(cfg, mode, out_dir)
-    for name in (FIT_FILE, RUN_FILE, LAST_ROUND_FILE):
-        (out_dir / name).unlink(missing_ok=True)
-    run_config = {
-        "fedgc-config": json.dumps(config_to_raw(replace(files_cfg, engine="flower"))),
-        "out-dir": str(out_dir),
-        "num-nodes": int(num_nodes),
-        "wait-timeout": float(wait_timeout),
-        "round-timeout": float(round_timeout),
-        "poll-interval": float(poll_interval),
-        "send-and-receive": bool(send_and_receive),
-        "message-format": str(message_format),
-        "resume": bool(resume),
-    }
-    t0 = time.perf_counter()
-    run_id = submit(address, run_config, root_certificates=root_certificates)
-    status = wait_for_run(address, run_id, root_certificates=root_certificates, timeout=run_timeout, out_dir=out_dir)
-    if not (out_dir / FIT_FILE).is_file():
-        kept = out_dir / LAST_ROUND_FILE
-        hint = f"; the last completed round is kept in {kept}" if kept.is_file() else ""
-        error = _recorded_error(kept)
-        detail = f": {error}" if error else ""
-        raise FedGCError(f"Flower run {run_id} ended ({status}) without a result{detail}{hint}")
-    fit = load_fit(out_dir / FIT_FILE)
-    info = json.loads((out_dir / RUN_FILE).read_text())
-    result = RunResult(files_cfg, fit, "flower")
-    result.timings.update(info.get("timings", {}))
-    result.timings["flower_run_s"] = time.perf_counter() - t0
-    result.communication = info.get("communication", {})
-    result.raw_data_bytes = int(info.get("raw_data_bytes", 0))
-    result.communication["run_id"] = int(run_id)
-    if on_round is not None:
-        for record in fit.history:
-            on_round(record)
-    return _evaluator(windows, truth)(result)
-
-
-def _recorded_error(last_round: Path) -> str:
-    """The error the ServerApp recorded in last_round.json, or "" (no file, none recorded)."""
-    try:
-        err = json.loads(last_round.read_text()).get("error")
-    except (OSError, ValueError):
-        return ""
-    return str(err) if err else ""
+ENGINES: dict[str, Any] = {"flower-sim": FlowerSimEngine(), "flower": DeployedEngine()}
 
 
 @contextlib.contextmanager
@@ -339,10 +274,10 @@ def _wait(client, run_id: int, timeout: float, start_timeout: float, out_dir) ->
             )
         if status == "finished":
             if sub != "completed":
-                kept = None if out_dir is None else Path(out_dir) / LAST_ROUND_FILE
+                kept = None if out_dir is None else Path(out_dir) / CHECKPOINT_FILE
                 details = details or "no details"
-                # The ServerApp's reason usually is the error recorded in last_round.json: say it once.
-                error = _recorded_error(kept) if kept else ""
+                # The ServerApp's reason usually is the error recorded in checkpoint.json: say it once.
+                error = recorded_error(out_dir) if out_dir is not None else ""
                 extra = f": {error}" if error and error not in details else ""
                 hint = f"; the last completed round is kept in {kept}" if kept and kept.is_file() and str(kept) not in details else ""
                 raise FedGCError(f"Flower run {run_id} {sub}: {details}{extra}{hint}")

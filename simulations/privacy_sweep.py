@@ -27,7 +27,7 @@ import yaml
 
 from fedgc.app.config import parse_config
 from fedgc.analysis.metrics import relative_error
-from fedgc.app.runner import run_simulation
+from fedgc.app.runner import run_local
 from fedgc.core.regression import Blocks
 
 
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             cfg_T = replace(base, seed=seed, synthetic=replace(base.synthetic, n_steps=int(T)))
             t0 = time.perf_counter()
-            clean = run_simulation(replace(cfg_T, privacy=None))
-            oracle_A, blocks = clean.oracle_A, Blocks.of(clean.fit.gc.dims)
+            clean = run_local(replace(cfg_T, privacy=None), mode="simulate", out_dir=None)
+            oracle_A, blocks = clean.evaluation.oracle_A, Blocks.of(clean.fit.gc.dims)
             rows.append(_row(T, seed, math.inf, "-", clean, oracle_A, blocks, time.perf_counter() - t0))
             print(_fmt(rows[-1]), file=sys.stderr, flush=True)
             for eps in sweep["epsilon"]:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 for v in variants:
                     privacy = replace(base.privacy, epsilon=float(eps), debias=v["debias"], shrink=bool(v.get("shrink", True)))
                     t0 = time.perf_counter()
-                    res = run_simulation(replace(cfg_T, oracle=False, privacy=privacy))
+                    res = run_local(replace(cfg_T, oracle=False, privacy=privacy), mode="simulate", out_dir=None)
                     rows.append(_row(T, seed, float(eps), variant_label(v), res, oracle_A, blocks, time.perf_counter() - t0))
                     print(_fmt(rows[-1]), file=sys.stderr, flush=True)
     _write(rows, args.out, [variant_label(v) for v in variants], base)
@@ -79,10 +79,10 @@ def _row(T, seed, eps, variant, res, oracle_A, blocks, seconds) -> dict:
         "epsilon_whole_run": c0["whole_run"]["epsilon"] if c0 else 0.0,
         "releases": c0["whole_run"]["releases"] if c0 else 0,
         "noise_multiplier": p["noise_multiplier"]["client_to_server"] if c0 else 0.0,
-        "auroc": res.scores.auroc,
-        "auprc": res.scores.auprc,
+        "auroc": res.evaluation.scores.auroc,
+        "auprc": res.evaluation.scores.auprc,
         "error_vs_oracle": relative_error(res.fit.A_s, oracle_A, blocks),
-        "error_vs_truth": res.error_vs_truth,
+        "error_vs_truth": res.evaluation.error_vs_truth,
         "rounds": res.fit.rounds,
         "seconds": round(seconds, 1),
     }

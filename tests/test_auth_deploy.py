@@ -21,9 +21,11 @@ import pytest
 from fedgc.app.config import parse_config
 from fedgc.errors import FedGCError
 from fedgc.protocol.transport import LocalTransport
-from fedgc.app.runner import build_session, execute, simulate_scenario, write_scenario_files
+from fedgc.app.clients import build_session, simulate_scenario, write_scenario_files
+from fedgc.app.runner import EngineOptions, run_batch
 from server.deploy import LocalDeployment
-from server.engine import node_overrides, run_flower
+from server.app import node_overrides
+from server.engine import DeployedEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -81,10 +83,10 @@ def _exit(proc: subprocess.Popen, timeout: float = 60.0) -> int:
 def test_registered_nodes_complete_a_run_over_tls(deployment, scenario, tmp_path):
     _, two = scenario
     assert set(deployment.node_ids) == {"client0", "client1"}
-    result = run_flower(two, mode="run", out_dir=tmp_path, superlink=deployment.address,
-                        root_certificates=deployment.root_certificates, wait_timeout=30.0)  # fmt: skip
+    options = EngineOptions(superlink=deployment.address, root_certificates=deployment.root_certificates)
+    result = DeployedEngine(wait_timeout=30.0)(two, out_dir=tmp_path, options=options, on_round=None, resume=False)
     sessions = [build_session(s, two.client, seed=two.seed + i) for i, s in enumerate(two.clients)]
-    local = execute(two, LocalTransport(sessions))
+    local = run_batch(two, LocalTransport(sessions))
     np.testing.assert_allclose(result.fit.A_s, local.fit.A_s, rtol=0, atol=1e-9)
     assert result.fit.rounds == local.fit.rounds
     assert (tmp_path / "result.json").is_file()
@@ -111,8 +113,8 @@ def test_wait_for_nodes_names_the_refused_client(deployment, scenario, tmp_path)
     three, _ = scenario
     t0 = time.monotonic()
     with pytest.raises(FedGCError) as info:
-        run_flower(three, mode="run", out_dir=tmp_path, superlink=deployment.address,
-                   root_certificates=deployment.root_certificates, wait_timeout=2.0)  # fmt: skip
+        options = EngineOptions(superlink=deployment.address, root_certificates=deployment.root_certificates)
+        DeployedEngine(wait_timeout=2.0)(three, out_dir=tmp_path, options=options, on_round=None, resume=False)
     message = str(info.value)
     assert "waited 2 s for 3 SuperNodes, 2 connected: no SuperNode serves client(s) 'client2'" in message, message
     for name in ("client0", "client1"):
@@ -125,14 +127,15 @@ def test_cli_refuses_a_wrong_or_missing_ca_and_keeps_earlier_files(deployment, s
     import yaml
 
     from fedgc.cli import main
-    from server.app import LAST_ROUND_FILE, config_to_raw
+    from fedgc.app.checkpoint import CHECKPOINT_JSON
+    from server.app import config_to_raw
 
     _, two = scenario
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(config_to_raw(two)))
     out = tmp_path / "out"
     out.mkdir()
-    (out / LAST_ROUND_FILE).write_text('{"kept": "from an earlier run"}')
+    (out / CHECKPOINT_JSON).write_text('{"kept": "from an earlier run"}')
     other = tmp_path / "other-ca"
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_certs.py"), "--out", str(other), "--clients", "x"],
                    check=True, capture_output=True)  # fmt: skip
@@ -146,5 +149,5 @@ def test_cli_refuses_a_wrong_or_missing_ca_and_keeps_earlier_files(deployment, s
         assert main([*base, *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
-    assert sorted(p.name for p in out.iterdir()) == [LAST_ROUND_FILE]
-    assert (out / LAST_ROUND_FILE).read_text() == '{"kept": "from an earlier run"}'
+    assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT_JSON]
+    assert (out / CHECKPOINT_JSON).read_text() == '{"kept": "from an earlier run"}'

@@ -21,7 +21,8 @@ from fedgc.cli import main
 from fedgc.app.checkpoint import CHECKPOINT_FILE, CHECKPOINT_JSON, KILL_ENV, CheckpointError, load_checkpoint
 from fedgc.app.config import PrivacySettings, RunConfig
 from fedgc.protocol.settings import ServerConfig
-from fedgc.app.runner import run_real, run_simulation, simulate_scenario, write_scenario_files
+from fedgc.app.clients import simulate_scenario, write_scenario_files
+from fedgc.app.runner import run_local
 from fedgc.data.synthetic import SystemSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,24 +48,24 @@ def crash_after(k: int):
     return hook
 
 
-def interrupted_then_resumed(run, cfg, out: Path, k: int):
+def interrupted_then_resumed(mode: str, cfg, out: Path, k: int):
     with pytest.raises(Interrupt):
-        run(cfg, on_round=crash_after(k), checkpoint_dir=out)
+        run_local(cfg, mode=mode, on_round=crash_after(k), out_dir=out)
     assert load_checkpoint(out).state.round == k
-    return run(cfg, checkpoint_dir=out, resume=True)
+    return run_local(cfg, mode=mode, out_dir=out, resume=True)
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     cfg = small_cfg()
-    return cfg, run_simulation(cfg, checkpoint_dir=tmp_path_factory.mktemp("full"))
+    return cfg, run_local(cfg, mode="simulate", out_dir=tmp_path_factory.mktemp("full"))
 
 
 def test_resume_at_a_random_round_matches_the_uninterrupted_run(uninterrupted, tmp_path):
     cfg, full = uninterrupted
     assert full.fit.rounds == 8  # tol 1e-12: every round runs, so every k below is mid-run
     k = int(np.random.default_rng(2024).integers(1, full.fit.rounds))
-    resumed = interrupted_then_resumed(run_simulation, cfg, tmp_path, k)
+    resumed = interrupted_then_resumed("simulate", cfg, tmp_path, k)
     np.testing.assert_allclose(resumed.fit.A_s, full.fit.A_s, rtol=0, atol=1e-9)
     assert resumed.fit.history == full.fit.history and resumed.fit.resumed_from == k
     np.testing.assert_array_equal(resumed.fit.gc.edges, full.fit.gc.edges)
@@ -78,8 +79,8 @@ def test_resume_at_a_random_round_matches_the_uninterrupted_run(uninterrupted, t
 
 def test_resume_of_a_finished_checkpoint_recomputes_the_same_result(uninterrupted, tmp_path):
     cfg, full = uninterrupted
-    run_simulation(cfg, checkpoint_dir=tmp_path)
-    again = run_simulation(cfg, checkpoint_dir=tmp_path, resume=True)
+    run_local(cfg, mode="simulate", out_dir=tmp_path)
+    again = run_local(cfg, mode="simulate", out_dir=tmp_path, resume=True)
     assert again.fit.resumed_from == 8 and again.communication["exchanges"] == 0
     np.testing.assert_array_equal(again.fit.A_s, full.fit.A_s)
 
@@ -88,9 +89,9 @@ def test_private_run_resumed_spends_the_same_epsilon(tmp_path):
     """Augmentation noise makes every round a release and theta client state: both must survive."""
     privacy = PrivacySettings(epsilon=20.0, delta=1e-5, clip=7.0, augmentation_noise=True)
     cfg = replace(small_cfg(max_rounds=6), privacy=privacy)
-    full = run_simulation(cfg, checkpoint_dir=tmp_path / "full")
+    full = run_local(cfg, mode="simulate", out_dir=tmp_path / "full")
     k = int(np.random.default_rng(7).integers(2, 6))
-    resumed = interrupted_then_resumed(run_simulation, cfg, tmp_path / "resumed", k)
+    resumed = interrupted_then_resumed("simulate", cfg, tmp_path / "resumed", k)
     eps = lambda r: r.privacy["per_client"]["client0"]["whole_run"]  # noqa: E731
     assert eps(resumed) == eps(full) and eps(full)["releases"] == 1 + (6 - 1)
     assert resumed.privacy["server_noise_std_per_round"] == full.privacy["server_noise_std_per_round"]
@@ -102,35 +103,35 @@ def test_private_run_resumed_spends_the_same_epsilon(tmp_path):
 def test_fedgc_run_resumes_from_client_files(tmp_path):
     cfg = small_cfg(max_rounds=6)
     files_cfg = replace(write_scenario_files(cfg, simulate_scenario(cfg), tmp_path / "clients"), synthetic=None)
-    full = run_real(files_cfg, checkpoint_dir=tmp_path / "full")
-    resumed = interrupted_then_resumed(run_real, files_cfg, tmp_path / "resumed", 3)
+    full = run_local(files_cfg, mode="run", out_dir=tmp_path / "full")
+    resumed = interrupted_then_resumed("run", files_cfg, tmp_path / "resumed", 3)
     np.testing.assert_allclose(resumed.fit.A_s, full.fit.A_s, rtol=0, atol=1e-9)
 
 
 def test_resume_refuses_another_config_or_changed_files(uninterrupted, tmp_path):
     cfg, _ = uninterrupted
     with pytest.raises(Interrupt):
-        run_simulation(cfg, on_round=crash_after(2), checkpoint_dir=tmp_path)
+        run_local(cfg, mode="simulate", on_round=crash_after(2), out_dir=tmp_path)
     with pytest.raises(CheckpointError, match="different config"):
-        run_simulation(replace(cfg, seed=6), checkpoint_dir=tmp_path, resume=True)
+        run_local(replace(cfg, seed=6), mode="simulate", out_dir=tmp_path, resume=True)
     with pytest.raises(CheckpointError, match="different config"):
-        run_simulation(replace(cfg, server=replace(cfg.server, penalty=0.1)), checkpoint_dir=tmp_path, resume=True)
+        run_local(replace(cfg, server=replace(cfg.server, penalty=0.1)), mode="simulate", out_dir=tmp_path, resume=True)
     # what happens after a dropout is not part of the fingerprint: a stopped run may go on with `continue`
-    run_simulation(replace(cfg, server=replace(cfg.server, on_dropout="continue")), checkpoint_dir=tmp_path, resume=True)
+    run_local(replace(cfg, server=replace(cfg.server, on_dropout="continue")), mode="simulate", out_dir=tmp_path, resume=True)
 
     files_cfg = replace(write_scenario_files(cfg, simulate_scenario(cfg), tmp_path / "clients"), synthetic=None)
     with pytest.raises(Interrupt):
-        run_real(files_cfg, on_round=crash_after(1), checkpoint_dir=tmp_path / "run")
+        run_local(files_cfg, mode="run", on_round=crash_after(1), out_dir=tmp_path / "run")
     csv = files_cfg.clients[1].data
     csv.write_text(csv.read_text().replace("\n1", "\n2", 1))  # one value of one client's file changed
     with pytest.raises(CheckpointError, match="different client files"):
-        run_real(files_cfg, checkpoint_dir=tmp_path / "run", resume=True)
+        run_local(files_cfg, mode="run", out_dir=tmp_path / "run", resume=True)
 
 
 def test_missing_torn_or_foreign_checkpoints_are_clear_errors(uninterrupted, tmp_path):
     cfg, _ = uninterrupted
     with pytest.raises(CheckpointError, match="nothing to resume"):
-        run_simulation(cfg, checkpoint_dir=tmp_path, resume=True)
+        run_local(cfg, mode="simulate", out_dir=tmp_path, resume=True)
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 torn")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path)

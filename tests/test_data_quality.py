@@ -17,7 +17,8 @@ from fedgc.app.config import parse_config
 from fedgc.data.csv import read_client_csv, write_client_csv
 from fedgc.errors import ConfigError, DataError, FedGCWarning
 from fedgc.core.local_model import save_npz
-from fedgc.app.runner import read_tables, run_real
+from fedgc.app.clients import local_model, read_tables
+from fedgc.app.runner import check_run, config_from_files
 from fedgc.data.synthetic import SystemSpec, simulate
 
 
@@ -275,9 +276,7 @@ def test_given_model_follows_the_kept_columns(messy_plant, tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FedGCWarning)
         tables, _ = read_tables(parse_config(cfg))
-        from fedgc.app.runner import _local_model
-
-        model = _local_model(parse_config(cfg).clients[0], tables[0], 0)
+        model = local_model(parse_config(cfg).clients[0], tables[0], 0)
     assert model.obs_dim == P
     np.testing.assert_array_equal(model.C, m0.C)
     np.testing.assert_array_equal(model.R, m0.R)
@@ -296,11 +295,8 @@ def test_given_model_follows_the_kept_columns(messy_plant, tmp_path, capsys):
 def test_align_is_refused_by_flower_engines(messy_plant, tmp_path):
     from dataclasses import replace
 
-    from fedgc.app.engines import run_with_engine
-    from fedgc.app.runner import config_from_files
-
     _, _, stamped = messy_plant
     cfg = replace(config_from_files(stamped), align="timestamp", engine="flower-sim")
     with pytest.raises(ConfigError, match="local engine only"):
-        run_with_engine(cfg, mode="run", out_dir=tmp_path)
-    assert run_real  # the local engine is the one that aligns
+        check_run(cfg, mode="run", resume=False)
+    check_run(replace(cfg, engine="local"), mode="run", resume=False)  # the local engine is the one that aligns

@@ -19,7 +19,7 @@ from fedgc.protocol.messages import ClientFailure
 from fedgc.protocol.settings import ServerConfig
 from fedgc.protocol.transport import LocalTransport
 from fedgc.report.result_json import read_result, write_outputs
-from fedgc.app.runner import execute
+from fedgc.app.runner import run_batch
 from fedgc.data.synthetic import SystemSpec, simulate
 from fedgc.protocol.validation import InvalidMessage
 
@@ -156,7 +156,7 @@ def _cfg(on_dropout: str) -> RunConfig:
 def test_stop_keeps_the_last_completed_round_on_disk(data, clean, tmp_path):
     transport = Faulty(LocalTransport(sessions(data)), at=AT, client=VICTIM, fault=lambda r: None)
     with pytest.raises(ClientDropoutError) as err:
-        execute(_cfg("stop"), transport, checkpoint_dir=tmp_path)
+        run_batch(_cfg("stop"), transport, checkpoint_dir=tmp_path)
     assert f"kept in {tmp_path / 'checkpoint.npz'}" in str(err.value) and "--resume" in str(err.value)
     kept = load_checkpoint(tmp_path).state
     assert kept.round == AT
@@ -165,7 +165,7 @@ def test_stop_keeps_the_last_completed_round_on_disk(data, clean, tmp_path):
 
 def test_continue_reports_the_dropout_and_unknown_pairs(data, tmp_path):
     transport = Faulty(LocalTransport(sessions(data)), at=AT, client=VICTIM, fault=FAULTS["wrong shape"][0])
-    result = execute(_cfg("continue"), transport, checkpoint_dir=tmp_path)
+    result = run_batch(_cfg("continue"), transport, checkpoint_dir=tmp_path)
     write_outputs(result, tmp_path)
     out = read_result(tmp_path)
     assert out["resilience"]["dropouts"] == [{"client": "c1", "round": AT, "reason": result.fit.dropouts[0].reason}]
@@ -224,7 +224,7 @@ def sessions_reply():
 
 
 def test_result_json_has_no_unknowns_without_dropouts(data, tmp_path):
-    result = execute(_cfg("stop"), LocalTransport(sessions(data)))
+    result = run_batch(_cfg("stop"), LocalTransport(sessions(data)))
     write_outputs(result, tmp_path)
     out = json.loads((tmp_path / "result.json").read_text())
     assert not any(map(any, out["unknown"])) and out["resilience"]["dropouts"] == []
@@ -236,14 +236,14 @@ def test_private_run_continues_after_a_dropout(tmp_path):
     from dataclasses import replace
 
     from fedgc.app.config import PrivacySettings
-    from fedgc.app.runner import privacy_plan, scenario_sessions, simulate_scenario
+    from fedgc.app.clients import scenario_sessions, simulate_scenario
+    from fedgc.app.privacy import privacy_plan
 
     privacy = PrivacySettings(epsilon=20.0, delta=1e-5, clip=7.0, augmentation_noise=True)
     cfg = replace(_cfg("continue"), privacy=privacy, server=replace(_cfg("continue").server, max_rounds=5))
     plan = privacy_plan(cfg)
     live = scenario_sessions(cfg, simulate_scenario(cfg), plan)
-    result = execute(cfg, Faulty(LocalTransport(live), at=2, client=0, fault=lambda r: None), plan=plan, sessions=live,
-                     checkpoint_dir=tmp_path)  # fmt: skip
+    result = run_batch(cfg, Faulty(LocalTransport(live), at=2, client=0, fault=lambda r: None), plan=plan, sessions=live, checkpoint_dir=tmp_path)  # fmt: skip
     assert [(d.client, d.round) for d in result.fit.dropouts] == [("client0", 2)] and result.fit.rounds == 5
     assert np.isfinite(result.fit.A_s[2:, 2:]).all() and result.fit.gc.unknown[0, 1:].all()
     assert len(result.privacy["server_noise_std_per_round"]) == 4

@@ -21,9 +21,10 @@ from fedgc.protocol.dropout import ClientDropoutError
 from fedgc.errors import ConfigError
 from fedgc.protocol.wire import MESSAGE_FORMATS
 from fedgc.protocol.transport import LocalTransport
-from fedgc.app.runner import build_session, execute, simulate_scenario, write_scenario_files
-from server.app import LAST_ROUND_FILE, Job, config_from_json, config_to_raw, run_job
-from server.engine import node_overrides
+from fedgc.app.checkpoint import CHECKPOINT_JSON
+from fedgc.app.clients import build_session, simulate_scenario, write_scenario_files
+from fedgc.app.runner import run_batch
+from server.app import Job, config_from_json, config_to_raw, node_overrides, run_job
 from server.transport import NodeTimeout
 
 
@@ -85,7 +86,7 @@ def small(tmp_path_factory):
 
 def _local(cfg):
     sessions = [build_session(s, cfg.client, seed=cfg.seed + i) for i, s in enumerate(cfg.clients)]
-    return execute(cfg, LocalTransport(sessions))
+    return run_batch(cfg, LocalTransport(sessions))
 
 
 def _node_configs(cfg):
@@ -147,10 +148,10 @@ def test_compact_records_refuse_malformed_content():
 
 def test_unknown_message_format_is_refused_before_anything_is_written(small, tmp_path, capsys):
     from fedgc.cli import main
-    from fedgc.app.engines import run_with_engine
+    from fedgc.app.runner import EngineOptions
 
     with pytest.raises(ConfigError, match="message format 'pickle'"):
-        run_with_engine(small, mode="run", out_dir=tmp_path / "never", message_format="pickle")
+        EngineOptions(message_format="pickle")
     assert not (tmp_path / "never").exists()
     with pytest.raises(SystemExit):
         main(["simulate", "simulations/default.yaml", "--out", str(tmp_path / "x"), "--message-format", "pickle"])
@@ -181,8 +182,9 @@ def test_fake_grid_matches_local(small, tmp_path, learn_theta, message_format):
     assert comm["exchanges"] == local.communication["exchanges"]
     assert comm["bytes_total"] > comm["setup_bytes"] > 0
     assert comm["raw_data_bytes_kept"] == sum(400 * 6 * 8 for _ in cfg.clients)
-    last = json.loads((tmp_path / LAST_ROUND_FILE).read_text())
-    assert last["complete"] and np.allclose(last["A_s"], result.fit.A_s)
+    last = json.loads((tmp_path / CHECKPOINT_JSON).read_text())
+    assert last["complete"] and last["round"] == result.fit.rounds and last["error"] is None
+    np.testing.assert_array_equal(load_checkpoint(tmp_path).state.A_s, result.fit.A_s)
 
 
 def test_silent_node_stops_the_run_and_keeps_last_round(small, tmp_path):
@@ -190,15 +192,15 @@ def test_silent_node_stops_the_run_and_keeps_last_round(small, tmp_path):
     job = Job(cfg=small, engine="flower", out_dir=tmp_path, round_timeout=0.3, poll_interval=0.001)
     with pytest.raises(ClientDropoutError, match=r"round 3: .*'client1'.*no reply within 0\.3 s \(node 1001\)") as err:
         run_job(grid, job)
-    assert str(tmp_path / LAST_ROUND_FILE) in str(err.value) and str(tmp_path / "checkpoint.npz") in str(err.value)
+    assert str(tmp_path / "checkpoint.npz") in str(err.value)
     assert load_checkpoint(tmp_path).state.round == 3
-    last = json.loads((tmp_path / LAST_ROUND_FILE).read_text())
+    last = json.loads((tmp_path / CHECKPOINT_JSON).read_text())
     assert not last["complete"] and last["round"] == 3 and "client1" in last["error"]
-    assert np.asarray(last["A_s"]).shape == (6, 6)
+    assert load_checkpoint(tmp_path).state.A_s.shape == (6, 6)
 
 
 def test_launcher_reports_a_failed_run_once(small, tmp_path, monkeypatch):
-    """The ServerApp's reason reaches the launcher as the run's details, and last_round.json holds
+    """The ServerApp's reason reaches the launcher as the run's details, and checkpoint.json holds
     the same text: the launcher's error says it, and where the round is kept, once."""
     import server.engine as engine
 
@@ -213,7 +215,7 @@ def test_launcher_reports_a_failed_run_once(small, tmp_path, monkeypatch):
     text = str(launched.value)
     assert text.startswith(f"Flower run 7 failed: {details}")
     assert text.count("no reply within 0.3 s") == 1
-    assert text.count(str(tmp_path / LAST_ROUND_FILE)) == 1 and text.count(str(tmp_path / "checkpoint.npz")) == 1
+    assert text.count(str(tmp_path / "checkpoint.npz")) == 1
 
 
 def test_missing_node_is_a_clear_error(small, tmp_path):

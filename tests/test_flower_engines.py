@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedgc.app.checkpoint import CHECKPOINT_FILE, CHECKPOINT_JSON, load_checkpoint
 from fedgc.app.config import load_config
-from fedgc.app.engines import run_with_engine
+from fedgc.app.runner import EngineOptions, run
 from fedgc.errors import FedGCError
-from server.app import FIT_FILE, LAST_ROUND_FILE
+from server.app import FIT_FILE
+from server.engine import DeployedEngine
 from server.deploy import LocalDeployment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,11 +38,11 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def local(cfg, tmp_path_factory):
-    return run_with_engine(replace(cfg, engine="local"), mode="simulate", out_dir=tmp_path_factory.mktemp("local"))
+    return run(replace(cfg, engine="local"), mode="simulate", out_dir=tmp_path_factory.mktemp("local"))
 
 
 def _node_configs(out: Path, n: int):
-    clients = out / "clients"  # where `simulate` writes each client's files (fedgc.app.runner.write_scenario_files)
+    clients = out / "clients"  # where `simulate` writes each client's files (fedgc.app.clients.write_scenario_files)
     return [
         {"data-path": str(clients / f"client{i}.csv"), "client-name": f"client{i}", "model-path": str(clients / f"client{i}_model.npz")}
         for i in range(n)
@@ -48,7 +50,7 @@ def _node_configs(out: Path, n: int):
 
 
 def test_flower_sim_matches_local(cfg, local, tmp_path):
-    result = run_with_engine(replace(cfg, engine="flower-sim"), mode="simulate", out_dir=tmp_path)
+    result = run(replace(cfg, engine="flower-sim"), mode="simulate", out_dir=tmp_path)
     assert result.engine == "flower-sim"
     np.testing.assert_allclose(result.fit.A_s, local.fit.A_s, rtol=0, atol=1e-9)
     assert result.fit.rounds == local.fit.rounds and result.fit.converged
@@ -70,17 +72,17 @@ def deployment(cfg, tmp_path_factory):
 @pytest.mark.parametrize("message_format", ["arrays", "compact"])
 def test_flower_deployed_matches_local(cfg, local, deployment, message_format):
     dep, out = deployment
-    result = run_with_engine(replace(cfg, engine="flower"), mode="simulate", out_dir=out, superlink=dep.address,
-                             message_format=message_format)  # fmt: skip
+    options = EngineOptions(superlink=dep.address, message_format=message_format)
+    result = run(replace(cfg, engine="flower"), mode="simulate", out_dir=out, options=options)
     assert result.engine == "flower" and result.communication["message_format"] == message_format
     np.testing.assert_allclose(result.fit.A_s, local.fit.A_s, rtol=0, atol=1e-9)
     assert result.fit.rounds == local.fit.rounds
     np.testing.assert_array_equal(result.fit.gc.edges, local.fit.gc.edges)
-    assert result.scores is not None and result.scores.auroc > 0.9  # truth evaluation added by the CLI side
+    assert result.evaluation.scores is not None and result.evaluation.scores.auroc > 0.9  # truth: added by the CLI side
     # the ServerApp wrote the output folder itself
     written = json.loads((out / "result.json").read_text())
     np.testing.assert_allclose(np.asarray(written["A_s"]), local.fit.A_s, rtol=0, atol=1e-9)
-    assert (out / FIT_FILE).is_file() and json.loads((out / LAST_ROUND_FILE).read_text())["complete"]
+    assert (out / FIT_FILE).is_file() and json.loads((out / CHECKPOINT_JSON).read_text())["complete"]
     comm = result.communication
     assert comm["raw_data_bytes_kept"] == local.raw_data_bytes
     assert len(comm["round_latency_s"]) == comm["exchanges"] == local.communication["exchanges"]
@@ -93,19 +95,18 @@ def test_flower_deployed_silent_node(cfg, deployment):
     stalled = dep.procs["clientapp-5"]
     errors: list[BaseException] = []
 
-    def run():
-        from server.engine import run_flower
-
+    def go():
         try:
-            run_flower(long_cfg, mode="simulate", out_dir=out, superlink=dep.address, round_timeout=10.0)
+            run(long_cfg, mode="simulate", out_dir=out, options=EngineOptions(superlink=dep.address),
+                flower=DeployedEngine(round_timeout=10.0))  # fmt: skip
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    worker = threading.Thread(target=run)
+    worker = threading.Thread(target=go)
     worker.start()
     try:
         deadline = time.monotonic() + 240
-        while not (out / LAST_ROUND_FILE).is_file() and time.monotonic() < deadline and worker.is_alive():
+        while not (out / CHECKPOINT_FILE).is_file() and time.monotonic() < deadline and worker.is_alive():
             time.sleep(0.02)
         os.kill(stalled.pid, signal.SIGSTOP)  # client5's ClientApp stops answering
         worker.join(timeout=240)
@@ -115,18 +116,17 @@ def test_flower_deployed_silent_node(cfg, deployment):
     assert errors and isinstance(errors[0], FedGCError), errors
     message = str(errors[0])
     assert "'client5'" in message and "no reply within 10 s" in message
-    assert str(out / LAST_ROUND_FILE) in message
-    kept = json.loads((out / LAST_ROUND_FILE).read_text())
+    assert str(out / CHECKPOINT_FILE) in message
+    kept = json.loads((out / CHECKPOINT_JSON).read_text())
     assert not kept["complete"] and kept["round"] >= 1 and "client5" in kept["error"]
-    assert np.asarray(kept["A_s"]).shape == (24, 24)
+    assert load_checkpoint(out).state.A_s.shape == (24, 24)
 
 
 @pytest.mark.slow  # about a minute on a loaded 2-core machine: its own deployment, a run and one round timeout
 def test_flower_deployed_killed_supernode_under_continue(cfg, tmp_path):
     """SIGKILL one client's SuperNode and ClientApp mid-run: with on_dropout continue the run finishes
     without it, says so, and the checkpoint on disk is intact. Its own deployment: the node stays dead."""
-    from fedgc.app.checkpoint import CHECKPOINT_FILE, load_checkpoint
-    from fedgc.app.runner import simulate_scenario, write_scenario_files
+    from fedgc.app.clients import simulate_scenario, write_scenario_files
 
     spec = replace(cfg.synthetic, n_clients=4, state_dims=3, obs_dims=20, n_steps=1000)
     server = replace(cfg.server, tol=1e-300, max_rounds=5, on_dropout="continue")
@@ -137,15 +137,14 @@ def test_flower_deployed_killed_supernode_under_continue(cfg, tmp_path):
     dep = LocalDeployment(_node_configs(out, 4), tmp_path / "work")
     with dep:
 
-        def run():
-            from server.engine import run_flower
-
+        def go():
             try:
-                results.append(run_flower(run_cfg, mode="simulate", out_dir=out, superlink=dep.address, round_timeout=15.0))
+                results.append(run(run_cfg, mode="simulate", out_dir=out, options=EngineOptions(superlink=dep.address),
+                                   flower=DeployedEngine(round_timeout=15.0)))  # fmt: skip
             except BaseException as exc:  # noqa: BLE001
                 results.append(exc)
 
-        worker = threading.Thread(target=run)
+        worker = threading.Thread(target=go)
         worker.start()
         deadline = time.monotonic() + 240
         while not (out / CHECKPOINT_FILE).is_file() and time.monotonic() < deadline and worker.is_alive():

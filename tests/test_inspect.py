@@ -28,7 +28,7 @@ from fedgc.report.result_json import RESULT_FILE, dumps, write_outputs
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A real tiny simulation written the way `fedgc simulate` writes it."""
-    from fedgc.app.runner import run_simulation
+    from fedgc.app.runner import run_local
 
     cfg = parse_config(
         {
@@ -38,7 +38,7 @@ def run(tmp_path_factory):
             "server": {"max_rounds": 10},
         }
     )
-    result = run_simulation(cfg)
+    result = run_local(cfg, mode="simulate", out_dir=None)
     out = tmp_path_factory.mktemp("run")
     write_outputs(result, out)
     return result, out
@@ -144,7 +144,7 @@ def test_load_matches_the_run(run, gen):
     for key in ("strength", "statistic", "pvalue", "log10_pvalue"):
         np.testing.assert_array_equal(getattr(res, key), getattr(gc, key))
     np.testing.assert_array_equal(res.edges, gc.edges)
-    np.testing.assert_array_equal(res.truth, result.truth.edges)
+    np.testing.assert_array_equal(res.truth, result.evaluation.truth.edges)
     assert res.alpha == res.run_alpha == gc.alpha and res.streaming is None and res.origins == ()
     # the stored p-values re-decide the run's own edges, and other levels as the textbook BH does
     np.testing.assert_array_equal(with_alpha(res, alpha=gc.alpha).edges, gc.edges)

@@ -273,16 +273,17 @@ def test_bad_privacy_settings_are_config_errors(privacy, message):
 
 
 def test_absurd_target_fails_before_data_is_touched(monkeypatch):
-    import fedgc.app.runner as run
+    import fedgc.app.clients as clients
+    from fedgc.app.runner import run_local
 
     cfg = parse_config({**BASE, "privacy": {"epsilon": 1e-3, "delta": 1e-5, "clip": 1.0}})
 
     def touched(*a, **k):  # pragma: no cover - must not be reached
         raise AssertionError("data was touched")
 
-    monkeypatch.setattr(run, "simulate_scenario", touched)
+    monkeypatch.setattr(clients, "simulate_scenario", touched)
     with pytest.raises(ConfigError, match="noise multiplier above"):
-        run.run_simulation(cfg)
+        run_local(cfg, mode="simulate", out_dir=None)
 
 
 def test_privacy_off_by_default_and_inf_is_noise_free():
@@ -295,14 +296,14 @@ def test_privacy_off_by_default_and_inf_is_noise_free():
 
 @pytest.mark.parametrize("augmentation_noise", [False, True])
 def test_private_run_reports_figures(augmentation_noise):
-    import fedgc.app.runner as run
+    from fedgc.app.runner import run_local
 
     cfg = parse_config({
         "seed": 1, "synthetic": {"n_clients": 3, "state_dims": 2, "obs_dims": 6, "n_steps": 400},
         "server": {"max_rounds": 3},
         "privacy": {"epsilon": 5, "delta": 1e-5, "clip": 5.0, "augmentation_noise": augmentation_noise},
     })
-    res = run.run_simulation(cfg)
+    res = run_local(cfg, mode="simulate", out_dir=None)
     p = res.privacy
     assert p["enabled"] and p["rounds_run"] == 3 and len(p["server_noise_std_per_round"]) == 2
     assert (min(p["server_noise_std_per_round"]) > 0) == augmentation_noise
@@ -373,7 +374,7 @@ def test_shrinkage_reduces_error_of_noisy_fit():
 def test_debias_with_shrinkage_beats_no_debias_in_a_private_run():
     """Fixed seed, small system, epsilon = 20: the noise-aware client filter with shrinkage is closer to the
     non-private oracle than the naive filter, and shrinkage helps the noise-aware estimate."""
-    import fedgc.app.runner as run
+    from fedgc.app.runner import run_local
 
     base = {
         "seed": 2, "synthetic": {"n_clients": 4, "state_dims": 2, "obs_dims": 8, "n_steps": 6000, "edge_density": 0.35},
@@ -382,7 +383,7 @@ def test_debias_with_shrinkage_beats_no_debias_in_a_private_run():
     err = {}
     for debias, shrink in (("client", True), ("client", False), ("none", True)):
         cfg = parse_config({**base, "privacy": {"epsilon": 20, "delta": 1e-5, "clip": 5.0, "debias": debias, "shrink": shrink}})
-        err[debias, shrink] = run.run_simulation(cfg).error_vs_oracle
+        err[debias, shrink] = run_local(cfg, mode="simulate", out_dir=None).evaluation.error_vs_oracle
     assert err["client", True] < err["client", False]
     assert err["client", True] < 0.9 * err["none", True]
 
@@ -410,7 +411,7 @@ def test_server_debias_stays_finite(noise_scale):
 def test_privacy_refuses_models_identified_from_the_protected_data(tmp_path):
     from fedgc.app.config import parse_config
     from fedgc.errors import ConfigError
-    from fedgc.app.runner import privacy_plan
+    from fedgc.app.privacy import privacy_plan
 
     privacy = {"epsilon": 10.0, "delta": 1e-5, "clip": 7.0}
     sim = parse_config({"synthetic": {"n_clients": 3}, "local_models": "identify", "privacy": privacy})

@@ -18,7 +18,8 @@ from fedgc.protocol.loop import FitResult
 from fedgc.protocol.state import RoundRecord
 from fedgc.report.result_json import EVALUATION_KEYS, KEYS, read_result, result_dict, write_outputs
 from fedgc.app.results import RunResult, Truth
-from fedgc.app.runner import run_simulation
+from fedgc.app.results import Evaluation
+from fedgc.app.runner import run_local
 
 MATRICES = ("strength", "statistic", "gc", "dof", "pvalue", "log10_pvalue")
 
@@ -33,7 +34,7 @@ def result() -> RunResult:
             "server": {"max_rounds": 10},
         }
     )
-    return run_simulation(cfg)
+    return run_local(cfg, mode="simulate", out_dir=None)
 
 
 @pytest.fixture(scope="module")
@@ -110,11 +111,11 @@ def test_json_run_fields(result, written):
     assert set(data["history"][0]) == {"round", "loss", "change"}
     ev = data["evaluation"]
     assert tuple(ev) == EVALUATION_KEYS
-    assert ev["auroc"] == pytest.approx(result.scores.auroc)
-    assert ev["relative_error_vs_truth"] == pytest.approx(result.error_vs_truth)
-    assert ev["relative_error_vs_oracle"] == pytest.approx(result.error_vs_oracle)
-    assert ev["oracle_rounds"] == len(result.oracle_history) >= 1
-    assert ev["truth_edges"] == result.truth.edges.tolist()
+    assert ev["auroc"] == pytest.approx(result.evaluation.scores.auroc)
+    assert ev["relative_error_vs_truth"] == pytest.approx(result.evaluation.error_vs_truth)
+    assert ev["relative_error_vs_oracle"] == pytest.approx(result.evaluation.error_vs_oracle)
+    assert ev["oracle_rounds"] == len(result.evaluation.oracle_history) >= 1
+    assert ev["truth_edges"] == result.evaluation.truth.edges.tolist()
     assert data["timings"]["protocol_s"] > 0 and "oracle_s" in data["timings"]
     assert data["communication"] == json.loads(json.dumps(result.communication))
     assert data["raw_data_bytes"] == 3 * 400 * 6 * 8
@@ -129,7 +130,7 @@ def test_report_markdown(result, written):
     assert len(table) == 6  # every ordered pair of 3 clients
     m, n = np.unravel_index(np.nanargmin(gc.log10_pvalue), gc.log10_pvalue.shape)
     assert table[0].startswith(f"| {gc.clients[n]} -> {gc.clients[m]} |")  # most significant first
-    assert f"| AUROC (ranking by p-value) | {result.scores.auroc:.3f} |" in text
+    assert f"| AUROC (ranking by p-value) | {result.evaluation.scores.auroc:.3f} |" in text
     assert "relative error of A_s vs oracle" in text
     assert "![Granger causality heatmap](gc_heatmap.png)" in text
     assert "![Convergence](convergence.png)" in text
@@ -152,10 +153,7 @@ def test_per_exchange_table_of_a_long_run_shows_both_ends():
 
 
 def test_without_truth_or_oracle(result, tmp_path):
-    bare = replace(
-        result, truth=None, scores=None, oracle_A=None, oracle_history=[], error_vs_truth=None,
-        error_vs_oracle=None, oracle_error_vs_truth=None, communication={"bytes_up": 12345, "messages": 7},
-    )  # fmt: skip
+    bare = replace(result, evaluation=Evaluation(), communication={"bytes_up": 12345, "messages": 7})
     paths = write_outputs(bare, tmp_path)
     data = read_result(tmp_path)
     assert tuple(data["evaluation"]) == EVALUATION_KEYS
@@ -186,7 +184,8 @@ def _fake_result(M: int, *, with_truth: bool, seed: int = 0) -> RunResult:
     scores = EdgeScores(0.9, 0.8, 0.7, 0.6, float("nan")) if with_truth else None
     return RunResult(
         parse_config({"name": f"fake{M}"}), fit, "local",
-        truth=Truth(truth, None) if with_truth else None, scores=scores, timings={"protocol_s": 1.5, "total_s": 2.0},
+        evaluation=Evaluation(truth=Truth(truth, None) if with_truth else None, scores=scores),
+        timings={"protocol_s": 1.5, "total_s": 2.0},
     )  # fmt: skip
 
 

@@ -14,13 +14,13 @@ import yaml
 from fedgc.cli import main
 from fedgc.protocol.session import ClientSession
 from fedgc.app.config import load_config, parse_config
-from fedgc.app.engines import run_with_engine
+from fedgc.app.runner import run, run_local
 from fedgc.errors import ConfigError, FedGCError
 from fedgc.core.kalman import filter_scan
 from fedgc.protocol.loop import run_protocol
 from fedgc.protocol.settings import ServerConfig
 from fedgc.protocol.transport import LocalTransport
-from fedgc.app.runner import write_scenario_files
+from fedgc.app.clients import write_scenario_files
 from fedgc.core.regression import Blocks, augmentations, regression_stats
 from fedgc.core.forgetting import classify, ForgottenStats
 from fedgc.protocol.session import StreamingSession
@@ -28,7 +28,7 @@ from fedgc.protocol.settings import StreamingConfig
 from fedgc.protocol.streaming import Alert, run_stream, window_bounds
 
 from fedgc.report.streaming_markdown import streaming_section
-from fedgc.app.streaming import Switch, score_alerts, true_switches
+from fedgc.analysis.stream import Switch, score_alerts, true_switches
 from fedgc.data.synthetic import Perturbation, SystemSpec, simulate
 
 
@@ -272,7 +272,7 @@ def test_unsupported_streaming_runs_fail_clearly(tmp_path, change, message):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        run_with_engine(load_config(path), mode="simulate", out_dir=tmp_path / "out")
+        run(load_config(path), mode="simulate", out_dir=tmp_path / "out")
 
 
 def _check_schema(record: dict, clients: list[str]) -> None:
@@ -351,7 +351,6 @@ def test_streaming_refuses_data_with_missing_values(tmp_path):
     from fedgc.app.config import load_config
     from fedgc.data.csv import write_client_csv
     from fedgc.errors import DataError
-    from fedgc.app.runner import run_real
 
     rng = np.random.default_rng(3)
     for name in ("a", "b"):
@@ -364,4 +363,4 @@ def test_streaming_refuses_data_with_missing_values(tmp_path):
         "streaming: {window: 200, step: 200}\n"
     )
     with pytest.raises(DataError, match="client 'b': streaming mode needs complete measurements"):
-        run_real(load_config(tmp_path / "run.yaml"))
+        run_local(load_config(tmp_path / "run.yaml"), mode="run", out_dir=None)

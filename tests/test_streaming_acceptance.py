@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fedgc.app.config import load_config
-from fedgc.app.runner import run_simulation
+from fedgc.app.runner import run_local
 
 SCENARIO = Path(__file__).resolve().parents[1] / "simulations" / "mean_shift.yaml"
 SEEDS = range(10)
@@ -28,11 +28,11 @@ def test_mean_shift_switch_is_detected_within_two_windows(scenario):
     assert scenario.streaming is not None
     delays, false_alerts = [], []
     for seed in SEEDS:
-        record = run_simulation(replace(scenario, seed=seed)).streaming
-        (switch,) = record["evaluation"]["switches"]
+        record = run_local(replace(scenario, seed=seed), mode="simulate", out_dir=None).streaming
+        (switch,) = record.evaluation["switches"]
         assert (switch["source"], switch["target"], switch["kind"]) == ("client1", "client0", "appeared")
         delays.append(switch["delay_windows"] if switch["detected"] else None)
-        false_alerts.append(record["evaluation"]["false_alerts"])
+        false_alerts.append(record.evaluation["false_alerts"])
     detected = sum(d is not None and d <= 2 for d in delays)
     assert detected >= 9, delays  # measured: delays [2, 1, 2, 2, 2, 2, 2, 2, 2, 2]
     assert max(false_alerts) <= 1, false_alerts
@@ -44,9 +44,9 @@ def test_stationary_system_rarely_alerts(scenario):
     stationary = replace(scenario, synthetic=replace(scenario.synthetic, perturbations=keep))
     alerts, windows = [], 0
     for seed in SEEDS:
-        record = run_simulation(replace(stationary, seed=seed)).streaming
-        alerts.append(len(record["alerts"]))
-        windows += len(record["windows"]) - 1  # window 0 cannot alert
+        record = run_local(replace(stationary, seed=seed), mode="simulate", out_dir=None).streaming
+        alerts.append(len(record.result.alerts))
+        windows += len(record.result.windows) - 1  # window 0 cannot alert
     assert sum(a == 0 for a in alerts) >= 7, alerts
     # Bonferroni bounds the rate per window by alert_alpha; measured about 1.5 alpha (slightly heavy tails).
     assert sum(alerts) / windows <= 3 * scenario.streaming.alert_alpha, alerts

@@ -16,12 +16,12 @@ from fedgc.app.config import load_config, parse_config
 from fedgc.data.csv import read_client_csv
 from fedgc.errors import ConfigError, DataError
 from fedgc.data.synthetic import SystemSpec, simulate
+from fedgc.analysis.tep import flowsheet_comparison
 from fedgc.data.tep import (
     FLOWSHEET_EDGES,
     TEP_UNITS,
     VARIABLES,
     default_data_path,
-    flowsheet_comparison,
     load_tep,
     resolve_split,
     write_client_csvs,
@@ -233,15 +233,15 @@ def test_real_loader(real_data):
 
 def test_client_files_reproduce_the_in_process_run(fake_folder, tmp_path):
     """What Flower nodes (and `fedgc run`) read: per-client CSVs plus each unit's identified model as .npz."""
-    from fedgc.app.runner import run_real
-    from fedgc.app.tep import run_tep, write_tep_clients
+    from fedgc.app.runner import run_local
+    from fedgc.app.tep import TEPClients
 
     cfg = parse_config({"tep": {"path": str(fake_folder), "identify_on": "d00"}, "server": {"max_rounds": 1},
                         "evaluation": {"oracle": False}})  # fmt: skip
-    files = write_tep_clients(cfg, tmp_path / "clients")
+    files = TEPClients.of(cfg).write(cfg, tmp_path / "clients")
     assert files.tep is None and [c.name for c in files.clients] == list(TEP_UNITS)
     assert all(Path(c.model).suffix == ".npz" and Path(c.data).is_file() for c in files.clients)
-    direct, via_files = run_tep(cfg), run_real(files)
+    direct, via_files = run_local(cfg, mode="run", out_dir=None), run_local(files, mode="run", out_dir=None)
     np.testing.assert_allclose(via_files.fit.A_s, direct.fit.A_s, rtol=1e-10, atol=1e-12)
 
 
@@ -277,9 +277,9 @@ def test_streaming_a_normal_operation_run_counts_every_alert_as_false(fake_folde
 def test_a_fault_run_needs_streaming_and_a_separate_identification_run(fake_folder):
     with pytest.raises(ConfigError, match="a fault run can be streamed"):
         parse_config({"tep": {"path": str(fake_folder), "run": "d03_te"}})
-    from fedgc.app.tep import run_tep
+    from fedgc.app.runner import run_local
 
     cfg = parse_config({"tep": {"path": str(fake_folder), "run": "d03_te"}, "streaming": {"window": 200},
                         "evaluation": {"oracle": False}})  # fmt: skip
     with pytest.raises(ConfigError, match="needs tep.identify_on"):
-        run_tep(cfg)
+        run_local(cfg, mode="run", out_dir=None)

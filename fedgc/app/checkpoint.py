@@ -7,7 +7,8 @@ state and noise levels, the privacy releases spent so far) and, for in-process c
 their own state (theta and last states when theta is learned; a deployed client keeps its own).
 It is written to a temporary file, fsynced, renamed over the previous one (os.replace) and the folder
 fsynced: a crash leaves the previous round's checkpoint or this one, never a torn file.
-OUT/checkpoint.json repeats the metadata for people and tools (written after it; not read back).
+OUT/checkpoint.json repeats the metadata for people and tools (written after it; not read back by a
+resume): the round, whether the rounds are complete, the history, and why the run stopped when it failed.
 
 What resuming relies on (fedgc.protocol.state): the clients' replies are deterministic functions of their data,
 local model, privatised window and theta. The privacy noise of a client's one release is drawn from a
@@ -213,10 +214,34 @@ def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
     arrays = encode(ckpt)
     _write_atomic(path, lambda f: np.savez(f, **arrays))
     meta = json.loads(str(arrays["meta"]))
+    meta["complete"] = bool(ckpt.state.finished)
     meta["A_s_shape"] = list(ckpt.state.A_s.shape)
     meta["history"] = [r._asdict() for r in ckpt.state.history]
+    meta["error"] = None
     _write_atomic(directory / CHECKPOINT_JSON, lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return path
+
+
+def record_error(directory: str | Path, error: str) -> Path | None:
+    """Note in OUT/checkpoint.json why the run stopped (the submitter of a deployed run reads it back);
+    None when no round completed (there is no checkpoint to annotate)."""
+    path = Path(directory) / CHECKPOINT_JSON
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    meta["error"] = str(error)
+    _write_atomic(path, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    return path
+
+
+def recorded_error(directory: str | Path) -> str:
+    """The error OUT/checkpoint.json records, or "" (no file, none recorded)."""
+    try:
+        error = json.loads((Path(directory) / CHECKPOINT_JSON).read_text()).get("error")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return str(error) if error else ""
 
 
 def load_checkpoint(directory: str | Path, *, fingerprint: str | None = None) -> Checkpoint:

@@ -49,10 +49,12 @@ import yaml
 
 from fedgc.data.cleaning import ColumnPolicy
 from fedgc.errors import ConfigError
+from fedgc.privacy.budget import check_target
 from fedgc.protocol.settings import ServerConfig
 from fedgc.protocol.settings import StreamingConfig
 from fedgc.data.synthetic import Perturbation, SystemSpec
-from fedgc.data.tep import TEPSettings, parse_tep_section
+from fedgc.analysis.origin import OriginSettings
+from fedgc.data.tep import TEPRun, default_data_path, load_tep, parse_run_name, resolve_split
 
 ENGINES = ("local", "flower-sim", "flower")
 ALIGN_MODES = ("none", "timestamp")
@@ -108,9 +110,8 @@ class PrivacySettings:
     augmentation_noise: bool = False
 
     def __post_init__(self) -> None:
-        from fedgc.privacy.accounting import PrivacyAccountant
-
-        PrivacyAccountant(self.epsilon, self.delta, self.accountant, self.max_noise_multiplier)  # validates
+        check_target(epsilon=self.epsilon, delta=self.delta, accountant=self.accountant,
+                     max_noise_multiplier=self.max_noise_multiplier)  # fmt: skip
         if isinstance(self.clip, bool) or not isinstance(self.clip, (int, float)) or not 0 < self.clip < float("inf"):
             raise ConfigError(f"privacy.clip must be a finite number > 0, got {self.clip!r}")
         if self.clip_space not in ("whitened", "measurement"):
@@ -359,3 +360,90 @@ def _parse_client(entry: Any, i: int, base_dir: Path, where: str) -> ClientSpec:
     except ValueError as exc:
         raise ConfigError(f"{label}: {exc}") from None
     return spec
+
+
+# ----------------------------------------------------------------------------- tep section
+
+
+@dataclass(frozen=True)
+class TEPSettings:
+    """The `tep:` section of a run config (fedgc.app.config):
+
+        tep:
+          path: null            # data folder, relative to the YAML file; null: $FEDGC_TEP_DATA, else the repository's data/tep
+          run: d00_te           # the window the GC protocol runs on (normal operation)
+          identify_on: d00      # the run each client identifies its local model on (null: `run` itself)
+          split: default        # or {unit: [XMEAS(1), XMV(2), ...], ...}
+          fault_runs: [d01_te, d04_te]   # fault-origin analysis (fedgc.analysis.origin), thresholds calibrated on `run`
+          origin: {quantile: 0.99, run_length: 3, tie_window: 2}
+    """
+
+    path: Path | None = None
+    run: str = "d00_te"
+    identify_on: str | None = None
+    split: dict[str, tuple[str, ...]] | None = None
+    fault_runs: tuple[str, ...] = ()
+    origin: OriginSettings | None = None
+
+    @property
+    def folder(self) -> Path:
+        return default_data_path() if self.path is None else self.path
+
+    def load(self, run: str) -> TEPRun:
+        return load_tep(self.folder, run=run, split=self.split)
+
+
+def parse_tep_section(section: object, *, base_dir: Path, where: str, streaming: bool = False) -> TEPSettings:
+    """A TEPSettings from the YAML mapping; every problem is a ConfigError naming the key.
+    streaming: the run is streamed, so tep.run may be a fault run (the GC of a batch run needs normal operation)."""
+    label = f"{where}: tep"
+    allowed = {"path", "run", "identify_on", "split", "fault_runs", "origin"}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{label} must be a mapping, got {type(section).__name__}")
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise ConfigError(f"{label}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    path = section.get("path")
+    if path is not None:
+        path = Path(str(path)).expanduser()
+        path = path if path.is_absolute() else base_dir / path
+    runs = {}
+    for key, default in (("run", "d00_te"), ("identify_on", None)):
+        value = section.get(key, default)
+        if value is not None:
+            try:
+                parse_run_name(str(value))
+            except ConfigError as exc:
+                raise ConfigError(f"{label}.{key}: {exc}") from None
+            if parse_run_name(str(value))[0] is not None and not (streaming and key == "run"):
+                raise ConfigError(
+                    f"{label}.{key} must be a normal-operation run (d00, d00_te), got {value!r}"
+                    + ("" if key != "run" else " (a fault run can be streamed: add a 'streaming' section)")
+                )
+        runs[key] = None if value is None else str(value)
+    fault_runs = section.get("fault_runs") or []
+    if isinstance(fault_runs, str) or not isinstance(fault_runs, list):
+        raise ConfigError(f"{label}.fault_runs must be a list of run names, got {fault_runs!r}")
+    for r in fault_runs:
+        try:
+            fault, _ = parse_run_name(str(r))
+        except ConfigError as exc:
+            raise ConfigError(f"{label}.fault_runs: {exc}") from None
+        if fault is None:
+            raise ConfigError(f"{label}.fault_runs: {r!r} is normal operation, not a fault run")
+    split = section.get("split", "default")
+    try:
+        split = None if split in (None, "default") else resolve_split(split)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}.split: {exc}") from None
+    origin = section.get("origin") or {}
+    if not isinstance(origin, dict) or set(origin) - set(OriginSettings._fields):
+        raise ConfigError(f"{label}.origin must be a mapping with keys among {list(OriginSettings._fields)}, got {origin!r}")
+    return TEPSettings(
+        path=path,
+        run=runs["run"],
+        identify_on=runs["identify_on"],
+        split=split,
+        fault_runs=tuple(str(r) for r in fault_runs),
+        origin=OriginSettings(**origin).validated(f"{label}.origin"),
+    )

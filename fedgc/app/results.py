@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from fedgc.analysis.metrics import EdgeScores
+from fedgc.analysis.stream import StreamRecord
+from fedgc.analysis.tep import TEPSections
 from fedgc.app.config import RunConfig
+from fedgc.data.align import AlignedRows
+from fedgc.data.csv import ClientTable
 from fedgc.core.granger import GCResult
 from fedgc.protocol.loop import FitResult
 from fedgc.protocol.state import Dropout, RoundRecord
@@ -26,26 +30,71 @@ class Truth:
 
 
 @dataclass
-class RunResult:
-    """Everything a run produced; `fedgc.report.result_json` turns it into files."""
+class Evaluation:
+    """The run against known truth and the centralized oracle (evaluation only: the oracle pools every
+    client's data). Relative errors are ||X - reference||_F / ||reference||_F over the off-diagonal blocks."""
 
-    config: RunConfig
-    fit: FitResult
-    engine: str
     truth: Truth | None = None
-    oracle_A: np.ndarray | None = None
-    oracle_history: list[RoundRecord] = field(default_factory=list)
     scores: EdgeScores | None = None
     error_vs_truth: float | None = None
     error_vs_oracle: float | None = None
     oracle_error_vs_truth: float | None = None
+    oracle_A: np.ndarray | None = None
+    oracle_history: list[RoundRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """What was done to one client's data file before the run (fedgc.data.cleaning, fedgc.data.align)."""
+
+    file: str
+    columns: int
+    rows: int
+    rows_sorted: bool
+    dropped_missing_columns: dict[str, float]
+    dropped_constant_columns: list[str]
+    held_columns: dict[str, dict[str, int]]
+    missing_values: int
+    empty_rows: int
+    missing_fraction: float
+    alignment: AlignedRows | None = None
+
+    @classmethod
+    def of(cls, table: ClientTable, alignment: AlignedRows | None = None) -> "ClientData":
+        c = table.cleaning
+        return cls(
+            file=str(table.path), columns=len(table.columns), rows=int(table.values.shape[0]),
+            rows_sorted=bool(table.rows_sorted), dropped_missing_columns={col: f for col, f in c.dropped_missing},
+            dropped_constant_columns=list(c.dropped_constant),
+            held_columns={h.column: {"period": h.period, "phase": h.phase, "masked": h.n_masked} for h in c.held},
+            missing_values=int(c.missing_values), empty_rows=int(c.empty_rows),
+            missing_fraction=float(np.isnan(table.values).mean()), alignment=alignment,
+        )  # fmt: skip
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced; fedgc.report turns it into result.json, report.md and the figures.
+
+    timings: stage -> seconds; communication: the bytes each exchange put on the wire and their totals
+    (fedgc.protocol.transport.CommunicationLog.summary, plus what a Flower transport adds about its wire);
+    raw_data_bytes: raw client data that never left the clients; privacy: the accounting record
+    (fedgc.privacy.accounting.privacy_report), or {"enabled": False}; data: per client, what was done to
+    its file (CSV clients) on the time axis `align`; streaming: the windows and alerts of a streaming run;
+    tep: the flowsheet comparison and fault-origin records of a Tennessee Eastman run."""
+
+    config: RunConfig
+    fit: FitResult
+    engine: str
+    evaluation: Evaluation = field(default_factory=Evaluation)
     timings: dict[str, float] = field(default_factory=dict)
-    communication: dict[str, object] = field(default_factory=dict)
+    communication: dict[str, Any] = field(default_factory=dict)
     raw_data_bytes: int = 0
-    privacy: dict = field(default_factory=lambda: {"enabled": False})
-    sections: dict = field(default_factory=dict)  # extra result.json keys, e.g. "flowsheet", "origin" (fedgc.app.tep)
-    streaming: dict | None = None  # streaming mode: the "streaming" record of result.json (fedgc.app.streaming)
-    data: dict = field(default_factory=dict)
+    privacy: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
+    data: dict[str, ClientData] | None = None
+    align: str = "none"
+    streaming: StreamRecord | None = None
+    tep: TEPSections | None = None
 
 
 _GC_ARRAYS = ("strength", "gc", "statistic", "dof", "pvalue", "log10_pvalue", "edges", "A_s")

@@ -1,240 +1,153 @@
-"""Orchestration: build clients from a config (synthetic or CSV), run the protocol, evaluate.
+"""Run a config: the one place that decides what a run is (synthetic, CSV or TEP clients; batch or
+streaming) and where it runs (the local engine here; flower-sim and flower in the Flower app).
 
-Thin on purpose: the maths is in kalman/client/server/granger, the transport in protocol
-(local) or the Flower apps (clients/, server/).
+    run(cfg, mode=..., out_dir=...)   checks the combination once, then
+      local engine:   clients as in-process sessions (fedgc.app.clients) -> the round loop over a local
+                      transport (batch: fedgc.protocol.loop; streaming: fedgc.protocol.streaming)
+      Flower engines: clients as files (fedgc.app.clients.deployment_files) -> server/engine.py
+    then the evaluation (truth, oracle) and the source's own sections (TEP).
+
+The Flower engines live in the Flower app (server/), so this library never imports Flower: they are
+looked up by name, from the fedgc project folder, when a run asks for one.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 import time
-import warnings
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
-import numpy as np
-
-from fedgc.protocol.session import ClientSession
-from fedgc.app.config import ClientOptions, ClientSpec, RunConfig
-from fedgc.data.align import align_tables, check_lengths
-from fedgc.data.csv import ClientTable, read_client_csv, write_client_csv
-from fedgc.errors import ConfigError, FedGCError, FedGCWarning, ModelError
-from fedgc.core.local_model import LocalModel, identify, load_npz, save_npz, validate
-from fedgc.protocol.transport import CountingTransport
-from fedgc.analysis.metrics import edge_scores, relative_error
-from fedgc.analysis.oracle import oracle_fit
-from fedgc.protocol.rules import rule_named
+from fedgc.app.checkpoint import CHECKPOINT_FILE, Checkpointing, config_fingerprint, record_error
+from fedgc.app.clients import Clients, deployment_files, local_clients
+from fedgc.app.config import ENGINES, ClientSpec, RunConfig
+from fedgc.app.evaluation import evaluate
+from fedgc.app.privacy import privacy_accountant, privacy_plan, privacy_summary, server_privacy
+from fedgc.app.results import RunResult
+from fedgc.analysis.stream import StreamRecord
+from fedgc.errors import ConfigError, FedGCError
+from fedgc.privacy.budget import PrivacyPlan
 from fedgc.protocol.loop import FitResult, run_protocol
+from fedgc.protocol.rules import rule_named
 from fedgc.protocol.state import RoundRecord
-from fedgc.app.results import RunResult, Truth
-from fedgc.protocol.transport import LocalTransport, Transport
-from fedgc.core.regression import Blocks
-from fedgc.data.synthetic import SyntheticData, simulate
+from fedgc.protocol.streaming import run_stream
+from fedgc.protocol.session import ClientSession
+from fedgc.protocol.transport import CountingTransport, LocalTransport, Transport
+from fedgc.protocol.wire import check_message_format
+
+MODES = ("simulate", "run")
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+FLOWER_ENGINE_TABLE = "ENGINES"  # server/engine.py's {engine name: FlowerEngine}
+FLOWER_ENGINES = ("flower-sim", "flower")
+
+OnRound = Callable[[RoundRecord], None]
 
 
-def read_table(spec: ClientSpec, *, sort_timestamps: bool = False) -> ClientTable:
-    """A client's own CSV file, read with its column policies (fedgc.data.cleaning)."""
-    return read_client_csv(
-        spec.data, client=spec.name, timestamp_column=spec.timestamp_column, policy=spec.policy,
-        sort_timestamps=sort_timestamps,
-    )
+@dataclass(frozen=True)
+class EngineOptions:
+    """How a Flower engine reaches the clients. superlink: the SuperLink's address (engine flower);
+    root_certificates: its CA certificate when it serves TLS; message_format: 'arrays' or 'compact'
+    (server/ and clients/ carry the arrays as ArrayRecords, or as float64 bytes in the ConfigRecord)."""
+
+    superlink: str | None = None
+    root_certificates: str | None = None
+    message_format: str = "arrays"
+
+    def __post_init__(self) -> None:
+        check_message_format(self.message_format)
 
 
-def build_session(
-    spec: ClientSpec, options: ClientOptions, *, seed: int = 0, privacy=None, table: ClientTable | None = None,
-    session_class=ClientSession,
-) -> ClientSession:
-    """A client built from its own CSV file and its own model (given .npz or identified).
-    privacy: a fedgc.privacy.local.ClientPrivacy (with noisy augmentation theta is always learned: it shrinks it).
-    table: the client's table when already read (and aligned); else its file is read here.
-    session_class: ClientSession, or fedgc.protocol.streaming.StreamingSession for streaming mode."""
-    table = read_table(spec) if table is None else table
-    model = _local_model(spec, table, seed)
-    return session_class(
-        spec.name, model, table.values, learn_theta=options.learn_theta or (privacy is not None and privacy.noisy_augmentation),
-        theta_kind=options.theta, privacy=privacy,
-    )
+class FlowerEngine(Protocol):
+    """What server/engine.py provides for each Flower engine: a check of what it needs to reach, and a run
+    of a config whose clients read files that returns the fit (evaluation and sections are added here)."""
+
+    def check(self, options: EngineOptions) -> None: ...
+
+    def __call__(
+        self, cfg: RunConfig, *, out_dir: Path, options: EngineOptions, on_round: OnRound | None, resume: bool
+    ) -> RunResult: ...
 
 
-def privacy_plan(cfg: RunConfig):
-    """The noise multiplier and release budget of a private run, solved before any data is touched
-    (ConfigError for a target that needs an absurd multiplier). None when privacy is off."""
-    if cfg.privacy is None:
-        return None
-    # The guarantee covers releases computed from a fixed model; a model identified from the very
-    # window it protects (its C, R, standardisation) is itself an unprotected function of that data.
-    identified = [c.name for c in cfg.clients if c.model == "identify"]
-    if cfg.clients and identified:
+def run(
+    cfg: RunConfig, *, mode: str, out_dir: Path, options: EngineOptions = EngineOptions(),
+    on_round: OnRound | None = None, resume: bool = False, flower: FlowerEngine | None = None,
+) -> RunResult:  # fmt: skip
+    """`fedgc simulate` (mode 'simulate') or `fedgc run` (mode 'run') of cfg on its engine; out_dir holds the
+    checkpoint (and, for the Flower engines, the clients' files). resume: continue from its checkpoint.
+    flower: a Flower engine to use instead of server/engine.py's own for cfg.engine (other timeouts)."""
+    check_run(cfg, mode=mode, resume=resume)
+    if cfg.engine == "local":
+        return run_local(cfg, mode=mode, out_dir=Path(out_dir), on_round=on_round, resume=resume)
+    engine = flower if flower is not None else flower_engine(cfg.engine)
+    engine.check(options)  # e.g. the SuperLink is reachable, before any file is written
+    clients = deployment_files(cfg, mode=mode, directory=Path(out_dir) / "clients")
+    result = engine(clients.config, out_dir=Path(out_dir), options=options, on_round=on_round, resume=resume)
+    return _finish(result, clients, windows=clients.oracle_windows)
+
+
+def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
+    """Every combination of mode, source, streaming, engine and resume that a run cannot do, refused before
+    any data is read."""
+    where = cfg.source or "config"
+    if mode not in MODES:
+        raise ConfigError(f"mode must be 'simulate' or 'run', got {mode!r}")
+    if cfg.engine not in ENGINES:
+        raise ConfigError(f"engine {cfg.engine!r} is not one of {ENGINES}")
+    if mode == "run" and not cfg.clients and cfg.tep is None:
+        raise ConfigError(f"{where}: `fedgc run` needs a 'clients' list (or --data files)")
+    if resume and (cfg.tep is not None or cfg.streaming is not None):
+        raise ConfigError(f"{where}: --resume continues batch runs; tep and streaming runs start afresh")
+    if cfg.engine == "local":
+        return
+    if cfg.align != "none" and mode == "run":
         raise ConfigError(
-            f"{cfg.source or 'config'}: privacy needs given local models; clients {identified} would identify "
-            "theirs from the data privacy protects (give model: a .npz identified on other data)"
+            f"align: {cfg.align} needs every client's timestamps in one place; it runs with the local engine only "
+            f"(got engine {cfg.engine!r}); align the files beforehand for a federated deployment"
         )
-    if not cfg.clients and cfg.local_models == "identify":
+    if cfg.streaming is not None:
         raise ConfigError(
-            f"{cfg.source or 'config'}: privacy needs local_models: given (an identified model is learned "
-            "from the data privacy protects)"
+            f"streaming mode runs on the local engine only; engine {cfg.engine!r} does not support it yet "
+            "(use --engine local, or remove the 'streaming' section for a batch run)"
         )
-    from fedgc.privacy.accounting import plan_privacy
-
-    rounds = cfg.server.max_rounds
-    return plan_privacy(
-        privacy_accountant(cfg), rounds=rounds, augmentations=rule_named(cfg.server.rule).data_dependent_augmentations(rounds),
-        augmentation_noise=cfg.privacy.augmentation_noise,
-    )  # fmt: skip
+    if cfg.privacy is not None:
+        raise ConfigError("privacy is not available on the Flower engines yet; use --engine local")
 
 
-def privacy_accountant(cfg: RunConfig):
-    from fedgc.privacy.accounting import PrivacyAccountant
-
-    p = cfg.privacy
-    return PrivacyAccountant(p.epsilon, p.delta, p.accountant, p.max_noise_multiplier)
-
-
-def client_privacy(cfg: RunConfig, plan, index: int):
-    """Client `index`'s privacy settings with its own Generator (derived from the run seed)."""
-    if plan is None:
-        return None
-    from fedgc.privacy.local import ClientPrivacy
-
-    p = cfg.privacy
-    return ClientPrivacy(
-        plan.noise_multiplier, p.clip, p.clip_space, p.debias == "client", np.random.default_rng([cfg.seed, 1, index]),
-        noisy_augmentation=plan.augmentation_noise,
-    )
+def run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnRound | None = None,
+              resume: bool = False) -> RunResult:  # fmt: skip
+    """The local engine: every client an in-process session over a local transport."""
+    plan = privacy_plan(cfg)  # before any data is touched
+    t0 = time.perf_counter()
+    clients = local_clients(cfg, mode=mode, plan=plan)
+    setup_s = time.perf_counter() - t0
+    if cfg.streaming is None:
+        result = run_batch(cfg, LocalTransport(clients.sessions), sessions=clients.sessions, plan=plan,
+                           checkpoint_dir=out_dir, on_round=on_round, resume=resume)  # fmt: skip
+        windows = [s.exact_window for s in clients.sessions]
+    else:
+        result = run_streaming(cfg, clients, on_round=on_round)
+        windows = None
+    result.timings["setup_s"] = setup_s
+    return _finish(result, clients, windows=windows)
 
 
-def server_privacy(cfg: RunConfig, plan):
-    if plan is None:
-        return None
-    from fedgc.privacy.server import ServerPrivacy
-
-    sigma = plan.noise_multiplier if plan.augmentation_noise else 0.0  # else: post-processing, no noise
-    return ServerPrivacy(
-        sigma, np.random.default_rng([cfg.seed, 2]), debias=cfg.privacy.debias == "server", shrink=cfg.privacy.shrink
-    )
-
-
-def privacy_summary(cfg: RunConfig, plan, fit: FitResult, sessions=None, server=None) -> dict:
-    if plan is None:
-        return {"enabled": False}
-    from fedgc.privacy.accounting import privacy_report
-
-    p = cfg.privacy
-    acc = privacy_accountant(cfg)
-    stds = {s.name: float(s.privacy_noise_std) for s in sessions or []}
-    report = privacy_report(
-        acc, plan, clients=list(fit.gc.clients), rounds_run=fit.rounds,
-        augmentations_run=rule_named(cfg.server.rule).data_dependent_augmentations(fit.rounds), clip=p.clip,
-        clip_space=p.clip_space, debias=p.debias, client_noise_std=stds,
-        server_noise_std=[] if server is None else server.noise_std,
-    )
-    report["shrink"] = p.shrink
-    return report
-
-
-def _local_model(spec: ClientSpec, table: ClientTable, seed: int) -> LocalModel:
-    values = table.values
-    if spec.model == "identify":
-        return identify(
-            values,
-            client=spec.name,
-            state_dim=spec.state_dim,
-            explained_variance=spec.explained_variance,
-            rng=np.random.default_rng(seed),
-        )
-    model = load_npz(spec.model, spec.name)
-    kept, n_file = table.cleaning.kept, table.cleaning.file_columns
-    if model.obs_dim == values.shape[1]:
-        return model
-    if kept and model.obs_dim == n_file:
-        # A model of every column in the file: its marginal on the kept sensors (a dropped sensor is one
-        # that is never observed, so its rows of C and R simply leave the measurement model).
-        k = np.asarray(kept)
-        restricted = LocalModel(
-            A=model.A, C=model.C[k], Q=model.Q, R=model.R[np.ix_(k, k)], mean=model.mean[k], scale=model.scale[k]
-        )
-        try:
-            validate(restricted, spec.name)
-        except ModelError as exc:
-            raise ModelError(f"{exc} (model {spec.model} without the dropped column(s) of {spec.data})") from None
-        return restricted
-    dropped = [*table.cleaning.dropped_constant, *(c for c, _ in table.cleaning.dropped_missing)]
-    after = f" after dropping column(s) {', '.join(map(repr, dropped))} ({n_file} in the file)" if dropped else ""
-    raise ConfigError(
-        f"client '{spec.name}': model {spec.model} has {model.obs_dim} sensors but {spec.data} has "
-        f"{values.shape[1]} columns{after}"
-    )
-
-
-def simulate_scenario(cfg: RunConfig) -> SyntheticData:
-    if cfg.synthetic is None:
-        raise ConfigError(f"{cfg.source or 'config'}: `fedgc simulate` needs a 'synthetic' section")
-    return simulate(cfg.synthetic, np.random.default_rng(cfg.seed))
-
-
-def scenario_sessions(cfg: RunConfig, data: SyntheticData, plan=None, *, session_class=ClientSession) -> list[ClientSession]:
-    """In-process clients for a simulated scenario (the local engine's shortcut past CSV files)."""
-    sessions = []
-    for m, y in enumerate(data.y):
-        name = f"client{m}"
-        if cfg.local_models == "given":
-            model = data.system.local_model(m)
-        else:
-            model = identify(y, client=name, rng=np.random.default_rng(cfg.seed + m))
-        privacy = client_privacy(cfg, plan, m)
-        sessions.append(
-            session_class(
-                name, model, y, learn_theta=cfg.client.learn_theta or (privacy is not None and privacy.noisy_augmentation),
-                theta_kind=cfg.client.theta, privacy=privacy,
-            )
-        )
-    return sessions
-
-
-def write_scenario_files(cfg: RunConfig, data: SyntheticData, directory: Path) -> RunConfig:
-    """Write each simulated client's CSV (and true model when given) and return the config that reads them,
-    so deployed engines can run a scenario exactly as they would run real plant data."""
-    directory.mkdir(parents=True, exist_ok=True)
-    specs = []
-    for m, y in enumerate(data.y):
-        name = f"client{m}"
-        csv = directory / f"{name}.csv"
-        write_client_csv(csv, y, columns=[f"s{j}" for j in range(y.shape[1])])
-        model: str | Path = "identify"
-        if cfg.local_models == "given":
-            model = directory / f"{name}_model.npz"
-            save_npz(model, data.system.local_model(m))
-        specs.append(ClientSpec(name, csv, None, model))
-    return replace(cfg, clients=tuple(specs))
-
-
-def execute(
-    cfg: RunConfig,
-    transport: Transport,
-    *,
-    windows: Sequence | None = None,
-    truth: Truth | None = None,
-    engine: str = "local",
-    on_round: Callable[[RoundRecord], None] | None = None,
-    stop_when: Callable[[np.ndarray], bool] | None = None,
-    plan=None,
-    sessions=None,
-    checkpoint_dir: Path | None = None,
-    resume: bool = False,
-) -> RunResult:
-    """Run the protocol over `transport`; evaluate against the oracle (from in-process windows) and truth.
-    plan: the privacy plan (privacy_plan) or None; sessions: the in-process clients, for the privacy report.
-    checkpoint_dir: write a checkpoint there after every round (fedgc.app.checkpoint); resume: continue from it.
-    result.communication: the bytes each exchange put on the wire (fedgc.protocol.wire.payload_bytes)."""
+def run_batch(
+    cfg: RunConfig, transport: Transport, *, sessions: Sequence[ClientSession] = (), plan: PrivacyPlan | None = None,
+    checkpoint_dir: Path | None = None, on_round: OnRound | None = None, resume: bool = False,
+    stop_when: Callable[[Any], bool] | None = None, engine: str = "local",
+) -> RunResult:  # fmt: skip
+    """The batch protocol over `transport`, checkpointed after every round into checkpoint_dir (a failed run
+    says there where its last round is kept, and why it stopped). sessions: the in-process clients (their
+    own state goes into the checkpoint; the privacy report reads their noise levels)."""
     t0 = time.perf_counter()
     server = server_privacy(cfg, plan)
-    counting = transport if isinstance(transport, CountingTransport) else CountingTransport(transport)
+    counting = CountingTransport(transport)
     saver, start = None, None
     if checkpoint_dir is not None:
-        from fedgc.app.checkpoint import Checkpointing, config_fingerprint
-
         saver = Checkpointing(
-            Path(checkpoint_dir), config_fingerprint(cfg), rule_named(cfg.server.rule), tuple(sessions or ()), plan,
+            Path(checkpoint_dir), config_fingerprint(cfg), rule_named(cfg.server.rule), tuple(sessions), plan,
             None if plan is None else privacy_accountant(cfg),
         )  # fmt: skip
         start = saver.start(resume=resume)
@@ -245,128 +158,73 @@ def execute(
             counting, cfg.server, on_round=on_round, stop_when=stop_when, privacy=server, resume=start, on_checkpoint=saver
         )
     except FedGCError as exc:
-        from fedgc.app.checkpoint import CHECKPOINT_FILE
-
-        kept = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_FILE
-        if kept is not None and kept.is_file():
+        if checkpoint_dir is not None and record_error(checkpoint_dir, str(exc)) is not None:
+            kept = Path(checkpoint_dir) / CHECKPOINT_FILE
             exc.args = (f"{exc}; the last completed round is kept in {kept} (continue with --resume {checkpoint_dir})",)
         raise
-    result = RunResult(cfg, fit, engine, truth=truth)
+    result = RunResult(cfg, fit, engine)
     result.timings["protocol_s"] = time.perf_counter() - t0
-    result.privacy = privacy_summary(cfg, plan, fit, sessions=sessions, server=server)
+    result.privacy = privacy_summary(cfg, plan, fit, sessions, server)
     result.communication = counting.log.summary()
-    return evaluate(result, windows=windows, truth=truth)
-
-
-def evaluate(result: RunResult, *, windows: Sequence | None = None, truth: Truth | None = None) -> RunResult:
-    """Fill in the oracle (from in-process windows: evaluation only, it sees raw data) and truth scores."""
-    cfg, fit = result.config, result.fit
-    result.truth = truth
-    blocks = Blocks.of(fit.gc.dims)
-    if cfg.oracle and windows is not None:
-        t1 = time.perf_counter()
-        result.oracle_A, result.oracle_history = oracle_fit(windows, cfg.server)
-        result.timings["oracle_s"] = time.perf_counter() - t1
-        result.error_vs_oracle = relative_error(fit.A_s, result.oracle_A, blocks)
-    if truth is not None:
-        score = -np.nan_to_num(fit.gc.log10_pvalue, nan=0.0)
-        result.scores = edge_scores(score, fit.gc.edges, truth.edges)
-        if truth.A is not None:
-            result.error_vs_truth = relative_error(fit.A_s, truth.A, blocks)
-            if result.oracle_A is not None:
-                result.oracle_error_vs_truth = relative_error(result.oracle_A, truth.A, blocks)
     return result
 
 
-def run_simulation(cfg: RunConfig, *, on_round=None, checkpoint_dir: Path | None = None, resume: bool = False) -> RunResult:
-    """`fedgc simulate` with the local engine (checkpoint_dir, resume: see execute)."""
-    if resume and (cfg.tep is not None or cfg.streaming is not None):
-        raise ConfigError(f"{cfg.source or 'config'}: --resume continues batch runs; tep and streaming runs start afresh")
-    if cfg.tep is not None:
-        from fedgc.app.tep import run_tep
-
-        return run_tep(cfg, on_round=on_round)
-    if cfg.streaming is not None:
-        from fedgc.app.streaming import simulate_streaming
-
-        return simulate_streaming(cfg, on_round=on_round)
-    plan = privacy_plan(cfg)  # before any data is touched
-    data = simulate_scenario(cfg)
-    sessions = scenario_sessions(cfg, data, plan)
-    truth = Truth(data.system.edges, data.system.A if cfg.local_models == "given" else None)
-    result = execute(
-        cfg, LocalTransport(sessions), windows=[s.exact_window for s in sessions], truth=truth, on_round=on_round,
-        plan=plan, sessions=sessions, checkpoint_dir=checkpoint_dir, resume=resume,
-    )
-    result.raw_data_bytes = int(sum(y.nbytes for y in data.y))
+def run_streaming(cfg: RunConfig, clients: Clients, *, on_round: OnRound | None = None) -> RunResult:
+    """The stream over the clients' streaming sessions; the last window's result is the run's main result."""
+    if cfg.privacy is not None:
+        raise ConfigError(f"{cfg.source or 'config'}: streaming mode does not support privacy yet "
+                          "(its accounting composes over windows); turn one of them off")  # fmt: skip
+    if cfg.streaming is None:
+        raise ConfigError(f"{cfg.source or 'config'} has no 'streaming' section")
+    t0 = time.perf_counter()
+    counting = CountingTransport(LocalTransport(clients.sessions))
+    stream = run_stream(counting, cfg.server, cfg.streaming, on_round=on_round)
+    last = stream.windows[-1]
+    fit = FitResult(last.gc, stream.A_s, list(stream.history), last.converged, list(stream.dropouts))
+    result = RunResult(cfg, fit, "local")
+    result.timings["protocol_s"] = time.perf_counter() - t0
+    result.communication = counting.log.summary()
+    result.streaming = StreamRecord.scored(cfg.streaming, stream, clients.switches)
     return result
 
 
-def run_real(cfg: RunConfig, *, on_round=None, checkpoint_dir: Path | None = None, resume: bool = False) -> RunResult:
-    """`fedgc run` with the local engine: every client reads only its own file (checkpoint_dir, resume: see execute)."""
-    if resume and (cfg.tep is not None or cfg.streaming is not None):
-        raise ConfigError(f"{cfg.source or 'config'}: --resume continues batch runs; tep and streaming runs start afresh")
-    if cfg.tep is not None and not cfg.clients:
-        from fedgc.app.tep import run_tep
-
-        return run_tep(cfg, on_round=on_round)
-    if not cfg.clients:
-        raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
-    if cfg.streaming is not None:
-        from fedgc.app.streaming import run_streaming_real
-
-        return run_streaming_real(cfg, on_round=on_round)
-    plan = privacy_plan(cfg)  # before any data is touched
-    tables, data = read_tables(cfg)
-    sessions = [
-        build_session(spec, cfg.client, seed=cfg.seed + i, privacy=client_privacy(cfg, plan, i), table=table)
-        for i, (spec, table) in enumerate(zip(cfg.clients, tables))
-    ]
-    result = execute(
-        cfg, LocalTransport(sessions), windows=[s.exact_window for s in sessions], on_round=on_round, plan=plan,
-        sessions=sessions, checkpoint_dir=checkpoint_dir, resume=resume,
-    )
-    result.raw_data_bytes = int(sum(s.window.ytil.shape[0] * s.model.obs_dim * 8 for s in sessions))
-    result.data = data
+def _finish(result: RunResult, clients: Clients, *, windows: Sequence[Any] | None) -> RunResult:
+    """What the clients add to a run's result: raw bytes kept, data notes, evaluation, sections."""
+    if clients.raw_data_bytes:
+        result.raw_data_bytes = clients.raw_data_bytes
+    if clients.data is not None:
+        result.data, result.align = clients.data, clients.align
+    raw = result.raw_data_bytes
+    if raw and result.communication:
+        result.communication["raw_data_bytes_kept"] = int(raw)
+        result.communication["raw_to_sent_ratio"] = float(raw) / max(int(result.communication.get("bytes_total", 0)), 1)
+    evaluate(result, windows=windows, truth=clients.truth)
+    if clients.finish is not None:
+        clients.finish(result)
     return result
 
 
-# Missing fraction above which the p-values' optimism is worth a warning (10% missing: 2% false positives at 0.05).
-OPTIMISTIC_PVALUES_ABOVE = 0.15
+def flower_engine(name: str) -> FlowerEngine:
+    """The Flower engine `name`, from server/engine.py of the fedgc project folder."""
+    if name not in FLOWER_ENGINES:
+        raise ConfigError(f"engine {name!r} is not one of {FLOWER_ENGINES}")
+    if not (PROJECT_DIR / "server" / "engine.py").is_file():
+        raise ConfigError(
+            f"engine {name!r} needs the Flower app (clients/ and server/ of the fedgc project folder), which this "
+            f"installation does not have ({PROJECT_DIR}); install fedgc from a clone with `pip install -e .`"
+        )
+    if str(PROJECT_DIR) not in sys.path:
+        sys.path.insert(0, str(PROJECT_DIR))
+    engines: dict[str, FlowerEngine] = getattr(importlib.import_module("server.engine"), FLOWER_ENGINE_TABLE)
+    return engines[name]
 
 
-def read_tables(cfg: RunConfig) -> tuple[list[ClientTable], dict]:
-    """Every client's table on one time axis (cfg.align, fedgc.data.align) and what was done to the data."""
-    align = cfg.align == "timestamp"
-    tables = [read_table(spec, sort_timestamps=align) for spec in cfg.clients]
-    rows = None
-    if align:
-        tables, rows = align_tables(tables)
-    else:
-        check_lengths(tables)
-    summary = {}
-    for t in tables:
-        entry = {"file": str(t.path), "columns": len(t.columns), "rows": int(t.values.shape[0]),
-                 "rows_sorted": bool(t.rows_sorted), **t.cleaning.summary()}
-        entry["missing_fraction"] = float(np.isnan(t.values).mean())
-        if entry["missing_fraction"] > OPTIMISTIC_PVALUES_ABOVE:
-            warnings.warn(FedGCWarning(
-                f"client {t.client!r} ({t.path}): {entry['missing_fraction']:.0%} of the measurements are missing; "
-                "the filter skips them exactly, but the Granger p-values count completed steps as observed and "
-                "are optimistic at this level (measured: ~20% false positives at alpha 0.05 with 30% missing)"
-            ), stacklevel=2)
-        if rows is not None:
-            entry["alignment"] = rows[t.client]._asdict()
-        summary[t.client] = entry
-    return tables, {"align": cfg.align, "clients": summary}
-
-
-def config_from_files(paths: Sequence[str | Path], **overrides) -> RunConfig:
+def config_from_files(paths: Sequence[str | Path], **overrides: Any) -> RunConfig:
     """A first look without a config: one client per file, named after the file, D_m from the data."""
-    paths = [Path(p) for p in paths]
-    names = [p.stem for p in paths]
-    if len(paths) < 2:
+    files = [Path(p) for p in paths]
+    names = [p.stem for p in files]
+    if len(files) < 2:
         raise ConfigError("--data needs at least two client files")
     if len(set(names)) != len(names):
         raise ConfigError(f"--data files must have distinct names, got {names}")
-    return RunConfig(name="run", clients=tuple(ClientSpec(n, p) for n, p in zip(names, paths)), **overrides)
+    return RunConfig(name="run", clients=tuple(ClientSpec(n, p) for n, p in zip(names, files)), **overrides)

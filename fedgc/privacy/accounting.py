@@ -32,28 +32,12 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import NamedTuple
+
 
 from opacus.accountants import create_accountant
 
 from fedgc.errors import ConfigError
-
-ACCOUNTANTS = ("rdp", "prv")
-NEIGHBOURING = (
-    "Two datasets of a client are neighbours when they differ in one time step's measurement vector y_t "
-    "(any change, after standardisation and clipping to L2 norm c at the client); the other clients' "
-    "data and all time steps but one are the same. The guarantee is per client for the whole run."
-)
-
-
-def releases_per_run(*, augmentations: int, augmentation_noise: bool = False) -> tuple[int, int]:
-    """(client -> server, server -> client) releases of one client's data in a run whose exchanges sent
-    `augmentations` data-dependent augmentations (fedgc.protocol.rules.UpdateRule.data_dependent_augmentations).
-    Without augmentation noise the augmentations are post-processing: (1, 0); with it, one release each."""
-    if augmentations < 0:
-        raise ConfigError(f"a run sends a non-negative number of augmentations, got {augmentations}")
-    return (1, augmentations) if augmentation_noise else (1, 0)
-
+from fedgc.privacy.budget import NEIGHBOURING, PrivacyPlan, check_target, releases_per_run
 
 def epsilon_spent(*, noise_multiplier: float, steps: int, delta: float, accountant: str = "rdp") -> float:
     """Epsilon of `steps` Gaussian mechanisms with this multiplier (sample rate 1), composed by opacus."""
@@ -84,14 +68,8 @@ class PrivacyAccountant:
     tolerance: float = 0.005
 
     def __post_init__(self) -> None:
-        if isinstance(self.epsilon, bool) or not isinstance(self.epsilon, (int, float)) or not self.epsilon > 0:
-            raise ConfigError(f"privacy.epsilon must be a number > 0, got {self.epsilon!r}")
-        if isinstance(self.delta, bool) or not isinstance(self.delta, (int, float)) or not 0 < self.delta < 1:
-            raise ConfigError(f"privacy.delta must lie in (0, 1), got {self.delta!r}")
-        if self.accountant not in ACCOUNTANTS:
-            raise ConfigError(f"privacy.accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
-        if not self.max_noise_multiplier > 0:
-            raise ConfigError(f"max_noise_multiplier must be > 0, got {self.max_noise_multiplier!r}")
+        check_target(epsilon=self.epsilon, delta=self.delta, accountant=self.accountant,
+                     max_noise_multiplier=self.max_noise_multiplier)  # fmt: skip
 
     def spent(self, *, noise_multiplier: float, steps: int) -> float:
         return epsilon_spent(noise_multiplier=noise_multiplier, steps=steps, delta=self.delta, accountant=self.accountant)
@@ -115,23 +93,6 @@ class PrivacyAccountant:
             else:
                 lo = mid
         return hi
-
-
-class PrivacyPlan(NamedTuple):
-    """Fixed before any data is touched: sigma for every release and the release budget."""
-
-    noise_multiplier: float
-    client_releases: int
-    server_releases: int
-    rounds: int
-    epsilon: float
-    delta: float
-    accountant: str
-    augmentation_noise: bool = False
-
-    @property
-    def steps(self) -> int:
-        return self.client_releases + self.server_releases
 
 
 def plan_privacy(acc: PrivacyAccountant, *, rounds: int, augmentations: int, augmentation_noise: bool = False) -> PrivacyPlan:

@@ -21,6 +21,9 @@ import numpy as np
 
 from fedgc.errors import FedGCError
 
+from fedgc.analysis.origin import origin_markdown
+from fedgc.analysis.stream import StreamRecord
+
 if TYPE_CHECKING:  # fedgc.app.runner imports every engine's dependencies; the report needs none of them
     from fedgc.protocol.state import RoundRecord
     from fedgc.app.results import RunResult
@@ -76,6 +79,8 @@ def _jsonable(value: Any) -> Any:
         return _jsonable(value.tolist())
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):  # a NamedTuple: its fields by name
+        return _jsonable(value._asdict())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _jsonable(dataclasses.asdict(value))
     if isinstance(value, dict):
@@ -105,8 +110,8 @@ def _optional(x: float | None) -> float | None:
 def result_dict(result: RunResult) -> dict:
     """The JSON-ready record of a run (layout of DESIGN.md section 3)."""
     fit, gc, cfg = result.fit, result.fit.gc, result.config
-    scores = result.scores
-    truth = result.truth
+    ev = result.evaluation
+    scores, truth = ev.scores, ev.truth
     M = len(gc.clients)
     unknown = np.zeros((M, M), dtype=bool) if gc.unknown is None else np.asarray(gc.unknown, dtype=bool)
     evaluation = {
@@ -115,10 +120,10 @@ def result_dict(result: RunResult) -> dict:
         "precision": _optional(scores.precision) if scores else None,
         "recall": _optional(scores.recall) if scores else None,
         "f1": _optional(scores.f1) if scores else None,
-        "relative_error_vs_truth": _optional(result.error_vs_truth),
-        "relative_error_vs_oracle": _optional(result.error_vs_oracle),
-        "oracle_relative_error_vs_truth": _optional(result.oracle_error_vs_truth),
-        "oracle_rounds": len(result.oracle_history) if result.oracle_A is not None else None,
+        "relative_error_vs_truth": _optional(ev.error_vs_truth),
+        "relative_error_vs_oracle": _optional(ev.error_vs_oracle),
+        "oracle_relative_error_vs_truth": _optional(ev.oracle_error_vs_truth),
+        "oracle_rounds": len(ev.oracle_history) if ev.oracle_A is not None else None,
         "truth_edges": np.asarray(truth.edges, dtype=bool).tolist() if truth is not None else None,
     }
     out = {
@@ -141,8 +146,8 @@ def result_dict(result: RunResult) -> dict:
         "timings": _jsonable(dict(result.timings)),
         "communication": _jsonable(dict(result.communication or {})),
         "raw_data_bytes": int(result.raw_data_bytes),
-        "privacy": _jsonable(dict(getattr(result, "privacy", None) or {"enabled": False})),
-        "data": _jsonable(dict(getattr(result, "data", None) or {})),
+        "privacy": _jsonable(dict(result.privacy or {"enabled": False})),
+        "data": {} if result.data is None else {"align": result.align, "clients": _jsonable(result.data)},
         "unknown": unknown.tolist(),
         "resilience": {
             "on_dropout": cfg.server.on_dropout,
@@ -151,10 +156,47 @@ def result_dict(result: RunResult) -> dict:
         },
     }
     assert tuple(out) == KEYS
-    out.update(_jsonable(dict(getattr(result, "sections", None) or {})))  # e.g. "flowsheet", "origin"
-    if getattr(result, "streaming", None) is not None:  # streaming mode (fedgc/streaming_run.py)
-        out["streaming"] = _jsonable(result.streaming)
+    if result.tep is not None:
+        out["flowsheet"] = _jsonable(result.tep.flowsheet)
+        if result.tep.origin:
+            out["origin"] = _jsonable(result.tep.origin)
+        if result.tep.fault_stream is not None:
+            out["fault_stream"] = _jsonable(result.tep.fault_stream)
+    if result.streaming is not None:
+        out["streaming"] = _jsonable(streaming_json(result.streaming))
     return out
+
+
+def streaming_json(record: StreamRecord) -> dict[str, Any]:
+    """The "streaming" key of result.json (numpy arrays; the report writer makes them JSON)."""
+    sc, stream, evaluation = record.settings, record.result, record.evaluation
+    names = stream.clients
+    windows = [
+        {
+            "index": w.index, "start": w.start, "end": w.end,
+            "strength": w.gc.strength, "pvalue": w.gc.pvalue, "edges": w.gc.edges,
+            "log10_pvalue": w.gc.log10_pvalue, "effective_sample_size": w.effective_size, "memory": w.memory,
+            "rounds": w.rounds, "exchanges": w.exchanges, "converged": w.converged, "reset": w.reset,
+            "change_log10_pvalue": None if w.change is None else w.change.log10_pvalue,
+        }  # fmt: skip
+        for w in stream.windows
+    ]
+    alerts = [
+        {
+            "window": a.window, "time": a.time, "target": names[a.target], "source": names[a.source], "kind": a.kind,
+            "strength_before": a.strength_before, "strength_after": a.strength_after,
+            "pvalue": 10.0**a.log10_pvalue, "log10_pvalue": a.log10_pvalue,
+        }  # fmt: skip
+        for a in stream.alerts
+    ]
+    last_end = stream.windows[-1].end if stream.windows else 0
+    return {
+        "window": sc.window, "step": sc.step, "forgetting": sc.forgetting, "alert_alpha": sc.alert_alpha,
+        "reset_on_alert": sc.reset_on_alert, "max_rounds": sc.max_rounds, "tol": sc.tol,
+        "steady_effective_sample_size": sc.steady_effective_size(),
+        "n_steps": stream.n_steps, "unprocessed_steps": stream.n_steps - last_end,
+        "windows": windows, "alerts": alerts, "evaluation": evaluation,
+    }  # fmt: skip
 
 
 def dumps(data: dict) -> str:
@@ -204,7 +246,7 @@ def write_outputs(result: RunResult, out_dir: str | Path) -> dict[str, Path]:
     }
     paths["json"].write_text(dumps(data))
     plot_heatmap(data, paths["heatmap"])
-    plot_convergence(data, paths["convergence"], oracle_history=result.oracle_history)
+    plot_convergence(data, paths["convergence"], oracle_history=result.evaluation.oracle_history)
     paths["report"].write_text(markdown_report(data, images={k: paths[k].name for k in ("heatmap", "convergence")}))
     return paths
 
@@ -661,12 +703,8 @@ def _tep_sections(data: dict) -> list[str]:
     """The flowsheet comparison and fault-origin tables (fedgc.data.tep, fedgc.analysis.origin), when present."""
     lines: list[str] = []
     if data.get("flowsheet"):
-        from fedgc.data.tep import flowsheet_markdown
-
         lines += flowsheet_markdown(data)
     if data.get("origin"):
-        from fedgc.analysis.origin import origin_markdown
-
         lines += origin_markdown(data)
     fs = data.get("fault_stream")
     if fs:
@@ -772,4 +810,38 @@ def _privacy_section(p: dict) -> list[str]:
             f" {_fmt(c['whole_run']['epsilon'])} | {_fmt(c['whole_run']['delta'])} | {_fmt(c.get('client_noise_std'))} |"
         )
     lines += ["", str(p.get("notes", "")), ""]
+    return lines
+
+
+def flowsheet_markdown(data: Mapping[str, Any]) -> list[str]:
+    """Report lines for result.json's "flowsheet"."""
+    fs = data.get("flowsheet") if isinstance(data, Mapping) else None
+    if not fs:
+        return []
+    c = fs["counts"]
+    auroc = fs.get("auroc")
+    lines = [
+        "## Learned unit graph vs the flowsheet",
+        "",
+        "| source -> target | flowsheet edge | learned edge | strength | p-value |",
+        "|---|:---:|:---:|---:|---:|",
+    ]
+    for p in sorted(fs["pairs"], key=lambda p: (not p["flowsheet"], p["log10_pvalue"])):
+        lines.append(
+            f"| {p['source']} -> {p['target']} | {'yes' if p['flowsheet'] else 'no'} | {'yes' if p['learned'] else 'no'} "
+            f"| {p['strength']:.3g} | {format_pvalue(p['log10_pvalue'])} |"
+        )
+    agreement = "n/a" if c["agreement"] is None else f"{c['agreement']:.2f}"
+    lines += [
+        "",
+        f"Of {c['pairs']} ordered pairs: {c['both']} flowsheet edges learned, {c['flowsheet_only']} flowsheet edges "
+        f"missed, {c['learned_only']} learned edges that are not material flows, {c['neither']} pairs with neither "
+        f"(agreement {agreement}); AUROC of the p-value ranking against the flowsheet "
+        f"{'n/a' if auroc is None or auroc != auroc else f'{auroc:.2f}'}.",
+        "",
+        fs.get("note", ""),
+        "",
+    ]
+    if fs.get("not_compared"):
+        lines += [f"Not compared (units the flowsheet does not name): {fs['not_compared']}.", ""]
     return lines

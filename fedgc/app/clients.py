@@ -1,0 +1,243 @@
+"""The clients of a run, from whichever source the config names: a synthetic scenario (`synthetic:`),
+per-client CSV files (`clients:`), or the Tennessee Eastman units (`tep:`).
+
+For the local engine every client becomes an in-process session (`local_clients`); for the Flower
+engines each client's data (and given model) is a file a node reads (`deployment_files`), so both
+engines see data exactly as plants export it. Each client reads only its own file; a local model is
+given (.npz) or identified from the client's own data (fedgc.core.local_model.identify).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from fedgc.app.config import ClientOptions, ClientSpec, RunConfig
+from fedgc.app.privacy import client_privacy
+from fedgc.app.results import ClientData, RunResult, Truth
+from fedgc.analysis.stream import Switch, true_switches
+from fedgc.app.tep import TEPClients
+from fedgc.core.local_model import LocalModel, identify, load_npz, save_npz, validate
+from fedgc.core.window import ClientWindow
+from fedgc.data.align import align_tables, check_lengths
+from fedgc.data.csv import ClientTable, read_client_csv, write_client_csv
+from fedgc.data.synthetic import SyntheticData, simulate
+from fedgc.errors import ConfigError, FedGCWarning, ModelError
+from fedgc.privacy.budget import PrivacyPlan
+from fedgc.privacy.local import ClientPrivacy
+from fedgc.protocol.session import ClientSession, StreamingSession
+
+# Missing fraction above which the p-values' optimism is worth a warning (10% missing: 2% false positives at 0.05).
+OPTIMISTIC_PVALUES_ABOVE = 0.15
+
+
+@dataclass
+class Clients:
+    """What a run's clients are, for the local engine (sessions) or the Flower engines (a config whose
+    clients read files). truth: known graph (synthetic); switches: known edge changes (synthetic streams);
+    raw_data_bytes: raw data the clients keep; data: per-client data-quality notes (CSV clients);
+    oracle_windows: every client's exact window, for the centralized oracle (evaluation only);
+    finish: adds a source's own sections to the result (TEP: flowsheet, fault origin)."""
+
+    config: RunConfig
+    sessions: list[ClientSession] = field(default_factory=list)
+    truth: Truth | None = None
+    switches: list[Switch] | None = None
+    raw_data_bytes: int = 0
+    data: dict[str, ClientData] | None = None
+    align: str = "none"
+    oracle_windows: list[ClientWindow] | None = None
+    finish: Callable[[RunResult], None] | None = None
+
+
+def local_clients(cfg: RunConfig, *, mode: str, plan: PrivacyPlan | None) -> Clients:
+    """In-process sessions for the local engine (streaming sessions in streaming mode)."""
+    session_class = StreamingSession if cfg.streaming is not None else ClientSession
+    if cfg.tep is not None and not cfg.clients:
+        tep = TEPClients.of(cfg)
+        sessions = [
+            session_class(unit, model, tep.run.clients[unit], learn_theta=_learns(cfg.client, privacy),
+                          theta_kind=cfg.client.theta, privacy=privacy)  # type: ignore[arg-type]
+            for (unit, model), privacy in zip(tep.models.items(), _privacies(cfg, plan, len(tep.models)))
+        ]  # fmt: skip
+        return Clients(cfg, sessions, raw_data_bytes=tep.raw_data_bytes, finish=tep.add_sections)
+    if mode == "simulate":
+        data = simulate_scenario(cfg)
+        sessions = scenario_sessions(cfg, data, plan, session_class=session_class)
+        if cfg.streaming is not None:
+            truth = Truth(np.asarray(data.edges_over_time[-1], dtype=bool), None)
+            switches = true_switches(data, cfg.synthetic.perturbations if cfg.synthetic else ())
+        else:
+            truth, switches = scenario_truth(cfg, data), None
+        return Clients(cfg, sessions, truth, switches, raw_data_bytes=int(sum(y.nbytes for y in data.y)))
+    if not cfg.clients:
+        raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
+    tables, summary = read_tables(cfg)
+    sessions = [
+        build_session(spec, cfg.client, seed=cfg.seed + i, privacy=privacy, table=table, session_class=session_class)
+        for i, (spec, table, privacy) in enumerate(zip(cfg.clients, tables, _privacies(cfg, plan, len(tables))))
+    ]
+    raw = int(sum(s.series_steps * s.model.obs_dim * 8 for s in sessions))
+    return Clients(cfg, sessions, raw_data_bytes=raw, data=summary, align=cfg.align)
+
+
+def deployment_files(cfg: RunConfig, *, mode: str, directory: Path) -> Clients:
+    """The run as per-client files in `directory` for the Flower engines (a synthetic scenario's CSVs and
+    given models, or the TEP units' CSVs and identified models), with the evaluation the submitter can
+    do: truth, and the oracle's exact windows when cfg.oracle."""
+    finish = None
+    if mode == "simulate" and cfg.tep is None:
+        data = simulate_scenario(cfg)
+        windows = [s.exact_window for s in scenario_sessions(cfg, data, None)] if cfg.oracle else None
+        return Clients(write_scenario_files(cfg, data, directory), truth=scenario_truth(cfg, data), oracle_windows=windows)
+    if cfg.tep is not None and not cfg.clients:
+        tep = TEPClients.of(cfg)
+        cfg, finish = tep.write(cfg, directory), tep.add_sections
+    if not cfg.clients:
+        raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
+    windows = None
+    if cfg.oracle:  # evaluation only: the oracle sees every client's data, as in the local engine
+        windows = [build_session(s, cfg.client, seed=cfg.seed + i).exact_window for i, s in enumerate(cfg.clients)]
+    return Clients(cfg, oracle_windows=windows, finish=finish)
+
+
+def _learns(options: ClientOptions, privacy: ClientPrivacy | None) -> bool:
+    """With noisy augmentations a client always learns theta: it shrinks the noisy term."""
+    return options.learn_theta or (privacy is not None and privacy.noisy_augmentation)
+
+
+def _privacies(cfg: RunConfig, plan: PrivacyPlan | None, n: int) -> list[ClientPrivacy | None]:
+    return [client_privacy(cfg, plan, i) for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------- synthetic
+
+
+def simulate_scenario(cfg: RunConfig) -> SyntheticData:
+    if cfg.synthetic is None:
+        raise ConfigError(f"{cfg.source or 'config'}: `fedgc simulate` needs a 'synthetic' section")
+    return simulate(cfg.synthetic, np.random.default_rng(cfg.seed))
+
+
+def scenario_truth(cfg: RunConfig, data: SyntheticData) -> Truth:
+    """The true graph; the true A only when clients run the true local models (A_s is comparable then)."""
+    return Truth(data.system.edges, data.system.A if cfg.local_models == "given" else None)
+
+
+def scenario_sessions(
+    cfg: RunConfig, data: SyntheticData, plan: PrivacyPlan | None, *, session_class: type[ClientSession] = ClientSession
+) -> list[ClientSession]:
+    """In-process clients for a simulated scenario (the local engine's shortcut past CSV files)."""
+    sessions = []
+    for m, (y, privacy) in enumerate(zip(data.y, _privacies(cfg, plan, len(data.y)))):
+        name = f"client{m}"
+        if cfg.local_models == "given":
+            model = data.system.local_model(m)
+        else:
+            model = identify(y, client=name, rng=np.random.default_rng(cfg.seed + m))
+        sessions.append(
+            session_class(name, model, y, learn_theta=_learns(cfg.client, privacy), theta_kind=cfg.client.theta,  # type: ignore[arg-type]
+                          privacy=privacy)  # fmt: skip
+        )
+    return sessions
+
+
+def write_scenario_files(cfg: RunConfig, data: SyntheticData, directory: Path) -> RunConfig:
+    """Write each simulated client's CSV (and true model when given) and return the config that reads them,
+    so deployed engines can run a scenario exactly as they would run real plant data."""
+    directory.mkdir(parents=True, exist_ok=True)
+    specs = []
+    for m, y in enumerate(data.y):
+        name = f"client{m}"
+        csv = directory / f"{name}.csv"
+        write_client_csv(csv, y, columns=[f"s{j}" for j in range(y.shape[1])])
+        model: str | Path = "identify"
+        if cfg.local_models == "given":
+            model = directory / f"{name}_model.npz"
+            save_npz(model, data.system.local_model(m))
+        specs.append(ClientSpec(name, csv, None, model))
+    return replace(cfg, clients=tuple(specs))
+
+
+# ---------------------------------------------------------------------------------------------- CSV files
+
+
+def read_table(spec: ClientSpec, *, sort_timestamps: bool = False) -> ClientTable:
+    """A client's own CSV file, read with its column policies (fedgc.data.cleaning)."""
+    return read_client_csv(
+        spec.data, client=spec.name, timestamp_column=spec.timestamp_column, policy=spec.policy,
+        sort_timestamps=sort_timestamps,
+    )  # fmt: skip
+
+
+def read_tables(cfg: RunConfig) -> tuple[list[ClientTable], dict[str, ClientData]]:
+    """Every client's table on one time axis (cfg.align, fedgc.data.align) and what was done to the data."""
+    align = cfg.align == "timestamp"
+    tables = [read_table(spec, sort_timestamps=align) for spec in cfg.clients]
+    rows = None
+    if align:
+        tables, rows = align_tables(tables)
+    else:
+        check_lengths(tables)
+    summary = {}
+    for t in tables:
+        entry = ClientData.of(t, None if rows is None else rows[t.client])
+        if entry.missing_fraction > OPTIMISTIC_PVALUES_ABOVE:
+            warnings.warn(FedGCWarning(
+                f"client {t.client!r} ({t.path}): {entry.missing_fraction:.0%} of the measurements are missing; "
+                "the filter skips them exactly, but the Granger p-values count completed steps as observed and "
+                "are optimistic at this level (measured: ~20% false positives at alpha 0.05 with 30% missing)"
+            ), stacklevel=2)  # fmt: skip
+        summary[t.client] = entry
+    return tables, summary
+
+
+def build_session(
+    spec: ClientSpec, options: ClientOptions, *, seed: int = 0, privacy: ClientPrivacy | None = None,
+    table: ClientTable | None = None, session_class: type[ClientSession] = ClientSession,
+) -> ClientSession:  # fmt: skip
+    """A client built from its own CSV file and its own model (given .npz or identified).
+    table: the client's table when already read (and aligned); else its file is read here."""
+    table = read_table(spec) if table is None else table
+    model = local_model(spec, table, seed)
+    return session_class(
+        spec.name, model, table.values, learn_theta=_learns(options, privacy), theta_kind=options.theta,  # type: ignore[arg-type]
+        privacy=privacy,
+    )  # fmt: skip
+
+
+def local_model(spec: ClientSpec, table: ClientTable, seed: int) -> LocalModel:
+    """The client's model: identified from its table, or its .npz (restricted to the kept columns when the
+    file's model covers every column of the file)."""
+    values = table.values
+    if spec.model == "identify":
+        return identify(
+            values, client=spec.name, state_dim=spec.state_dim, explained_variance=spec.explained_variance,
+            rng=np.random.default_rng(seed),
+        )  # fmt: skip
+    model = load_npz(spec.model, spec.name)
+    kept, n_file = table.cleaning.kept, table.cleaning.file_columns
+    if model.obs_dim == values.shape[1]:
+        return model
+    if kept and model.obs_dim == n_file:
+        # A model of every column in the file: its marginal on the kept sensors (a dropped sensor is one
+        # that is never observed, so its rows of C and R simply leave the measurement model).
+        k = np.asarray(kept)
+        restricted = LocalModel(
+            A=model.A, C=model.C[k], Q=model.Q, R=model.R[np.ix_(k, k)], mean=model.mean[k], scale=model.scale[k]
+        )
+        try:
+            validate(restricted, spec.name)
+        except ModelError as exc:
+            raise ModelError(f"{exc} (model {spec.model} without the dropped column(s) of {spec.data})") from None
+        return restricted
+    dropped = [*table.cleaning.dropped_constant, *(c for c, _ in table.cleaning.dropped_missing)]
+    after = f" after dropping column(s) {', '.join(map(repr, dropped))} ({n_file} in the file)" if dropped else ""
+    raise ConfigError(
+        f"client '{spec.name}': model {spec.model} has {model.obs_dim} sensors but {spec.data} has "
+        f"{values.shape[1]} columns{after}"
+    )

@@ -1,0 +1,37 @@
+"""A run against what is known about it: the true graph of a synthetic scenario, and the centralized
+oracle (fedgc.analysis.oracle: every client's window pooled, evaluation only)."""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from fedgc.analysis.metrics import edge_scores, relative_error
+from fedgc.analysis.oracle import oracle_fit
+from fedgc.app.results import Evaluation, RunResult, Truth
+from fedgc.core.regression import Blocks
+from fedgc.core.window import ClientWindow
+
+
+def evaluate(result: RunResult, *, windows: Sequence[ClientWindow] | None = None, truth: Truth | None = None) -> RunResult:
+    """Fill result.evaluation: the oracle (when the config asks and the exact windows are at hand) and the
+    scores against truth (when known)."""
+    cfg, fit = result.config, result.fit
+    ev = Evaluation(truth=truth)
+    blocks = Blocks.of(fit.gc.dims)
+    if cfg.oracle and windows is not None:
+        t1 = time.perf_counter()
+        ev.oracle_A, ev.oracle_history = oracle_fit(windows, cfg.server)
+        result.timings["oracle_s"] = time.perf_counter() - t1
+        ev.error_vs_oracle = relative_error(fit.A_s, ev.oracle_A, blocks)
+    if truth is not None:
+        score = -np.nan_to_num(fit.gc.log10_pvalue, nan=0.0)
+        ev.scores = edge_scores(score, fit.gc.edges, truth.edges)
+        if truth.A is not None:
+            ev.error_vs_truth = relative_error(fit.A_s, truth.A, blocks)
+            if ev.oracle_A is not None:
+                ev.oracle_error_vs_truth = relative_error(ev.oracle_A, truth.A, blocks)
+    result.evaluation = ev
+    return result

@@ -161,12 +161,34 @@ def _summary(result, paths) -> None:
         lines.append(f"resumed from the checkpoint of round {result.fit.resumed_from}")
     for d in result.fit.dropouts:
         lines.append(f"client {d.client} dropped at round {d.round} ({d.reason}); its pairs are unknown")
-    if result.scores is not None:
-        lines.append(f"AUROC {result.scores.auroc:.3f}  AUPRC {result.scores.auprc:.3f}  F1 {result.scores.f1:.3f}")
-    if result.error_vs_oracle is not None:
-        lines.append(f"relative error vs oracle {result.error_vs_oracle:.4f}")
+    lines += _privacy_lines(result.privacy)
+    ev = result.evaluation
+    if ev.scores is not None:
+        lines.append(f"AUROC {ev.scores.auroc:.3f}  AUPRC {ev.scores.auprc:.3f}  F1 {ev.scores.f1:.3f}")
+    if ev.error_vs_oracle is not None:
+        outside = " (oracle from raw data, outside the privacy guarantee)" if result.privacy.get("enabled") else ""
+        lines.append(f"relative error vs oracle {ev.error_vs_oracle:.4f}{outside}")
     lines.append(f"wrote {', '.join(str(p) for p in paths.values())}")
     print("\n".join(lines), file=sys.stderr)
+
+
+def _privacy_lines(p: dict) -> list[str]:
+    """The privacy spent, in one line (or why the run is not private), and a warning when the noise swamps
+    the signal."""
+    if not p.get("enabled"):
+        return []
+    first = next(iter(p["per_client"].values()))
+    eps, delta = first["whole_run"]["epsilon"], first["whole_run"]["delta"]
+    k = p.get("event_steps", 1)
+    event = "per time step" if k == 1 else f"per event of {k} steps (one step: epsilon {first['one_step']['epsilon']:.3g})"
+    if not p.get("private", True):
+        lines = [f"NOT PRIVATE: reproducible_noise derived the noise from the seed; epsilon {eps:.3g} is not guaranteed"]
+    else:
+        lines = [f"privacy: epsilon {eps:.3g}, delta {delta:g} spent per client for the whole run, {event}"]
+    if p.get("noise_swamps_signal"):
+        lines.append("warning: the privacy noise swamps the signal (no block of A_s stood above its noise); the edges and "
+                     "AUROC say little: raise epsilon or use a longer window")  # fmt: skip
+    return lines
 
 
 if __name__ == "__main__":

@@ -276,7 +276,7 @@ def test_given_model_follows_the_kept_columns(messy_plant, tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FedGCWarning)
         tables, _ = read_tables(parse_config(cfg))
-        model = local_model(parse_config(cfg).clients[0], tables[0], 0)
+        model, _ = local_model(parse_config(cfg).clients[0], tables[0], 0)
     assert model.obs_dim == P
     np.testing.assert_array_equal(model.C, m0.C)
     np.testing.assert_array_equal(model.R, m0.R)

@@ -227,7 +227,7 @@ def test_privacy_refuses_missing_data(gen):
     y[3, 1] = np.nan
     model = LocalModel(A=sys.A, C=sys.C, Q=sys.Q, R=sys.R)
     with pytest.raises(DataError, match="client 'plant'.*missing measurements"):
-        ClientSession("plant", model, y, privacy=ClientPrivacy(1.0, 1.0, rng=rng))
+        ClientSession("plant", model, y, privacy=ClientPrivacy(1.0, 1.0))
 
 
 # ----------------------------------------------------------------------------- identification

@@ -16,17 +16,19 @@ from typing import Callable
 
 import numpy as np
 
+from fedgc.app.checkpoint import config_fingerprint
 from fedgc.app.config import ClientOptions, ClientSpec, RunConfig
 from fedgc.app.privacy import client_privacy
 from fedgc.app.results import ClientData, RunResult, Truth
 from fedgc.analysis.stream import Switch, true_switches
 from fedgc.app.tep import TEPClients
 from fedgc.core.local_model import LocalModel, identify, load_npz, save_npz, validate
-from fedgc.core.window import ClientWindow
+from fedgc.core.window import ClientWindow, prepare_window
 from fedgc.data.align import align_tables, check_lengths
 from fedgc.data.csv import ClientTable, read_client_csv, write_client_csv
 from fedgc.data.synthetic import SyntheticData, simulate
-from fedgc.errors import ConfigError, FedGCWarning, ModelError
+from fedgc.data.cleaning import ColumnPolicy
+from fedgc.errors import ConfigError, DataError, FedGCWarning, ModelError
 from fedgc.privacy.budget import PrivacyPlan
 from fedgc.privacy.local import ClientPrivacy
 from fedgc.protocol.session import ClientSession, StreamingSession
@@ -55,16 +57,19 @@ class Clients:
 
 
 def local_clients(cfg: RunConfig, *, mode: str, plan: PrivacyPlan | None) -> Clients:
-    """In-process sessions for the local engine (streaming sessions in streaming mode)."""
+    """In-process sessions for the local engine (streaming sessions in streaming mode), and the exact windows
+    the oracle pools when cfg asks for it (a private run's sessions keep none: the oracle of a private
+    simulation is computed here, from the synthetic data, outside the guarantee)."""
     session_class = StreamingSession if cfg.streaming is not None else ClientSession
     if cfg.tep is not None and not cfg.clients:
         tep = TEPClients.of(cfg)
         sessions = [
             session_class(unit, model, tep.run.clients[unit], learn_theta=_learns(cfg.client, privacy),
                           theta_kind=cfg.client.theta, privacy=privacy)  # type: ignore[arg-type]
-            for (unit, model), privacy in zip(tep.models.items(), _privacies(cfg, plan, len(tep.models)))
+            for (unit, model), privacy in zip(tep.models.items(), _privacies(cfg, plan, list(tep.models)))
         ]  # fmt: skip
-        return Clients(cfg, sessions, raw_data_bytes=tep.raw_data_bytes, finish=tep.add_sections)
+        return Clients(cfg, sessions, raw_data_bytes=tep.raw_data_bytes, finish=tep.add_sections,
+                       oracle_windows=_exact(sessions))  # fmt: skip
     if mode == "simulate":
         data = simulate_scenario(cfg)
         sessions = scenario_sessions(cfg, data, plan, session_class=session_class)
@@ -73,16 +78,30 @@ def local_clients(cfg: RunConfig, *, mode: str, plan: PrivacyPlan | None) -> Cli
             switches = true_switches(data, cfg.synthetic.perturbations if cfg.synthetic else ())
         else:
             truth, switches = scenario_truth(cfg, data), None
-        return Clients(cfg, sessions, truth, switches, raw_data_bytes=int(sum(y.nbytes for y in data.y)))
+        windows = _exact(sessions)
+        if plan is not None and cfg.oracle:
+            windows = [prepare_window(s.model, y, s.name) for s, y in zip(sessions, data.y)]
+        return Clients(cfg, sessions, truth, switches, raw_data_bytes=int(sum(y.nbytes for y in data.y)),
+                       oracle_windows=windows)  # fmt: skip
     if not cfg.clients:
         raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
     tables, summary = read_tables(cfg)
+    run = config_fingerprint(cfg)
+    privacies = [
+        client_privacy(cfg, plan, i, client=spec.name, data_file=spec.data, run=run) for i, spec in enumerate(cfg.clients)
+    ]
     sessions = [
         build_session(spec, cfg.client, seed=cfg.seed + i, privacy=privacy, table=table, session_class=session_class)
-        for i, (spec, table, privacy) in enumerate(zip(cfg.clients, tables, _privacies(cfg, plan, len(tables))))
+        for i, (spec, table, privacy) in enumerate(zip(cfg.clients, tables, privacies))
     ]
     raw = int(sum(s.series_steps * s.model.obs_dim * 8 for s in sessions))
-    return Clients(cfg, sessions, raw_data_bytes=raw, data=summary, align=cfg.align)
+    return Clients(cfg, sessions, raw_data_bytes=raw, data=summary, align=cfg.align, oracle_windows=_exact(sessions))
+
+
+def _exact(sessions: list[ClientSession]) -> list[ClientWindow] | None:
+    """The sessions' exact windows, or None when one has none (a private client keeps nothing raw)."""
+    windows = [s.exact_window for s in sessions]
+    return None if any(w is None for w in windows) else [w for w in windows if w is not None]
 
 
 def deployment_files(cfg: RunConfig, *, mode: str, directory: Path) -> Clients:
@@ -110,8 +129,9 @@ def _learns(options: ClientOptions, privacy: ClientPrivacy | None) -> bool:
     return options.learn_theta or (privacy is not None and privacy.noisy_augmentation)
 
 
-def _privacies(cfg: RunConfig, plan: PrivacyPlan | None, n: int) -> list[ClientPrivacy | None]:
-    return [client_privacy(cfg, plan, i) for i in range(n)]
+def _privacies(cfg: RunConfig, plan: PrivacyPlan | None, names: list[str]) -> list[ClientPrivacy | None]:
+    """The mechanisms of clients without a data file of their own (synthetic, TEP): no ledger."""
+    return [client_privacy(cfg, plan, i, client=name) for i, name in enumerate(names)]
 
 
 # ---------------------------------------------------------------------------------------------- synthetic
@@ -133,7 +153,8 @@ def scenario_sessions(
 ) -> list[ClientSession]:
     """In-process clients for a simulated scenario (the local engine's shortcut past CSV files)."""
     sessions = []
-    for m, (y, privacy) in enumerate(zip(data.y, _privacies(cfg, plan, len(data.y)))):
+    names = [f"client{m}" for m in range(len(data.y))]
+    for m, (y, privacy) in enumerate(zip(data.y, _privacies(cfg, plan, names))):
         name = f"client{m}"
         if cfg.local_models == "given":
             model = data.system.local_model(m)
@@ -166,18 +187,20 @@ def write_scenario_files(cfg: RunConfig, data: SyntheticData, directory: Path) -
 # ---------------------------------------------------------------------------------------------- CSV files
 
 
-def read_table(spec: ClientSpec, *, sort_timestamps: bool = False) -> ClientTable:
-    """A client's own CSV file, read with its column policies (fedgc.data.cleaning)."""
+def read_table(spec: ClientSpec, *, sort_timestamps: bool = False, private: bool = False) -> ClientTable:
+    """A client's own CSV file, read with its column policies (fedgc.data.cleaning); a private client
+    takes every column and value as it is (what it uses is the model file's, never the data's decision)."""
     return read_client_csv(
-        spec.data, client=spec.name, timestamp_column=spec.timestamp_column, policy=spec.policy,
-        sort_timestamps=sort_timestamps,
+        spec.data, client=spec.name, timestamp_column=spec.timestamp_column,
+        policy=ColumnPolicy(clean=False) if private else spec.policy, sort_timestamps=sort_timestamps,
     )  # fmt: skip
 
 
 def read_tables(cfg: RunConfig) -> tuple[list[ClientTable], dict[str, ClientData]]:
     """Every client's table on one time axis (cfg.align, fedgc.data.align) and what was done to the data."""
     align = cfg.align == "timestamp"
-    tables = [read_table(spec, sort_timestamps=align) for spec in cfg.clients]
+    private = cfg.privacy is not None
+    tables = [read_table(spec, sort_timestamps=align, private=private) for spec in cfg.clients]
     rows = None
     if align:
         tables, rows = align_tables(tables)
@@ -186,6 +209,11 @@ def read_tables(cfg: RunConfig) -> tuple[list[ClientTable], dict[str, ClientData
     summary = {}
     for t in tables:
         entry = ClientData.of(t, None if rows is None else rows[t.client])
+        if private and entry.missing_values:
+            raise DataError(
+                f"client {t.client!r}: data file {str(t.path)!r} has {entry.missing_values} missing cell(s); a private "
+                "run needs complete data (fill or drop those rows first: which cells are missing would be public)"
+            )
         if entry.missing_fraction > OPTIMISTIC_PVALUES_ABOVE:
             warnings.warn(FedGCWarning(
                 f"client {t.client!r} ({t.path}): {entry.missing_fraction:.0%} of the measurements are missing; "
@@ -200,44 +228,77 @@ def build_session(
     spec: ClientSpec, options: ClientOptions, *, seed: int = 0, privacy: ClientPrivacy | None = None,
     table: ClientTable | None = None, session_class: type[ClientSession] = ClientSession,
 ) -> ClientSession:  # fmt: skip
-    """A client built from its own CSV file and its own model (given .npz or identified).
-    table: the client's table when already read (and aligned); else its file is read here."""
-    table = read_table(spec) if table is None else table
-    model = local_model(spec, table, seed)
+    """A client built from its own CSV file and its own model (given .npz, identified on another file, or
+    identified from the data). table: the client's table when already read (and aligned)."""
+    table = read_table(spec, private=privacy is not None) if table is None else table
+    model, values = local_model(spec, table, seed)
     return session_class(
-        spec.name, model, table.values, learn_theta=_learns(options, privacy), theta_kind=options.theta,  # type: ignore[arg-type]
+        spec.name, model, values, learn_theta=_learns(options, privacy), theta_kind=options.theta,  # type: ignore[arg-type]
         privacy=privacy,
     )  # fmt: skip
 
 
-def local_model(spec: ClientSpec, table: ClientTable, seed: int) -> LocalModel:
-    """The client's model: identified from its table, or its .npz (restricted to the kept columns when the
-    file's model covers every column of the file)."""
+def identify_model(spec: ClientSpec, table: ClientTable, seed: int) -> LocalModel:
+    """The client's model identified from `table`, named by the table's columns."""
+    model = identify(
+        table.values, client=spec.name, state_dim=spec.state_dim, explained_variance=spec.explained_variance,
+        rng=np.random.default_rng(seed),
+    )  # fmt: skip
+    return replace(model, columns=tuple(table.columns))
+
+
+def local_model(spec: ClientSpec, table: ClientTable, seed: int) -> tuple[LocalModel, np.ndarray]:
+    """The client's model and the table's values it reads, column for column: identified from the table,
+    identified on spec.identify_on (other data the client spends), or its .npz. A model that names its
+    columns takes them by name; one that does not takes the file's columns in order (restricted to the
+    kept ones when it covers every column of the file)."""
+    if spec.identify_on is not None:
+        model = identify_model(spec, read_client_csv(spec.identify_on, client=spec.name, policy=spec.policy), seed)
+    elif spec.model == "identify":
+        model = identify_model(spec, table, seed)
+    else:
+        model = load_npz(spec.model, spec.name)
+    return _model_columns(spec, table, model)
+
+
+def _model_columns(spec: ClientSpec, table: ClientTable, model: LocalModel) -> tuple[LocalModel, np.ndarray]:
     values = table.values
-    if spec.model == "identify":
-        return identify(
-            values, client=spec.name, state_dim=spec.state_dim, explained_variance=spec.explained_variance,
-            rng=np.random.default_rng(seed),
-        )  # fmt: skip
-    model = load_npz(spec.model, spec.name)
+    if model.columns is not None:
+        absent = [c for c in model.columns if c not in table.columns and c not in _dropped(table)]
+        if absent:
+            raise DataError(f"client '{spec.name}': data file {str(spec.data)!r} lacks the model's column(s) "
+                            f"{', '.join(map(repr, absent))}")  # fmt: skip
+        keep = [j for j, c in enumerate(model.columns) if c in table.columns]
+        names = [model.columns[j] for j in keep]
+        model = _restricted(spec, model, keep) if len(keep) < model.obs_dim else model
+        return model, values[:, [table.columns.index(c) for c in names]]
     kept, n_file = table.cleaning.kept, table.cleaning.file_columns
     if model.obs_dim == values.shape[1]:
-        return model
+        return model, values
     if kept and model.obs_dim == n_file:
         # A model of every column in the file: its marginal on the kept sensors (a dropped sensor is one
         # that is never observed, so its rows of C and R simply leave the measurement model).
-        k = np.asarray(kept)
-        restricted = LocalModel(
-            A=model.A, C=model.C[k], Q=model.Q, R=model.R[np.ix_(k, k)], mean=model.mean[k], scale=model.scale[k]
-        )
-        try:
-            validate(restricted, spec.name)
-        except ModelError as exc:
-            raise ModelError(f"{exc} (model {spec.model} without the dropped column(s) of {spec.data})") from None
-        return restricted
-    dropped = [*table.cleaning.dropped_constant, *(c for c, _ in table.cleaning.dropped_missing)]
+        return _restricted(spec, model, list(kept)), values
+    dropped = _dropped(table)
     after = f" after dropping column(s) {', '.join(map(repr, dropped))} ({n_file} in the file)" if dropped else ""
     raise ConfigError(
         f"client '{spec.name}': model {spec.model} has {model.obs_dim} sensors but {spec.data} has "
         f"{values.shape[1]} columns{after}"
     )
+
+
+def _dropped(table: ClientTable) -> list[str]:
+    return [*table.cleaning.dropped_constant, *(c for c, _ in table.cleaning.dropped_missing)]
+
+
+def _restricted(spec: ClientSpec, model: LocalModel, keep: list[int]) -> LocalModel:
+    k = np.asarray(keep)
+    restricted = replace(
+        model, C=model.C[k], R=model.R[np.ix_(k, k)], mean=model.mean[k], scale=model.scale[k],
+        columns=None if model.columns is None else tuple(model.columns[j] for j in keep),
+    )  # fmt: skip
+    try:
+        validate(restricted, spec.name)
+    except ModelError as exc:
+        raise ModelError(f"{exc} (model {spec.model} without the dropped column(s) of {spec.data})") from None
+    return restricted

@@ -74,6 +74,7 @@ class ClientSpec:
     constant_columns: str = "drop"
     held_values: str = "missing"
     max_missing: float = 0.5
+    identify_on: Path | None = None
 
     @property
     def policy(self) -> ColumnPolicy:
@@ -88,39 +89,55 @@ class ClientOptions:
 
 @dataclass(frozen=True)
 class PrivacySettings:
-    """Differential privacy for the whole run, per client (DESIGN.md section 4).
+    """Differential privacy for the whole run, per client (docs/privacy.md).
 
-    epsilon > 0 (.inf: noise-free, for sweeps), 0 < delta < 1: the whole-run target per client;
-    clip: c > 0; clip_space: 'whitened' (||J^{-1/2} C^T R^{-1} y_t|| <= c) or 'measurement' (||y_t|| <= c);
+    epsilon > 0 (.inf: noise-free, for sweeps), 0 < delta < 1: the whole-run target per client and per event;
+    event_steps: k, an event is any k consecutive time steps of one client (1: one time step);
+    clip: c > 0, or 'auto' (each client derives c from its model: the 0.99 quantile of ||v_t|| under it);
+    clip_space: 'whitened' (||J^{-1/2} C^T R^{-1} y_t|| <= c) or 'measurement' (||y_t|| <= c);
     accountant: 'rdp' | 'prv'; debias: 'client' (noise-aware client filter), 'server' (errors-in-variables
     correction of the Gram matrices) or 'none'; max_noise_multiplier: larger sigma is refused as absurd;
     shrink: empirical-Bayes shrinkage of each block of A_s toward zero by its own noise level (newton rule);
     augmentation_noise: also noise every augmentation the server sends (composed as extra releases). Off by
-    default: the augmentations are post-processing of the clients' privatised releases (fedgc.privacy.accounting).
+    default: the augmentations are post-processing of the clients' privatised releases (fedgc.privacy.accounting);
+    budget: the largest epsilon a client spends on one data file over all runs (its ledger beside the file
+    refuses a run that would exceed it); reproducible_noise: derive the noise from the run seed, for tests
+    and benchmarks only: such a run is NOT private.
     """
 
     epsilon: float
     delta: float
-    clip: float
+    clip: float | str = "auto"
     accountant: str = "rdp"
     clip_space: str = "whitened"
     debias: str = "client"
     max_noise_multiplier: float = 100.0
     shrink: bool = True
     augmentation_noise: bool = False
+    event_steps: int = 1
+    budget: float | None = None
+    reproducible_noise: bool = False
 
     def __post_init__(self) -> None:
         check_target(epsilon=self.epsilon, delta=self.delta, accountant=self.accountant,
                      max_noise_multiplier=self.max_noise_multiplier)  # fmt: skip
-        if isinstance(self.clip, bool) or not isinstance(self.clip, (int, float)) or not 0 < self.clip < float("inf"):
-            raise ConfigError(f"privacy.clip must be a finite number > 0, got {self.clip!r}")
+        if self.clip != "auto" and (
+            isinstance(self.clip, bool) or not isinstance(self.clip, (int, float)) or not 0 < self.clip < float("inf")
+        ):
+            raise ConfigError(f"privacy.clip must be 'auto' or a finite number > 0, got {self.clip!r}")
         if self.clip_space not in ("whitened", "measurement"):
             raise ConfigError(f"privacy.clip_space must be 'whitened' or 'measurement', got {self.clip_space!r}")
-        for flag in ("shrink", "augmentation_noise"):
+        for flag in ("shrink", "augmentation_noise", "reproducible_noise"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"privacy.{flag} must be true or false, got {getattr(self, flag)!r}")
         if self.debias not in ("client", "server", "none"):
             raise ConfigError(f"privacy.debias must be 'client', 'server' or 'none', got {self.debias!r}")
+        if isinstance(self.event_steps, bool) or not isinstance(self.event_steps, int) or self.event_steps < 1:
+            raise ConfigError(f"privacy.event_steps must be an integer >= 1, got {self.event_steps!r}")
+        if self.budget is not None and (
+            isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)) or not self.budget > 0
+        ):
+            raise ConfigError(f"privacy.budget must be a number > 0, got {self.budget!r}")
 
 
 @dataclass(frozen=True)
@@ -219,7 +236,7 @@ def _parse_privacy(section: Any, where: str) -> PrivacySettings | None:
     if section is None or section is False or section == "off":
         return None
     _check_keys(section, {f.name for f in fields(PrivacySettings)}, f"{where}: privacy")
-    missing = [k for k in ("epsilon", "delta", "clip") if k not in section]
+    missing = [k for k in ("epsilon", "delta") if k not in section]
     if missing:
         raise ConfigError(f"{where}: privacy needs {missing} (or `privacy: off`)")
     return _build(PrivacySettings, section, f"{where}: privacy")
@@ -256,12 +273,12 @@ def _build(cls: type, section: Any, where: str) -> Any:
 
 # Settings whose YAML type the dataclasses do not check themselves: ints (not bools, not floats) and
 # finite real numbers. privacy.epsilon is left out: .inf is a valid (noise-free) target.
-_INTS = {"max_rounds", "burn_in", "n_clients", "n_steps", "time", "target", "source"}
+_INTS = {"max_rounds", "burn_in", "n_clients", "n_steps", "time", "target", "source", "event_steps"}
 _REALS = {
     "tol", "penalty", "alpha", "learning_rate", "edge_density", "edge_strength", "snr", "max_spectral_radius",
-    "factor", "delta", "clip", "max_noise_multiplier",
+    "factor", "delta", "max_noise_multiplier",
 }  # fmt: skip
-_BOOLS = {"learn_theta", "shrink", "augmentation_noise"}
+_BOOLS = {"learn_theta", "shrink", "augmentation_noise", "reproducible_noise"}
 
 
 def _check_types(cls: type, values: dict[str, Any], where: str) -> None:
@@ -333,11 +350,17 @@ def _parse_client(entry: Any, i: int, base_dir: Path, where: str) -> ClientSpec:
     if isinstance(name, bool) or not isinstance(name, (str, int)) or not str(name).strip():
         raise ConfigError(f"{label}: name must be a non-empty string, got {name!r}")
     label = f"{label} ({name})"
-    for key in ("data", "model"):
+    for key in ("data", "model", "identify_on"):
         if key in entry and not (isinstance(entry[key], str) and entry[key].strip() and "\0" not in entry[key]):
             raise ConfigError(f"{label}: {key} must be a file path, got {entry[key]!r}")
     data = Path(entry["data"])
     data = data if data.is_absolute() else base_dir / data
+    identify_on = None
+    if entry.get("identify_on") is not None:
+        identify_on = Path(entry["identify_on"])
+        identify_on = identify_on if identify_on.is_absolute() else base_dir / identify_on
+        if entry.get("model", "identify") != "identify":
+            raise ConfigError(f"{label}: give either model (a .npz) or identify_on (a file to identify it on), not both")
     model = entry.get("model", "identify")
     if model != "identify":
         model = Path(model) if Path(model).is_absolute() else base_dir / model
@@ -354,7 +377,7 @@ def _parse_client(entry: Any, i: int, base_dir: Path, where: str) -> ClientSpec:
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (str, int))):
         raise ConfigError(f"{label}: timestamp_column must be 'auto', 'none', a column name or index, got {ts!r}")
     columns = {k: _number_or_value(entry[k]) for k in ("constant_columns", "held_values", "max_missing") if k in entry}
-    spec = ClientSpec(str(name), data, ts, model, state_dim, ev, **columns)
+    spec = ClientSpec(str(name), data, ts, model, state_dim, ev, **columns, identify_on=identify_on)
     try:
         spec.policy
     except ValueError as exc:

@@ -7,12 +7,15 @@ that run only when privacy is on.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from fedgc.app.config import RunConfig
+from fedgc.data.cleaning import ColumnPolicy
 from fedgc.errors import ConfigError
+from fedgc.core.regression import Blocks
 from fedgc.privacy.budget import PrivacyPlan
 from fedgc.privacy.local import ClientPrivacy
 from fedgc.privacy.server import ServerPrivacy
@@ -26,27 +29,11 @@ if TYPE_CHECKING:
 
 def privacy_plan(cfg: RunConfig) -> PrivacyPlan | None:
     """The noise multiplier and release budget of a private run, solved before any data is touched
-    (ConfigError for a target that needs an absurd multiplier). None when privacy is off."""
+    (ConfigError for a target that needs an absurd multiplier, or for anything the run would decide
+    from the data it protects). None when privacy is off."""
     if cfg.privacy is None:
         return None
-    # The guarantee covers releases computed from a fixed model; a model identified from the very
-    # window it protects (its C, R, standardisation) is itself an unprotected function of that data.
-    identified = [c.name for c in cfg.clients if c.model == "identify"]
-    if cfg.clients and identified:
-        raise ConfigError(
-            f"{cfg.source or 'config'}: privacy needs given local models; clients {identified} would identify "
-            "theirs from the data privacy protects (give model: a .npz identified on other data)"
-        )
-    if not cfg.clients and cfg.tep is None and cfg.local_models == "identify":
-        raise ConfigError(
-            f"{cfg.source or 'config'}: privacy needs local_models: given (an identified model is learned "
-            "from the data privacy protects)"
-        )
-    if cfg.tep is not None and not cfg.clients and cfg.tep.identify_on in (None, cfg.tep.run):
-        raise ConfigError(
-            f"{cfg.source or 'config'}: privacy needs local models identified on other data than the window it "
-            f"protects; set tep.identify_on (e.g. d00) to a run other than tep.run ({cfg.tep.run})"
-        )
+    refuse_data_dependence(cfg)
     from fedgc.privacy.accounting import plan_privacy  # opacus: private runs only
 
     rounds = cfg.server.max_rounds
@@ -54,6 +41,46 @@ def privacy_plan(cfg: RunConfig) -> PrivacyPlan | None:
         privacy_accountant(cfg), rounds=rounds, augmentations=rule_named(cfg.server.rule).data_dependent_augmentations(rounds),
         augmentation_noise=cfg.privacy.augmentation_noise,
     )  # fmt: skip
+
+
+def refuse_data_dependence(cfg: RunConfig) -> None:
+    """Nothing a private run releases may depend on the protected data except through the one accounted
+    release: the model (and with it the columns used and the standardisation) comes from the model file or
+    from other data (identify_on), never from the window itself; no column cleaning; no per-row alignment;
+    no fault-origin scores (computed from raw data)."""
+    where = cfg.source or "config"
+    identified = [c.name for c in cfg.clients if c.model == "identify" and c.identify_on is None]
+    if identified:
+        raise ConfigError(
+            f"{where}: privacy needs given local models; clients {identified} would identify theirs from the data "
+            "privacy protects (give model: a .npz, e.g. from `fedgc identify --data history.csv`, or identify_on: a "
+            "file of other, public or historical data)"
+        )
+    cleaning = [c.name for c in cfg.clients if c.policy != ColumnPolicy()]
+    if cleaning:
+        raise ConfigError(
+            f"{where}: privacy: clients {cleaning} set column cleaning (constant_columns, held_values, max_missing), "
+            "which the private data would decide; a private run uses exactly the model file's columns, as they are: "
+            "remove those settings (clean the data, or the model, beforehand)"
+        )
+    if cfg.align != "none":
+        raise ConfigError(f"{where}: privacy: align: {cfg.align} inserts rows where the data lack a time; align the "
+                          "files beforehand (a private run needs complete, aligned data)")  # fmt: skip
+    if not cfg.clients and cfg.tep is None and cfg.local_models == "identify":
+        raise ConfigError(
+            f"{where}: privacy needs local_models: given (an identified model is learned from the data privacy protects)"
+        )
+    if cfg.tep is not None and not cfg.clients:
+        if cfg.tep.identify_on in (None, cfg.tep.run):
+            raise ConfigError(
+                f"{where}: privacy needs local models identified on other data than the window it protects; set "
+                f"tep.identify_on (e.g. d00) to a run other than tep.run ({cfg.tep.run})"
+            )
+        if cfg.tep.fault_runs:
+            raise ConfigError(
+                f"{where}: privacy: the fault-origin analysis (tep.fault_runs) sends scores computed from raw data "
+                "outside the accounted release; run it without privacy"
+            )
 
 
 def privacy_accountant(cfg: RunConfig) -> PrivacyAccountant:
@@ -65,15 +92,32 @@ def privacy_accountant(cfg: RunConfig) -> PrivacyAccountant:
     return PrivacyAccountant(p.epsilon, p.delta, p.accountant, p.max_noise_multiplier)
 
 
-def client_privacy(cfg: RunConfig, plan: PrivacyPlan | None, index: int) -> ClientPrivacy | None:
-    """Client `index`'s privacy settings with its own Generator (derived from the run seed)."""
+def client_privacy(
+    cfg: RunConfig, plan: PrivacyPlan | None, index: int, *, client: str = "", data_file: Path | None = None,
+    run: str = "",
+) -> ClientPrivacy | None:  # fmt: skip
+    """Client `index`'s mechanism. Its noise comes from the operating system's entropy where it runs; with a
+    data file, the client's ledger beside it records the seed for run `run` (a resumed run redraws the same
+    release) and refuses a run past privacy.budget. privacy.reproducible_noise derives the noise from the
+    run seed instead (NOT private: tests and benchmarks)."""
     if plan is None or cfg.privacy is None:
         return None
     p = cfg.privacy
+    seed: int | tuple[int, ...] | None = None
+    if p.reproducible_noise:
+        seed = (cfg.seed, 1, index)
+    elif data_file is not None:
+        from fedgc.privacy.ledger import Ledger  # opacus (its accountant): private runs only
+
+        ledger = Ledger.open(data_file, client=client)
+        seed = ledger.admit(
+            client=client, run=run, plan=plan, acc=privacy_accountant(cfg), event_steps=p.event_steps, budget=p.budget
+        )
     return ClientPrivacy(
-        plan.noise_multiplier, p.clip, p.clip_space, p.debias == "client", np.random.default_rng([cfg.seed, 1, index]),
-        noisy_augmentation=plan.augmentation_noise,
-    )
+        plan.noise_multiplier, p.clip if p.clip == "auto" else float(p.clip), p.clip_space,  # type: ignore[arg-type]
+        p.debias == "client", seed, noisy_augmentation=plan.augmentation_noise, event_steps=p.event_steps,
+        reproducible=p.reproducible_noise,
+    )  # fmt: skip
 
 
 def server_privacy(cfg: RunConfig, plan: PrivacyPlan | None) -> ServerPrivacy | None:
@@ -87,20 +131,42 @@ def server_privacy(cfg: RunConfig, plan: PrivacyPlan | None) -> ServerPrivacy | 
 
 def privacy_summary(
     cfg: RunConfig, plan: PrivacyPlan | None, fit: FitResult, sessions: Sequence[ClientSession] = (),
-    server: ServerPrivacy | None = None,
+    server: ServerPrivacy | None = None, *, client_noise_std: dict[str, float] | None = None,
+    client_clip: dict[str, float] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The "privacy" record of result.json (fedgc.privacy.accounting.privacy_report)."""
+    """The "privacy" record of result.json (fedgc.privacy.accounting.privacy_report). The clients' noise
+    levels and clip norms come from the in-process sessions, or (Flower engines) from what the nodes reported."""
     if plan is None or cfg.privacy is None:
         return {"enabled": False}
     from fedgc.privacy.accounting import privacy_report  # opacus: private runs only
 
     p = cfg.privacy
+    stds = {s.name: float(s.privacy_noise_std) for s in sessions} if client_noise_std is None else client_noise_std
+    clips = {s.name: float(s.privacy_clip) for s in sessions} if client_clip is None else client_clip
     report = privacy_report(
         privacy_accountant(cfg), plan, clients=list(fit.gc.clients), rounds_run=fit.rounds,
         augmentations_run=rule_named(cfg.server.rule).data_dependent_augmentations(fit.rounds), clip=p.clip,
-        clip_space=p.clip_space, debias=p.debias,
-        client_noise_std={s.name: float(s.privacy_noise_std) for s in sessions},
-        server_noise_std=[] if server is None else server.noise_std,
+        clip_space=p.clip_space, debias=p.debias, client_noise_std=stds, client_clip=clips,
+        server_noise_std=[] if server is None else server.noise_std, event_steps=p.event_steps,
+        reproducible=p.reproducible_noise,
     )  # fmt: skip
     report["shrink"] = p.shrink
+    snr = {s.name: float(s.privacy_snr) for s in sessions}
+    for name, ratio in snr.items():
+        report["per_client"][name]["signal_to_noise"] = ratio
+    report["noise_swamps_signal"] = noise_swamps_signal(fit, snr)
     return report
+
+
+# A release whose signal variance is under this share of its noise variance barely shows its dynamics.
+SWAMPED_BELOW = 0.1
+
+
+def noise_swamps_signal(fit: FitResult, snr: dict[str, float]) -> bool:
+    """The privacy noise drowns what the run estimates: every off-diagonal block of A_s came out zero (the
+    shrinkage found no block above its noise level), or every client's release has a signal-to-noise
+    ratio under SWAMPED_BELOW. Then AUROC and edges say little: raise epsilon or use a longer window."""
+    blocks = Blocks.of(fit.gc.dims)
+    off = ~np.eye(len(blocks.dims), dtype=bool)
+    strengths = np.nan_to_num(np.asarray(fit.gc.strength, dtype=float))[off]
+    return bool(np.all(strengths == 0.0)) or (bool(snr) and all(r < SWAMPED_BELOW for r in snr.values()))

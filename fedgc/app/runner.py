@@ -99,6 +99,17 @@ def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
         raise ConfigError(f"{where}: `fedgc run` needs a 'clients' list (or --data files)")
     if resume and (cfg.tep is not None or cfg.streaming is not None):
         raise ConfigError(f"{where}: --resume continues batch runs; tep and streaming runs start afresh")
+    if cfg.privacy is not None:
+        if (mode == "run" or cfg.tep is not None) and cfg.oracle:
+            raise ConfigError(
+                f"{where}: privacy: the centralized oracle pools every client's raw data, outside the guarantee; a "
+                "private `fedgc run` cannot compute it (set evaluation: {oracle: false})"
+            )
+        if resume and not cfg.clients and not cfg.privacy.reproducible_noise:
+            raise ConfigError(
+                f"{where}: a private simulated run cannot be resumed: its clients would draw fresh noise, a second "
+                "release (a client with a data file keeps its noise seed in its ledger); start afresh"
+            )
     if cfg.engine == "local":
         return
     if cfg.align != "none" and mode == "run":
@@ -125,7 +136,7 @@ def run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnRo
     if cfg.streaming is None:
         result = run_batch(cfg, LocalTransport(clients.sessions), sessions=clients.sessions, plan=plan,
                            checkpoint_dir=out_dir, on_round=on_round, resume=resume)  # fmt: skip
-        windows = [s.exact_window for s in clients.sessions]
+        windows = clients.oracle_windows
     else:
         result = run_streaming(cfg, clients, on_round=on_round)
         windows = None

@@ -79,10 +79,10 @@ class ForgottenStats(NamedTuple):
     def plus_within(self, new: RegressionStats, idx: np.ndarray) -> "ForgottenStats":
         """Add unit-weight samples whose sums cover only the coordinates idx (zero elsewhere)."""
         D = self.stats.gram.shape[0]
-        grown = [np.zeros((D, D)) for _ in range(3)]
-        for full, part in zip(grown, (new.gram, new.cross, new.zz)):
+        gram, cross, zz = (np.zeros((D, D)) for _ in range(3))
+        for full, part in ((gram, new.gram), (cross, new.cross), (zz, new.zz)):
             full[np.ix_(idx, idx)] = part
-        return self.plus(RegressionStats(*grown, new.n))
+        return self.plus(RegressionStats(gram, cross, zz, new.n))
 
     @property
     def effective_size(self) -> float:

@@ -23,15 +23,17 @@ class LocalModel:
     """Client m's model (A^{mm}, C^m, Q^m, R^m) and its standardisation.
 
     A: (D, D) stable;  C: (P, D);  Q: (D, D) SPD;  R: (P, P) SPD;
-    mean, scale: (P,) so that y = (raw - mean) / scale.
+    mean, scale: (P,) so that y = (raw - mean) / scale;
+    columns: (P,) the sensor names the model is of, in order (None: unnamed; the data's columns as they come).
     """
 
     A: np.ndarray
     C: np.ndarray
     Q: np.ndarray
     R: np.ndarray
-    mean: np.ndarray = field(default=None)  # type: ignore[assignment]
-    scale: np.ndarray = field(default=None)  # type: ignore[assignment]
+    mean: np.ndarray = field(default=None)  # type: ignore[arg-type]  # None: zeros, set in __post_init__
+    scale: np.ndarray = field(default=None)  # type: ignore[arg-type]  # None: ones
+    columns: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         P = self.C.shape[0]
@@ -70,6 +72,8 @@ def validate(model: LocalModel, client: str) -> SteadyState:
         raise ModelError(f"client '{client}': R must be ({P}, {P}), got shape {R.shape}")
     if model.mean.shape != (P,) or model.scale.shape != (P,):
         raise ModelError(f"client '{client}': mean and scale must have shape ({P},)")
+    if model.columns is not None and (len(model.columns) != P or len(set(model.columns)) != P):
+        raise ModelError(f"client '{client}': the model must name its {P} sensor columns once each, got {len(model.columns)}")
     for name, X in (("A", A), ("C", C), ("Q", Q), ("R", R), ("mean", model.mean), ("scale", model.scale)):
         if not np.all(np.isfinite(X)):
             raise ModelError(f"client '{client}': {name} has non-finite entries")
@@ -105,28 +109,35 @@ def _require_spd(X: np.ndarray, name: str, client: str) -> None:
 
 
 def load_npz(path: str | Path, client: str) -> LocalModel:
-    """Load a given model from an .npz with arrays A, C, Q, R (and optionally mean, scale)."""
+    """Load a given model from an .npz with arrays A, C, Q, R (and optionally mean, scale, columns)."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"client '{client}': model file {path} does not exist")
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: np.asarray(f[k], dtype=float) for k in f.files}
+            arrays = {k: np.asarray(f[k], dtype=str if k == "columns" else float) for k in f.files}
     except Exception as exc:  # corrupt zip, pickled object arrays, ...
         raise ModelError(f"client '{client}': cannot read model file {path}: {exc}") from exc
     missing = [k for k in ("A", "C", "Q", "R") if k not in arrays]
     if missing:
         raise ModelError(f"client '{client}': model file {path} lacks arrays {missing}")
-    unknown = sorted(set(arrays) - {"A", "C", "Q", "R", "mean", "scale"})
+    unknown = sorted(set(arrays) - {"A", "C", "Q", "R", "mean", "scale", "columns"})
     if unknown:
         raise ModelError(f"client '{client}': model file {path} has unknown arrays {unknown}")
-    model = LocalModel(**arrays)
+    columns = arrays.pop("columns", None)
+    model = LocalModel(**arrays, columns=None if columns is None else tuple(str(c) for c in columns.reshape(-1)))
     validate(model, client)
     return model
 
 
 def save_npz(path: str | Path, model: LocalModel) -> None:
-    np.savez(path, A=model.A, C=model.C, Q=model.Q, R=model.R, mean=model.mean, scale=model.scale)
+    """The model as .npz: arrays A, C, Q, R, mean, scale, and its column names when it has them."""
+    arrays: dict[str, np.ndarray] = {
+        "A": model.A, "C": model.C, "Q": model.Q, "R": model.R, "mean": model.mean, "scale": model.scale,
+    }  # fmt: skip
+    if model.columns is not None:
+        arrays["columns"] = np.asarray(model.columns, dtype=str)
+    np.savez(path, **arrays)  # type: ignore[arg-type]
 
 
 def choose_state_dim(
@@ -243,7 +254,9 @@ def second_moments(y: np.ndarray) -> np.ndarray:
     return np.divide(y0.T @ y0, n, out=np.zeros((y.shape[1], y.shape[1])), where=n > 0)
 
 
-def _identify_gappy(y, C, mean, scale, *, client: str, min_variance: float) -> LocalModel:
+def _identify_gappy(
+    y: np.ndarray, C: np.ndarray, mean: np.ndarray, scale: np.ndarray, *, client: str, min_variance: float
+) -> LocalModel:
     """The rest of `identify` for data with missing values: per-pattern scores and score noise."""
     T, D = y.shape[0], C.shape[1]
     observed = np.isfinite(y)
@@ -302,7 +315,10 @@ def corrected_process_noise(raw: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return (V * np.maximum(w, 1e-3 * scale)) @ V.T
 
 
-def _fit_dynamics(X, Y, gram_noise, noise_X, noise_Y, C, R, mean, scale, client: str) -> LocalModel:
+def _fit_dynamics(
+    X: np.ndarray, Y: np.ndarray, gram_noise: np.ndarray, noise_X: np.ndarray, noise_Y: np.ndarray, C: np.ndarray,
+    R: np.ndarray, mean: np.ndarray, scale: np.ndarray, client: str,
+) -> LocalModel:  # fmt: skip
     """A, Q from the score pairs X = s_{t-1}, Y = s_t (n, D) whose measurement noise has sum gram_noise
     over the rows of X and average covariance noise_X (rows of X) and noise_Y (rows of Y)."""
     gram = X.T @ X - gram_noise

@@ -14,6 +14,7 @@ pseudo-observations, so the newton rule solves J^m B (X^T X) = Z^T X exactly.
 
 from __future__ import annotations
 
+import builtins
 from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
@@ -44,9 +45,10 @@ class Blocks(NamedTuple):
         idx = np.arange(self.total)
         return idx if diagonal == "joint" else np.delete(idx, np.arange(self.offsets[m], self.offsets[m + 1]))
 
-    def sources(self, m: int, diagonal: Diagonal) -> list[tuple[int, slice]]:
+    def sources(self, m: int, diagonal: Diagonal) -> list[tuple[int, builtins.slice]]:
         """(client n, columns of n inside client m's regressor set) for every n != m."""
-        out, pos = [], 0
+        out: list[tuple[int, builtins.slice]] = []
+        pos = 0
         for n, d in enumerate(self.dims):
             if n == m and diagonal == "fixed":
                 continue
@@ -59,13 +61,14 @@ class Blocks(NamedTuple):
 class RegressionStats(NamedTuple):
     """Sums over t = burn_in+1..T (n terms) of x = h_{t-1} (stacked, D) and z_t (stacked, D).
 
-    gram:  (D, D) sum x x^T;   cross: (D, D) sum x z^T;   zz: (D, D) sum z z^T.
+    gram:  (D, D) sum x x^T;   cross: (D, D) sum x z^T;   zz: (D, D) sum z z^T;
+    n: the number of terms (for weighted sums, fedgc.core.forgetting, the weight or sample size they stand for).
     """
 
     gram: np.ndarray
     cross: np.ndarray
     zz: np.ndarray
-    n: int
+    n: float
 
 
 class RowFit(NamedTuple):
@@ -88,7 +91,8 @@ def lagged_stack(states: Sequence[np.ndarray], h0: Sequence[np.ndarray] | None =
 
 
 def regression_stats(
-    states: Sequence[np.ndarray], pseudo_obs: Sequence[np.ndarray], *, burn_in: int = 1, h0=None
+    states: Sequence[np.ndarray], pseudo_obs: Sequence[np.ndarray], *, burn_in: int = 1,
+    h0: Sequence[np.ndarray] | None = None,
 ) -> RegressionStats:
     X = lagged_stack(states, h0)[burn_in:]
     Z = np.hstack(pseudo_obs)[burn_in:]
@@ -175,7 +179,7 @@ def group_lasso_row(
         B_new = group_soft_threshold(Y - step * grad, groups, step * penalty)
         t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
         Y = B_new + ((t - 1.0) / t_new) * (B_new - B)
-        done = np.linalg.norm(B_new - B) <= tol * max(np.linalg.norm(B_new), 1e-12)
+        done = np.linalg.norm(B_new - B) <= tol * max(float(np.linalg.norm(B_new)), 1e-12)
         B, t = B_new, t_new
         if done:
             break
@@ -202,7 +206,7 @@ def gd_update(
     learning_rate: float | None = None,
     penalty: float = 0.0,
     burn_in: int = 1,
-    h0=None,
+    h0: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
     """The paper's rule: A_s^{mn} -= eta * (1/n) sum_t g_t^m (h_{t-1}^n)^T, then the group-lasso prox.
 
@@ -231,7 +235,7 @@ def gd_update(
 
 
 def augmentations(
-    A_s: np.ndarray, states: Sequence[np.ndarray], blocks: Blocks, h0=None
+    A_s: np.ndarray, states: Sequence[np.ndarray], blocks: Blocks, h0: Sequence[np.ndarray] | None = None
 ) -> list[np.ndarray]:
     """s_{1:T}^m = A_s^{m, .} x_{t-1} for every client, from the states of the last round."""
     S = lagged_stack(states, h0) @ A_s.T
@@ -253,4 +257,4 @@ def next_relaxation(omega: float, change: float, previous_change: float) -> floa
 
 
 def relative_change(new: np.ndarray, old: np.ndarray) -> float:
-    return float(np.linalg.norm(new - old) / max(np.linalg.norm(new), 1e-12))
+    return float(np.linalg.norm(new - old) / max(float(np.linalg.norm(new)), 1e-12))

@@ -26,16 +26,13 @@ class ThetaFunction(torch.nn.Module):
         self.linear = torch.nn.Linear(dim, dim, bias=False, dtype=torch.float64)
         with torch.no_grad():
             self.linear.weight.copy_(torch.eye(dim, dtype=torch.float64))
-        self.mlp = None
+        self.mlp: torch.nn.Sequential | None = None
         if kind == "mlp":
-            self.mlp = torch.nn.Sequential(
-                torch.nn.Linear(dim, hidden, dtype=torch.float64),
-                torch.nn.Tanh(),
-                torch.nn.Linear(hidden, dim, dtype=torch.float64),
-            )
+            out = torch.nn.Linear(hidden, dim, dtype=torch.float64)
             with torch.no_grad():
-                self.mlp[2].weight.zero_()
-                self.mlp[2].bias.zero_()
+                out.weight.zero_()
+                out.bias.zero_()
+            self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, hidden, dtype=torch.float64), torch.nn.Tanh(), out)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         out = self.linear(s)

@@ -43,6 +43,7 @@ class ColumnPolicy:
     constant_columns: str = "drop"
     held_values: str = "missing"
     max_missing: float = 0.5
+    clean: bool = True  # False: every column and value as it is (a private run's data decide nothing)
 
     def __post_init__(self) -> None:
         if self.constant_columns not in CONSTANT_POLICIES:
@@ -121,6 +122,10 @@ def apply_policies(
     """Apply the policies (module docstring) to values (T, P); returns the kept values, their column
     names and what was done. `where` names the client and file in warnings; `fail` builds the errors."""
     T = values.shape[0]
+    if not policy.clean:
+        kept = tuple(range(len(columns)))
+        return values, columns, Cleaning((), (), (), int(np.isnan(values).sum()), int(np.isnan(values).all(axis=1).sum()),
+                                         kept, len(columns))  # fmt: skip
     missing = np.isnan(values)
     frac = missing.mean(axis=0)
     too_sparse = (frac > policy.max_missing) | missing.all(axis=0)

@@ -32,22 +32,30 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 
 from opacus.accountants import create_accountant
 
 from fedgc.errors import ConfigError
-from fedgc.privacy.budget import NEIGHBOURING, PrivacyPlan, check_target, releases_per_run
+from fedgc.privacy.budget import PrivacyPlan, check_target, neighbouring_relation, releases_per_run
 
 def epsilon_spent(*, noise_multiplier: float, steps: int, delta: float, accountant: str = "rdp") -> float:
     """Epsilon of `steps` Gaussian mechanisms with this multiplier (sample rate 1), composed by opacus."""
-    if steps == 0:
+    return epsilon_of_mixture([(noise_multiplier, steps)], delta=delta, accountant=accountant)
+
+
+def epsilon_of_mixture(mechanisms: list[tuple[float, int]], *, delta: float, accountant: str = "rdp") -> float:
+    """Epsilon of Gaussian mechanisms (noise multiplier, count) of different multipliers, composed by opacus."""
+    mechanisms = [(float(sigma), int(n)) for sigma, n in mechanisms if n > 0]
+    if not mechanisms:
         return 0.0
-    if noise_multiplier == 0:
+    if any(sigma == 0 for sigma, _ in mechanisms):
         return math.inf
     acc = create_accountant(mechanism=accountant)
-    for _ in range(steps):
-        acc.step(noise_multiplier=noise_multiplier, sample_rate=1.0)
+    for sigma, n in mechanisms:
+        for _ in range(n):
+            acc.step(noise_multiplier=sigma, sample_rate=1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(acc.get_epsilon(delta=delta))
@@ -73,6 +81,10 @@ class PrivacyAccountant:
 
     def spent(self, *, noise_multiplier: float, steps: int) -> float:
         return epsilon_spent(noise_multiplier=noise_multiplier, steps=steps, delta=self.delta, accountant=self.accountant)
+
+    def spent_mixture(self, mechanisms: list[tuple[float, int]]) -> float:
+        """Epsilon of (noise multiplier, count) mechanisms composed, at this accountant's delta."""
+        return epsilon_of_mixture(mechanisms, delta=self.delta, accountant=self.accountant)
 
     def noise_multiplier(self, *, steps: int) -> float:
         """Smallest sigma (to the tolerance) with spent(sigma, steps) <= epsilon; 0 if no step or epsilon = inf."""
@@ -102,10 +114,18 @@ def plan_privacy(acc: PrivacyAccountant, *, rounds: int, augmentations: int, aug
     return PrivacyPlan(sigma, c2s, s2c, rounds, acc.epsilon, acc.delta, acc.accountant, augmentation_noise)
 
 
-def privacy_report(acc: PrivacyAccountant, plan: PrivacyPlan, *, clients: list[str], rounds_run: int, augmentations_run: int,
-                   clip: float, clip_space: str, debias: str, client_noise_std: dict[str, float],
-                   server_noise_std: list[float]) -> dict:
-    """The figures for result.json / the report, per client and direction, for the rounds actually run."""
+def privacy_report(
+    acc: PrivacyAccountant, plan: PrivacyPlan, *, clients: list[str], rounds_run: int, augmentations_run: int,
+    clip: float | str, clip_space: str, debias: str, client_noise_std: dict[str, float],
+    client_clip: dict[str, float] | None = None, server_noise_std: list[float], event_steps: int = 1,
+    reproducible: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """The figures for result.json / the report, per client and direction, for the rounds actually run.
+
+    Epsilon is per client for the whole run and per event (event_steps consecutive steps); the same
+    release protects one time step with multiplier sigma sqrt(event_steps) ("one_step"). A run whose noise
+    was derived from its seed (reproducible) is not private: its figures are what the noise level would
+    give, not a guarantee."""
     noisy = plan.augmentation_noise
     c2s, s2c = releases_per_run(augmentations=augmentations_run, augmentation_noise=noisy)
     sigma = plan.noise_multiplier
@@ -114,6 +134,7 @@ def privacy_report(acc: PrivacyAccountant, plan: PrivacyPlan, *, clients: list[s
     # releases: bounded by their epsilon, with no release of its own.
     eps_s2c = acc.spent(noise_multiplier=sigma, steps=s2c) if noisy else eps_c2s
     eps_all = acc.spent(noise_multiplier=sigma, steps=c2s + s2c)
+    eps_one = eps_all if event_steps == 1 else acc.spent(noise_multiplier=sigma * math.sqrt(event_steps), steps=c2s + s2c)
     per_client = {
         name: {
             "client_to_server": {"epsilon": eps_c2s, "delta": acc.delta, "releases": c2s},
@@ -121,16 +142,21 @@ def privacy_report(acc: PrivacyAccountant, plan: PrivacyPlan, *, clients: list[s
                 "epsilon": eps_s2c, "delta": acc.delta, "releases": s2c, "post_processing": not noisy,
             },
             "whole_run": {"epsilon": eps_all, "delta": acc.delta, "releases": c2s + s2c},
+            "one_step": {"epsilon": eps_one, "delta": acc.delta},
             "client_noise_std": client_noise_std.get(name),
-        }
+            "clip": (client_clip or {}).get(name, clip),
+        }  # fmt: skip
         for name in clients
     }
     return {
         "enabled": True,
+        "private": not reproducible,
+        "epsilon_guaranteed": not reproducible,
         "target_epsilon": acc.epsilon,
         "target_delta": acc.delta,
         "accountant": acc.accountant,
-        "neighbouring_relation": NEIGHBOURING,
+        "event_steps": event_steps,
+        "neighbouring_relation": neighbouring_relation(event_steps),
         "clip": clip,
         "clip_space": clip_space,
         "debias": debias,
@@ -141,7 +167,11 @@ def privacy_report(acc: PrivacyAccountant, plan: PrivacyPlan, *, clients: list[s
         "server_noise_std_per_round": list(server_noise_std),
         "per_client": per_client,
         "notes": (
-            "Clients privatise their clipped, whitened projected measurements once; every reply (states, "
+            ("NOT PRIVATE: privacy.reproducible_noise derived the noise from the run's seed, which result.json "
+             "shows, so anyone can regenerate it; epsilon is not guaranteed (tests and benchmarks only). "
+             if reproducible else
+             "Every client drew its noise from its own operating system's entropy, where it runs. ")
+            + "Clients privatise their clipped, whitened projected measurements once; every reply (states, "
             "pseudo-observations, gradients, loss) is post-processing. The information matrix J is a function "
             "of the local model only, not of the data. "
             + (
@@ -153,5 +183,5 @@ def privacy_report(acc: PrivacyAccountant, plan: PrivacyPlan, *, clients: list[s
                 "the whole transcript in both directions is post-processing of one Gaussian mechanism per client "
                 "(sample rate 1): the server -> clients figure is that client -> server bound, with no extra release."
             )
-        ),
+        ),  # fmt: skip
     }

@@ -15,6 +15,19 @@ NEIGHBOURING = (
 )
 
 
+def neighbouring_relation(event_steps: int = 1) -> str:
+    """The neighbouring relation in plain words, for events of `event_steps` consecutive steps."""
+    if event_steps == 1:
+        return NEIGHBOURING
+    return (
+        f"Two datasets of a client are neighbours when they differ in the measurement vectors of up to "
+        f"{event_steps} consecutive time steps (any change, after standardisation and clipping to L2 norm c "
+        "per step at the client); the other clients' data and all other time steps are the same. The "
+        "guarantee is per client for the whole run; one time step alone is protected at the smaller "
+        "'one_step' epsilon."
+    )
+
+
 def check_target(*, epsilon: Any, delta: Any, accountant: Any, max_noise_multiplier: Any) -> None:
     """ConfigError unless epsilon > 0 (math.inf: no privacy), 0 < delta < 1, accountant 'rdp' | 'prv' and
     max_noise_multiplier > 0 (a target needing more noise than this is refused as absurd)."""

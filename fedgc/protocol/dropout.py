@@ -88,8 +88,8 @@ def embed_gc(gc: GCResult, names: Sequence[str], dims: Sequence[int], members: S
     members = list(members)
     ix = np.ix_(members, members)
 
-    def grow(a: np.ndarray, fill, dtype) -> np.ndarray:
-        out = np.full((M, M), fill, dtype=dtype)
+    def grow(a: np.ndarray, fill: float | bool | int, dtype: type) -> np.ndarray:
+        out: np.ndarray = np.full((M, M), fill, dtype=dtype)
         out[ix] = a
         return out
 

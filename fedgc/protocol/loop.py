@@ -106,8 +106,9 @@ class Rounds:
         """Every active client's augmentation: zeros until states are known, else A_s applied to the
         last states (noised by the server's privacy mechanism when it has one)."""
         members, blocks, A = self.layout(st)
-        states = [st.states[m] for m in members]
-        if any(s is None for s in states):
+        known = [st.states[m] for m in members]
+        states = [s for s in known if s is not None]
+        if len(states) < len(known):
             return [np.zeros((span.n_steps, d)) for d in blocks.dims]
         clean = augmentations(A, states, blocks, self._h0(span, members))
         if self.privacy is None:
@@ -155,7 +156,7 @@ class Rounds:
         """The regression sums of this window's replies (privacy noise removed when asked)."""
         members = st.active_indices
         stats = regression_stats(
-            [replies[m].states for m in members], [replies[m].pseudo_obs for m in members],
+            [replies[m].states for m in members], [replies[m].required("pseudo_obs") for m in members],
             burn_in=span.burn_in, h0=self._h0(span, members),
         )  # fmt: skip
         if self.privacy is not None and self.privacy.debias:
@@ -183,7 +184,8 @@ class Rounds:
                 "local models may be too poor for the fixed-point rounds: try server.max_rounds: 1 or the gd rule"
             ) from exc
         if self.privacy is not None and self.privacy.shrink and fit_stats is not None:
-            A_new = shrink_blocks(A_new, fit_stats, [r.information for r in ordered], blocks, diagonal=self.config.diagonal)
+            informations = [r.required("information") for r in ordered]
+            A_new = shrink_blocks(A_new, fit_stats, informations, blocks, diagonal=self.config.diagonal)
         change = relative_change(A_new, A_old)
         record = RoundRecord(st.round + 1, float(sum(r.loss for r in ordered)), change)
         history = st.history + (record,)

@@ -43,6 +43,12 @@ class ClientReply(NamedTuple):
     client: str | None = None
     round: int | None = None
 
+    def required(self, name: str) -> np.ndarray:
+        """The array field `name`, which a validated reply of its request kind carries."""
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"client '{self.client}': the reply has no {name} (validation lets no such reply through)")
+        return np.asarray(value)
 
 
 class ClientInfo(NamedTuple):

@@ -11,16 +11,29 @@ accounting ask it instead of comparing names, so a third rule is one more class 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
-from fedgc.core.regression import Blocks, RegressionStats, gd_update, newton_update
+from fedgc.core.regression import Blocks, Diagonal, RegressionStats, gd_update, newton_update
 from fedgc.errors import ConfigError
 from fedgc.protocol.messages import ClientReply, RequestKind
 
-if TYPE_CHECKING:
-    from fedgc.protocol.settings import ServerConfig
+
+class RuleSettings(Protocol):
+    """The server settings an update reads (fedgc.protocol.settings.ServerConfig has them)."""
+
+    @property
+    def diagonal(self) -> Diagonal: ...
+
+    @property
+    def penalty(self) -> float: ...
+
+    @property
+    def learning_rate(self) -> float | None: ...
+
+    @property
+    def burn_in(self) -> int: ...
 
 
 class UpdateRule:
@@ -35,7 +48,7 @@ class UpdateRule:
 
     def update(
         self, A_old: np.ndarray, replies: Sequence[ClientReply], stats: RegressionStats | None, blocks: Blocks,
-        config: ServerConfig,
+        config: RuleSettings,
     ) -> np.ndarray:
         """The next A_s over the active clients' layout. stats: the round's regression statistics when
         the replies carry pseudo-observations (else None)."""
@@ -50,10 +63,13 @@ class UpdateRule:
 class NewtonRule(UpdateRule):
     name, request, relaxed, final_exchange = "newton", "newton", True, False
 
-    def update(self, A_old, replies, stats, blocks, config):
+    def update(
+        self, A_old: np.ndarray, replies: Sequence[ClientReply], stats: RegressionStats | None, blocks: Blocks,
+        config: RuleSettings,
+    ) -> np.ndarray:
         if stats is None:
             raise ValueError("the newton rule needs the round's regression statistics")
-        informations = [r.information for r in replies]
+        informations = [r.required("information") for r in replies]
         return newton_update(stats, informations, blocks, diagonal=config.diagonal, penalty=config.penalty, start=A_old)
 
     def data_dependent_augmentations(self, rounds: int) -> int:
@@ -63,9 +79,13 @@ class NewtonRule(UpdateRule):
 class GradientRule(UpdateRule):
     name, request, relaxed, final_exchange = "gd", "gd", False, True
 
-    def update(self, A_old, replies, stats, blocks, config):
+    def update(
+        self, A_old: np.ndarray, replies: Sequence[ClientReply], stats: RegressionStats | None, blocks: Blocks,
+        config: RuleSettings,
+    ) -> np.ndarray:
         return gd_update(
-            A_old, [r.states for r in replies], [r.gradient for r in replies], [r.information for r in replies],
+            A_old, [r.states for r in replies], [r.required("gradient") for r in replies],
+            [r.required("information") for r in replies],
             blocks, diagonal=config.diagonal, learning_rate=config.learning_rate, penalty=config.penalty,
             burn_in=config.burn_in,
         )  # fmt: skip

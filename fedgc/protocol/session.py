@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from fedgc.core.local_model import LocalModel
-from fedgc.core.window import lagged, prediction_loss, prepare_window, pseudo_observations, run_filter
+from fedgc.core.window import ClientWindow, lagged, prediction_loss, prepare_window, pseudo_observations, run_filter
 from fedgc.errors import ConfigError, DataError, FedGCError
 from fedgc.privacy.local import ClientPrivacy, privatise_window
 from fedgc.privacy.mechanism import ReleaseNoise
@@ -47,23 +47,29 @@ class ClientSession:
         privacy: ClientPrivacy | None = None,
     ) -> None:
         """privacy: the raw window is then clipped and privatised here, once, and every later release
-        is computed from the privatised window only."""
+        is computed from the privatised window only (then there is no exact window: nothing computed from
+        the raw data stays in the session)."""
         self.name = name
         self.model = model
-        self.window = prepare_window(model, raw, name)
-        if privacy is not None and self.window.gaps is not None:
-            raise DataError(
-                f"client '{name}': {self.window.gaps.steps.size} step(s) have missing measurements; privacy "
-                "needs complete data (its sensitivity bounds assume the steady-state gain)"
-            )
         self.noise: ReleaseNoise | None = None
-        # The exact window, for the in-process oracle only (evaluation); never released.
-        self.exact_window = self.window
         self.privacy_noise_std = 0.0
-        if privacy is not None:
-            private = privatise_window(model, raw, self.window, privacy)
-            self.window, self.noise = private.window, private.noise
-            self.privacy_noise_std = private.noise_std
+        self.privacy_clip = 0.0
+        self.privacy_snr = float("inf")
+        self.exact_window: ClientWindow | None
+        if privacy is None:
+            self.window = prepare_window(model, raw, name)
+            self.exact_window = self.window  # for the in-process oracle only (evaluation); never released
+        else:
+            missing = int(np.isnan(np.asarray(raw, dtype=float)).any(axis=1).sum())
+            if missing:
+                raise DataError(
+                    f"client '{name}': {missing} step(s) have missing measurements; a private run needs complete "
+                    "data (its sensitivity bounds assume the steady-state gain): fill or drop those rows first"
+                )
+            private = privatise_window(model, raw, privacy, client=name)
+            self.window, self.noise, self.privacy_noise_std = private.window, private.noise, private.noise_std
+            self.privacy_clip, self.privacy_snr = private.clip, private.signal_to_noise
+            self.exact_window = None
         # theta is None while f_theta is the identity (not learned): no torch on the hot path.
         self.theta = learnable_theta(model.state_dim, theta_kind) if learn_theta else None
         self.h0 = np.zeros(model.state_dim)

@@ -70,7 +70,7 @@ class StreamingConfig:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"streaming.{key} must be a positive integer, got {v!r}")
-        if self.step > self.window:
+        if self.stride > self.window:
             raise ConfigError(f"streaming.step ({self.step}) must not exceed streaming.window ({self.window}): "
                               "every sample has to pass through a window")  # fmt: skip
         if not _number(self.forgetting) or not 0 < self.forgetting <= 1:
@@ -82,10 +82,15 @@ class StreamingConfig:
         if not isinstance(self.reset_on_alert, bool):
             raise ConfigError(f"streaming.reset_on_alert must be true or false, got {self.reset_on_alert!r}")
 
+    @property
+    def stride(self) -> int:
+        """S, the samples between window starts (the window length when step is not given)."""
+        return self.window if self.step is None else int(self.step)
+
     def steady_effective_size(self) -> float:
         """N_eff once the memory is full, W = S: S (1 + lambda) / (1 - lambda) (inf at lambda = 1)."""
-        lam = self.forgetting
-        return float("inf") if lam >= 1 else self.step * (1 + lam) / (1 - lam) + (self.window - self.step)
+        lam, S = self.forgetting, self.stride
+        return float("inf") if lam >= 1 else S * (1 + lam) / (1 - lam) + (self.window - S)
 
 
 def _number(x: Any) -> bool:

@@ -100,5 +100,5 @@ class ProtocolState:
     def active_indices(self) -> list[int]:
         return [m for m, a in enumerate(self.active) if a]
 
-    def evolve(self, **changes) -> "ProtocolState":
+    def evolve(self, **changes: Any) -> "ProtocolState":
         return replace(self, **changes)

@@ -14,6 +14,7 @@ change raises an alert and (reset_on_alert) restarts the memory from the window.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 from fedgc.core.forgetting import AlertKind, ChangeTest, ForgottenStats, change_tests, classify
 from fedgc.core.granger import GCResult, granger_tests
 from fedgc.core.regression import Blocks, newton_update, regression_stats
-from fedgc.errors import ConfigError
+from fedgc.errors import ConfigError, FedGCError
 from fedgc.protocol.dropout import embed_gc, state_indices
 from fedgc.protocol.loop import Limits, Rounds, Span
 from fedgc.protocol.settings import ServerConfig, StreamingConfig
@@ -50,7 +51,8 @@ class Alert(NamedTuple):
     log10_pvalue: float
 
 
-class WindowResult(NamedTuple):
+@dataclass(frozen=True)
+class WindowResult:
     """One window: gc on the forgotten statistics (N_eff samples, sum w = memory); change: the change
     tests against the memory before the window (None in window 0 and right after a restart);
     rounds: server updates, exchanges: client round trips; reset: the memory restarted here."""
@@ -99,7 +101,7 @@ def run_stream(
                           "each window must hold clearly more samples than regressors")  # fmt: skip
     rounds = Rounds(transport, server, names, full, on_round=on_round)
     limits = Limits(stream.max_rounds, stream.tol)
-    bounds = window_bounds(T, stream.window, stream.step)
+    bounds = window_bounds(T, stream.window, stream.stride)
     past = ForgottenStats.empty(full.total)  # over every client's coordinates; restricted to the active ones
     st = ProtocolState.initial(names, full.dims)
     h0: tuple[np.ndarray, ...] | None = None
@@ -119,6 +121,8 @@ def run_stream(
         members, blocks, A = rounds.layout(st)
         idx = state_indices(full, members)
         here = [names[m] for m in members]
+        if st.stats is None:  # a fit ends with an update, which leaves its statistics
+            raise FedGCError(f"window {k}: no server update ran")
         new = st.stats
         memory = past.restricted(idx)
         total = memory.plus(new)
@@ -129,7 +133,7 @@ def run_stream(
             level = stream.alert_alpha / max(len(members) * (len(members) - 1), 1)
             flagged = np.argwhere(change.log10_pvalue < np.log10(level))
             if len(flagged):
-                informations = [replies[m].information for m in members]
+                informations = [replies[m].required("information") for m in members]
                 A_new = newton_update(new, informations, blocks, diagonal=server.diagonal, penalty=server.penalty, start=A)
                 own = granger_tests(new, A_new, here, blocks, diagonal=server.diagonal, alpha=server.alpha)
                 if stream.reset_on_alert:
@@ -154,7 +158,7 @@ def run_stream(
         # Memory for the next window: the samples leaving the window (the first `step`), then forgetting.
         leave = bounds[k + 1][0] - a
         leaving = new if leave == b - a else regression_stats(
-            [replies[m].states[:leave] for m in members], [replies[m].pseudo_obs[:leave] for m in members],
+            [replies[m].states[:leave] for m in members], [replies[m].required("pseudo_obs")[:leave] for m in members],
             burn_in=span.burn_in, h0=None if h0 is None else [h0[m] for m in members],
         )  # fmt: skip
         base = ForgottenStats.empty(full.total) if reset else past

@@ -15,7 +15,7 @@ import numpy as np
 
 from fedgc.errors import ConfigError, FedGCError
 from fedgc.protocol.messages import ClientFailure, ClientInfo, ClientReply, RequestKind
-from fedgc.protocol.session import ClientSession
+from fedgc.protocol.session import ClientSession, StreamingSession
 from fedgc.protocol.wire import encode_reply, encode_request, payload_bytes
 
 Reply = ClientReply | ClientFailure | None
@@ -52,6 +52,8 @@ class LocalTransport:
 
     def open_window(self, start: int, end: int) -> None:
         for s in self.sessions:
+            if not isinstance(s, StreamingSession):
+                raise FedGCError(f"client '{s.name}' is not a streaming client: it has one window")
             s.open_window(start, end)
 
     def exchange(
@@ -124,7 +126,9 @@ class CountingTransport:
     def open_window(self, start: int, end: int) -> None:
         self.inner.open_window(start, end)
 
-    def exchange(self, augmentations: Sequence[np.ndarray | None], request: RequestKind, round_index: int | None = None):
+    def exchange(
+        self, augmentations: Sequence[np.ndarray | None], request: RequestKind, round_index: int | None = None
+    ) -> list[Reply]:
         """Forwards to the inner transport (round_index only when given); counts what was sent and what
         came back as a reply (a None augmentation is not sent; a failure carries no payload)."""
         t0 = time.perf_counter()

@@ -146,20 +146,19 @@ def decode_reply(payload: Mapping[str, Any]) -> ClientReply:
         value = payload.get(key, 0.0)
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise MessageError(f"client reply: field {key!r} is {value!r}, not a number")
-    arrays = {k: payload.get(k) for k in _REPLY_ARRAYS}
     noise = None
     if "noise_state_sensitivity" in payload:
         _require(payload, ("noise_state_cov", "noise_cross_cov", "noise_pseudo_obs_cov"), "client reply")
         noise = ReleaseNoise(
-            *(payload[f"noise_{k}"] for k in ("state_cov", "cross_cov", "pseudo_obs_cov")),
-            float(payload["noise_state_sensitivity"]),
-        )
+            state_cov=payload["noise_state_cov"], cross_cov=payload["noise_cross_cov"],
+            pseudo_obs_cov=payload["noise_pseudo_obs_cov"], state_sensitivity=float(payload["noise_state_sensitivity"]),
+        )  # fmt: skip
     rnd = payload["round"]  # left as received unless an integer: validation names a bad one
     if isinstance(rnd, (int, np.integer)) and not isinstance(rnd, (bool, np.bool_)):
         rnd = int(rnd)
     return ClientReply(
-        arrays["states"], arrays["pseudo_obs"], arrays["information"], arrays["gradient"], float(payload["loss"]), noise,
-        str(payload["client"]), rnd,
+        payload["states"], payload.get("pseudo_obs"), payload.get("information"), payload.get("gradient"),
+        float(payload["loss"]), noise, str(payload["client"]), rnd,
     )  # fmt: skip
 
 

@@ -41,6 +41,20 @@ def _parser() -> argparse.ArgumentParser:
     _common(run)
     run.set_defaults(func=_run)
 
+    ident = sub.add_parser(
+        "identify", help="fit a client's model on data it may spend (the model file a private run reads)",
+        description="Identify a local model from a CSV (or every client of a config, each on its identify_on file "
+        "or, failing that, its data file) and save it as .npz with its column names, mean and scale.",
+    )  # fmt: skip
+    ident.add_argument("config", type=Path, nargs="?", help="a run config: one model per client, into --out (a folder)")
+    ident.add_argument("--data", type=Path, default=None, help="a CSV to identify on (historical or public data)")
+    ident.add_argument("--name", default=None, help="the client's name (default: the file's stem)")
+    ident.add_argument("--state-dim", type=int, default=None, help="latent states (default: chosen from the data)")
+    ident.add_argument("--out", type=Path, required=True, help="the model file (.npz), or a folder with a config")
+    ident.add_argument("--seed", type=int, default=0, help="seed of the state-dimension choice")
+    ident.add_argument("--overwrite", action="store_true", help="replace model files that exist")
+    ident.set_defaults(func=_identify)
+
     ins = sub.add_parser("inspect", help="table, exports and figures of a run's output folder")
     ins.add_argument("dir", type=Path, help="output folder of `fedgc simulate` or `fedgc run` (holds result.json)")
     ins.add_argument("--top", type=int, default=None, help="rows in the table (default 20 edges; with --all every pair)")
@@ -129,6 +143,29 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
     paths = write_outputs(result, args.out)
     if not args.quiet:
         _summary(result, paths)
+    return 0
+
+
+def _identify(args: argparse.Namespace) -> int:
+    from fedgc.app.config import ClientSpec
+    from fedgc.app.identify import identify_to_file
+
+    if (args.config is None) == (args.data is None):
+        raise FedGCError("`fedgc identify` needs a CSV (--data FILE --out model.npz) or a config (CONFIG --out FOLDER)")
+    if args.data is not None:
+        spec = ClientSpec(args.name or args.data.stem, args.data, state_dim=args.state_dim)
+        jobs = [(spec, args.out)]
+    else:
+        cfg = load_config(args.config)
+        if not cfg.clients:
+            raise FedGCError(f"{args.config} has no 'clients' list to identify models for")
+        jobs = [(spec, args.out / f"{spec.name}.npz") for spec in cfg.clients]
+    for spec, out in jobs:
+        done = identify_to_file(spec, out, seed=args.seed, overwrite=args.overwrite)
+        source = spec.identify_on or spec.data
+        dropped = f"; dropped {', '.join(done.dropped)}" if done.dropped else ""
+        print(f"client {done.client}: {done.model.state_dim} states, {done.model.obs_dim} columns from {source}"
+              f"{dropped} -> {done.path}", file=sys.stderr)  # fmt: skip
     return 0
 
 

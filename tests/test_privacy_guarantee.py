@@ -297,3 +297,31 @@ def test_auto_clip_comes_from_the_model_and_is_reported(plant):
 def test_privacy_settings_defaults():
     p = PrivacySettings(epsilon=1.0, delta=1e-5)
     assert p.clip == "auto" and p.event_steps == 1 and p.budget is None and not p.reproducible_noise
+
+
+# ------------------------------------------------------------------------------------ models for private runs
+
+
+def test_identify_makes_the_model_file_a_private_run_reads(plant, tmp_path, capsys):
+    """`fedgc identify --data history.csv --out model.npz` on data the user may spend; the private run then
+    reads its columns by name, and the config form (identify_on) does the same inside the run."""
+    _clean(plant)
+    data = simulate(SystemSpec(n_clients=3, state_dims=2, obs_dims=6, edge_density=0.5, n_steps=1500),
+                    np.random.default_rng(9))  # fmt: skip  (other data from a similar plant: the "history")
+    columns = (plant / "site0.csv").read_text().splitlines()[0].split(",")
+    write_client_csv(tmp_path / "history0.csv", data.y[0], columns=columns)
+    assert main(["identify", "--data", str(tmp_path / "history0.csv"), "--out", str(tmp_path / "m0.npz")]) == 0
+    assert "-> " in capsys.readouterr().err
+    with np.load(tmp_path / "m0.npz") as f:
+        assert list(f["columns"]) == columns
+    raw = yaml.safe_load((plant / "private.yaml").read_text())
+    raw["clients"][0]["model"] = str(tmp_path / "m0.npz")
+    result = run_local(parse_config(raw, base_dir=plant), mode="run", out_dir=None)
+    assert np.isfinite(result.fit.A_s).all()
+    raw["clients"][0].pop("model")
+    raw["clients"][0]["identify_on"] = str(tmp_path / "history0.csv")
+    via_config = run_local(parse_config(raw, base_dir=plant), mode="run", out_dir=None)
+    assert via_config.fit.gc.dims == result.fit.gc.dims
+    assert main(["identify", "--data", str(tmp_path / "history0.csv"), "--out", str(tmp_path / "m0.npz")]) == 2
+    assert "exists" in capsys.readouterr().err
+    _clean(plant)

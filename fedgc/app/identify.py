@@ -1,0 +1,46 @@
+"""`fedgc identify`: a client's local model fitted on data it is willing to spend, saved as the model file a
+private run reads (`model: file.npz`).
+
+A private run must not take anything from the window it protects except through its one accounted
+release: which columns it uses, how it standardises them and its model (A, C, Q, R) come from the model
+file. `fedgc identify` makes that file from other data (historical or public), with the same column
+policies and identification as a non-private run, and names the columns it kept so the private run takes
+them by name. The config form (`identify_on:` in a client entry) does the same inside a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import NamedTuple
+
+from fedgc.app.clients import identify_model, read_table
+from fedgc.app.config import ClientSpec
+from fedgc.core.local_model import LocalModel, save_npz
+from fedgc.errors import ConfigError
+
+
+class Identified(NamedTuple):
+    """client: its name; path: the model file written; model: what it holds; dropped: columns left out."""
+
+    client: str
+    path: Path
+    model: LocalModel
+    dropped: tuple[str, ...]
+
+
+def identify_to_file(spec: ClientSpec, out: Path, *, seed: int = 0, overwrite: bool = False) -> Identified:
+    """Identify `spec`'s model on its data file (spec.identify_on when given) and save it to `out`."""
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise ConfigError(f"client '{spec.name}': the model file {out} must end in .npz")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"client '{spec.name}': {out} exists; give another path, or --overwrite to replace it")
+    table = read_table(spec if spec.identify_on is None else replace(spec, data=spec.identify_on))
+    model = identify_model(spec, table, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    save_npz(tmp, model)
+    tmp.replace(out)
+    dropped = (*table.cleaning.dropped_constant, *(c for c, _ in table.cleaning.dropped_missing))
+    return Identified(spec.name, out, model, tuple(dropped))

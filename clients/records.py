@@ -1,66 +1,31 @@
-"""Flower ClientApp: thin handlers over fedgc's client side (fedgc.protocol.session.ClientSession).
+"""The records codec: a fedgc payload (fedgc.protocol.wire: plain dict of float64 arrays and
+scalars) as a Flower RecordDict and back. Both ends use it: the ClientApp (clients.app) and the
+ServerApp's transport (server.transport).
 
-Messages (fedgc.protocol.wire describes the payloads):
-
-    query.setup   the node reads its own CSV (node config `data-path`), builds its local model
-                  (node config `model-path` = a given .npz, else identified from its data) and
-                  answers name, state_dim, n_steps.
-    query.round   augmentation in (ArrayRecord "fedgc.arrays"), ClientReply out (arrays + ConfigRecord "fedgc.app.config").
-
-Node config keys (flower-supernode --node-config "data-path='/data/feed.csv' client-name='feed'"):
-
-    data-path          the client's CSV file (required)
-    client-name        its name (default: the file stem)
-    model-path         a given local model .npz (default: identify from the data)
-    state-dim          D_m for identification (default: auto)
-    explained-variance choose D_m by explained variance instead
-    timestamp-column   auto | none | column name (default: auto)
-
-Per-node state: the built ClientSession is cached per process, keyed by (run id, node id); what
-is needed to rebuild it deterministically (its setup, and theta plus last states when theta is
-learned) lives in the Flower context's state, so a fresh process (Flower's own per-message
-ClientApp processes) gives the same replies. Nothing is pickled.
+Every float64 array of a payload is packed into one buffer (fedgc.protocol.wire.pack_arrays); its
+layout (names and shapes) goes into ConfigRecord CONFIG with the scalars. Message format "arrays":
+the buffer is the one Array PACKED of ArrayRecord ARRAYS, what Flower's tooling and mods read.
+"compact": the buffer is PACKED's value in CONFIG, as little-endian float64 bytes (never a pickle):
+a message is then 3 Flower objects instead of 6, and on the deployed runtime every object is a
+request on every hop (see README). A reply uses the format of its request (message_format_of).
 """
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
-from flwr.clientapp import ClientApp
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedgc.protocol import wire
-from fedgc.protocol.messages import ClientInfo
-from fedgc.errors import ConfigError
 
 ARRAYS = "fedgc.arrays"  # the ArrayRecord of every message
 CONFIG = "fedgc.app.config"  # the ConfigRecord of every message
 PACKED = "packed"  # every float64 field, concatenated: the one Array of ARRAYS, or bytes in CONFIG
-STATE_SETUP = "fedgc.setup"
-STATE_THETA = "fedgc.theta"
-STATE_ROUND = "fedgc.round"  # the last round this node answered (a repeated or older round is refused)
-NODE_KEYS = (
-    "data-path", "client-name", "model-path", "state-dim", "explained-variance", "timestamp-column",
-    "constant-columns", "held-values", "max-missing",
-)
-
-_CACHE: dict[tuple[int, int], Any] = {}
-_LOCK = threading.Lock()
-
-
-# ------------------------------------------------------------------------------- records <-> dicts
 
 
 def to_records(payload: Mapping[str, Any], *, message_format: str = "arrays") -> RecordDict:
-    """A fedgc payload as a RecordDict. Its float64 arrays are packed into one buffer
-    (fedgc.protocol.wire.pack_arrays) whose layout (names and shapes) goes into ConfigRecord CONFIG with
-    the scalars. message_format "arrays": the buffer is the one Array PACKED of ArrayRecord ARRAYS,
-    what Flower's tooling and mods read. "compact": the buffer is PACKED's value in CONFIG, as
-    little-endian float64 bytes (never a pickle): a message is then 3 Flower objects instead of 6,
-    and on the deployed runtime every object is a request on every hop (see README)."""
+    """A fedgc payload as a RecordDict, in `message_format` ("arrays" or "compact")."""
     wire.check_message_format(message_format)
     arrays, scalars = wire.split_payload(payload)
     if PACKED in scalars or wire.LAYOUT_KEY in scalars:
@@ -71,9 +36,9 @@ def to_records(payload: Mapping[str, Any], *, message_format: str = "arrays") ->
         scalars[PACKED] = np.ascontiguousarray(buffer, dtype="<f8").tobytes()
         scalars[wire.LAYOUT_KEY] = layout
     elif arrays:
-        content[ARRAYS] = ArrayRecord({PACKED: _array(buffer)})
+        content[ARRAYS] = ArrayRecord({PACKED: array(buffer)})
         scalars[wire.LAYOUT_KEY] = layout
-    content[CONFIG] = ConfigRecord({k: _scalar(v) for k, v in scalars.items()})
+    content[CONFIG] = ConfigRecord({k: scalar(v) for k, v in scalars.items()})
     return content
 
 
@@ -84,6 +49,7 @@ def message_format_of(content: RecordDict) -> str:
 
 
 def from_records(content: RecordDict) -> dict[str, Any]:
+    """The payload of a RecordDict written by to_records (wire.MessageError if it is malformed)."""
     out: dict[str, Any] = {}
     if CONFIG in content.config_records:
         out.update(dict(content.config_records[CONFIG].items()))
@@ -115,13 +81,12 @@ def record_bytes(content: RecordDict) -> int:
     return total
 
 
-def _array(v: np.ndarray):
-    from flwr.app import Array
-
+def array(v: np.ndarray) -> Array:
     return Array(np.ascontiguousarray(v))
 
 
-def _scalar(v: Any) -> Any:
+def scalar(v: Any) -> Any:
+    """A ConfigRecord value: numpy scalars as Python's, anything else but bytes as text."""
     if isinstance(v, (bool, np.bool_)):
         return bool(v)
     if isinstance(v, (int, np.integer)):
@@ -129,149 +94,3 @@ def _scalar(v: Any) -> Any:
     if isinstance(v, (float, np.floating)):
         return float(v)
     return v if isinstance(v, bytes) else str(v)
-
-
-# ------------------------------------------------------------------------------- node settings
-
-
-def node_settings(node_config: Mapping[str, Any], overrides: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """This node's client settings: its node config, or (simulation) the entry for its partition-id."""
-    cfg = dict(node_config)
-    if overrides is not None:
-        pid = cfg.get("partition-id")
-        if pid is None or int(pid) not in overrides:
-            raise ConfigError(f"simulated node with partition-id {pid!r} has no client assigned")
-        cfg.update(overrides[int(pid)])
-    if not cfg.get("data-path"):
-        raise ConfigError(
-            "this SuperNode has no 'data-path' in its node config; start it with "
-            "--node-config \"data-path='/path/to/client.csv' client-name='name'\""
-        )
-    cfg.setdefault("client-name", Path(str(cfg["data-path"])).stem)
-    return {k: cfg[k] for k in NODE_KEYS if k in cfg and cfg[k] != ""}
-
-
-def client_spec(settings: Mapping[str, Any]):
-    from fedgc.app.config import ClientSpec
-
-    ts = settings.get("timestamp-column", "auto")
-    ts = None if ts in ("none", None) else ts
-    state_dim = settings.get("state-dim")
-    ev = settings.get("explained-variance")
-    return ClientSpec(
-        name=str(settings["client-name"]),
-        data=Path(str(settings["data-path"])),
-        timestamp_column=ts,
-        model=Path(str(settings["model-path"])) if settings.get("model-path") else "identify",
-        state_dim=int(state_dim) if state_dim not in (None, "auto") else None,
-        explained_variance=float(ev) if ev is not None else None,
-        constant_columns=str(settings.get("constant-columns", "drop")),
-        held_values=str(settings.get("held-values", "missing")),
-        max_missing=float(settings.get("max-missing", 0.5)),
-    )
-
-
-# ------------------------------------------------------------------------------- sessions
-
-
-def build(settings: Mapping[str, Any], setup: wire.SetupRequest, fallback_index: int = 0):
-    """The node's ClientSession (fedgc.app.runner.build_session: reads only this node's file)."""
-    from fedgc.app.config import ClientOptions
-    from fedgc.app.clients import build_session
-
-    spec = client_spec(settings)
-    options = ClientOptions(learn_theta=setup.learn_theta, theta=setup.theta)
-    return build_session(spec, options, seed=setup.seed_for(spec.name, fallback_index))
-
-
-def _raw_bytes(session) -> int:
-    return int(session.n_steps * session.model.obs_dim * 8)
-
-
-def _key(context: Context) -> tuple[int, int]:
-    return int(context.run_id), int(context.node_id)
-
-
-def _save_state(context: Context, settings: Mapping[str, Any], setup: wire.SetupRequest, fallback: int) -> None:
-    record = {**{f"node.{k}": _scalar(v) for k, v in settings.items()}, **wire.encode_setup(setup)}
-    record["fallback_index"] = int(fallback)
-    context.state[STATE_SETUP] = ConfigRecord(record)
-
-
-def _restore(context: Context):
-    """Rebuild the session from the context (cache miss: a fresh ClientApp process)."""
-    if STATE_SETUP not in context.state.config_records:
-        raise RuntimeError("query.round before query.setup: this node has no session for the run")
-    rec = dict(context.state.config_records[STATE_SETUP].items())
-    settings = {k[len("node."):]: v for k, v in rec.items() if k.startswith("node.")}
-    session = build(settings, wire.decode_setup(rec), int(rec.get("fallback_index", 0)))
-    if STATE_THETA in context.state.array_records:
-        session.restore_state({k: v.numpy() for k, v in context.state.array_records[STATE_THETA].items()})
-    if STATE_ROUND in context.state.config_records:
-        session.last_round = int(context.state.config_records[STATE_ROUND]["last"])
-    return session
-
-
-def session_for(context: Context):
-    key = _key(context)
-    with _LOCK:
-        session = _CACHE.get(key)
-    if session is None:
-        session = _restore(context)
-        with _LOCK:
-            _CACHE[key] = session
-    return session
-
-
-# ------------------------------------------------------------------------------- handlers
-
-
-def handle_setup(message: Message, context: Context, overrides=None) -> Message:
-    setup = wire.decode_setup(from_records(message.content))
-    settings = node_settings(context.node_config, overrides)
-    fallback = int(context.node_config.get("partition-id", 0))
-    session = build(settings, setup, fallback)
-    with _LOCK:
-        # one run per node at a time: forget sessions of earlier runs on this node
-        for k in [k for k in _CACHE if k[1] == int(context.node_id)]:
-            del _CACHE[k]
-        _CACHE[_key(context)] = session
-    _save_state(context, settings, setup, fallback)
-    for key in (STATE_THETA, STATE_ROUND):
-        if key in context.state:
-            del context.state[key]
-    info = ClientInfo(session.name, session.state_dim, session.n_steps)
-    reply = wire.encode_setup_reply(info, _raw_bytes(session))
-    return Message(to_records(reply, message_format=message_format_of(message.content)), reply_to=message)
-
-
-def handle_round(message: Message, context: Context) -> Message:
-    """Decode and validate the augmentation (fedgc.protocol.validation: shape (T, D_m), float64, finite, a new
-    round); a bad one raises, which Flower returns to the server as this node's error reply."""
-    augmentation, request, round_index = wire.decode_request(from_records(message.content))
-    session = session_for(context)
-    reply = session.round(augmentation, request, round_index)
-    if session.learn_theta:
-        context.state[STATE_THETA] = ArrayRecord({k: _array(v) for k, v in session.checkpoint_state().items()})
-    context.state[STATE_ROUND] = ConfigRecord({"last": int(round_index)})
-    return Message(to_records(wire.encode_reply(reply), message_format=message_format_of(message.content)), reply_to=message)
-
-
-def make_client_app(overrides: Mapping[int, Mapping[str, Any]] | None = None) -> ClientApp:
-    """The ClientApp. overrides: partition-id -> node settings (the simulation runtime, whose
-    virtual nodes only carry partition-id in their node config)."""
-    table = None if overrides is None else {int(k): dict(v) for k, v in overrides.items()}
-    client_app = ClientApp()
-
-    @client_app.query("setup")
-    def _setup(message: Message, context: Context) -> Message:
-        return handle_setup(message, context, table)
-
-    @client_app.query("round")
-    def _round(message: Message, context: Context) -> Message:
-        return handle_round(message, context)
-
-    return client_app
-
-
-app = make_client_app()

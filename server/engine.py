@@ -55,7 +55,7 @@ class FlowerSimEngine:
     """Flower's simulation runtime in this process, one simulated SuperNode per client."""
 
     poll_interval: float = 0.005
-    wait_timeout: float = 60.0
+    wait_timeout: float = 300.0  # the setup waits for Ray to start a worker per node and import the app in it
     round_timeout: float = 600.0
 
     def check(self, options: EngineOptions) -> None:

@@ -36,11 +36,11 @@ MAX_POLL = 0.1  # longest wait between pulls while a round is out (s)
 
 
 class NodeTimeout(FedGCError):
-    """Nodes that did not connect, or did not answer a round, in time."""
+    """SuperNodes that did not connect, or did not answer the setup, in time."""
 
 
 class ClientFailed(FedGCError):
-    """A client answered with an error."""
+    """A client answered the setup with an error."""
 
 
 class FlowerTransport:
@@ -136,7 +136,7 @@ class FlowerTransport:
     def _setup_failed(self, ids, found, errors: dict[int, str], late: list[int]) -> FedGCError:
         """Which clients did not set up: a failed ClientApp says (its error names its client), a silent
         node cannot, so the configured clients without a setup reply are named too."""
-        parts = [f"a SuperNode (node {ids[k]}) failed: {reason}" for k, reason in sorted(errors.items())]
+        parts = [f"failed on a SuperNode (node {ids[k]}): {reason}" for k, reason in sorted(errors.items())]
         if late:
             nodes = ", ".join(str(ids[k]) for k in late)
             parts.append(f"no reply within {self.wait_timeout:g} s from {len(late)} SuperNode(s) (node {nodes})")

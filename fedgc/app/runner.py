@@ -218,8 +218,8 @@ def flower_engine(name: str) -> FlowerEngine:
         raise ConfigError(f"engine {name!r} is not one of {FLOWER_ENGINES}")
     if not (PROJECT_DIR / "server" / "engine.py").is_file():
         raise ConfigError(
-            f"engine {name!r} needs the Flower app (clients/, server/, flwr_internals/ of the fedgc project folder), which this "
-            f"installation does not have ({PROJECT_DIR}); install fedgc from a clone with `pip install -e .`"
+            f"engine {name!r} needs the Flower app (clients/, server/, flwr_internals/ of the fedgc project folder), "
+            f"which this installation does not have ({PROJECT_DIR}); install fedgc from a clone with `pip install -e .`"
         )
     if str(PROJECT_DIR) not in sys.path:
         sys.path.insert(0, str(PROJECT_DIR))

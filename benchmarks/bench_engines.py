@@ -58,7 +58,7 @@ def main(argv=None) -> int:
             res = run(replace(cfg, engine="flower-sim"), mode="simulate", out_dir=tmp / "sim")
             rows.append(_row("flower-sim", time.perf_counter() - t, res, ref, res.communication.get("median_round_latency_s")))
         if "flower" not in skip:
-            from server.deploy import LocalDeployment
+            from server.local_deployment import LocalDeployment
             from server.engine import DeployedEngine
 
             out = tmp / "deployed"

@@ -85,6 +85,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="flower engines: arrays in ArrayRecords (default), or compact (float64 bytes in the ConfigRecord: "
         "half the Flower objects per message, faster deployed rounds)",
     )  # fmt: skip
+    p.add_argument("--wait-timeout", type=float, default=None, metavar="S",
+                   help="flower engines: seconds to wait for the SuperNodes (default 120 deployed)")
+    p.add_argument("--round-timeout", type=float, default=None, metavar="S",
+                   help="flower engines: seconds a round waits for replies; a silent client then counts as "
+                   "dropped (server.on_dropout; default 120 deployed)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -135,6 +140,7 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
     options = EngineOptions(
         superlink=args.superlink, message_format=args.message_format,
         root_certificates=None if args.root_certificates is None else str(args.root_certificates),
+        wait_timeout=args.wait_timeout, round_timeout=args.round_timeout,
     )  # fmt: skip
     result = run(cfg, mode=mode, out_dir=out, options=options, on_round=progress, resume=args.resume is not None)
     if progress is not None:

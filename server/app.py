@@ -1,10 +1,4 @@
-"""Flower ServerApp: a thin main loop over fedgc's server side.
-
-The ServerApp waits for the SuperNodes, sends each its setup, then runs fedgc.protocol.loop.run_protocol
-(through fedgc.app.runner.execute) over a FlowerTransport. After every round it writes
-OUT/last_round.json (A_s, history) atomically, so a run stopped by a node that does not answer
-keeps the last completed round; at the end it writes OUT/fit.npz, OUT/flower_run.json and the
-usual output folder (fedgc.report.result_json.write_outputs).
+"""Flower ServerApp: its main reads the run config and runs one job over the grid (server.job.run_job).
 
 Run config ([tool.flwr.app.config] in pyproject.toml, override with flwr run --run-config):
 
@@ -17,33 +11,26 @@ Run config ([tool.flwr.app.config] in pyproject.toml, override with flwr run --r
     send-and-receive  use Flower's grid.send_and_receive instead (3 s poll; for benchmarks)
     message-format arrays (default: ArrayRecords, what Flower's tooling reads) or compact (the
                    arrays as float64 bytes in the ConfigRecord: half the objects, faster deployed
-                   rounds); clients.app.to_records
+                   rounds); clients.records
     resume         continue from OUT/checkpoint.npz (fedgc.app.checkpoint), written after every round
+    fast-object-pulls  retry Flower's reply pulls after 5 ms instead of 1 s (Flower 1.41 only:
+                   flwr_internals.timing; `fedgc --engine flower` turns it on, `flwr run` does not)
 """
 
 from __future__ import annotations
 
 import json
-import os
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from clients.flwrtiming import SERVERAPP_GRID_MODULE, fast_object_pulls
 from fedgc.app.config import RunConfig, load_config, parse_config
-from fedgc.app.results import RunResult, save_fit
-from fedgc.app.runner import run_batch
 from fedgc.errors import ConfigError
-from fedgc.protocol import wire
-from fedgc.report.result_json import write_outputs
-from server.transport import FlowerTransport
-
-FIT_FILE = "fit.npz"
-RUN_FILE = "flower_run.json"
+from server.job import Job, run_job
+from server.round_log import ROUNDS_FILE, RoundLog
 
 DEFAULTS: dict[str, Any] = {
     "fedgc-config": "",
@@ -56,31 +43,12 @@ DEFAULTS: dict[str, Any] = {
     "send-and-receive": False,
     "message-format": "arrays",
     "resume": False,
+    "fast-object-pulls": False,
 }
 
 
-@dataclass
-class Job:
-    """One run of the ServerApp. write_files: write the output folder here (deployed) or leave it to the
-    caller (flower-sim: the submitting command adds the evaluation first)."""
-
-    cfg: RunConfig
-    engine: str
-    out_dir: Path | None = None
-    num_nodes: int = 0
-    wait_timeout: float = 120.0
-    round_timeout: float = 120.0
-    poll_interval: float = 0.02
-    send_and_receive: bool = False
-    message_format: str = "arrays"
-    resume: bool = False
-    on_round: Callable | None = None
-    write_files: bool = False
-    result: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------------------ config <-> JSON
+# ------------------------------------------------------------------------------ config conversions
+# RunConfig <-> plain mapping / node configs (to be replaced by fedgc.app.config's serialiser at merge).
 
 
 def config_to_raw(cfg: RunConfig) -> dict[str, Any]:
@@ -133,7 +101,11 @@ def config_from_json(text: str) -> RunConfig:
     return parse_config(raw, source=None)
 
 
+# ------------------------------------------------------------------------------ the ServerApp
+
+
 def job_from_context(context: Context) -> Job:
+    """The deployed run the run config describes; every round is appended to OUT/rounds.jsonl."""
     rc = {**DEFAULTS, **dict(context.run_config)}
     if rc["fedgc-config"]:
         cfg = config_from_json(str(rc["fedgc-config"]))
@@ -153,79 +125,10 @@ def job_from_context(context: Context) -> Job:
         send_and_receive=bool(rc["send-and-receive"]),
         message_format=str(rc["message-format"]),
         resume=bool(rc["resume"]),
+        fast_object_pulls=bool(rc["fast-object-pulls"]),
+        on_round=RoundLog(out / ROUNDS_FILE),
         write_files=True,
     )
-
-
-# ------------------------------------------------------------------------------ files
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
-# ------------------------------------------------------------------------------ the main loop
-
-
-def run_job(grid: Grid, job: Job) -> RunResult:
-    """The ServerApp's run: connect the nodes, run the batch protocol over them (fedgc.app.runner.run_batch,
-    checkpointed into the output folder), and hand the fit back (files, or job.result in-process)."""
-    if job.engine == "flower":
-        fast_object_pulls(SERVERAPP_GRID_MODULE)
-    cfg = job.cfg
-    if cfg.privacy is not None:
-        raise ConfigError("privacy is not available on the Flower engines yet; use --engine local")
-    if job.resume and cfg.client.learn_theta:
-        raise ConfigError(
-            "resuming a Flower run with client.learn_theta is not supported: theta is each SuperNode's own state "
-            "and does not outlive the run; use --engine local, or start afresh"
-        )
-    order = tuple(c.name for c in cfg.clients)
-    expected = job.num_nodes or len(order)
-    if expected < 1:
-        raise ConfigError("the run config lists no clients and num-nodes is 0: nothing to wait for")
-    setup = wire.SetupRequest(seed=cfg.seed, client_order=order, learn_theta=cfg.client.learn_theta, theta=cfg.client.theta)
-    transport = FlowerTransport(
-        grid, setup=setup, expected_nodes=expected, wait_timeout=job.wait_timeout, round_timeout=job.round_timeout,
-        poll_interval=job.poll_interval, send_and_receive=job.send_and_receive, message_format=job.message_format,
-    )  # fmt: skip
-    t0 = time.perf_counter()
-    transport.connect()
-    setup_s = time.perf_counter() - t0
-    result = run_batch(cfg, transport, checkpoint_dir=job.out_dir, on_round=job.on_round, resume=job.resume,
-                       engine=job.engine)  # fmt: skip
-    result.timings["setup_s"] = setup_s
-    result.raw_data_bytes = int(sum(transport.raw_data_bytes.values()))
-    comm = dict(result.communication)
-    comm["setup_bytes"] = int(transport.setup_to_clients + transport.setup_to_server)
-    comm["bytes_to_clients"] = int(comm.get("bytes_to_clients", 0)) + int(transport.setup_to_clients)
-    comm["bytes_to_server"] = int(comm.get("bytes_to_server", 0)) + int(transport.setup_to_server)
-    comm["bytes_total"] = comm["bytes_to_clients"] + comm["bytes_to_server"]
-    comm.update(transport.wire_summary())
-    result.communication = with_raw(comm, result.raw_data_bytes)
-    if job.out_dir is not None:
-        save_fit(job.out_dir / FIT_FILE, result.fit)
-        _write_json_atomic(job.out_dir / RUN_FILE, {
-            "engine": result.engine,
-            "communication": result.communication,
-            "timings": result.timings,
-            "raw_data_bytes": result.raw_data_bytes,
-        })  # fmt: skip
-        if job.write_files:
-            write_outputs(result, job.out_dir)
-    job.result = result
-    return result
-
-
-def with_raw(comm: dict[str, Any], raw: int) -> dict[str, Any]:
-    comm = dict(comm)
-    if raw:
-        comm["raw_data_bytes_kept"] = int(raw)
-        comm["raw_to_sent_ratio"] = float(raw) / max(int(comm.get("bytes_total", 0)), 1)
-    return comm
 
 
 def make_server_app(job: Job | None = None) -> ServerApp:

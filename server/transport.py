@@ -9,6 +9,10 @@ tens of milliseconds.
 In a round, a node that does not answer in time, answers with an error (e.g. its ClientApp
 rejected the augmentation) or sends a reply that does not decode is returned as a
 fedgc.protocol.loop.ClientFailure: the protocol applies server.on_dropout to it. Setup failures raise.
+Every failure names the clients concerned (a node id, which means nothing to an operator but is
+what the SuperLink's log shows, comes only next to a name): before the setup the server knows the
+clients of the run config but not which node serves which, so a failed setup is named by the
+ClientApp's own error (clients.app names its client-name) and a silent one by elimination.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from clients.app import from_records, record_bytes, to_records
+from clients.records import from_records, record_bytes, to_records
 from fedgc.protocol import wire
 from fedgc.protocol.messages import ClientReply, RequestKind
 from fedgc.errors import FedGCError
@@ -32,11 +36,11 @@ MAX_POLL = 0.1  # longest wait between pulls while a round is out (s)
 
 
 class NodeTimeout(FedGCError):
-    """Nodes that did not connect, or did not answer a round, in time."""
+    """SuperNodes that did not connect, or did not answer the setup, in time."""
 
 
 class ClientFailed(FedGCError):
-    """A client answered with an error."""
+    """A client answered the setup with an error."""
 
 
 class FlowerTransport:
@@ -55,7 +59,7 @@ class FlowerTransport:
         message_format: str = "arrays",
     ) -> None:
         self.grid = grid
-        # clients.app.to_records; nodes reply in the same format
+        # clients.records.to_records; nodes reply in the same format
         self.message_format = wire.check_message_format(message_format)
         self.send_and_receive = bool(send_and_receive)  # Flower's own (3 s poll), for comparison
         self.setup = setup
@@ -84,10 +88,7 @@ class FlowerTransport:
             if len(ids) >= self.expected_nodes:
                 return ids
             if time.monotonic() >= deadline:
-                raise NodeTimeout(
-                    f"waited {self.wait_timeout:g} s for {self.expected_nodes} SuperNodes, "
-                    f"{len(ids)} connected ({ids}); start one SuperNode per client, or lower num-nodes"
-                )
+                raise NodeTimeout(f"waited {self.wait_timeout:g} s for {self.expected_nodes} SuperNodes, {len(ids)} connected")
             time.sleep(min(0.2, max(self.poll_interval, 0.01)))
 
     def connect(self) -> list[ClientInfo]:
@@ -117,9 +118,10 @@ class FlowerTransport:
         content_bytes = wire.payload_bytes(payload)
         msgs = [Message(to_records(payload, message_format=self.message_format), dst_node_id=n, message_type="query.setup", group_id="setup") for n in ids]
         self.setup_to_clients = content_bytes * len(ids)
-        replies = self._collect(msgs, ids, "setup", names=None)
+        replies, errors, late = self._collect(msgs, ids, "setup", names=None)
         found: dict[str, tuple[int, ClientInfo]] = {}
-        for node, reply in zip(ids, replies):
+        for k, reply in replies.items():
+            node = ids[k]
             payload = from_records(reply.content)
             self.setup_to_server += wire.payload_bytes(payload)
             info, raw = wire.decode_setup_reply(payload)
@@ -127,14 +129,33 @@ class FlowerTransport:
                 raise FedGCError(f"two SuperNodes ({found[info.name][0]} and {node}) both serve client '{info.name}'")
             found[info.name] = (node, info)
             self.raw_data_bytes[info.name] = raw
+        if errors or late:
+            raise self._setup_failed(ids, found, errors, late)
         return found
+
+    def _setup_failed(self, ids, found, errors: dict[int, str], late: list[int]) -> FedGCError:
+        """Which clients did not set up: a failed ClientApp says (its error names its client), a silent
+        node cannot, so the configured clients without a setup reply are named too."""
+        parts = [f"failed on a SuperNode (node {ids[k]}): {reason}" for k, reason in sorted(errors.items())]
+        if late:
+            nodes = ", ".join(str(ids[k]) for k in late)
+            parts.append(f"no reply within {self.wait_timeout:g} s from {len(late)} SuperNode(s) (node {nodes})")
+        unheard = [n for n in self.setup.client_order if n not in found]
+        if unheard:
+            parts.append(f"no setup reply for client(s) {', '.join(map(repr, unheard))}")
+        return (ClientFailed if errors else NodeTimeout)("setup: " + "; ".join(parts))
 
     def _name_missing(self, timeout: NodeTimeout) -> NodeTimeout:
         """Too few SuperNodes came: ask those that did which clients they serve, and name the others."""
         ids = sorted(int(n) for n in self.grid.get_node_ids())
         order = list(self.setup.client_order)
-        if not ids or not order:
-            return timeout
+        if not order:
+            return NodeTimeout(f"{timeout}; start one SuperNode per client, or lower num-nodes")
+        if not ids:
+            return NodeTimeout(
+                f"{timeout}: no SuperNode serves client(s) {', '.join(map(repr, order))}. Is each client's SuperNode "
+                "running and connected to this SuperLink (and, with --enable-supernode-auth, its key registered)?"
+            )
         try:
             found = self._setup(ids)
         except FedGCError as exc:
@@ -142,8 +163,7 @@ class FlowerTransport:
         missing = [n for n in order if n not in found]
         serving = ", ".join(f"{n!r} (node {found[n][0]})" for n in sorted(found))
         return NodeTimeout(
-            f"waited {self.wait_timeout:g} s for {self.expected_nodes} SuperNodes, {len(ids)} connected: no SuperNode "
-            f"serves client(s) {', '.join(map(repr, missing)) or '(none)'}; the connected ones serve {serving}. "
+            f"{timeout}: no SuperNode serves client(s) {', '.join(map(repr, missing)) or '(none)'}; the connected ones serve {serving}. "
             "Is each missing client's SuperNode running, and (SuperLink with --enable-supernode-auth) its key registered?"
         )
 
@@ -168,10 +188,13 @@ class FlowerTransport:
             msgs.append(Message(content, dst_node_id=self.node_ids[k], message_type="query.round", group_id=str(r)))
         t0 = time.perf_counter()
         nodes = [self.node_ids[k] for k in asked]
-        replies, failures = self._collect(msgs, nodes, f"round {r}", names=[self.infos[k].name for k in asked], partial=True)
+        names = [self.infos[k].name for k in asked]
+        replies, errors, late = self._collect(msgs, nodes, f"round {r}", names=names)
         self.round_seconds.append(time.perf_counter() - t0)
         self.timeline.append({"push_s": self._pushed - t0, "first_reply_s": self._first - t0, "last_reply_s": self._last - t0})
         self._exchange = r + 1
+        failures = {j: f"failed (node {nodes[j]}): {reason}" for j, reason in errors.items()}
+        failures.update({j: f"no reply within {self.round_timeout:g} s (node {nodes[j]})" for j in late})
         out: list[ClientReply | ClientFailure | None] = [None] * len(self.node_ids)
         for j, k in enumerate(asked):
             name = self.infos[k].name
@@ -187,76 +210,57 @@ class FlowerTransport:
 
     # ------------------------------------------------------------------ push / poll
 
-    def _collect(self, msgs: list[Message], nodes: Sequence[int], what: str, names: Sequence[str] | None, partial: bool = False):
-        """Replies in the order of msgs. partial: return (replies by index, failure reason by index)
-        instead of raising ClientFailed / NodeTimeout for nodes that failed or stayed silent."""
+    def _collect(self, msgs: list[Message], nodes: Sequence[int], what: str, names: Sequence[str] | None):
+        """Push msgs and pull their replies: (replies by index, error reasons by index, indices of the
+        nodes that stayed silent until the timeout: wait_timeout for the setup, round_timeout after)."""
         if self.send_and_receive and what != "setup":
-            return self._send_and_receive(msgs, nodes, what, names, partial)
+            return self._send_and_receive(msgs)
         # One batch: Flower pushes the batch's headers, then its objects; fedgc's SuperLink
-        # (server.superlink) answers a node's poll only once its message's objects are all there.
+        # (flwr_internals.superlink) answers a node's poll only once its message's objects are all there.
         ids = list(self.grid.push_messages(msgs))
         self._pushed = self._first = time.perf_counter()
         if len(ids) != len(msgs) or any(i is None or i == "" for i in ids):
-            raise FedGCError(f"{what}: the SuperLink did not accept every message ({ids})")
+            refused = [k for k in range(len(msgs)) if k >= len(ids) or ids[k] in (None, "")]
+            who = ", ".join(f"client {names[k]!r}" if names else f"SuperNode {nodes[k]}" for k in refused)
+            raise FedGCError(f"{what}: the SuperLink did not accept the message(s) for {who}")
         slot = {mid: k for k, mid in enumerate(ids)}
         got: dict[int, Message] = {}
-        failed: dict[int, str] = {}
-        timeout = self.wait_timeout if what == "setup" else self.round_timeout
-        deadline = time.monotonic() + timeout
+        errors: dict[int, str] = {}
+        deadline = time.monotonic() + (self.wait_timeout if what == "setup" else self.round_timeout)
         delay = self.poll_interval
         while True:
-            pending = [mid for mid in ids if slot[mid] not in got and slot[mid] not in failed]
+            pending = [mid for mid in ids if slot[mid] not in got and slot[mid] not in errors]
             before = len(got)
             for msg in self.grid.pull_messages(pending):
                 k = slot.get(msg.metadata.reply_to_message_id)
                 if k is None:
                     continue
                 if msg.has_error():
-                    if partial:
-                        failed[k] = f"failed (node {nodes[k]}): {msg.error.reason}"
-                        continue
-                    who = names[k] if names else f"node {nodes[k]}"
-                    raise ClientFailed(f"{what}: client {who} (node {nodes[k]}) failed: {msg.error.reason}")
+                    errors[k] = msg.error.reason
+                    continue
                 if not got:
                     self._first = time.perf_counter()
                 got[k] = msg
-            if len(got) + len(failed) == len(ids):
+            late = [k for k in range(len(ids)) if k not in got and k not in errors]
+            if not late or time.monotonic() >= deadline:
                 self._last = time.perf_counter()
-                return (got, failed) if partial else [got[k] for k in range(len(ids))]
-            if time.monotonic() >= deadline:
-                late = [k for k in range(len(ids)) if k not in got and k not in failed]
-                if partial:
-                    self._last = time.perf_counter()
-                    failed.update({k: f"no reply within {timeout:g} s (node {nodes[k]})" for k in late})
-                    return got, failed
-                who = ", ".join((f"client {names[k]} (node {nodes[k]})" if names else f"node {nodes[k]}") for k in late)
-                raise NodeTimeout(f"{what}: no reply within {timeout:g} s from {who}")
+                return got, errors, late
             # Each empty pull costs the SuperLink a request: back off while nothing arrives, start
             # short again after a reply (the others usually follow within milliseconds).
             delay = self.poll_interval if len(got) > before else min(delay * POLL_GROWTH, max(self.poll_interval, MAX_POLL))
             time.sleep(delay)
 
-    def _send_and_receive(self, msgs, nodes, what, names, partial: bool = False):
+    def _send_and_receive(self, msgs: list[Message]):
+        """_collect through Flower's grid.send_and_receive (its own 3 s polls; for comparison)."""
         t0 = time.perf_counter()
         self._pushed = self._first = t0
-        dst = [m.metadata.dst_node_id for m in msgs]
+        dst = [int(m.metadata.dst_node_id) for m in msgs]
         replies = list(self.grid.send_and_receive(msgs, timeout=self.round_timeout))
         self._last = time.perf_counter()
         by_node = {int(r.metadata.src_node_id): r for r in replies}
-        late = [k for k, n in enumerate(dst) if int(n) not in by_node]
-        if partial:
-            failed = {k: f"no reply within {self.round_timeout:g} s (node {dst[k]})" for k in late}
-            for k, n in enumerate(dst):
-                if k not in failed and by_node[int(n)].has_error():
-                    failed[k] = f"failed (node {n}): {by_node[int(n)].error.reason}"
-            return {k: by_node[int(n)] for k, n in enumerate(dst) if k not in failed}, failed
-        if late:
-            who = ", ".join(f"client {names[k]} (node {nodes[k]})" if names else f"node {nodes[k]}" for k in late)
-            raise NodeTimeout(f"{what}: no reply within {self.round_timeout:g} s from {who}")
-        for k, n in enumerate(dst):
-            if by_node[int(n)].has_error():
-                raise ClientFailed(f"{what}: client {names[k] if names else n} failed: {by_node[int(n)].error.reason}")
-        return [by_node[int(n)] for n in dst]
+        got = {k: by_node[n] for k, n in enumerate(dst) if n in by_node and not by_node[n].has_error()}
+        errors = {k: by_node[n].error.reason for k, n in enumerate(dst) if n in by_node and by_node[n].has_error()}
+        return got, errors, [k for k, n in enumerate(dst) if n not in by_node]
 
     def wire_summary(self) -> dict[str, Any]:
         """Flower-serialized sizes (arrays as .npy bytes, or raw float64 bytes when compact), next to

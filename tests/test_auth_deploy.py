@@ -23,7 +23,7 @@ from fedgc.errors import FedGCError
 from fedgc.protocol.transport import LocalTransport
 from fedgc.app.clients import build_session, simulate_scenario, write_scenario_files
 from fedgc.app.runner import EngineOptions, run_batch
-from server.deploy import LocalDeployment
+from server.local_deployment import LocalDeployment
 from server.app import node_overrides
 from server.engine import DeployedEngine
 

@@ -1,23 +1,30 @@
-"""docker-compose.yml (and the TLS overlay) against the code: services, command lines, ports,
-node configs and the data each ClientApp reads. Parses the YAML; no Docker engine needed."""
+"""docker-compose.yml (and the TLS overlay) against the code: services, programs, command lines, ports,
+node configs, the data each ClientApp reads, what each image copies; README's plain-process commands;
+the app's packaging (not installed; in the FAB). Parses the YAML; no Docker engine needed."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 import tomllib
 import yaml
+from flwr.common.config import parse_config_args
+from flwr.supercore.cli.flower_superexec import _parse_args as superexec_parser
+from flwr.superlink.cli.flower_superlink import _parse_args_run_superlink
+from flwr.supernode.cli.flower_supernode import _parse_args_run_supernode
 
 from clients.app import node_settings
-from clients.runtime import _parser as runtime_parser
 from fedgc.app.config import load_config
+from flwr_internals.runtime import _parser as runtime_parser
 from server.deploy import (
     FLWR_VERSION,
+    LAUNCHERS,
+    STOCK,
     SUPERLINK_PORT,
     SUPERNODE_PORT,
-    parse_node_config,
     runtime_args,
     superexec_args,
     superlink_args,
@@ -37,7 +44,8 @@ def _arg(command, flag):
 
 
 def _node_config(service) -> dict:
-    return parse_node_config(_arg(service["command"], "--node-config"))
+    """The service's --node-config as Flower's SuperNode reads it."""
+    return dict(parse_config_args([_arg(service["command"], "--node-config")]))
 
 
 def test_services_one_supernode_and_runtime_per_client():
@@ -60,6 +68,9 @@ def test_images_pinned_to_the_flower_version_in_use():
     assert "torch==2.13.0" in app and "torch==2.13.0" in deps
 
 
+APP_PACKAGES = {"clients", "server", "flwr_internals"}  # the Flower app: not installed, loaded from the folder
+
+
 def _local_imports(module: str) -> set[str]:
     """The repo's modules `module` imports, itself included, transitively (by parsing the source)."""
     seen: set[str] = set()
@@ -72,52 +83,86 @@ def _local_imports(module: str) -> set[str]:
         tree = ast.parse((ROOT / (name.replace(".", "/") + ".py")).read_text())
         for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            todo += [n for n in names if n.split(".")[0] in {"clients", "server", "fedgc"} and (ROOT / (n.replace(".", "/") + ".py")).is_file()]
+            todo += [n for n in names if n.split(".")[0] in APP_PACKAGES | {"fedgc"} and (ROOT / (n.replace(".", "/") + ".py")).is_file()]
     return seen
 
 
-@pytest.mark.parametrize("service, module", [("superlink", "server.superlink"), ("supernode-0", "clients.supernode")])
-def test_slim_images_copy_every_module_their_launcher_imports(service, module):
-    """The SuperLink and SuperNode images add only fedgc's launcher to Flower's image: it must
-    bring every repo module the launcher imports (and no fedgc/, which needs numpy and torch)."""
-    svc = SERVICES[service]
-    assert svc["entrypoint"] == ["python", "-m", module]
+def _copied(service) -> set[str]:
+    """Modules (dotted, packages as NAME.__init__) the service's image copies; a copied folder as NAME.*."""
     copied = set()
-    for line in svc["build"]["dockerfile_inline"].splitlines():
+    for line in service["build"]["dockerfile_inline"].splitlines():
         if line.strip().startswith("COPY"):
-            copied |= {f[: -len(".py")].replace("/", ".") for f in line.split()[2:-1]}
+            for f in line.split()[2:-1]:
+                copied.add(f[: -len(".py")].replace("/", ".") if f.endswith(".py") else f"{f.rstrip('/')}.*")
+    return copied
+
+
+def _module_of(entrypoint) -> str:
+    assert entrypoint[:2] == ["python", "-m"], entrypoint
+    return entrypoint[2]
+
+
+@pytest.mark.parametrize("service, role", [("superlink", "superlink"), ("supernode-0", "supernode")])
+def test_slim_images_copy_every_module_their_launcher_imports(service, role):
+    """The SuperLink and SuperNode images add only fedgc's launcher to Flower's image: it must
+    bring every repo module the launcher imports (and no fedgc/ or app code, which need numpy and torch)."""
+    svc = SERVICES[service]
+    assert svc["entrypoint"] == list(LAUNCHERS[role])
+    module = _module_of(svc["entrypoint"])
+    copied = _copied(svc)
     needed = _local_imports(module)
     packages = {m.rsplit(".", 1)[0] + ".__init__" for m in needed}
     assert needed | packages <= copied
-    assert not any(m.startswith("fedgc") for m in needed)
+    assert all(m.startswith("flwr_internals.") for m in needed), needed
+
+
+def test_app_image_copies_the_app_and_runs_its_modules_from_app():
+    """The fedgc-app image installs fedgc only (the library) and copies the Flower app's folders next to it,
+    with /app on PYTHONPATH: `python -m flwr_internals.runtime`, `python -m server.deploy` and the
+    flwr-serverapp processes the SuperExec starts find them whatever their working directory."""
+    dockerfile = SERVICES["superexec-serverapp"]["build"]["dockerfile_inline"]
+    assert "WORKDIR /app" in dockerfile and "ENV PYTHONPATH=/app" in dockerfile
+    copied = _copied(SERVICES["superexec-serverapp"])
+    for module in ("flwr_internals.runtime", "flwr_internals.superexec", "server.deploy", "server.app", "clients.app"):
+        assert {f"{m.split('.')[0]}.*" for m in _local_imports(module)} <= copied, module
+    for service in ("superlink", "supernode-0"):  # the slim images run their launcher the same way
+        assert "ENV PYTHONPATH=/app" in SERVICES[service]["build"]["dockerfile_inline"]
+
+
+@pytest.mark.parametrize("role", sorted(LAUNCHERS))
+def test_every_launcher_is_a_module_of_the_internals_folder_and_takes_its_flower_programs_arguments(role):
+    module = _module_of(list(LAUNCHERS[role]))
+    assert module.startswith("flwr_internals.") and (ROOT / (module.replace(".", "/") + ".py")).is_file()
+    assert STOCK[role][0].startswith("flower-")
 
 
 def test_superlink_and_serverapp_runtime_commands():
     link = SERVICES["superlink"]
     assert link["command"] == superlink_args("0.0.0.0", SUPERLINK_PORT)
-    from server.superlink import split_args
+    from flwr_internals.superlink import split_args
 
     hold, flower_args = split_args(link["command"])
     assert flower_args == link["command"]  # no fedgc flag: the default hold; the rest is Flower's
-    from flwr.superlink.cli.flower_superlink import _parse_args_run_superlink
-
     assert _parse_args_run_superlink().parse_args(flower_args).port == SUPERLINK_PORT
     assert f"{SUPERLINK_PORT}:{SUPERLINK_PORT}" in link["ports"]
     sx = SERVICES["superexec-serverapp"]
-    assert sx["entrypoint"] == ["flower-superexec"]
+    assert sx["entrypoint"] == list(LAUNCHERS["superexec"])
     assert sx["command"] == superexec_args(LINK)
+    assert superexec_parser().parse_args(sx["command"]).runtime_api_address == LINK  # flower-superexec's own parser
 
 
 @pytest.mark.parametrize("i", range(N_CLIENTS))
 def test_supernode_and_clientapp_agree(i):
     node, app = SERVICES[f"supernode-{i}"], SERVICES[f"clientapp-{i}"]
     nc = _node_config(node)
-    assert node["entrypoint"] == ["python", "-m", "clients.supernode"]
+    assert node["entrypoint"] == list(LAUNCHERS["supernode"])
     assert node["command"] == supernode_args(LINK, nc, host="0.0.0.0", port=SUPERNODE_PORT)
-    # the runtime talks to its own SuperNode's Runtime API
-    assert app["entrypoint"] == ["python", "-m", "clients.runtime"]
+    assert _parse_args_run_supernode().parse_args(node["command"]).superlink == LINK  # flower-supernode's own parser
+    # the runtime talks to its own SuperNode's Runtime API, with the arguments flower-superexec would take
+    assert app["entrypoint"] == list(LAUNCHERS["clientapp"])
     assert app["command"] == runtime_args(f"supernode-{i}:{SUPERNODE_PORT}")
     assert runtime_parser().parse_args(app["command"]).runtime_api_address == f"supernode-{i}:{SUPERNODE_PORT}"
+    assert superexec_parser().parse_args(app["command"]).runtime_api_address == f"supernode-{i}:{SUPERNODE_PORT}"
     # what the ClientApp reads (its node config) is mounted, read-only, into the ClientApp's container only
     settings = node_settings(nc)
     assert settings["client-name"] == f"client{i}"
@@ -190,8 +235,6 @@ def test_tls_superlink_and_serverapp_runtime():
     assert sx["command"] == superexec_args(LINK, root_certificates=CA)
     assert _secrets(sx) == {CA: _host(files.ca)}
     # Flower 1.41's own parser accepts the SuperLink's command line
-    from flwr.superlink.cli.flower_superlink import _parse_args_run_superlink
-
     parsed = _parse_args_run_superlink().parse_args(link["command"])
     assert parsed.enable_supernode_auth and not parsed.insecure and parsed.ssl_keyfile == paths["key"]
 
@@ -227,8 +270,6 @@ def test_tls_supernode_uses_its_own_key(i):
     )
     assert _secrets(svc) == {CA: _host(files.ca), NODE_KEY: _host(files.supernode_keys[nc["client-name"]][0])}
     assert svc["depends_on"]["register-supernodes"] == {"condition": "service_completed_successfully"}
-    from flwr.supernode.cli.flower_supernode import _parse_args_run_supernode
-
     parsed = _parse_args_run_supernode().parse_args(svc["command"])
     assert parsed.auth_supernode_private_key == NODE_KEY and parsed.root_certificates == CA and not parsed.insecure
 
@@ -252,3 +293,61 @@ def test_pyproject_names_the_apps():
     from server.app import DEFAULTS
 
     assert set(app["config"]) == set(DEFAULTS)
+
+
+# ------------------------------------------------------------------ README and the app's packaging
+
+OLD_PATHS = ("clients.runtime", "clients.supernode", "server.superlink", "clients/runtime.py", "clients/supernode.py",
+             "server/superlink.py", "clients.heldpoll", "clients/heldpoll.py", "clients.flwrtiming")  # fmt: skip
+
+
+def test_readme_plain_process_commands_use_the_layouts_programs():
+    """Every `python -m MODULE` in README's command lines is a module of the project (a launcher of
+    server.deploy.LAUNCHERS, or server.deploy), and no text names a module path the layout no longer has."""
+    readme = (ROOT / "README.md").read_text()
+    commands = "\n".join(re.findall(r"```bash\n(.*?)```", readme, flags=re.S))
+    modules = set(re.findall(r"python -m ([\w.]+)", commands))
+    launchers = {_module_of(list(argv)) for argv in LAUNCHERS.values()}
+    assert launchers <= modules, "README should show every launcher's command line"
+    for module in modules:
+        assert module in launchers | {"pytest", "server.deploy"}, module
+        assert module == "pytest" or (ROOT / (module.replace(".", "/") + ".py")).is_file(), module
+    for text in (readme, (ROOT / "docker-compose.yml").read_text(), (ROOT / "docker-compose.tls.yml").read_text()):
+        assert not [old for old in OLD_PATHS if old in text]
+
+
+def test_the_flower_app_is_not_installed_into_site_packages():
+    """Only fedgc is a package of the distribution; clients/, server/, flwr_internals/ come from the project folder."""
+    from importlib import metadata, util
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["tool"]["setuptools"]["packages"]["find"]["include"] == ["fedgc*"]
+    assert "." in pyproject["tool"]["pytest"]["ini_options"]["pythonpath"]
+    dist = metadata.distribution("fedgc")
+    top = (dist.read_text("top_level.txt") or "").split()
+    assert not set(top) & APP_PACKAGES
+    for package in APP_PACKAGES:
+        assert Path(util.find_spec(package).origin).resolve().parent.parent == ROOT
+
+
+def _fab_files() -> set[str]:
+    import io
+    import zipfile
+
+    from server.engine import build_fab
+
+    fab_bytes, _ = build_fab()
+    return set(zipfile.ZipFile(io.BytesIO(fab_bytes)).namelist())
+
+
+def test_fab_holds_every_module_the_apps_import():
+    """The FAB (what flwr-serverapp and flwr-clientapp load) carries every app module the ServerApp and the
+    ClientApp import, the opt-in Flower internals of the ServerApp, and pyproject.toml naming both apps."""
+    files = _fab_files()
+    needed = _local_imports("server.app") | _local_imports("clients.app") | _local_imports("flwr_internals.timing")
+    needed = {m for m in needed if m.split(".")[0] in APP_PACKAGES}
+    for module in needed | {m.rsplit(".", 1)[0] + ".__init__" for m in needed}:
+        assert module.replace(".", "/") + ".py" in files, module
+    assert "pyproject.toml" in files and not any(f.startswith(("fedgc/", "tests/", ".venv/")) for f in files)
+    app = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    assert all(any(f.startswith(p.split("/")[0] + "/") for f in files) for p in app["fab-include"])

@@ -7,16 +7,19 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from clients.supernode import IDLE_SLEEP, PollClock
+from flwr_internals.supernode import IDLE_SLEEP, PollClock
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class _Sleeps:
     def __init__(self, monkeypatch):
         self.calls: list[float] = []
-        monkeypatch.setattr("clients.supernode._time.sleep", self.calls.append)
+        monkeypatch.setattr("flwr_internals.supernode._time.sleep", self.calls.append)
 
 
 def test_poll_clock_stays_short_during_a_run_and_backs_off_when_idle(monkeypatch):
@@ -37,12 +40,12 @@ def test_poll_clock_stays_short_during_a_run_and_backs_off_when_idle(monkeypatch
 
 
 class _FakeTime:
-    """A monotonic clock that sleeping advances (patched into clients.supernode)."""
+    """A monotonic clock that sleeping advances (patched into flwr_internals.supernode)."""
 
     def __init__(self, monkeypatch):
         self.now, self.sleeps = 100.0, []
-        monkeypatch.setattr("clients.supernode._time.monotonic", lambda: self.now)
-        monkeypatch.setattr("clients.supernode._time.sleep", self.sleep)
+        monkeypatch.setattr("flwr_internals.supernode._time.monotonic", lambda: self.now)
+        monkeypatch.setattr("flwr_internals.supernode._time.sleep", self.sleep)
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
@@ -120,13 +123,13 @@ def test_deployment_processes_die_with_the_process_that_started_them(tmp_path):
     # A parent that starts a child the way LocalDeployment does, prints its pid, then is killed.
     code = (
         "import subprocess, sys, time\n"
-        "from server.deploy import _die_with_parent\n"
+        "from server.local_deployment import _die_with_parent\n"
         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True,"
         " preexec_fn=_die_with_parent)\n"
         "print(p.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     child = int(parent.stdout.readline())
     try:
         parent.send_signal(signal.SIGKILL)
@@ -147,7 +150,7 @@ def test_deployment_processes_die_with_the_process_that_started_them(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_cpu_seconds_counts_the_deployments_processes_and_their_reaped_children(tmp_path):
-    from server.deploy import LocalDeployment
+    from server.local_deployment import LocalDeployment
 
     dep = LocalDeployment([], tmp_path)
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
@@ -170,7 +173,7 @@ def test_run_status_waits_long_while_running_and_short_once_the_output_is_writte
     import threading
 
     from server import engine
-    from server.app import RUN_FILE
+    from server.job import RUN_FILE
 
     t0 = time.monotonic()
     engine._sleep_until_output(tmp_path, 0.3)

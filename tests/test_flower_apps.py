@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 
 import clients.app as capp
+import clients.records as records
 from fedgc.app.checkpoint import load_checkpoint
 from fedgc.app.config import ClientOptions, parse_config
 from fedgc.protocol.dropout import ClientDropoutError
@@ -24,12 +25,14 @@ from fedgc.protocol.transport import LocalTransport
 from fedgc.app.checkpoint import CHECKPOINT_JSON
 from fedgc.app.clients import build_session, simulate_scenario, write_scenario_files
 from fedgc.app.runner import run_batch
-from server.app import Job, config_from_json, config_to_raw, node_overrides, run_job
-from server.transport import NodeTimeout
+from server.app import config_from_json, config_to_raw, node_overrides
+from server.job import Job, run_job
+from server.transport import ClientFailed, NodeTimeout
 
 
 class FakeGrid:
-    """Grid stand-in: push runs the node's ClientApp at once; silent[node] = exchange from which it never answers."""
+    """Grid stand-in: push runs the node's ClientApp at once; silent[node] = exchange from which it never
+    answers (-1: not even the setup). A ClientApp that raises answers with Flower's error reply."""
 
     def __init__(self, node_configs, *, silent=None, forget_sessions=False):
         from flwr.supercore.task_identity import TaskIdentity
@@ -61,8 +64,14 @@ class FakeGrid:
                 if node in self.silent and k >= self.silent[node]:
                     continue
                 if self.forget:
-                    capp._CACHE.clear()  # a fresh ClientApp process per message
-            self.store[msg.metadata.message_id] = reply = self.app(msg, self.contexts[node])
+                    capp.sessions.clear()  # a fresh ClientApp process per message
+            elif self.silent.get(node) == -1:
+                continue
+            try:
+                reply = self.app(msg, self.contexts[node])
+            except Exception as ex:  # what flwr-clientapp sends back (flwr.supernode.runtime.run_clientapp)
+                reply = Message(Error(code=2, reason=str(type(ex)) + ":<'" + str(ex) + "'>"), reply_to=msg)
+            self.store[msg.metadata.message_id] = reply
             self.replies.append(reply)
         return ids
 
@@ -95,7 +104,7 @@ def _node_configs(cfg):
 
 def test_records_round_trip():
     payload = {"augmentation": np.arange(6.0).reshape(3, 2) / 7, "request": "newton", "round": 2, "flag": True}
-    back = capp.from_records(capp.to_records(payload))
+    back = records.from_records(records.to_records(payload))
     assert set(back) == set(payload)
     np.testing.assert_array_equal(back["augmentation"], payload["augmentation"])
     assert back["request"] == "newton" and back["round"] == 2 and back["flag"] is True
@@ -104,18 +113,18 @@ def test_records_round_trip():
 @pytest.mark.parametrize("message_format", MESSAGE_FORMATS)
 def test_records_round_trip_in_each_format(message_format):
     payload = {"states": np.arange(12.0).reshape(4, 3) / 7, "information": np.eye(3) * 2.5, "round": 2, "client": "c0"}
-    content = capp.to_records(payload, message_format=message_format)
+    content = records.to_records(payload, message_format=message_format)
     compact = message_format == "compact"
-    assert capp.message_format_of(content) == message_format
-    assert (capp.ARRAYS in content.array_records) is not compact  # compact: one ConfigRecord, no ArrayRecord
-    back = capp.from_records(content)
+    assert records.message_format_of(content) == message_format
+    assert (records.ARRAYS in content.array_records) is not compact  # compact: one ConfigRecord, no ArrayRecord
+    back = records.from_records(content)
     assert set(back) == set(payload)
     for k in ("states", "information"):
         assert back[k].dtype == np.float64 and back[k].flags.writeable
         np.testing.assert_array_equal(back[k], payload[k])
     # no arrays at all: a compact message still says it is compact, so the reply can match it
-    empty = capp.to_records({"round": 1}, message_format=message_format)
-    assert capp.message_format_of(empty) == message_format and capp.from_records(empty) == {"round": 1}
+    empty = records.to_records({"round": 1}, message_format=message_format)
+    assert records.message_format_of(empty) == message_format and records.from_records(empty) == {"round": 1}
 
 
 def test_compact_records_refuse_malformed_content():
@@ -123,27 +132,27 @@ def test_compact_records_refuse_malformed_content():
 
     from fedgc.protocol.wire import LAYOUT_KEY, MessageError
 
-    good = capp.to_records({"x": np.ones(3)}, message_format="compact")
+    good = records.to_records({"x": np.ones(3)}, message_format="compact")
     cases = {
-        "odd length": ConfigRecord({capp.PACKED: b"\x00" * 12, LAYOUT_KEY: "x:3"}),
-        "not bytes": ConfigRecord({capp.PACKED: "abc", LAYOUT_KEY: "x:3"}),
-        "no layout": ConfigRecord({capp.PACKED: np.ones(3).tobytes()}),
-        "short buffer": ConfigRecord({capp.PACKED: np.ones(2).tobytes(), LAYOUT_KEY: "x:3"}),
+        "odd length": ConfigRecord({records.PACKED: b"\x00" * 12, LAYOUT_KEY: "x:3"}),
+        "not bytes": ConfigRecord({records.PACKED: "abc", LAYOUT_KEY: "x:3"}),
+        "no layout": ConfigRecord({records.PACKED: np.ones(3).tobytes()}),
+        "short buffer": ConfigRecord({records.PACKED: np.ones(2).tobytes(), LAYOUT_KEY: "x:3"}),
     }
     for what, config in cases.items():
         content = RecordDict()
-        content[capp.CONFIG] = config
+        content[records.CONFIG] = config
         with pytest.raises(MessageError):
-            capp.from_records(content)
-    both = capp.to_records({"x": np.ones(3)}, message_format="compact")
-    both[capp.ARRAYS] = ArrayRecord({capp.PACKED: capp._array(np.ones(3))})
+            records.from_records(content)
+    both = records.to_records({"x": np.ones(3)}, message_format="compact")
+    both[records.ARRAYS] = ArrayRecord({records.PACKED: records.array(np.ones(3))})
     with pytest.raises(MessageError, match="either"):
-        capp.from_records(both)
+        records.from_records(both)
     with pytest.raises(MessageError, match="reserved"):
-        capp.to_records({"packed": 1.0}, message_format="compact")
+        records.to_records({"packed": 1.0}, message_format="compact")
     with pytest.raises(ConfigError, match="message format 'pickle'"):
-        capp.to_records({"x": np.ones(3)}, message_format="pickle")
-    assert capp.from_records(good)["x"].tolist() == [1.0, 1.0, 1.0]
+        records.to_records({"x": np.ones(3)}, message_format="pickle")
+    assert records.from_records(good)["x"].tolist() == [1.0, 1.0, 1.0]
 
 
 def test_unknown_message_format_is_refused_before_anything_is_written(small, tmp_path, capsys):
@@ -174,7 +183,7 @@ def test_fake_grid_matches_local(small, tmp_path, learn_theta, message_format):
     job = Job(cfg=cfg, engine="flower-sim", out_dir=tmp_path, poll_interval=0.001, message_format=message_format)
     result = run_job(grid, job)
     replies = [m for m in grid.replies]
-    assert replies and all(capp.message_format_of(m.content) == message_format for m in replies)  # nodes answer in kind
+    assert replies and all(records.message_format_of(m.content) == message_format for m in replies)  # nodes answer in kind
     assert result.communication["message_format"] == message_format
     np.testing.assert_allclose(result.fit.A_s, local.fit.A_s, rtol=0, atol=1e-9)
     assert result.fit.rounds == local.fit.rounds
@@ -202,15 +211,17 @@ def test_silent_node_stops_the_run_and_keeps_last_round(small, tmp_path):
 def test_launcher_reports_a_failed_run_once(small, tmp_path, monkeypatch):
     """The ServerApp's reason reaches the launcher as the run's details, and checkpoint.json holds
     the same text: the launcher's error says it, and where the round is kept, once."""
+    import flwr_internals.control as control
     import server.engine as engine
+    from fedgc.errors import FedGCError
 
     grid = FakeGrid(_node_configs(small), silent={1001: 3})
     job = Job(cfg=small, engine="flower", out_dir=tmp_path, round_timeout=0.3, poll_interval=0.001)
     with pytest.raises(ClientDropoutError) as err:
         run_job(grid, job)
     details = f"ServerApp failed with exception: {err.value}"
-    monkeypatch.setattr(engine, "run_status", lambda client, run_id: ("finished", "failed", details))
-    with pytest.raises(engine.FedGCError) as launched:
+    monkeypatch.setattr(control, "run_status", lambda client, run_id: ("finished", "failed", details))
+    with pytest.raises(FedGCError) as launched:
         engine._wait(None, 7, 10.0, 10.0, tmp_path)
     text = str(launched.value)
     assert text.startswith(f"Flower run 7 failed: {details}")
@@ -231,7 +242,8 @@ def test_missing_node_is_a_clear_error(small, tmp_path):
 def test_no_node_at_all_is_a_clear_error(small, tmp_path):
     grid = FakeGrid([])
     job = Job(cfg=small, engine="flower", out_dir=tmp_path, wait_timeout=0.1)
-    with pytest.raises(NodeTimeout, match=r"waited 0.1 s for 3 SuperNodes, 0 connected \(\[\]\)"):
+    with pytest.raises(NodeTimeout, match=r"waited 0.1 s for 3 SuperNodes, 0 connected: no SuperNode serves client\(s\) "
+                       r"'client0', 'client1', 'client2'"):  # fmt: skip
         run_job(grid, job)
 
 
@@ -274,3 +286,77 @@ def test_flower_run_resumes_from_its_checkpoint(small, tmp_path):
     with pytest.raises(ConfigError, match="learn_theta"):
         theta = replace(small, client=ClientOptions(learn_theta=True))
         run_job(FakeGrid(_node_configs(small)), Job(cfg=theta, engine="flower", out_dir=tmp_path / "cut", resume=True))
+
+
+def test_a_failed_setup_names_its_client(small, tmp_path):
+    """The server cannot know which client a node serves before the setup: the ClientApp's error says."""
+    configs = _node_configs(small)
+    configs[1] = {**configs[1], "data-path": str(tmp_path / "gone.csv")}
+    with pytest.raises(ClientFailed, match=r"setup: .*client 'client1': data file .*gone\.csv': file not found") as err:
+        run_job(FakeGrid(configs), Job(cfg=small, engine="flower", out_dir=tmp_path, poll_interval=0.001))
+    assert "no setup reply for client(s) 'client1'" in str(err.value)
+
+
+def test_a_silent_setup_names_the_client_nobody_answered_for(small, tmp_path):
+    grid = FakeGrid(_node_configs(small), silent={1002: -1})
+    job = Job(cfg=small, engine="flower", out_dir=tmp_path, wait_timeout=0.3, poll_interval=0.001)
+    with pytest.raises(NodeTimeout, match=r"setup: no reply within 0.3 s from 1 SuperNode\(s\) \(node 1002\); "
+                       r"no setup reply for client\(s\) 'client2'"):  # fmt: skip
+        run_job(grid, job)
+
+
+def test_the_round_log_is_read_line_by_line_as_it_grows(tmp_path):
+    from fedgc.protocol.state import RoundRecord
+    from server.round_log import ROUNDS_FILE, RoundLog, RoundTail
+
+    tail = RoundTail(tmp_path / ROUNDS_FILE)
+    assert tail.new() == []  # not there yet
+    log = RoundLog(tmp_path / ROUNDS_FILE)
+    log(RoundRecord(1, 2.5, float("inf")))
+    with (tmp_path / ROUNDS_FILE).open("a") as f:
+        f.write('{"round": 2, "lo')  # a line being written
+    assert tail.new() == [RoundRecord(1, 2.5, float("inf"))]
+    with (tmp_path / ROUNDS_FILE).open("a") as f:
+        f.write('ss": 1.5, "change": 0.25}\n')
+    assert tail.new() == [RoundRecord(2, 1.5, 0.25)] and tail.seen == 2
+    RoundLog(tmp_path / ROUNDS_FILE)(RoundRecord(1, 9.0, 1.0))  # a new run starts the file again
+    assert tail.new() == [RoundRecord(1, 9.0, 1.0)]
+
+
+def test_deployed_run_writes_its_rounds_as_they_complete(small, tmp_path):
+    from server.app import job_from_context
+    from server.round_log import ROUNDS_FILE, RoundTail
+
+    context = Context(run_id=7, node_id=0, node_config={}, state=RecordDict(),
+                      run_config={"fedgc-config": json.dumps(config_to_raw(small)), "out-dir": str(tmp_path)})  # fmt: skip
+    job = job_from_context(context)
+    job.poll_interval = 0.001
+    tail, seen = RoundTail(tmp_path / ROUNDS_FILE), []
+    inner = job.on_round
+    job.on_round = lambda record: (inner(record), seen.append(tail.new()))
+    result = run_job(FakeGrid(_node_configs(small)), job)
+    assert seen == [[r] for r in result.fit.history]  # each round readable right after it completed
+
+
+def test_wait_and_round_timeouts_come_from_the_command_line(small, tmp_path, monkeypatch, capsys):
+    import fedgc.app.runner as runner
+    from fedgc.cli import main
+    from fedgc.errors import FedGCError
+    from server.engine import DeployedEngine
+
+    given = []
+
+    def run(cfg, *, options, **kwargs):
+        given.append(options)
+        raise FedGCError("stop here")
+
+    monkeypatch.setattr(runner, "run", run)
+    base = ["simulate", "simulations/default.yaml", "--out", str(tmp_path / "x"), "--engine", "flower", "--quiet"]
+    assert main([*base, "--wait-timeout", "30", "--round-timeout", "7.5"]) == 2
+    assert (given[0].wait_timeout, given[0].round_timeout) == (30.0, 7.5)
+    rc = DeployedEngine().run_config(small, tmp_path, given[0], False)
+    assert (rc["wait-timeout"], rc["round-timeout"]) == (30.0, 7.5) and rc["fast-object-pulls"] is True
+    assert DeployedEngine().run_config(small, tmp_path, runner.EngineOptions(), False)["round-timeout"] == 120.0
+    assert main([*base, "--round-timeout", "-1"]) == 2
+    assert "--round-timeout must be a number of seconds > 0, got -1.0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -2,7 +2,7 @@
 
 `flower` runs against a real deployment on 127.0.0.1: a SuperLink, the ServerApp SuperExec, and
 per client a SuperNode and its ClientApp runtime, started as processes with docker-compose.yml's
-command lines (server/deploy.py) on free ports; every process is stopped at the end. The
+command lines (server/deploy.py, server/local_deployment.py) on free ports; every process is stopped at the end. The
 deployed run also checks a node that stops answering mid-run."""
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from fedgc.app.checkpoint import CHECKPOINT_FILE, CHECKPOINT_JSON, load_checkpoi
 from fedgc.app.config import load_config
 from fedgc.app.runner import EngineOptions, run
 from fedgc.errors import FedGCError
-from server.app import FIT_FILE
 from server.engine import DeployedEngine
-from server.deploy import LocalDeployment
+from server.job import FIT_FILE
+from server.local_deployment import LocalDeployment
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "simulations" / "default.yaml"
@@ -73,8 +73,18 @@ def deployment(cfg, tmp_path_factory):
 def test_flower_deployed_matches_local(cfg, local, deployment, message_format):
     dep, out = deployment
     options = EngineOptions(superlink=dep.address, message_format=message_format)
-    result = run(replace(cfg, engine="flower"), mode="simulate", out_dir=out, options=options)
+    progress = []  # (round, whether the ServerApp had written its result yet) as the CLI's progress bar sees them
+    result = run(replace(cfg, engine="flower"), mode="simulate", out_dir=out, options=options,
+                 on_round=lambda record: progress.append((record.round, (out / FIT_FILE).is_file())))  # fmt: skip
     assert result.engine == "flower" and result.communication["message_format"] == message_format
+    # every round reported once, in order, and the rounds came while the run ran, not all at its end
+    assert [r for r, _ in progress] == [r.round for r in result.fit.history] == list(range(1, local.fit.rounds + 1))
+    assert not any(written for _, written in progress[: len(progress) // 2])
+    # the ServerApp process of the run is reaped by the SuperExec launcher (no <defunct> flwr-serverapp)
+    deadline = time.monotonic() + 15
+    while dep.zombies() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert dep.zombies() == []
     np.testing.assert_allclose(result.fit.A_s, local.fit.A_s, rtol=0, atol=1e-9)
     assert result.fit.rounds == local.fit.rounds
     np.testing.assert_array_equal(result.fit.gc.edges, local.fit.gc.edges)

@@ -1,5 +1,5 @@
-"""Held polls (clients.heldpoll) and where fedgc installs them: the SuperLink's Fleet PullMessages
-(server.superlink) and the SuperNode's Runtime AcquireTask (clients.supernode).
+"""Held polls (flwr_internals.heldpoll) and where fedgc installs them: the SuperLink's Fleet PullMessages
+(flwr_internals.superlink) and the SuperNode's Runtime AcquireTask (flwr_internals.supernode).
 
 A held poll must answer exactly what the stock handler answers, only later: at once when there is
 something, once a delivery is complete (never while it is half-stored: a message's header without
@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from clients.heldpoll import Arrivals, held
+from flwr_internals.heldpoll import Arrivals, held
 
 
 class _Poll(threading.Thread):
@@ -141,11 +141,11 @@ def _tree(object_id, *children):
 @pytest.fixture
 def superlink_handlers(monkeypatch):
     """Flower's Fleet/Runtime handlers replaced by fakes over one queue and store, then wrapped by
-    server.superlink.hold_message_polls by `.hold(seconds)` (monkeypatch restores Flower's own)."""
+    flwr_internals.superlink.hold_message_polls by `.hold(seconds)` (monkeypatch restores Flower's own)."""
     from flwr.superlink.servicer.fleet import fleet_handlers
     from flwr.superlink.servicer.runtime import runtime_handlers
 
-    from server.superlink import hold_message_polls
+    from flwr_internals.superlink import hold_message_polls
 
     store, queue, calls = _Store(), {}, []
     state = SimpleNamespace(object_store=store)
@@ -244,7 +244,7 @@ def test_superlink_answers_at_once_when_every_hold_slot_is_taken(superlink_handl
 
 
 def test_superlink_forgets_a_message_whose_objects_never_come():
-    from server.superlink import PushedMessages
+    from flwr_internals.superlink import PushedMessages
 
     arrivals, store = Arrivals(), _Store()
     store.objects.update({"msg": b"", "config": b"x"})
@@ -259,16 +259,16 @@ def test_superlink_forgets_a_message_whose_objects_never_come():
 def test_superlink_refuses_flower_handlers_it_does_not_know(monkeypatch):
     from flwr.superlink.servicer.runtime import runtime_handlers
 
-    from server.superlink import hold_message_polls
+    from flwr_internals.superlink import hold_message_polls
 
     monkeypatch.delattr(runtime_handlers, "push_object")
-    with pytest.raises(RuntimeError, match="server.superlink needs updating"):
+    with pytest.raises(RuntimeError, match="flwr_internals.superlink needs updating"):
         hold_message_polls()
 
 
 def test_launchers_take_their_flags_and_pass_the_rest_to_flower():
-    from clients import supernode
-    from server.superlink import MESSAGE_HOLD, split_args
+    from flwr_internals import supernode
+    from flwr_internals.superlink import MESSAGE_HOLD, split_args
 
     assert split_args(["--insecure", "--fedgc-message-hold", "0.5", "--port", "8000"]) == (0.5, ["--insecure", "--port", "8000"])
     assert split_args(["--fedgc-message-hold=0", "--insecure"]) == (0.0, ["--insecure"])
@@ -281,7 +281,7 @@ def test_launchers_take_their_flags_and_pass_the_rest_to_flower():
 
 @pytest.mark.parametrize("argv, problem", [(["--fedgc-message-hold"], "needs a value"), (["--fedgc-message-hold=soon"], "not a number")])
 def test_launcher_flags_with_a_bad_value_are_refused_by_name(argv, problem):
-    from server.superlink import split_args
+    from flwr_internals.superlink import split_args
 
     with pytest.raises(SystemExit, match=f"--fedgc-message-hold.*{problem}"):
         split_args(argv)
@@ -293,7 +293,7 @@ def test_launcher_flags_with_a_bad_value_are_refused_by_name(argv, problem):
 def test_supernode_gives_the_runtime_a_task_only_once_its_message_is_stored(monkeypatch):
     from flwr.supernode.servicer.runtime import runtime_handlers
 
-    from clients.supernode import hold_task_polls
+    from flwr_internals.supernode import hold_task_polls
 
     tasks: list[str] = []
 
@@ -320,8 +320,8 @@ def test_supernode_marks_a_message_from_its_receipt_to_its_objects(monkeypatch):
     import flwr.supernode.start_client_internal as sci
     from flwr.supernode.servicer.runtime import runtime_handlers
 
-    import clients.heldpoll as heldpoll
-    from clients import supernode
+    import flwr_internals.heldpoll as heldpoll
+    from flwr_internals import supernode
 
     seen = []
 
@@ -354,7 +354,7 @@ def test_supernode_marks_a_message_from_its_receipt_to_its_objects(monkeypatch):
 
 
 def test_runtime_asks_again_at_once_after_a_held_empty_poll(monkeypatch):
-    import clients.runtime as runtime
+    import flwr_internals.runtime as runtime
 
     answers = iter([0.3, 0.3, 0.0, "task"])  # two held empty answers, one quick one, then a task
     clock_sleeps = []
@@ -373,6 +373,6 @@ def test_runtime_asks_again_at_once_after_a_held_empty_poll(monkeypatch):
 
     monkeypatch.setattr(runtime, "_runtime_client", lambda *a, **k: Acquirer())
     monkeypatch.setattr(runtime, "run_task", lambda *a, **k: "completed")
-    monkeypatch.setattr("clients.supernode._time.sleep", clock_sleeps.append)
+    monkeypatch.setattr("flwr_internals.supernode._time.sleep", clock_sleeps.append)
     runtime.serve("127.0.0.1:9094", insecure=True, max_tasks=1)
     assert len(clock_sleeps) == 1  # only after the quick (stock) empty answer

@@ -1,4 +1,4 @@
-"""The warm ClientApp runtime (clients.runtime) outlives every task, whatever happens to one.
+"""The warm ClientApp runtime (flwr_internals.runtime) outlives every task, whatever happens to one.
 
 Flower's own flwr-clientapp runs one task per process, so its HTTP retry policy answers a refused
 task token (401) by interrupting its own process. A warm runtime that did so stopped for good when
@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-import clients.runtime as runtime
+import flwr_internals.runtime as runtime
 
 
 def _refused(request: httpx.Request) -> httpx.Response:

@@ -49,14 +49,22 @@ OnRound = Callable[[RoundRecord], None]
 class EngineOptions:
     """How a Flower engine reaches the clients. superlink: the SuperLink's address (engine flower);
     root_certificates: its CA certificate when it serves TLS; message_format: 'arrays' or 'compact'
-    (server/ and clients/ carry the arrays as ArrayRecords, or as float64 bytes in the ConfigRecord)."""
+    (server/ and clients/ carry the arrays as ArrayRecords, or as float64 bytes in the ConfigRecord);
+    wait_timeout: seconds to wait for the SuperNodes, round_timeout: for a round's replies before a silent
+    client counts as dropped (None: the engine's own, 120 s deployed)."""
 
     superlink: str | None = None
     root_certificates: str | None = None
     message_format: str = "arrays"
+    wait_timeout: float | None = None
+    round_timeout: float | None = None
 
     def __post_init__(self) -> None:
         check_message_format(self.message_format)
+        for name in ("wait_timeout", "round_timeout"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a number of seconds > 0, got {value!r}")
 
 
 class FlowerEngine(Protocol):
@@ -221,8 +229,8 @@ def flower_engine(name: str) -> FlowerEngine:
         raise ConfigError(f"engine {name!r} is not one of {FLOWER_ENGINES}")
     if not (PROJECT_DIR / "server" / "engine.py").is_file():
         raise ConfigError(
-            f"engine {name!r} needs the Flower app (clients/ and server/ of the fedgc project folder), which this "
-            f"installation does not have ({PROJECT_DIR}); install fedgc from a clone with `pip install -e .`"
+            f"engine {name!r} needs the Flower app (clients/, server/, flwr_internals/ of the fedgc project folder), "
+            f"which this installation does not have ({PROJECT_DIR}); install fedgc from a clone with `pip install -e .`"
         )
     if str(PROJECT_DIR) not in sys.path:
         sys.path.insert(0, str(PROJECT_DIR))

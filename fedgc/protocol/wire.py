@@ -173,7 +173,7 @@ def split_payload(payload: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], di
 
 
 LAYOUT_KEY = "fedgc.layout"  # the scalar field that describes a packed buffer
-MESSAGE_FORMATS = ("arrays", "compact")  # how a Flower transport carries the packed buffer (clients.app.to_records)
+MESSAGE_FORMATS = ("arrays", "compact")  # how a Flower transport carries the packed buffer (clients.records.to_records)
 
 
 def check_message_format(message_format: str) -> str:

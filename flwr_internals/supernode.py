@@ -1,23 +1,23 @@
 """`flower-supernode` with short waits, and a held task poll for its ClientApp runtime.
 
-    python -m clients.supernode [--fedgc-poll-interval 0.01] [--fedgc-idle-interval 1.0]
-                                [--fedgc-task-hold 1.0] <flower-supernode arguments>
+    python -m flwr_internals.supernode [--fedgc-poll-interval 0.01] [--fedgc-idle-interval 1.0]
+                                       [--fedgc-task-hold 1.0] <flower-supernode arguments>
 
 Flower 1.41's SuperNode asks the SuperLink for a message, and when there is none sleeps 3 s;
 after handing a message to the ClientApp it checks for the reply every 0.5 s. A fedgc round
 costs tens of milliseconds, so those sleeps would be the round time. This launcher runs the
 stock SuperNode (same arguments, same behaviour otherwise) with:
-- the message poll: against fedgc's SuperLink (server.superlink), which holds an empty poll until
+- the message poll: against fedgc's SuperLink (flwr_internals.superlink), which holds an empty poll until
   the node's message is there, the node asks again at once; against a SuperLink that answers at
   once it learns the round period during a run and polls shortly before the next round is due
   (PollClock), at the start of a run it polls --fedgc-poll-interval seconds after a message and
   backs off (x1.5 per empty poll) to 0.25 s, and idle to --fedgc-idle-interval seconds;
 - the ClientApp runtime's task poll (Runtime API AcquireTask) held until a message is stored
-  whole, header and objects, or --fedgc-task-hold seconds (clients.heldpoll; 0 turns it off);
+  whole, header and objects, or --fedgc-task-hold seconds (flwr_internals.heldpoll; 0 turns it off);
 - the local reply check every 5 ms, and object pulls retried after 5 ms instead of 1 s
-  (clients.flwrtiming).
-Pinned to flwr 1.41 (fedgc's dependency); `patch_poll` fails loudly if the SuperNode's loop or
-handlers change.
+  (flwr_internals.timing).
+Flower 1.41 only (the package's version guard); `patch_poll` fails loudly if the SuperNode's loop
+or handlers change.
 """
 
 from __future__ import annotations
@@ -28,11 +28,17 @@ import time as _time
 from collections import deque
 from typing import Sequence
 
-from clients.heldpoll import HELD_AFTER, Arrivals, held
-from clients.launch import split_flags
+import flwr.supernode.start_client_internal as sci
+from flwr.supercore.logger import update_console_handler
+from flwr.supernode.cli.flower_supernode import flower_supernode
+from flwr.supernode.servicer.runtime import runtime_handlers
+
+from flwr_internals.heldpoll import HELD_AFTER, Arrivals, held
+from flwr_internals.launch import split_flags
+from flwr_internals.timing import SUPERNODE_MODULE, fast_object_pulls
 
 IDLE_SLEEP = 3  # what flwr.supernode.start_client_internal sleeps when no message is waiting
-TASK_HOLD = 1.0  # s: longest wait of the ClientApp runtime's AcquireTask for a message (clients.heldpoll)
+TASK_HOLD = 1.0  # s: longest wait of the ClientApp runtime's AcquireTask for a message (flwr_internals.heldpoll)
 
 
 class PollClock:
@@ -64,7 +70,7 @@ class PollClock:
         self.in_run = 0  # messages of this run so far
         self.due = self.hold_until = -float("inf")
         self.waited = False  # slept until `due` and have not polled empty since
-        self.held = False  # the last empty poll was held by the server (clients.heldpoll)
+        self.held = False  # the last empty poll was held by the server (flwr_internals.heldpoll)
         self.last_empty = self.last_arrival = -float("inf")  # times of the last empty poll, of the last message
 
     def __getattr__(self, name: str):
@@ -92,7 +98,7 @@ class PollClock:
 
     def answered_empty(self, asked: float) -> None:
         """A poll sent at `asked` (monotonic) came back empty. If that took HELD_AFTER or more, the
-        server held it until its hold ran out (clients.heldpoll) and the next sleep is skipped."""
+        server held it until its hold ran out (flwr_internals.heldpoll) and the next sleep is skipped."""
         self.held = _time.monotonic() - asked >= HELD_AFTER
 
     def cap(self) -> float:
@@ -103,7 +109,7 @@ class PollClock:
             _time.sleep(min(seconds, self.local))
             return
         self.last_empty = _time.monotonic()
-        if self.held:  # the server held the poll (server.superlink, clients.supernode): ask again at once
+        if self.held:  # the server held the poll (flwr_internals.superlink, .supernode): ask again at once
             self.held = False
             return
         early = self.due - self.last_empty
@@ -121,12 +127,10 @@ def hold_task_polls(arrivals: Arrivals, hold: float) -> None:
     """The SuperNode's Runtime API AcquireTask answers no-task only after `hold` seconds, and a
     task only once its message is stored whole (Flower creates the task before it pulls the
     message's objects from the SuperLink, and a runtime that claims it early retries its object
-    pulls): clients.heldpoll."""
-    from flwr.supernode.servicer.runtime import runtime_handlers
-
+    pulls): flwr_internals.heldpoll."""
     acquire = getattr(runtime_handlers, "acquire_task", None)
     if acquire is None:
-        raise RuntimeError("flwr.supernode.servicer.runtime.runtime_handlers changed; clients.supernode needs updating")
+        raise RuntimeError("flwr.supernode.servicer.runtime.runtime_handlers changed; flwr_internals.supernode needs updating")
 
     def acquire_task(request, state):
         return held(lambda: acquire(request, state), lambda res: res.HasField("task"), arrivals, None, hold)
@@ -135,15 +139,14 @@ def hold_task_polls(arrivals: Arrivals, hold: float) -> None:
 
 
 def patch_poll(poll: float = 0.01, idle: float = 1.0, task_hold: float = TASK_HOLD) -> PollClock:
-    import flwr.supernode.start_client_internal as sci
-
+    """Install the poll clock, the held task poll and the fast object pulls into Flower's SuperNode."""
     if not (hasattr(sci, "time") and hasattr(sci, "_pull_and_store_message") and hasattr(sci, "_push_messages")):
-        raise RuntimeError("flwr.supernode.start_client_internal changed; clients.supernode needs updating")
+        raise RuntimeError("flwr.supernode.start_client_internal changed; flwr_internals.supernode needs updating")
     clock = PollClock(poll, idle)
     pull = sci._pull_and_store_message
     signature = inspect.signature(pull)
     if "receive" not in signature.parameters:
-        raise RuntimeError("flwr.supernode.start_client_internal changed; clients.supernode needs updating")
+        raise RuntimeError("flwr.supernode.start_client_internal changed; flwr_internals.supernode needs updating")
     arrivals = Arrivals()
     if task_hold > 0:
         hold_task_polls(arrivals, task_hold)
@@ -172,8 +175,6 @@ def patch_poll(poll: float = 0.01, idle: float = 1.0, task_hold: float = TASK_HO
             clock.activity(run_id)
         return run_id
 
-    from clients.flwrtiming import SUPERNODE_MODULE, fast_object_pulls
-
     fast_object_pulls(SUPERNODE_MODULE)
     sci.time = clock  # type: ignore[assignment]
     sci._pull_and_store_message = pull_and_store
@@ -187,11 +188,7 @@ def split_args(argv: Sequence[str]) -> tuple[dict[str, float], list[str]]:
 def main(argv: Sequence[str] | None = None) -> None:
     opts, rest = split_args(sys.argv[1:] if argv is None else argv)
     patch_poll(opts["poll_interval"], opts["idle_interval"], opts["task_hold"])
-    from flwr.supercore.logger import update_console_handler
-
     update_console_handler(timestamps=True, colored=False)
-    from flwr.supernode.cli.flower_supernode import flower_supernode
-
     sys.argv = ["flower-supernode", *rest]
     flower_supernode()
 

@@ -9,7 +9,8 @@ response, only later: the handler waits until a new delivery is complete, or `ho
 before it looks. A client that knows nothing of the hold just sees slow empty answers.
 
 `Arrivals` is the signal between the code that stores a delivery (which may take several steps:
-a message's header, then its objects) and the held handlers that wait for it.
+a message's header, then its objects) and the held handlers that wait for it. This module imports
+nothing of Flower; flwr_internals.superlink and .supernode install it into Flower's handlers.
 """
 
 from __future__ import annotations

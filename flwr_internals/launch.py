@@ -1,4 +1,4 @@
-"""Command lines of fedgc's Flower launchers (clients.supernode, server.superlink): their own
+"""Command lines of fedgc's Flower launchers (flwr_internals.supernode, .superlink): their own
 `--fedgc-NAME VALUE` / `--fedgc-NAME=VALUE` flags (numbers), every other argument passed on to
 Flower's program unchanged and in order."""
 

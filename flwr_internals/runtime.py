@@ -1,10 +1,11 @@
 """A warm ClientApp runtime for a SuperNode in `--isolation process` mode.
 
-    python -m clients.runtime --insecure --runtime-api-address supernode-1:9094 [--poll-interval 0.02]
+    python -m flwr_internals.runtime --insecure --runtime-api-address supernode-1:9094 [--poll-interval 0.02]
 
 It takes the place of `flower-superexec` next to a SuperNode (the app-runtime container of
-Flower's compose layout): it polls the SuperNode's Runtime API for ClientApp tasks and runs each
-one *in this process* with fedgc's ClientApp (clients.app:app), using Flower's own task I/O
+Flower's compose layout; same arguments): it polls the SuperNode's Runtime API for ClientApp
+tasks and runs each one *in this process* with fedgc's ClientApp (clients.app:app, from the
+project folder, not from the run's FAB), using Flower's own task I/O
 (pull the message and context, push the reply and the context back). `flower-superexec` starts
 a new Python process per message instead, which costs seconds of imports (torch, scipy) per
 round and per node; here the imports are paid once and the client's session stays cached
@@ -24,10 +25,34 @@ import threading
 import time
 from typing import Sequence
 
+import httpx
 from flwr.app import Message
+from flwr.app.error import Error
+from flwr.common.constant import ErrorCode, SubStatus
+from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
+from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
+from flwr.proto.runtime_pb2 import AcquireTaskRequest, PullAppMessagesRequest, PullTaskInputRequest  # pylint: disable=E0611
+from flwr.supercore.constant import TaskType
+from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.inflatable.inflatable_protobuf_utils import (
+    make_confirm_message_received_fn_protobuf,
+    make_pull_object_fn_protobuf,
+)
+from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
+from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supercore.runtime.tracing import RuntimeTracingInterceptor
+from flwr.supercore.task_identity import TaskIdentity
+from flwr.supercore.tls import validate_and_resolve_root_certificates
+from flwr.supernode.runtime import run_clientapp
+
+from clients.app import app as fedgc_client_app
+from flwr_internals.supernode import IDLE_SLEEP, PollClock
+from flwr_internals.timing import BACKOFF_CAP, INITIAL_BACKOFF
 
 FEDGC_FAB_ID = "fedgc/fedgc"
-READY_LINE = "fedgc ClientApp runtime polling"  # logged once the app is imported (server.deploy waits for it)
+READY_LINE = "fedgc ClientApp runtime polling"  # logged once the app is imported (server.local_deployment waits for it)
 
 log = logging.getLogger("fedgc.runtime")
 
@@ -37,13 +62,10 @@ def runtime_retry_invoker():
     instead of Flower's answer for a one-task process, which is to SIGINT its own process. In this
     long-lived runtime a refused task token (a task the SuperNode has closed) must end that task,
     never the runtime, or the node stops answering every later round."""
-    import httpx
-    from flwr.supercore.retry import make_simple_http_retry_invoker
-
     invoker = make_simple_http_retry_invoker()
     flower_giveup = invoker.should_giveup
     if flower_giveup is None:
-        raise RuntimeError("flwr's HTTP retry invoker changed; clients.runtime.runtime_retry_invoker needs updating")
+        raise RuntimeError("flwr's HTTP retry invoker changed; flwr_internals.runtime.runtime_retry_invoker needs updating")
 
     def giveup(exc: Exception) -> bool:
         if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == httpx.codes.UNAUTHORIZED:
@@ -55,11 +77,6 @@ def runtime_retry_invoker():
 
 
 def _runtime_client(address: str, insecure: bool, root_certificates: str | None, component: str, token: str | None = None):
-    from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
-    from flwr.supercore.runtime import RuntimeHttpClient
-    from flwr.supercore.runtime.tracing import RuntimeTracingInterceptor
-    from flwr.supercore.tls import validate_and_resolve_root_certificates
-
     interceptors = [RuntimeTracingInterceptor(), RuntimeVersionHttpInterceptor(component_name=component)]
     if token is not None:
         interceptors.append(RuntimeTokenHttpInterceptor(token))
@@ -75,18 +92,6 @@ def _runtime_client(address: str, insecure: bool, root_certificates: str | None,
 def pull_task_input(client):
     """flwr.supernode.runtime.run_clientapp.pull_task_input with 5 ms object-pull retries: the
     SuperNode offers the task before it has the message's objects from the SuperLink."""
-    from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
-    from flwr.proto.node_pb2 import Node  # pylint: disable=E0611
-    from flwr.proto.runtime_pb2 import PullAppMessagesRequest, PullTaskInputRequest  # pylint: disable=E0611
-    from flwr.supercore.inflatable.inflatable_protobuf_utils import (
-        make_confirm_message_received_fn_protobuf,
-        make_pull_object_fn_protobuf,
-    )
-    from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
-    from flwr.supercore.task_identity import TaskIdentity
-
-    from clients.flwrtiming import BACKOFF_CAP, INITIAL_BACKOFF
-
     res = client.PullTaskInput(PullTaskInputRequest())
     TaskIdentity.task_id = res.task_id
     TaskIdentity.run_id = res.run.run_id
@@ -121,8 +126,6 @@ class LateHeartbeat:
     that keeps nothing alive; a task that does run long still gets its heartbeats."""
 
     def __init__(self, heartbeat_fn, *, after: float = HEARTBEAT_AFTER) -> None:
-        from flwr.supercore.heartbeat import HeartbeatSender
-
         self._sender = HeartbeatSender(heartbeat_fn)
         self._stopped = threading.Event()
         self._lock = threading.Lock()
@@ -152,11 +155,6 @@ class LateHeartbeat:
 
 def run_task(address: str, token: str, *, insecure: bool, root_certificates: str | None, client_app) -> str:
     """One ClientApp task, as flwr-clientapp runs it, but in this process. Returns the sub-status."""
-    from flwr.app.error import Error
-    from flwr.common.constant import ErrorCode, SubStatus
-    from flwr.supercore.heartbeat import make_task_heartbeat_fn_http
-    from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
-
     client = _runtime_client(address, insecure, root_certificates, "flwr-clientapp", token)
     heartbeat = LateHeartbeat(make_task_heartbeat_fn_http(client))
     message = context = reply = None
@@ -181,12 +179,12 @@ def run_task(address: str, token: str, *, insecure: bool, root_certificates: str
     finally:
         try:
             if reply is not None and context is not None:
-                push_message(client, reply, context)
+                run_clientapp.push_message(client, reply, context)
         finally:
             # The task output closes the task and spends its token: a heartbeat after it is refused.
             # Stop the heartbeats first.
             heartbeat.stop()
-            push_task_output(client, context, sub_status, details)
+            run_clientapp.push_task_output(client, context, sub_status, details)
             client.close()
             log.info("task %s: pull %.3f s, app %.3f s, push %.3f s", sub_status, t1 - t0, t2 - t1, time.perf_counter() - t2)
     return sub_status
@@ -204,19 +202,13 @@ def serve(
     busy_for: float = 30.0,
     max_tasks: int | None = None,
 ) -> None:
-    """Poll the SuperNode for ClientApp tasks. fedgc's SuperNode (clients.supernode) holds an empty
-    poll until a task is ready, so the runtime asks again at once. Against a SuperNode that answers
-    at once it polls on the SuperNode's schedule (clients.supernode.PollClock): during a run it
+    """Poll the SuperNode for ClientApp tasks. fedgc's SuperNode (flwr_internals.supernode) holds an
+    empty poll until a task is ready, so the runtime asks again at once. Against a SuperNode that
+    answers at once it polls on the SuperNode's schedule (PollClock): during a run it
     learns the round period and polls shortly before the next task is due, so a task waits at most
     a few percent of a round; at a run's start it polls poll_interval after a task, backing off by
     `growth` per empty poll up to busy_interval, and up to idle_interval when no task came for
     busy_for seconds (an idle node costs one request per idle_interval)."""
-    from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
-    from flwr.supercore.constant import TaskType
-
-    from clients.app import app as client_app
-    from clients.supernode import IDLE_SLEEP, PollClock
-
     acquirer = _runtime_client(address, insecure, root_certificates, "SuperExec")
     clock = PollClock(poll_interval, idle_interval, growth=growth, busy=busy_interval, busy_for=busy_for)
     done = 0
@@ -228,7 +220,8 @@ def serve(
             if res.HasField("task") and res.token:
                 clock.activity(res.task.run_id)
                 try:
-                    run_task(address, res.token, insecure=insecure, root_certificates=root_certificates, client_app=client_app)
+                    run_task(address, res.token, insecure=insecure, root_certificates=root_certificates,
+                             client_app=fedgc_client_app)  # fmt: skip
                 except Exception as exc:  # noqa: BLE001 - the task is lost (the server names the node); the runtime is not
                     log.error("ClientApp task of run %s could not report back: %s: %s", res.task.run_id, type(exc).__name__, exc)
                 done += 1
@@ -240,7 +233,7 @@ def serve(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m clients.runtime", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m flwr_internals.runtime", description=__doc__.split("\n\n")[0])
     p.add_argument("--runtime-api-address", required=True, help="the SuperNode's Runtime API, host:port")
     p.add_argument("--insecure", action="store_true", help="plain HTTP to the SuperNode")
     p.add_argument("--root-certificates", default=None, help="CA certificate of the SuperNode's Runtime API (TLS)")
@@ -252,7 +245,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not args.insecure and not args.root_certificates:
-        print("clients.runtime: give --insecure or --root-certificates", file=sys.stderr)
+        print("flwr_internals.runtime: give --insecure or --root-certificates", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s fedgc-runtime %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)

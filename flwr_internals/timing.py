@@ -6,6 +6,10 @@ after 1 s, then 2 s, ... (flwr.supercore.constant.PULL_INITIAL_BACKOFF / PULL_BA
 On loopback the objects follow within milliseconds, so those retries set the round time.
 `fast_object_pulls(module)` rebinds `pull_objects` in the given Flower module to the same
 function with a 5 ms initial backoff capped at 50 ms (same total patience, PULL_MAX_TIME).
+
+Used by the SuperNode launcher (flwr_internals.supernode) always, and by the ServerApp only when
+its run config asks (`fast-object-pulls = true`; `fedgc --engine flower` does, `flwr run` does
+not unless told): server.job.run_job.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ def fast_object_pulls(module_name: str) -> None:
     module = importlib.import_module(module_name)
     original = getattr(module, "pull_objects", None)
     if original is None:
-        raise RuntimeError(f"{module_name} has no pull_objects; fedgc's Flower timing patch needs updating")
+        raise RuntimeError(f"{module_name} has no pull_objects; flwr_internals.timing needs updating")
     if getattr(original, "_fedgc_fast", False):
         return
     fast = functools.partial(original, initial_backoff=INITIAL_BACKOFF, backoff_cap=BACKOFF_CAP)

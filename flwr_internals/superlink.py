@@ -1,6 +1,6 @@
 """`flower-superlink` whose Fleet API holds a SuperNode's empty message poll.
 
-    python -m server.superlink [--fedgc-message-hold 1.0] <flower-superlink arguments>
+    python -m flwr_internals.superlink [--fedgc-message-hold 1.0] <flower-superlink arguments>
 
 Flower 1.41's SuperNodes ask the SuperLink for a message and, finding none, sleep and ask again.
 Between the rounds of a fedgc run those empty polls were a third of the SuperLink's requests
@@ -8,11 +8,11 @@ Between the rounds of a fedgc run those empty polls were a third of the SuperLin
 only at its next poll. Here the Fleet API's PullMessages, when the node has no message waiting,
 waits until the ServerApp has pushed one for that node *with all its objects* (Flower pushes a
 message's header before its objects), or --fedgc-message-hold seconds, and then answers as
-Flower does (clients.heldpoll). Nothing else changes: the same arguments, responses and state,
+Flower does (flwr_internals.heldpoll). Nothing else changes: the same arguments, responses and state,
 and a SuperNode that knows nothing of the hold (stock flower-supernode) just gets slower empty
 answers. At most HOLD_SLOTS polls are held at once (they each take a thread of the server's
-pool); further ones are answered at once. Pinned to flwr 1.41; `hold_message_polls` fails
-loudly if the handlers it wraps change.
+pool); further ones are answered at once. Flower 1.41 only (the package's version guard);
+`hold_message_polls` fails loudly if the handlers it wraps change.
 """
 
 from __future__ import annotations
@@ -22,8 +22,13 @@ import threading
 import time
 from typing import Sequence
 
-from clients.heldpoll import Arrivals, held
-from clients.launch import split_flags
+from flwr.supercore.inflatable.inflatable_object import iterate_object_tree
+from flwr.superlink.cli.flower_superlink import flower_superlink
+from flwr.superlink.servicer.fleet import fleet_handlers
+from flwr.superlink.servicer.runtime import runtime_handlers
+
+from flwr_internals.heldpoll import Arrivals, held
+from flwr_internals.launch import split_flags
 
 MESSAGE_HOLD = 1.0  # s
 HOLD_SLOTS = 24  # polls held at once: each holds one of the 40 threads (anyio's default) that run sync handlers
@@ -60,13 +65,11 @@ class PushedMessages:
 
 
 def hold_message_polls(hold: float = MESSAGE_HOLD, *, slots: int = HOLD_SLOTS) -> PushedMessages:
-    from flwr.supercore.inflatable.inflatable_object import iterate_object_tree
-    from flwr.superlink.servicer.fleet import fleet_handlers
-    from flwr.superlink.servicer.runtime import runtime_handlers
-
+    """Wrap the Fleet API's PullMessages (held) and the Runtime API's PushMessages/PushObject (they
+    report each message's delivery, header to last object)."""
     wrapped = [(fleet_handlers, "pull_messages"), (runtime_handlers, "push_messages"), (runtime_handlers, "push_object")]
     if not all(callable(getattr(module, name, None)) for module, name in wrapped):
-        raise RuntimeError("flwr.superlink's Fleet/Runtime handlers changed; server.superlink needs updating")
+        raise RuntimeError("flwr.superlink's Fleet/Runtime handlers changed; flwr_internals.superlink needs updating")
     pull, push, push_object = (getattr(module, name) for module, name in wrapped)
     arrivals = Arrivals()
     pushed = PushedMessages(arrivals)
@@ -109,8 +112,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     hold, rest = split_args(sys.argv[1:] if argv is None else argv)
     if hold > 0:
         hold_message_polls(hold)
-    from flwr.superlink.cli.flower_superlink import flower_superlink
-
     sys.argv = ["flower-superlink", *rest]
     flower_superlink()
 

@@ -184,12 +184,7 @@ def read_result(path: str | Path) -> dict:
     """A result.json (or the output folder holding one) as the dict `result_dict` wrote, checked against
     the schema: a FedGCError naming the file and the JSON path of the first problem otherwise."""
     file = result_file(path)
-    try:
-        data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FedGCError(f"{file} is not a valid fedgc result (invalid JSON: {exc})") from exc
-    except OSError as exc:
-        raise FedGCError(f"{file}: cannot read ({exc.strerror or exc})") from exc
+    data = _parsed(file)
     check_result(data, file)
     return data
 
@@ -203,5 +198,14 @@ def parse_result(data: Any, file: Path) -> Inspected:
 def load_result(path: str | Path) -> Inspected:
     """The typed view of an output folder's result.json (or of that file): clear FedGCError naming the
     file and the problem when the folder is missing, holds no result.json, or it is malformed or foreign."""
-    data = read_result(path)
-    return inspected_from_json(data, result_file(path))
+    file = result_file(path)
+    return parse_result(_parsed(file), file)
+
+
+def _parsed(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FedGCError(f"{file} is not a valid fedgc result (invalid JSON: {exc})") from exc
+    except OSError as exc:
+        raise FedGCError(f"{file}: cannot read ({exc.strerror or exc})") from exc

@@ -107,6 +107,7 @@ def test_csv_run_with_data_notes_and_a_dropout_writes_a_valid_result(tmp_path):
     data = _validate(tmp_path / "out")
     assert data["data"]["clients"]["c0"]["dropped_constant_columns"] == ["stuck"]
     assert data["resilience"]["dropouts"][0]["client"] == "c1" and data["edges"][0][1] is None and data["unknown"][0][1]
+    assert data["dof"][0][1] is None and data["dof"][0][2] == 4  # unknown pairs: null in every matrix (dof was 0)
     res = load_result(tmp_path / "out")
     assert res.unknown[0, 1] and not res.edges[0, 1] and int(res.unknown.sum()) == 6
     text = (tmp_path / "out" / "report.md").read_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import jsonschema
 import numpy as np
 import pytest
 import scipy.linalg
@@ -28,6 +29,7 @@ from fedgc.protocol.settings import StreamingConfig
 from fedgc.protocol.streaming import Alert, run_stream, window_bounds
 
 from fedgc.report.inspected import Alert as InspectedAlert, Streaming, Window
+from fedgc.report.schema import result_schema
 from fedgc.report.streaming_markdown import streaming_section
 from fedgc.analysis.stream import Switch, score_alerts, true_switches
 from fedgc.data.synthetic import Perturbation, SystemSpec, simulate
@@ -277,7 +279,9 @@ def test_unsupported_streaming_runs_fail_clearly(tmp_path, change, message):
 
 
 def _check_schema(record: dict, clients: list[str]) -> None:
-    """The shared interface (owned by stream, read by inspect)."""
+    """The shared interface (owned by stream, read by inspect), and its part of fedgc/report/result.schema.json."""
+    schema = result_schema()
+    jsonschema.validate(record, {"$defs": schema["$defs"], **schema["properties"]["streaming"]})
     M = len(clients)
     assert {"window", "step", "forgetting", "windows", "alerts"} <= set(record)
     for w in record["windows"]:

@@ -8,7 +8,7 @@ one reader (a result.json -> its typed view), both held to result.schema.json.
 
 Matrices are indexed [target m][source n]; NaN becomes null; diagonals are null (not tested). Pairs not
 estimated because a client dropped out (server.on_dropout: continue) are marked in the "unknown"
-matrix, and their strength, p-value and edge are null, never 0 or false; "resilience" says which
+matrix, and every matrix entry of theirs (strength, p-value, dof, ...) and their edge are null, never 0 or false; "resilience" says which
 clients dropped at which round and whether the run was resumed from a checkpoint.
 """
 
@@ -78,7 +78,7 @@ def result_dict(result: RunResult) -> dict:
         "seed": int(cfg.seed),
         "clients": [str(c) for c in gc.clients],
         "dims": [int(d) for d in gc.dims],
-        **{k: matrix_rows(getattr(gc, k), kind=int if k == "dof" else float) for k in _MATRICES},
+        **{k: matrix_rows(np.where(unknown, np.nan, getattr(gc, k)), kind=int if k == "dof" else float) for k in _MATRICES},
         "edges": [[None if unknown[m, n] else bool(gc.edges[m, n]) for n in range(M)] for m in range(M)],
         "alpha": float(gc.alpha),
         "A_s": jsonable(np.asarray(fit.A_s, dtype=float)),

@@ -3,6 +3,7 @@
     result.schema.json   JSON Schema (draft 2020-12) of result.json
     schema               checks a parsed result.json against it (FedGCError: file, JSON path, problem)
     jsonable             plain JSON values and the file layout (`dumps`)
+    records              the small typed records of result.json (server, metrics, data notes, TEP, ...)
     inspected            the typed view every consumer reads (`Inspected`), built from a checked dict
     ranking              the one ranking of the ordered pairs; edges re-decided at another alpha
     text                 numbers as text for tables

@@ -57,7 +57,7 @@ def convergence_figure(result: Inspected):
     from matplotlib.ticker import MaxNLocator
 
     history = result.history
-    tol = result.server.get("tol")
+    tol = result.server.tol
     rounds = np.array([h.round for h in history], dtype=float)
     change = np.array([h.change for h in history], dtype=float)
     loss = np.array([h.loss for h in history], dtype=float)

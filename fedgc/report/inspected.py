@@ -18,34 +18,14 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
+from fedgc.analysis.origin import OriginSettings
 from fedgc.errors import FedGCError
+from fedgc.report.records import (
+    DataNotes, FaultStream, Flowsheet, Metrics, Resilience, Round, ServerSettings, StreamEvaluation,
+)  # fmt: skip
 
 ALERT_KINDS = ("appeared", "disappeared", "changed")
 _NUMBER_MATRICES = ("strength", "statistic", "gc", "dof", "pvalue", "log10_pvalue")
-
-
-class Round(NamedTuple):
-    """One server round: summed client loss and relative change of A_s (NaN where null)."""
-
-    round: int
-    loss: float
-    change: float
-
-
-class Dropped(NamedTuple):
-    """A client that dropped out at `round` (server.on_dropout: continue)."""
-
-    client: str
-    round: int
-    reason: str
-
-
-class Resilience(NamedTuple):
-    """result.json "resilience": the dropout policy, the clients that dropped, the checkpoint resumed from."""
-
-    on_dropout: str
-    dropouts: tuple[Dropped, ...]
-    resumed_from_round: int | None
 
 
 class Window(NamedTuple):
@@ -84,8 +64,7 @@ class Alert(NamedTuple):
 @dataclass(frozen=True, eq=False)
 class Streaming:
     """result.json "streaming": windows of `window` samples every `step`, forgetting factor per step,
-    alert level, per-window round limits; evaluation: the alerts against known switches (the record
-    of fedgc.analysis.stream.score_alerts with client names) or None."""
+    alert level, per-window round limits; evaluation: the alerts against known switches, or None."""
 
     window: int
     step: int
@@ -99,7 +78,7 @@ class Streaming:
     unprocessed_steps: int
     windows: tuple[Window, ...]
     alerts: tuple[Alert, ...]
-    evaluation: Mapping[str, Any] | None
+    evaluation: StreamEvaluation | None
 
 
 class OriginScores(NamedTuple):
@@ -114,7 +93,7 @@ class OriginScores(NamedTuple):
 @dataclass(frozen=True, eq=False)
 class Origin:
     """One fault run's origin record: scores per client, ranking most likely origin first, the fault's
-    first step and known origin when known; settings: the crossing rule (quantile, run_length, tie_window)."""
+    first step and known origin when known; settings: the crossing rule."""
 
     run: str
     threshold: float
@@ -122,7 +101,7 @@ class Origin:
     ranking: tuple[str, ...]
     start: int | None
     known_origin: str | None
-    settings: Mapping[str, Any]
+    settings: OriginSettings
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,9 +109,10 @@ class Inspected:
     """A result.json as arrays and records. strength ||A_s^{mn}||_F, statistic, dof, pvalue, log10_pvalue:
     (M, M) float; edges, unknown: (M, M) bool; truth: (M, M) bool or None when unknown. run_alpha is the
     level the run used, alpha the one `edges` are decided at (fedgc.report.ranking.with_alpha).
-    evaluation: the metrics of result.json "evaluation" (truth_edges is `truth`); server, timings,
-    communication, privacy, client_data ("data"), flowsheet and fault_stream are the schema's records as
-    read; origins: one record per fault run (empty without)."""
+    timings (stage -> seconds), communication (bytes on the wire; a transport may add keys) and privacy
+    (the accounting record of fedgc.privacy.accounting, or {"enabled": False}) are result.json's records
+    as read; origins: one record per fault run (empty without); flowsheet, fault_stream, streaming: None
+    when the run has none."""
 
     path: Path
     name: str
@@ -151,21 +131,21 @@ class Inspected:
     alpha: float
     run_alpha: float
     truth: np.ndarray | None
-    server: Mapping[str, Any]
+    server: ServerSettings
     rounds: int
     converged: bool
     history: tuple[Round, ...]
-    evaluation: Mapping[str, float | int | None]
+    evaluation: Metrics
     timings: Mapping[str, float | None]
     communication: Mapping[str, Any]
     raw_data_bytes: int
     privacy: Mapping[str, Any]
-    client_data: Mapping[str, Any]
+    client_data: DataNotes
     resilience: Resilience
     streaming: Streaming | None
     origins: tuple[Origin, ...]
-    flowsheet: Mapping[str, Any] | None
-    fault_stream: Mapping[str, Any] | None
+    flowsheet: Flowsheet | None
+    fault_stream: FaultStream | None
 
     @property
     def tested(self) -> np.ndarray:
@@ -209,8 +189,8 @@ class _Sizes:
         out.setflags(write=False)
         return out
 
-    def client(self, name: str, where: str, names: Any = None) -> str:
-        if name not in (self.clients if names is None else names):
+    def client(self, name: str, where: str) -> str:
+        if name not in self.clients:
             self.fail(where, f"{json.dumps(name)[:40]} is not one of the clients")
         return name
 
@@ -234,28 +214,25 @@ def inspected_from_json(data: Mapping[str, Any], file: Path) -> Inspected:
             c.fail(f"edges[{m}][{n}]", "is null but the pair is not marked in 'unknown'")
     edges = c.matrix(data["edges"], "edges", boolean=True)
     c.square(data["A_s"], "A_s", sum(dims), " (the total state dimension, the sum of dims)")
-    evaluation = dict(data["evaluation"])
-    truth_rows = evaluation.pop("truth_edges")
+    truth_rows = data["evaluation"]["truth_edges"]
     truth = None if truth_rows is None else c.matrix(truth_rows, "evaluation.truth_edges", boolean=True)
-    r = data["resilience"]
-    resilience = Resilience(
-        r["on_dropout"],
-        tuple(Dropped(c.client(d["client"], f"resilience.dropouts[{i}].client"), d["round"], d["reason"])
-              for i, d in enumerate(r["dropouts"])),
-        r["resumed_from_round"],
-    )  # fmt: skip
+    resilience = Resilience.of(data["resilience"])
+    for i, d in enumerate(resilience.dropouts):
+        c.client(d.client, f"resilience.dropouts[{i}].client")
     return Inspected(
         path=file, name=str(data["name"] or file.parent.name), engine=data["engine"], seed=data["seed"],
         fedgc_version=data["fedgc_version"], clients=clients, dims=dims,
         strength=matrices["strength"], statistic=matrices["statistic"], dof=matrices["dof"], pvalue=matrices["pvalue"],
         log10_pvalue=matrices["log10_pvalue"], edges=edges, unknown=unknown, alpha=float(data["alpha"]),
-        run_alpha=float(data["alpha"]), truth=truth, server=data["server"], rounds=data["rounds"],
+        run_alpha=float(data["alpha"]), truth=truth, server=ServerSettings(**data["server"]), rounds=data["rounds"],
         converged=data["converged"], history=tuple(Round(h["round"], _nan(h["loss"]), _nan(h["change"])) for h in data["history"]),
-        evaluation=evaluation, timings=data["timings"], communication=data["communication"],
-        raw_data_bytes=data["raw_data_bytes"], privacy=data["privacy"], client_data=data["data"], resilience=resilience,
+        evaluation=Metrics.of(data["evaluation"]), timings=data["timings"], communication=data["communication"],
+        raw_data_bytes=data["raw_data_bytes"], privacy=data["privacy"], client_data=DataNotes.of(data["data"]),
+        resilience=resilience,
         streaming=_streaming(c, data["streaming"]) if "streaming" in data else None,
         origins=tuple(_origin(c, rec, run) for run, rec in (data.get("origin") or {}).items()),
-        flowsheet=data.get("flowsheet"), fault_stream=data.get("fault_stream"),
+        flowsheet=Flowsheet.of(data["flowsheet"]) if "flowsheet" in data else None,
+        fault_stream=FaultStream.of(data["fault_stream"]) if "fault_stream" in data else None,
     )  # fmt: skip
 
 
@@ -284,10 +261,10 @@ def _streaming(c: _Sizes, s: Mapping[str, Any]) -> Streaming:
             window=a["window"], time=a["time"], target=a["target"], source=a["source"], kind=a["kind"],
             **{k: _nan(a[k]) for k in ("strength_before", "strength_after", "pvalue", "log10_pvalue")},
         ))  # fmt: skip
-    evaluation = s["evaluation"]
-    for i, sw in enumerate((evaluation or {}).get("switches", [])):
+    evaluation = None if s["evaluation"] is None else StreamEvaluation.of(s["evaluation"])
+    for i, sw in enumerate(evaluation.switches if evaluation is not None else ()):
         for key in ("target", "source"):
-            c.client(sw[key], f"streaming.evaluation.switches[{i}].{key}")
+            c.client(getattr(sw, key), f"streaming.evaluation.switches[{i}].{key}")
     return Streaming(
         window=s["window"], step=s["step"], forgetting=float(s["forgetting"]), alert_alpha=float(s["alert_alpha"]),
         reset_on_alert=s["reset_on_alert"], max_rounds=s["max_rounds"], tol=float(s["tol"]),
@@ -308,5 +285,5 @@ def _origin(c: _Sizes, o: Mapping[str, Any], run: str) -> Origin:
         c.fail(f"{where}.ranking", f"names {unknown} have no scores in {where}.clients")
     return Origin(
         run=run, threshold=float(o["threshold"]), clients=scores, ranking=tuple(o["ranking"]), start=o["start"],
-        known_origin=o["known_origin"], settings=o["settings"],
+        known_origin=o["known_origin"], settings=OriginSettings(**o["settings"]),
     )  # fmt: skip

@@ -37,8 +37,8 @@ def server_text(result: Inspected) -> str:
     """The server settings; a streaming run's rounds and tolerance are its per-window ones."""
     server = result.server
     stream = result.streaming if windows_converged(result) is not None else None
-    tol, max_rounds = (server.get("tol"), server.get("max_rounds")) if stream is None else (stream.tol, stream.max_rounds)
-    return (f"rule {server.get('rule')}, diagonal {server.get('diagonal')}, penalty {fmt(server.get('penalty'))}, "
+    tol, max_rounds = (server.tol, server.max_rounds) if stream is None else (stream.tol, stream.max_rounds)
+    return (f"rule {server.rule}, diagonal {server.diagonal}, penalty {fmt(server.penalty)}, "
             f"tol {fmt(tol)}, max_rounds {max_rounds}" + (" per window" if stream is not None else ""))  # fmt: skip
 
 
@@ -128,14 +128,14 @@ def _strongest_edges(result: Inspected) -> list[str]:
 def _evaluation(result: Inspected) -> list[str]:
     ev, truth = result.evaluation, result.truth
     lines = ["## Evaluation", ""]
-    if truth is None and all(v is None for v in ev.values()):
+    if truth is None and all(v is None for v in ev):
         return [*lines, "No ground truth or oracle for this run.", ""]
     if truth is not None:
         n_true = int(truth.sum())
         tp = int((truth & result.edges).sum())
         lines += [f"Against the known truth: {n_true} true edges; {int(result.edges.sum())} FDR edges, of which {tp} are true.", ""]
     always = ("AUROC (ranking by p-value)", "AUPRC", "F1") if truth is not None else ()
-    table = [(label, ev.get(key)) for label, key in _METRICS]
+    table = [(label, getattr(ev, key)) for label, key in _METRICS]
     table = [(k, v) for k, v in table if v is not None or k in always]
     lines += ["| metric | value |", "|---|---:|"] + [f"| {k} | {metric(k, v)} |" for k, v in table] + [""]
     lines += ["Relative errors are `||X - reference||_F / ||reference||_F` over the off-diagonal blocks.", ""]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
-from fedgc.report.inspected import Resilience
+from fedgc.report.records import DataNotes, Resilience
 from fedgc.report.text import byte_size, fmt, md
 
 
@@ -77,27 +77,25 @@ def privacy_section(p: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def data_section(d: Mapping[str, Any]) -> list[str]:
+def data_section(d: DataNotes) -> list[str]:
     """What was done to the clients' data files (result.json "data"); nothing for synthetic clients."""
-    clients = d.get("clients") or {}
-    if not clients:
+    if not d.clients:
         return []
     lines = [
         "## Data",
         "",
-        f"Alignment: {d.get('align', 'none')}.",
+        f"Alignment: {d.align}.",
         "",
         "| client | rows | columns | missing | dropped columns | held columns (period) | rows dropped / inserted by alignment |",
         "|---|---:|---:|---:|---|---|---:|",
     ]
-    for name, c in clients.items():
-        dropped = [f"{k} (constant)" for k in c.get("dropped_constant_columns", [])]
-        dropped += [f"{k} ({fmt(f * 100, 3)}% missing)" for k, f in (c.get("dropped_missing_columns") or {}).items()]
-        held = [f"{k} ({h['period']})" for k, h in (c.get("held_columns") or {}).items()]
-        al = c.get("alignment")
-        moved = f"{al['dropped']} / {al['inserted']}" if al else "-"
+    for name, c in d.clients.items():
+        dropped = [f"{k} (constant)" for k in c.dropped_constant_columns]
+        dropped += [f"{k} ({fmt(f * 100, 3)}% missing)" for k, f in c.dropped_missing_columns.items()]
+        held = [f"{k} ({h.period})" for k, h in c.held_columns.items()]
+        moved = "-" if c.alignment is None else f"{c.alignment.dropped} / {c.alignment.inserted}"
         lines.append(
-            f"| {md(name)} | {c.get('rows')} | {c.get('columns')} | {fmt(100 * c.get('missing_fraction', 0.0), 3)}% |"
+            f"| {md(name)} | {c.rows} | {c.columns} | {fmt(100 * c.missing_fraction, 3)}% |"
             f" {md(', '.join(dropped) or '-')} | {md(', '.join(held) or '-')} | {moved} |"
         )
     lines += [

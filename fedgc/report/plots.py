@@ -74,7 +74,7 @@ def plot_heatmap(result: Inspected, path: str | Path) -> Path:
     edges = result.edges & off
     truth = result.truth & off if result.truth is not None else None
     alpha = result.alpha
-    auroc = result.evaluation.get("auroc")
+    auroc = result.evaluation.auroc
     grey, true_colour = "#cfcfcf", "#00a651"
     edge_panel = big  # above 30 clients per-cell markers turn to speckle: edges get a panel of their own
 
@@ -185,7 +185,7 @@ def plot_convergence(result: Inspected, path: str | Path, *, oracle_history: Seq
     from matplotlib.ticker import MaxNLocator
 
     history = result.history
-    tol = result.server.get("tol")
+    tol = result.server.tol
     fig = new_figure(10.5, 4.0)
     ax_change, ax_loss = fig.subplots(1, 2)
     rounds = np.array([h.round for h in history], dtype=float)

@@ -6,9 +6,10 @@ of known switches, and the per-window timeline of the edges that switched or ale
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 from fedgc.report.inspected import Streaming
+from fedgc.report.records import StreamEvaluation
 from fedgc.report.text import fmt, format_pvalue, md
 
 MAX_ALERT_ROWS = 30
@@ -65,20 +66,19 @@ def streaming_section(s: Streaming, clients: Sequence[str]) -> list[str]:
     return lines
 
 
-def _detection(ev: Mapping[str, Any], n_alerts: int) -> list[str]:
-    switches = ev.get("switches") or []
+def _detection(ev: StreamEvaluation, n_alerts: int) -> list[str]:
     lines = ["### Detection of the true switches", ""]
-    if not switches:
+    if not ev.switches:
         lines += ["The scenario has no switches.", ""]
     else:
         lines += ["| switch | at sample | kind | first alert: window (time) | alert kind | delay (samples) | delay (windows) |",
                   "|---|---:|---|---|---|---:|---:|"]  # fmt: skip
-        for s in switches:
-            hit = f"{s['alert_window']} ({s['alert_time']})" if s["detected"] else "not detected"
-            lines.append(f"| {md(s['source'])} -> {md(s['target'])} | {s['time']} | {s['kind']} | {hit} |"
-                         f" {s['alert_kind'] or ''} | {fmt(s['delay_samples'])} | {fmt(s['delay_windows'])} |")  # fmt: skip
+        for s in ev.switches:
+            hit = f"{s.alert_window} ({s.alert_time})" if s.detected else "not detected"
+            lines.append(f"| {md(s.source)} -> {md(s.target)} | {s.time} | {s.kind} | {hit} |"
+                         f" {s.alert_kind or ''} | {fmt(s.delay_samples)} | {fmt(s.delay_windows)} |")  # fmt: skip
         lines += ["", "Delay in windows counts from the first window holding post-switch samples (1 = that window).", ""]
-    lines += [f"False alerts (no switch of their pair before them): {ev.get('false_alerts', 0)} of {n_alerts} alerts.", ""]
+    lines += [f"False alerts (no switch of their pair before them): {ev.false_alerts} of {n_alerts} alerts.", ""]
     return lines
 
 
@@ -86,8 +86,8 @@ def _timelines(s: Streaming, clients: Sequence[str]) -> list[str]:
     windows = s.windows
     index = {c: i for i, c in enumerate(clients)}
     events: dict[tuple[int, int], set[int]] = {}
-    for sw in (s.evaluation or {}).get("switches") or []:
-        events.setdefault((index[sw["target"]], index[sw["source"]]), set()).add(sw["first_window"])
+    for sw in s.evaluation.switches if s.evaluation is not None else ():
+        events.setdefault((index[sw.target], index[sw.source]), set()).add(sw.first_window)
     for a in s.alerts:
         events.setdefault((index[a.target], index[a.source]), set()).add(a.window)
     pairs = list(events)[:MAX_TIMELINE_EDGES]

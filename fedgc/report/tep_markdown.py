@@ -3,50 +3,49 @@ fault origin per fault run, and a streamed fault run's alerts against the fault'
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 from fedgc.report.inspected import Origin
+from fedgc.report.records import FaultStream, Flowsheet
 from fedgc.report.text import format_pvalue
 
 
-def tep_sections(flowsheet: Mapping[str, Any] | None, origins: Sequence[Origin],
-                 fault_stream: Mapping[str, Any] | None) -> list[str]:  # fmt: skip
+def tep_sections(flowsheet: Flowsheet | None, origins: Sequence[Origin], fault_stream: FaultStream | None) -> list[str]:
     """The three sections, each only when its record is there."""
     return flowsheet_markdown(flowsheet) + origin_markdown(origins) + fault_stream_markdown(fault_stream)
 
 
-def flowsheet_markdown(fs: Mapping[str, Any] | None) -> list[str]:
-    """Report lines for result.json's "flowsheet" (fedgc.analysis.tep.flowsheet_comparison)."""
-    if not fs:
+def flowsheet_markdown(fs: Flowsheet | None) -> list[str]:
+    """Report lines for result.json's "flowsheet": flowsheet edges first, each group most significant first."""
+    if fs is None:
         return []
-    c = fs["counts"]
-    auroc = fs.get("auroc")
+    c, auroc = fs.counts, fs.auroc
     lines = [
         "## Learned unit graph vs the flowsheet",
         "",
         "| source -> target | flowsheet edge | learned edge | strength | p-value |",
         "|---|:---:|:---:|---:|---:|",
     ]
-    key = lambda p: (not p["flowsheet"], p["log10_pvalue"] if p["log10_pvalue"] is not None else float("inf"))  # noqa: E731
-    for p in sorted(fs["pairs"], key=key):
-        strength = "n/a" if p["strength"] is None else f"{p['strength']:.3g}"
+    key = lambda p: (not p.flowsheet, p.log10_pvalue if p.log10_pvalue is not None else float("inf"))  # noqa: E731
+    for p in sorted(fs.pairs, key=key):
+        strength = "n/a" if p.strength is None else f"{p.strength:.3g}"
         lines.append(
-            f"| {p['source']} -> {p['target']} | {'yes' if p['flowsheet'] else 'no'} | {'yes' if p['learned'] else 'no'} "
-            f"| {strength} | {format_pvalue(p['log10_pvalue'])} |"
+            f"| {p.source} -> {p.target} | {'yes' if p.flowsheet else 'no'} | {'yes' if p.learned else 'no'} "
+            f"| {strength} | {format_pvalue(p.log10_pvalue)} |"
         )
-    agreement = "n/a" if c["agreement"] is None else f"{c['agreement']:.2f}"
+    agreement = "n/a" if c.agreement is None else f"{c.agreement:.2f}"
     lines += [
         "",
-        f"Of {c['pairs']} ordered pairs: {c['both']} flowsheet edges learned, {c['flowsheet_only']} flowsheet edges "
-        f"missed, {c['learned_only']} learned edges that are not material flows, {c['neither']} pairs with neither "
+        f"Of {c.pairs} ordered pairs: {c.both} flowsheet edges learned, {c.flowsheet_only} flowsheet edges "
+        f"missed, {c.learned_only} learned edges that are not material flows, {c.neither} pairs with neither "
         f"(agreement {agreement}); AUROC of the p-value ranking against the flowsheet "
         f"{'n/a' if auroc is None or auroc != auroc else f'{auroc:.2f}'}.",
         "",
-        fs.get("note", ""),
+        fs.note,
         "",
     ]
-    if fs.get("not_compared"):
-        lines += [f"Not compared (units the flowsheet does not name): {fs['not_compared']}.", ""]
+    if fs.not_compared:
+        lines += [f"Not compared (units the flowsheet does not name): {[list(p) for p in fs.not_compared]}.", ""]
     return lines
 
 
@@ -61,9 +60,9 @@ def origin_markdown(origins: Sequence[Origin]) -> list[str]:
         "## Fault origin",
         "",
         "Each client scores its own filter innovations (e_t^T S^-1 e_t, normalised by its threshold: the "
-        f"{settings.get('quantile', 'n/a')} quantile of its normal-operation scores); a crossing is "
-        f"{settings.get('run_length', 'n/a')} consecutive samples above it, from the fault start on. The server "
-        f"ranks clients by first crossing; near-ties (within {settings.get('tie_window', 'n/a')} samples of the "
+        f"{settings.quantile} quantile of its normal-operation scores); a crossing is "
+        f"{settings.run_length} consecutive samples above it, from the fault start on. The server "
+        f"ranks clients by first crossing; near-ties (within {settings.tie_window} samples of the "
         "earliest) are ordered by being upstream in the learned graph, then by onset strength (mean normalised "
         "score over the crossing run). Times are sample indices (3 min each for TEP).",
         "",
@@ -93,27 +92,27 @@ def origin_markdown(origins: Sequence[Origin]) -> list[str]:
     return lines
 
 
-def fault_stream_markdown(fs: Mapping[str, Any] | None) -> list[str]:
-    """Report lines for result.json's "fault_stream" (fedgc.analysis.tep.fault_stream_summary)."""
-    if not fs:
+def fault_stream_markdown(fs: FaultStream | None) -> list[str]:
+    """Report lines for result.json's "fault_stream": alerts before and after the fault, the first after it."""
+    if fs is None:
         return []
-    if fs["fault"] is None:
+    if fs.fault is None:
         return [
             "## Normal-operation run, streaming",
             "",
-            f"Run {fs['run']} (no fault): {fs['alerts_before_fault']} alert(s), all false alerts.",
+            f"Run {fs.run} (no fault): {fs.alerts_before_fault} alert(s), all false alerts.",
             "",
         ]
-    first = fs.get("first_alert_after_fault")
+    first = fs.first_alert_after_fault
     return [
         "## Fault run, streaming",
         "",
-        f"Run {fs['run']} (fault {fs['fault']}, known origin {fs.get('known_origin') or 'unknown'}, fault from "
-        f"sample index {fs['fault_start']}): {fs['alerts_before_fault']} alert(s) before the fault (normal "
-        f"operation: false alerts), {fs['alerts_after_fault']} after it.",
+        f"Run {fs.run} (fault {fs.fault}, known origin {fs.known_origin or 'unknown'}, fault from "
+        f"sample index {fs.fault_start}): {fs.alerts_before_fault} alert(s) before the fault (normal "
+        f"operation: false alerts), {fs.alerts_after_fault} after it.",
         "",
-        (f"First alert after the fault: {first['kind']} {first['source']} -> {first['target']} at sample "
-         f"{first['time']} ({first['delay']} samples after the fault start; an alert comes at the end of its window)."
+        (f"First alert after the fault: {first.kind} {first.source} -> {first.target} at sample "
+         f"{first.time} ({first.delay} samples after the fault start; an alert comes at the end of its window)."
          if first else "No alert after the fault."),
         "",
     ]  # fmt: skip

@@ -59,13 +59,29 @@ def graph_layout(result: Inspected) -> np.ndarray:
     distance = {a: {b: hops[a].get(b, far) for b in range(M)} for a in range(M)}
     pos = nx.kamada_kawai_layout(undirected, dist=distance, pos=start)
     xy = np.array([pos[k] for k in range(M)], dtype=float)
-    if np.ptp(xy[:, 0]) < np.ptp(xy[:, 1]):  # the longer side across the (wider) figure
-        xy = xy[:, ::-1]
+    xy -= xy.mean(axis=0)
+    xy = xy @ np.linalg.svd(xy, full_matrices=False)[2].T  # principal axes: the longer extent across the figure
     flow = sum((xy[t] - xy[s] for s, t in g.edges), np.zeros(2))
     if layer.max() > 0 and flow[0] < 0:  # a causal order: causes on the left
         xy[:, 0] = -xy[:, 0]
     xy -= (xy.max(axis=0) + xy.min(axis=0)) / 2
     return xy / max(float(np.abs(xy).max()), 1e-12)
+
+
+def _free_side(pos: np.ndarray, k: int, drawn: np.ndarray) -> np.ndarray:
+    """The unit direction from node k, among 8 compass directions, farthest in angle from its edges (ties:
+    the one pointing away from the other nodes), where its name goes."""
+    neighbours = np.flatnonzero(drawn[k] | drawn[:, k])
+    edge_angles = np.arctan2(*(pos[neighbours] - pos[k])[:, ::-1].T) if neighbours.size else np.zeros(0)
+    away = pos[k] - pos.mean(axis=0)
+    best, choice = None, np.array([0.0, 1.0])
+    for angle in np.arange(8) * np.pi / 4:
+        direction = np.array([np.cos(angle), np.sin(angle)])
+        gap = np.min(np.abs(np.angle(np.exp(1j * (edge_angles - angle))))) if edge_angles.size else np.pi
+        score = (round(float(gap), 6), float(direction @ away))
+        if best is None or score > best:
+            best, choice = score, direction
+    return choice
 
 
 def _width(fraction: float, M: int) -> float:
@@ -133,15 +149,13 @@ def graph_figure(result: Inspected):
     ax.set_aspect("equal")
     ax.axis("off")
     fontsize = 11 if M <= 12 else (9 if M <= 24 else 7)
-    centre = pos.mean(axis=0)
     nodes, names = [], []
     for k, name in enumerate(result.clients):
         circle = Circle(pos[k], radius, facecolor="#eef3fb", edgecolor="#33415c", lw=1.2, zorder=3)
         ax.add_patch(circle)
         nodes.append(circle)
-        away = pos[k] - centre
-        away = away / (np.hypot(*away) or 1.0)
-        at = pos[k] + away * (radius * 1.25)  # the name outside its node, on the side away from the rest
+        away = _free_side(pos, k, drawn)
+        at = pos[k] + away * (radius * 1.25)  # the name outside its node, where no edge of it leaves
         ha = "center" if abs(away[0]) < 0.35 else ("left" if away[0] > 0 else "right")
         va = "center" if abs(away[1]) < 0.35 else ("bottom" if away[1] > 0 else "top")
         names.append(ax.text(*at, name, ha=ha, va=va, fontsize=fontsize, zorder=4,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import replace
@@ -176,22 +177,37 @@ def _identify(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from fedgc.report.reader import export, format_table, load_result, parse_formats, with_alpha
+    from fedgc.report.exports import export, parse_formats
+    from fedgc.report.figures import heatmap_is_the_runs, write_figures
+    from fedgc.report.ranking import with_alpha
+    from fedgc.report.result_json import HEATMAP_FILE, load_result
+    from fedgc.report.table import format_table
 
     formats = parse_formats(args.export) if args.export is not None else ()
     result = load_result(args.dir)
     if args.alpha is not None:
         result = with_alpha(result, alpha=args.alpha)
-    print(format_table(result, top=args.top, every_pair=args.every_pair))
+    _print_table(format_table(result, top=args.top, every_pair=args.every_pair))
     out = args.out if args.out is not None else result.path.parent
     paths = export(result, formats=formats, out_dir=out)
     if args.figures:
-        from fedgc.report.figures import write_figures
-
         paths.update(write_figures(result, out_dir=out))
+        if heatmap_is_the_runs(result):
+            print(f"heatmap: the run's own {result.path.parent / HEATMAP_FILE} (the edges are the run's; "
+                  "--alpha re-decides them and draws inspect_heatmap.png)", file=sys.stderr)  # fmt: skip
     for path in paths.values():
         print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+def _print_table(text: str) -> None:
+    """The table on stdout; a reader that stops early (`fedgc inspect RUN --all | head`) ends the table
+    quietly, and the exports and figures are still written."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python would report the broken pipe again when it flushes stdout at exit: point stdout at devnull.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _summary(result, paths) -> None:

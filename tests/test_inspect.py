@@ -16,11 +16,13 @@ import pytest
 from fedgc.cli import main
 from fedgc.app.config import parse_config
 from fedgc.errors import FedGCError
-from fedgc.report.reader import (
-    CSV_COLUMNS, EXPORT_FILES, export, format_table, load_result, parse_formats, ranked_pairs, with_alpha,
-)  # fmt: skip
-from fedgc.report.figures import FIGURE_FILES, circle_layout, graph_figure, write_figures
-from fedgc.report.result_json import RESULT_FILE, dumps, write_outputs
+from fedgc.report.exports import CSV_COLUMNS, EXPORT_FILES, export, parse_formats
+from fedgc.report.figures import FIGURE_FILES, write_figures
+from fedgc.report.graph_figure import graph_figure, graph_layout
+from fedgc.report.jsonable import dumps
+from fedgc.report.ranking import ranked_pairs, with_alpha
+from fedgc.report.result_json import RESULT_FILE, load_result, write_outputs
+from fedgc.report.table import format_table
 
 # ---------------------------------------------------------------------------------------------- fixtures
 
@@ -67,17 +69,27 @@ def streaming_section(clients, rng: np.random.Generator, *, n_windows: int = 24,
         edges = np.nan_to_num(log10_p, nan=0.0) < -6
         end = window + i * step
         windows.append({"index": i, "start": end - window, "end": end, "strength": _rows(strength),
-                        "pvalue": _rows(10.0**log10_p), "edges": _rows(edges, boolean=True)})  # fmt: skip
+                        "pvalue": _rows(10.0**log10_p), "edges": _rows(edges, boolean=True),
+                        "log10_pvalue": _rows(log10_p), "effective_sample_size": 900.0, "memory": 0.99,
+                        "rounds": 3, "exchanges": 4, "converged": True, "reset": False,
+                        "change_log10_pvalue": None if i == 0 else _rows(log10_p / 2)})  # fmt: skip
         if previous is not None:
             for m, n in zip(*np.nonzero(edges != previous[0])):
                 alerts.append({
                     "window": i, "time": end, "target": clients[m], "source": clients[n],
                     "kind": "appeared" if edges[m, n] else "disappeared",
                     "strength_before": float(previous[1][m, n]), "strength_after": float(strength[m, n]),
-                    "pvalue": float(10.0 ** log10_p[m, n]),
+                    "pvalue": float(10.0 ** log10_p[m, n]), "log10_pvalue": float(log10_p[m, n]),
                 })  # fmt: skip
         previous = (edges, strength)
-    return {"window": window, "step": step, "forgetting": 0.99, "windows": windows, "alerts": alerts}
+    return stream_record(windows, alerts, window=window, step=step, forgetting=0.99)
+
+
+def stream_record(windows: list, alerts: list, *, window: int = 10, step: int = 5, forgetting: float = 1.0) -> dict:
+    """A "streaming" key with these windows and alerts, the settings filled in as a run writes them."""
+    return {"window": window, "step": step, "forgetting": forgetting, "alert_alpha": 0.01, "reset_on_alert": True,
+            "max_rounds": 10, "tol": 1e-4, "steady_effective_sample_size": 900.0, "n_steps": window + step * len(windows),
+            "unprocessed_steps": 0, "windows": windows, "alerts": alerts, "evaluation": None}  # fmt: skip
 
 
 def origin_section(clients, rng: np.random.Generator, *, T: int = 300, threshold: float = 4.0):
@@ -88,11 +100,17 @@ def origin_section(clients, rng: np.random.Generator, *, T: int = 300, threshold
     scores[clients[0]] += np.clip(t - 200, 0, None) * 0.05
     first = {c: (int(np.argmax(s > threshold)) if (s > threshold).any() else None) for c, s in scores.items()}
     ranking = sorted(clients, key=lambda c: (first[c] is None, first[c] or 0, -scores[c].max()))
-    return {
-        "threshold": threshold,
-        "clients": {c: {"first_crossing": first[c], "score": scores[c].tolist()} for c in clients},
-        "ranking": ranking,
-    }
+    return origin_record({c: {"first_crossing": first[c], "score": scores[c].tolist()} for c in clients}, ranking,
+                         threshold=threshold)
+
+
+def origin_record(clients: dict, ranking: list, *, threshold: float = 1.0, start=None, known_origin=None) -> dict:
+    """One fault run's "origin" record, the per-client fields a run writes filled in."""
+    filled = {c: {"first_crossing": None, "score": [], "threshold_chi2_scale": 10.0, "dof": 5, "false_alarm": None,
+                  "onset": None, "peak": None, **entry} for c, entry in clients.items()}  # fmt: skip
+    return {"threshold": threshold, "clients": filled, "ranking": ranking, "start": start, "fault": None,
+            "known_origin": known_origin, "calibration_run": "d00_te",
+            "settings": {"quantile": 0.99, "run_length": 3, "tie_window": 2}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +119,7 @@ def stream_dir(run, tmp_path_factory):
     data = json.loads((run[1] / RESULT_FILE).read_text())
     rng = np.random.default_rng(11)
     data["streaming"] = streaming_section(data["clients"], rng)
-    data["origin"] = origin_section(data["clients"], rng)
+    data["origin"] = {"fault": origin_section(data["clients"], rng)}
     out = tmp_path_factory.mktemp("stream")
     (out / RESULT_FILE).write_text(dumps(data))
     return out
@@ -127,9 +145,32 @@ def hand_made(directory, *, names=("feed \"A\"", "reactor 2", "sep\\3")) -> dict
         "converged": True,
         "evaluation": {"truth_edges": _rows(np.array([[0, 1, 1], [0, 0, 1], [1, 0, 0]], dtype=bool), boolean=True)},
     }
+    data = complete(data)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / RESULT_FILE).write_text(dumps(data))
     return data
+
+
+def complete(data: dict) -> dict:
+    """A hand-made result with the keys it leaves out filled in as a run writes them (the reader holds
+    every file to the schema of result.json)."""
+    M, D = len(data["clients"]), sum(data["dims"])
+    off = _rows(np.ones((M, M)))
+    evaluation = {k: None for k in ("auroc", "auprc", "precision", "recall", "f1", "relative_error_vs_truth",
+                                    "relative_error_vs_oracle", "oracle_relative_error_vs_truth", "oracle_rounds")}
+    server = {"rule": "newton", "max_rounds": 10, "tol": 1e-6, "penalty": 0.0, "diagonal": "fixed", "learning_rate": None,
+              "alpha": data.get("alpha", 0.05), "burn_in": 1, "on_dropout": "stop"}
+    defaults = {
+        "fedgc_version": "0.1.0", "name": "hand", "engine": "local", "seed": 0, "gc": off, "alpha": 0.05,
+        "A_s": np.zeros((D, D)).tolist(), "A_s_note": "", "server": server, "rounds": 3, "converged": True,
+        "timings": {}, "communication": {}, "raw_data_bytes": 0, "privacy": {"enabled": False}, "data": {},
+        "unknown": [[False] * M for _ in range(M)],
+        "resilience": {"on_dropout": "stop", "dropouts": [], "resumed_from_round": None},
+    }  # fmt: skip
+    out = {**defaults, **data}
+    out["history"] = data.get("history", [{"round": r, "loss": 10.0 / r, "change": 10.0**-r} for r in range(1, out["rounds"] + 1)])
+    out["evaluation"] = {**evaluation, "truth_edges": None, **data.get("evaluation", {})}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -167,19 +208,18 @@ def test_load_streaming_and_origin(stream_dir):
     c = res.clients
     assert (c[1], c[2], "appeared") in kinds and (c[3], c[0], "disappeared") in kinds
     (o,) = res.origins
-    assert o.run == "" and o.start is None and o.known_origin is None
+    assert o.run == "fault" and o.start is None and o.known_origin is None
     assert o.ranking[0] == c[2] and o.clients[c[2]].first_crossing > 160
-    np.testing.assert_array_equal(o.clients[c[1]].score, data["origin"]["clients"][c[1]]["score"])
+    np.testing.assert_array_equal(o.clients[c[1]].score, data["origin"]["fault"]["clients"][c[1]]["score"])
 
 
 def test_origin_per_fault_run(stream_dir, tmp_path):
     """fedgc.app.tep writes "origin" as {fault run: record} with the fault start and known origin."""
-    from fedgc.report.reader import format_table
     from fedgc.report.figures import origin_figure
 
     data = json.loads((stream_dir / RESULT_FILE).read_text())
     c = data["clients"]
-    one = data.pop("origin")
+    one = data.pop("origin")["fault"]
     other = origin_section(c, np.random.default_rng(3))
     data["origin"] = {"d01_te": {**one, "start": 160, "known_origin": c[2]}, "d04_te": {**other, "start": 150, "known_origin": c[1]}}
     (tmp_path / RESULT_FILE).write_text(dumps(data))
@@ -223,13 +263,19 @@ def _mutate(data: dict, how: str) -> object:
     elif how == "duplicate":
         data["clients"][1] = data["clients"][0]
     elif how == "alert client":
-        data["streaming"] = {"window": 10, "step": 5, "forgetting": 1.0, "windows": [], "alerts": [
-            {"window": 0, "time": 3, "target": "nobody", "source": data["clients"][0], "kind": "appeared"}]}  # fmt: skip
+        window = {"index": 0, "start": 0, "end": 10, "strength": data["strength"], "pvalue": data["pvalue"],
+                  "edges": data["edges"], "log10_pvalue": data["log10_pvalue"], "effective_sample_size": 10.0,
+                  "memory": 0.0, "rounds": 1, "exchanges": 2, "converged": True, "reset": False, "change_log10_pvalue": None}
+        data["streaming"] = stream_record([window], [
+            {"window": 0, "time": 3, "target": "nobody", "source": data["clients"][0], "kind": "appeared",
+             "strength_before": 0.0, "strength_after": 1.0, "pvalue": 0.001, "log10_pvalue": -3.0}])  # fmt: skip
     elif how == "window matrix":
-        data["streaming"] = {"window": 10, "step": 5, "forgetting": 1.0, "alerts": [], "windows": [
-            {"index": 0, "start": 0, "end": 10, "strength": [[0.0]], "pvalue": data["pvalue"], "edges": data["edges"]}]}  # fmt: skip
+        data["streaming"] = stream_record([
+            {"index": 0, "start": 0, "end": 10, "strength": [[0.0]], "pvalue": data["pvalue"], "edges": data["edges"],
+             "log10_pvalue": data["log10_pvalue"], "effective_sample_size": 10.0, "memory": 0.0, "rounds": 1,
+             "exchanges": 2, "converged": True, "reset": False, "change_log10_pvalue": None}], [])  # fmt: skip
     elif how == "origin ranking":
-        data["origin"] = {"threshold": 1.0, "clients": {}, "ranking": ["x"]}
+        data["origin"] = {"d01_te": origin_record({}, ["x"])}
     return data
 
 
@@ -241,13 +287,13 @@ def _mutate(data: dict, how: str) -> object:
         ("short row", "strength: row 1 has 2 entries, expected 3"),
         ("rows", "pvalue: has 2 rows, expected 3"),
         ("text", r'strength\[0\]\[1\]: expected a number or null, got "big"'),
-        ("edges", r"edges: \[0\]\[1\] is 1, expected true or false"),
-        ("pvalue", r"pvalue: entries outside \[0, 1\]"),
+        ("edges", r"edges\[0\]\[1\]: expected true or false or null, got 1"),
+        ("pvalue", r"pvalue\[0\]\[1\]: 1.5 is above the maximum 1"),
         ("dims", "dims: expected 3 positive integers"),
         ("duplicate", "clients: duplicate names"),
         ("alert client", r'streaming.alerts\[0\].target: "nobody" is not one of the clients'),
         ("window matrix", r"streaming.windows\[0\].strength: has 1 rows, expected 3"),
-        ("origin ranking", r"origin.ranking: names \['x'\] have no scores"),
+        ("origin ranking", r'origin\["d01_te"\].ranking: names \[\'x\'\] have no scores'),
     ],
 )
 def test_malformed_result_names_file_and_problem(tmp_path, how, problem):
@@ -437,7 +483,7 @@ def test_graph_arrows_each_edge_once_outside_the_nodes(tmp_path):
     nodes = [p for p in ax.patches if isinstance(p, Circle)]
     missed = res.truth & ~res.edges
     assert len(arrows) == int(res.edges.sum() + missed.sum()) == 5  # 4 discoveries, 1 missed true edge
-    np.testing.assert_allclose([c.center for c in nodes], circle_layout(3))
+    np.testing.assert_allclose([c.center for c in nodes], graph_layout(res))
     ends = set()
     for arrow in arrows:
         path = arrow.get_path()  # data coordinates: the shaft, clipped at both node circles, then the head

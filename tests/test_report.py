@@ -143,10 +143,10 @@ def test_report_markdown(result, written):
 
 
 def test_per_exchange_table_of_a_long_run_shows_both_ends():
-    from fedgc.report.result_json import _per_exchange_table
+    from fedgc.report.markdown_sections import per_exchange_table
 
     rows = [{"exchange": i, "request": "newton", "to_clients": 1000 * i, "to_server": 5, "seconds": 0.01} for i in range(40)]
-    table = _per_exchange_table(rows)
+    table = per_exchange_table(rows)
     body = table[2:-1]
     assert len(body) == 15 + 1 + 5 and body[15] == "| ... | 20 more in result.json | | | |"
     assert body[0].startswith("| 0 | newton | 0 B | 5 B |") and body[-1].startswith("| 39 | newton | 39.0 kB |")

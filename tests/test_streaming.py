@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import jsonschema
 import numpy as np
 import pytest
 import scipy.linalg
@@ -27,6 +28,8 @@ from fedgc.protocol.session import StreamingSession
 from fedgc.protocol.settings import StreamingConfig
 from fedgc.protocol.streaming import Alert, run_stream, window_bounds
 
+from fedgc.report.inspected import Alert as InspectedAlert, Streaming, Window
+from fedgc.report.schema import result_schema
 from fedgc.report.streaming_markdown import streaming_section
 from fedgc.analysis.stream import Switch, score_alerts, true_switches
 from fedgc.data.synthetic import Perturbation, SystemSpec, simulate
@@ -276,7 +279,9 @@ def test_unsupported_streaming_runs_fail_clearly(tmp_path, change, message):
 
 
 def _check_schema(record: dict, clients: list[str]) -> None:
-    """The shared interface (owned by stream, read by inspect)."""
+    """The shared interface (owned by stream, read by inspect), and its part of fedgc/report/result.schema.json."""
+    schema = result_schema()
+    jsonschema.validate(record, {"$defs": schema["$defs"], **schema["properties"]["streaming"]})
     M = len(clients)
     assert {"window", "step", "forgetting", "windows", "alerts"} <= set(record)
     for w in record["windows"]:
@@ -334,13 +339,16 @@ def test_run_cli_streaming_on_client_csv_files(tmp_path):
 
 def test_report_section_elides_long_timelines():
     M, K = 3, 50
-    nan_matrix = [[None if m == n else 0.1 for n in range(M)] for m in range(M)]
-    windows = [{"index": k, "start": 10 * k, "end": 10 * k + 10, "strength": nan_matrix, "log10_pvalue": nan_matrix,
-                "edges": [[False] * M] * M, "rounds": 3, "exchanges": 4, "converged": True,
-                "change_log10_pvalue": None if k == 0 else nan_matrix} for k in range(K)]  # fmt: skip
-    alert = {"window": 20, "time": 210, "target": "b", "source": "a", "kind": "appeared", "strength_before": 0.0,
-             "strength_after": 0.5, "log10_pvalue": -9.0}  # fmt: skip
-    record = {"window": 10, "step": 10, "forgetting": 0.9, "alert_alpha": 0.01, "windows": windows, "alerts": [alert]}
+    matrix = np.where(np.eye(M, dtype=bool), np.nan, 0.1)
+    windows = tuple(Window(index=k, start=10 * k, end=10 * k + 10, strength=matrix, pvalue=matrix, log10_pvalue=matrix,
+                           edges=np.zeros((M, M), dtype=bool), effective_sample_size=10.0, rounds=3, exchanges=4,
+                           converged=True, reset=False, change_log10_pvalue=None if k == 0 else matrix)
+                    for k in range(K))  # fmt: skip
+    alert = InspectedAlert(window=20, time=210, target="b", source="a", kind="appeared", strength_before=0.0,
+                           strength_after=0.5, pvalue=1e-9, log10_pvalue=-9.0)  # fmt: skip
+    record = Streaming(window=10, step=10, forgetting=0.9, alert_alpha=0.01, reset_on_alert=True, max_rounds=10, tol=1e-4,
+                       steady_effective_sample_size=190.0, n_steps=10 * K, unprocessed_steps=0, windows=windows,
+                       alerts=(alert,), evaluation=None)  # fmt: skip
     text = "\n".join(streaming_section(record, ["a", "b", "c"]))
     assert "**a -> b**" in text and "| ... |" in text
     rows = [line for line in text.splitlines() if line.startswith("| 1") or line.startswith("| 2")]

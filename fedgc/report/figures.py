@@ -1,7 +1,8 @@
-"""Figures of an inspected result (fedgc.report.reader.Inspected): the GC heatmap (drawn by fedgc.report.result_json from
-the same dict a run writes), the directed graph, convergence on log scales, the streaming edge
-strengths with their alerts, and the fault-origin scores. Each `*_figure` returns a matplotlib Figure
-on the Agg canvas (headless; pyplot's global state is not touched); `write_figures` saves PNGs.
+"""The figures of `fedgc inspect --figures`, drawn from the typed view of a result.json: the GC heatmap (only
+when --alpha re-decided the edges, or the run's own gc_heatmap.png is not beside its result.json:
+otherwise it would be that file again), the graph (fedgc.report.graph_figure), convergence on log
+scales, the streaming edge strengths with their alerts, and the fault-origin scores. Each `*_figure`
+returns a matplotlib Figure on the Agg canvas; `write_figures` saves PNGs.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fedgc.report.reader import Inspected
-from fedgc.report.result_json import _figure, plot_heatmap
+from fedgc.report.graph_figure import graph_figure
+from fedgc.report.inspected import Inspected
+from fedgc.report.plots import new_figure, plot_heatmap
+from fedgc.report.result_json import HEATMAP_FILE
 
 FIGURE_FILES = {
     "heatmap": "inspect_heatmap.png",
@@ -21,7 +24,6 @@ FIGURE_FILES = {
     "streaming": "inspect_streaming.png",
     "origin": "inspect_origin.png",
 }
-_TRUE, _FALSE, _MISSED = "#1f4e9c", "#e6550d", "#9a9a9a"
 _KIND_STYLE = {  # alert kind -> marker, colour
     "appeared": ("^", "#1a9850"),
     "disappeared": ("v", "#d73027"),
@@ -29,175 +31,47 @@ _KIND_STYLE = {  # alert kind -> marker, colour
 }
 
 
-def _rows(a: np.ndarray) -> list[list]:
-    return [[None if not np.isfinite(v) else float(v) for v in row] for row in np.asarray(a, dtype=float)]
-
-
-def report_dict(result: Inspected) -> dict:
-    """The dict fedgc.report.result_json's plots read, with this result's edges and alpha (they may be re-decided)."""
-    return {
-        **result.data,
-        "name": result.name,
-        "clients": list(result.clients),
-        "strength": _rows(result.strength),
-        "log10_pvalue": _rows(result.log10_pvalue),
-        "edges": result.edges.tolist(),
-        "alpha": result.alpha,
-    }
-
-
-# ---------------------------------------------------------------------------------------------- graph
-
-
-def circle_layout(M: int) -> np.ndarray:
-    """(M, 2) node positions on the unit circle, client 0 on top, then clockwise: deterministic."""
-    angle = math.pi / 2 - 2 * math.pi * np.arange(M) / max(M, 1)
-    return np.column_stack([np.cos(angle), np.sin(angle)])
-
-
-def _width(fraction: float, M: int) -> float:
-    """Line width (points) of an arrow whose strength is `fraction` of the strongest; thinner for many clients."""
-    return (0.7 + 3.8 * fraction) * min(1.0, math.sqrt(12 / max(M, 1)))
-
-
-def _fit_limits(fig, ax, texts, *, margin: float) -> None:
-    """Axis limits (equal aspect) that hold the unit circle and every label: text sizes are in points,
-    so their extent in data units depends on the limits; a few fixed-point passes settle it. Call it
-    after the suptitle and legends exist: they shape the layout."""
-    lo, hi = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
-    for text in texts:  # they end inside the limits: the layout must not make room for them outside
-        text.set_in_layout(False)
-    fig.draw_without_rendering()  # settles the constrained layout (the axes box does not depend on the limits)
-    renderer = fig.canvas.get_renderer()
-    for _ in range(4):
-        ax.set_xlim(lo[0] - margin, hi[0] + margin)
-        ax.set_ylim(lo[1] - margin, hi[1] + margin)
-        ax.apply_aspect()
-        boxes = [t.get_window_extent(renderer).transformed(ax.transData.inverted()) for t in texts]
-        lo = np.minimum([-1.0, -1.0], np.min([[b.x0, b.y0] for b in boxes], axis=0)) if boxes else lo
-        hi = np.maximum([1.0, 1.0], np.max([[b.x1, b.y1] for b in boxes], axis=0)) if boxes else hi
-
-
-def _bend(a: np.ndarray, b: np.ndarray, *, reciprocal: bool, rad: float = 0.12) -> float:
-    """arc3 curvature of the arrow a -> b. Its control point is mid + rad (d_y, -d_x), d = b - a: a lone
-    arrow bends toward the circle's centre, away from the other nodes; the two arrows of a reciprocal
-    pair keep the same rad, so they bend to opposite sides and never overlap."""
-    if reciprocal:
-        return rad
-    d, mid = b - a, (a + b) / 2
-    return rad if float(np.dot([d[1], -d[0]], -mid)) >= 0 else -rad
-
-
-def graph_figure(result: Inspected):
-    """The FDR edges as arrows source -> target between clients on a circle, width by strength; when
-    the truth is known, true edges blue, false discoveries orange, missed true edges grey dashed.
-    Self-loops (the diagonal) are not tested, so never drawn. Arrows are clipped at the node circles."""
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Circle, FancyArrowPatch
-
-    M = len(result.clients)
-    pos = circle_layout(M)
-    off = ~np.eye(M, dtype=bool)
-    edges = result.edges & off
-    truth = result.truth & off if result.truth is not None else None
-    missed = truth & ~edges if truth is not None else np.zeros_like(edges)
-    strengths = result.strength[edges | missed]
-    top = float(np.nanmax(strengths)) if np.isfinite(strengths).any() else 1.0
-    top = top if top > 0 else 1.0
-
-    fig = _figure(8.6, 8.0)
-    ax = fig.add_subplot()
-    ax.set_aspect("equal")
-    ax.axis("off")
-    radius = float(min(0.11, 0.8 * math.sin(math.pi / max(M, 2))))
-    fontsize = 11 if M <= 12 else (9 if M <= 24 else 7)
-    nodes, texts = [], []
-    for k, name in enumerate(result.clients):
-        circle = Circle(pos[k], radius, facecolor="#eef3fb", edgecolor="#33415c", lw=1.2, zorder=3)
-        ax.add_patch(circle)
-        nodes.append(circle)
-        out = pos[k] * (1 + radius + 0.04)  # the name outside the circle, anchored away from it
-        if M <= 12:
-            ha = "center" if abs(pos[k][0]) < 0.2 else ("left" if pos[k][0] > 0 else "right")
-            va = "center" if abs(pos[k][1]) < 0.5 else ("bottom" if pos[k][1] > 0 else "top")
-            texts.append(ax.text(*out, name, ha=ha, va=va, fontsize=fontsize, zorder=4))
-        else:  # many nodes: names along the radius, so neighbours' names cannot overlap
-            angle = math.degrees(math.atan2(pos[k][1], pos[k][0]))
-            left = pos[k][0] < -1e-9
-            texts.append(ax.text(*out, name, ha="right" if left else "left", va="center", fontsize=fontsize,
-                                 rotation=angle + 180 if left else angle, rotation_mode="anchor", zorder=4))  # fmt: skip
-        if M <= 40:
-            ax.text(*pos[k], str(k), ha="center", va="center", fontsize=fontsize - 2, color="#33415c", zorder=4)
-
-    label_edges = int(edges.sum()) <= 24
-    drawn = np.argwhere(edges | missed)  # (target, source) rows
-    for m, n in drawn:  # arrow n -> m
-        s = float(result.strength[m, n]) if np.isfinite(result.strength[m, n]) else 0.0
-        width = _width(s / top, M)
-        if missed[m, n]:
-            colour, style, width = _MISSED, "--", 1.0
-        else:
-            colour, style = (_TRUE if truth is None or truth[m, n] else _FALSE), "-"
-        rad = _bend(pos[n], pos[m], reciprocal=bool((edges | missed)[n, m]))
-        arrow = FancyArrowPatch(
-            pos[n], pos[m], patchA=nodes[n], patchB=nodes[m], shrinkA=2, shrinkB=3,
-            arrowstyle="-|>", mutation_scale=9 + 2.0 * width, lw=width, ls=style, color=colour,
-            connectionstyle=f"arc3,rad={rad}", zorder=2, alpha=0.9 if len(drawn) <= 60 else 0.6,
-        )  # fmt: skip
-        ax.add_patch(arrow)
-        if label_edges and not missed[m, n]:
-            mid = (pos[n] + pos[m]) / 2
-            d = pos[m] - pos[n]
-            at = mid + 0.5 * rad * np.array([d[1], -d[0]])  # the arc3 Bezier at t = 1/2
-            ax.text(*at, f"{s:.2f}", fontsize=max(fontsize - 3, 6), ha="center", va="center", color=colour,
-                    zorder=5, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))  # fmt: skip
-
-    widths = [Line2D([], [], color=_TRUE, lw=_width(f, M), label=f"strength {f * top:.2g}") for f in (1.0, 0.5, 0.2)]
-    kinds = [
-        Line2D([], [], color=_TRUE, lw=2.5, label="FDR edge, true"),
-        Line2D([], [], color=_FALSE, lw=2.5, label="FDR edge, not in truth"),
-        Line2D([], [], color=_MISSED, lw=1.0, ls="--", label="true edge missed"),
-    ]
-    # legends fill column by column: interleave so the first row shows widths, the second colours
-    handles = [h for pair in zip(widths, kinds) for h in pair] if truth is not None else widths
-    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False, fontsize=9)
-    fig.suptitle(
-        f"{result.name}: {int(edges.sum())} Granger-causal edges (Benjamini-Hochberg FDR, alpha = {result.alpha:g})\n"
-        r"arrow source $\rightarrow$ target, width $\propto \|A_s^{mn}\|_F$" + (", label = strength" if label_edges else ""),
-        fontsize=12,
-    )  # fmt: skip
-    _fit_limits(fig, ax, texts, margin=0.04)
-    return fig
-
-
 # ---------------------------------------------------------------------------------------------- convergence
+
+
+def _log_panel(ax, rounds: np.ndarray, values: np.ndarray, *, colour: str, label: str) -> str | None:
+    """values (> 0) per round on a log axis; rounds whose value is exactly 0 cannot be drawn there, so
+    they get a hollow marker on the panel's floor (a decade under the smallest positive value) and the
+    returned note says which rounds they are (None when there are none)."""
+    positive = np.isfinite(values) & (values > 0)
+    zero = np.isfinite(values) & (values == 0)
+    ax.semilogy(rounds[positive], values[positive], "o-", color=colour, label=label)
+    if not zero.any():
+        return None
+    floor = float(values[positive].min()) / 10 if positive.any() else 1e-16
+    ax.semilogy(rounds[zero], np.full(int(zero.sum()), floor), "v", color=colour, markerfacecolor="white", ms=8,
+                label="exactly 0 (drawn at the floor)")  # fmt: skip
+    which = ", ".join(f"{r:g}" for r in rounds[zero])
+    return f"round{'s' if zero.sum() > 1 else ''} {which}: exactly 0, drawn at the floor"
 
 
 def convergence_figure(result: Inspected):
     """Per round, both on log scales: the relative change of A_s with the tolerance, and the summed
-    client loss above its smallest value (report.md's linear loss plot hides everything after round 2)."""
+    client loss above its smallest value (report.md's linear loss plot hides everything after round 2).
+    A round at exactly 0 (the round of the smallest loss, a change of 0) is marked on the floor."""
     from matplotlib.ticker import MaxNLocator
 
-    history = result.data.get("history") or []
-    tol = (result.data.get("server") or {}).get("tol")
-    rounds = np.array([h.get("round", i + 1) for i, h in enumerate(history)], dtype=float)
-    change = np.array([np.nan if h.get("change") is None else h["change"] for h in history], dtype=float)
-    loss = np.array([np.nan if h.get("loss") is None else h["loss"] for h in history], dtype=float)
-    fig = _figure(10.5, 4.0)
+    history = result.history
+    tol = result.server.tol
+    rounds = np.array([h.round for h in history], dtype=float)
+    change = np.array([h.change for h in history], dtype=float)
+    loss = np.array([h.loss for h in history], dtype=float)
+    fig = new_figure(10.5, 4.2)
     ax_change, ax_loss = fig.subplots(1, 2)
-    shown = np.isfinite(change) & (change > 0)
-    ax_change.semilogy(rounds[shown], change[shown], "o-", color="#1f77b4", label="relative change")
+    notes = {ax_change: _log_panel(ax_change, rounds, change, colour="#1f77b4", label="relative change")}
     if tol:
         ax_change.axhline(tol, color="black", ls=":", lw=1.2, label=f"tolerance {tol:g}")
     ax_change.set_ylabel(r"$\|A_s^{(r)} - A_s^{(r-1)}\|_F \,/\, \|A_s^{(r)}\|_F$")
     ax_change.set_title("relative change of $A_s$ per round", fontsize=11)
-    ax_change.legend(fontsize=8, frameon=False)
     title = "loss above its minimum"
     if np.isfinite(loss).any():
         best = int(np.nanargmin(loss))
-        excess = loss - loss[best]
-        keep = np.isfinite(excess) & (excess > 0)
-        ax_loss.semilogy(rounds[keep], excess[keep], "o-", color="#d62728")
+        notes[ax_loss] = _log_panel(ax_loss, rounds, loss - loss[best], colour="#d62728", label="loss - smallest loss")
         title += f" ({loss[best]:.6g} at round {rounds[best]:g})"
     ax_loss.set_yscale("log")
     ax_loss.set_ylabel(r"loss $-$ smallest loss (summed over clients)")
@@ -206,9 +80,12 @@ def convergence_figure(result: Inspected):
         ax.set_xlabel("round")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, frameon=False)
+        if notes.get(ax):
+            ax.text(0.98, 0.02, notes[ax], ha="right", va="bottom", fontsize=8, color="#444444", transform=ax.transAxes)
         if not history:
             ax.text(0.5, 0.5, "no rounds recorded", ha="center", va="center", transform=ax.transAxes)
-    status = "converged" if result.data.get("converged") else "did not converge"
+    status = "converged" if result.converged else "did not converge"
     fig.suptitle(f"{result.name}: {len(history)} rounds, {status}", fontsize=12)
     return fig
 
@@ -237,7 +114,7 @@ def streaming_figure(result: Inspected, *, featured: int = 8):
     candidates.sort(key=lambda mn: (-((mn in alerted) + 0.0), -peak[mn]))
     chosen = candidates[:featured]
 
-    fig = _figure(11.0, 6.6)
+    fig = new_figure(11.0, 6.6)
     ax, ax_count = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     for m in range(M):
         for n in range(M):
@@ -301,7 +178,7 @@ def origin_figure(result: Inspected, *, highlighted: int = 6):
     if not result.origins:
         raise ValueError("result has no fault-origin scores")
     n = len(result.origins)
-    fig = _figure(11.0, 1.0 + 4.2 * n)
+    fig = new_figure(11.0, 1.0 + 4.2 * n)
     axes = fig.subplots(n, 1, squeeze=False)[:, 0]
     for ax, o in zip(axes, result.origins):
         _origin_panel(ax, o, highlighted=highlighted)
@@ -356,14 +233,22 @@ def _origin_panel(ax, o, *, highlighted: int) -> None:
 # ---------------------------------------------------------------------------------------------- files
 
 
+def heatmap_is_the_runs(result: Inspected) -> bool:
+    """The inspect heatmap would be the run's own gc_heatmap.png again: same alpha, and that file is there."""
+    return result.alpha == result.run_alpha and (result.path.parent / HEATMAP_FILE).is_file()
+
+
 def write_figures(result: Inspected, *, out_dir: str | Path) -> dict[str, Path]:
-    """heatmap, graph, convergence, and streaming / origin when the result has them, as FIGURE_FILES
-    PNGs in out_dir (created; the run's own gc_heatmap.png and convergence.png are left alone)."""
+    """graph, convergence, and streaming / origin when the result has them, as FIGURE_FILES PNGs in
+    out_dir (created); the heatmap only when it differs from the run's gc_heatmap.png
+    (`heatmap_is_the_runs`). The run's own files are left alone."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {k: out_dir / v for k, v in FIGURE_FILES.items()}
-    data = report_dict(result)
-    plot_heatmap(data, paths["heatmap"])
+    if heatmap_is_the_runs(result):
+        del paths["heatmap"]
+    else:
+        plot_heatmap(result, paths["heatmap"])
     graph_figure(result).savefig(paths["graph"], dpi=110)
     convergence_figure(result).savefig(paths["convergence"], dpi=110)
     if result.streaming is not None:

@@ -1,0 +1,75 @@
+"""The one ranking of a result's ordered pairs (report.md, the terminal table, the exports) and the
+Benjamini-Hochberg edges re-decided at another level."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import numpy as np
+from statsmodels.stats.multitest import multipletests
+
+from fedgc.errors import FedGCError
+from fedgc.report.inspected import Inspected
+
+
+class Pair(NamedTuple):
+    """One ordered pair source -> target (client names). NaN where not estimated; dof 0 when unknown;
+    unknown: a client of the pair dropped out, so it was not tested (edge False)."""
+
+    target: str
+    source: str
+    strength: float
+    statistic: float
+    dof: int
+    pvalue: float
+    log10_pvalue: float
+    edge: bool
+    true_edge: bool | None
+    unknown: bool = False
+
+
+def ranked_pairs(result: Inspected) -> list[Pair]:
+    """Every ordered pair, most significant first: log10 p ascending (missing last), then strength descending."""
+    M = len(result.clients)
+    pairs = []
+    for m in range(M):
+        for n in range(M):
+            if m == n:
+                continue
+            dof = result.dof[m, n]
+            pairs.append(Pair(
+                target=result.clients[m], source=result.clients[n], strength=float(result.strength[m, n]),
+                statistic=float(result.statistic[m, n]), dof=int(dof) if np.isfinite(dof) else 0,
+                pvalue=float(result.pvalue[m, n]), log10_pvalue=float(result.log10_pvalue[m, n]),
+                edge=bool(result.edges[m, n]), true_edge=None if result.truth is None else bool(result.truth[m, n]),
+                unknown=bool(result.unknown[m, n]),
+            ))  # fmt: skip
+
+    def key(p: Pair) -> tuple[float, float]:
+        logp = p.log10_pvalue if not math.isnan(p.log10_pvalue) else math.inf
+        return logp, -(p.strength if math.isfinite(p.strength) else 0.0)
+
+    return sorted(pairs, key=key)
+
+
+def fdr_edges(pvalue: np.ndarray, *, alpha: float, tested: np.ndarray | None = None) -> np.ndarray:
+    """(M, M) read-only Benjamini-Hochberg discoveries at level alpha over the tested off-diagonal p-values
+    (as fedgc.core.granger.granger_tests decides them); a missing p-value of a tested pair counts as 1.
+    tested: (M, M) bool, default every off-diagonal pair."""
+    M = pvalue.shape[0]
+    tested = ~np.eye(M, dtype=bool) if tested is None else tested & ~np.eye(M, dtype=bool)
+    edges = np.zeros((M, M), dtype=bool)
+    if tested.any():
+        reject, *_ = multipletests(np.where(np.isfinite(pvalue), pvalue, 1.0)[tested], alpha=alpha, method="fdr_bh")
+        edges[tested] = reject
+    edges.setflags(write=False)
+    return edges
+
+
+def with_alpha(result: Inspected, *, alpha: float) -> Inspected:
+    """The result with its edges re-decided at FDR level alpha from the stored p-values."""
+    if not 0 < alpha < 1:
+        raise FedGCError(f"--alpha {alpha} is not in (0, 1)")
+    return dataclasses.replace(result, alpha=float(alpha), edges=fdr_edges(result.pvalue, alpha=alpha, tested=result.tested))

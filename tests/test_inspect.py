@@ -157,7 +157,8 @@ def complete(data: dict) -> dict:
     M, D = len(data["clients"]), sum(data["dims"])
     off = _rows(np.ones((M, M)))
     evaluation = {k: None for k in ("auroc", "auprc", "precision", "recall", "f1", "relative_error_vs_truth",
-                                    "relative_error_vs_oracle", "oracle_relative_error_vs_truth", "oracle_rounds")}
+                                    "relative_error_vs_oracle", "oracle_relative_error_vs_truth", "oracle_rounds",
+                                    "oracle_outside_privacy_guarantee")}
     server = {"rule": "newton", "max_rounds": 10, "tol": 1e-6, "penalty": 0.0, "diagonal": "fixed", "learning_rate": None,
               "alpha": data.get("alpha", 0.05), "burn_in": 1, "on_dropout": "stop"}
     defaults = {

@@ -142,7 +142,7 @@ def privacy_report(
                 "epsilon": eps_s2c, "delta": acc.delta, "releases": s2c, "post_processing": not noisy,
             },
             "whole_run": {"epsilon": eps_all, "delta": acc.delta, "releases": c2s + s2c},
-            "one_step": {"epsilon": eps_one, "delta": acc.delta},
+            "one_step": {"epsilon": eps_one, "delta": acc.delta, "releases": c2s + s2c},
             "client_noise_std": client_noise_std.get(name),
             "clip": (client_clip or {}).get(name, clip),
         }  # fmt: skip

@@ -25,13 +25,13 @@ ClientApp processes) gives the same replies. Nothing is pickled.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedgc.app.config import ClientSpec
 from fedgc.protocol import wire
 from fedgc.protocol.messages import ClientInfo
 from fedgc.errors import ConfigError
@@ -42,10 +42,6 @@ PACKED = "packed"  # every float64 field, concatenated: the one Array of ARRAYS,
 STATE_SETUP = "fedgc.setup"
 STATE_THETA = "fedgc.theta"
 STATE_ROUND = "fedgc.round"  # the last round this node answered (a repeated or older round is refused)
-NODE_KEYS = (
-    "data-path", "client-name", "model-path", "state-dim", "explained-variance", "timestamp-column",
-    "constant-columns", "held-values", "max-missing",
-)
 
 _CACHE: dict[tuple[int, int], Any] = {}
 _LOCK = threading.Lock()
@@ -135,7 +131,8 @@ def _scalar(v: Any) -> Any:
 
 
 def node_settings(node_config: Mapping[str, Any], overrides: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """This node's client settings: its node config, or (simulation) the entry for its partition-id."""
+    """This node's client settings: its node config, or (simulation) the entry for its partition-id, validated
+    and written out as a node config (fedgc.app.config.ClientSpec.from_node_config / to_node_config)."""
     cfg = dict(node_config)
     if overrides is not None:
         pid = cfg.get("partition-id")
@@ -147,28 +144,13 @@ def node_settings(node_config: Mapping[str, Any], overrides: Mapping[int, Mappin
             "this SuperNode has no 'data-path' in its node config; start it with "
             "--node-config \"data-path='/path/to/client.csv' client-name='name'\""
         )
-    cfg.setdefault("client-name", Path(str(cfg["data-path"])).stem)
-    return {k: cfg[k] for k in NODE_KEYS if k in cfg and cfg[k] != ""}
+    keys = ClientSpec.NODE_CONFIG_KEYS.values()
+    return ClientSpec.from_node_config({k: v for k, v in cfg.items() if k in keys and v != ""}).to_node_config()
 
 
-def client_spec(settings: Mapping[str, Any]):
-    from fedgc.app.config import ClientSpec
-
-    ts = settings.get("timestamp-column", "auto")
-    ts = None if ts in ("none", None) else ts
-    state_dim = settings.get("state-dim")
-    ev = settings.get("explained-variance")
-    return ClientSpec(
-        name=str(settings["client-name"]),
-        data=Path(str(settings["data-path"])),
-        timestamp_column=ts,
-        model=Path(str(settings["model-path"])) if settings.get("model-path") else "identify",
-        state_dim=int(state_dim) if state_dim not in (None, "auto") else None,
-        explained_variance=float(ev) if ev is not None else None,
-        constant_columns=str(settings.get("constant-columns", "drop")),
-        held_values=str(settings.get("held-values", "missing")),
-        max_missing=float(settings.get("max-missing", 0.5)),
-    )
+def client_spec(settings: Mapping[str, Any]) -> ClientSpec:
+    """The client these node settings describe (validated)."""
+    return ClientSpec.from_node_config(settings)
 
 
 # ------------------------------------------------------------------------------- sessions

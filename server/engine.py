@@ -24,12 +24,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from fedgc.app.config import RunConfig
+from fedgc.app.config import RunConfig, to_plain
 from fedgc.app.results import RunResult, load_fit
 from fedgc.app.runner import EngineOptions, OnRound
 from fedgc.errors import ConfigError, FedGCError
 from fedgc.app.checkpoint import CHECKPOINT_FILE, recorded_error
-from server.app import FIT_FILE, RUN_FILE, Job, config_to_raw, node_overrides
+from server.app import FIT_FILE, RUN_FILE, Job, node_overrides
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -116,7 +116,7 @@ class DeployedEngine:
         for name in (FIT_FILE, RUN_FILE):
             (out_dir / name).unlink(missing_ok=True)
         run_config = {
-            "fedgc-config": json.dumps(config_to_raw(replace(cfg, engine="flower"))),
+            "fedgc-config": json.dumps(to_plain(replace(cfg, engine="flower"))),
             "out-dir": str(out_dir),
             "num-nodes": int(self.num_nodes),
             "wait-timeout": float(self.wait_timeout),

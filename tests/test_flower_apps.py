@@ -16,7 +16,7 @@ from flwr.app import Context, Message, RecordDict
 
 import clients.app as capp
 from fedgc.app.checkpoint import load_checkpoint
-from fedgc.app.config import ClientOptions, parse_config
+from fedgc.app.config import ClientOptions, parse_config, to_plain
 from fedgc.protocol.dropout import ClientDropoutError
 from fedgc.errors import ConfigError
 from fedgc.protocol.wire import MESSAGE_FORMATS
@@ -24,7 +24,7 @@ from fedgc.protocol.transport import LocalTransport
 from fedgc.app.checkpoint import CHECKPOINT_JSON
 from fedgc.app.clients import build_session, simulate_scenario, write_scenario_files
 from fedgc.app.runner import run_batch
-from server.app import Job, config_from_json, config_to_raw, node_overrides, run_job
+from server.app import Job, config_from_json, node_overrides, run_job
 from server.transport import NodeTimeout
 
 
@@ -160,7 +160,7 @@ def test_unknown_message_format_is_refused_before_anything_is_written(small, tmp
 
 def test_config_json_round_trip(small):
     cfg = replace(small, client=ClientOptions(learn_theta=True))
-    back = config_from_json(json.dumps(config_to_raw(cfg)))
+    back = config_from_json(json.dumps(to_plain(cfg)))
     assert back.server == cfg.server and back.client == cfg.client and back.seed == cfg.seed
     assert [c.name for c in back.clients] == [c.name for c in cfg.clients]
     assert [Path(c.data) for c in back.clients] == [Path(c.data).resolve() for c in cfg.clients]

@@ -23,6 +23,7 @@ from fedgc.errors import FedGCError
 
 from fedgc.analysis.origin import origin_markdown
 from fedgc.analysis.stream import StreamRecord
+from fedgc.app.config import to_plain
 
 if TYPE_CHECKING:  # fedgc.app.runner imports every engine's dependencies; the report needs none of them
     from fedgc.protocol.state import RoundRecord
@@ -138,7 +139,7 @@ def result_dict(result: RunResult) -> dict:
         "alpha": float(gc.alpha),
         "A_s": _jsonable(np.asarray(fit.A_s, dtype=float)),
         "A_s_note": A_S_NOTE,
-        "server": _jsonable(dataclasses.asdict(cfg.server)),
+        "server": _jsonable(to_plain(cfg.server)),
         "rounds": int(fit.rounds),
         "converged": bool(fit.converged),
         "history": [{"round": int(r.round), "loss": _optional(r.loss), "change": _optional(r.change)} for r in fit.history],

@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fedgc.app.config import load_config  # noqa: E402
+from fedgc.app.config import EvaluationSettings, load_config  # noqa: E402
 from fedgc.app.runner import EngineOptions, run  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs of each deployed variant, interleaved (medians are shown)")
     args = p.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    cfg = replace(load_config(args.scenario), oracle=False)
+    cfg = replace(load_config(args.scenario), evaluation=EvaluationSettings(oracle=False))
     rows = []
     with tempfile.TemporaryDirectory(prefix="fedgc-bench-") as tmp:
         tmp = Path(tmp)

@@ -21,7 +21,6 @@ kept per node between messages and rebuilt from the Flower context in a fresh pr
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Mapping
 
 from flwr.app import Context, Message
@@ -36,10 +35,6 @@ from fedgc.protocol import wire
 from fedgc.protocol.messages import ClientInfo
 from fedgc.protocol.session import ClientSession
 
-NODE_KEYS = (
-    "data-path", "client-name", "model-path", "state-dim", "explained-variance", "timestamp-column",
-    "constant-columns", "held-values", "max-missing",
-)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- node settings
@@ -47,7 +42,8 @@ NODE_KEYS = (
 
 
 def node_settings(node_config: Mapping[str, Any], overrides: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """This node's client settings: its node config, or (simulation) the entry for its partition-id."""
+    """This node's client settings: its node config, or (simulation) the entry for its partition-id, validated
+    and written out as a node config (fedgc.app.config.ClientSpec.from_node_config / to_node_config)."""
     cfg = dict(node_config)
     if overrides is not None:
         pid = cfg.get("partition-id")
@@ -60,26 +56,13 @@ def node_settings(node_config: Mapping[str, Any], overrides: Mapping[int, Mappin
             f"this SuperNode{named} has no 'data-path' in its node config; start it with "
             "--node-config \"data-path='/path/to/client.csv' client-name='name'\""
         )
-    cfg.setdefault("client-name", Path(str(cfg["data-path"])).stem)
-    return {k: cfg[k] for k in NODE_KEYS if k in cfg and cfg[k] != ""}
+    keys = ClientSpec.NODE_CONFIG_KEYS.values()
+    return ClientSpec.from_node_config({k: v for k, v in cfg.items() if k in keys and v != ""}).to_node_config()
 
 
 def client_spec(settings: Mapping[str, Any]) -> ClientSpec:
-    ts = settings.get("timestamp-column", "auto")
-    ts = None if ts in ("none", None) else ts
-    state_dim = settings.get("state-dim")
-    ev = settings.get("explained-variance")
-    return ClientSpec(
-        name=str(settings["client-name"]),
-        data=Path(str(settings["data-path"])),
-        timestamp_column=ts,
-        model=Path(str(settings["model-path"])) if settings.get("model-path") else "identify",
-        state_dim=int(state_dim) if state_dim not in (None, "auto") else None,
-        explained_variance=float(ev) if ev is not None else None,
-        constant_columns=str(settings.get("constant-columns", "drop")),
-        held_values=str(settings.get("held-values", "missing")),
-        max_missing=float(settings.get("max-missing", 0.5)),
-    )
+    """The client these node settings describe (validated)."""
+    return ClientSpec.from_node_config(settings)
 
 
 def build(settings: Mapping[str, Any], setup: wire.SetupRequest, fallback_index: int = 0) -> ClientSession:

@@ -20,7 +20,6 @@ Run config ([tool.flwr.app.config] in pyproject.toml, override with flwr run --r
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -51,46 +50,9 @@ DEFAULTS: dict[str, Any] = {
 # RunConfig <-> plain mapping / node configs (to be replaced by fedgc.app.config's serialiser at merge).
 
 
-def config_to_raw(cfg: RunConfig) -> dict[str, Any]:
-    """The run config as the plain mapping fedgc.app.config.parse_config reads (paths absolute)."""
-    clients = []
-    for c in cfg.clients:
-        entry: dict[str, Any] = {"name": c.name, "data": str(Path(c.data).resolve())}
-        entry["timestamp_column"] = "none" if c.timestamp_column is None else c.timestamp_column
-        entry["model"] = "identify" if c.model == "identify" else str(Path(c.model).resolve())
-        entry["state_dim"] = "auto" if c.state_dim is None else int(c.state_dim)
-        if c.explained_variance is not None:
-            entry["explained_variance"] = float(c.explained_variance)
-        entry.update(constant_columns=c.constant_columns, held_values=c.held_values, max_missing=float(c.max_missing))
-        clients.append(entry)
-    raw: dict[str, Any] = {
-        "name": cfg.name,
-        "seed": int(cfg.seed),
-        "engine": cfg.engine,
-        "local_models": cfg.local_models,
-        "clients": clients,
-        "server": asdict(cfg.server),
-        "client": asdict(cfg.client),
-        "evaluation": {"oracle": bool(cfg.oracle)},
-    }
-    return raw
-
-
 def node_overrides(cfg: RunConfig) -> dict[int, dict[str, Any]]:
     """partition-id -> node config of the client at that position (what a SuperNode's --node-config holds)."""
-    table = {}
-    for i, c in enumerate(cfg.clients):
-        entry: dict[str, Any] = {"data-path": str(Path(c.data).resolve()), "client-name": c.name}
-        if c.model != "identify":
-            entry["model-path"] = str(Path(c.model).resolve())
-        if c.state_dim is not None:
-            entry["state-dim"] = int(c.state_dim)
-        if c.explained_variance is not None:
-            entry["explained-variance"] = float(c.explained_variance)
-        entry["timestamp-column"] = "none" if c.timestamp_column is None else str(c.timestamp_column)
-        entry.update({"constant-columns": c.constant_columns, "held-values": c.held_values, "max-missing": float(c.max_missing)})
-        table[i] = entry
-    return table
+    return {i: c.to_node_config() for i, c in enumerate(cfg.clients)}
 
 
 def config_from_json(text: str) -> RunConfig:

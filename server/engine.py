@@ -30,12 +30,12 @@ from flwr.simulation import run_simulation
 
 from clients.app import make_client_app
 from fedgc.app.checkpoint import CHECKPOINT_FILE, recorded_error
-from fedgc.app.config import RunConfig
+from fedgc.app.config import RunConfig, to_plain
 from fedgc.app.results import RunResult, load_fit
 from fedgc.app.runner import EngineOptions, OnRound
 from fedgc.errors import ConfigError, FedGCError
 from flwr_internals import control
-from server.app import config_to_raw, make_server_app, node_overrides
+from server.app import make_server_app, node_overrides
 from server.job import FIT_FILE, RUN_FILE, Job
 from server.round_log import ROUNDS_FILE, RoundTail
 
@@ -128,7 +128,7 @@ class DeployedEngine:
         """The ServerApp's run config (server.app.DEFAULTS names every key)."""
         wait, round_ = _timeouts(options, self.wait_timeout, self.round_timeout)
         return {
-            "fedgc-config": json.dumps(config_to_raw(replace(cfg, engine="flower"))),
+            "fedgc-config": json.dumps(to_plain(replace(cfg, engine="flower"))),
             "out-dir": str(out_dir),
             "num-nodes": int(self.num_nodes),
             "wait-timeout": wait,

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fedgc.app.config import parse_config
+from fedgc.app.config import EvaluationSettings, parse_config
 from fedgc.analysis.metrics import relative_error
 from fedgc.app.runner import run_local
 from fedgc.core.regression import Blocks
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 for v in variants:
                     privacy = replace(base.privacy, epsilon=float(eps), debias=v["debias"], shrink=bool(v.get("shrink", True)))
                     t0 = time.perf_counter()
-                    res = run_local(replace(cfg_T, oracle=False, privacy=privacy), mode="simulate", out_dir=None)
+                    res = run_local(replace(cfg_T, evaluation=EvaluationSettings(oracle=False), privacy=privacy), mode="simulate", out_dir=None)
                     rows.append(_row(T, seed, float(eps), variant_label(v), res, oracle_A, blocks, time.perf_counter() - t0))
                     print(_fmt(rows[-1]), file=sys.stderr, flush=True)
     _write(rows, args.out, [variant_label(v) for v in variants], base)

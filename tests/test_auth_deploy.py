@@ -128,11 +128,11 @@ def test_cli_refuses_a_wrong_or_missing_ca_and_keeps_earlier_files(deployment, s
 
     from fedgc.cli import main
     from fedgc.app.checkpoint import CHECKPOINT_JSON
-    from server.app import config_to_raw
+    from fedgc.app.config import to_plain
 
     _, two = scenario
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump(config_to_raw(two)))
+    config.write_text(yaml.safe_dump(to_plain(two)))
     out = tmp_path / "out"
     out.mkdir()
     (out / CHECKPOINT_JSON).write_text('{"kept": "from an earlier run"}')

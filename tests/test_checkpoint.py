@@ -19,7 +19,7 @@ import yaml
 
 from fedgc.cli import main
 from fedgc.app.checkpoint import CHECKPOINT_FILE, CHECKPOINT_JSON, KILL_ENV, CheckpointError, load_checkpoint
-from fedgc.app.config import PrivacySettings, RunConfig
+from fedgc.app.config import EvaluationSettings, PrivacySettings, RunConfig
 from fedgc.protocol.settings import ServerConfig
 from fedgc.app.clients import simulate_scenario, write_scenario_files
 from fedgc.app.runner import run_local
@@ -35,7 +35,7 @@ class Interrupt(Exception):
 
 def small_cfg(**server) -> RunConfig:
     spec = SystemSpec(n_clients=4, state_dims=2, obs_dims=6, edge_density=0.4, n_steps=600)
-    return RunConfig(name="ckpt", seed=5, synthetic=spec, server=ServerConfig(**{"max_rounds": 8, "tol": 1e-12, **server}), oracle=False)
+    return RunConfig(name="ckpt", seed=5, synthetic=spec, server=ServerConfig(**{"max_rounds": 8, "tol": 1e-12, **server}), evaluation=EvaluationSettings(oracle=False))
 
 
 def crash_after(k: int):

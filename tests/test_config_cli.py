@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import typing
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +14,14 @@ import pytest
 import yaml
 
 from fedgc.cli import main
-from fedgc.app.config import load_config, parse_config
+from fedgc.app.checkpoint import config_fingerprint
+from fedgc.app.config import ClientSpec, EvaluationSettings, RunConfig, config_reference, load_config, parse_config, to_plain
 from fedgc.data.csv import write_client_csv
 from fedgc.errors import ConfigError
 from fedgc.core.local_model import save_npz
 from fedgc.data.synthetic import SystemSpec, simulate
 
+REPO = Path(__file__).resolve().parents[1]
 SMALL = {
     "name": "small",
     "seed": 3,
@@ -177,3 +183,138 @@ def test_model_file_with_wrong_sensor_count_names_client(plant_csvs, tmp_path, c
     assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "client 'site0'" in err and "5 sensors" in err and "8 columns" in err
+
+
+# ---------------------------------------------------------------------------------------------- the typed model
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"server": {"tol": True}}, "server.tol must be a finite number, got True"),  # a bool is never a number
+    ({"server": {"max_rounds": 5.0}}, "server.max_rounds must be an integer, got 5.0"),
+    ({"seed": "5"}, "seed must be an integer, got '5'"),  # nor a string one
+    ({"streaming": {"reset_on_alert": 1}}, "streaming.reset_on_alert must be true or false, got 1"),
+    ({"synthetic": {"n_clients": 3, "snr": ".inf"}}, "synthetic.snr must be a finite number, got '.inf'"),
+    ({"source": "elsewhere.yaml"}, "unknown key(s) ['source']"),  # set by load_config, never by the file
+    ({"clients": [{"name": "a", "data": ""}]}, "clients[0] (a): data must be a file path, got ''"),
+    ({"server": {"rule": "adam"}, "streaming": 5}, "2 problems:\n  server.rule must be 'newton' or 'gd', got 'adam'\n  streaming"),
+])  # fmt: skip
+def test_config_types_are_strict_and_every_problem_is_named(raw, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert str(info.value).startswith("config: ") and message in str(info.value)
+
+
+def test_yaml_spellings_of_unset_settings():
+    cfg = parse_config({
+        "server": None, "privacy": "off", "streaming": "on", "evaluation": {"oracle": False},
+        "clients": [{"name": 2024, "data": "a.csv", "state_dim": "auto", "timestamp_column": "none"}],
+    })  # fmt: skip
+    assert cfg.server == RunConfig().server and cfg.privacy is None and cfg.streaming.step == 500
+    assert cfg.evaluation == EvaluationSettings(oracle=False)
+    spec = cfg.clients[0]
+    assert spec.name == "2024" and spec.state_dim is None and spec.timestamp_column is None
+    for off in (False, None, "off"):
+        assert parse_config({"privacy": off, "streaming": off}).streaming is None
+    assert parse_config({"streaming": True}).streaming is not None
+    assert math.isinf(parse_config({"privacy": {"epsilon": math.inf, "delta": "1e-5", "clip": 1}}).privacy.epsilon)
+
+
+def _shipped(path: Path) -> RunConfig:
+    raw = yaml.safe_load(path.read_text())
+    raw.pop("sweep", None)  # privacy_sweep.yaml's own section, read by simulations/privacy_sweep.py
+    return parse_config(raw, base_dir=path.parent, source=path)
+
+
+@pytest.mark.parametrize("scenario", sorted((REPO / "simulations").glob("*.yaml")), ids=lambda p: p.stem)
+def test_plain_mapping_of_a_shipped_scenario_reads_back(scenario):
+    cfg = _shipped(scenario)
+    plain = to_plain(cfg)
+    back = parse_config(json.loads(json.dumps(plain)))  # as the deployed engine's run config travels
+    assert to_plain(back) == plain and back.source is None
+    tep = cfg.tep and replace(cfg.tep, path=cfg.tep.path and cfg.tep.path.resolve())  # '../data/tep' written absolute
+    assert back == replace(cfg, source=None, tep=tep)
+    assert to_plain(cfg.server) == dataclasses.asdict(cfg.server)  # result.json's "server", as before
+
+
+def test_plain_mapping_of_a_clients_config_reads_back(tmp_path):
+    base = tmp_path.resolve()
+    (base / "models").mkdir()
+    path = write_yaml(base / "plant.yaml", {"name": "plant", "align": "timestamp", "clients": [
+        {"name": "feed", "data": "feed.csv", "timestamp_column": 0, "model": "models/feed.npz", "max_missing": 0.2},
+        {"name": "reactor", "data": str(base / "reactor.csv"), "timestamp_column": "none", "state_dim": 3,
+         "constant_columns": "error", "held_values": "keep"},
+        {"name": "strip", "data": "strip.csv", "timestamp_column": "time", "explained_variance": 0.9},
+    ], "server": {"rule": "gd", "learning_rate": 1e-3, "on_dropout": "continue"}, "client": {"learn_theta": True},
+        "privacy": {"epsilon": math.inf, "delta": 1e-5, "clip": 5}})  # fmt: skip
+    cfg = load_config(path)
+    assert cfg.clients[0].data == base / "feed.csv" and cfg.clients[0].model == base / "models" / "feed.npz"
+    plain = to_plain(cfg)
+    assert plain["clients"][1]["timestamp_column"] == "none" and plain["privacy"]["epsilon"] == math.inf
+    back = parse_config(json.loads(json.dumps(plain)), base_dir=Path("/elsewhere"))  # paths are absolute
+    assert back == replace(cfg, source=None)
+
+
+def test_client_spec_and_node_config_map_one_to_one(tmp_path):
+    spec = ClientSpec("feed", tmp_path / "feed.csv", 0, tmp_path / "feed.npz", state_dim=3, constant_columns="error",
+                      held_values="keep", max_missing=0.2)  # fmt: skip
+    node = spec.to_node_config()
+    assert node == {
+        "client-name": "feed", "data-path": str(tmp_path.resolve() / "feed.csv"), "timestamp-column": 0,
+        "model-path": str(tmp_path.resolve() / "feed.npz"), "state-dim": 3, "constant-columns": "error",
+        "held-values": "keep", "max-missing": 0.2,
+    }  # fmt: skip
+    assert ClientSpec.from_node_config(node) == replace(spec, data=spec.data.resolve(), model=spec.model.resolve())
+    assert ClientSpec.from_node_config({"data-path": "/data/site.csv"}) == ClientSpec("site", Path("/data/site.csv"))
+    unset = ClientSpec("x", Path("/d/x.csv"), None).to_node_config()
+    assert unset["timestamp-column"] == "none" and "state-dim" not in unset and unset["model-path"] == "identify"
+    with pytest.raises(ConfigError, match=r"node config: unknown key\(s\) \['colour'\]; allowed: \['client-name'"):
+        ClientSpec.from_node_config({"data-path": "a.csv", "colour": "red"})
+    with pytest.raises(ConfigError, match="node config: state-dim must be 'auto' or a positive integer, got 'three'"):
+        ClientSpec.from_node_config({"data-path": "a.csv", "state-dim": "three"})
+    with pytest.raises(ConfigError, match="state_dim must be 'auto' or a positive integer, got 0"):
+        ClientSpec("x", Path("x.csv"), state_dim=0)  # the same invariant when built in Python
+
+
+def test_fingerprint_follows_what_determines_the_messages():
+    cfg = _shipped(REPO / "simulations" / "default.yaml")
+    same = config_fingerprint(cfg)
+    assert config_fingerprint(_shipped(REPO / "simulations" / "default.yaml")) == same
+    assert config_fingerprint(parse_config(to_plain(cfg))) == same
+    for unchanged in (dict(name="x"), dict(engine="flower-sim"), dict(evaluation=EvaluationSettings(oracle=False)),
+                      dict(server=replace(cfg.server, on_dropout="continue"))):  # fmt: skip
+        assert config_fingerprint(replace(cfg, **unchanged)) == same
+    for changed in (dict(seed=1), dict(server=replace(cfg.server, tol=1e-7)),
+                    dict(synthetic=replace(cfg.synthetic, n_steps=4001)), dict(align="timestamp")):  # fmt: skip
+        assert config_fingerprint(replace(cfg, **changed)) != same
+
+
+def _settings_keys(cls: type, prefix: str = "") -> set[str]:
+    """Every key of the model by walking its dataclasses (independently of config_reference)."""
+    keys = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if cls is RunConfig and f.name == "source":
+            continue
+        tp = hints[f.name]
+        listed = typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0])
+        key = f"{prefix}{f.name}{'[]' if listed else ''}"
+        keys.add(key)
+        inner = typing.get_args(tp)[0] if listed else tp
+        for t in (inner, *typing.get_args(inner)):
+            if dataclasses.is_dataclass(t):
+                keys |= _settings_keys(t, key + ".")
+    return keys
+
+
+def test_config_reference_documents_every_key():
+    lines = config_reference().splitlines()
+    assert lines[0] == "| key | type | default | meaning |"
+    rows = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        assert len(cells) == 4 and all(cells[1:2]) and cells[3], line  # a type and a meaning for every key
+        rows[cells[0].strip("`")] = cells
+    assert set(rows) == _settings_keys(RunConfig) and len(rows) == len(lines) - 2
+    assert rows["server.rule"][1:3] == ["'newton' or 'gd'", "newton"]
+    assert rows["clients[].state_dim"][1] == "'auto' or a positive integer"
+    assert rows["synthetic.n_clients"][2] == "required"

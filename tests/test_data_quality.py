@@ -101,7 +101,7 @@ def test_column_policy_values_are_checked():
         ColumnPolicy(max_missing=1.0)
     with pytest.raises(ConfigError, match=r"\(feed\): constant_columns must be"):
         parse_config({"clients": [{"name": "feed", "data": "f.csv", "constant_columns": "keep"}]})
-    with pytest.raises(ConfigError, match="align must be one of"):
+    with pytest.raises(ConfigError, match="align must be 'none' or 'timestamp', got 'nearest'"):
         parse_config({"align": "nearest"})
     cfg = parse_config({"align": "timestamp", "clients": [
         {"name": "feed", "data": "f.csv", "constant_columns": "error", "held_values": "keep", "max_missing": 0.2}]})

@@ -11,7 +11,7 @@ import pytest
 
 from fedgc.app.checkpoint import load_checkpoint
 from fedgc.protocol.session import ClientSession
-from fedgc.app.config import RunConfig
+from fedgc.app.config import EvaluationSettings, RunConfig
 from fedgc.protocol.dropout import ClientDropoutError
 from fedgc.protocol.wire import decode_reply, decode_request, encode_reply, encode_request, MessageError
 from fedgc.protocol.loop import run_protocol
@@ -150,7 +150,7 @@ def test_too_few_clients_left_stops_even_under_continue(data):
 
 
 def _cfg(on_dropout: str) -> RunConfig:
-    return RunConfig(name="drop", synthetic=SPEC, server=ServerConfig(max_rounds=8, tol=1e-12, on_dropout=on_dropout), oracle=False)
+    return RunConfig(name="drop", synthetic=SPEC, server=ServerConfig(max_rounds=8, tol=1e-12, on_dropout=on_dropout), evaluation=EvaluationSettings(oracle=False))
 
 
 def test_stop_keeps_the_last_completed_round_on_disk(data, clean, tmp_path):
@@ -254,5 +254,5 @@ def test_on_dropout_must_be_stop_or_continue():
     from fedgc.app.config import parse_config
     from fedgc.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="on_dropout must be one of"):
+    with pytest.raises(ConfigError, match="server.on_dropout must be 'stop' or 'continue', got 'ignore'"):
         parse_config({"server": {"on_dropout": "ignore"}})

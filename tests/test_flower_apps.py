@@ -17,7 +17,7 @@ from flwr.app import Context, Error, Message, RecordDict
 import clients.app as capp
 import clients.records as records
 from fedgc.app.checkpoint import load_checkpoint
-from fedgc.app.config import ClientOptions, parse_config
+from fedgc.app.config import ClientOptions, parse_config, to_plain
 from fedgc.protocol.dropout import ClientDropoutError
 from fedgc.errors import ConfigError
 from fedgc.protocol.wire import MESSAGE_FORMATS
@@ -25,7 +25,8 @@ from fedgc.protocol.transport import LocalTransport
 from fedgc.app.checkpoint import CHECKPOINT_JSON
 from fedgc.app.clients import build_session, simulate_scenario, write_scenario_files
 from fedgc.app.runner import run_batch
-from server.app import config_from_json, config_to_raw, node_overrides
+from fedgc.app.config import to_plain
+from server.app import config_from_json, node_overrides
 from server.job import Job, run_job
 from server.transport import ClientFailed, NodeTimeout
 
@@ -169,7 +170,7 @@ def test_unknown_message_format_is_refused_before_anything_is_written(small, tmp
 
 def test_config_json_round_trip(small):
     cfg = replace(small, client=ClientOptions(learn_theta=True))
-    back = config_from_json(json.dumps(config_to_raw(cfg)))
+    back = config_from_json(json.dumps(to_plain(cfg)))
     assert back.server == cfg.server and back.client == cfg.client and back.seed == cfg.seed
     assert [c.name for c in back.clients] == [c.name for c in cfg.clients]
     assert [Path(c.data) for c in back.clients] == [Path(c.data).resolve() for c in cfg.clients]
@@ -328,7 +329,7 @@ def test_deployed_run_writes_its_rounds_as_they_complete(small, tmp_path):
     from server.round_log import ROUNDS_FILE, RoundTail
 
     context = Context(run_id=7, node_id=0, node_config={}, state=RecordDict(),
-                      run_config={"fedgc-config": json.dumps(config_to_raw(small)), "out-dir": str(tmp_path)})  # fmt: skip
+                      run_config={"fedgc-config": json.dumps(to_plain(small)), "out-dir": str(tmp_path)})  # fmt: skip
     job = job_from_context(context)
     job.poll_interval = 0.001
     tail, seen = RoundTail(tmp_path / ROUNDS_FILE), []

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from fedgc.app.checkpoint import CHECKPOINT_FILE, CHECKPOINT_JSON, load_checkpoint
-from fedgc.app.config import load_config
+from fedgc.app.config import EvaluationSettings, load_config
 from fedgc.app.runner import EngineOptions, run
 from fedgc.errors import FedGCError
 from server.engine import DeployedEngine
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 @pytest.fixture(scope="module")
 def cfg():
-    return replace(load_config(SCENARIO), oracle=False)
+    return replace(load_config(SCENARIO), evaluation=EvaluationSettings(oracle=False))
 
 
 @pytest.fixture(scope="module")

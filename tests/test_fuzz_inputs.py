@@ -351,7 +351,7 @@ def _check_config(cfg: RunConfig) -> None:
         value = getattr(s, name)
         assert isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), (name, value)
     assert s.learning_rate is None or (math.isfinite(s.learning_rate) and s.learning_rate > 0)
-    assert isinstance(cfg.oracle, bool) and isinstance(cfg.client.learn_theta, bool)
+    assert isinstance(cfg.evaluation.oracle, bool) and isinstance(cfg.client.learn_theta, bool)
     for c in cfg.clients:
         assert isinstance(c.name, str) and isinstance(c.data, Path)
         assert c.state_dim is None or (type(c.state_dim) is int and c.state_dim >= 1)

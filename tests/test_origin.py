@@ -88,10 +88,10 @@ def test_ranking_time_first_then_graph_then_onset():
 
 
 def test_settings_are_validated():
-    assert OriginSettings().validated() == OriginSettings(0.99, 3, 2)
+    assert OriginSettings() == OriginSettings(0.99, 3, 2)
     for bad, word in (({"quantile": 1.0}, "quantile"), ({"run_length": 0}, "run_length"), ({"tie_window": -1}, "tie_window")):
         with pytest.raises(ConfigError, match=word):
-            OriginSettings(**bad).validated()
+            OriginSettings(**bad)
 
 
 def _mean_shift_data(seed: int, t0: int, T: int, size: float):

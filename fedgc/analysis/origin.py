@@ -32,6 +32,7 @@ a controller's unit (a valve that compensates), which this ranking cannot tell a
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -41,26 +42,30 @@ from fedgc.core.regression import lagged_stack
 from fedgc.errors import ConfigError
 from fedgc.core.kalman import SteadyState, filter_scan, project_measurements
 from fedgc.core.local_model import LocalModel, validate
+from fedgc.settings_config import SETTINGS_CONFIG
 
 
-class OriginSettings(NamedTuple):
-    """quantile: of the normal-operation scores that sets each client's threshold, in (0, 1);
-    run_length: consecutive samples above it that make a crossing (>= 1);
-    tie_window: crossings this many samples apart or less are near-ties, broken by the graph (>= 0)."""
+@dataclass(frozen=True)
+class OriginSettings:
+    """How a client's threshold and crossings are set (the `tep.origin:` section of a run config)."""
+
+    __pydantic_config__ = SETTINGS_CONFIG
 
     quantile: float = 0.99
+    """Quantile of the normal-operation scores that sets each client's threshold, in (0, 1)."""
     run_length: int = 3
+    """Consecutive samples above the threshold that make a crossing (>= 1)."""
     tie_window: int = 2
+    """Crossings this many samples apart or less are near-ties, broken by the learned graph (>= 0)."""
 
-    def validated(self, where: str = "origin") -> "OriginSettings":
+    def __post_init__(self) -> None:
         q, k, w = self.quantile, self.run_length, self.tie_window
         if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 < q < 1:
-            raise ConfigError(f"{where}.quantile must lie in (0, 1), got {q!r}")
+            raise ConfigError(f"origin.quantile must lie in (0, 1), got {q!r}")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"{where}.run_length must be an integer >= 1, got {k!r}")
+            raise ConfigError(f"origin.run_length must be an integer >= 1, got {k!r}")
         if isinstance(w, bool) or not isinstance(w, int) or w < 0:
-            raise ConfigError(f"{where}.tie_window must be an integer >= 0, got {w!r}")
-        return self
+            raise ConfigError(f"origin.tie_window must be an integer >= 0, got {w!r}")
 
 
 class ClientOrigin(NamedTuple):

@@ -5,7 +5,7 @@ Records are the result.json shapes (plain mappings), kept together in TEPSection
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -105,7 +105,7 @@ def locate(fault: TEPRun, normal: TEPRun, monitors: dict[str, ClientMonitor], gc
     )
     return origin_dict(
         results, ranking, start=start, fault=fault.fault, known_origin=FAULT_ORIGINS.get(fault.fault),
-        calibration_run=normal.name, settings=settings._asdict(),
+        calibration_run=normal.name, settings=asdict(settings),
     )  # fmt: skip
 
 

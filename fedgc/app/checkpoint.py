@@ -25,7 +25,6 @@ the checkpoint of round k is on disk.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -37,6 +36,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from fedgc.app.config import RunConfig, to_plain
 from fedgc.errors import FedGCError
 from fedgc.privacy.mechanism import ReleaseNoise
 from fedgc.core.regression import RegressionStats
@@ -77,20 +77,16 @@ def _file_digest(path: Any) -> str:
         return "unreadable"
 
 
-def config_fingerprint(cfg) -> str:
-    """sha256 of everything that determines a run's messages: the config (without name, engine,
-    evaluation, source and server.on_dropout, which do not) and the bytes of every client file."""
-    raw = dataclasses.asdict(cfg)
-    for key in ("name", "engine", "oracle", "source"):
-        raw.pop(key, None)
-    raw["server"].pop("on_dropout", None)
-    files = {}
-    for c in raw.get("clients") or []:
-        for key in ("data", "model"):
-            if c.get(key) not in (None, "identify"):
-                c[key] = str(Path(c[key]).resolve())
-                files[c[key]] = _file_digest(c[key])
-    text = json.dumps({"config": raw, "files": files}, sort_keys=True, default=str)
+def config_fingerprint(cfg: RunConfig) -> str:
+    """sha256 of everything that determines a run's messages: the config as fedgc.app.config.to_plain writes
+    it (paths absolute), without name, engine, evaluation and server.on_dropout, which do not, and the bytes
+    of every client file."""
+    raw = to_plain(cfg)
+    for key in ("name", "engine", "evaluation"):
+        del raw[key]
+    del raw["server"]["on_dropout"]
+    files = {c[key]: _file_digest(c[key]) for c in raw["clients"] for key in ("data", "model") if c[key] != "identify"}
+    text = json.dumps({"config": raw, "files": files}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

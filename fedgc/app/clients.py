@@ -107,11 +107,11 @@ def _exact(sessions: list[ClientSession]) -> list[ClientWindow] | None:
 def deployment_files(cfg: RunConfig, *, mode: str, directory: Path) -> Clients:
     """The run as per-client files in `directory` for the Flower engines (a synthetic scenario's CSVs and
     given models, or the TEP units' CSVs and identified models), with the evaluation the submitter can
-    do: truth, and the oracle's exact windows when cfg.oracle."""
+    do: truth, and the oracle's exact windows when cfg.evaluation.oracle."""
     finish = None
     if mode == "simulate" and cfg.tep is None:
         data = simulate_scenario(cfg)
-        windows = [s.exact_window for s in scenario_sessions(cfg, data, None)] if cfg.oracle else None
+        windows = [s.exact_window for s in scenario_sessions(cfg, data, None)] if cfg.evaluation.oracle else None
         return Clients(write_scenario_files(cfg, data, directory), truth=scenario_truth(cfg, data), oracle_windows=windows)
     if cfg.tep is not None and not cfg.clients:
         tep = TEPClients.of(cfg)
@@ -119,7 +119,7 @@ def deployment_files(cfg: RunConfig, *, mode: str, directory: Path) -> Clients:
     if not cfg.clients:
         raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
     windows = None
-    if cfg.oracle:  # evaluation only: the oracle sees every client's data, as in the local engine
+    if cfg.evaluation.oracle:  # evaluation only: the oracle sees every client's data, as in the local engine
         windows = [build_session(s, cfg.client, seed=cfg.seed + i).exact_window for i, s in enumerate(cfg.clients)]
     return Clients(cfg, oracle_windows=windows, finish=finish)
 

@@ -1,122 +1,223 @@
-"""The YAML config: clients, server, engine, evaluation. Unknown keys are errors, never ignored.
+"""The run config: one typed model of the YAML file, its only parser and its only serialiser.
 
-    name: default
-    seed: 0
-    engine: local                 # local | flower-sim | flower
-    align: none                   # `fedgc run`: none (row t is step t) | timestamp (fedgc.data.align)
-    synthetic:                    # `fedgc simulate` only: the generated system
-      n_clients: 8
-      state_dims: 3               # int or one per client
-      obs_dims: 20
-      edge_density: 0.25
-      edge_strength: 0.3
-      snr: 1.0
-      n_steps: 4000
-      perturbations: [{time: 2000, target: 0, source: 1, action: on}]
-    local_models: given           # simulate: given (the true models) | identify
-    clients:                      # `fedgc run` only: one entry per client
-      - name: feed
-        data: data/feed.csv       # relative to this file
-        timestamp_column: auto    # auto | none | column name | column index
-        model: identify           # identify | path/to/model.npz (arrays A, C, Q, R[, mean, scale])
-        state_dim: auto           # auto (parallel analysis) | int
-        explained_variance: null  # or a fraction: choose D_m by explained variance
-        constant_columns: drop    # drop (with a warning) | error: stuck sensors (fedgc.data.cleaning)
-        held_values: missing      # missing | keep: analyser values repeated between samples
-        max_missing: 0.5          # drop (with a warning) columns missing in more of their rows
-    server: {rule: newton, max_rounds: 20, tol: 1.0e-6, penalty: 0.0, diagonal: fixed,
-             learning_rate: null, alpha: 0.05, burn_in: 1,
-             on_dropout: stop}        # stop | continue (without the client; its pairs unknown)
-    client: {learn_theta: false, theta: linear}
-    privacy: off                  # or {epsilon: 10, delta: 1.0e-5, clip: 7.0, accountant: rdp,
-                                  #     clip_space: whitened, debias: client, shrink: true, augmentation_noise: false,
-                                  #     max_noise_multiplier: 100}
-    evaluation: {oracle: true}
-    tep: {run: d00_te, identify_on: d00, fault_runs: [d01_te]}   # Tennessee Eastman units as clients
-                                  # (instead of synthetic/clients; see fedgc.data.tep.TEPSettings)
-    streaming: off                # or {window: 500, step: 500, forgetting: 0.9, alert_alpha: 0.01,
-                                  #     max_rounds: 10, tol: 1.0e-4, reset_on_alert: true} (fedgc/streaming.py)
+    name: default                 # every key, its type, default and meaning: config_reference()
+    synthetic: {n_clients: 8, state_dims: 3, obs_dims: 20}       # `fedgc simulate`, or
+    clients: [{name: feed, data: data/feed.csv, model: identify}]  # `fedgc run`, or
+    tep: {run: d00_te, identify_on: d00, fault_runs: [d01_te]}    # Tennessee Eastman units
+    server: {rule: newton, max_rounds: 20, tol: 1.0e-6}
+    privacy: off
+    streaming: off
+
+The settings are frozen dataclasses (here, and ServerConfig, StreamingConfig in fedgc.protocol.settings,
+SystemSpec in fedgc.data.synthetic, OriginSettings in fedgc.analysis.origin) whose __post_init__ keeps
+their invariants (ConfigError) however they are built; pydantic reads and writes them from their annotations.
+
+- parse_config / load_config: a mapping (a YAML file) -> RunConfig. Unknown keys are errors; a bool is never
+  a number nor a number a bool; numbers are finite (privacy.epsilon may be .inf); paths are relative to the
+  YAML file (the validation context's base_dir). YAML 1.1 spellings are kept: '1e-6' (a string to PyYAML)
+  is the number it spells; `state_dim: auto`, `timestamp_column: none`, `privacy: off`, `streaming: off |
+  on | true`; an empty section (`server:` with nothing under it) has its defaults. All problems become one
+  ConfigError naming the file and each setting (fedgc.app.config_schema).
+- to_plain: a RunConfig, or one of its sections -> the plain mapping parse_config reads back (JSON types,
+  paths absolute): the deployed engine's run config, the checkpoint's fingerprint, result.json's "server".
+- ClientSpec.to_node_config / from_node_config: a client <-> a SuperNode's node config (its `clients:`
+  entry under the keys of ClientSpec.NODE_CONFIG_KEYS: data-path, client-name, model-path, state-dim, ...).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, Mapping, get_args
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, ValidationInfo
+from pydantic_core import PydanticCustomError
 
+from fedgc.analysis.origin import OriginSettings
+from fedgc.app.config_schema import codec_for, reference_table
 from fedgc.data.cleaning import ColumnPolicy
+from fedgc.data.synthetic import SystemSpec
+from fedgc.data.tep import TEPRun, default_data_path, load_tep, parse_run_name, resolve_split
 from fedgc.errors import ConfigError
 from fedgc.privacy.budget import check_target
-from fedgc.protocol.settings import ServerConfig
-from fedgc.protocol.settings import StreamingConfig
-from fedgc.data.synthetic import Perturbation, SystemSpec
-from fedgc.analysis.origin import OriginSettings
-from fedgc.data.tep import TEPRun, default_data_path, load_tep, parse_run_name, resolve_split
+from fedgc.protocol.settings import ServerConfig, StreamingConfig
+from fedgc.settings_config import SETTINGS_CONFIG
 
-ENGINES = ("local", "flower-sim", "flower")
-ALIGN_MODES = ("none", "timestamp")
-MAX_SYNTHETIC_CLIENTS = 1000  # a synthetic joint system is (sum D_m)^2 dense: beyond this it cannot be held
+Engine = Literal["local", "flower-sim", "flower"]
+AlignMode = Literal["none", "timestamp"]
+ENGINES: tuple[str, ...] = get_args(Engine)
+ALIGN_MODES: tuple[str, ...] = get_args(AlignMode)
+
+
+# ---------------------------------------------------------------------------------------------- spellings
+
+
+def _reads(*spellings: tuple[Any, Any]) -> BeforeValidator:
+    """(word, value) pairs: a setting written as `word` (a string, or None, False, True) reads as `value`."""
+
+    def read(given: Any) -> Any:
+        said = (value for word, value in spellings if given is word or (isinstance(word, str) and given == word))
+        return next(said, given)
+
+    return BeforeValidator(read)
+
+
+def _path_text(value: Any) -> Any:
+    """A path is a non-empty string without NUL characters."""
+    if isinstance(value, Path) or (isinstance(value, str) and value.strip() and "\0" not in value):
+        return value
+    raise PydanticCustomError("path_type", "Input is not a valid path")
+
+
+def _in_config_folder(path: Path, info: ValidationInfo) -> Path:
+    """A relative path is relative to the config file's folder (the validation context's base_dir)."""
+    return path if path.is_absolute() else Path((info.context or {}).get("base_dir", ".")) / path
+
+
+def _not_in_the_file(value: Any) -> Any:
+    raise PydanticCustomError("unexpected_keyword_argument", "Unexpected keyword argument")
+
+
+def _fault_of(key: str, run: str) -> int | None:
+    """The fault of a TEP run name (None: normal operation); a bad name is a ConfigError under `key`."""
+    try:
+        return parse_run_name(run)[0]
+    except ConfigError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+Name = Annotated[str, "a non-empty string", BeforeValidator(lambda v: str(v) if type(v) is int else v)]  # `name: 2024`
+_ABSOLUTE = PlainSerializer(lambda path: str(path.resolve()))  # written out absolute: read back from anywhere
+FilePath = Annotated[Path, BeforeValidator(_path_text), AfterValidator(_in_config_folder), _ABSOLUTE]
+FolderPath = Annotated[
+    Path, "a folder path", BeforeValidator(_path_text), AfterValidator(Path.expanduser),
+    AfterValidator(_in_config_folder), _ABSOLUTE,
+]  # fmt: skip
+EMPTY_IF_NULL, EMPTY_LIST_IF_NULL = _reads((None, {})), _reads((None, []))  # `server:` with nothing under it
+
+
+# ---------------------------------------------------------------------------------------------- the settings
 
 
 @dataclass(frozen=True)
 class ClientSpec:
-    """One real client: its data file and how its local model is obtained."""
+    """One real client: its data file and how its local model is obtained (an entry of `clients:`)."""
 
-    name: str
-    data: Path
-    timestamp_column: str | int | None = "auto"
-    model: str | Path = "identify"
-    state_dim: int | None = None
+    __pydantic_config__ = SETTINGS_CONFIG
+    NODE_CONFIG_KEYS: ClassVar[dict[str, str]] = {
+        "name": "client-name", "data": "data-path", "timestamp_column": "timestamp-column", "model": "model-path",
+        "state_dim": "state-dim", "explained_variance": "explained-variance", "constant_columns": "constant-columns",
+        "held_values": "held-values", "max_missing": "max-missing", "identify_on": "identify-on",
+    }  # fmt: skip
+
+    name: Name
+    """The client's name, unique in the run."""
+    data: FilePath
+    """Its CSV file (relative to the config file)."""
+    timestamp_column: Annotated[
+        str | int | None, "'auto', 'none', a column name or index", _reads(("none", None)),
+        PlainSerializer(lambda ts: "none" if ts is None else ts),
+    ] = "auto"  # fmt: skip
+    """'auto': the first column when it holds times; 'none': no timestamps; or a column name or index."""
+    model: Literal["identify"] | FilePath = "identify"
+    """'identify': learned from the data; or a .npz file, relative to the config file (arrays A, C, Q, R[, mean, scale])."""
+    state_dim: Annotated[int | None, "'auto' or a positive integer", _reads(("auto", None))] = None
+    """D_m when the model is identified; 'auto' (null): by parallel analysis."""
     explained_variance: float | None = None
-    constant_columns: str = "drop"
-    held_values: str = "missing"
+    """Or choose D_m by the share of variance it explains, in (0, 1)."""
+    constant_columns: Literal["drop", "error"] = "drop"
+    """A stuck sensor's constant column: 'drop' (with a warning) or 'error' (fedgc.data.cleaning)."""
+    held_values: Literal["missing", "keep"] = "missing"
+    """Analyser values repeated between samples: 'missing' (the repeats become missing values) or 'keep'."""
     max_missing: float = 0.5
-    identify_on: Path | None = None
+    """A column missing in more than this share of its rows is dropped (with a warning), in [0, 1)."""
+    identify_on: FilePath | None = None
+    """Identify the model on this file instead (other data the client may spend: historical or public), with
+    the column policies above; the run then takes the model's columns by name (a private run may)."""
+
+    def __post_init__(self) -> None:
+        if self.identify_on is not None and self.model != "identify":
+            raise ConfigError("give either model (a .npz) or identify_on (a file to identify it on), not both")
+        if not str(self.name).strip():
+            raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
+        sd = self.state_dim
+        if sd is not None and (isinstance(sd, bool) or not isinstance(sd, int) or sd < 1):
+            raise ConfigError(f"state_dim must be 'auto' or a positive integer, got {sd!r}")
+        ev = self.explained_variance
+        if ev is not None and not 0 < ev < 1:
+            raise ConfigError(f"explained_variance must lie in (0, 1), got {ev!r}")
+        try:
+            self.policy
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     @property
     def policy(self) -> ColumnPolicy:
         return ColumnPolicy(self.constant_columns, self.held_values, self.max_missing)
 
+    def to_node_config(self) -> dict[str, str | int | float]:
+        """This client as a SuperNode's node config: its settings under their NODE_CONFIG_KEYS (paths absolute;
+        unset ones left out)."""
+        return {self.NODE_CONFIG_KEYS[key]: value for key, value in to_plain(self).items() if value is not None}
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, Any]) -> ClientSpec:
+        """The client a SuperNode's node config describes, validated as a `clients:` entry (relative paths are
+        relative to the working directory); client-name defaults to the data file's name without suffix."""
+        field_of = {key: name for name, key in cls.NODE_CONFIG_KEYS.items()}
+        entry = {field_of.get(key, key): value for key, value in node_config.items()}
+        if "name" not in entry and isinstance(entry.get("data"), str):
+            entry["name"] = Path(entry["data"]).stem
+        return codec_for(cls).parse(entry, where="node config", keys=cls.NODE_CONFIG_KEYS)
+
 
 @dataclass(frozen=True)
 class ClientOptions:
+    """What every client does besides filtering (the `client:` section)."""
+
+    __pydantic_config__ = SETTINGS_CONFIG
+
     learn_theta: bool = False
-    theta: str = "linear"
+    """Learn f_theta, each client's map of the augmentation term, on its own prediction loss (fedgc.core.theta)."""
+    theta: Literal["linear", "mlp"] = "linear"
+    """Form of f_theta: 'linear' (theta s) or 'mlp' (plus a residual two-layer correction)."""
 
 
 @dataclass(frozen=True)
 class PrivacySettings:
-    """Differential privacy for the whole run, per client (docs/privacy.md).
+    """Differential privacy for the whole run, per client (the `privacy:` section; DESIGN.md section 4)."""
 
-    epsilon > 0 (.inf: noise-free, for sweeps), 0 < delta < 1: the whole-run target per client and per event;
-    event_steps: k, an event is any k consecutive time steps of one client (1: one time step);
-    clip: c > 0, or 'auto' (each client derives c from its model: the 0.99 quantile of ||v_t|| under it);
-    clip_space: 'whitened' (||J^{-1/2} C^T R^{-1} y_t|| <= c) or 'measurement' (||y_t|| <= c);
-    accountant: 'rdp' | 'prv'; debias: 'client' (noise-aware client filter), 'server' (errors-in-variables
-    correction of the Gram matrices) or 'none'; max_noise_multiplier: larger sigma is refused as absurd;
-    shrink: empirical-Bayes shrinkage of each block of A_s toward zero by its own noise level (newton rule);
-    augmentation_noise: also noise every augmentation the server sends (composed as extra releases). Off by
-    default: the augmentations are post-processing of the clients' privatised releases (fedgc.privacy.accounting);
-    budget: the largest epsilon a client spends on one data file over all runs (its ledger beside the file
-    refuses a run that would exceed it); reproducible_noise: derive the noise from the run seed, for tests
-    and benchmarks only: such a run is NOT private.
-    """
+    __pydantic_config__ = SETTINGS_CONFIG
 
-    epsilon: float
+    epsilon: Annotated[float, Field(allow_inf_nan=True), "a number > 0 (.inf: noise-free)"]
+    """The whole run's epsilon per client, > 0 (.inf: noise-free, for sweeps)."""
     delta: float
-    clip: float | str = "auto"
-    accountant: str = "rdp"
-    clip_space: str = "whitened"
-    debias: str = "client"
+    """The whole run's delta per client, in (0, 1)."""
+    clip: Annotated[float | Literal["auto"], "'auto' or a number > 0"] = "auto"
+    """Clipping bound c > 0 of each time step's measurements (in clip_space); 'auto': each client derives c from
+    its model (the 0.99 quantile of the row norm under it)."""
+    accountant: Literal["rdp", "prv"] = "rdp"
+    """Privacy accountant: 'rdp' or 'prv'."""
+    clip_space: Literal["whitened", "measurement"] = "whitened"
+    """'whitened': ||J^{-1/2} C^T R^{-1} y_t|| <= c; 'measurement': ||y_t|| <= c."""
+    debias: Literal["client", "server", "none"] = "client"
+    """'client': noise-aware client filter; 'server': errors-in-variables correction of the Gram matrices; 'none'."""
     max_noise_multiplier: float = 100.0
+    """A target needing a larger noise multiplier sigma is refused as absurd (> 0)."""
     shrink: bool = True
+    """Empirical-Bayes shrinkage of each block of A_s toward zero by its own noise level (newton rule)."""
     augmentation_noise: bool = False
+    """Also noise every augmentation the server sends (composed as extra releases); off, they are
+    post-processing of the clients' privatised releases (fedgc.privacy.accounting)."""
     event_steps: int = 1
+    """An event is this many consecutive time steps of one client; epsilon protects every event (and one step
+    alone at the smaller one-step epsilon); the noise grows by sqrt(event_steps)."""
     budget: float | None = None
+    """The largest epsilon a client may spend on one data file over all runs; its ledger beside the file
+    refuses a run that would exceed it, before releasing anything; null: no cap (spends are still recorded)."""
     reproducible_noise: bool = False
+    """Derive the noise from the run seed (tests and benchmarks only): such a run is NOT private."""
 
     def __post_init__(self) -> None:
         check_target(epsilon=self.epsilon, delta=self.delta, accountant=self.accountant,
@@ -134,31 +235,120 @@ class PrivacySettings:
             raise ConfigError(f"privacy.debias must be 'client', 'server' or 'none', got {self.debias!r}")
         if isinstance(self.event_steps, bool) or not isinstance(self.event_steps, int) or self.event_steps < 1:
             raise ConfigError(f"privacy.event_steps must be an integer >= 1, got {self.event_steps!r}")
-        if self.budget is not None and (
-            isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)) or not self.budget > 0
-        ):
+        if self.budget is not None and not self.budget > 0:
             raise ConfigError(f"privacy.budget must be a number > 0, got {self.budget!r}")
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    name: str = "run"
-    seed: int = 0
-    engine: str = "local"
-    synthetic: SystemSpec | None = None
-    local_models: str = "given"
-    clients: tuple[ClientSpec, ...] = ()
-    server: ServerConfig = field(default_factory=ServerConfig)
-    client: ClientOptions = field(default_factory=ClientOptions)
+class EvaluationSettings:
+    """What a run is scored against besides a synthetic scenario's truth (the `evaluation:` section)."""
+
+    __pydantic_config__ = SETTINGS_CONFIG
+
     oracle: bool = True
-    source: Path | None = None
-    privacy: PrivacySettings | None = None
+    """Also fit the centralized oracle (every client's window pooled; evaluation only) and report the distance to it."""
+
+
+@dataclass(frozen=True)
+class TEPSettings:
+    """Tennessee Eastman units as clients (the `tep:` section, instead of `synthetic:` or `clients:`)."""
+
+    __pydantic_config__ = SETTINGS_CONFIG
+
+    path: FolderPath | None = None
+    """The data folder (relative to the config file); null: $FEDGC_TEP_DATA, else the repository's data/tep."""
+    run: str = "d00_te"
+    """The run the protocol works on: normal operation (d00, d00_te), or a fault run when streamed."""
+    identify_on: str | None = None
+    """The normal-operation run each unit identifies its local model on; null: `run` itself."""
+    split: Annotated[
+        dict[str, tuple[str, ...]] | None, "'default' or a mapping unit -> list of variables", _reads(("default", None))
+    ] = None  # fmt: skip
+    """The units and their variables (XMEAS(1)..XMEAS(41), XMV(1)..XMV(11)); 'default': feed, reactor,
+    separator, stripper (fedgc.data.tep.TEP_UNITS)."""
+    fault_runs: Annotated[tuple[str, ...], EMPTY_LIST_IF_NULL] = ()
+    """Fault runs to locate the fault's origin in (fedgc.analysis.origin), thresholds calibrated on `run`."""
+    origin: Annotated[OriginSettings, EMPTY_IF_NULL] = field(default_factory=OriginSettings)
+    """How each unit's threshold and first crossing are set."""
+
+    def __post_init__(self) -> None:
+        _fault_of("tep.run", self.run)  # a fault run only when streamed: RunConfig checks
+        if self.identify_on is not None and _fault_of("tep.identify_on", self.identify_on) is not None:
+            raise ConfigError(f"tep.identify_on must be a normal-operation run (d00, d00_te), got {self.identify_on!r}")
+        for run in self.fault_runs:
+            if _fault_of("tep.fault_runs", run) is None:
+                raise ConfigError(f"tep.fault_runs: {run!r} is normal operation, not a fault run")
+        if self.split is not None:
+            try:
+                object.__setattr__(self, "split", resolve_split(self.split))
+            except ConfigError as exc:
+                raise ConfigError(f"tep.split: {exc}") from None
+
+    @property
+    def folder(self) -> Path:
+        return default_data_path() if self.path is None else self.path
+
+    def load(self, run: str) -> TEPRun:
+        return load_tep(self.folder, run=run, split=self.split)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A run: its clients (synthetic, CSV files or TEP units), the server, the engine and the evaluation."""
+
+    __pydantic_config__ = SETTINGS_CONFIG
+
+    name: Name = "run"
+    """The run's name; default: the config file's name without its suffix."""
+    seed: int = 0
+    """Seed of every random draw (>= 0)."""
+    engine: Engine = "local"
+    """'local' (in process), 'flower-sim' (Flower's simulation runtime) or 'flower' (a deployed SuperLink)."""
+    align: AlignMode = "none"
+    """`fedgc run`: 'none' (row t of every file is time step t) or 'timestamp' (rows aligned by their timestamps)."""
+    synthetic: SystemSpec | None = None
+    """`fedgc simulate`: the generated system."""
+    local_models: Literal["given", "identify"] = "given"
+    """`fedgc simulate`: 'given' (each client runs its true local model) or 'identify' (learned from its data)."""
+    clients: Annotated[tuple[ClientSpec, ...], EMPTY_LIST_IF_NULL] = ()
+    """`fedgc run`: one entry per client."""
+    server: Annotated[ServerConfig, EMPTY_IF_NULL] = field(default_factory=ServerConfig)
+    """The server's rounds and tests."""
+    client: Annotated[ClientOptions, EMPTY_IF_NULL] = field(default_factory=ClientOptions)
+    """What every client does besides filtering."""
+    privacy: Annotated[PrivacySettings | None, "'off' or a mapping", _reads((False, None), ("off", None))] = None
+    """Differential privacy; 'off' (null): none."""
+    evaluation: Annotated[EvaluationSettings, EMPTY_IF_NULL] = field(default_factory=EvaluationSettings)
+    """What the run is scored against."""
     tep: TEPSettings | None = None
-    streaming: StreamingConfig | None = None
-    align: str = "none"
+    """Tennessee Eastman units as clients."""
+    streaming: Annotated[
+        StreamingConfig | None, "'off', 'on' or a mapping", _reads((False, None), ("off", None), (True, {}), ("on", {}))
+    ] = None  # fmt: skip
+    """Streaming windows; 'off' (null): one batch fit; 'on': the default windows."""
+    source: Annotated[Path | None, Field(exclude=True), BeforeValidator(_not_in_the_file)] = None
+    """The file the config was read from (set by load_config; not a key of the file)."""
+
+    def __post_init__(self) -> None:
+        if not str(self.name).strip():
+            raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:  # numpy's seeds are >= 0
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        names = [c.name for c in self.clients]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"client names must be unique, got {names}")
+        if self.tep is not None and self.streaming is None and _fault_of("tep.run", self.tep.run) is not None:
+            raise ConfigError(
+                f"tep.run must be a normal-operation run (d00, d00_te), got {self.tep.run!r} "
+                "(a fault run can be streamed: add a 'streaming' section)"
+            )
+
+
+# ---------------------------------------------------------------------------------------------- parse and serialise
 
 
 def load_config(path: str | Path) -> RunConfig:
+    """The RunConfig of a YAML file; ConfigError naming the file for anything wrong with it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -177,296 +367,21 @@ def load_config(path: str | Path) -> RunConfig:
     return parse_config(raw, base_dir=path.parent, source=path)
 
 
-def parse_config(raw: dict[str, Any], *, base_dir: Path = Path("."), source: Path | None = None) -> RunConfig:
-    where = str(source) if source else "config"
-    _check_keys(raw, {"name", "seed", "engine", "synthetic", "local_models", "clients", "server", "client", "evaluation", "privacy", "tep", "streaming", "align"}, where)
-    align = raw.get("align", "none")
-    if align not in ALIGN_MODES:
-        raise ConfigError(f"{where}: align must be one of {ALIGN_MODES}, got {align!r}")
-    engine = raw.get("engine", "local")
-    if engine not in ENGINES:
-        raise ConfigError(f"{where}: engine must be one of {ENGINES}, got {engine!r}")
-    seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:  # numpy Generators take seeds >= 0
-        raise ConfigError(f"{where}: seed must be an integer >= 0, got {seed!r}")
-    local_models = raw.get("local_models", "given")
-    if local_models not in ("given", "identify"):
-        raise ConfigError(f"{where}: local_models must be 'given' or 'identify', got {local_models!r}")
-    name = raw.get("name", source.stem if source else "run")
-    if isinstance(name, bool) or not isinstance(name, (str, int)) or not str(name).strip():
-        raise ConfigError(f"{where}: name must be a non-empty string, got {name!r}")
-    synthetic = _parse_synthetic(raw["synthetic"], where) if raw.get("synthetic") is not None else None
-    if not isinstance(raw.get("clients") or [], list):
-        raise ConfigError(f"{where}: clients must be a list of client entries, got {type(raw['clients']).__name__}")
-    clients = tuple(_parse_client(c, i, base_dir, where) for i, c in enumerate(raw.get("clients") or []))
-    names = [c.name for c in clients]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{where}: client names must be unique, got {names}")
-    server = _build(ServerConfig, raw.get("server") or {}, f"{where}: server")
-    client = _build(ClientOptions, raw.get("client") or {}, f"{where}: client")
-    if client.theta not in ("linear", "mlp"):
-        raise ConfigError(f"{where}: client.theta must be 'linear' or 'mlp', got {client.theta!r}")
-    evaluation = raw.get("evaluation") or {}
-    _check_keys(evaluation, {"oracle"}, f"{where}: evaluation")
-    if not isinstance(evaluation.get("oracle", True), bool):
-        raise ConfigError(f"{where}: evaluation.oracle must be true or false, got {evaluation['oracle']!r}")
-    privacy = _parse_privacy(raw.get("privacy"), where)
-    streamed = raw.get("streaming") not in (None, False, "off")
-    tep = parse_tep_section(raw["tep"], base_dir=base_dir, where=where, streaming=streamed) if raw.get("tep") is not None else None
-    return RunConfig(
-        name=str(name),
-        seed=seed,
-        engine=engine,
-        synthetic=synthetic,
-        local_models=local_models,
-        clients=clients,
-        server=server,
-        client=client,
-        oracle=bool(evaluation.get("oracle", True)),
-        source=source,
-        privacy=privacy,
-        tep=tep,
-        streaming=_parse_streaming(raw.get("streaming"), where),
-        align=align,
-    )
+def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."), source: Path | None = None) -> RunConfig:
+    """The RunConfig of a config mapping (a YAML file's content, or to_plain's); its relative paths are
+    relative to base_dir. source: the file it came from (errors name it; the default name is its stem)."""
+    if source is not None and isinstance(raw, Mapping) and "name" not in raw:
+        raw = {"name": source.stem, **raw}
+    cfg = codec_for(RunConfig).parse(raw, where=str(source or "config"), context={"base_dir": Path(base_dir)})
+    return cfg if source is None else replace(cfg, source=Path(source))
 
 
-def _parse_privacy(section: Any, where: str) -> PrivacySettings | None:
-    """Absent, null, false or 'off': no privacy. Otherwise a mapping with epsilon, delta and clip."""
-    if section is None or section is False or section == "off":
-        return None
-    _check_keys(section, {f.name for f in fields(PrivacySettings)}, f"{where}: privacy")
-    missing = [k for k in ("epsilon", "delta") if k not in section]
-    if missing:
-        raise ConfigError(f"{where}: privacy needs {missing} (or `privacy: off`)")
-    return _build(PrivacySettings, section, f"{where}: privacy")
+def to_plain(settings: Any) -> dict[str, Any]:
+    """A RunConfig, or one of its sections, as the plain mapping parse_config reads back: JSON types (and
+    .inf), every default written out, paths absolute, `source` left out."""
+    return codec_for(type(settings)).plain(settings)
 
 
-def _parse_streaming(section: Any, where: str) -> StreamingConfig | None:
-    """Absent, null, false or 'off': batch mode. Otherwise a mapping of StreamingConfig fields."""
-    if section is None or section is False or section == "off":
-        return None
-    if section is True or section == "on":
-        return StreamingConfig()
-    return _build(StreamingConfig, section, f"{where}: streaming")
-
-
-def _check_keys(section: Any, allowed: set[str], where: str) -> None:
-    if not isinstance(section, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(section).__name__}")
-    unknown = sorted(set(section) - allowed, key=repr)  # keys may be any YAML scalar
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-
-
-def _build(cls: type, section: Any, where: str) -> Any:
-    _check_keys(section, {f.name for f in fields(cls)}, where)
-    values = {k: _number_or_value(v) for k, v in section.items()}
-    _check_types(cls, values, where)
-    try:
-        return cls(**values)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-    except (TypeError, ValueError, OverflowError) as exc:  # e.g. a missing field, int('abc'), a huge int
-        raise ConfigError(f"{where}: {exc}") from exc
-
-
-# Settings whose YAML type the dataclasses do not check themselves: ints (not bools, not floats) and
-# finite real numbers. privacy.epsilon is left out: .inf is a valid (noise-free) target.
-_INTS = {"max_rounds", "burn_in", "n_clients", "n_steps", "time", "target", "source", "event_steps"}
-_REALS = {
-    "tol", "penalty", "alpha", "learning_rate", "edge_density", "edge_strength", "snr", "max_spectral_radius",
-    "factor", "delta", "max_noise_multiplier",
-}  # fmt: skip
-_BOOLS = {"learn_theta", "shrink", "augmentation_noise", "reproducible_noise"}
-
-
-def _check_types(cls: type, values: dict[str, Any], where: str) -> None:
-    nullable = {f.name for f in fields(cls) if f.default is None}
-    for key, value in values.items():
-        if value is None and key in nullable:
-            continue
-        if key in _INTS and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
-        if key in _REALS and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
-            raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
-        if key in _BOOLS and not isinstance(value, bool):
-            raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
-
-
-def _number_or_value(value: Any) -> Any:
-    """YAML 1.1 reads '1e-6' (no dot) as a string; take it as the number a person meant."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _parse_synthetic(section: Any, where: str) -> SystemSpec:
-    section = dict(section) if isinstance(section, dict) else section
-    _check_keys(section, {f.name for f in fields(SystemSpec)}, f"{where}: synthetic")
-    n = section.get("n_clients")
-    if isinstance(n, int) and not isinstance(n, bool) and n > MAX_SYNTHETIC_CLIENTS:
-        raise ConfigError(f"{where}: synthetic.n_clients must be at most {MAX_SYNTHETIC_CLIENTS}, got {n}")
-    for key in ("state_dims", "obs_dims"):
-        dims = section.get(key, 1)
-        items = dims if isinstance(dims, list) else [dims]
-        if not items or any(isinstance(d, bool) or not isinstance(d, int) for d in items):
-            raise ConfigError(f"{where}: synthetic.{key} must be an integer or a list of integers, got {dims!r}")
-    listed = section.pop("perturbations", None) or []
-    if not isinstance(listed, list):
-        raise ConfigError(f"{where}: synthetic.perturbations must be a list, got {listed!r}")
-    perturbations = []
-    for i, p in enumerate(listed):
-        label = f"{where}: synthetic.perturbations[{i}]"
-        _check_keys(p, {f.name for f in fields(Perturbation)}, label)
-        if p.get("action") not in ("on", "off", "scale"):
-            raise ConfigError(f"{label}.action must be on, off or scale")
-        perturbations.append(_build(Perturbation, p, label))
-    if "self_eig_range" in section:
-        lo_hi = section["self_eig_range"]
-        if not (isinstance(lo_hi, list) and len(lo_hi) == 2 and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in lo_hi
-        )):  # fmt: skip
-            raise ConfigError(f"{where}: synthetic.self_eig_range must be [lo, hi], two numbers, got {lo_hi!r}")
-        section["self_eig_range"] = tuple(lo_hi)
-    spec = _build(SystemSpec, {**section, "perturbations": tuple(perturbations)}, f"{where}: synthetic")
-    if not spec.self_eig_range[1] < spec.max_spectral_radius < 1:  # reachable only by shrinking cross blocks
-        raise ConfigError(
-            f"{where}: synthetic.max_spectral_radius must lie between self_eig_range's upper end "
-            f"({spec.self_eig_range[1]}) and 1, got {spec.max_spectral_radius}"
-        )
-    return spec
-
-
-def _parse_client(entry: Any, i: int, base_dir: Path, where: str) -> ClientSpec:
-    label = f"{where}: clients[{i}]"
-    _check_keys(entry, {f.name for f in fields(ClientSpec)}, label)
-    if "name" not in entry or "data" not in entry:
-        raise ConfigError(f"{label} needs 'name' and 'data'")
-    name = entry["name"]
-    if isinstance(name, bool) or not isinstance(name, (str, int)) or not str(name).strip():
-        raise ConfigError(f"{label}: name must be a non-empty string, got {name!r}")
-    label = f"{label} ({name})"
-    for key in ("data", "model", "identify_on"):
-        if key in entry and not (isinstance(entry[key], str) and entry[key].strip() and "\0" not in entry[key]):
-            raise ConfigError(f"{label}: {key} must be a file path, got {entry[key]!r}")
-    data = Path(entry["data"])
-    data = data if data.is_absolute() else base_dir / data
-    identify_on = None
-    if entry.get("identify_on") is not None:
-        identify_on = Path(entry["identify_on"])
-        identify_on = identify_on if identify_on.is_absolute() else base_dir / identify_on
-        if entry.get("model", "identify") != "identify":
-            raise ConfigError(f"{label}: give either model (a .npz) or identify_on (a file to identify it on), not both")
-    model = entry.get("model", "identify")
-    if model != "identify":
-        model = Path(model) if Path(model).is_absolute() else base_dir / model
-    state_dim = entry.get("state_dim", "auto")
-    if state_dim == "auto":
-        state_dim = None
-    elif isinstance(state_dim, bool) or not (isinstance(state_dim, int) and state_dim >= 1):
-        raise ConfigError(f"{label}: state_dim must be 'auto' or a positive integer, got {state_dim!r}")
-    ev = entry.get("explained_variance")
-    if ev is not None and (isinstance(ev, bool) or not (isinstance(ev, (int, float)) and 0 < ev < 1)):
-        raise ConfigError(f"{label}: explained_variance must lie in (0, 1), got {ev!r}")
-    ts = entry.get("timestamp_column", "auto")
-    ts = None if ts in ("none", None) else ts
-    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (str, int))):
-        raise ConfigError(f"{label}: timestamp_column must be 'auto', 'none', a column name or index, got {ts!r}")
-    columns = {k: _number_or_value(entry[k]) for k in ("constant_columns", "held_values", "max_missing") if k in entry}
-    spec = ClientSpec(str(name), data, ts, model, state_dim, ev, **columns, identify_on=identify_on)
-    try:
-        spec.policy
-    except ValueError as exc:
-        raise ConfigError(f"{label}: {exc}") from None
-    return spec
-
-
-# ----------------------------------------------------------------------------- tep section
-
-
-@dataclass(frozen=True)
-class TEPSettings:
-    """The `tep:` section of a run config (fedgc.app.config):
-
-        tep:
-          path: null            # data folder, relative to the YAML file; null: $FEDGC_TEP_DATA, else the repository's data/tep
-          run: d00_te           # the window the GC protocol runs on (normal operation)
-          identify_on: d00      # the run each client identifies its local model on (null: `run` itself)
-          split: default        # or {unit: [XMEAS(1), XMV(2), ...], ...}
-          fault_runs: [d01_te, d04_te]   # fault-origin analysis (fedgc.analysis.origin), thresholds calibrated on `run`
-          origin: {quantile: 0.99, run_length: 3, tie_window: 2}
-    """
-
-    path: Path | None = None
-    run: str = "d00_te"
-    identify_on: str | None = None
-    split: dict[str, tuple[str, ...]] | None = None
-    fault_runs: tuple[str, ...] = ()
-    origin: OriginSettings | None = None
-
-    @property
-    def folder(self) -> Path:
-        return default_data_path() if self.path is None else self.path
-
-    def load(self, run: str) -> TEPRun:
-        return load_tep(self.folder, run=run, split=self.split)
-
-
-def parse_tep_section(section: object, *, base_dir: Path, where: str, streaming: bool = False) -> TEPSettings:
-    """A TEPSettings from the YAML mapping; every problem is a ConfigError naming the key.
-    streaming: the run is streamed, so tep.run may be a fault run (the GC of a batch run needs normal operation)."""
-    label = f"{where}: tep"
-    allowed = {"path", "run", "identify_on", "split", "fault_runs", "origin"}
-    if not isinstance(section, dict):
-        raise ConfigError(f"{label} must be a mapping, got {type(section).__name__}")
-    unknown = sorted(set(section) - allowed)
-    if unknown:
-        raise ConfigError(f"{label}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-    path = section.get("path")
-    if path is not None:
-        path = Path(str(path)).expanduser()
-        path = path if path.is_absolute() else base_dir / path
-    runs = {}
-    for key, default in (("run", "d00_te"), ("identify_on", None)):
-        value = section.get(key, default)
-        if value is not None:
-            try:
-                parse_run_name(str(value))
-            except ConfigError as exc:
-                raise ConfigError(f"{label}.{key}: {exc}") from None
-            if parse_run_name(str(value))[0] is not None and not (streaming and key == "run"):
-                raise ConfigError(
-                    f"{label}.{key} must be a normal-operation run (d00, d00_te), got {value!r}"
-                    + ("" if key != "run" else " (a fault run can be streamed: add a 'streaming' section)")
-                )
-        runs[key] = None if value is None else str(value)
-    fault_runs = section.get("fault_runs") or []
-    if isinstance(fault_runs, str) or not isinstance(fault_runs, list):
-        raise ConfigError(f"{label}.fault_runs must be a list of run names, got {fault_runs!r}")
-    for r in fault_runs:
-        try:
-            fault, _ = parse_run_name(str(r))
-        except ConfigError as exc:
-            raise ConfigError(f"{label}.fault_runs: {exc}") from None
-        if fault is None:
-            raise ConfigError(f"{label}.fault_runs: {r!r} is normal operation, not a fault run")
-    split = section.get("split", "default")
-    try:
-        split = None if split in (None, "default") else resolve_split(split)
-    except ConfigError as exc:
-        raise ConfigError(f"{label}.split: {exc}") from None
-    origin = section.get("origin") or {}
-    if not isinstance(origin, dict) or set(origin) - set(OriginSettings._fields):
-        raise ConfigError(f"{label}.origin must be a mapping with keys among {list(OriginSettings._fields)}, got {origin!r}")
-    return TEPSettings(
-        path=path,
-        run=runs["run"],
-        identify_on=runs["identify_on"],
-        split=split,
-        fault_runs=tuple(str(r) for r in fault_runs),
-        origin=OriginSettings(**origin).validated(f"{label}.origin"),
-    )
+def config_reference() -> str:
+    """Every key of a run config as a Markdown table (key, type, default, meaning), for docs/config.md."""
+    return reference_table(RunConfig)

@@ -21,7 +21,7 @@ def evaluate(result: RunResult, *, windows: Sequence[ClientWindow] | None = None
     cfg, fit = result.config, result.fit
     ev = Evaluation(truth=truth)
     blocks = Blocks.of(fit.gc.dims)
-    if cfg.oracle and windows is not None:
+    if cfg.evaluation.oracle and windows is not None:
         t1 = time.perf_counter()
         ev.oracle_A, ev.oracle_history = oracle_fit(windows, cfg.server)
         result.timings["oracle_s"] = time.perf_counter() - t1

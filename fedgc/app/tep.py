@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedgc.analysis.origin import OriginSettings, calibrate
+from fedgc.analysis.origin import calibrate
 from fedgc.analysis.tep import TEPSections, fault_stream_summary, flowsheet_comparison, locate
 from fedgc.app.config import ClientSpec, RunConfig, TEPSettings
 from fedgc.app.results import RunResult
@@ -79,7 +79,7 @@ class TEPClients:
         }  # fmt: skip
         sections = TEPSections(flowsheet)
         if self.settings.fault_runs:
-            origin = self.settings.origin or OriginSettings()
+            origin = self.settings.origin
             monitors = {u: calibrate(m, self.run.clients[u], client=u, settings=origin) for u, m in self.models.items()}
             sections.origin = {
                 name: locate(self.settings.load(name), self.run, monitors, gc, origin) for name in self.settings.fault_runs

@@ -8,25 +8,34 @@ from typing import Any, Literal
 from fedgc.errors import ConfigError
 from fedgc.protocol.dropout import POLICIES
 from fedgc.protocol.rules import rule_named
+from fedgc.settings_config import SETTINGS_CONFIG
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """rule: 'newton' (exact least squares per round) or 'gd' (the paper's gradient step);
-    diagonal: 'fixed' (local A^{mm} kept) or 'joint' (re-estimated with the cross blocks);
-    penalty: group-lasso weight on ||A_s^{mn}||_F per time step; tol: relative change of A_s
-    that stops the rounds; alpha: FDR level of the edges; on_dropout: what a client without a valid
-    reply does to the run, 'stop' (error, last round kept) or 'continue' (without it; fedgc.protocol.dropout)."""
+    """The server's rounds and tests (the `server:` section of a run config)."""
+
+    __pydantic_config__ = SETTINGS_CONFIG
 
     rule: Literal["newton", "gd"] = "newton"
+    """'newton': exact least squares per round; 'gd': the paper's gradient step."""
     max_rounds: int = 20
+    """Most rounds of the protocol (>= 1)."""
     tol: float = 1e-6
+    """Relative change of A_s that stops the rounds (> 0)."""
     penalty: float = 0.0
+    """Group-lasso weight on ||A_s^{mn}||_F per time step (>= 0)."""
     diagonal: Literal["fixed", "joint"] = "fixed"
+    """'fixed': each client's local A^{mm} is kept; 'joint': re-estimated with the cross blocks."""
     learning_rate: float | None = None
+    """Step of the 'gd' rule (> 0); null: the safe step 1 / (2 lambda_max(J_m) lambda_max(X^T X / n)) per client."""
     alpha: float = 0.05
+    """FDR level of the edges (Benjamini-Hochberg), in (0, 1)."""
     burn_in: int = 1
+    """Leading time steps left out of the regressions' sums (>= 1)."""
     on_dropout: Literal["stop", "continue"] = "stop"
+    """What a client without a valid reply does to the run: 'stop' (error, last round kept) or 'continue'
+    (without it, its pairs unknown; fedgc.protocol.dropout)."""
 
     def __post_init__(self) -> None:
         if self.on_dropout not in POLICIES:
@@ -50,18 +59,24 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class StreamingConfig:
-    """window W and step S in samples (1 <= S <= W; S defaults to W); forgetting lambda in (0, 1] per step;
-    alert_alpha: chance of any false alert per window (Bonferroni over the M (M - 1) pairs);
-    max_rounds, tol: the protocol's rounds per window (warm-started from the previous window's A_s);
-    reset_on_alert: restart the forgotten statistics at an alert."""
+    """Streaming windows (the `streaming:` section of a run config)."""
+
+    __pydantic_config__ = SETTINGS_CONFIG
 
     window: int = 500
+    """Window W in samples (>= 1)."""
     step: int | None = None
+    """Step S in samples between windows, 1 <= S <= W; null: S = W."""
     forgetting: float = 0.9
+    """Forgetting factor lambda per step, in (0, 1] (1: nothing forgotten)."""
     alert_alpha: float = 0.01
+    """Chance of any false alert per window, in (0, 1) (Bonferroni over the M (M - 1) pairs)."""
     max_rounds: int = 10
+    """Rounds of the protocol per window (>= 1), warm-started from the previous window's A_s."""
     tol: float = 1e-4
+    """Relative change of A_s that ends a window's rounds (> 0)."""
     reset_on_alert: bool = True
+    """Restart the forgotten statistics at an alert."""
 
     def __post_init__(self) -> None:
         if self.step is None:

@@ -14,7 +14,6 @@ clients dropped at which round and whether the run was resumed from a checkpoint
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from fedgc.report.jsonable import dumps, finite_or_none, jsonable, matrix_rows
 from fedgc.report.markdown import A_S_NOTE, markdown_report
 from fedgc.report.plots import plot_convergence, plot_heatmap
 from fedgc.report.schema import check_result
+from fedgc.app.config import to_plain
 
 if TYPE_CHECKING:  # fedgc.app imports every engine's dependencies; the report needs none of them
     from fedgc.app.results import RunResult
@@ -85,7 +85,7 @@ def result_dict(result: RunResult) -> dict:
         "alpha": float(gc.alpha),
         "A_s": jsonable(np.asarray(fit.A_s, dtype=float)),
         "A_s_note": A_S_NOTE,
-        "server": jsonable(dataclasses.asdict(cfg.server)),
+        "server": jsonable(to_plain(cfg.server)),
         "rounds": int(fit.rounds),
         "converged": bool(fit.converged),
         "history": [{"round": int(r.round), "loss": finite_or_none(r.loss), "change": finite_or_none(r.change)}

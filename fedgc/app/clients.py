@@ -79,7 +79,7 @@ def local_clients(cfg: RunConfig, *, mode: str, plan: PrivacyPlan | None) -> Cli
         else:
             truth, switches = scenario_truth(cfg, data), None
         windows = _exact(sessions)
-        if plan is not None and cfg.oracle:
+        if plan is not None and cfg.evaluation.oracle:
             windows = [prepare_window(s.model, y, s.name) for s, y in zip(sessions, data.y)]
         return Clients(cfg, sessions, truth, switches, raw_data_bytes=int(sum(y.nbytes for y in data.y)),
                        oracle_windows=windows)  # fmt: skip

@@ -108,7 +108,7 @@ def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
     if resume and (cfg.tep is not None or cfg.streaming is not None):
         raise ConfigError(f"{where}: --resume continues batch runs; tep and streaming runs start afresh")
     if cfg.privacy is not None:
-        if (mode == "run" or cfg.tep is not None) and cfg.oracle:
+        if (mode == "run" or cfg.tep is not None) and cfg.evaluation.oracle:
             raise ConfigError(
                 f"{where}: privacy: the centralized oracle pools every client's raw data, outside the guarantee; a "
                 "private `fedgc run` cannot compute it (set evaluation: {oracle: false})"

@@ -343,11 +343,7 @@ def run_real(cfg: RunConfig, *, on_round=None, checkpoint_dir: Path | None = Non
 
         return run_streaming_real(cfg, on_round=on_round)
     plan = privacy_plan(cfg)  # before any data is touched
-    tables, data = read_tables(cfg)
-    sessions = [
-        build_session(spec, cfg.client, seed=cfg.seed + i, privacy=client_privacy(cfg, plan, i), table=table)
-        for i, (spec, table) in enumerate(zip(cfg.clients, tables))
-    ]
+    sessions, data = read_sessions(cfg, plan)
     result = execute(
         cfg, LocalTransport(sessions), windows=[s.exact_window for s in sessions], on_round=on_round, plan=plan,
         sessions=sessions, checkpoint_dir=checkpoint_dir, resume=resume,
@@ -370,21 +366,54 @@ def read_tables(cfg: RunConfig) -> tuple[list[ClientTable], dict]:
         tables, rows = align_tables(tables)
     else:
         check_lengths(tables)
-    summary = {}
-    for t in tables:
-        entry = {"file": str(t.path), "columns": len(t.columns), "rows": int(t.values.shape[0]),
-                 "rows_sorted": bool(t.rows_sorted), **t.cleaning.summary()}
-        entry["missing_fraction"] = float(np.isnan(t.values).mean())
-        if entry["missing_fraction"] > OPTIMISTIC_PVALUES_ABOVE:
-            warnings.warn(FedGCWarning(
-                f"client {t.client!r} ({t.path}): {entry['missing_fraction']:.0%} of the measurements are missing; "
-                "the filter skips them exactly, but the Granger p-values count completed steps as observed and "
-                "are optimistic at this level (measured: ~20% false positives at alpha 0.05 with 30% missing)"
-            ), stacklevel=2)
-        if rows is not None:
-            entry["alignment"] = rows[t.client]._asdict()
-        summary[t.client] = entry
+    summary = {t.client: _table_summary(t, None if rows is None else rows[t.client]) for t in tables}
     return tables, {"align": cfg.align, "clients": summary}
+
+
+def read_sessions(cfg: RunConfig, plan=None) -> tuple[list[ClientSession], dict]:
+    """The in-process clients of `fedgc run` (local engine) and what was done to the data (read_tables).
+
+    One client at a time: its file is read, its model identified and its window projected to (T, D_m), and
+    its raw (T, P_m) table is dropped before the next file is read, so raw data never sits in memory for
+    more than one client. Row counts are compared once every file has been read (same error as
+    read_tables). Alignment by timestamp needs every table at once: then all are read first, and each is
+    still dropped as soon as its session is built."""
+    def build(i: int, table: ClientTable) -> ClientSession:
+        spec = cfg.clients[i]
+        return build_session(spec, cfg.client, seed=cfg.seed + i, privacy=client_privacy(cfg, plan, i), table=table)
+
+    sessions = []
+    if cfg.align == "timestamp":
+        tables, data = read_tables(cfg)
+        for i in range(len(tables)):
+            table, tables[i] = tables[i], None
+            sessions.append(build(i, table))
+            del table
+        return sessions, data
+    summary, shapes = {}, []
+    for i, spec in enumerate(cfg.clients):
+        table = read_table(spec)
+        summary[table.client] = _table_summary(table, None)
+        shapes.append(table._replace(values=np.empty((table.values.shape[0], 0))))  # rows and timestamps only
+        sessions.append(build(i, table))
+        del table
+    check_lengths(shapes)
+    return sessions, {"align": cfg.align, "clients": summary}
+
+
+def _table_summary(t: ClientTable, alignment) -> dict:
+    entry = {"file": str(t.path), "columns": len(t.columns), "rows": int(t.values.shape[0]),
+             "rows_sorted": bool(t.rows_sorted), **t.cleaning.summary()}  # fmt: skip
+    entry["missing_fraction"] = float(np.count_nonzero(np.isnan(t.values)) / max(t.values.size, 1))
+    if entry["missing_fraction"] > OPTIMISTIC_PVALUES_ABOVE:
+        warnings.warn(FedGCWarning(
+            f"client {t.client!r} ({t.path}): {entry['missing_fraction']:.0%} of the measurements are missing; "
+            "the filter skips them exactly, but the Granger p-values count completed steps as observed and "
+            "are optimistic at this level (measured: ~20% false positives at alpha 0.05 with 30% missing)"
+        ), stacklevel=3)
+    if alignment is not None:
+        entry["alignment"] = alignment._asdict()
+    return entry
 
 
 def config_from_files(paths: Sequence[str | Path], **overrides) -> RunConfig:

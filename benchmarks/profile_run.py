@@ -7,7 +7,6 @@ thin wrappers around the stage functions, and a thread that samples the process'
   identify        fedgc.run.identify (standardise, PCA, A/Q/R), including
   parallel anal.  fedgc.local_model.choose_state_dim (the permutations)
   window proj.    fedgc.client.prepare_window (C^T R^-1 y_t, the filter's steady state)
-  first filter    the rest of ClientSession.__init__ (the round-0 filter), as `session` minus the above
   rounds          fedgc.run.run_protocol minus the GC tests
   GC tests        fedgc.protocol.granger_tests
   oracle          fedgc.run.oracle_fit
@@ -110,7 +109,6 @@ def main() -> None:
     st.wrap(fedgc.run, "identify", "identify")
     st.wrap(fedgc.local_model, "choose_state_dim", "parallel analysis")
     st.wrap(fedgc.client, "prepare_window", "window projection")
-    st.wrap(fedgc.run, "ClientSession", "session (projection + first filter)")
     st.wrap(fedgc.run, "run_protocol", "rounds + GC tests")
     st.wrap(fedgc.protocol, "granger_tests", "GC tests")
     st.wrap(fedgc.run, "oracle_fit", "oracle")

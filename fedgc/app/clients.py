@@ -24,7 +24,7 @@ from fedgc.analysis.stream import Switch, true_switches
 from fedgc.app.tep import TEPClients
 from fedgc.core.local_model import LocalModel, identify, load_npz, save_npz, validate
 from fedgc.core.window import ClientWindow, prepare_window
-from fedgc.data.align import align_tables, check_lengths
+from fedgc.data.align import AlignedRows, align_tables, check_lengths
 from fedgc.data.csv import ClientTable, read_client_csv, write_client_csv
 from fedgc.data.synthetic import SyntheticData, simulate
 from fedgc.data.cleaning import ColumnPolicy
@@ -85,15 +85,7 @@ def local_clients(cfg: RunConfig, *, mode: str, plan: PrivacyPlan | None) -> Cli
                        oracle_windows=windows)  # fmt: skip
     if not cfg.clients:
         raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
-    tables, summary = read_tables(cfg)
-    run = config_fingerprint(cfg)
-    privacies = [
-        client_privacy(cfg, plan, i, client=spec.name, data_file=spec.data, run=run) for i, spec in enumerate(cfg.clients)
-    ]
-    sessions = [
-        build_session(spec, cfg.client, seed=cfg.seed + i, privacy=privacy, table=table, session_class=session_class)
-        for i, (spec, table, privacy) in enumerate(zip(cfg.clients, tables, privacies))
-    ]
+    sessions, summary = read_sessions(cfg, plan, session_class=session_class)
     raw = int(sum(s.series_steps * s.model.obs_dim * 8 for s in sessions))
     return Clients(cfg, sessions, raw_data_bytes=raw, data=summary, align=cfg.align, oracle_windows=_exact(sessions))
 
@@ -199,29 +191,66 @@ def read_table(spec: ClientSpec, *, sort_timestamps: bool = False, private: bool
 def read_tables(cfg: RunConfig) -> tuple[list[ClientTable], dict[str, ClientData]]:
     """Every client's table on one time axis (cfg.align, fedgc.data.align) and what was done to the data."""
     align = cfg.align == "timestamp"
-    private = cfg.privacy is not None
-    tables = [read_table(spec, sort_timestamps=align, private=private) for spec in cfg.clients]
+    tables = [read_table(spec, sort_timestamps=align, private=cfg.privacy is not None) for spec in cfg.clients]
     rows = None
     if align:
         tables, rows = align_tables(tables)
     else:
         check_lengths(tables)
-    summary = {}
-    for t in tables:
-        entry = ClientData.of(t, None if rows is None else rows[t.client])
-        if private and entry.missing_values:
-            raise DataError(
-                f"client {t.client!r}: data file {str(t.path)!r} has {entry.missing_values} missing cell(s); a private "
-                "run needs complete data (fill or drop those rows first: which cells are missing would be public)"
-            )
-        if entry.missing_fraction > OPTIMISTIC_PVALUES_ABOVE:
-            warnings.warn(FedGCWarning(
-                f"client {t.client!r} ({t.path}): {entry.missing_fraction:.0%} of the measurements are missing; "
-                "the filter skips them exactly, but the Granger p-values count completed steps as observed and "
-                "are optimistic at this level (measured: ~20% false positives at alpha 0.05 with 30% missing)"
-            ), stacklevel=2)  # fmt: skip
-        summary[t.client] = entry
-    return tables, summary
+    return tables, {t.client: _data_notes(cfg, t, None if rows is None else rows[t.client]) for t in tables}
+
+
+def read_sessions(
+    cfg: RunConfig, plan: PrivacyPlan | None, *, session_class: type[ClientSession] = ClientSession
+) -> tuple[list[ClientSession], dict[str, ClientData]]:
+    """The in-process clients of `fedgc run` (local engine) and what was done to their data.
+
+    One client at a time: its file is read, its model identified (or loaded) and its window projected to
+    (T, D_m), and its raw (T, P_m) table is dropped before the next file is read, so raw data never sits
+    in memory for more than one client. Row counts are compared once every file has been read (the same
+    error as read_tables). Alignment by timestamp needs every table at once: then all are read first, and
+    each is still dropped as soon as its session is built."""
+    run = config_fingerprint(cfg)
+
+    def build(i: int, table: ClientTable) -> ClientSession:
+        spec = cfg.clients[i]
+        privacy = client_privacy(cfg, plan, i, client=spec.name, data_file=spec.data, run=run)
+        return build_session(spec, cfg.client, seed=cfg.seed + i, privacy=privacy, table=table, session_class=session_class)
+
+    sessions: list[ClientSession] = []
+    if cfg.align == "timestamp":
+        tables: list[ClientTable | None]
+        tables, summary = read_tables(cfg)  # type: ignore[assignment]
+        for i, table in enumerate(tables):
+            tables[i] = None
+            sessions.append(build(i, table))  # type: ignore[arg-type]
+        return sessions, summary
+    summary, shapes = {}, []
+    for i, spec in enumerate(cfg.clients):
+        table = read_table(spec, private=cfg.privacy is not None)
+        summary[table.client] = _data_notes(cfg, table, None)
+        shapes.append(table._replace(values=np.empty((table.values.shape[0], 0))))  # rows and timestamps only
+        sessions.append(build(i, table))
+        del table
+    check_lengths(shapes)
+    return sessions, summary
+
+
+def _data_notes(cfg: RunConfig, table: ClientTable, alignment: AlignedRows | None) -> ClientData:
+    """What was done to one client's table; a private client refuses missing cells here, before any release."""
+    entry = ClientData.of(table, alignment)
+    if cfg.privacy is not None and entry.missing_values:
+        raise DataError(
+            f"client {table.client!r}: data file {str(table.path)!r} has {entry.missing_values} missing cell(s); a "
+            "private run needs complete data (fill or drop those rows first: which cells are missing would be public)"
+        )
+    if entry.missing_fraction > OPTIMISTIC_PVALUES_ABOVE:
+        warnings.warn(FedGCWarning(
+            f"client {table.client!r} ({table.path}): {entry.missing_fraction:.0%} of the measurements are missing; "
+            "the filter skips them exactly, but the Granger p-values count completed steps as observed and "
+            "are optimistic at this level (measured: ~20% false positives at alpha 0.05 with 30% missing)"
+        ), stacklevel=3)  # fmt: skip
+    return entry
 
 
 def build_session(

@@ -68,7 +68,8 @@ class ClientData:
             dropped_constant_columns=list(c.dropped_constant),
             held_columns={h.column: {"period": h.period, "phase": h.phase, "masked": h.n_masked} for h in c.held},
             missing_values=int(c.missing_values), empty_rows=int(c.empty_rows),
-            missing_fraction=float(np.isnan(table.values).mean()), alignment=alignment,
+            missing_fraction=float(np.count_nonzero(np.isnan(table.values)) / max(table.values.size, 1)),
+            alignment=alignment,
         )  # fmt: skip
 
 

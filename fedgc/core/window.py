@@ -62,20 +62,35 @@ class ClientWindow(NamedTuple):
 def prepare_window(model: LocalModel, raw: np.ndarray, client: str) -> ClientWindow:
     """The window of raw measurements (T, P), NaN for missing ones, reduced to D dimensions."""
     steady = validate(model, client)
-    y = model.standardise(np.asarray(raw, dtype=float))
-    if np.isinf(y).any():
-        raise DataError(f"client '{client}': the measurements contain infinite values")
-    if not np.isnan(y).any():
-        Rinv_y = solve_noise(model.R, y)
-        ytil, yRy, gaps, plan = Rinv_y @ model.C, np.einsum("tp,tp->t", y, Rinv_y), None, None
-    else:
-        ytil, yRy, gaps = project_observed(y, model.C, model.R)
+    raw = np.asarray(raw, dtype=float)
+    # A block of rows at a time (each row's projection is its own): only (block, P) temporaries besides
+    # the (T, D) result. Missing values anywhere: the whole window through project_observed instead.
+    T = raw.shape[0]
+    ytil, yRy = np.empty((T, model.C.shape[1])), np.empty(T)
+    gaps: Gaps | None = None
+    plan: FilterPlan | None = None
+    complete = True
+    for a in range(0, T, PROJECTION_BLOCK_ROWS):
+        y = model.standardise(raw[a : a + PROJECTION_BLOCK_ROWS])
+        if np.isinf(y).any():
+            raise DataError(f"client '{client}': the measurements contain infinite values")
+        complete = complete and not np.isnan(y).any()
+        if complete:
+            Rinv_y = solve_noise(model.R, y)
+            ytil[a : a + len(y)] = Rinv_y @ model.C
+            yRy[a : a + len(y)] = np.einsum("tp,tp->t", y, Rinv_y)
+    if not complete:
+        ytil, yRy, gaps = project_observed(model.standardise(raw), model.C, model.R)
     J = information_matrix(model.C, model.R)
     A = np.asarray(model.A, dtype=float)
     Q = np.asarray(model.Q, dtype=float)
     if gaps is not None:
         plan = plan_filter(A, Q, J, steady, gaps)
     return ClientWindow(ytil, yRy, J, A, Q, steady.transition, steady.input_gain, steady.posterior_cov, gaps, plan)
+
+
+# Rows per block when projecting a complete window (bounds the (rows, P) temporaries).
+PROJECTION_BLOCK_ROWS = 1 << 15
 
 
 def run_filter(window: ClientWindow, prior_input: np.ndarray, h0: np.ndarray | None = None) -> np.ndarray:

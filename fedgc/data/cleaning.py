@@ -118,9 +118,11 @@ def apply_policies(
     *,
     fail: Callable[[str], DataError],
     where: str,
+    copy: bool = True,
 ) -> tuple[np.ndarray, tuple[str, ...], Cleaning]:
     """Apply the policies (module docstring) to values (T, P); returns the kept values, their column
-    names and what was done. `where` names the client and file in warnings; `fail` builds the errors."""
+    names and what was done. `where` names the client and file in warnings; `fail` builds the errors.
+    copy=False: `values` may be returned (and its held repeats masked) in place when every column is kept."""
     T = values.shape[0]
     if not policy.clean:
         kept = tuple(range(len(columns)))
@@ -153,7 +155,7 @@ def apply_policies(
     keep = np.flatnonzero(~too_sparse & ~constant)
     if keep.size == 0:
         raise fail("no usable sensor column left after dropping mostly-missing and constant columns")
-    values = values[:, keep].copy()
+    values = values[:, keep] if keep.size < values.shape[1] or copy else values  # fancy indexing copies
     columns = tuple(columns[j] for j in keep)
     n_missing = int(np.isnan(values).sum())
 

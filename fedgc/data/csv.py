@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
+import itertools
 import os
 import re
 import warnings
@@ -88,6 +90,12 @@ def read_client_csv(
     constant columns, held values become missing). `sort_timestamps`: rows out of
     timestamp order are sorted (with a warning) instead of refused.
     Reads exactly `path` and nothing else.
+
+    Parsing: plain files (ASCII, no quotes, one record per line, every line with as many
+    cells as the first) are read by pandas' C parser (`_parse_fast`); anything else, and
+    every file the fast path finds a problem in, by the Python parser (`_parse_python`),
+    which defines the format and names the first problem with its row. Both give the same
+    table for every file the fast path accepts (tests/test_data_fast.py).
     """
     path = Path(path)
     policy = ColumnPolicy() if policy is None else policy
@@ -95,9 +103,84 @@ def read_client_csv(
     def fail(problem: str) -> DataError:
         return DataError(f"client {client!r}: data file {str(path)!r}: {problem}")
 
-    line_nos, lines = _read_lines(path, fail)
+    raw = _read_bytes(path, fail)
+    parsed = None
+    if FAST_PATH:
+        parsed = _parse_fast(raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter, fail=fail)
+    if parsed is None:
+        parsed = _parse_python(raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter, fail=fail)
+    del raw
+    values, columns, line_nos, ts_index = parsed.values, parsed.columns, parsed.line_nos, parsed.ts_index
+    if policy.clean:  # standardisation from the data needs finite variances; a given model brings its own
+        _check_magnitude(values, columns, fail)
+
+    timestamps, rows_sorted = None, False
+    if ts_index is not None:
+        cells = parsed.ts_cells
+        timestamps = _parse_timestamps(cells, line_nos, parsed.label(ts_index), fail)
+        order = _timestamp_order(timestamps, cells, line_nos, sort_timestamps, fail)
+        if order is not None:
+            values, timestamps, rows_sorted = values[order], timestamps[order], True
+            warnings.warn(
+                FedGCWarning(f"client {client!r}: data file {str(path)!r}: rows were not in timestamp order; sorted them"),
+                stacklevel=2,
+            )
+    del parsed
+    values, columns, cleaning = apply_policies(
+        values, columns, policy, fail=fail, where=f"client {client!r}: data file {str(path)!r}", copy=False
+    )
+    return ClientTable(client, path, columns, values, timestamps, cleaning, rows_sorted)
+
+
+# Reading through pandas' C parser (`_parse_fast`) first; False: the Python parser only (benchmarks, tests).
+FAST_PATH = True
+
+
+class _Parsed(NamedTuple):
+    """A parsed file before the value checks shared by both parsers. line_nos: the file line (1-based) of
+    every data row; values: (T, P) sensor values (NaN for missing); ts_cells: the stripped timestamp cells."""
+
+    header: list[str] | None
+    ts_index: int | None
+    sensor_fields: list[int]
+    columns: tuple[str, ...]
+    line_nos: Sequence[int]
+    values: np.ndarray
+    ts_cells: list[str] | None
+
+    def label(self, j: int) -> str:  # j: field index in the file
+        if self.header is not None:
+            return f"column {self.header[j]!r}"
+        name = f"s{self.sensor_fields.index(j)}" if j != self.ts_index else "timestamp"
+        return f"column {name!r} (field {j + 1})"
+
+
+def _read_bytes(path: Path, fail) -> bytes:
+    if not path.exists():
+        raise fail("file not found")
+    if path.is_dir():
+        raise fail("is a directory, not a CSV file")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise fail(f"cannot be read: {e.strerror or e}") from None
+
+
+def _columns(header, ts_index, n_fields: int, fail) -> tuple[list[int], tuple[str, ...]]:
+    sensor_fields = [j for j in range(n_fields) if j != ts_index]
+    if not sensor_fields:
+        raise fail("has no sensor columns (only a timestamp column)")
+    if header is not None:
+        return sensor_fields, tuple(header[j] for j in sensor_fields)
+    return sensor_fields, tuple(f"s{k}" for k in range(len(sensor_fields)))
+
+
+def _parse_python(raw: bytes, *, timestamp_column, min_rows: int, delimiter, fail) -> _Parsed:
+    """The reference parser: every line through csv.reader (or str.split), every cell checked."""
+    line_nos, lines = _decode_lines(raw, fail)
     sep = _choose_delimiter(lines, delimiter, fail)
     rows = _split(lines, sep, line_nos, fail)
+    del lines
 
     # Header, then every row must have as many cells as the first.
     header: list[str] | None = None
@@ -116,19 +199,8 @@ def read_client_csv(
 
     # Timestamp column and sensor columns.
     ts_index = _timestamp_index(timestamp_column, header, rows, n_fields, fail)
-    sensor_fields = [j for j in range(n_fields) if j != ts_index]
-    if not sensor_fields:
-        raise fail("has no sensor columns (only a timestamp column)")
-    if header is not None:
-        columns = tuple(header[j] for j in sensor_fields)
-    else:
-        columns = tuple(f"s{k}" for k in range(len(sensor_fields)))
-
-    def label(j: int) -> str:  # j: field index in the file
-        if header is not None:
-            return f"column {header[j]!r}"
-        name = f"s{sensor_fields.index(j)}" if j != ts_index else "timestamp"
-        return f"column {name!r} (field {j + 1})"
+    sensor_fields, columns = _columns(header, ts_index, n_fields, fail)
+    parsed = _Parsed(header, ts_index, sensor_fields, columns, line_nos, np.empty((0, 0)), None)
 
     if len(rows) < min_rows:
         raise fail(f"has {len(rows)} data row(s), fewer than the {min_rows} required (min_rows)")
@@ -137,37 +209,14 @@ def read_client_csv(
         sensor_rows = rows
     else:
         sensor_rows = [row[:ts_index] + row[ts_index + 1 :] for row in rows]
-    values = _parse_values(sensor_rows, sensor_fields, line_nos, label, fail)
-    if policy.clean:  # standardisation from the data needs finite variances; a given model brings its own
-        _check_magnitude(values, columns, fail)
-
-    timestamps, rows_sorted = None, False
-    if ts_index is not None:
-        cells = [row[ts_index].strip() for row in rows]
-        timestamps = _parse_timestamps(cells, line_nos, label(ts_index), fail)
-        order = _timestamp_order(timestamps, cells, line_nos, sort_timestamps, fail)
-        if order is not None:
-            values, timestamps, rows_sorted = values[order], timestamps[order], True
-            warnings.warn(
-                FedGCWarning(f"client {client!r}: data file {str(path)!r}: rows were not in timestamp order; sorted them"),
-                stacklevel=2,
-            )
-    values, columns, cleaning = apply_policies(
-        values, columns, policy, fail=fail, where=f"client {client!r}: data file {str(path)!r}"
-    )
-    return ClientTable(client, path, columns, values, timestamps, cleaning, rows_sorted)
+    values = _parse_values(sensor_rows, sensor_fields, line_nos, parsed.label, fail)
+    del sensor_rows
+    ts_cells = None if ts_index is None else [row[ts_index].strip() for row in rows]
+    return parsed._replace(values=values, ts_cells=ts_cells)
 
 
-def _read_lines(path: Path, fail) -> tuple[list[int], list[str]]:
+def _decode_lines(raw: bytes, fail) -> tuple[list[int], list[str]]:
     """Non-blank lines of the file and their 1-based line numbers."""
-    if not path.exists():
-        raise fail("file not found")
-    if path.is_dir():
-        raise fail("is a directory, not a CSV file")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise fail(f"cannot be read: {e.strerror or e}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -177,6 +226,158 @@ def _read_lines(path: Path, fail) -> tuple[list[int], list[str]]:
         raise fail("is empty")
     line_nos, lines = zip(*numbered)
     return list(line_nos), list(lines)
+
+
+# ----------------------------------------------------------------------------- the fast path
+
+_BOM = b"\xef\xbb\xbf"
+# Bytes a file may hold for the fast path: printable ASCII but the quote, tab, LF, and CR (only in CRLF).
+# Everything else (non-ASCII text, quotes, NUL, \v, \f, \x1c-\x1e, a lone CR: what str.splitlines or
+# csv.reader treat specially) goes to the Python parser.
+_FAST_BYTES = bytes(range(0x20, 0x7F)).replace(b'"', b"") + b"\t\n\r"
+# Every spelling of the missing markers that `.lower()` maps onto one (pandas matches NA strings exactly).
+_NA_SPELLINGS = sorted(
+    {"".join(chars) for marker in MISSING_MARKERS for chars in itertools.product(*({c.lower(), c.upper()} for c in marker))}
+)
+_WS_TABLE = np.zeros(256, dtype=bool)
+_WS_TABLE[[ord(c) for c in " \t\r\n"]] = True
+_COUNT_BLOCK = 1 << 23  # bytes per block when counting cells per line (bounds the temporaries)
+_READ_CHUNK_ROWS = 1 << 16  # rows per pandas chunk (bounds pandas' own buffers)
+
+
+def _parse_fast(raw: bytes, *, timestamp_column, min_rows: int, delimiter, fail) -> _Parsed | None:
+    """The same table as `_parse_python` for a plain file, or None when the file is not plain or has
+    any problem (the Python parser then reads it and names the problem)."""
+    try:
+        return _parse_fast_unchecked(raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter,
+                                     fail=fail)  # fmt: skip
+    except (DataError, ValueError, TypeError, OverflowError, csv.Error):  # pandas' ParserError is a ValueError
+        return None
+
+
+def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimiter, fail) -> _Parsed | None:
+    start = len(_BOM) if raw.startswith(_BOM) else 0
+    if raw.translate(None, _FAST_BYTES) != raw[:start]:
+        return None
+    if b"\r" in raw and raw.count(b"\r") != raw.count(b"\r\n"):
+        return None
+    end = len(raw)
+    while end > start and raw[end - 1] in b"\r\n":
+        end -= 1
+    if end == start:
+        return None
+    data = np.frombuffer(raw, dtype=np.uint8, count=end - start, offset=start)
+    starts = np.flatnonzero(data == 10) + 1  # every line but the first starts after a LF
+    starts = np.concatenate([[0], starts])
+    lengths = np.diff(np.append(starts, data.size))
+    if lengths.max() > csv.field_size_limit():
+        return None  # csv.reader refuses such a field
+
+    def line(i: int) -> str:
+        return raw[start + starts[i] : start + starts[i] + lengths[i]].decode("ascii").rstrip("\r\n")
+
+    head = [line(i) for i in range(min(_SNIFF_LINES, starts.size))]
+    sep = _choose_delimiter(head, delimiter, fail)
+    first = _split(head[:1], sep, [1], fail)[0]
+    n_fields = len(first)
+    header = None if all(_is_data_like(cell) for cell in first) else [cell.strip() for cell in first]
+    n_data = starts.size - (header is not None)
+    if n_fields == 0 or (n_fields < 2 and sep != _WHITESPACE):
+        return None  # one column: a blank line would not show in the cell counts
+    if n_data < max(min_rows, 1):
+        return None
+    if header is not None:
+        _check_names(header, fail)
+    if not (_cells_per_line(data, starts, sep) == n_fields).all():
+        return None  # a ragged row or a blank line
+    second = _split([line(1 if header is not None else 0)], sep, [1], fail)
+    ts_index = _timestamp_index(timestamp_column, header, second, n_fields, fail)
+    sensor_fields, columns = _columns(header, ts_index, n_fields, fail)
+    del data
+
+    import pandas as pd
+
+    values = np.empty((n_data, len(sensor_fields)))
+    ts_cells: list[str] | None = None
+    # pandas infers the sensor columns' types (faster than asking for float64); a column it reads as
+    # anything but float64 (integers: "-0" would lose its sign; booleans) sends the whole file through
+    # again with float64 asked for, which then either converts every cell like float() or fails.
+    for explicit in (False, True):
+        options = dict(
+            sep=r"\s+" if sep == _WHITESPACE else sep, header=None, names=list(range(n_fields)),
+            skiprows=1 if header is not None else 0, index_col=False, engine="c", quoting=csv.QUOTE_NONE,
+            dtype={j: (object if j == ts_index else np.float64) for j in range(n_fields) if explicit or j == ts_index},
+            na_values={j: _NA_SPELLINGS for j in sensor_fields}, keep_default_na=False,
+            skipinitialspace=sep != _WHITESPACE, skip_blank_lines=True, chunksize=_READ_CHUNK_ROWS,
+            encoding="utf-8", **_pandas_float_options(pd),
+        )  # fmt: skip
+        row = _read_chunks(pd.read_csv(io.BytesIO(raw), **options), values, sensor_fields, ts_index, n_fields)
+        if row is not None:
+            break
+    if row is None:
+        return None
+    if ts_index is not None:
+        ts_cells = row[1]
+        row = row[0]
+    if row != n_data or np.isinf(values).any():
+        return None  # the Python parser names the infinite cell
+    first_row = 2 if header is not None else 1
+    line_nos = range(first_row, first_row + n_data)
+    return _Parsed(header, ts_index, sensor_fields, columns, line_nos, values, ts_cells)
+
+
+def _read_chunks(reader, values: np.ndarray, sensor_fields: list[int], ts_index: int | None, n_fields: int):
+    """Fill `values` from a pandas chunk reader: the rows read (with the stripped timestamp cells, as
+    (rows, cells), when there is a timestamp column), or None if a sensor column did not come back as
+    float64, a timestamp cell is not a string, or there are more rows than lines."""
+    row, cells = 0, []
+    with reader:
+        for chunk in reader:
+            n = len(chunk)
+            if chunk.shape[1] != n_fields or row + n > values.shape[0]:
+                return None
+            for k, j in enumerate(sensor_fields):
+                column = chunk[j].to_numpy()
+                if column.dtype != np.float64:
+                    return None
+                values[row : row + n, k] = column
+            if ts_index is not None:
+                stamps = chunk[ts_index].tolist()
+                if not all(type(c) is str for c in stamps):
+                    return None
+                cells.extend(c.strip() for c in stamps)
+            row += n
+    return row if ts_index is None else (row, cells)
+
+
+def _pandas_float_options(pd) -> dict:
+    """pandas 3 parses floats correctly rounded by default (and deprecates float_precision); before 3 only
+    float_precision='round_trip' (Python's own strtod) gives the exact float() of every cell."""
+    return {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+
+
+def _cells_per_line(data: np.ndarray, starts: np.ndarray, sep: str) -> np.ndarray:
+    """Cells on every line of `data` (the file's bytes without a trailing line break, lines beginning at
+    `starts`): delimiters + 1, or for whitespace-separated files the runs of non-whitespace (0 for a blank
+    line). Counted in blocks of whole lines, so the temporaries stay small whatever the file's size."""
+    out = np.empty(starts.size, dtype=np.int64)
+    bounds = np.append(starts, data.size)
+    i = 0
+    while i < starts.size:
+        j = int(np.searchsorted(bounds, bounds[i] + _COUNT_BLOCK, side="right")) - 1
+        j = min(max(j, i + 1), starts.size)
+        a, b = int(bounds[i]), int(bounds[j])
+        block = data[a:b]
+        if sep == _WHITESPACE:
+            ws = _WS_TABLE[block]
+            marks = np.empty(block.size, dtype=bool)  # a run of non-whitespace begins here
+            marks[0] = not ws[0]  # a line's first byte follows a LF (or the file's start)
+            np.logical_and(~ws[1:], ws[:-1], out=marks[1:])
+        else:
+            marks = block == ord(sep)
+        out[i:j] = np.diff(np.searchsorted(np.flatnonzero(marks), bounds[i : j + 1] - a))
+        i = j
+    return out if sep == _WHITESPACE else out + 1
 
 
 def _choose_delimiter(lines: list[str], delimiter: str | None, fail) -> str:
@@ -304,8 +505,8 @@ def _check_magnitude(values: np.ndarray, columns: Sequence[str], fail) -> None:
     """A column's sum of squares must fit in float64, else its variance (standardisation) overflows."""
     T = max(values.shape[0], 1)
     limit = np.sqrt(np.finfo(np.float64).max / T)
-    with np.errstate(invalid="ignore"):
-        peak = np.max(np.where(np.isfinite(values), np.abs(values), 0.0), axis=0, initial=0.0)
+    # column by column: no (T, P) temporaries; fmax skips NaN (values hold no infinities here)
+    peak = np.array([np.fmax.reduce(np.abs(values[:, k]), initial=0.0) for k in range(values.shape[1])])
     huge = np.flatnonzero(peak > limit)
     if huge.size:
         k = huge[0]

@@ -1,6 +1,6 @@
 """fedgc side by side with centralized peers on the same per-site CSV files, each run a fresh process.
 
-For every M in --sizes: a synthetic system with known truth (fedgc.synthetic: D_m = 3 latent states,
+For every M in --sizes: a synthetic system with known truth (fedgc.data.synthetic: D_m = 3 latent states,
 P_m = 20 sensors, T = 4000 rows, a random sparse graph with expected in-degree 2) is written as one CSV
 per site; then, interleaved, --repeats times each:
 
@@ -50,8 +50,8 @@ FDR = 0.05
 
 
 def write_sites(folder: Path, M: int, *, steps: int, sensors: int, states: int, seed: int) -> dict:
-    from fedgc.data import write_client_csv
-    from fedgc.synthetic import SystemSpec, simulate
+    from fedgc.data.csv import write_client_csv
+    from fedgc.data.synthetic import SystemSpec, simulate
 
     spec = SystemSpec(n_clients=M, state_dims=states, obs_dims=sensors, edge_density=min(1.0, 2.0 / (M - 1)),
                       n_steps=steps)  # fmt: skip
@@ -184,7 +184,7 @@ def bh_edges(logp: np.ndarray, alpha: float = FDR) -> np.ndarray:
 
 
 def score(logp: np.ndarray, edges: np.ndarray, truth: np.ndarray) -> dict:
-    from fedgc.metrics import auroc
+    from fedgc.analysis.metrics import auroc
 
     off = ~np.eye(truth.shape[0], dtype=bool)
     t = truth[off].astype(bool)

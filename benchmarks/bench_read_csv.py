@@ -1,8 +1,8 @@
-"""Time and peak memory of fedgc.data.read_client_csv on one file, each repeat in a fresh process.
+"""Time and peak memory of fedgc.data.csv.read_client_csv on one file, each repeat in a fresh process.
 
-Peak memory is the child's ru_maxrss; `base MB` is its RSS after the imports (numpy, pandas, fedgc.data),
+Peak memory is the child's ru_maxrss; `base MB` is its RSS after the imports (numpy, pandas, fedgc.data.csv),
 so `peak - base` is what reading the file cost. --parser slow forces the old pure-Python parser
-(fedgc.data._parse_python) for the before/after comparison; --before DIR also times the fedgc package
+(fedgc.data.csv._parse_python) for the before/after comparison; --before DIR also times the fedgc package
 of another checkout (e.g. `git worktree add /tmp/orig main`), i.e. the code before this change.
 pandas is imported before the clock starts (statsmodels imports it on every `fedgc run` anyway).
 
@@ -26,7 +26,7 @@ def child(path: str, parser: str) -> dict:
     import numpy as np  # noqa: F401
     import pandas  # noqa: F401  (imported by statsmodels on every `fedgc run` anyway)
 
-    import fedgc.data as data
+    import fedgc.data.csv as data
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if parser == "slow":

@@ -1,6 +1,6 @@
 """Write per-site CSV files of a long synthetic plant run: M sites, P sensors each, T rows.
 
-The system is fedgc.synthetic's (D latent states per site, a random sparse graph between sites,
+The system is fedgc.data.synthetic's (D latent states per site, a random sparse graph between sites,
 SNR 1); the joint state is simulated once (T x M*D floats), and each site's measurements
 y^m = C^m h^m + w^m are written in chunks of rows, so memory stays at the states plus one chunk
 whatever T is. Values are written with `--digits` decimals (default 6: about 475 bytes per row for
@@ -27,8 +27,8 @@ def write_sites(out: Path, *, sites: int, sensors: int, steps: int, states: int 
                 seed: int = 0, digits: int = 6, timestamps: bool = False, chunk: int = 50_000) -> dict:
     import scipy.linalg
 
-    from fedgc.kalman import filter_scan
-    from fedgc.synthetic import SystemSpec, make_system
+    from fedgc.core.kalman import filter_scan
+    from fedgc.data.synthetic import SystemSpec, make_system
 
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -3,14 +3,14 @@
 Runs the real CLI (`fedgc.cli.main(["run", "--data", ..., "--out", ..., "--quiet"])`) in this process with
 thin wrappers around the stage functions, and a thread that samples the process's RSS every 5 ms:
 
-  read+clean      fedgc.run.read_table (each client's CSV, column policies)
-  identify        fedgc.run.identify (standardise, PCA, A/Q/R), including
-  parallel anal.  fedgc.local_model.choose_state_dim (the permutations)
-  window proj.    fedgc.client.prepare_window (C^T R^-1 y_t, the filter's steady state)
-  rounds          fedgc.run.run_protocol minus the GC tests
-  GC tests        fedgc.protocol.granger_tests
-  oracle          fedgc.run.oracle_fit
-  report          fedgc.report.write_outputs (result.json, plots, report.md)
+  read+clean      fedgc.app.clients.read_table (each client's CSV, column policies)
+  identify        fedgc.app.clients.identify (standardise, PCA, A/Q/R), including
+  parallel anal.  fedgc.core.local_model.choose_state_dim (the permutations)
+  window proj.    fedgc.protocol.session.prepare_window (C^T R^-1 y_t, the filter's steady state)
+  rounds          fedgc.app.runner.run_protocol minus the GC tests
+  GC tests        fedgc.protocol.loop.granger_tests
+  oracle          fedgc.app.evaluation.oracle_fit
+  report          fedgc.cli's write_outputs (result.json, plots, report.md)
 
 Per stage: calls, wall and CPU seconds (summed; nested stages are also inside their parent; CPU time is the
 process's, all threads, and depends less on other load than wall time), the highest RSS seen
@@ -96,23 +96,25 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
 
+    import fedgc.app.clients
+    import fedgc.app.evaluation
+    import fedgc.app.runner
     import fedgc.cli
-    import fedgc.client
-    import fedgc.local_model
-    import fedgc.protocol
-    import fedgc.report
-    import fedgc.run
+    import fedgc.core.local_model
+    import fedgc.protocol.loop
+    import fedgc.protocol.session
+    import fedgc.report.result_json
 
     t_imports = time.perf_counter() - T0
     st = Stages()
-    st.wrap(fedgc.run, "read_table", "read+clean")
-    st.wrap(fedgc.run, "identify", "identify")
-    st.wrap(fedgc.local_model, "choose_state_dim", "parallel analysis")
-    st.wrap(fedgc.client, "prepare_window", "window projection")
-    st.wrap(fedgc.run, "run_protocol", "rounds + GC tests")
-    st.wrap(fedgc.protocol, "granger_tests", "GC tests")
-    st.wrap(fedgc.run, "oracle_fit", "oracle")
-    st.wrap(fedgc.report, "write_outputs", "report")
+    st.wrap(fedgc.app.clients, "read_table", "read+clean")
+    st.wrap(fedgc.app.clients, "identify", "identify")
+    st.wrap(fedgc.core.local_model, "choose_state_dim", "parallel analysis")
+    st.wrap(fedgc.protocol.session, "prepare_window", "window projection")
+    st.wrap(fedgc.app.runner, "run_protocol", "rounds + GC tests")
+    st.wrap(fedgc.protocol.loop, "granger_tests", "GC tests")
+    st.wrap(fedgc.app.evaluation, "oracle_fit", "oracle")
+    st.wrap(fedgc.report.result_json, "write_outputs", "report")
     argv = ["run"]
     if args.no_oracle:
         import yaml

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import fedgc.data as data
+import fedgc.data.csv as data
 from fedgc.errors import DataError
 
 CLIENT = "plant-9"

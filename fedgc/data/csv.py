@@ -272,6 +272,9 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
     lengths = np.diff(np.append(starts, data.size))
     if lengths.max() > csv.field_size_limit():
         return None  # csv.reader refuses such a field
+    inked = ~np.isin(data, np.frombuffer(b" \t\r\n", dtype=np.uint8))
+    if (np.add.reduceat(inked, starts) == 0).any():
+        return None  # a line of blanks and tabs only: the Python parser leaves it out, pandas would not
 
     def line(i: int) -> str:
         return raw[start + starts[i] : start + starts[i] + lengths[i]].decode("ascii").rstrip("\r\n")

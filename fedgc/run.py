@@ -315,7 +315,7 @@ def run_simulation(cfg: RunConfig, *, on_round=None, checkpoint_dir: Path | None
     if cfg.streaming is not None:
         from fedgc.streaming_run import simulate_streaming
 
-        return simulate_streaming(cfg, on_round=on_round)
+        return simulate_streaming(cfg, on_round=on_round, out_dir=checkpoint_dir)
     plan = privacy_plan(cfg)  # before any data is touched
     data = simulate_scenario(cfg)
     sessions = scenario_sessions(cfg, data, plan)
@@ -341,7 +341,7 @@ def run_real(cfg: RunConfig, *, on_round=None, checkpoint_dir: Path | None = Non
     if cfg.streaming is not None:
         from fedgc.streaming_run import run_streaming_real
 
-        return run_streaming_real(cfg, on_round=on_round)
+        return run_streaming_real(cfg, on_round=on_round, out_dir=checkpoint_dir)
     plan = privacy_plan(cfg)  # before any data is touched
     tables, data = read_tables(cfg)
     sessions = [

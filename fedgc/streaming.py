@@ -362,7 +362,7 @@ def run_stream(
     stream: StreamingConfig,
     *,
     on_round: Callable[[RoundRecord], None] | None = None,
-    on_window: Callable[[WindowResult], None] | None = None,
+    on_window: Callable[[WindowResult, Sequence[Alert]], None] | None = None,
 ) -> StreamResult:
     """Every window in turn: fit A_s (warm start), test every pair on the forgotten statistics, test for
     changes against the memory, raise alerts, then fold the samples leaving the window into the memory."""
@@ -411,7 +411,7 @@ def run_stream(
         windows.append(result)
         alerts += raised
         if on_window is not None:
-            on_window(result)
+            on_window(result, raised)  # the window and the alerts it raised
         if k + 1 == len(bounds):
             break
         # Memory for the next window: the samples leaving the window (the first `step`), then forgetting.

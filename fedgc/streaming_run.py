@@ -27,6 +27,7 @@ from fedgc.protocol import FitResult
 from fedgc.run import RunResult, Truth, build_session, evaluate, read_tables, scenario_sessions, simulate_scenario
 from fedgc.streaming import Alert, AlertKind, LocalStreamTransport, StreamResult, StreamingSession, run_stream
 from fedgc.synthetic import SyntheticData
+from fedgc.webreport.live import StreamSnapshots
 
 
 class Switch(NamedTuple):
@@ -127,11 +128,14 @@ class CountingStreamTransport(CountingTransport):
 
 
 def execute_streaming(cfg: RunConfig, sessions: Sequence[StreamingSession], *, truth: Truth | None = None,
-                      switches: Sequence[Switch] | None = None, on_round=None) -> RunResult:  # fmt: skip
-    """Run the stream over in-process clients; the last window's result is the run's main result."""
+                      switches: Sequence[Switch] | None = None, on_round=None, out_dir=None) -> RunResult:  # fmt: skip
+    """Run the stream over in-process clients; the last window's result is the run's main result.
+    With out_dir, OUT/stream.json holds the record so far after every window (fedgc serve reads it)."""
     t0 = time.perf_counter()
     counting = CountingStreamTransport(LocalStreamTransport(sessions))
-    stream = run_stream(counting, cfg.server, cfg.streaming, on_round=on_round)
+    snapshots = None if out_dir is None else StreamSnapshots(out_dir, cfg, [s.name for s in sessions],
+                                                             min(s.stream_steps for s in sessions))  # fmt: skip
+    stream = run_stream(counting, cfg.server, cfg.streaming, on_round=on_round, on_window=snapshots)
     last = stream.windows[-1]
     fit = FitResult(last.gc, stream.A_s, list(stream.history), last.converged)
     result = RunResult(cfg, fit, "local", truth=truth)
@@ -140,6 +144,8 @@ def execute_streaming(cfg: RunConfig, sessions: Sequence[StreamingSession], *, t
     bounds = [(w.start, w.end) for w in stream.windows]
     evaluation = None if switches is None else score_alerts(stream.alerts, switches, bounds)
     result.streaming = streaming_record(cfg, stream, evaluation)
+    if snapshots is not None:
+        snapshots.finish(result.streaming)
     return evaluate(result, windows=None, truth=truth)
 
 
@@ -149,19 +155,19 @@ def refuse_privacy(cfg: RunConfig) -> None:
                           "(its accounting composes over windows); turn one of them off")  # fmt: skip
 
 
-def simulate_streaming(cfg: RunConfig, *, on_round=None) -> RunResult:
+def simulate_streaming(cfg: RunConfig, *, on_round=None, out_dir=None) -> RunResult:
     """`fedgc simulate` in streaming mode: truth is the edge set at the end, switches from the generator."""
     refuse_privacy(cfg)
     data = simulate_scenario(cfg)
     sessions = scenario_sessions(cfg, data, None, session_class=StreamingSession)
     truth = Truth(np.asarray(data.edges_over_time[-1], dtype=bool), None)
     switches = true_switches(data, cfg.synthetic.perturbations)
-    result = execute_streaming(cfg, sessions, truth=truth, switches=switches, on_round=on_round)
+    result = execute_streaming(cfg, sessions, truth=truth, switches=switches, on_round=on_round, out_dir=out_dir)
     result.raw_data_bytes = int(sum(y.nbytes for y in data.y))
     return result
 
 
-def run_streaming_real(cfg: RunConfig, *, on_round=None) -> RunResult:
+def run_streaming_real(cfg: RunConfig, *, on_round=None, out_dir=None) -> RunResult:
     """`fedgc run` in streaming mode on per-client CSV files (each client reads only its own file)."""
     refuse_privacy(cfg)
     tables, data = read_tables(cfg)  # lengths checked or aligned, column policies applied
@@ -169,7 +175,7 @@ def run_streaming_real(cfg: RunConfig, *, on_round=None) -> RunResult:
         build_session(spec, cfg.client, seed=cfg.seed + i, session_class=StreamingSession, table=table)
         for i, (spec, table) in enumerate(zip(cfg.clients, tables))
     ]
-    result = execute_streaming(cfg, sessions, on_round=on_round)
+    result = execute_streaming(cfg, sessions, on_round=on_round, out_dir=out_dir)
     result.raw_data_bytes = int(sum(s.stream_steps * s.model.obs_dim * 8 for s in sessions))
     result.data = data
     return result

@@ -44,16 +44,19 @@ def _finite(value: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _plain(value: Any) -> Any:
-    """JSON-safe copy: non-finite floats become None, tuples lists, keys strings."""
+def json_ready(value: Any) -> Any:
+    """JSON-safe copy: numpy arrays and scalars become lists and numbers, non-finite floats None,
+    tuples lists, keys strings."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
     if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return _plain(value.item())
+        return json_ready(value.item())
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_ready(v) for v in value]
     return value
 
 
@@ -84,7 +87,7 @@ def _log10_matrix(data: Mapping, M: int) -> list[list[float | None]]:
 
 def script_json(value: Any) -> str:
     """JSON text that is safe inside a <script> element (no '</script>' or '<!--' can appear)."""
-    text = json.dumps(_plain(value), allow_nan=False, separators=(",", ":"))
+    text = json.dumps(json_ready(value), allow_nan=False, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -240,6 +243,22 @@ def _streaming(data: Mapping, M: int) -> dict | None:
     }
 
 
+def live_model(snapshot: Mapping, *, has_report: bool = False) -> dict:
+    """A stream snapshot (fedgc.webreport.live) as the live page draws it: the streaming record reduced
+    as in a report, with the client names, the run's FDR level, whether the run is complete, and
+    whether its full report (result.json) is there."""
+    clients = [str(c) for c in snapshot["clients"]]
+    return {
+        "name": snapshot.get("name"),
+        "clients": clients,
+        "alpha": _finite(snapshot.get("alpha")),
+        "complete": bool(snapshot.get("complete")),
+        "written_at": _finite(snapshot.get("written_at")),
+        "has_report": bool(has_report),
+        "streaming": _streaming({"streaming": snapshot["streaming"]}, len(clients)),
+    }
+
+
 def _origin(data: Mapping) -> list[dict]:
     """result.json "origin" (one record, or {run: record}) as a list of runs in file order."""
     o = data.get("origin")
@@ -274,15 +293,17 @@ def _facts(data: Mapping) -> dict:
         "converged": data.get("converged"),
         "windows": len(windows) if windows else None,
         "windows_converged": sum(bool(w.get("converged")) for w in windows) if windows else None,
-        "server": {k: server.get(k) for k in ("rule", "diagonal", "penalty", "tol", "max_rounds", "on_dropout")},
+        "server": {k: server.get(k) for k in ("rule", "diagonal", "penalty", "tol", "max_rounds", "on_dropout")}
+        | ({"tol": stream.get("tol"), "max_rounds": stream.get("max_rounds"), "per_window": True} if windows else {}),
         "total_s": _finite(timings.get("total_s")),
         "dropouts": list((data.get("resilience") or {}).get("dropouts") or []),
     }
 
 
-def run_model(data: Mapping) -> dict:
+def run_model(data: Mapping, *, alpha: float | None = None) -> dict:
     """What the page draws of one result dict: matrices [target][source] (None where not tested),
-    the run's edges and alpha, the truth when known, node positions, and the run facts."""
+    the run's edges and alpha, the truth when known, node positions, and the run facts. `alpha`: the
+    FDR level the page opens at (default: the run's own)."""
     clients = [str(c) for c in data["clients"]]
     M = len(clients)
     edges = _bool_matrix(data["edges"], M)
@@ -299,6 +320,7 @@ def run_model(data: Mapping) -> dict:
         "edges": edges,
         "unknown": _bool_matrix(data.get("unknown"), M),
         "alpha": float(data.get("alpha", 0.05)),
+        "initial_alpha": None if alpha is None else float(alpha),
         "truth": truth,
         "evaluation": {k: v for k, v in evaluation.items() if k != "truth_edges"},
         "layout": {
@@ -315,7 +337,7 @@ def run_model(data: Mapping) -> dict:
     }
 
 
-def comparison_model(a: Mapping, b: Mapping, *, labels: tuple[str, str] = ("A", "B")) -> dict:
+def comparison_model(a: Mapping, b: Mapping, *, labels: tuple[str, str] = ("A", "B"), alpha: float | None = None) -> dict:
     """Two runs for the comparison page: each run's model, and the clients both have (pairs are
     matched by client name; the page compares those pairs only and names the clients one run lacks)."""
     ma, mb = run_model(a), run_model(b)
@@ -330,6 +352,7 @@ def comparison_model(a: Mapping, b: Mapping, *, labels: tuple[str, str] = ("A", 
     return {
         "runs": [ma, mb],
         "labels": list(labels),
+        "initial_alpha": None if alpha is None else float(alpha),
         "common": common,
         "only": [[c for c in ma["clients"] if c not in set(common)], [c for c in mb["clients"] if c not in set(common)]],
         "same_order": ma["clients"] == mb["clients"],
@@ -380,6 +403,7 @@ def _page(kind: str, title: str, model: Mapping) -> str:
         '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{html.escape(title)}</title>",
+        '<link rel="icon" href="data:,">',
         f"<style>\n{_asset('report.css')}\n</style>",
         "</head>",
         f'<body data-page="{kind}">',
@@ -394,15 +418,16 @@ def _page(kind: str, title: str, model: Mapping) -> str:
     ])  # fmt: skip
 
 
-def report_page(data: Mapping) -> str:
-    """The HTML page of one run's result dict."""
-    model = run_model(data)
+def report_page(data: Mapping, *, alpha: float | None = None) -> str:
+    """The HTML page of one run's result dict, opening at FDR level `alpha` (default: the run's)."""
+    model = run_model(data, alpha=alpha)
     return _page("report", f"fedgc report: {model['name']}", model)
 
 
-def comparison_page(a: Mapping, b: Mapping, *, labels: tuple[str, str] = ("A", "B")) -> str:
-    """The HTML page comparing two runs' result dicts (B against A: edges gained and lost, strength change)."""
-    model = comparison_model(a, b, labels=labels)
+def comparison_page(a: Mapping, b: Mapping, *, labels: tuple[str, str] = ("A", "B"), alpha: float | None = None) -> str:
+    """The HTML page comparing two runs' result dicts (B against A: edges gained and lost, strength change),
+    opening with both runs' edges at FDR level `alpha` (default: each run's own)."""
+    model = comparison_model(a, b, labels=labels, alpha=alpha)
     names = " vs ".join(m["name"] for m in model["runs"])
     return _page("comparison", f"fedgc comparison: {names}", model)
 
@@ -416,6 +441,6 @@ def live_page(*, snapshot_url: str = "stream.json", report_url: str = "report.ht
 
 
 __all__ = [
-    "comparison_model", "comparison_page", "graph_layout", "live_page", "node_radius",
+    "comparison_model", "comparison_page", "graph_layout", "json_ready", "live_model", "live_page", "node_radius",
     "plotly_bundle", "report_page", "run_model", "script_json",
 ]  # fmt: skip

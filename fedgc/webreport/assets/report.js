@@ -418,6 +418,7 @@
       onChange(alpha);
     };
     input.addEventListener("change", () => set(Number(input.value), "input"));
+    input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") set(Number(input.value), "input"); });
     slider.addEventListener("input", () => set(Number(Math.pow(10, Number(slider.value)).toPrecision(2)), "slider"));
     reset.addEventListener("click", () => set(runAlpha, "reset"));
     const box = el("div", { class: "controls" }, [
@@ -441,16 +442,17 @@
     app.innerHTML = "";
     const M = run.clients.length;
     const f = run.facts;
-    const state = { alpha: run.alpha, edges: bhEdges(run.pvalue, run.log10_pvalue, run.alpha), selected: null, colour: "strength" };
+    const opening = run.initial_alpha || run.alpha;
+    const state = { alpha: opening, edges: bhEdges(run.pvalue, run.log10_pvalue, opening), selected: null, colour: "strength" };
     api.state = state;
     api.bhEdges = bhEdges;
-    api.runEdgesReproduced = sameMatrix(state.edges, run.edges);
+    api.runEdgesReproduced = sameMatrix(bhEdges(run.pvalue, run.log10_pvalue, run.alpha), run.edges);
     const subtitle = [M + " sites", "engine " + (f.engine || "n/a"), "seed " + fmt(f.seed), "fedgc " + (f.fedgc_version || "n/a")];
     app.appendChild(el("h1", { text: "fedgc: " + run.name }));
     app.appendChild(el("p", { class: "sub", text: subtitle.join(" · ") }));
 
     const count = el("span", { id: "edge-count", class: "count" });
-    const controls = alphaControls(run.alpha, run.alpha, (a) => { state.alpha = a; state.edges = bhEdges(run.pvalue, run.log10_pvalue, a); redraw(); });
+    const controls = alphaControls(opening, run.alpha, (a) => { state.alpha = a; state.edges = bhEdges(run.pvalue, run.log10_pvalue, a); redraw(); });
     const colour = el("select", { id: "heatmap-colour", "aria-label": "heatmap colour" }, [
       el("option", { value: "strength", text: "colour: strength ||A_s^mn||_F" }), el("option", { value: "pvalue", text: "colour: -log10 p" }),
     ]);
@@ -537,7 +539,7 @@
     const facts = [
       ["run", run.name], ["engine", f.engine], ["seed", fmt(f.seed)], ["fedgc version", f.fedgc_version],
       ["sites (D_m)", run.clients.map((c, k) => c + " (" + run.dims[k] + ")").join(", ")],
-      ["server", "rule " + s.rule + ", diagonal " + s.diagonal + ", penalty " + fmt(s.penalty) + ", tol " + fmt(s.tol) + ", max_rounds " + fmt(s.max_rounds)],
+      ["server", "rule " + s.rule + ", diagonal " + s.diagonal + ", penalty " + fmt(s.penalty) + ", tol " + fmt(s.tol) + ", max_rounds " + fmt(s.max_rounds) + (s.per_window ? " per window" : "")],
       ["rounds", rounds], ["FDR level of the run", fmt(run.alpha) + " (" + countTrue(run.edges) + " edges)"],
       ["wall time", f.total_s === null ? null : fmt(f.total_s, 3) + " s"],
       ["AUROC / AUPRC / F1 vs truth", ev.auroc === null || ev.auroc === undefined ? null : fmt(ev.auroc, 3) + " / " + fmt(ev.auprc, 3) + " / " + fmt(ev.f1, 3)],
@@ -724,7 +726,18 @@
     const block = el("div", {}, [div, detail, el("h3", { text: "Alerts (" + stream.alerts.length + ")" }), tableBox]);
     return {
       block, draw, choose,
-      attach() { div.on("plotly_click", (ev) => { const p = ev.points[0]; if (p && p.data.meta && p.data.meta.role === "alerts") choose(p.customdata); }); },
+      attach() {
+        div.on("plotly_click", (ev) => { // an alert marker, or a line point under one: the alert nearest to it
+          const p = ev.points[0], role = p && p.data.meta && p.data.meta.role;
+          if (role === "alerts") { choose(p.customdata); return; }
+          if (role !== "pair") return;
+          let best = -1;
+          stream.alerts.forEach((a, k) => {
+            if (a.time === p.x && (best < 0 || Math.abs(a.strength_after - p.y) < Math.abs(stream.alerts[best].strength_after - p.y))) best = k;
+          });
+          if (best >= 0) choose(best);
+        });
+      },
     };
   }
 
@@ -816,7 +829,8 @@
     const [A, B] = model.runs, [la, lb] = model.labels;
     const common = model.common, K = common.length;
     const ia = common.map((c) => A.clients.indexOf(c)), ib = common.map((c) => B.clients.indexOf(c));
-    const state = { alpha: null, edgesA: bhEdges(A.pvalue, A.log10_pvalue, A.alpha), edgesB: bhEdges(B.pvalue, B.log10_pvalue, B.alpha), selected: null };
+    const opening = model.initial_alpha;
+    const state = { alpha: opening || null, edgesA: bhEdges(A.pvalue, A.log10_pvalue, opening || A.alpha), edgesB: bhEdges(B.pvalue, B.log10_pvalue, opening || B.alpha), selected: null };
     api.state = state;
     api.bhEdges = bhEdges;
     app.appendChild(el("h1", { text: "fedgc comparison: " + A.name + " vs " + B.name }));
@@ -837,7 +851,7 @@
         "<br>" + esc(lb) + ": strength " + fmt(v.b.s) + ", p " + pText(v.b.lp, v.b.p) + ", edge " + (v.b.e ? "yes" : "no") + "<br>change in strength " + (d === null ? "n/a" : (d >= 0 ? "+" : "") + fmt(d));
     };
     const count = el("div", { id: "compare-counts", class: "count" });
-    const controls = alphaControls(A.alpha, A.alpha, (a) => {
+    const controls = alphaControls(opening || A.alpha, A.alpha, (a) => {
       state.alpha = a; state.edgesA = bhEdges(A.pvalue, A.log10_pvalue, a); state.edgesB = bhEdges(B.pvalue, B.log10_pvalue, a); redraw();
     }, "each run's own alpha (" + fmt(A.alpha) + " / " + fmt(B.alpha) + ")");
     controls.box.querySelector("#alpha-reset").addEventListener("click", (ev) => {
@@ -845,12 +859,13 @@
       state.alpha = null; state.edgesA = bhEdges(A.pvalue, A.log10_pvalue, A.alpha); state.edgesB = bhEdges(B.pvalue, B.log10_pvalue, B.alpha); redraw();
     });
     const graphDiv = el("div", { id: "graph", class: "plot" }), heatDiv = el("div", { id: "heatmap", class: "plot" });
+    const plots = K >= 2 ? el("div", { class: "grid2" }, [graphDiv, heatDiv]) : el("p", { id: "nothing-to-compare", text: "Nothing to draw: the runs have fewer than two clients in common." });
     const detail = el("div", { id: "pair-detail", class: "detail empty", text: "Click an arrow or a heatmap cell to select a pair." });
     const tableBox = el("div", { id: "change-table", class: "scroll" });
     app.appendChild(el("section", { class: "card", id: "graph-section" }, [
       el("h2", { text: "Edges gained and lost" }), controls.box, count,
       el("div", { class: "legend" }, [el("span", { text: "edge in both" }), el("span", { class: "gained", text: "gained (edge in " + lb + " only)" }), el("span", { class: "lost", text: "lost (edge in " + la + " only)" }), el("span", { class: "select", text: "selected pair" })]),
-      el("div", { class: "grid2" }, [graphDiv, heatDiv]), detail, el("h3", { text: "Pairs that changed" }), tableBox,
+      plots, detail, el("h3", { text: "Pairs that changed" }), tableBox,
     ]));
     app.appendChild(el("section", { class: "card", id: "facts" }, [el("h2", { text: "The two runs" }), factsTable([
       ["", la + " / " + lb],
@@ -933,14 +948,17 @@
           return [common[p.n] + " -> " + common[p.m], { text: p.what, class: p.what === "gained" ? "kind-appeared" : p.what === "lost" ? "kind-disappeared" : null }, fmt(v.a.s), fmt(v.b.s), fmt(delta(p)), pText(v.a.lp, v.a.p), pText(v.b.lp, v.b.p)];
         }), (i) => ({ class: "clickable", onclick: () => select(rows[i].m, rows[i].n) }), [2, 3, 4, 5, 6]));
       }
+      if (K < 2) return Promise.resolve();
       return Promise.all([Plotly.react(graphDiv, fig.data, fig.layout, PLOT_CONFIG), Plotly.react(heatDiv, heat, heatLayout, PLOT_CONFIG)]);
     }
     api.setAlpha = controls.set;
     api.select = select;
     return redraw().then(() => {
       api.timings.graphDrawn = performance.now();
-      graphDiv.on("plotly_click", (ev) => { const cd = ev.points[0] && ev.points[0].customdata; if (Array.isArray(cd)) select(cd[0], cd[1]); });
-      heatDiv.on("plotly_click", (ev) => { const p = ev.points[0]; if (p && p.x !== p.y) select(Math.round(p.y), Math.round(p.x)); });
+      if (K >= 2) {
+        graphDiv.on("plotly_click", (ev) => { const cd = ev.points[0] && ev.points[0].customdata; if (Array.isArray(cd)) select(cd[0], cd[1]); });
+        heatDiv.on("plotly_click", (ev) => { const p = ev.points[0]; if (p && p.x !== p.y) select(Math.round(p.y), Math.round(p.x)); });
+      }
       api.ready = true; document.body.dataset.ready = "true";
     });
   }
@@ -964,14 +982,15 @@
     app.appendChild(el("section", { class: "card", id: "latest" }, [el("h2", { text: "Latest window: strength [target, source]" }), heatDiv]));
     const live = { updates: [], windows: 0, alerts: 0, complete: false, errors: 0 };
     api.live = live;
-    let seenAlerts = 0, lastKey = null;
+    let seenAlerts = null, lastKey = null;
     function show(snap) {
       const s = snap.streaming, clients = snap.clients;
-      const key = s.windows.length + "/" + s.alerts.length + "/" + snap.complete;
+      live.hasReport = Boolean(snap.has_report);
+      const key = s.windows.length + "/" + s.alerts.length + "/" + snap.complete + "/" + snap.has_report;
       if (key === lastKey) return Promise.resolve();
       lastKey = key;
       title.textContent = "fedgc live monitor: " + (snap.name || "streaming run");
-      const previous = seenAlerts;
+      const previous = seenAlerts; // null at the first draw: nothing is marked new
       seenAlerts = s.alerts.length;
       live.windows = s.windows.length; live.alerts = s.alerts.length; live.complete = Boolean(snap.complete);
       live.updates.push({ at: performance.now(), windows: s.windows.length, alerts: s.alerts.length });
@@ -1002,7 +1021,7 @@
         live.errors += 1;
         status.textContent = "Cannot reach the monitor's server (" + err + "); retrying.";
       }
-      if (!live.complete) setTimeout(poll, cfg.poll_ms);
+      if (!(live.complete && live.hasReport)) setTimeout(poll, cfg.poll_ms);
     }
     api.timings.graphDrawn = performance.now();
     poll();

@@ -385,16 +385,22 @@ def plotly_bundle() -> PlotlyBundle:
     vendored = resources.files("fedgc.webreport").joinpath("assets", *VENDORED_PLOTLY.split("/"))
     if vendored.is_file():
         return PlotlyBundle(VENDORED_PLOTLY, vendored.read_text(encoding="utf-8"), True)
+    return full_plotly_bundle()
+
+
+def full_plotly_bundle() -> PlotlyBundle:
+    """The full plotly.js bundle the plotly package ships (what a page falls back to)."""
     from plotly.offline import get_plotlyjs
 
     return PlotlyBundle("plotly (Python package) full bundle", get_plotlyjs(), False)
 
 
-def _page(kind: str, title: str, model: Mapping) -> str:
-    """The page skeleton: style, plotly.js, the model as JSON, the page script, and its entry point."""
+def _page(kind: str, title: str, model: Mapping, bundle: PlotlyBundle | None = None) -> str:
+    """The page skeleton: style, plotly.js (`bundle`, default plotly_bundle()), the model as JSON, the page
+    script, and its entry point."""
     if kind not in PAGE_KINDS:
         raise ValueError(f"page kind {kind!r} is not one of {PAGE_KINDS}")
-    bundle = plotly_bundle()
+    bundle = bundle or plotly_bundle()
     plotly = bundle.source.replace("</script", "<\\/script")
     return "\n".join([
         "<!DOCTYPE html>",
@@ -418,10 +424,11 @@ def _page(kind: str, title: str, model: Mapping) -> str:
     ])  # fmt: skip
 
 
-def report_page(data: Mapping, *, alpha: float | None = None) -> str:
-    """The HTML page of one run's result dict, opening at FDR level `alpha` (default: the run's)."""
+def report_page(data: Mapping, *, alpha: float | None = None, bundle: PlotlyBundle | None = None) -> str:
+    """The HTML page of one run's result dict, opening at FDR level `alpha` (default: the run's);
+    `bundle`: the plotly.js to inline (default plotly_bundle())."""
     model = run_model(data, alpha=alpha)
-    return _page("report", f"fedgc report: {model['name']}", model)
+    return _page("report", f"fedgc report: {model['name']}", model, bundle)
 
 
 def comparison_page(a: Mapping, b: Mapping, *, labels: tuple[str, str] = ("A", "B"), alpha: float | None = None) -> str:
@@ -441,6 +448,6 @@ def live_page(*, snapshot_url: str = "stream.json", report_url: str = "report.ht
 
 
 __all__ = [
-    "comparison_model", "comparison_page", "graph_layout", "json_ready", "live_model", "live_page", "node_radius",
-    "plotly_bundle", "report_page", "run_model", "script_json",
+    "PlotlyBundle", "comparison_model", "comparison_page", "full_plotly_bundle", "graph_layout", "json_ready",
+    "live_model", "live_page", "node_radius", "plotly_bundle", "report_page", "run_model", "script_json",
 ]  # fmt: skip

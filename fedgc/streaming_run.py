@@ -27,7 +27,7 @@ from fedgc.protocol import FitResult
 from fedgc.run import RunResult, Truth, build_session, evaluate, read_tables, scenario_sessions, simulate_scenario
 from fedgc.streaming import Alert, AlertKind, LocalStreamTransport, StreamResult, StreamingSession, run_stream
 from fedgc.synthetic import SyntheticData
-from fedgc.webreport.live import StreamSnapshots
+from fedgc.webreport.live import snapshots_for
 
 
 class Switch(NamedTuple):
@@ -129,12 +129,10 @@ class CountingStreamTransport(CountingTransport):
 
 def execute_streaming(cfg: RunConfig, sessions: Sequence[StreamingSession], *, truth: Truth | None = None,
                       switches: Sequence[Switch] | None = None, on_round=None, out_dir=None) -> RunResult:  # fmt: skip
-    """Run the stream over in-process clients; the last window's result is the run's main result.
-    With out_dir, OUT/stream.json holds the record so far after every window (fedgc serve reads it)."""
+    """Run the stream over in-process clients; the last window's result is the run's main result."""
     t0 = time.perf_counter()
     counting = CountingStreamTransport(LocalStreamTransport(sessions))
-    snapshots = None if out_dir is None else StreamSnapshots(out_dir, cfg, [s.name for s in sessions],
-                                                             min(s.stream_steps for s in sessions))  # fmt: skip
+    snapshots = snapshots_for(out_dir, cfg, sessions)  # OUT/stream.json after every window (fedgc serve)
     stream = run_stream(counting, cfg.server, cfg.streaming, on_round=on_round, on_window=snapshots)
     last = stream.windows[-1]
     fit = FitResult(last.gc, stream.A_s, list(stream.history), last.converged)

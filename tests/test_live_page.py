@@ -182,7 +182,12 @@ def test_live_page_shows_each_new_window_and_its_alerts(server, finished, chromi
             assert f"{alert['source']} -> {alert['target']}" in rows[0].text
             marks = chromium.execute_script("const t = document.getElementById('timeline').data.find((t) => t.meta.role === 'alerts'); return t.x")
             assert marks == [alert["time"]]
+            rows[0].click()  # the reader picks the alert: its test shows, and stays shown through the next update
+            web.wait_for(chromium, "return document.getElementById('timeline-alert-detail').dataset.alert === '0'")
             chromium.save_screenshot(str(tmp_path / "live-alert.png"))
+        if k > alert["window"] + 1:
+            detail = chromium.find_element("id", "timeline-alert-detail")
+            assert detail.get_attribute("data-alert") == "0" and f"{alert['source']} -> {alert['target']}" in detail.text
     assert chromium.execute_script("return window.fedgcSamePage === true")
     assert max(delays) < SHOWN_WITHIN_S
     # the run finishes: the page says so and links to the full report

@@ -353,6 +353,9 @@ def test_comparison_of_a_private_and_a_plain_run(run_dir, chromium, web, tmp_pat
     _set_alpha(chromium, web, 0.001)
     at = {"both": int((with_alpha(a, alpha=0.001).edges & with_alpha(b, alpha=0.001).edges).sum())}
     assert int(counts.get_attribute("data-both")) == at["both"]
+    chromium.find_element("id", "alpha-reset").click()  # back to each run's own level
+    web.wait_for(chromium, "return window.fedgcReport.state.alpha === null")
+    assert {k: int(counts.get_attribute(f"data-{k}")) for k in expected} == expected
     chromium.save_screenshot(str(tmp_path / "compare.png"))
 
 

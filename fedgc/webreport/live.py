@@ -100,6 +100,14 @@ class StreamSnapshots:
                               alpha=float(self.cfg.server.alpha), complete=complete)  # fmt: skip
 
 
+def snapshots_for(out_dir: str | Path | None, cfg: RunConfig, sessions: Sequence) -> StreamSnapshots | None:
+    """The on_window callback writing out_dir/stream.json for a stream over these client sessions
+    (fedgc.streaming.StreamingSession: name, stream_steps), or None without an output folder."""
+    if out_dir is None:
+        return None
+    return StreamSnapshots(out_dir, cfg, [s.name for s in sessions], min(s.stream_steps for s in sessions))
+
+
 def read_snapshot(directory: str | Path) -> dict | None:
     """DIR's snapshot as the live page draws it, or None while there is none. Falls back to a finished
     streaming run's result.json (shown complete) when DIR has no stream.json."""
@@ -227,5 +235,5 @@ def serve(directory: str | Path, *, host: str = "127.0.0.1", port: int = DEFAULT
 
 __all__ = [
     "DEFAULT_PORT", "LiveServer", "SNAPSHOT_FILE", "SNAPSHOT_FORMAT", "StreamSnapshots", "read_snapshot", "serve",
-    "write_stream_snapshot",
+    "snapshots_for", "write_stream_snapshot",
 ]  # fmt: skip

@@ -59,6 +59,9 @@
     return i === 0 ? n.toFixed(0) + " B" : n.toFixed(1) + " " + units[i];
   }
 
+  /** "1 alert", "3 alerts". */
+  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+
   function esc(s) {
     return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
   }
@@ -405,7 +408,9 @@
     };
   }
 
-  function alphaControls(initial, runAlpha, onChange, resetLabel) {
+  /** The FDR level input, its log-scale slider and a reset button; onChange(alpha) on every valid change.
+   * onReset (optional) replaces the reset button's action (the comparison's "each run's own alpha"). */
+  function alphaControls(initial, runAlpha, onChange, resetLabel, onReset) {
     const input = el("input", { id: "alpha-input", type: "number", min: "0", max: "1", step: "any", value: String(initial), "aria-label": "FDR level alpha" });
     const slider = el("input", { id: "alpha-slider", type: "range", min: "-12", max: "-0.3", step: "0.01", value: String(Math.log10(initial)), "aria-label": "FDR level alpha (log scale)" });
     const reset = el("button", { id: "alpha-reset", type: "button", text: resetLabel || "the run's alpha (" + fmt(runAlpha) + ")" });
@@ -420,7 +425,10 @@
     input.addEventListener("change", () => set(Number(input.value), "input"));
     input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") set(Number(input.value), "input"); });
     slider.addEventListener("input", () => set(Number(Math.pow(10, Number(slider.value)).toPrecision(2)), "slider"));
-    reset.addEventListener("click", () => set(runAlpha, "reset"));
+    reset.addEventListener("click", () => {
+      if (!onReset) { set(runAlpha, "reset"); return; }
+      error.textContent = ""; input.value = String(runAlpha); slider.value = String(Math.log10(runAlpha)); onReset();
+    });
     const box = el("div", { class: "controls" }, [
       el("label", {}, ["FDR level alpha", input]), el("label", {}, ["1e-12", slider, "0.5"]), reset, error,
     ]);
@@ -725,7 +733,7 @@
     }
     const block = el("div", {}, [div, detail, el("h3", { text: "Alerts (" + stream.alerts.length + ")" }), tableBox]);
     return {
-      block, draw, choose,
+      block, draw, choose, selected: () => selected,
       attach() {
         div.on("plotly_click", (ev) => { // an alert marker, or a line point under one: the alert nearest to it
           const p = ev.points[0], role = p && p.data.meta && p.data.meta.role;
@@ -744,8 +752,8 @@
   function streamingSummary(stream) {
     const s = stream;
     const last = s.windows.length ? s.windows[s.windows.length - 1] : null;
-    const parts = [s.windows.length + " windows of " + fmt(s.window) + " samples every " + fmt(s.step) + " (forgetting " + fmt(s.forgetting) + ")",
-      s.alerts.length + " alerts at alert_alpha " + fmt(s.alert_alpha)];
+    const parts = [plural(s.windows.length, "window") + " of " + fmt(s.window) + " samples every " + fmt(s.step) + " (forgetting " + fmt(s.forgetting) + ")",
+      plural(s.alerts.length, "alert") + " at alert_alpha " + fmt(s.alert_alpha)];
     if (last) parts.push("last window [" + last.start + ", " + last.end + ")" + (s.n_steps ? " of " + s.n_steps + " samples" : ""));
     return parts.join("; ");
   }
@@ -756,7 +764,7 @@
     return el("div", {}, [
       el("h3", { text: "Known switches (simulation truth)" }),
       table(["pair", "switch", "at sample", "detected", "alert at", "delay (samples)", "delay (windows)"], rows, null, [2, 4, 5, 6]),
-      el("p", { class: "note", text: ev.false_alerts + " false alert(s)." }),
+      el("p", { class: "note", text: plural(ev.false_alerts, "false alert") + "." }),
     ]);
   }
 
@@ -767,7 +775,7 @@
       el("p", { class: "note", text: "Edge strength per window (marked where the pair is an edge in that window) for the alerted pairs and the strongest edges; alerts at the end of their window (triangle up: appeared, down: disappeared, diamond: changed). Click an alert for its test." }),
       b.block, evaluationBlock(stream.evaluation),
     ]));
-    return b.draw().then(() => { b.attach(); api.streaming = { choose: b.choose }; });
+    return b.draw().then(() => { b.attach(); api.streaming = { choose: b.choose, selected: b.selected }; });
   }
 
   // ------------------------------------------------------------------------------------------ origin
@@ -853,9 +861,7 @@
     const count = el("div", { id: "compare-counts", class: "count" });
     const controls = alphaControls(opening || A.alpha, A.alpha, (a) => {
       state.alpha = a; state.edgesA = bhEdges(A.pvalue, A.log10_pvalue, a); state.edgesB = bhEdges(B.pvalue, B.log10_pvalue, a); redraw();
-    }, "each run's own alpha (" + fmt(A.alpha) + " / " + fmt(B.alpha) + ")");
-    controls.box.querySelector("#alpha-reset").addEventListener("click", (ev) => {
-      ev.stopImmediatePropagation();
+    }, "each run's own alpha (" + fmt(A.alpha) + " / " + fmt(B.alpha) + ")", () => {
       state.alpha = null; state.edgesA = bhEdges(A.pvalue, A.log10_pvalue, A.alpha); state.edgesB = bhEdges(B.pvalue, B.log10_pvalue, B.alpha); redraw();
     });
     const graphDiv = el("div", { id: "graph", class: "plot" }), heatDiv = el("div", { id: "heatmap", class: "plot" });
@@ -985,6 +991,7 @@
     let seenAlerts = null, lastKey = null;
     function show(snap) {
       const s = snap.streaming, clients = snap.clients;
+      if (!s.windows.length) { status.textContent = "Waiting for the first window..."; return Promise.resolve(); }
       live.hasReport = Boolean(snap.has_report);
       const key = s.windows.length + "/" + s.alerts.length + "/" + snap.complete + "/" + snap.has_report;
       if (key === lastKey) return Promise.resolve();
@@ -995,9 +1002,10 @@
       live.windows = s.windows.length; live.alerts = s.alerts.length; live.complete = Boolean(snap.complete);
       live.updates.push({ at: performance.now(), windows: s.windows.length, alerts: s.alerts.length });
       status.className = "status" + (snap.complete ? " done" : "");
-      status.textContent = (snap.complete ? "Finished: " : "Running: ") + s.windows.length + " windows, " + s.alerts.length + " alerts (updated " + new Date((snap.written_at || Date.now() / 1000) * 1000).toLocaleTimeString() + ")";
+      status.textContent = (snap.complete ? "Finished: " : "Running: ") + plural(s.windows.length, "window") + ", " + plural(s.alerts.length, "alert") + " (updated " + new Date((snap.written_at || Date.now() / 1000) * 1000).toLocaleTimeString() + ")";
       summary.textContent = streamingSummary(s);
       link.innerHTML = snap.complete && snap.has_report ? 'The run has finished: <a href="' + esc(cfg.report_url) + '">open its full report</a>.' : "";
+      const kept = api.streaming && api.streaming.selected ? api.streaming.selected() : null; // the alert the reader chose stays chosen
       const b = streamingBlock(s, clients, "timeline", previous);
       holder.innerHTML = "";
       holder.appendChild(b.block);
@@ -1008,7 +1016,8 @@
       const fig = heatmapFigure(run, { edges: last.edges || Array.from({ length: M }, () => new Array(M).fill(false)), alpha: snap.alpha, selected: null, colour: "strength" });
       fig.layout.title = { text: "window " + last.index + " [" + last.start + ", " + last.end + ")", font: { size: 14 }, x: 0.01 };
       fig.layout.height = 420;
-      return Promise.all([b.draw().then(() => { b.attach(); api.streaming = { choose: b.choose }; }), Plotly.react(heatDiv, fig.data, fig.layout, PLOT_CONFIG)]);
+      const drawn = (kept !== null && kept < s.alerts.length ? b.choose(kept) : b.draw()).then(() => { b.attach(); api.streaming = { choose: b.choose, selected: b.selected }; });
+      return Promise.all([drawn, Plotly.react(heatDiv, fig.data, fig.layout, PLOT_CONFIG)]);
     }
     async function poll() {
       try {

@@ -22,6 +22,7 @@ pip_install -e ".[dev]"
 PLOTLY_JS="plotly.js-cartesian-dist-min@4.1.1"
 vendor=fedgc/webreport/assets/vendor
 if [ "$(cat "$vendor/VERSION" 2>/dev/null)" != "$PLOTLY_JS" ] || [ ! -s "$vendor/plotly-cartesian.min.js" ]; then
+  command -v npm >/dev/null 2>&1 || { echo "scripts/setup.sh: npm is needed to fetch $PLOTLY_JS (the HTML report's plotly.js)" >&2; exit 1; }
   tmp="$(mktemp -d)"
   (cd "$tmp" && npm pack --silent "$PLOTLY_JS" >/dev/null && tar -xzf ./*.tgz)
   mkdir -p "$vendor"

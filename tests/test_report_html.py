@@ -144,6 +144,7 @@ def test_page_loads_clean_and_draws_the_runs_edges(name, run_dir, chromium, web,
     for fact in (result["engine"], f"seed {result['seed']}", f"fedgc {result['fedgc_version']}"):
         assert fact in text
     assert "<!-- plotly.js: vendor/plotly-cartesian.min.js -->" in page.read_text()  # setup.sh fetched the bundle
+    assert chromium.execute_script("return performance.getEntriesByType('resource').map((r) => r.name)") == []  # offline
 
 
 @pytest.mark.parametrize("name", RUNS)
@@ -421,6 +422,33 @@ def test_client_names_cannot_break_out_of_the_page(run_dir, chromium, web, tmp_p
     assert chromium.execute_script("return window.fedgcPwned === undefined")
     labels = chromium.execute_script("return document.getElementById('graph').data.find((t) => t.meta.role === 'labels').text")
     assert labels[:3] == evil
+
+
+def test_pairs_unknown_after_a_dropout(run_dir, chromium, web, tmp_path):
+    """A client that dropped out (server.on_dropout: continue): its pairs are null in result.json, never
+    edges, counted as p = 1 by the in-page BH, and their hover says unknown."""
+    from fedgc.inspect import fdr_edges
+
+    data = json.loads(json.dumps(load_result(run_dir("default")).data))
+    M, gone = len(data["clients"]), 2
+    for m in range(M):
+        for n in range(M):
+            if m != n and gone in (m, n):
+                for key in ("strength", "statistic", "gc", "dof", "pvalue", "log10_pvalue"):
+                    data[key][m][n] = None
+                data["edges"][m][n] = None
+                data["unknown"][m][n] = True
+    page = tmp_path / "dropout.html"
+    page.write_text(report_page(data))
+    assert web.open_page(chromium, page.as_uri()) == []
+    assert chromium.execute_script("return window.fedgcReport.runEdgesReproduced") is True
+    p = np.array([[np.nan if v is None else v for v in row] for row in data["pvalue"]])
+    for alpha in (0.05, 0.5):
+        _set_alpha(chromium, web, alpha)
+        assert _drawn_edges(chromium) == _edges(fdr_edges(p, alpha=alpha))
+        assert all(gone not in pair for pair in _drawn_edges(chromium))
+    text = chromium.execute_script("return document.getElementById('heatmap').data[0].text[0][2]")
+    assert "unknown (a client dropped out)" in text and "p-value = n/a" in text
 
 
 def test_layout_is_deterministic_and_inside_the_plot():

@@ -154,11 +154,14 @@ def node_radius(xy: np.ndarray) -> float:
 
 
 def _truth(data: Mapping, M: int) -> list[list[bool]] | None:
+    """evaluation.truth_edges [target][source] when the run knows the truth (a simulation), else None."""
     evaluation = data.get("evaluation") or {}
     return _bool_matrix(evaluation.get("truth_edges"), M)
 
 
 def _history(data: Mapping) -> dict:
+    """Per round: relative change of A_s and summed loss (None where not recorded), with the tolerance
+    (a streaming run's is per window)."""
     history = data.get("history") or []
     server = data.get("server") or {}
     stream = data.get("streaming") or {}
@@ -171,18 +174,15 @@ def _history(data: Mapping) -> dict:
 
 
 def _communication(data: Mapping) -> dict:
-    comm = dict(data.get("communication") or {})
-    per = comm.pop("per_exchange", None) or []
-    return {
-        "summary": comm,
-        "raw_data_bytes": data.get("raw_data_bytes"),
-        "per_exchange": [
-            {k: r.get(k) for k in ("exchange", "request", "to_clients", "to_server", "seconds")} for r in per
-        ],
-    }
+    """result.json "communication" totals (bytes each way; the per-exchange log is left to report.md) and
+    the raw data the clients kept."""
+    comm = {k: v for k, v in (data.get("communication") or {}).items() if k != "per_exchange"}
+    return {"summary": comm, "raw_data_bytes": data.get("raw_data_bytes")}
 
 
 def _privacy(data: Mapping) -> dict:
+    """result.json "privacy" (fedgc.privacy.accounting.privacy_report): epsilon spent per client and
+    direction, or {"enabled": False}."""
     p = data.get("privacy") or {}
     if not p.get("enabled"):
         return {"enabled": False}
@@ -202,15 +202,15 @@ def _privacy(data: Mapping) -> dict:
 
 
 def _data_quality(data: Mapping) -> dict:
+    """result.json "data" (fedgc.run.read_tables): per client, what the column policies and the alignment
+    did (dropped and held columns, missing measurements, rows inserted or dropped)."""
     d = data.get("data") or {}
     clients = {}
     for name, c in (d.get("clients") or {}).items():
         clients[name] = {
-            "file": c.get("file"),
             "rows": c.get("rows"),
             "columns": c.get("columns"),
             "missing_fraction": c.get("missing_fraction"),
-            "missing_values": c.get("missing_values"),
             "empty_rows": c.get("empty_rows"),
             "dropped_constant": list(c.get("dropped_constant_columns") or []),
             "dropped_missing": dict(c.get("dropped_missing_columns") or {}),
@@ -233,8 +233,7 @@ def _streaming(data: Mapping, M: int) -> dict | None:
             "edges": _bool_matrix(w.get("edges"), M), "converged": w.get("converged"), "reset": w.get("reset"),
             "rounds": w.get("rounds"), "effective_sample_size": _finite(w.get("effective_sample_size")),
         })  # fmt: skip
-    settings = ("window", "step", "forgetting", "alert_alpha", "reset_on_alert", "max_rounds", "tol", "n_steps",
-                "unprocessed_steps", "steady_effective_sample_size")  # fmt: skip
+    settings = ("window", "step", "forgetting", "alert_alpha", "reset_on_alert", "n_steps", "unprocessed_steps")
     return {
         **{k: s.get(k) for k in settings},
         "windows": windows,
@@ -269,7 +268,7 @@ def _origin(data: Mapping) -> list[dict]:
     for run, rec in runs:
         out.append({
             "run": run, "threshold": _finite(rec.get("threshold")), "start": _finite(rec.get("start")),
-            "known_origin": rec.get("known_origin"), "fault": rec.get("fault"), "ranking": list(rec.get("ranking") or []),
+            "known_origin": rec.get("known_origin"), "ranking": list(rec.get("ranking") or []),
             "clients": {
                 name: {"score": [_finite(v) for v in c.get("score") or []], "first_crossing": _finite(c.get("first_crossing")),
                        "onset": _finite(c.get("onset")), "peak": _finite(c.get("peak"))}
@@ -280,6 +279,7 @@ def _origin(data: Mapping) -> list[dict]:
 
 
 def _facts(data: Mapping) -> dict:
+    """Engine, seed, version, rounds (over windows for a streaming run), server settings, wall time, dropouts."""
     server = data.get("server") or {}
     timings = data.get("timings") or {}
     stream = data.get("streaming") or {}

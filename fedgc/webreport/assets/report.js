@@ -610,6 +610,7 @@
     return el("div", {}, [
       el("p", { text: "Target per client for the whole run: epsilon " + fmt(p.target_epsilon) + ", delta " + fmt(p.target_delta) + " (" + p.accountant + " accountant); clip " + fmt(p.clip) + " (" + p.clip_space + "), noise multiplier " + fmt(nm.client_to_server) + " client -> server, " + fmt(nm.server_to_clients) + " server -> clients; " + fmt(p.rounds_run) + " of " + fmt(p.planned_rounds) + " planned rounds." }),
       table(["client", "epsilon client -> server", "epsilon server -> clients", "epsilon whole run", "delta", "noise std"], rows, null, [1, 2, 3, 4, 5]),
+      el("p", { class: "note", text: "Neighbouring relation: " + (p.neighbouring_relation || "n/a") }),
       el("p", { class: "note", text: p.notes || "" }),
     ]);
   }
@@ -622,12 +623,13 @@
       const dropped = c.dropped_constant.map((k) => k + " (constant)").concat(Object.entries(c.dropped_missing).map(([k, v]) => k + " (" + fmt(100 * v, 3) + "% missing)"));
       const held = Object.entries(c.held).map(([k, h]) => k + " (every " + h.period + " rows, " + fmt(h.masked) + " masked)");
       const al = c.alignment;
-      return [name, fmt(c.rows), fmt(c.columns), fmt(100 * (c.missing_fraction || 0), 3) + "%", dropped.join(", ") || "-", held.join(", ") || "-",
+      return [name, fmt(c.rows), fmt(c.columns), fmt(100 * (c.missing_fraction || 0), 3) + "%", fmt(c.empty_rows), dropped.join(", ") || "-", held.join(", ") || "-",
         al ? fmt(al.inserted) + " / " + fmt(al.dropped) : "-"];
     });
     return el("div", {}, [
       el("p", { text: "Alignment: " + (d.align || "none") + "." }),
-      table(["client", "rows", "columns", "missing", "dropped columns", "held columns (masked between samples)", "rows inserted / dropped by alignment"], rows, null, [1, 2, 3, 6]),
+      table(["client", "rows", "columns", "missing", "rows with no sensor", "dropped columns", "held columns (masked between samples)", "rows inserted / dropped by alignment"], rows, null, [1, 2, 3, 4, 7]),
+      el("p", { class: "note", text: "Missing measurements are skipped exactly by each client's filter; a row with no sensor left is a pure prediction step. The p-values count those steps as observed, so with much missing data they are optimistic." }),
     ]);
   }
 
@@ -688,9 +690,12 @@
       meta: { role: "alerts" }, xaxis: "x", yaxis: "y",
     });
     const counts = stream.windows.map((w) => countTrue(w.edges || []));
+    const facts = stream.windows.map((w) => "window " + w.index + " [" + w.start + ", " + w.end + "): " + plural(countTrue(w.edges || []), "edge") +
+      "<br>" + plural(w.rounds || 0, "round") + (w.converged ? " (converged)" : " (not converged)") + ", effective sample size " + fmt(w.effective_sample_size) +
+      (w.reset ? "<br>memory restarted after an alert" : ""));
     traces.push({
-      type: "scatter", mode: "lines", line: { shape: "hv", color: "#33415c" }, x: t, y: counts, name: "edges per window",
-      hovertemplate: "window ending at %{x}: %{y} edges<extra></extra>", xaxis: "x", yaxis: "y2", meta: { role: "counts" },
+      type: "scatter", mode: "lines+markers", line: { shape: "hv", color: "#33415c" }, marker: { size: 4, color: stream.windows.map((w) => (w.reset ? COLOR.select : "#33415c")) },
+      x: t, y: counts, text: facts, name: "edges per window", hovertemplate: "%{text}<extra></extra>", xaxis: "x", yaxis: "y2", meta: { role: "counts" },
     });
     const shapes = stream.alerts.map((a) => ({
       type: "line", xref: "x", yref: "paper", x0: a.time, x1: a.time, y0: 0, y1: 1, line: { color: (KIND_STYLE[a.kind] || KIND_STYLE.changed).color, dash: "dash", width: 1 }, opacity: 0.6,
@@ -755,6 +760,8 @@
     const parts = [plural(s.windows.length, "window") + " of " + fmt(s.window) + " samples every " + fmt(s.step) + " (forgetting " + fmt(s.forgetting) + ")",
       plural(s.alerts.length, "alert") + " at alert_alpha " + fmt(s.alert_alpha)];
     if (last) parts.push("last window [" + last.start + ", " + last.end + ")" + (s.n_steps ? " of " + s.n_steps + " samples" : ""));
+    if (s.reset_on_alert) parts.push("the memory restarts after an alert");
+    if (s.unprocessed_steps) parts.push(s.unprocessed_steps + " samples after the last window not processed");
     return parts.join("; ");
   }
 
@@ -815,7 +822,11 @@
       const all = order.flatMap((c) => o.clients[c].score).filter((v) => v !== null && v > 0);
       const logScale = all.length && Math.max(...all) / (o.threshold || 1) > 100;
       ranking.innerHTML = "";
-      o.ranking.forEach((c) => ranking.appendChild(el("li", { text: c + (c === o.known_origin ? " (known origin)" : "") + ": first crossing " + (o.clients[c].first_crossing !== null ? fmt(o.clients[c].first_crossing) : "never") })));
+      o.ranking.forEach((c) => {
+        const e = o.clients[c];
+        ranking.appendChild(el("li", { text: c + (c === o.known_origin ? " (known origin)" : "") + ": first crossing " + (e.first_crossing !== null ? fmt(e.first_crossing) : "never") +
+          (e.onset !== null ? ", onset " + fmt(e.onset, 3) : "") + (e.peak !== null ? ", peak " + fmt(e.peak, 3) : "") + " (scores / threshold)" }));
+      });
       return Plotly.react(plot, traces, {
         height: 420, margin: { l: 60, r: 10, t: 36, b: 45 }, hovermode: "closest", shapes,
         title: { text: (o.run || "fault run") + ": likeliest origin " + (o.ranking[0] || "n/a") + (o.known_origin ? " (known origin " + o.known_origin + ")" : ""), font: { size: 14 }, x: 0.01 },

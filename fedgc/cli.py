@@ -57,14 +57,25 @@ def _parser() -> argparse.ArgumentParser:
     ident.set_defaults(func=_identify)
 
     ins = sub.add_parser("inspect", help="table, exports and figures of a run's output folder")
-    ins.add_argument("dir", type=Path, help="output folder of `fedgc simulate` or `fedgc run` (holds result.json)")
+    ins.add_argument("dir", type=Path, nargs="+",
+                     help="output folder of `fedgc simulate` or `fedgc run` (holds result.json); with --html, a second "
+                     "folder compares the two runs")
     ins.add_argument("--top", type=int, default=None, help="rows in the table (default 20 edges; with --all every pair)")
     ins.add_argument("--alpha", type=float, default=None, help="re-decide the edges at this FDR level (default: the run's)")
     ins.add_argument("--all", action="store_true", dest="every_pair", help="list every ordered pair, not only the edges")
     ins.add_argument("--export", default=None, metavar="FORMATS", help="comma-separated: json,csv,graphml,dot (or all)")
     ins.add_argument("--figures", action="store_true", help="write PNGs: heatmap, graph, convergence, streaming, origin")
-    ins.add_argument("--out", type=Path, default=None, help="folder for exports and figures (default: DIR)")
+    ins.add_argument("--html", action="store_true",
+                     help="write a self-contained report.html (two folders: compare.html) that works offline")
+    ins.add_argument("--out", type=Path, default=None, help="folder for exports, figures and HTML (default: DIR)")
     ins.set_defaults(func=_inspect)
+
+    srv = sub.add_parser("serve", help="live page of a running streaming monitor's output folder")
+    srv.add_argument("dir", type=Path, help="the streaming run's output folder (it writes stream.json after every window)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    srv.add_argument("--poll", type=float, default=1.0, help="seconds between the page's updates (default 1)")
+    srv.set_defaults(func=_serve)
     return parser
 
 
@@ -143,9 +154,17 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
         root_certificates=None if args.root_certificates is None else str(args.root_certificates),
         wait_timeout=args.wait_timeout, round_timeout=args.round_timeout,
     )  # fmt: skip
-    result = run(cfg, mode=mode, out_dir=out, options=options, on_round=progress, resume=args.resume is not None)
+    snapshots = None
+    if cfg.streaming is not None:  # the live page (`fedgc serve OUT`) reads OUT/stream.json as windows complete
+        from fedgc.report.web.live import StreamSnapshots
+
+        snapshots = StreamSnapshots(out, cfg)
+    result = run(cfg, mode=mode, out_dir=out, options=options, on_round=progress, resume=args.resume is not None,
+                 on_window=snapshots)  # fmt: skip
     if progress is not None:
         progress.close()
+    if snapshots is not None and result.streaming is not None:
+        snapshots.finish(result.streaming)
     result.timings["total_s"] = time.perf_counter() - start
     paths = write_outputs(result, args.out)
     if not args.quiet:
@@ -184,12 +203,19 @@ def _inspect(args: argparse.Namespace) -> int:
     from fedgc.report.table import format_table
 
     formats = parse_formats(args.export) if args.export is not None else ()
-    result = load_result(args.dir)
+    if len(args.dir) > 2 or (len(args.dir) == 2 and (not args.html or formats or args.figures)):
+        raise FedGCError("give one run folder, or two with --html (and no --export or --figures) to compare them")
+    results = [load_result(d) for d in args.dir]
     if args.alpha is not None:
-        result = with_alpha(result, alpha=args.alpha)
-    _print_table(format_table(result, top=args.top, every_pair=args.every_pair))
+        results = [with_alpha(r, alpha=args.alpha) for r in results]
+    _print_table("\n\n".join(format_table(r, top=args.top, every_pair=args.every_pair) for r in results))
+    result = results[0]
     out = args.out if args.out is not None else result.path.parent
     paths = export(result, formats=formats, out_dir=out)
+    if args.html:
+        from fedgc.report.web.commands import write_html
+
+        paths["html"] = write_html(results, out_dir=out, alpha=args.alpha)
     if args.figures:
         paths.update(write_figures(result, out_dir=out))
         if heatmap_is_the_runs(result):
@@ -208,6 +234,12 @@ def _print_table(text: str) -> None:
     except BrokenPipeError:
         # Python would report the broken pipe again when it flushes stdout at exit: point stdout at devnull.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from fedgc.report.web.live import serve
+
+    return serve(args.dir, host=args.host, port=args.port, poll_seconds=args.poll)
 
 
 def _summary(result, paths) -> None:

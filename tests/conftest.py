@@ -200,3 +200,104 @@ def gen() -> SimpleNamespace:
         run_federated=run_federated,
         LGSS=LGSS,
     )
+
+
+# ----------------------------------------------------------------------------- headless Chromium
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
+)  # fmt: skip
+
+
+def start_chromium():
+    """Debian's headless Chromium through Selenium and Debian's chromedriver, with a fresh profile and the
+    browser console log kept (driver.get_log("browser")). Fails, never skips, when either is missing."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).is_file()]
+    if missing:
+        pytest.fail(f"the browser tests need Debian's Chromium: {missing} missing "
+                    "(apt-get install -y chromium chromium-driver; .ci/run does it)")  # fmt: skip
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="fedgc-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.fedgc_profile = profile
+    driver.fedgc_cleanup = lambda: shutil.rmtree(profile, ignore_errors=True)
+    return driver
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Chromium per test process (see start_chromium)."""
+    driver = start_chromium()
+    yield driver
+    driver.quit()
+    driver.fedgc_cleanup()
+
+
+def _console_errors(driver) -> list[str]:
+    """Browser console entries at level SEVERE since the last call (errors, uncaught exceptions, failed loads)."""
+    return [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+
+
+def _wait_for(driver, script: str, *, timeout: float = 10.0, what: str = ""):
+    """Poll a JS expression (returned by `script`) until it is truthy; its value, or a failure naming `what`."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or script}")
+        time.sleep(0.05)
+
+
+def _open_page(driver, url: str, *, timeout: float = 20.0) -> list[str]:
+    """Load url and wait until the report says it is drawn (window.fedgcReport.ready); returns the
+    console errors seen while loading."""
+    driver.get_log("browser")  # drop what earlier pages left
+    driver.get(url)
+    _wait_for(driver, "return window.fedgcReport && window.fedgcReport.ready", timeout=timeout, what=f"{url} to draw")
+    return _console_errors(driver)
+
+
+def _plot_point(driver, div_id: str, x: float, y: float) -> tuple[float, float]:
+    """Viewport pixel of data point (x, y) in the plotly plot #div_id (scrolled into view first)."""
+    return tuple(driver.execute_script(
+        "const gd = document.getElementById(arguments[0]); gd.scrollIntoView({block: 'center'});"
+        "const fl = gd._fullLayout, r = gd.getBoundingClientRect();"
+        "return [r.left + fl.xaxis._offset + fl.xaxis.l2p(arguments[1]), r.top + fl.yaxis._offset + fl.yaxis.l2p(arguments[2])];",
+        div_id, x, y,
+    ))  # fmt: skip
+
+
+def _pointer(driver, x: float, y: float, *, click: bool = False) -> None:
+    """Move the real mouse pointer to viewport pixel (x, y) (and click there)."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    actions = ActionBuilder(driver)
+    actions.pointer_action.move_to_location(int(round(x)), int(round(y)))
+    if click:
+        actions.pointer_action.click()
+    actions.perform()
+
+
+@pytest.fixture(scope="session")
+def web() -> SimpleNamespace:
+    """Browser helpers for the HTML report tests: open_page, wait_for, console_errors, plot_point, pointer."""
+    return SimpleNamespace(open_page=_open_page, wait_for=_wait_for, console_errors=_console_errors,
+                           plot_point=_plot_point, pointer=_pointer)  # fmt: skip

@@ -32,7 +32,7 @@ from fedgc.privacy.budget import PrivacyPlan
 from fedgc.protocol.loop import FitResult, run_protocol
 from fedgc.protocol.rules import rule_named
 from fedgc.protocol.state import RoundRecord
-from fedgc.protocol.streaming import run_stream
+from fedgc.protocol.streaming import Alert, WindowResult, run_stream
 from fedgc.protocol.session import ClientSession
 from fedgc.protocol.transport import CountingTransport, LocalTransport, Transport
 from fedgc.protocol.wire import check_message_format
@@ -43,6 +43,7 @@ FLOWER_ENGINE_TABLE = "ENGINES"  # server/engine.py's {engine name: FlowerEngine
 FLOWER_ENGINES = ("flower-sim", "flower")
 
 OnRound = Callable[[RoundRecord], None]
+OnWindow = Callable[[WindowResult, list[Alert]], None]
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,15 @@ class FlowerEngine(Protocol):
 def run(
     cfg: RunConfig, *, mode: str, out_dir: Path, options: EngineOptions = EngineOptions(),
     on_round: OnRound | None = None, resume: bool = False, flower: FlowerEngine | None = None,
+    on_window: OnWindow | None = None,
 ) -> RunResult:  # fmt: skip
     """`fedgc simulate` (mode 'simulate') or `fedgc run` (mode 'run') of cfg on its engine; out_dir holds the
     checkpoint (and, for the Flower engines, the clients' files). resume: continue from its checkpoint.
-    flower: a Flower engine to use instead of server/engine.py's own for cfg.engine (other timeouts)."""
+    flower: a Flower engine to use instead of server/engine.py's own for cfg.engine (other timeouts);
+    on_window: called as each window of a streaming run completes, with its alerts."""
     check_run(cfg, mode=mode, resume=resume)
     if cfg.engine == "local":
-        return run_local(cfg, mode=mode, out_dir=Path(out_dir), on_round=on_round, resume=resume)
+        return run_local(cfg, mode=mode, out_dir=Path(out_dir), on_round=on_round, resume=resume, on_window=on_window)
     engine = flower if flower is not None else flower_engine(cfg.engine)
     engine.check(options)  # e.g. the SuperLink is reachable, before any file is written
     clients = deployment_files(cfg, mode=mode, directory=Path(out_dir) / "clients")
@@ -135,7 +138,7 @@ def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
 
 
 def run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnRound | None = None,
-              resume: bool = False) -> RunResult:  # fmt: skip
+              resume: bool = False, on_window: OnWindow | None = None) -> RunResult:  # fmt: skip
     """The local engine: every client an in-process session over a local transport."""
     plan = privacy_plan(cfg)  # before any data is touched
     t0 = time.perf_counter()
@@ -146,7 +149,7 @@ def run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnRo
                            checkpoint_dir=out_dir, on_round=on_round, resume=resume)  # fmt: skip
         windows = clients.oracle_windows
     else:
-        result = run_streaming(cfg, clients, on_round=on_round)
+        result = run_streaming(cfg, clients, on_round=on_round, on_window=on_window)
         windows = None
     result.timings["setup_s"] = setup_s
     return _finish(result, clients, windows=windows)
@@ -188,7 +191,9 @@ def run_batch(
     return result
 
 
-def run_streaming(cfg: RunConfig, clients: Clients, *, on_round: OnRound | None = None) -> RunResult:
+def run_streaming(
+    cfg: RunConfig, clients: Clients, *, on_round: OnRound | None = None, on_window: OnWindow | None = None
+) -> RunResult:
     """The stream over the clients' streaming sessions; the last window's result is the run's main result."""
     if cfg.privacy is not None:
         raise ConfigError(f"{cfg.source or 'config'}: streaming mode does not support privacy yet "
@@ -197,7 +202,7 @@ def run_streaming(cfg: RunConfig, clients: Clients, *, on_round: OnRound | None 
         raise ConfigError(f"{cfg.source or 'config'} has no 'streaming' section")
     t0 = time.perf_counter()
     counting = CountingTransport(LocalTransport(clients.sessions))
-    stream = run_stream(counting, cfg.server, cfg.streaming, on_round=on_round)
+    stream = run_stream(counting, cfg.server, cfg.streaming, on_round=on_round, on_window=on_window)
     last = stream.windows[-1]
     fit = FitResult(last.gc, stream.A_s, list(stream.history), last.converged, list(stream.dropouts))
     result = RunResult(cfg, fit, "local")

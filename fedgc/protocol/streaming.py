@@ -86,10 +86,11 @@ def run_stream(
     stream: StreamingConfig,
     *,
     on_round: Callable[[RoundRecord], None] | None = None,
-    on_window: Callable[[WindowResult], None] | None = None,
+    on_window: Callable[[WindowResult, list[Alert]], None] | None = None,
 ) -> StreamResult:
     """Every window in turn: fit A_s (warm start), test every pair on the forgotten statistics, test for
-    changes against the memory, raise alerts, then fold the samples leaving the window into the memory."""
+    changes against the memory, raise alerts, then fold the samples leaving the window into the memory.
+    on_window(window, its alerts) is called as each window completes (the live page's snapshots)."""
     if server.rule != "newton":
         raise ConfigError("streaming mode needs server.rule: newton (gd needs many rounds per window)")
     infos = transport.clients()
@@ -152,7 +153,7 @@ def run_stream(
         windows.append(result)
         alerts += raised
         if on_window is not None:
-            on_window(result)
+            on_window(result, raised)
         if k + 1 == len(bounds):
             break
         # Memory for the next window: the samples leaving the window (the first `step`), then forgetting.

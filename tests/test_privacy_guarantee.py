@@ -165,6 +165,26 @@ def test_model_columns_are_taken_by_name(plant, tmp_path):
 # ------------------------------------------------------------------------------------ finding 3: oracle
 
 
+def test_a_model_identified_on_the_protected_file_is_refused(plant, tmp_path):
+    """`fedgc identify` records the sha256 of the data it identified on; a private run on that same data
+    refuses the model (it would carry the data outside the release), one identified on other data runs."""
+    raw = yaml.safe_load((plant / "private.yaml").read_text())
+    history = tmp_path / "history.csv"
+    data = simulate(SystemSpec(n_clients=2, state_dims=2, obs_dims=6, n_steps=1500), np.random.default_rng(3))
+    write_client_csv(history, data.y[0], columns=[f"site0_s{j}" for j in range(6)])
+    for source, refused in ((plant / "site0.csv", True), (history, False)):
+        model = tmp_path / f"site0_{source.stem}.npz"
+        assert main(["identify", "--data", str(source), "--name", "site0", "--state-dim", "2", "--out", str(model)]) == 0
+        raw["clients"][0]["model"] = str(model)
+        cfg = parse_config(raw, base_dir=plant)
+        if refused:
+            with pytest.raises(ConfigError, match=r"client 'site0': model file .* was identified on .*site0.csv itself"):
+                run(cfg, mode="run", out_dir=tmp_path / "refused")
+        else:
+            assert run(cfg, mode="run", out_dir=tmp_path / "ok").fit.gc.pvalue.shape == (3, 3)
+        _clean(plant)
+
+
 def test_private_fedgc_run_refuses_the_oracle(plant, tmp_path):
     raw = yaml.safe_load((plant / "private.yaml").read_text())
     raw["evaluation"] = {"oracle": True}

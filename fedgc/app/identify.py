@@ -18,6 +18,7 @@ from fedgc.app.clients import identify_model, read_table
 from fedgc.app.config import ClientSpec
 from fedgc.core.local_model import LocalModel, save_npz
 from fedgc.errors import ConfigError
+from fedgc.files import file_digest
 
 
 class Identified(NamedTuple):
@@ -36,11 +37,12 @@ def identify_to_file(spec: ClientSpec, out: Path, *, seed: int = 0, overwrite: b
         raise ConfigError(f"client '{spec.name}': the model file {out} must end in .npz")
     if out.exists() and not overwrite:
         raise ConfigError(f"client '{spec.name}': {out} exists; give another path, or --overwrite to replace it")
-    table = read_table(spec if spec.identify_on is None else replace(spec, data=spec.identify_on))
+    source = spec if spec.identify_on is None else replace(spec, data=spec.identify_on)
+    table = read_table(source)
     model = identify_model(spec, table, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.npz")
-    save_npz(tmp, model)
+    save_npz(tmp, model, identified_on=file_digest(source.data))
     tmp.replace(out)
     dropped = (*table.cleaning.dropped_constant, *(c for c, _ in table.cleaning.dropped_missing))
     return Identified(spec.name, out, model, tuple(dropped))

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from fedgc.app.config import RunConfig
+from fedgc.app.config import ClientSpec, RunConfig
+from fedgc.core.local_model import model_provenance
 from fedgc.data.cleaning import ColumnPolicy
 from fedgc.errors import ConfigError
+from fedgc.files import file_digest
 from fedgc.core.regression import Blocks
 from fedgc.privacy.budget import PrivacyPlan
 from fedgc.privacy.local import ClientPrivacy
@@ -109,6 +111,8 @@ def client_privacy(
     elif data_file is not None:
         from fedgc.privacy.ledger import Ledger  # opacus (its accountant): private runs only
 
+        refuse_model_of_protected_data(cfg.clients[index] if index < len(cfg.clients) else None, data_file)
+
         ledger = Ledger.open(data_file, client=client)
         seed = ledger.admit(
             client=client, run=run, plan=plan, acc=privacy_accountant(cfg), event_steps=p.event_steps, budget=p.budget
@@ -118,6 +122,19 @@ def client_privacy(
         p.debias == "client", seed, noisy_augmentation=plan.augmentation_noise, event_steps=p.event_steps,
         reproducible=p.reproducible_noise,
     )  # fmt: skip
+
+
+def refuse_model_of_protected_data(spec: ClientSpec | None, data_file: Path) -> None:
+    """A model file whose provenance (fedgc identify) is the very data file a private run protects would
+    carry that data outside the accounted release."""
+    if spec is None or not isinstance(spec.model, Path) or not spec.model.is_file():
+        return
+    if model_provenance(spec.model) == file_digest(data_file):
+        raise ConfigError(
+            f"client '{spec.name}': model file {spec.model} was identified on {data_file} itself, the data this "
+            "private run protects; identify it on other data (`fedgc identify` with --data history.csv, or "
+            "identify_on: in the client entry)"
+        )
 
 
 def server_privacy(cfg: RunConfig, plan: PrivacyPlan | None) -> ServerPrivacy | None:

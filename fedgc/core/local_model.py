@@ -108,6 +108,10 @@ def _require_spd(X: np.ndarray, name: str, client: str) -> None:
         raise ModelError(f"client '{client}': {name} is not positive definite (smallest eigenvalue {wmin:.3g})")
 
 
+# The model file's array naming the sha256 of the data it was identified on (fedgc identify).
+PROVENANCE = "identified_on_sha256"
+
+
 def load_npz(path: str | Path, client: str) -> LocalModel:
     """Load a given model from an .npz with arrays A, C, Q, R (and optionally mean, scale, columns)."""
     path = Path(path)
@@ -115,12 +119,13 @@ def load_npz(path: str | Path, client: str) -> LocalModel:
         raise ModelError(f"client '{client}': model file {path} does not exist")
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: np.asarray(f[k], dtype=str if k == "columns" else float) for k in f.files}
+            arrays = {k: np.asarray(f[k], dtype=str if k in ("columns", PROVENANCE) else float) for k in f.files}
     except Exception as exc:  # corrupt zip, pickled object arrays, ...
         raise ModelError(f"client '{client}': cannot read model file {path}: {exc}") from exc
     missing = [k for k in ("A", "C", "Q", "R") if k not in arrays]
     if missing:
         raise ModelError(f"client '{client}': model file {path} lacks arrays {missing}")
+    arrays.pop(PROVENANCE, None)
     unknown = sorted(set(arrays) - {"A", "C", "Q", "R", "mean", "scale", "columns"})
     if unknown:
         raise ModelError(f"client '{client}': model file {path} has unknown arrays {unknown}")
@@ -130,14 +135,24 @@ def load_npz(path: str | Path, client: str) -> LocalModel:
     return model
 
 
-def save_npz(path: str | Path, model: LocalModel) -> None:
-    """The model as .npz: arrays A, C, Q, R, mean, scale, and its column names when it has them."""
+def save_npz(path: str | Path, model: LocalModel, *, identified_on: str | None = None) -> None:
+    """The model as .npz: arrays A, C, Q, R, mean, scale, and its column names when it has them.
+    identified_on: the sha256 of the data file it was identified on (its provenance, model_provenance)."""
     arrays: dict[str, np.ndarray] = {
         "A": model.A, "C": model.C, "Q": model.Q, "R": model.R, "mean": model.mean, "scale": model.scale,
     }  # fmt: skip
     if model.columns is not None:
         arrays["columns"] = np.asarray(model.columns, dtype=str)
+    if identified_on is not None:
+        arrays[PROVENANCE] = np.asarray(identified_on, dtype=str)
     np.savez(path, **arrays)  # type: ignore[arg-type]
+
+
+def model_provenance(path: str | Path) -> str | None:
+    """The sha256 of the data file a model file was identified on (save_npz's identified_on); None when
+    the file does not say (a model made elsewhere)."""
+    with np.load(path, allow_pickle=False) as f:
+        return str(f[PROVENANCE]) if PROVENANCE in f.files else None
 
 
 # Rows above which parallel analysis runs on a random subsample of this many rows (choose_state_dim).

@@ -12,7 +12,6 @@ multipliers, at this run's event size) and refuses when the total would exceed t
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import secrets
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgc.errors import FedGCError
+from fedgc.files import file_digest
 from fedgc.privacy.accounting import PrivacyAccountant
 from fedgc.privacy.budget import PrivacyPlan
 
@@ -56,14 +56,6 @@ class Spend:
 def ledger_path(data_file: str | Path) -> Path:
     data_file = Path(data_file)
     return data_file.with_name(data_file.name + LEDGER_SUFFIX)
-
-
-def file_digest(data_file: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(data_file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

@@ -218,7 +218,9 @@ def _wait(client, run_id: int, timeout: float, start_timeout: float, out_dir, wh
         if status in ("pending", "starting") and waited > start_timeout:
             raise FedGCError(
                 f"Flower run {run_id} is still {status} after {start_timeout:g} s: no ServerApp picked it up "
-                "(is a flower-superexec connected to the SuperLink's runtime API?)"
+                "(is a flower-superexec connected to the SuperLink's runtime API? It starts `flwr-serverapp` from "
+                "its PATH: start it with the project's venv active, or as .venv/bin/flower-superexec with "
+                ".venv/bin first on PATH)"
             )
         if status == "finished":
             if sub != "completed":

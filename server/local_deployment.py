@@ -27,6 +27,10 @@ from server.deploy import LAUNCHERS, STOCK, runtime_args, superexec_args, superl
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
+def _in_project(path: str) -> bool:
+    return Path(path).resolve().is_relative_to(PROJECT_DIR)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -102,7 +106,8 @@ class LocalDeployment:
         env["PYTHONUNBUFFERED"] = "1"
         # flower-superexec starts flwr-serverapp / flwr-clientapp by name: this interpreter's scripts come first
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != PROJECT_DIR]
+        # no entry in or under the project folder: a stock deployment must run the app from its FAB alone
+        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and not _in_project(p)]
         if not self.stock:  # fedgc's launchers and the warm runtime are modules of the project folder
             paths.insert(0, str(PROJECT_DIR))
         env["PYTHONPATH"] = os.pathsep.join(paths)

@@ -1,0 +1,246 @@
+"""SIV: snapshot instrumental-variable Granger tests on the server (issue 13).
+
+Every client m sends its snapshot series x^m (T, r_m) once (fedgc.core.snapshots): x^m = S_m h^m + e^m,
+e^m white. Stacking the sites, x_t (T, R) follows
+
+    x_t = sum_n sum_{l in lags(n)} B_{n,l} x^n_{t-l} + u_t,   u_t = v_t + e_t - sum B e_{t-l}   (MA(P)),
+
+so least squares on the noisy regressors is biased (errors in variables) but u_t is uncorrelated with
+x_{<= t-P-1}: two-stage least squares with instruments from x_{t-P-1}, ..., x_{t-2P-2} (q = P + 2 lags)
+is consistent. The instruments are high-passed, z_t = x_t - EMA_{t-1}(x) with an exponential moving
+average of time constant W = min(sqrt(T), 100) (a function of x_{<= t} only), so slow drifts and
+near-integrated states do not dominate them.
+
+Regressors: lag 1 of every site, plus lag-2 directions chosen per site (`select_lags`). Test of
+"site n does not Granger-cause site m": all of n's coefficients in m's equations are zero, a block Wald
+test with the Newey-West long-run covariance of the 2SLS influence series (fedgc.core.hac; bandwidth at
+least P + 2, so the MA(P) error's autocorrelations are covered) and the F small-sample correction.
+Results are [target m, source n] matrices as in fedgc.core.granger.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import scipy.signal
+
+from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test
+
+MAX_LAG = 2
+MIN_STRENGTH = 1.5  # partial first-stage strength (about 1 when a direction adds nothing) to consider a lag
+LAG_LEVEL = 0.01  # a lag is added when its Wald test has p < LAG_LEVEL / M
+MAX_WINDOW = 100.0
+
+
+class LagDirection(NamedTuple):
+    """An extra regressor a^T x^n_{t-lag} of site `site`; a: (r_n,) unit vector."""
+
+    site: int
+    lag: int
+    a: np.ndarray
+
+
+class SIVResult(NamedTuple):
+    """Every matrix (M, M), [target m, source n], diagonal NaN (dof 0).
+
+    statistic: Wald statistic W;  dof: q = r_m x (number of n's regressors);  log10_pvalue: F-corrected;
+    coef_norm: ||B^{mn}|| Frobenius norm of n's coefficients in m's equations (snapshot units);
+    ranks: r_m per site;  extra: the lag-2 directions chosen;  max_lag: P;  window: W of the high-pass;
+    n_obs: N rows of the regression;  n_regressors: K."""
+
+    statistic: np.ndarray
+    dof: np.ndarray
+    log10_pvalue: np.ndarray
+    coef_norm: np.ndarray
+    ranks: tuple[int, ...]
+    extra: tuple[LagDirection, ...]
+    max_lag: int
+    window: float
+    n_obs: int
+    n_regressors: int
+
+
+def highpass_window(n_steps: int) -> float:
+    """W = min(sqrt(T), 100)."""
+    return float(min(np.sqrt(n_steps), MAX_WINDOW))
+
+
+def ema_highpass(x: np.ndarray, window: float) -> np.ndarray:
+    """x_t - m_{t-1} for x (T, R): m_t = lam m_{t-1} + (1 - lam) x_t, lam = 1 - 1 / window, m_0 = x_0
+    (so the first row is 0); a function of x_{<= t} only."""
+    x = np.asarray(x, dtype=np.float64)
+    if not window >= 1:
+        raise ValueError(f"window must be >= 1, got {window!r}")
+    lam = 1.0 - 1.0 / window
+    m, _ = scipy.signal.lfilter([1.0 - lam], [1.0, -lam], x, axis=0, zi=(lam * x[:1]))
+    return x - np.vstack([x[:1], m[:-1]])
+
+
+def _inv_sqrt(S: np.ndarray) -> np.ndarray:
+    w, U = np.linalg.eigh(0.5 * (S + S.T))
+    w = np.maximum(w, 1e-10 * max(float(w.max()), 1e-300))
+    return (U / np.sqrt(w)) @ U.T
+
+
+class _Design(NamedTuple):
+    """Rows t = start .. T-1: targets Y (N, R), instruments Z (N, q R), lagged x by lag, site offsets."""
+
+    Y: np.ndarray
+    Z: np.ndarray
+    lagged: dict[int, np.ndarray]
+    offsets: np.ndarray
+
+
+def _design(x: np.ndarray, dims: Sequence[int], max_lag: int, window: float) -> _Design:
+    T = x.shape[0]
+    q = max_lag + 2
+    start = max_lag + q
+    hp = ema_highpass(x, window)
+    Z = np.hstack([hp[start - lag : T - lag] for lag in range(max_lag + 1, max_lag + q + 1)])
+    lagged = {lag: x[start - lag : T - lag] for lag in range(1, max_lag + 1)}
+    return _Design(x[start:], Z, lagged, np.concatenate([[0], np.cumsum(dims)]).astype(int))
+
+
+def _regressors(d: _Design, extra: Sequence[LagDirection], M: int) -> tuple[np.ndarray, list[list[int]]]:
+    """X (N, K): every site's x_{t-1}, then the extra directions; cols[n]: n's columns of X."""
+    blocks = [d.lagged[1]]
+    cols = [list(range(int(d.offsets[n]), int(d.offsets[n + 1]))) for n in range(M)]
+    pos = int(d.offsets[-1])
+    for e in extra:
+        blocks.append(d.lagged[e.lag][:, d.offsets[e.site] : d.offsets[e.site + 1]] @ e.a[:, None])
+        cols[e.site].append(pos)
+        pos += 1
+    return np.hstack(blocks), cols
+
+
+class _TSLS(NamedTuple):
+    """B: (K, R) coefficients;  influence: (N, K) Xh G, so B - B_true = influence^T u / N;  resid: (N, R)."""
+
+    B: np.ndarray
+    influence: np.ndarray
+    resid: np.ndarray
+
+
+def _tsls(Y: np.ndarray, X: np.ndarray, Qz: np.ndarray) -> _TSLS:
+    """2SLS with the instruments' orthonormal basis Qz: Xh = P_Z X, B = (Xh^T Xh)^{-1} Xh^T Y."""
+    N = Y.shape[0]
+    Xh = Qz @ (Qz.T @ X)
+    G = np.linalg.pinv(Xh.T @ Xh / N)
+    B = G @ (Xh.T @ Y / N)
+    return _TSLS(B, Xh @ G, Y - X @ B)
+
+
+def _block_wald(fit: _TSLS, rows: Sequence[int], targets: Sequence[int], max_lag: int) -> tuple[float, int, float]:
+    """(W, q, log10 p) of B[rows, targets] = 0 with the HAC covariance of phi_t = influence_t[rows] (x) u_t[targets]."""
+    N, K = fit.influence.shape
+    rows, targets = np.asarray(rows), np.asarray(targets)
+    phi = (fit.influence[:, rows][:, :, None] * fit.resid[:, None, targets]).reshape(N, -1)
+    lrv = bartlett_lrv(phi, min_bandwidth=max_lag + 2.0)
+    test = wald_test(fit.B[np.ix_(rows, targets)], lrv.S / N, nu=equivalent_df(N, lrv.bandwidth, K))
+    return test.statistic, test.dof, test.log10_pvalue
+
+
+def _strengths(E: np.ndarray, V: np.ndarray, n_instruments: int) -> tuple[np.ndarray, np.ndarray]:
+    """Partial first-stage strengths of a candidate block (descending) and their directions (columns):
+    eigen-pairs of Svv^{-1/2} E^T E Svv^{-1/2} / L, E (N, d) the part of the candidate's instrumented fit not
+    spanned by the current regressors' fits, V its first-stage residuals, Svv = V^T V / N (a Cragg-Donald F:
+    about 1 when the candidate adds nothing the instruments identify)."""
+    W = _inv_sqrt(V.T @ V / E.shape[0])
+    w, U = np.linalg.eigh(W @ (E.T @ E) @ W / n_instruments)
+    order = np.argsort(w)[::-1]
+    return w[order], W @ U[:, order]
+
+
+def select_lags(
+    xs: Sequence[np.ndarray], *, max_lag: int = MAX_LAG, min_strength: float = MIN_STRENGTH,
+    level: float = LAG_LEVEL, window: float | None = None,
+) -> tuple[LagDirection, ...]:  # fmt: skip
+    """Extra lag directions, greedy and most significant first. Start from lag 1 for every site; a
+    candidate for site n (lag k = its last added lag + 1 <= max_lag) is the set of directions of x^n_{t-k}
+    with partial first-stage strength >= min_strength (an unneeded lag is not identified by the instruments:
+    x_{t-1} already spans its instrumented part); it is tested in the refit with it added (Wald over all
+    targets); the most significant candidate is added if p < level / M. Instruments stay at lags
+    max_lag + 1 .. 2 max_lag + 2 during the selection."""
+    x, dims = _stack(xs)
+    M, R = len(dims), x.shape[1]
+    window = highpass_window(x.shape[0]) if window is None else float(window)
+    if max_lag < 2:
+        return ()
+    d = _design(x, dims, max_lag, window)
+    Qz, _ = np.linalg.qr(d.Z)
+    L = d.Z.shape[1]
+    extra: list[LagDirection] = []
+    while True:
+        X, _ = _regressors(d, extra, M)
+        Qr, _ = np.linalg.qr(Qz @ (Qz.T @ X))
+        best: tuple[float, list[LagDirection]] | None = None
+        for n in range(M):
+            k = 2 + len({e.lag for e in extra if e.site == n})
+            if k > max_lag:
+                continue
+            Xn = d.lagged[k][:, d.offsets[n] : d.offsets[n + 1]]
+            Xn_hat = Qz @ (Qz.T @ Xn)
+            strength, dirs = _strengths(Xn_hat - Qr @ (Qr.T @ Xn_hat), Xn - Xn_hat, L)
+            keep = strength >= min_strength
+            if not keep.any():
+                continue
+            A = dirs[:, keep] / np.linalg.norm(dirs[:, keep], axis=0)
+            candidate = [LagDirection(n, k, A[:, j]) for j in range(A.shape[1])]
+            Xt, _ = _regressors(d, extra + candidate, M)
+            fit = _tsls(d.Y, Xt, Qz)
+            _, _, lp = _block_wald(fit, range(X.shape[1], Xt.shape[1]), range(R), max_lag)
+            if best is None or lp < best[0]:
+                best = (lp, candidate)
+        if best is None or best[0] >= np.log10(level / M):
+            return tuple(extra)
+        extra.extend(best[1])
+
+
+def _stack(xs: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    if len(xs) < 2:
+        raise ValueError(f"SIV tests need at least 2 sites, got {len(xs)}")
+    arrays = [np.asarray(x, dtype=np.float64) for x in xs]
+    for m, a in enumerate(arrays):
+        if a.ndim != 2 or a.shape[1] < 1:
+            raise ValueError(f"site {m}: snapshot series must be (T, r >= 1), got shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"site {m}: snapshot series must be finite")
+    lengths = {a.shape[0] for a in arrays}
+    if len(lengths) != 1:
+        raise ValueError(f"snapshot series of different lengths {sorted(lengths)}")
+    dims = [a.shape[1] for a in arrays]
+    T = lengths.pop()
+    if T < 20 * (2 * MAX_LAG + 2) + 5 * sum(dims) * (MAX_LAG + 3):
+        raise ValueError(f"{T} steps are too few for SIV tests of {len(dims)} sites with {sum(dims)} snapshot directions")
+    x = np.hstack(arrays)
+    return x - x.mean(axis=0), dims
+
+
+def siv_tests(
+    xs: Sequence[np.ndarray], *, max_lag: int = MAX_LAG, min_strength: float = MIN_STRENGTH,
+    lag_level: float = LAG_LEVEL, window: float | None = None,
+) -> SIVResult:  # fmt: skip
+    """The SIV Granger test of every ordered pair of sites from their snapshot series xs[m] (T, r_m)."""
+    if not (isinstance(max_lag, int) and max_lag >= 1):
+        raise ValueError(f"max_lag must be an integer >= 1, got {max_lag!r}")
+    x, dims = _stack(xs)
+    M = len(dims)
+    window = highpass_window(x.shape[0]) if window is None else float(window)
+    extra = select_lags(xs, max_lag=max_lag, min_strength=min_strength, level=lag_level, window=window)
+    P = max([1, *(e.lag for e in extra)])
+    d = _design(x, dims, P, window)
+    Qz, _ = np.linalg.qr(d.Z)
+    X, cols = _regressors(d, extra, M)
+    fit = _tsls(d.Y, X, Qz)
+    shape = (M, M)
+    statistic, log10p, norm = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    dof = np.zeros(shape, dtype=int)
+    for m in range(M):
+        targets = list(range(int(d.offsets[m]), int(d.offsets[m + 1])))
+        for n in range(M):
+            if n == m:
+                continue
+            statistic[m, n], dof[m, n], log10p[m, n] = _block_wald(fit, cols[n], targets, P)
+            norm[m, n] = float(np.linalg.norm(fit.B[np.ix_(cols[n], targets)]))
+    return SIVResult(statistic, dof, log10p, norm, tuple(dims), extra, P, window, int(X.shape[0]), int(X.shape[1]))

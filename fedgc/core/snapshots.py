@@ -1,0 +1,122 @@
+"""A client's snapshot series for the SIV Granger test (fedgc.core.siv): its own data, one release.
+
+Under the local model y_t = C h_t + w_t (w white, any covariance R) the lagged covariances are
+E[y_t y_{t-j}^T] = C G_j C^T for j >= 1: the noise drops out. The directions of y_t that are
+correlated with the site's own past therefore span R^{-1} col(C), and projecting on them gives
+
+    x_t = L z_t = S h_t + e_t,   z_t the standardised y_t,  S (r, D_m) of full rank,  e_t white,
+
+a noisy but unfiltered snapshot of the state: no Kalman filter, no R, no A^{mm} needed. L holds the
+leading canonical directions of z_t against (z_{t-1}, ..., z_{t-k}) (canonical correlations
+rho_1 >= rho_2 >= ...); r is the number of them that Bartlett's sequential test finds nonzero:
+
+    -(N - 1 - (P + kP + 1) / 2) sum_{i > j} ln(1 - rho_i^2) ~ chi2((P - j)(kP - j))  under rho_{j+1..} = 0,
+
+r = the first j not rejected at `level` (at least 1). Shapes: y (T, P) -> x (T, r).
+
+Held (sampled) analyser columns repeat a delayed value between samples: they are not snapshots of the
+current state, so the caller names them in `drop` (they are left out while at least 2 columns remain).
+Missing cells are set to the column mean (0 after standardising); with cells missing independently of
+the process this keeps x_t = S' h_t + e_t with e_t uncorrelated over time.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from fedgc.core.granger import chi2_log10_sf
+
+PAST_LAGS = 3
+RANK_LEVEL = 1e-3
+MIN_COLUMNS_AFTER_DROP = 2
+
+
+class Snapshot(NamedTuple):
+    """series: (T, r) x_t = L z_t, what the client sends;  directions: (r, P') L on the standardised kept
+    columns;  correlations: (P',) canonical correlations with the past;  columns: indices of the kept
+    columns of y;  dropped: indices left out (held columns)."""
+
+    series: np.ndarray
+    directions: np.ndarray
+    correlations: np.ndarray
+    columns: tuple[int, ...]
+    dropped: tuple[int, ...]
+
+    @property
+    def rank(self) -> int:
+        return int(self.series.shape[1])
+
+
+def _inv_sqrt(S: np.ndarray) -> np.ndarray:
+    w, U = np.linalg.eigh(0.5 * (S + S.T))
+    w = np.maximum(w, 1e-10 * max(float(w.max()), 1e-300))
+    return (U / np.sqrt(w)) @ U.T
+
+
+def snapshot_rank(correlations: np.ndarray, *, n: int, n_past: int, level: float = RANK_LEVEL) -> int:
+    """Bartlett's sequential test: the number of canonical correlations (of P = len(correlations)
+    present directions against n_past past ones, n samples) that are nonzero at `level` (>= 1)."""
+    rho = np.clip(np.asarray(correlations, dtype=np.float64), 0.0, 1.0 - 1e-12)
+    P = rho.size
+    for j in range(P):
+        stat = -(n - 1 - 0.5 * (P + n_past + 1)) * float(np.sum(np.log1p(-(rho[j:] ** 2))))
+        log10p = float(chi2_log10_sf(np.array([stat]), np.array([(P - j) * (n_past - j)]))[0])
+        if log10p > np.log10(level):
+            return max(j, 1)
+    return P
+
+
+def snapshot(
+    y: np.ndarray, *, drop: Sequence[int] = (), rank: int | None = None, past_lags: int = PAST_LAGS,
+    level: float = RANK_LEVEL, client: str = "client",
+) -> Snapshot:  # fmt: skip
+    """The snapshot series of one client's measurements y (T, P) (NaN: missing). drop: held columns to
+    leave out (ignored if fewer than 2 columns would remain); rank: r when the client knows D_m (None: the
+    sequential test at `level`); past_lags: k. ValueError naming `client` for unusable data."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 2:
+        raise ValueError(f"client '{client}': measurements must be a (T, P) table, got shape {y.shape}")
+    if not (isinstance(past_lags, int) and past_lags >= 1):
+        raise ValueError(f"client '{client}': past_lags must be an integer >= 1, got {past_lags!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"client '{client}': level must lie in (0, 1), got {level!r}")
+    T, P_all = y.shape
+    bad = [j for j in drop if not 0 <= int(j) < P_all]
+    if bad:
+        raise ValueError(f"client '{client}': held column index(es) {bad} outside its {P_all} columns")
+    dropped = tuple(sorted({int(j) for j in drop}))
+    if P_all - len(dropped) < MIN_COLUMNS_AFTER_DROP:
+        dropped = ()
+    columns = tuple(j for j in range(P_all) if j not in dropped)
+    z = y[:, list(columns)]
+    P = z.shape[1]
+    n = T - past_lags
+    if n < 5 * P * (past_lags + 1) + 10:
+        raise ValueError(
+            f"client '{client}': {T} steps are too few for snapshot directions of {P} columns with {past_lags} past "
+            f"lags (need at least {5 * P * (past_lags + 1) + 10 + past_lags})"
+        )
+    observed = np.isfinite(z)
+    if np.any(observed.sum(axis=0) < 2):
+        raise ValueError(f"client '{client}': a column has fewer than 2 observed values")
+    mu = np.nanmean(z, axis=0)
+    sd = np.nanstd(z, axis=0)
+    if np.any(sd <= 0):
+        flat = [columns[j] for j in np.flatnonzero(sd <= 0)]
+        raise ValueError(f"client '{client}': column(s) {flat} are constant; a snapshot needs varying sensors")
+    z = np.where(observed, (z - mu) / sd, 0.0)
+    future = z[past_lags:]
+    past = np.hstack([z[past_lags - lag : T - lag] for lag in range(1, past_lags + 1)])
+    S_ff, S_pp, S_fp = future.T @ future / n, past.T @ past / n, future.T @ past / n
+    W_f = _inv_sqrt(S_ff)
+    U, rho, _ = np.linalg.svd(W_f @ S_fp @ _inv_sqrt(S_pp))
+    if rank is None:
+        r = snapshot_rank(rho, n=n, n_past=past.shape[1], level=level)
+    elif isinstance(rank, (int, np.integer)) and 1 <= rank:
+        r = min(int(rank), P)
+    else:
+        raise ValueError(f"client '{client}': rank must be None or a positive integer, got {rank!r}")
+    L = (W_f @ U[:, :r]).T
+    return Snapshot(np.ascontiguousarray(z @ L.T), L, rho, columns, dropped)

@@ -134,10 +134,10 @@ def _tsls(Y: np.ndarray, X: np.ndarray, Qz: np.ndarray) -> _TSLS:
 def _block_wald(fit: _TSLS, rows: Sequence[int], targets: Sequence[int], max_lag: int) -> tuple[float, int, float]:
     """(W, q, log10 p) of B[rows, targets] = 0 with the HAC covariance of phi_t = influence_t[rows] (x) u_t[targets]."""
     N, K = fit.influence.shape
-    rows, targets = np.asarray(rows), np.asarray(targets)
-    phi = (fit.influence[:, rows][:, :, None] * fit.resid[:, None, targets]).reshape(N, -1)
+    r, c = np.asarray(rows), np.asarray(targets)
+    phi = (fit.influence[:, r][:, :, None] * fit.resid[:, None, c]).reshape(N, -1)
     lrv = bartlett_lrv(phi, min_bandwidth=max_lag + 2.0)
-    test = wald_test(fit.B[np.ix_(rows, targets)], lrv.S / N, nu=equivalent_df(N, lrv.bandwidth, K))
+    test = wald_test(fit.B[np.ix_(r, c)], lrv.S / N, nu=equivalent_df(N, lrv.bandwidth, K))
     return test.statistic, test.dof, test.log10_pvalue
 
 
@@ -212,7 +212,9 @@ def _stack(xs: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]]:
     dims = [a.shape[1] for a in arrays]
     T = lengths.pop()
     if T < 20 * (2 * MAX_LAG + 2) + 5 * sum(dims) * (MAX_LAG + 3):
-        raise ValueError(f"{T} steps are too few for SIV tests of {len(dims)} sites with {sum(dims)} snapshot directions")
+        raise ValueError(
+            f"{T} steps are too few for SIV tests of {len(dims)} sites with {sum(dims)} snapshot directions"
+        )
     x = np.hstack(arrays)
     return x - x.mean(axis=0), dims
 

@@ -114,7 +114,7 @@ def snapshot(
     U, rho, _ = np.linalg.svd(W_f @ S_fp @ _inv_sqrt(S_pp))
     if rank is None:
         r = snapshot_rank(rho, n=n, n_past=past.shape[1], level=level)
-    elif isinstance(rank, (int, np.integer)) and 1 <= rank:
+    elif isinstance(rank, (int, np.integer)) and rank >= 1:
         r = min(int(rank), P)
     else:
         raise ValueError(f"client '{client}': rank must be None or a positive integer, got {rank!r}")

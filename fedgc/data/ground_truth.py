@@ -77,7 +77,9 @@ class System:
         """Site m's true local model (A_1^{mm}, C^m, Q^{mm}, diag R^m); only for one-lag systems (a latent
         VAR(2) site has no D_m-dimensional state-space model)."""
         if self.lags.shape[0] != 1:
-            raise ValueError(f"system {self.name!r} is a latent VAR({self.lags.shape[0]}); its sites have no one-lag model")
+            raise ValueError(
+                f"system {self.name!r} is a latent VAR({self.lags.shape[0]}); its sites have no one-lag model"
+            )
         s = self.sl(m)
         return LocalModel(A=self.lags[0][s, s].copy(), C=self.C[m].copy(), Q=self.Q[s, s].copy(), R=np.diag(self.R[m]))
 
@@ -106,7 +108,9 @@ def _orth(d: int, rng: np.random.Generator) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
-def site_dynamics(d: int, rng: np.random.Generator, lo: float = 0.4, hi: float = 0.9, complex_pair: bool = True) -> np.ndarray:
+def site_dynamics(
+    d: int, rng: np.random.Generator, lo: float = 0.4, hi: float = 0.9, complex_pair: bool = True
+) -> np.ndarray:
     """A stable (d, d) block with eigenvalue moduli in [lo, hi]: a rotation-damped pair (if d >= 2 and
     complex_pair, angle 0.2-0.8 rad) plus real eigenvalues, in a random well-conditioned basis."""
     blocks = []
@@ -159,14 +163,14 @@ def _assemble(name, dims, self_blocks, edges_list, rng, *, strength=(0.2, 0.35),
     M = len(dims)
     off = np.concatenate([[0], np.cumsum(dims)]).astype(int)
     D = int(off[-1])
-    L = max(np.asarray(b).ndim == 3 and np.asarray(b).shape[0] or 1 for b in self_blocks)
+    L = max(np.asarray(b).shape[0] if np.asarray(b).ndim == 3 else 1 for b in self_blocks)
     lags = np.zeros((L, D, D))
     for m, b in enumerate(self_blocks):
         b = np.asarray(b, dtype=float)
         if b.ndim == 2:
             b = b[None]
-        for l in range(b.shape[0]):
-            lags[l, off[m]:off[m + 1], off[m]:off[m + 1]] = b[l]
+        for lag in range(b.shape[0]):
+            lags[lag, off[m]:off[m + 1], off[m]:off[m + 1]] = b[lag]
     edges = np.zeros((M, M), dtype=bool)
     cross = np.zeros_like(lags)
     for e in edges_list:
@@ -216,7 +220,6 @@ def tanks(rng: np.random.Generator) -> System:
     tank = np.array([[0.85, 0.0], [0.3, 0.8]])
     th = 0.3
     util = 0.9 * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
-    D = 8
     A = scipy.linalg.block_diag(tank, tank, tank, util)
     A[2, 1] = 0.35  # A.l -> B.u
     A[4, 3] = 0.35  # B.l -> C.u
@@ -328,8 +331,10 @@ def slow(rng: np.random.Generator) -> System:
     return _assemble("slow", dims, blocks, [(0, 1), (1, 2), (0, 3)], rng, strength=(0.06, 0.12))
 
 
-FAMILIES: dict[str, Callable[[np.random.Generator], System]] = {"tanks": tanks, "chain": chain, "tree": tree, "feedback": feedback, "dense": dense, "var2": var2,
-            "mixed": mixed, "slow": slow}
+FAMILIES: dict[str, Callable[[np.random.Generator], System]] = {
+    "tanks": tanks, "chain": chain, "tree": tree, "feedback": feedback, "dense": dense, "var2": var2,
+    "mixed": mixed, "slow": slow,
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -381,8 +386,10 @@ def null_drift(rng):
     return _null_base(rng, "null_drift", drift=0.5)
 
 
-NULLS: dict[str, Callable[[np.random.Generator], System]] = {"control": null_control, "coloured": null_coloured, "held": null_held, "underorder": null_underorder,
-         "drift": null_drift}
+NULLS: dict[str, Callable[[np.random.Generator], System]] = {
+    "control": null_control, "coloured": null_coloured, "held": null_held, "underorder": null_underorder,
+    "drift": null_drift,
+}
 
 
 def make(name: str, seed: int) -> System:

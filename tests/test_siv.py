@@ -1,0 +1,148 @@
+"""SIV Granger tests (issue 13): the maths against naive references, and against ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from statsmodels.sandbox.regression.gmm import IV2SLS
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.sandwich_covariance import S_hac_simple
+
+from fedgc.core.hac import andrews_bandwidth, bartlett_lrv, equivalent_df, wald_test
+from fedgc.core.siv import _tsls, ema_highpass, siv_tests
+from fedgc.core.snapshots import snapshot, snapshot_rank
+from fedgc.data import ground_truth as gt
+from fedgc.data.cleaning import detect_held
+
+
+def _ar1(rng: np.random.Generator, n: int, k: int, rho: float) -> np.ndarray:
+    e = rng.standard_normal((n, k))
+    x = np.zeros_like(e)
+    for t in range(1, n):
+        x[t] = rho * x[t - 1] + e[t]
+    return x
+
+
+def _bh_edges(log10p: np.ndarray, alpha: float = 0.05) -> np.ndarray:
+    off = ~np.eye(log10p.shape[0], dtype=bool)
+    reject, *_ = multipletests(10.0 ** log10p[off], alpha=alpha, method="fdr_bh")
+    edges = np.zeros_like(off)
+    edges[off] = reject
+    return edges
+
+
+def test_bartlett_lrv_is_statsmodels_newey_west() -> None:
+    phi = _ar1(np.random.default_rng(0), 500, 3, 0.6)
+    for lags in (1, 4, 9):
+        ours = bartlett_lrv(phi, bandwidth=lags + 1.0)
+        centred = phi - phi.mean(axis=0)
+        np.testing.assert_allclose(ours.S, S_hac_simple(centred, nlags=lags) / phi.shape[0], rtol=1e-12)
+        assert ours.bandwidth == lags + 1.0
+
+
+def test_bandwidth_grows_with_persistence_and_is_floored() -> None:
+    rng = np.random.default_rng(1)
+    white, persistent = rng.standard_normal((2000, 2)), _ar1(rng, 2000, 2, 0.8)
+    assert andrews_bandwidth(persistent) > 4 * andrews_bandwidth(white)
+    assert bartlett_lrv(white, min_bandwidth=3.0).bandwidth >= 3.0
+    assert bartlett_lrv(persistent).bandwidth <= 2000 / 4
+
+
+def test_long_run_variance_of_ar1_is_close_to_theory() -> None:
+    # AR(1) rho with unit innovations: long-run variance 1 / (1 - rho)^2 = 6.25 at rho = 0.6
+    phi = _ar1(np.random.default_rng(2), 40000, 1, 0.6)
+    assert bartlett_lrv(phi).S[0, 0] == pytest.approx(6.25, rel=0.1)
+
+
+def test_wald_f_correction_tends_to_chi_square_and_is_more_conservative() -> None:
+    rng = np.random.default_rng(3)
+    delta, V = rng.standard_normal(6), np.eye(6) * 0.5
+    chi2 = wald_test(delta, V)
+    assert chi2.statistic == pytest.approx(float(delta @ delta / 0.5))
+    assert wald_test(delta, V, nu=1e9).log10_pvalue == pytest.approx(chi2.log10_pvalue, abs=1e-4)
+    assert wald_test(delta, V, nu=30.0).log10_pvalue > chi2.log10_pvalue
+    assert wald_test(delta, V, nu=4.0).log10_pvalue == 0.0  # nu - q + 1 < 1: no information
+    assert wald_test(np.full(3, 100.0), np.eye(3) * 1e-4, nu=1e6).log10_pvalue < -300  # no underflow to -inf
+    assert equivalent_df(1000, 3.0, 10) == pytest.approx(1.5 * 990 / 3.0)
+
+
+def test_tsls_is_statsmodels_iv2sls() -> None:
+    rng = np.random.default_rng(4)
+    n = 3000
+    Z = rng.standard_normal((n, 4))
+    v = rng.standard_normal((n, 2))
+    X = Z @ rng.standard_normal((4, 2)) + v
+    Y = X @ np.array([[0.5, -1.0], [2.0, 0.3]]) + v @ np.array([[1.0, 0.0], [0.5, 1.0]]) + rng.standard_normal((n, 2))
+    Qz, _ = np.linalg.qr(Z)
+    ours = _tsls(Y, X, Qz)
+    for j in range(2):
+        ref = IV2SLS(Y[:, j], X, instrument=Z).fit()
+        np.testing.assert_allclose(ours.B[:, j], ref.params, rtol=1e-10)
+        np.testing.assert_allclose(ours.resid[:, j], ref.resid, rtol=1e-8, atol=1e-10)
+    # the influence series reproduces the estimate: B = influence^T Y / N
+    np.testing.assert_allclose(ours.influence.T @ Y / n, ours.B, rtol=1e-10)
+
+
+def test_highpass_is_causal_and_removes_a_constant() -> None:
+    x = np.random.default_rng(5).standard_normal((300, 2))
+    hp = ema_highpass(x, 10.0)
+    assert np.allclose(hp[0], 0.0)
+    changed = x.copy()
+    changed[200:] += 5.0
+    np.testing.assert_allclose(ema_highpass(changed, 10.0)[:200], hp[:200])  # the future does not leak back
+    assert np.allclose(ema_highpass(np.ones((50, 1)) * 3.0, 5.0), 0.0)
+
+
+def test_snapshot_rank_finds_the_state_dimension_and_drops_held_columns() -> None:
+    system = gt.make("null_held", 0)
+    ys, _ = gt.simulate(system, 8000, np.random.default_rng(0))
+    for m, y in enumerate(ys):
+        held = [j for j in range(y.shape[1]) if detect_held(y[:, j]) is not None]
+        snap = snapshot(y, drop=held)
+        if y.shape[1] - len(held) >= 2:
+            assert set(snap.dropped) == set(held) and set(held) == set(system.held[m])
+        assert snap.series.shape == (8000, snap.rank)
+        assert snap.rank == system.dims[m]
+    with pytest.raises(ValueError, match=r"client 'x'.*too few"):
+        snapshot(ys[0][:30], client="x")
+    assert snapshot_rank(np.array([0.9, 0.5, 0.01]), n=5000, n_past=9) == 2
+
+
+def test_siv_finds_only_the_true_edges_of_the_tanks_line() -> None:
+    for seed in (0, 1):
+        system = gt.make("tanks", seed)
+        ys, _ = gt.simulate(system, 20000, np.random.default_rng(seed))
+        result = siv_tests([snapshot(y).series for y in ys])
+        np.testing.assert_array_equal(_bh_edges(result.log10_pvalue), system.edges)
+
+
+def test_siv_selects_a_second_lag_where_the_latent_dynamics_need_it() -> None:
+    system = gt.make("mixed", 0)
+    ys, _ = gt.simulate(system, 20000, np.random.default_rng(0))
+    result = siv_tests([snapshot(y).series for y in ys])
+    assert result.max_lag == 2
+    assert {e.site for e in result.extra} <= {0, 2, 4}  # the latent VAR(2) sites only
+    np.testing.assert_array_equal(_bh_edges(result.log10_pvalue), system.edges)
+
+
+def test_siv_pvalues_on_independent_sites_are_not_piled_at_zero() -> None:
+    pvalues = []
+    for seed in range(4):
+        system = gt.make("null_control", seed)
+        ys, _ = gt.simulate(system, 3000, np.random.default_rng(seed))
+        result = siv_tests([snapshot(y).series for y in ys])
+        pvalues.extend(10.0 ** result.log10_pvalue[~np.eye(system.M, dtype=bool)])
+    pvalues = np.asarray(pvalues)
+    assert np.mean(pvalues < 0.05) <= 0.15
+    assert np.min(pvalues) > 1e-4
+    assert np.mean(pvalues) > 0.3
+
+
+def test_siv_refuses_unusable_input() -> None:
+    x = np.random.default_rng(6).standard_normal((500, 2))
+    with pytest.raises(ValueError, match="at least 2 sites"):
+        siv_tests([x])
+    with pytest.raises(ValueError, match="different lengths"):
+        siv_tests([x, x[:400]])
+    with pytest.raises(ValueError, match="finite"):
+        siv_tests([x, np.full((500, 1), np.nan)])

@@ -2,7 +2,7 @@
 
     query.setup   the node reads its own CSV (node config `data-path`), builds its local model
                   (node config `model-path` = a given .npz, else identified from its data) and
-                  answers name, state_dim, n_steps.
+                  answers name, state_dim, n_steps (and its snapshot series when the setup asks: SIV test).
     query.round   augmentation in, ClientReply out (payloads: fedgc.protocol.wire; records: clients.records).
 
 Node config keys (flower-supernode --node-config "data-path='/data/feed.csv' client-name='feed'"):
@@ -69,7 +69,7 @@ def build(settings: Mapping[str, Any], setup: wire.SetupRequest, fallback_index:
     """The node's ClientSession (fedgc.app.clients.build_session: reads only this node's file)."""
     spec = client_spec(settings)
     options = ClientOptions(learn_theta=setup.learn_theta, theta=setup.theta)
-    return build_session(spec, options, seed=setup.seed_for(spec.name, fallback_index))
+    return build_session(spec, options, seed=setup.seed_for(spec.name, fallback_index), snapshots=setup.snapshots)
 
 
 sessions = NodeSessions(build)
@@ -88,7 +88,8 @@ def handle_setup(message: Message, context: Context, overrides=None) -> Message:
         if name in str(exc):
             raise
         raise FedGCError(f"{name} could not set up: {type(exc).__name__}: {exc}") from exc
-    reply = wire.encode_setup_reply(ClientInfo(session.name, session.state_dim, session.n_steps), raw_bytes(session))
+    info = ClientInfo(session.name, session.state_dim, session.n_steps, session.snapshot)
+    reply = wire.encode_setup_reply(info, raw_bytes(session))
     return Message(to_records(reply, message_format=message_format_of(message.content)), reply_to=message)
 
 

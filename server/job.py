@@ -75,7 +75,8 @@ def run_job(grid: Grid, job: Job) -> RunResult:
     expected = job.num_nodes or len(order)
     if expected < 1:
         raise ConfigError("the run config lists no clients and num-nodes is 0: nothing to wait for")
-    setup = wire.SetupRequest(seed=cfg.seed, client_order=order, learn_theta=cfg.client.learn_theta, theta=cfg.client.theta)
+    setup = wire.SetupRequest(seed=cfg.seed, client_order=order, learn_theta=cfg.client.learn_theta, theta=cfg.client.theta,
+                              snapshots=cfg.gc_test == "siv")  # fmt: skip
     transport = FlowerTransport(
         grid, setup=setup, expected_nodes=expected, wait_timeout=job.wait_timeout, round_timeout=job.round_timeout,
         poll_interval=job.poll_interval, send_and_receive=job.send_and_receive, message_format=job.message_format,

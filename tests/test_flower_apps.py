@@ -361,3 +361,17 @@ def test_wait_and_round_timeouts_come_from_the_command_line(small, tmp_path, mon
     assert main([*base, "--round-timeout", "-1"]) == 2
     assert "--round-timeout must be a number of seconds > 0, got -1.0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_fake_grid_siv_run_matches_local(small, tmp_path):
+    """Identified models: the nodes send their snapshot series with the setup reply and the server's SIV
+    p-values are the local engine's; the snapshots count as setup bytes to the server."""
+    cfg = replace(small, clients=tuple(replace(c, model="identify") for c in small.clients))
+    assert cfg.gc_test == "siv"
+    local = run_batch(cfg, LocalTransport([build_session(s, cfg.client, seed=cfg.seed + i, snapshots=True)
+                                           for i, s in enumerate(cfg.clients)]))  # fmt: skip
+    result = run_job(FakeGrid(_node_configs(cfg)), Job(cfg=cfg, engine="flower-sim", out_dir=tmp_path, poll_interval=0.001))
+    assert result.fit.gc.test == local.fit.gc.test == "siv"
+    np.testing.assert_allclose(result.fit.gc.log10_pvalue, local.fit.gc.log10_pvalue, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(result.fit.gc.edges, local.fit.gc.edges)
+    assert result.communication["setup_bytes"] > local.communication["setup_bytes"] > 0

@@ -103,8 +103,9 @@ def test_json_run_fields(result, written):
     data = read_result(written[0] / "nested")
     assert data["server"] == {
         "rule": "newton", "max_rounds": 10, "tol": 1e-6, "penalty": 0.0, "diagonal": "fixed",
-        "learning_rate": None, "alpha": 0.05, "burn_in": 1, "on_dropout": "stop",
+        "learning_rate": None, "alpha": 0.05, "burn_in": 1, "test": "auto", "on_dropout": "stop",
     }  # fmt: skip
+    assert data["test"] == "lr"  # given models: 'auto' keeps the likelihood-ratio test
     assert data["rounds"] == result.fit.rounds == len(data["history"]) >= 1
     assert data["converged"] is result.fit.converged
     assert [h["round"] for h in data["history"]] == list(range(1, data["rounds"] + 1))

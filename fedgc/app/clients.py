@@ -23,11 +23,12 @@ from fedgc.app.results import ClientData, RunResult, Truth
 from fedgc.analysis.stream import Switch, true_switches
 from fedgc.app.tep import TEPClients
 from fedgc.core.local_model import LocalModel, identify, load_npz, save_npz, validate
+from fedgc.core.snapshots import snapshot
 from fedgc.core.window import ClientWindow, prepare_window
 from fedgc.data.align import AlignedRows, align_tables, check_lengths
 from fedgc.data.csv import ClientTable, read_client_csv, write_client_csv
 from fedgc.data.synthetic import SyntheticData, simulate
-from fedgc.data.cleaning import ColumnPolicy
+from fedgc.data.cleaning import ColumnPolicy, detect_held
 from fedgc.errors import ConfigError, DataError, FedGCWarning, ModelError
 from fedgc.privacy.budget import PrivacyPlan
 from fedgc.privacy.local import ClientPrivacy
@@ -61,11 +62,13 @@ def local_clients(cfg: RunConfig, *, mode: str, plan: PrivacyPlan | None) -> Cli
     the oracle pools when cfg asks for it (a private run's sessions keep none: the oracle of a private
     simulation is computed here, from the synthetic data, outside the guarantee)."""
     session_class = StreamingSession if cfg.streaming is not None else ClientSession
+    siv = cfg.gc_test == "siv"
     if cfg.tep is not None and not cfg.clients:
         tep = TEPClients.of(cfg)
         sessions = [
             session_class(unit, model, tep.run.clients[unit], learn_theta=_learns(cfg.client, privacy),
-                          theta_kind=cfg.client.theta, privacy=privacy)  # type: ignore[arg-type]
+                          theta_kind=cfg.client.theta, privacy=privacy,  # type: ignore[arg-type]
+                          snapshot=snapshot_series(tep.run.clients[unit], client=unit) if siv else None)
             for (unit, model), privacy in zip(tep.models.items(), _privacies(cfg, plan, list(tep.models)))
         ]  # fmt: skip
         return Clients(cfg, sessions, raw_data_bytes=tep.raw_data_bytes, finish=tep.add_sections,
@@ -85,7 +88,7 @@ def local_clients(cfg: RunConfig, *, mode: str, plan: PrivacyPlan | None) -> Cli
                        oracle_windows=windows)  # fmt: skip
     if not cfg.clients:
         raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
-    sessions, summary = read_sessions(cfg, plan, session_class=session_class)
+    sessions, summary = read_sessions(cfg, plan, session_class=session_class, snapshots=siv)
     raw = int(sum(s.series_steps * s.model.obs_dim * 8 for s in sessions))
     return Clients(cfg, sessions, raw_data_bytes=raw, data=summary, align=cfg.align, oracle_windows=_exact(sessions))
 
@@ -152,9 +155,10 @@ def scenario_sessions(
             model = data.system.local_model(m)
         else:
             model = identify(y, client=name, rng=np.random.default_rng(cfg.seed + m))
+        series = snapshot_series(y, client=name) if cfg.gc_test == "siv" else None
         sessions.append(
             session_class(name, model, y, learn_theta=_learns(cfg.client, privacy), theta_kind=cfg.client.theta,  # type: ignore[arg-type]
-                          privacy=privacy)  # fmt: skip
+                          privacy=privacy, snapshot=series)  # fmt: skip
         )
     return sessions
 
@@ -201,8 +205,9 @@ def read_tables(cfg: RunConfig) -> tuple[list[ClientTable], dict[str, ClientData
 
 
 def read_sessions(
-    cfg: RunConfig, plan: PrivacyPlan | None, *, session_class: type[ClientSession] = ClientSession
-) -> tuple[list[ClientSession], dict[str, ClientData]]:
+    cfg: RunConfig, plan: PrivacyPlan | None, *, session_class: type[ClientSession] = ClientSession,
+    snapshots: bool = False,
+) -> tuple[list[ClientSession], dict[str, ClientData]]:  # fmt: skip
     """The in-process clients of `fedgc run` (local engine) and what was done to their data.
 
     One client at a time: its file is read, its model identified (or loaded) and its window projected to
@@ -215,7 +220,8 @@ def read_sessions(
     def build(i: int, table: ClientTable) -> ClientSession:
         spec = cfg.clients[i]
         privacy = client_privacy(cfg, plan, i, client=spec.name, data_file=spec.data, run=run)
-        return build_session(spec, cfg.client, seed=cfg.seed + i, privacy=privacy, table=table, session_class=session_class)
+        return build_session(spec, cfg.client, seed=cfg.seed + i, privacy=privacy, table=table,
+                             session_class=session_class, snapshots=snapshots)  # fmt: skip
 
     sessions: list[ClientSession] = []
     if cfg.align == "timestamp":
@@ -255,16 +261,36 @@ def _data_notes(cfg: RunConfig, table: ClientTable, alignment: AlignedRows | Non
 
 def build_session(
     spec: ClientSpec, options: ClientOptions, *, seed: int = 0, privacy: ClientPrivacy | None = None,
-    table: ClientTable | None = None, session_class: type[ClientSession] = ClientSession,
+    table: ClientTable | None = None, session_class: type[ClientSession] = ClientSession, snapshots: bool = False,
 ) -> ClientSession:  # fmt: skip
     """A client built from its own CSV file and its own model (given .npz, identified on another file, or
-    identified from the data). table: the client's table when already read (and aligned)."""
+    identified from the data). table: the client's table when already read (and aligned). snapshots: also
+    compute its snapshot series for the SIV test (held columns, by the cleaning's report or detect_held, left out;
+    D_m as the snapshot rank when the spec gives state_dim)."""
     table = read_table(spec, private=privacy is not None) if table is None else table
     model, values = local_model(spec, table, seed)
+    series = None
+    if snapshots:
+        names = model.columns if model.columns is not None else tuple(table.columns)
+        held = {h.column for h in table.cleaning.held}
+        by_name = [j for j, c in enumerate(names) if c in held] if len(names) == values.shape[1] else []
+        series = snapshot_series(values, client=spec.name, held=by_name, rank=spec.state_dim, where=str(spec.data))
     return session_class(
         spec.name, model, values, learn_theta=_learns(options, privacy), theta_kind=options.theta,  # type: ignore[arg-type]
-        privacy=privacy,
+        privacy=privacy, snapshot=series,
     )  # fmt: skip
+
+
+def snapshot_series(
+    values: np.ndarray, *, client: str, held: list[int] | None = None, rank: int | None = None, where: str = ""
+) -> np.ndarray:
+    """A client's snapshot series (fedgc.core.snapshots) from its own measurements (T, P): held analyser columns
+    (`held`, plus any detect_held finds) are left out; DataError naming the client and file when unusable."""
+    drop = set(held or ()) | {j for j in range(values.shape[1]) if detect_held(values[:, j]) is not None}
+    try:
+        return snapshot(values, drop=sorted(drop), rank=rank, client=client).series
+    except ValueError as exc:
+        raise DataError(f"{exc}{f' (data file {where!r})' if where else ''}") from None
 
 
 def identify_model(spec: ClientSpec, table: ClientTable, seed: int) -> LocalModel:

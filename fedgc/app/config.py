@@ -337,11 +337,35 @@ class RunConfig:
         names = [c.name for c in self.clients]
         if len(set(names)) != len(names):
             raise ConfigError(f"client names must be unique, got {names}")
+        if self.server.test == "siv" and self.privacy is not None:
+            raise ConfigError(
+                "server.test: siv needs every client's snapshot series, which the privacy accounting does not cover "
+                "(not an accounted release); a private run uses the LR test (server.test: lr or auto)"
+            )
+        if self.server.test == "siv" and self.streaming is not None:
+            raise ConfigError("server.test: siv is a batch test; streaming windows use the LR test (server.test: lr or auto)")
         if self.tep is not None and self.streaming is None and _fault_of("tep.run", self.tep.run) is not None:
             raise ConfigError(
                 f"tep.run must be a normal-operation run (d00, d00_te), got {self.tep.run!r} "
                 "(a fault run can be streamed: add a 'streaming' section)"
             )
+
+    @property
+    def identified_models(self) -> bool:
+        """Whether some client runs a model identified from data (synthetic local_models: identify, or a
+        `clients:` entry with model: identify, on its own file or identify_on); TEP units count as given."""
+        if self.clients:
+            return any(spec.model == "identify" for spec in self.clients)
+        return self.synthetic is not None and self.local_models == "identify"
+
+    @property
+    def gc_test(self) -> str:
+        """The Granger test the run uses: server.test, with 'auto' resolved to 'siv' when models are
+        identified (identified_models) and privacy and streaming are off, else 'lr'."""
+        if self.server.test != "auto":
+            return self.server.test
+        siv = self.identified_models and self.privacy is None and self.streaming is None
+        return "siv" if siv else "lr"
 
 
 # ---------------------------------------------------------------------------------------------- parse and serialise

@@ -109,6 +109,7 @@ def encode_fit(fit: FitResult) -> dict[str, np.ndarray]:
     out["gc_clients"] = np.asarray(list(gc.clients), dtype=str)
     out["gc_dims"] = np.asarray(gc.dims, dtype=np.int64)
     out["gc_alpha"] = np.asarray(float(gc.alpha))
+    out["gc_test"] = np.asarray(str(gc.test))
     out["A_s"] = np.asarray(fit.A_s, dtype=np.float64)
     out["history"] = np.asarray([[r.round, r.loss, r.change] for r in fit.history], dtype=np.float64).reshape(-1, 3)
     out["converged"] = np.asarray(bool(fit.converged))
@@ -125,6 +126,7 @@ def decode_fit(arrays: Mapping[str, np.ndarray]) -> FitResult:
         alpha=float(arrays["gc_alpha"]),
         **{k: np.asarray(arrays[f"gc_{k}"]) for k in _GC_ARRAYS},
         unknown=np.asarray(arrays["gc_unknown"], dtype=bool) if "gc_unknown" in arrays else None,
+        test=str(arrays["gc_test"]) if "gc_test" in arrays else "lr",
     )
     history = [RoundRecord(int(r), float(l), float(c)) for r, l, c in np.asarray(arrays["history"]).reshape(-1, 3)]
     dropouts = [Dropout(str(c), int(r), str(why)) for c, r, why in np.asarray(arrays.get("dropouts", np.empty((0, 3)))).reshape(-1, 3)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -177,7 +177,7 @@ def run_batch(
         raise ConfigError("resuming needs the output folder that holds the checkpoint")
     try:
         fit = run_protocol(
-            counting, cfg.server, on_round=on_round, stop_when=stop_when, privacy=server, resume=start, on_checkpoint=saver
+            counting, replace(cfg.server, test=cfg.gc_test), on_round=on_round, stop_when=stop_when, privacy=server, resume=start, on_checkpoint=saver
         )
     except FedGCError as exc:
         if checkpoint_dir is not None and record_error(checkpoint_dir, str(exc)) is not None:

@@ -36,6 +36,8 @@ class GCResult(NamedTuple):
     A_s: (D, D) the server's matrix (diagonal blocks: joint correction to A^{mm}, else zero).
     unknown: (M, M) bool, pairs not estimated because a client dropped out (fedgc.protocol.dropout), or None
              (every pair known); their matrices are NaN and their edges False.
+    test: the test behind statistic, dof and the p-values: 'lr' (this module) or 'siv' (fedgc.core.siv:
+          statistic the F-corrected HAC Wald statistic, gc = statistic / N; strength stays the A_s block norm).
     """
 
     clients: tuple[str, ...]
@@ -50,6 +52,7 @@ class GCResult(NamedTuple):
     alpha: float
     A_s: np.ndarray
     unknown: np.ndarray | None = None
+    test: str = "lr"
 
 
 def chi2_log10_sf(stat: np.ndarray, dof: np.ndarray) -> np.ndarray:

@@ -24,7 +24,9 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 import scipy.signal
+from statsmodels.stats.multitest import multipletests
 
+from fedgc.core.granger import GCResult
 from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test
 
 MAX_LAG = 2
@@ -246,3 +248,22 @@ def siv_tests(
             statistic[m, n], dof[m, n], log10p[m, n] = _block_wald(fit, cols[n], targets, P)
             norm[m, n] = float(np.linalg.norm(fit.B[np.ix_(cols[n], targets)]))
     return SIVResult(statistic, dof, log10p, norm, tuple(dims), extra, P, window, int(X.shape[0]), int(X.shape[1]))
+
+
+def with_siv_tests(gc: GCResult, xs: Sequence[np.ndarray]) -> GCResult:
+    """gc (a run's result over the same sites, in the same order) with its statistic, dof, p-values and edges
+    from siv_tests on the snapshot series xs: Benjamini-Hochberg at gc.alpha over the M (M - 1) p-values,
+    gc = W / N (the LR's ln det ratio is about its statistic / N), test 'siv'. strength and A_s are kept."""
+    if len(xs) != len(gc.dims):
+        raise ValueError(f"{len(xs)} snapshot series for {len(gc.dims)} sites")
+    result = siv_tests(xs)
+    M = len(xs)
+    off = ~np.eye(M, dtype=bool)
+    pvalue = np.where(off, 10.0**result.log10_pvalue, np.nan)
+    edges = np.zeros((M, M), dtype=bool)
+    reject, *_ = multipletests(pvalue[off], alpha=gc.alpha, method="fdr_bh")
+    edges[off] = reject
+    return gc._replace(
+        gc=result.statistic / result.n_obs, statistic=result.statistic, dof=result.dof, pvalue=pvalue,
+        log10_pvalue=result.log10_pvalue, edges=edges, test="siv",
+    )  # fmt: skip

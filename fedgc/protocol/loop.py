@@ -11,6 +11,10 @@ alternates them until the relative change of A_s is below tol or max_rounds upda
 Exchanges are numbered over the whole run (a client refuses an index it has answered), rounds
 (updates) within one fit. A transport (local calls, or Flower messages in clients/ and server/) only
 moves augmentations out and replies back.
+
+The tests: the likelihood-ratio test on the final statistics (fedgc.core.granger), or with server.test
+'siv' the snapshot IV test (fedgc.core.siv) on the snapshot series every client sent at setup; 'auto' here
+takes SIV when every client sent one (the app asks clients for them when the run's test resolves to 'siv').
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import numpy as np
 from fedgc.core.forgetting import ForgottenStats
 from fedgc.core.granger import GCResult, granger_tests
 from fedgc.core.regression import Blocks, RegressionStats, augmentations, next_relaxation, regression_stats, relative_change
+from fedgc.core.siv import with_siv_tests
 from fedgc.errors import FedGCError
 from fedgc.privacy.server import ServerPrivacy, debias_stats, privatise_augmentations, shrink_blocks
 from fedgc.protocol.dropout import apply_policy, embed, embed_gc, state_indices
-from fedgc.protocol.messages import ClientFailure, ClientReply, RequestKind
+from fedgc.protocol.messages import ClientFailure, ClientInfo, ClientReply, RequestKind
 from fedgc.protocol.rules import UpdateRule, rule_named
 from fedgc.protocol.settings import ServerConfig
 from fedgc.protocol.state import Dropout, ProtocolState, RoundRecord
@@ -79,7 +84,8 @@ class Rounds:
 
     privacy: noise on every data-dependent augmentation and, if asked, the errors-in-variables
     correction of the statistics and the empirical-Bayes shrinkage of A_s (fedgc.privacy.server).
-    on_round(record) is called after every update; stop_when(A_s) may end a fit early (benchmarks)."""
+    on_round(record) is called after every update; stop_when(A_s) may end a fit early (benchmarks).
+    snapshots: per client its (T, r) snapshot series for the SIV test, or None (the LR test)."""
 
     transport: Transport
     config: ServerConfig
@@ -88,6 +94,7 @@ class Rounds:
     privacy: ServerPrivacy | None = None
     on_round: Callable[[RoundRecord], None] | None = None
     stop_when: Callable[[np.ndarray], bool] | None = None
+    snapshots: list[np.ndarray] | None = None
     rule: UpdateRule = field(init=False)
 
     def __post_init__(self) -> None:
@@ -239,6 +246,11 @@ class Rounds:
         gc = granger_tests(
             stats, A_s, [self.names[m] for m in members], blocks, diagonal=self.config.diagonal, alpha=self.config.alpha
         )
+        if self.snapshots is not None and len(members) >= 2:
+            try:
+                gc = with_siv_tests(gc, [self.snapshots[m] for m in members])
+            except ValueError as exc:
+                raise FedGCError(f"the SIV test cannot run on the clients' snapshot series: {exc}") from exc
         if len(members) < len(self.names):
             gc = embed_gc(gc, self.names, self.full.dims, members, st.A_s)
         return gc
@@ -263,8 +275,12 @@ def run_protocol(
     infos = transport.clients()
     names = [c.name for c in infos]
     full = Blocks.of([c.state_dim for c in infos])
-    rounds = Rounds(transport, config, names, full, privacy=privacy, on_round=on_round, stop_when=stop_when)
     span = Span(common_length(infos, "windows"), config.burn_in)
+    snapshots = snapshot_series(infos, config.test, span.n_steps)
+    if snapshots is not None and privacy is not None:
+        raise FedGCError("the SIV test's snapshot series are not an accounted release; a private run uses the LR test")
+    rounds = Rounds(transport, config, names, full, privacy=privacy, on_round=on_round, stop_when=stop_when,
+                    snapshots=snapshots)  # fmt: skip
     state = ProtocolState.initial(names, full.dims) if resume is None else _resume(resume, names, full.dims, privacy)
     state, _ = rounds.fit(state, span, Limits(config.max_rounds, config.tol), on_checkpoint=on_checkpoint)
     state, stats = rounds.final_statistics(state, span)
@@ -272,6 +288,26 @@ def run_protocol(
         rounds.tests(state, stats), state.A_s, list(state.history), state.converged, list(state.dropouts),
         None if resume is None else resume.round,
     )  # fmt: skip
+
+
+def snapshot_series(infos: Sequence[ClientInfo], test: str, n_steps: int) -> list[np.ndarray] | None:
+    """The clients' snapshot series for the SIV test, checked ((T, r) float64, finite, r >= 1), or None for the
+    LR test: test 'lr', or 'auto' when a client sent none. FedGCError naming the client for a bad one, or a
+    missing one under 'siv'."""
+    if test == "lr" or (test == "auto" and any(i.snapshot is None for i in infos)):
+        return None
+    out = []
+    for info in infos:
+        x = info.snapshot
+        if x is None:
+            raise FedGCError(f"client '{info.name}' sent no snapshot series, which the SIV test (server.test: siv) needs")
+        if not isinstance(x, np.ndarray) or x.dtype != np.float64 or x.ndim != 2 or x.shape[0] != n_steps or x.shape[1] < 1:
+            raise FedGCError(f"client '{info.name}': the snapshot series must be a ({n_steps}, r >= 1) float64 array, got "
+                             f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")  # fmt: skip
+        if not np.all(np.isfinite(x)):
+            raise FedGCError(f"client '{info.name}': the snapshot series has non-finite values")
+        out.append(x)
+    return out
 
 
 def _resume(state: ProtocolState, names: list[str], dims: tuple[int, ...], privacy: ServerPrivacy | None) -> ProtocolState:

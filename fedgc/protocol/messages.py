@@ -52,9 +52,13 @@ class ClientReply(NamedTuple):
 
 
 class ClientInfo(NamedTuple):
+    """What a client says at setup. snapshot: (T, r) its snapshot series (fedgc.core.snapshots) when the run's
+    Granger test is SIV, else None."""
+
     name: str
     state_dim: int
     n_steps: int
+    snapshot: np.ndarray | None = None
 
 
 class ClientFailure(NamedTuple):

@@ -45,11 +45,17 @@ class ClientSession:
         learn_theta: bool = False,
         theta_kind: ThetaKind = "linear",
         privacy: ClientPrivacy | None = None,
+        snapshot: np.ndarray | None = None,
     ) -> None:
         """privacy: the raw window is then clipped and privatised here, once, and every later release
         is computed from the privatised window only (then there is no exact window: nothing computed from
-        the raw data stays in the session)."""
+        the raw data stays in the session). snapshot: (T, r) the client's snapshot series (fedgc.core.snapshots,
+        computed from its raw data by the caller) that the setup reply carries when the test is SIV; a private
+        client has none (it is not an accounted release)."""
+        if snapshot is not None and privacy is not None:
+            raise ConfigError(f"client '{name}': a private client cannot send a snapshot series (not an accounted release)")
         self.name = name
+        self.snapshot = None if snapshot is None else np.ascontiguousarray(snapshot, dtype=np.float64)
         self.model = model
         self.noise: ReleaseNoise | None = None
         self.privacy_noise_std = 0.0
@@ -144,7 +150,10 @@ class StreamingSession(ClientSession):
     `open_window` moves to the next window, starting the filter from the state it reached at start - 1."""
 
     def __init__(self, name: str, model: LocalModel, raw: np.ndarray, *, learn_theta: bool = False,
-                 theta_kind: ThetaKind = "linear", privacy: ClientPrivacy | None = None) -> None:  # fmt: skip
+                 theta_kind: ThetaKind = "linear", privacy: ClientPrivacy | None = None,
+                 snapshot: np.ndarray | None = None) -> None:  # fmt: skip
+        if snapshot is not None:
+            raise ConfigError(f"client '{name}': streaming mode uses the LR test; it takes no snapshot series")
         if privacy is not None:
             raise ConfigError(f"client '{name}': streaming mode does not support privacy (turn one of them off)")
         super().__init__(name, model, raw, learn_theta=learn_theta, theta_kind=theta_kind)

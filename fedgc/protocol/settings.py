@@ -10,6 +10,8 @@ from fedgc.protocol.dropout import POLICIES
 from fedgc.protocol.rules import rule_named
 from fedgc.settings_config import SETTINGS_CONFIG
 
+GC_TESTS = ("auto", "lr", "siv")
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -33,6 +35,11 @@ class ServerConfig:
     """FDR level of the edges (Benjamini-Hochberg), in (0, 1)."""
     burn_in: int = 1
     """Leading time steps left out of the regressions' sums (>= 1)."""
+    test: Literal["auto", "lr", "siv"] = "auto"
+    """Granger test of the p-values and edges: 'lr' (likelihood ratio on the fixed point's states, exact with
+    the true local models), 'siv' (snapshot instrumental variables on series the clients send once at setup,
+    calibrated with identified models; fedgc.core.siv) or 'auto': 'siv' when a client's model is identified
+    and privacy and streaming are off, else 'lr' (docs/robustness.md)."""
     on_dropout: Literal["stop", "continue"] = "stop"
     """What a client without a valid reply does to the run: 'stop' (error, last round kept) or 'continue'
     (without it, its pairs unknown; fedgc.protocol.dropout)."""
@@ -51,6 +58,8 @@ class ServerConfig:
             raise ConfigError(f"server.penalty must be >= 0, got {self.penalty!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ConfigError(f"server.learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.test not in GC_TESTS:
+            raise ConfigError(f"server.test must be one of {GC_TESTS}, got {self.test!r}")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"server.alpha must lie in (0, 1), got {self.alpha!r}")
         if not (isinstance(self.burn_in, int) and self.burn_in >= 1):

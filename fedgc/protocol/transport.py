@@ -48,7 +48,7 @@ class LocalTransport:
         self.sessions = list(sessions)
 
     def clients(self) -> list[ClientInfo]:
-        return [ClientInfo(s.name, s.state_dim, s.series_steps) for s in self.sessions]
+        return [ClientInfo(s.name, s.state_dim, s.series_steps, s.snapshot) for s in self.sessions]
 
     def open_window(self, start: int, end: int) -> None:
         for s in self.sessions:
@@ -119,9 +119,16 @@ class CountingTransport:
         self.inner = inner
         self.log = log if log is not None else CommunicationLog()
         self._exchange = 0
+        self._setup_counted = False
 
     def clients(self) -> list[ClientInfo]:
-        return self.inner.clients()
+        """The inner transport's clients; the snapshot series they sent at setup count once as setup bytes
+        to the server (a Flower transport counts its whole setup itself: then nothing is added here)."""
+        infos = self.inner.clients()
+        if not self._setup_counted and not hasattr(self.inner, "setup_to_server"):
+            self.log.setup_to_server += int(sum(i.snapshot.nbytes for i in infos if i.snapshot is not None))
+            self._setup_counted = True
+        return infos
 
     def open_window(self, start: int, end: int) -> None:
         self.inner.open_window(start, end)

@@ -7,8 +7,9 @@ Flower and nothing is ever pickled. The same encoders define the communication a
 
 Messages of one run:
 
-    setup   server -> client  {"seed", "client_order", "learn_theta", "theta"}
-            client -> server  {"name", "state_dim", "n_steps", "raw_data_bytes"}
+    setup   server -> client  {"seed", "client_order", "learn_theta", "theta", "snapshots"?}
+            client -> server  {"name", "state_dim", "n_steps", "raw_data_bytes", "snapshot"?: (T, r)}
+                              (the snapshot series when the setup asks for it: the run's test is SIV)
     round   server -> client  {"augmentation": (T, D_m), "request": "newton"|"gd"|"stats", "round"}
             client -> server  {"states": (T, D_m), "pseudo_obs"?: (T, D_m), "information"?: (D_m, D_m),
                                "gradient"?: (T, D_m), "loss", "client", "round"}   (absent keys: None in ClientReply)
@@ -49,6 +50,7 @@ class SetupRequest:
     client_order: tuple[str, ...] = ()
     learn_theta: bool = False
     theta: str = "linear"
+    snapshots: bool = False  # send the snapshot series (fedgc.core.snapshots) with the setup reply
 
     def seed_for(self, name: str, fallback_index: int) -> int:
         index = self.client_order.index(name) if name in self.client_order else fallback_index
@@ -56,12 +58,15 @@ class SetupRequest:
 
 
 def encode_setup(req: SetupRequest) -> Payload:
-    return {
+    out: Payload = {
         "seed": int(req.seed),
         "client_order": ",".join(req.client_order),
         "learn_theta": bool(req.learn_theta),
         "theta": str(req.theta),
     }
+    if req.snapshots:  # only when asked: a run with the LR test sends what it always sent
+        out["snapshots"] = True
+    return out
 
 
 def decode_setup(payload: Mapping[str, Any]) -> SetupRequest:
@@ -72,21 +77,29 @@ def decode_setup(payload: Mapping[str, Any]) -> SetupRequest:
         client_order=tuple(n for n in order.split(",") if n),
         learn_theta=bool(payload["learn_theta"]),
         theta=str(payload["theta"]),
+        snapshots=bool(payload.get("snapshots", False)),
     )
 
 
 def encode_setup_reply(info: ClientInfo, raw_data_bytes: int) -> Payload:
-    return {
+    out: Payload = {
         "name": str(info.name),
         "state_dim": int(info.state_dim),
         "n_steps": int(info.n_steps),
         "raw_data_bytes": int(raw_data_bytes),
     }
+    if info.snapshot is not None:
+        out["snapshot"] = np.ascontiguousarray(info.snapshot, dtype=np.float64)
+    return out
 
 
 def decode_setup_reply(payload: Mapping[str, Any]) -> tuple[ClientInfo, int]:
+    """(ClientInfo, raw data bytes); a snapshot arrives as received (the server validates it before its test)."""
     _require(payload, ("name", "state_dim", "n_steps"), "setup reply")
-    info = ClientInfo(str(payload["name"]), int(payload["state_dim"]), int(payload["n_steps"]))
+    snapshot = payload.get("snapshot")
+    if snapshot is not None and not isinstance(snapshot, np.ndarray):
+        raise MessageError(f"setup reply: field 'snapshot' is {type(snapshot).__name__}, not an array")
+    info = ClientInfo(str(payload["name"]), int(payload["state_dim"]), int(payload["n_steps"]), snapshot)
     return info, int(payload.get("raw_data_bytes", 0))
 
 

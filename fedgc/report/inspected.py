@@ -146,6 +146,7 @@ class Inspected:
     origins: tuple[Origin, ...]
     flowsheet: Flowsheet | None
     fault_stream: FaultStream | None
+    test: str = "lr"  # the test behind statistic, dof and the p-values: 'lr' or 'siv'
 
     @property
     def tested(self) -> np.ndarray:
@@ -233,6 +234,7 @@ def inspected_from_json(data: Mapping[str, Any], file: Path) -> Inspected:
         origins=tuple(_origin(c, rec, run) for run, rec in (data.get("origin") or {}).items()),
         flowsheet=Flowsheet.of(data["flowsheet"]) if "flowsheet" in data else None,
         fault_stream=FaultStream.of(data["fault_stream"]) if "fault_stream" in data else None,
+        test=str(data.get("test", "lr")),
     )  # fmt: skip
 
 

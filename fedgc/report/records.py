@@ -48,6 +48,7 @@ class ServerSettings(NamedTuple):
     alpha: float
     burn_in: int
     on_dropout: str
+    test: str = "auto"
 
 
 class Metrics(NamedTuple):

@@ -41,7 +41,7 @@ FEDGC_VERSION = str(getattr(fedgc, "__version__", "0.1.0"))
 
 KEYS = (
     "fedgc_version", "name", "engine", "seed", "clients", "dims",
-    "strength", "statistic", "gc", "dof", "pvalue", "log10_pvalue", "edges", "alpha",
+    "strength", "statistic", "gc", "dof", "pvalue", "log10_pvalue", "edges", "alpha", "test",
     "A_s", "A_s_note", "server", "rounds", "converged", "history",
     "evaluation", "timings", "communication", "raw_data_bytes", "privacy", "data", "unknown", "resilience",
 )  # fmt: skip
@@ -83,6 +83,7 @@ def result_dict(result: RunResult) -> dict:
         **{k: matrix_rows(np.where(unknown, np.nan, getattr(gc, k)), kind=int if k == "dof" else float) for k in _MATRICES},
         "edges": [[None if unknown[m, n] else bool(gc.edges[m, n]) for n in range(M)] for m in range(M)],
         "alpha": float(gc.alpha),
+        "test": str(gc.test),
         "A_s": jsonable(np.asarray(fit.A_s, dtype=float)),
         "A_s_note": A_S_NOTE,
         "server": jsonable(to_plain(cfg.server)),

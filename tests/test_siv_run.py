@@ -1,0 +1,114 @@
+"""server.test: which Granger test a run uses, and SIV runs end to end (CSV clients with identified models)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedgc.app.config import ClientSpec, parse_config
+from fedgc.app.runner import run
+from fedgc.core.snapshots import snapshot
+from fedgc.core.siv import siv_tests
+from fedgc.data import ground_truth as gt
+from fedgc.data.csv import write_client_csv
+from fedgc.errors import ConfigError, FedGCError
+from fedgc.protocol import wire
+from fedgc.protocol.loop import snapshot_series
+from fedgc.protocol.messages import ClientInfo
+from fedgc.report.result_json import read_result, write_outputs
+from fedgc.report.schema import schema_errors
+
+SYNTHETIC = {"n_clients": 3, "state_dims": 2, "obs_dims": 6, "n_steps": 1500}
+PRIVATE = {"epsilon": math.inf, "delta": 1e-5, "clip": 5}
+
+
+def test_auto_picks_siv_for_identified_models_only() -> None:
+    assert parse_config({"synthetic": SYNTHETIC}).gc_test == "lr"  # given (true) models
+    assert parse_config({"synthetic": SYNTHETIC, "local_models": "identify"}).gc_test == "siv"
+    private = {"synthetic": SYNTHETIC, "local_models": "identify", "privacy": PRIVATE, "evaluation": {"oracle": False}}
+    assert parse_config(private).gc_test == "lr"
+    assert parse_config({"synthetic": SYNTHETIC, "local_models": "identify", "streaming": "on"}).gc_test == "lr"
+    forced = parse_config({"synthetic": SYNTHETIC, "local_models": "identify", "server": {"test": "lr"}})
+    assert forced.gc_test == "lr"
+    assert parse_config({"synthetic": SYNTHETIC, "server": {"test": "siv"}}).gc_test == "siv"
+
+
+def test_siv_is_refused_where_it_cannot_run() -> None:
+    with pytest.raises(ConfigError, match="not an accounted release"):
+        parse_config({"synthetic": SYNTHETIC, "server": {"test": "siv"}, "privacy": PRIVATE,
+                      "evaluation": {"oracle": False}})  # fmt: skip
+    with pytest.raises(ConfigError, match="streaming"):
+        parse_config({"synthetic": SYNTHETIC, "server": {"test": "siv"}, "streaming": "on"})
+    with pytest.raises(ConfigError, match="server.test"):
+        parse_config({"synthetic": SYNTHETIC, "server": {"test": "wald"}})
+
+
+def test_setup_messages_carry_the_snapshot_only_when_asked() -> None:
+    assert "snapshots" not in wire.encode_setup(wire.SetupRequest(seed=1))
+    asked = wire.decode_setup(wire.encode_setup(wire.SetupRequest(seed=1, snapshots=True)))
+    assert asked.snapshots
+    x = np.random.default_rng(0).standard_normal((50, 2))
+    payload = wire.encode_setup_reply(ClientInfo("a", 2, 50, x), 0)
+    info, _ = wire.decode_setup_reply(payload)
+    np.testing.assert_array_equal(info.snapshot, x)
+    assert wire.payload_bytes(payload) == wire.payload_bytes(wire.encode_setup_reply(ClientInfo("a", 2, 50), 0)) + x.nbytes
+    with pytest.raises(wire.MessageError, match="snapshot"):
+        wire.decode_setup_reply({**payload, "snapshot": "x"})
+
+
+def test_the_server_checks_every_snapshot_series() -> None:
+    good = np.zeros((50, 2))
+    assert snapshot_series([ClientInfo("a", 2, 50, good), ClientInfo("b", 2, 50)], "auto", 50) is None
+    assert snapshot_series([ClientInfo("a", 2, 50, good), ClientInfo("b", 2, 50, good)], "lr", 50) is None
+    with pytest.raises(FedGCError, match="client 'b' sent no snapshot"):
+        snapshot_series([ClientInfo("a", 2, 50, good), ClientInfo("b", 2, 50)], "siv", 50)
+    with pytest.raises(FedGCError, match="client 'b'.*\\(50, r >= 1\\)"):
+        snapshot_series([ClientInfo("a", 2, 50, good), ClientInfo("b", 2, 50, good[:40])], "siv", 50)
+    bad = good.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(FedGCError, match="client 'b'.*non-finite"):
+        snapshot_series([ClientInfo("a", 2, 50, good), ClientInfo("b", 2, 50, bad)], "siv", 50)
+
+
+@pytest.fixture(scope="module")
+def tanks_csvs(tmp_path_factory) -> tuple[list[ClientSpec], gt.System, list[np.ndarray]]:
+    """The tanks line A -> B -> C plus an independent utility, written as four CSV files."""
+    system = gt.make("tanks", 0)
+    ys, _ = gt.simulate(system, 20000, np.random.default_rng(0))
+    folder = tmp_path_factory.mktemp("tanks")
+    specs = []
+    for name, y in zip("ABCU", ys):
+        write_client_csv(folder / f"{name}.csv", y, columns=[f"s{j}" for j in range(y.shape[1])])
+        specs.append(ClientSpec(name, folder / f"{name}.csv"))
+    return specs, system, ys
+
+
+def test_a_run_with_identified_models_uses_siv_and_finds_only_the_true_edges(tanks_csvs, tmp_path: Path) -> None:
+    specs, system, ys = tanks_csvs
+    cfg = parse_config({"name": "tanks", "evaluation": {"oracle": False}, "server": {"max_rounds": 3}})
+    cfg = replace(cfg, clients=tuple(specs))
+    result = run(cfg, mode="run", out_dir=tmp_path / "run")
+    gc = result.fit.gc
+    assert gc.test == "siv"
+    np.testing.assert_array_equal(gc.edges, system.edges)
+    # the p-values are SIV's on the clients' own snapshot series (the CSV round trip keeps the values)
+    reference = siv_tests([snapshot(y).series for y in ys])
+    np.testing.assert_allclose(gc.log10_pvalue, reference.log10_pvalue, rtol=1e-6, atol=1e-9)
+    # the snapshots are counted once, as setup bytes to the server
+    assert result.communication["setup_bytes"] == sum(20000 * r * 8 for r in reference.ranks)
+    write_outputs(result, tmp_path / "out")
+    data = read_result(tmp_path / "out")
+    assert data["test"] == "siv" and not schema_errors(data)
+    assert "snapshot IV" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_the_lr_test_can_still_be_asked_for(tanks_csvs, tmp_path: Path) -> None:
+    specs, _, _ = tanks_csvs
+    cfg = parse_config({"name": "tanks", "evaluation": {"oracle": False}, "server": {"max_rounds": 3, "test": "lr"}})
+    result = run(replace(cfg, clients=tuple(specs)), mode="run", out_dir=tmp_path / "run")
+    assert result.fit.gc.test == "lr"
+    assert result.communication["setup_bytes"] == 0

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from flwr.serverapp import Grid
 
+from fedgc.app.clients import snapshot_request
 from fedgc.app.config import RunConfig
 from fedgc.app.results import RunResult, save_fit
 from fedgc.app.runner import run_batch
@@ -76,7 +77,7 @@ def run_job(grid: Grid, job: Job) -> RunResult:
     if expected < 1:
         raise ConfigError("the run config lists no clients and num-nodes is 0: nothing to wait for")
     setup = wire.SetupRequest(seed=cfg.seed, client_order=order, learn_theta=cfg.client.learn_theta, theta=cfg.client.theta,
-                              snapshots=cfg.gc_test == "siv")  # fmt: skip
+                              snapshots=snapshot_request(cfg))  # fmt: skip
     transport = FlowerTransport(
         grid, setup=setup, expected_nodes=expected, wait_timeout=job.wait_timeout, round_timeout=job.round_timeout,
         poll_interval=job.poll_interval, send_and_receive=job.send_and_receive, message_format=job.message_format,

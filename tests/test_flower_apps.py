@@ -368,7 +368,7 @@ def test_fake_grid_siv_run_matches_local(small, tmp_path):
     p-values are the local engine's; the snapshots count as setup bytes to the server."""
     cfg = replace(small, clients=tuple(replace(c, model="identify") for c in small.clients))
     assert cfg.gc_test == "siv"
-    local = run_batch(cfg, LocalTransport([build_session(s, cfg.client, seed=cfg.seed + i, snapshots=True)
+    local = run_batch(cfg, LocalTransport([build_session(s, cfg.client, seed=cfg.seed + i, snapshots="auto")
                                            for i, s in enumerate(cfg.clients)]))  # fmt: skip
     result = run_job(FakeGrid(_node_configs(cfg)), Job(cfg=cfg, engine="flower-sim", out_dir=tmp_path, poll_interval=0.001))
     assert result.fit.gc.test == local.fit.gc.test == "siv"

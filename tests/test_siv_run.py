@@ -49,8 +49,10 @@ def test_siv_is_refused_where_it_cannot_run() -> None:
 
 def test_setup_messages_carry_the_snapshot_only_when_asked() -> None:
     assert "snapshots" not in wire.encode_setup(wire.SetupRequest(seed=1))
-    asked = wire.decode_setup(wire.encode_setup(wire.SetupRequest(seed=1, snapshots=True)))
-    assert asked.snapshots
+    for request in ("auto", "siv"):
+        assert wire.decode_setup(wire.encode_setup(wire.SetupRequest(seed=1, snapshots=request))).snapshots == request
+    with pytest.raises(wire.MessageError, match="snapshots"):
+        wire.SetupRequest(snapshots="yes")
     x = np.random.default_rng(0).standard_normal((50, 2))
     payload = wire.encode_setup_reply(ClientInfo("a", 2, 50, x), 0)
     info, _ = wire.decode_setup_reply(payload)
@@ -112,3 +114,14 @@ def test_the_lr_test_can_still_be_asked_for(tanks_csvs, tmp_path: Path) -> None:
     result = run(replace(cfg, clients=tuple(specs)), mode="run", out_dir=tmp_path / "run")
     assert result.fit.gc.test == "lr"
     assert result.communication["setup_bytes"] == 0
+
+
+def test_auto_falls_back_to_lr_where_the_data_cannot_give_snapshots(tmp_path: Path) -> None:
+    """Too few steps for the snapshot directions: 'auto' warns and keeps the LR test, 'siv' refuses."""
+    raw = {"synthetic": {"n_clients": 3, "state_dims": 2, "obs_dims": 12, "n_steps": 150}, "local_models": "identify",
+           "evaluation": {"oracle": False}, "server": {"max_rounds": 3}}  # fmt: skip
+    with pytest.warns(UserWarning, match="too few.*LR test"):
+        result = run(parse_config(raw), mode="simulate", out_dir=tmp_path / "auto")
+    assert result.fit.gc.test == "lr"
+    with pytest.raises(FedGCError, match="client 'client0'.*too few"):
+        run(parse_config({**raw, "server": {"test": "siv"}}), mode="simulate", out_dir=tmp_path / "siv")

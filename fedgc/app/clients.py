@@ -62,13 +62,13 @@ def local_clients(cfg: RunConfig, *, mode: str, plan: PrivacyPlan | None) -> Cli
     the oracle pools when cfg asks for it (a private run's sessions keep none: the oracle of a private
     simulation is computed here, from the synthetic data, outside the guarantee)."""
     session_class = StreamingSession if cfg.streaming is not None else ClientSession
-    siv = cfg.gc_test == "siv"
+    siv = snapshot_request(cfg)
     if cfg.tep is not None and not cfg.clients:
         tep = TEPClients.of(cfg)
         sessions = [
             session_class(unit, model, tep.run.clients[unit], learn_theta=_learns(cfg.client, privacy),
                           theta_kind=cfg.client.theta, privacy=privacy,  # type: ignore[arg-type]
-                          snapshot=snapshot_series(tep.run.clients[unit], client=unit) if siv else None)
+                          snapshot=snapshot_series(tep.run.clients[unit], client=unit, request=siv))
             for (unit, model), privacy in zip(tep.models.items(), _privacies(cfg, plan, list(tep.models)))
         ]  # fmt: skip
         return Clients(cfg, sessions, raw_data_bytes=tep.raw_data_bytes, finish=tep.add_sections,
@@ -88,7 +88,7 @@ def local_clients(cfg: RunConfig, *, mode: str, plan: PrivacyPlan | None) -> Cli
                        oracle_windows=windows)  # fmt: skip
     if not cfg.clients:
         raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
-    sessions, summary = read_sessions(cfg, plan, session_class=session_class, snapshots=siv)
+    sessions, summary = read_sessions(cfg, plan, session_class=session_class, snapshots=snapshot_request(cfg))
     raw = int(sum(s.series_steps * s.model.obs_dim * 8 for s in sessions))
     return Clients(cfg, sessions, raw_data_bytes=raw, data=summary, align=cfg.align, oracle_windows=_exact(sessions))
 
@@ -155,7 +155,7 @@ def scenario_sessions(
             model = data.system.local_model(m)
         else:
             model = identify(y, client=name, rng=np.random.default_rng(cfg.seed + m))
-        series = snapshot_series(y, client=name) if cfg.gc_test == "siv" else None
+        series = snapshot_series(y, client=name, request=snapshot_request(cfg))
         sessions.append(
             session_class(name, model, y, learn_theta=_learns(cfg.client, privacy), theta_kind=cfg.client.theta,  # type: ignore[arg-type]
                           privacy=privacy, snapshot=series)  # fmt: skip
@@ -206,7 +206,7 @@ def read_tables(cfg: RunConfig) -> tuple[list[ClientTable], dict[str, ClientData
 
 def read_sessions(
     cfg: RunConfig, plan: PrivacyPlan | None, *, session_class: type[ClientSession] = ClientSession,
-    snapshots: bool = False,
+    snapshots: str = "",
 ) -> tuple[list[ClientSession], dict[str, ClientData]]:  # fmt: skip
     """The in-process clients of `fedgc run` (local engine) and what was done to their data.
 
@@ -261,12 +261,13 @@ def _data_notes(cfg: RunConfig, table: ClientTable, alignment: AlignedRows | Non
 
 def build_session(
     spec: ClientSpec, options: ClientOptions, *, seed: int = 0, privacy: ClientPrivacy | None = None,
-    table: ClientTable | None = None, session_class: type[ClientSession] = ClientSession, snapshots: bool = False,
+    table: ClientTable | None = None, session_class: type[ClientSession] = ClientSession, snapshots: str = "",
 ) -> ClientSession:  # fmt: skip
     """A client built from its own CSV file and its own model (given .npz, identified on another file, or
     identified from the data). table: the client's table when already read (and aligned). snapshots: also
-    compute its snapshot series for the SIV test (held columns, by the cleaning's report or detect_held, left out;
-    D_m as the snapshot rank when the spec gives state_dim)."""
+    compute its snapshot series for the SIV test ('siv', or 'auto': none when its data cannot give one; see
+    snapshot_series); held columns, by the cleaning's report or detect_held, are left out, and D_m is the snapshot
+    rank when the spec gives state_dim."""
     table = read_table(spec, private=privacy is not None) if table is None else table
     model, values = local_model(spec, table, seed)
     series = None
@@ -274,23 +275,37 @@ def build_session(
         names = model.columns if model.columns is not None else tuple(table.columns)
         held = {h.column for h in table.cleaning.held}
         by_name = [j for j, c in enumerate(names) if c in held] if len(names) == values.shape[1] else []
-        series = snapshot_series(values, client=spec.name, held=by_name, rank=spec.state_dim, where=str(spec.data))
+        series = snapshot_series(values, client=spec.name, request=snapshots, held=by_name, rank=spec.state_dim,
+                                 where=str(spec.data))  # fmt: skip
     return session_class(
         spec.name, model, values, learn_theta=_learns(options, privacy), theta_kind=options.theta,  # type: ignore[arg-type]
         privacy=privacy, snapshot=series,
     )  # fmt: skip
 
 
+def snapshot_request(cfg: RunConfig) -> str:
+    """What the clients are asked for: '' (the run's test is LR), 'siv' (server.test: siv) or 'auto'."""
+    return "" if cfg.gc_test != "siv" else cfg.server.test
+
+
 def snapshot_series(
-    values: np.ndarray, *, client: str, held: list[int] | None = None, rank: int | None = None, where: str = ""
-) -> np.ndarray:
+    values: np.ndarray, *, client: str, request: str = "siv", held: list[int] | None = None, rank: int | None = None,
+    where: str = "",
+) -> np.ndarray | None:  # fmt: skip
     """A client's snapshot series (fedgc.core.snapshots) from its own measurements (T, P): held analyser columns
-    (`held`, plus any detect_held finds) are left out; DataError naming the client and file when unusable."""
+    (`held`, plus any detect_held finds) are left out. request '': None; 'siv': DataError naming the client and
+    file when the data cannot give one; 'auto': then a warning and None (the run falls back to the LR test)."""
+    if not request:
+        return None
     drop = set(held or ()) | {j for j in range(values.shape[1]) if detect_held(values[:, j]) is not None}
     try:
         return snapshot(values, drop=sorted(drop), rank=rank, client=client).series
     except ValueError as exc:
-        raise DataError(f"{exc}{f' (data file {where!r})' if where else ''}") from None
+        message = f"{exc}{f' (data file {where!r})' if where else ''}"
+        if request == "siv":
+            raise DataError(message) from None
+        warnings.warn(FedGCWarning(f"{message}; the run uses the LR test (server.test: auto)"), stacklevel=2)
+        return None
 
 
 def identify_model(spec: ClientSpec, table: ClientTable, seed: int) -> LocalModel:

@@ -177,7 +177,7 @@ def run_batch(
         raise ConfigError("resuming needs the output folder that holds the checkpoint")
     try:
         fit = run_protocol(
-            counting, replace(cfg.server, test=cfg.gc_test), on_round=on_round, stop_when=stop_when, privacy=server, resume=start, on_checkpoint=saver
+            counting, replace(cfg.server, test="lr" if cfg.gc_test == "lr" else cfg.server.test), on_round=on_round, stop_when=stop_when, privacy=server, resume=start, on_checkpoint=saver
         )
     except FedGCError as exc:
         if checkpoint_dir is not None and record_error(checkpoint_dir, str(exc)) is not None:

@@ -250,7 +250,9 @@ class Rounds:
             try:
                 gc = with_siv_tests(gc, [self.snapshots[m] for m in members])
             except ValueError as exc:
-                raise FedGCError(f"the SIV test cannot run on the clients' snapshot series: {exc}") from exc
+                if self.config.test == "siv":
+                    raise FedGCError(f"the SIV test cannot run on the clients' snapshot series: {exc}") from exc
+                log.warning("the SIV test cannot run on the clients' snapshot series (%s); the p-values are the LR test's", exc)
         if len(members) < len(self.names):
             gc = embed_gc(gc, self.names, self.full.dims, members, st.A_s)
         return gc

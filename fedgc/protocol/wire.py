@@ -7,9 +7,10 @@ Flower and nothing is ever pickled. The same encoders define the communication a
 
 Messages of one run:
 
-    setup   server -> client  {"seed", "client_order", "learn_theta", "theta", "snapshots"?}
+    setup   server -> client  {"seed", "client_order", "learn_theta", "theta", "snapshots"?: "siv" | "auto"}
             client -> server  {"name", "state_dim", "n_steps", "raw_data_bytes", "snapshot"?: (T, r)}
-                              (the snapshot series when the setup asks for it: the run's test is SIV)
+                              (the snapshot series when the setup asks for it: the run's test is SIV;
+                               under "auto" a client whose data cannot give one sends none)
     round   server -> client  {"augmentation": (T, D_m), "request": "newton"|"gd"|"stats", "round"}
             client -> server  {"states": (T, D_m), "pseudo_obs"?: (T, D_m), "information"?: (D_m, D_m),
                                "gradient"?: (T, D_m), "loss", "client", "round"}   (absent keys: None in ClientReply)
@@ -41,6 +42,9 @@ class MessageError(FedGCError):
 # ---------------------------------------------------------------------------------------- setup
 
 
+SNAPSHOT_REQUESTS = ("", "auto", "siv")
+
+
 @dataclass(frozen=True)
 class SetupRequest:
     """What every client needs from the run before it builds its session. client_order: the
@@ -50,7 +54,11 @@ class SetupRequest:
     client_order: tuple[str, ...] = ()
     learn_theta: bool = False
     theta: str = "linear"
-    snapshots: bool = False  # send the snapshot series (fedgc.core.snapshots) with the setup reply
+    snapshots: str = ""  # send the snapshot series (fedgc.core.snapshots): "" no, "siv" yes, "auto" if it can
+
+    def __post_init__(self) -> None:
+        if self.snapshots not in SNAPSHOT_REQUESTS:
+            raise MessageError(f"setup request: snapshots must be one of {SNAPSHOT_REQUESTS}, got {self.snapshots!r}")
 
     def seed_for(self, name: str, fallback_index: int) -> int:
         index = self.client_order.index(name) if name in self.client_order else fallback_index
@@ -65,7 +73,7 @@ def encode_setup(req: SetupRequest) -> Payload:
         "theta": str(req.theta),
     }
     if req.snapshots:  # only when asked: a run with the LR test sends what it always sent
-        out["snapshots"] = True
+        out["snapshots"] = str(req.snapshots)
     return out
 
 
@@ -77,7 +85,7 @@ def decode_setup(payload: Mapping[str, Any]) -> SetupRequest:
         client_order=tuple(n for n in order.split(",") if n),
         learn_theta=bool(payload["learn_theta"]),
         theta=str(payload["theta"]),
-        snapshots=bool(payload.get("snapshots", False)),
+        snapshots=str(payload.get("snapshots", "")),
     )
 
 

@@ -51,6 +51,9 @@ def main() -> None:
     ap.add_argument("--run", default="d00_te")
     ap.add_argument("--draws", type=int, default=40)
     ap.add_argument("--tests", nargs="+", default=["siv", "lr"], choices=["siv", "lr"])
+    ap.add_argument("--held-values", default="missing", choices=["missing", "keep"],
+                    help="the units' column policy for TEP's analysers: 'missing' (default; their repeats are missing "
+                         "values and SIV leaves them out) or 'keep' (their held values are measurements)")
     args = ap.parse_args()
     tep = load_tep(run=args.run)
     units = list(tep.clients)
@@ -67,7 +70,7 @@ def main() -> None:
             specs = []
             for unit, s in zip(units, sh):
                 write_client_csv(folder / f"{unit}.csv", np.roll(tep.clients[unit], s, axis=0), columns=tep.columns[unit])
-                specs.append(ClientSpec(unit, folder / f"{unit}.csv"))
+                specs.append(ClientSpec(unit, folder / f"{unit}.csv", held_values=args.held_values))
             base = parse_config({"name": "tep_null", "evaluation": {"oracle": False}})
             for test in args.tests:
                 logp, _, used = fedgc_run(base, specs, "auto" if test == "siv" else "lr", folder / test)
@@ -79,7 +82,8 @@ def main() -> None:
                 c["edges"] += int(bh_edges(logp)[off].sum())
                 c["p05"] += int(np.sum(logp[off] < np.log10(0.05)))
                 c["pairs"] += int(off.sum())
-    print(f"TEP {args.run} (T = {T}), units {units}, {args.draws} circularly shifted draws (shifts >= {MIN_GAP} apart)\n")
+    print(f"TEP {args.run} (T = {T}), units {units}, {args.draws} circularly shifted draws (shifts >= {MIN_GAP} apart), "
+          f"held_values: {args.held_values}\n")
     print("| test | edge share (BH 0.05) | p < 0.05 share | unshifted edges |")
     print("|---|---:|---:|---|")
     for test in args.tests:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -266,8 +266,9 @@ def build_session(
     """A client built from its own CSV file and its own model (given .npz, identified on another file, or
     identified from the data). table: the client's table when already read (and aligned). snapshots: also
     compute its snapshot series for the SIV test ('siv', or 'auto': none when its data cannot give one; see
-    snapshot_series); held columns, by the cleaning's report or detect_held, are left out, and D_m is the snapshot
-    rank when the spec gives state_dim."""
+    snapshot_series); held columns, by the cleaning's report or detect_held, are left out (unless the spec says
+    held_values: keep: then its held values count as measurements), and D_m is the snapshot rank when the spec
+    gives state_dim."""
     table = read_table(spec, private=privacy is not None) if table is None else table
     model, values = local_model(spec, table, seed)
     series = None
@@ -275,8 +276,9 @@ def build_session(
         names = model.columns if model.columns is not None else tuple(table.columns)
         held = {h.column for h in table.cleaning.held}
         by_name = [j for j, c in enumerate(names) if c in held] if len(names) == values.shape[1] else []
-        series = snapshot_series(values, client=spec.name, request=snapshots, held=by_name, rank=spec.state_dim,
-                                 where=str(spec.data))  # fmt: skip
+        keep = spec.held_values == "keep"
+        series = snapshot_series(values, client=spec.name, request=snapshots, held=None if keep else by_name,
+                                 rank=spec.state_dim, where=str(spec.data))  # fmt: skip
     return session_class(
         spec.name, model, values, learn_theta=_learns(options, privacy), theta_kind=options.theta,  # type: ignore[arg-type]
         privacy=privacy, snapshot=series,
@@ -289,15 +291,18 @@ def snapshot_request(cfg: RunConfig) -> str:
 
 
 def snapshot_series(
-    values: np.ndarray, *, client: str, request: str = "siv", held: list[int] | None = None, rank: int | None = None,
+    values: np.ndarray, *, client: str, request: str = "siv", held: Sequence[int] | None = (), rank: int | None = None,
     where: str = "",
 ) -> np.ndarray | None:  # fmt: skip
     """A client's snapshot series (fedgc.core.snapshots) from its own measurements (T, P): held analyser columns
-    (`held`, plus any detect_held finds) are left out. request '': None; 'siv': DataError naming the client and
-    file when the data cannot give one; 'auto': then a warning and None (the run falls back to the LR test)."""
+    (`held`, plus any detect_held finds; held None: none, every column is used) are left out. request '': None;
+    'siv': DataError naming the client and file when the data cannot give one; 'auto': then a warning and None
+    (the run falls back to the LR test)."""
     if not request:
         return None
-    drop = set(held or ()) | {j for j in range(values.shape[1]) if detect_held(values[:, j]) is not None}
+    drop: set[int] = set()
+    if held is not None:
+        drop = set(held) | {j for j in range(values.shape[1]) if detect_held(values[:, j]) is not None}
     try:
         return snapshot(values, drop=sorted(drop), rank=rank, client=client).series
     except ValueError as exc:

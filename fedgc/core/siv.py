@@ -213,7 +213,8 @@ def _stack(xs: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]]:
         raise ValueError(f"snapshot series of different lengths {sorted(lengths)}")
     dims = [a.shape[1] for a in arrays]
     T = lengths.pop()
-    if T < 20 * (2 * MAX_LAG + 2) + 5 * sum(dims) * (MAX_LAG + 3):
+    n_columns = (MAX_LAG + 3) * sum(dims)  # instruments (q = MAX_LAG + 2 lags) and lag-1 regressors of the selection
+    if T - (2 * MAX_LAG + 2) < max(2 * n_columns, 100):
         raise ValueError(
             f"{T} steps are too few for SIV tests of {len(dims)} sites with {sum(dims)} snapshot directions"
         )

@@ -351,7 +351,7 @@ def _check_config(cfg: RunConfig) -> None:
         value = getattr(s, name)
         assert isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), (name, value)
     assert s.learning_rate is None or (math.isfinite(s.learning_rate) and s.learning_rate > 0)
-    assert isinstance(cfg.evaluation.oracle, bool) and isinstance(cfg.client.learn_theta, bool)
+    assert (cfg.evaluation.oracle is None or isinstance(cfg.evaluation.oracle, bool)) and isinstance(cfg.client.learn_theta, bool)
     for c in cfg.clients:
         assert isinstance(c.name, str) and isinstance(c.data, Path)
         assert c.state_dim is None or (type(c.state_dim) is int and c.state_dim >= 1)
@@ -429,7 +429,7 @@ def test_csv_faults_found_by_fuzzing(tmp_path, content, kwargs, message):
         ("server: {penalty: .nan}\n", "penalty must be a finite number"),
         ("server: {max_rounds: true}\n", "max_rounds must be an integer"),
         ("client: {learn_theta: 'no'}\n", "learn_theta must be true or false"),
-        ("evaluation: {oracle: 'no'}\n", "evaluation.oracle must be true or false"),
+        ("evaluation: {oracle: 'no'}\n", "evaluation.oracle must be true, false or 'auto'"),
         ("name: [a]\n", "name must be a non-empty string"),
         ("seed: -1\n", "seed must be an integer >= 0"),  # numpy's default_rng raised later, mid-run
         ("synthetic: {n_clients: 3, max_spectral_radius: 0.5}\n", "max_spectral_radius must lie between"),

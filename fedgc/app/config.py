@@ -245,8 +245,10 @@ class EvaluationSettings:
 
     __pydantic_config__ = SETTINGS_CONFIG
 
-    oracle: bool = True
-    """Also fit the centralized oracle (every client's window pooled; evaluation only) and report the distance to it."""
+    oracle: Annotated[bool | None, "true, false or 'auto'", _reads(("auto", None))] = None
+    """Also fit the centralized oracle (every client's raw window pooled in one place; evaluation only) and
+    report the distance to it. 'auto' (null): on for `fedgc simulate` on the local engine, off for `fedgc run`;
+    the Flower engines never pool raw data (true is an error there)."""
 
 
 @dataclass(frozen=True)
@@ -335,6 +337,10 @@ class RunConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:  # numpy's seeds are >= 0
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         names = [c.name for c in self.clients]
+        if len(names) == 1:
+            raise ConfigError(
+                f"clients: one client ({names[0]!r}); Granger causality is between sites, so a run needs at least two"
+            )
         if len(set(names)) != len(names):
             raise ConfigError(f"client names must be unique, got {names}")
         if self.tep is not None and self.streaming is None and _fault_of("tep.run", self.tep.run) is not None:

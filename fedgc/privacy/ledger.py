@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgc.errors import FedGCError
+from fedgc.files import replacing
 from fedgc.privacy.accounting import PrivacyAccountant
 from fedgc.privacy.budget import PrivacyPlan
 
@@ -132,7 +133,6 @@ class Ledger:
 
     def _write(self) -> None:
         text = json.dumps({"format": FORMAT, "version": VERSION, "files": self.book}, indent=1)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        with replacing(self.path) as tmp:
+            tmp.write_text(text)
+            os.chmod(tmp, 0o600)

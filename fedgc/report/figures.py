@@ -14,7 +14,7 @@ import numpy as np
 
 from fedgc.report.graph_figure import graph_figure
 from fedgc.report.inspected import Inspected
-from fedgc.report.plots import new_figure, plot_heatmap
+from fedgc.report.plots import new_figure, plot_heatmap, save_figure
 from fedgc.report.result_json import HEATMAP_FILE
 
 FIGURE_FILES = {
@@ -249,14 +249,14 @@ def write_figures(result: Inspected, *, out_dir: str | Path) -> dict[str, Path]:
         del paths["heatmap"]
     else:
         plot_heatmap(result, paths["heatmap"])
-    graph_figure(result).savefig(paths["graph"], dpi=110)
-    convergence_figure(result).savefig(paths["convergence"], dpi=110)
+    save_figure(graph_figure(result), paths["graph"])
+    save_figure(convergence_figure(result), paths["convergence"])
     if result.streaming is not None:
-        streaming_figure(result).savefig(paths["streaming"], dpi=110)
+        save_figure(streaming_figure(result), paths["streaming"])
     else:
         del paths["streaming"]
     if result.origins:
-        origin_figure(result).savefig(paths["origin"], dpi=110)
+        save_figure(origin_figure(result), paths["origin"])
     else:
         del paths["origin"]
     return paths

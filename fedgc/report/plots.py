@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from fedgc.files import replacing
 from fedgc.report.inspected import Inspected
 
 if TYPE_CHECKING:  # only a type: the oracle's rounds are handed over by the run
@@ -30,6 +31,14 @@ def new_figure(width: float, height: float):
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def save_figure(fig, path: str | Path, *, dpi: int = 110) -> Path:
+    """fig as a PNG at `path`, atomically (a half-written figure never carries the name)."""
+    path = Path(path)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    return path
 
 
 def set_client_ticks(ax, clients: Sequence[str]) -> None:
@@ -175,9 +184,7 @@ def plot_heatmap(result: Inspected, path: str | Path) -> Path:
     if auroc is not None:
         title += f"  |  AUROC {auroc:.3f}"
     fig.suptitle(title, fontsize=12)
-    path = Path(path)
-    fig.savefig(path, dpi=110 if not big else 120)
-    return path
+    return save_figure(fig, path, dpi=110 if not big else 120)
 
 
 def plot_convergence(
@@ -224,6 +231,4 @@ def plot_convergence(
             ax.text(0.5, 0.5, "no rounds recorded", ha="center", va="center", transform=ax.transAxes)
     status = "converged" if result.converged else "did not converge"
     fig.suptitle(f"{result.name}: {result.rounds} rounds, {status}", fontsize=12)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedgc.errors import FedGCError
+from fedgc.files import write_text
 from fedgc.report.inspected import Inspected
 from fedgc.report.result_json import read_result
 from fedgc.report.web.html import comparison_page, plotly_bundle, report_page
@@ -34,7 +35,7 @@ def write_html(results: Sequence[Inspected], *, out_dir: Path | None = None, alp
         labels = _labels(a, b)
         path, page = out / COMPARISON_FILE, comparison_page(read_result(a.path), read_result(b.path), labels=labels,
                                                             alpha=alpha)  # fmt: skip
-    path.write_text(page, encoding="utf-8")
+    write_text(path, page)
     return path
 
 

@@ -337,10 +337,6 @@ class RunConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:  # numpy's seeds are >= 0
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         names = [c.name for c in self.clients]
-        if len(names) == 1:
-            raise ConfigError(
-                f"clients: one client ({names[0]!r}); Granger causality is between sites, so a run needs at least two"
-            )
         if len(set(names)) != len(names):
             raise ConfigError(f"client names must be unique, got {names}")
         if self.tep is not None and self.streaming is None and _fault_of("tep.run", self.tep.run) is not None:

@@ -132,6 +132,9 @@ def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
         raise ConfigError(f"engine {cfg.engine!r} is not one of {ENGINES}")
     if mode == "run" and not cfg.clients and cfg.tep is None:
         raise ConfigError(f"{where}: `fedgc run` needs a 'clients' list (or --data files)")
+    if len(cfg.clients) == 1:
+        raise ConfigError(f"{where}: clients: one client ({cfg.clients[0].name!r}); Granger causality is between "
+                          "sites, so a run needs at least two")  # fmt: skip
     if resume and (cfg.tep is not None or cfg.streaming is not None):
         raise ConfigError(f"{where}: --resume continues batch runs; tep and streaming runs start afresh")
     if cfg.privacy is not None:

@@ -13,7 +13,7 @@ from fedgc.errors import FedGCError
 from fedgc.files import replacing, write_text
 from fedgc.report.inspected import Inspected
 from fedgc.report.jsonable import dumps
-from fedgc.report.ranking import ranked_pairs
+from fedgc.report.ranking import file_name_at_alpha, ranked_pairs
 
 EXPORT_FILES = {"json": "edges.json", "csv": "edges.csv", "graphml": "graph.graphml", "dot": "graph.dot"}
 CSV_COLUMNS = ("target", "source", "strength", "statistic", "pvalue", "edge", "log10_pvalue", "dof")
@@ -134,8 +134,9 @@ _WRITERS = {"json": write_json, "csv": write_csv, "graphml": write_graphml, "dot
 
 
 def export(result: Inspected, *, formats: Sequence[str], out_dir: str | Path) -> dict[str, Path]:
-    """Write the chosen formats into out_dir (created) as EXPORT_FILES; returns {format: path}."""
+    """Write the chosen formats into out_dir (created) as EXPORT_FILES (at another alpha than the run's, named
+    with it: fedgc.report.ranking.file_name_at_alpha); returns {format: path}."""
     out_dir = Path(out_dir)
     if formats:
         out_dir.mkdir(parents=True, exist_ok=True)
-    return {f: _WRITERS[f](result, out_dir / EXPORT_FILES[f]) for f in formats}
+    return {f: _WRITERS[f](result, out_dir / file_name_at_alpha(EXPORT_FILES[f], result)) for f in formats}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shlex
 import sys
@@ -481,7 +482,7 @@ def _summary(result, paths) -> None:
     ev = result.evaluation
     if ev.scores is not None:
         lines.append(f"AUROC {ev.scores.auroc:.3f}  AUPRC {ev.scores.auprc:.3f}  F1 {ev.scores.f1:.3f}")
-    if ev.error_vs_oracle is not None:
+    if ev.error_vs_oracle is not None and math.isfinite(ev.error_vs_oracle):
         outside = " (oracle from raw data, outside the privacy guarantee)" if result.privacy.get("enabled") else ""
         lines.append(f"relative error vs oracle {ev.error_vs_oracle:.4f}{outside}")
     lines.append(f"wrote {', '.join(str(p) for p in paths.values())}")

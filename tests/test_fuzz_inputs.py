@@ -480,7 +480,8 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 @settings(FUZZ, max_examples=12, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_failed_run_keeps_earlier_outputs(finished_run, capsys, data):
-    """A later run into the same folder that fails on a bad client file leaves every file as it was."""
+    """A later run into the same folder (--overwrite) that fails on a bad client file leaves every file as it
+    was, and no staging folder beside it."""
     from fedgc.cli import main
 
     base, good, out, before = finished_run
@@ -495,10 +496,11 @@ def test_failed_run_keeps_earlier_outputs(finished_run, capsys, data):
         pass
     # the default timestamp handling ('auto') is what a run uses; only files that fail with it matter
     assume(kwargs.get("timestamp_column", "auto") == "auto" and kwargs.get("delimiter") is None)
-    assert main(["run", "--data", str(good[0]), "--data", str(bad), "--out", str(out), "--quiet"]) == 2
+    # --overwrite: the folder's run would be replaced by a successful one; this one fails
+    assert main(["run", "--data", str(good[0]), "--data", str(bad), "--out", str(out), "--quiet", "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "client 'site1.bad'" in err and str(bad) in err and "Traceback" not in err
-    assert _snapshot(out) == before
+    assert _snapshot(out) == before and not out.with_name(out.name + ".fedgc-staging").exists()
 
 
 def test_failed_config_keeps_earlier_outputs(finished_run, capsys):

@@ -335,8 +335,8 @@ def _interrupted(args: argparse.Namespace, folder: OutputFolder) -> int:
         folder.abandon()
         print("fedgc: interrupted before the first round completed; nothing to resume", file=sys.stderr)
     else:
-        print(f"fedgc: interrupted after round {done} (the last one saved); continue with: {_resume_command(args.argv, folder.work)}",
-              file=sys.stderr)  # fmt: skip
+        command = _resume_command(args.argv, folder.work)
+        print(f"fedgc: interrupted after round {done} (the last one saved); continue with: {command}", file=sys.stderr)
     return INTERRUPTED
 
 
@@ -451,8 +451,13 @@ def _print_table(text: str) -> None:
     try:
         print(text, flush=True)
     except BrokenPipeError:
-        # Python would report the broken pipe again when it flushes stdout at exit: point stdout at devnull.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    """After a broken pipe: Python would report it again when it flushes stdout at exit, so stdout goes to
+    devnull."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _config_reference(args: argparse.Namespace) -> int:

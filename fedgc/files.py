@@ -13,9 +13,9 @@ sync=True also fsyncs the file and its folder (the checkpoint: it must survive a
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 TEMP_MARK = ".fedgc-tmp"  # in every temporary file's name: `fedgc` never leaves one behind, a crash may
 

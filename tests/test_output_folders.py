@@ -71,7 +71,8 @@ def test_every_file_fedgc_writes_is_written_through_a_temporary(tmp_path):
     """grep write_text, savefig, np.savez, open(..., 'w'), ...: each writes a temporary of replacing()."""
     assert _unsafe('    path.write_text(dumps(x))') and _unsafe('    fig.savefig(path, dpi=110)')
     assert _unsafe('    with open(path, "w") as out:') and _unsafe("    np.savez(path, **arrays)")
-    assert not _unsafe("    tmp.write_text(text)") and not _unsafe('    with replacing(path) as tmp, open(tmp, "wb") as f:')
+    assert not _unsafe("    tmp.write_text(text)")
+    assert not _unsafe('    with replacing(path) as tmp, open(tmp, "wb") as f:')
     offenders = []
     for folder in ("fedgc", "server", "clients", "flwr_internals"):
         for source in sorted((REPO / folder).rglob("*.py")):
@@ -101,9 +102,9 @@ def test_an_output_folder_that_holds_anything_is_refused(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("my own file")
-    with pytest.raises(FedGCError, match="not fedgc's output.*choose a new folder"):
+    with pytest.raises(FedGCError, match=r"not fedgc's output.*choose a new folder"):
         OutputFolder.open(mine, overwrite=True)  # never replaced, even with --overwrite
-    with pytest.raises(FedGCError, match="notes.txt: that is a file, not a folder"):
+    with pytest.raises(FedGCError, match=r"notes\.txt: that is a file, not a folder"):
         OutputFolder.open(mine / "notes.txt")
 
 
@@ -175,8 +176,8 @@ def test_overwrite_through_the_cli_then_a_failed_overwrite(tmp_path, capsys):
 
 def test_inspect_out_holds_one_runs_files(tmp_path, capsys):
     cfg = tiny_yaml(tmp_path)
-    for name in ("a", "b"):
-        assert main(["simulate", str(cfg), "--out", str(tmp_path / name), "--quiet", "--seed", "5" if name == "b" else "2"]) == 0
+    for name, seed in (("a", "2"), ("b", "5")):
+        assert main(["simulate", str(cfg), "--out", str(tmp_path / name), "--quiet", "--seed", seed]) == 0
     out = tmp_path / "inspected"
     assert main(["inspect", str(tmp_path / "a"), "--export", "csv", "--out", str(out)]) == 0
     assert main(["inspect", str(tmp_path / "a"), "--export", "dot", "--out", str(out)]) == 0  # same run: added to
@@ -261,7 +262,7 @@ def test_a_glitch_is_named_and_a_column_in_wrong_units_is_told_to_rescale(tmp_pa
     assert "looks like a glitch" in text and "empty that cell" in text and "rescale" not in text
     y[:, 1] = 1e300 * np.sign(y[:, 0])  # every value: the column is in the wrong units, not glitched
     write_client_csv(tmp_path / "units.csv", y, columns=["a", "b", "c"])
-    with pytest.raises(DataError, match="column 'b' holds values up to 1e\\+300 .* rescale the column"):
+    with pytest.raises(DataError, match=r"column 'b' holds values up to 1e\+300 .* rescale the column"):
         read_client_csv(tmp_path / "units.csv", client="units")
 
 
@@ -291,8 +292,8 @@ def test_flower_simulation_hides_only_the_notices_meant_for_its_caller():
                 warn_deprecated_feature("The `run_simulation` function is deprecated and will be removed")
                 warn_deprecated_feature("The `other_thing` function is deprecated")
                 warnings.warn("Tip: In future versions of Ray, Ray will no longer override accelerator visible "
-                              "devices env var if num_gpus=0", FutureWarning)  # fmt: skip
-                warnings.warn("another future change", FutureWarning)
+                              "devices env var if num_gpus=0", FutureWarning, stacklevel=1)  # fmt: skip
+                warnings.warn("another future change", FutureWarning, stacklevel=1)
             warn_deprecated_feature("The `run_simulation` function is deprecated and will be removed")
     finally:
         flwr.removeHandler(handler)

@@ -67,7 +67,7 @@ def home(tmp_path_factory) -> Path:
     data = simulate(SystemSpec(n_clients=3, state_dims=2, obs_dims=5, edge_density=0.5, n_steps=400),
                     np.random.default_rng(4))  # fmt: skip
     stamps = np.datetime64("2024-03-01T00:00") + np.arange(400) * np.timedelta64(1, "m")
-    for name, y in zip(SITES, data.y):
+    for name, y in zip(SITES, data.y, strict=True):
         write_client_csv(home / f"{name}.csv", y, columns=[f"{name}_{j}" for j in range(y.shape[1])], timestamps=stamps)
     return home
 
@@ -195,7 +195,8 @@ def test_ctrl_c_says_how_to_resume_and_resume_finishes(home):
     command = last.split("continue with: ")[1]
     assert 1 <= saved < 300 and command == f"{FEDGC} run slow.yaml --resume runs/slow"
 
-    done = subprocess.run(shlex.split(command), cwd=home, capture_output=True, text=True, env=environment(), timeout=600)
+    done = subprocess.run(shlex.split(command), cwd=home, capture_output=True, text=True, env=environment(),
+                          timeout=600)  # fmt: skip
     assert done.returncode == 0 and TRACEBACK not in done.stderr, done.stderr
     assert f"resumed from the checkpoint of round {saved}" in done.stderr
     result = json.loads((home / "runs" / "slow" / "result.json").read_text())

@@ -7,7 +7,8 @@
   into a staging folder beside it (NAME.fedgc-staging, marked with STAGING_MARKER naming the folder it
   replaces) and `commit()` swaps it in only when the run succeeded, so a failed run leaves the folder as it
   was; `resume` continues the run whose checkpoint the folder holds (a staging folder's run, resumed,
-  replaces its folder when it succeeds);
+  replaces its folder when it succeeds). `overwrite` replaces only a folder fedgc wrote (it holds a
+  result.json, a checkpoint, or the caller's marker file): never a folder of the user's own files;
 - a path that names a file is refused.
 
 `abandon()` after a failure removes what holds nothing worth keeping (a staging folder, or a folder this
@@ -65,8 +66,10 @@ class OutputFolder:
         shown = ", ".join(entries[:_SHOWN]) + (f" and {len(entries) - _SHOWN} more" if len(entries) > _SHOWN else "")
         if entries and not overwrite:
             if resumable and CHECKPOINT_NAME in entries and RESULT_NAME not in entries:
-                raise FedGCError(f"output folder {path} holds an interrupted run ({shown}): continue it with --resume "
-                                 f"{path}, or give --overwrite to start afresh (its files go once the new run succeeds)")
+                raise FedGCError(
+                    f"output folder {path} holds an interrupted run ({shown}): continue it with --resume {path}, or "
+                    "give --overwrite to start afresh (its files go once the new run succeeds)"
+                )
             raise FedGCError(f"output folder {path} is not empty ({shown}); give --overwrite to replace what it holds "
                              "(once the new run has succeeded), or another folder")  # fmt: skip
         if not entries:
@@ -77,7 +80,7 @@ class OutputFolder:
             raise FedGCError(f"output folder {path} holds files that are not fedgc's output ({shown}); --overwrite "
                              "replaces only a folder fedgc wrote: choose a new folder")  # fmt: skip
         if Path.cwd().resolve().is_relative_to(path.resolve()):
-            raise FedGCError(f"--overwrite cannot replace {path}: it holds the current folder; choose another output folder")
+            raise FedGCError(f"--overwrite cannot replace {path}: it holds the current folder; choose another one")
         path = path.resolve()
         staging = path.with_name(path.name + STAGING_SUFFIX)
         if staging.exists():

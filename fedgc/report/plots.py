@@ -212,7 +212,8 @@ def plot_convergence(
     oracle_outside_privacy: bool = False,
 ) -> Path:  # fmt: skip
     """convergence.png: run_convergence_figure saved at `path`."""
-    figure = run_convergence_figure(result, oracle_history=oracle_history, oracle_outside_privacy=oracle_outside_privacy)
+    figure = run_convergence_figure(result, oracle_history=oracle_history,
+                                    oracle_outside_privacy=oracle_outside_privacy)  # fmt: skip
     return save_figure(figure, path)
 
 
@@ -246,7 +247,8 @@ def run_convergence_figure(
                                what="oracle", floor=floor))  # fmt: skip
     note = "; ".join(n for n in notes if n)
     if note:  # a round at exactly 0 cannot sit on the log axis: it is marked on the floor, and named here
-        ax_change.text(0.98, 0.02, note, ha="right", va="bottom", fontsize=8, color="#444444", transform=ax_change.transAxes)
+        ax_change.text(0.98, 0.02, note, ha="right", va="bottom", fontsize=8, color="#444444",
+                       transform=ax_change.transAxes)  # fmt: skip
     if tol:
         ax_change.axhline(tol, color="black", ls=":", lw=1, label=f"tol = {tol:g}")
     ax_change.set_yscale("log")

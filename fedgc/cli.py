@@ -35,12 +35,14 @@ CSV files: one file per site (a client), one row per time step, one column per s
     timestamps must increase
   - empty cells, NaN, NA, null and none are missing measurements (the filter skips them exactly);
     text and infinities in a sensor column are errors naming the row and column
-  - a constant column (stuck sensor) or one missing in over half its rows is dropped, with a warning
+  - a constant column (stuck sensor) or one missing in over half its rows is dropped, with a warning;
+    an analyser's value held between its samples counts as missing after the sample
   - row t of every file is time step t, so the files have equally many rows; --align timestamp (or
     align: timestamp) pairs the rows by their timestamps instead
 """
 CONFIG_EXAMPLE = """\
-config (YAML; paths are relative to the file; """ + CONFIG_KEYS + """):
+config (YAML; paths are relative to the file;
+""" + CONFIG_KEYS + """):
   name: plant
   clients:
     - {name: feed, data: feed.csv}                    # model: identify (default), from the data
@@ -112,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="fedgc", allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Federated Granger causality over local Kalman filters: which industrial sites drive which, "
+        description="Federated Granger causality over local Kalman filters: which industrial sites drive which,\n"
         "without moving their raw data.",
         epilog="examples:\n"
         "  fedgc simulate simulations/default.yaml --out runs/default   # a scenario with known truth\n"
@@ -120,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
         "  fedgc run plant.yaml --out runs/plant                          # a config naming the clients\n"
         "  fedgc inspect runs/plant --figures --export csv                # table, figures, edge list\n"
         "  fedgc run plant.yaml --resume runs/plant                       # continue an interrupted run\n\n"
-        + CSV_FORMAT + "\n" + CONFIG_KEYS + ". `fedgc COMMAND --help` for each command's options.",
+        + CSV_FORMAT + "\n" + CONFIG_KEYS + ".\n`fedgc COMMAND --help`: each command's options and examples.",
     )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"fedgc {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -321,3 +321,11 @@ def test_no_temporary_file_is_left_by_a_run(tmp_path):
 
 def test_run_config_default_is_auto():
     assert RunConfig().evaluation.oracle is None
+
+
+def test_the_help_config_example_is_a_valid_config():
+    from fedgc.cli import CONFIG_EXAMPLE
+
+    example = yaml.safe_load(CONFIG_EXAMPLE.split("\n", 2)[2])
+    cfg = parse_config(example)
+    assert [c.name for c in cfg.clients] == ["feed", "reactor", "separator"] and cfg.clients[1].state_dim == 3

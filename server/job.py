@@ -11,7 +11,6 @@ to OUT/rounds.jsonl (server.round_log), which the submitting process tails.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from fedgc.app.config import RunConfig
 from fedgc.app.results import RunResult, save_fit
 from fedgc.app.runner import run_batch
 from fedgc.errors import ConfigError
+from fedgc.files import write_text
 from fedgc.protocol import wire
 from fedgc.report.result_json import write_outputs
 from server.transport import FlowerTransport
@@ -118,6 +118,4 @@ def with_raw(comm: dict[str, Any], raw: int) -> dict[str, Any]:
 
 def _write_json_atomic(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1))

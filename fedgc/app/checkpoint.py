@@ -38,6 +38,7 @@ import numpy as np
 
 from fedgc.app.config import RunConfig, to_plain
 from fedgc.errors import FedGCError
+from fedgc.files import replacing
 from fedgc.privacy.mechanism import ReleaseNoise
 from fedgc.core.regression import RegressionStats
 from fedgc.protocol.rules import UpdateRule
@@ -93,25 +94,9 @@ def config_fingerprint(cfg: RunConfig) -> str:
 # ------------------------------------------------------------------------------ files
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with replacing(path, sync=True) as tmp, open(tmp, "wb") as f:
         write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def encode(ckpt: Checkpoint) -> dict[str, np.ndarray]:
@@ -264,6 +249,16 @@ def load_checkpoint(directory: str | Path, *, fingerprint: str | None = None) ->
             "or start afresh without --resume"
         )
     return ckpt
+
+
+def completed_round(directory: str | Path) -> int | None:
+    """The round of the checkpoint in `directory` (the last completed round), or None when there is none."""
+    path = Path(directory) / CHECKPOINT_FILE
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return int(json.loads(str(data["meta"]))["round"])
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def clear_checkpoint(directory: str | Path) -> None:

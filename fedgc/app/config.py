@@ -245,8 +245,10 @@ class EvaluationSettings:
 
     __pydantic_config__ = SETTINGS_CONFIG
 
-    oracle: bool = True
-    """Also fit the centralized oracle (every client's window pooled; evaluation only) and report the distance to it."""
+    oracle: Annotated[bool | None, "true, false or 'auto'", _reads(("auto", None))] = None
+    """Also fit the centralized oracle (every client's raw window pooled in one place; evaluation only) and
+    report the distance to it. 'auto' (null): on for `fedgc simulate` on the local engine, off for `fedgc run`;
+    the Flower engines never pool raw data (true is an error there)."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from fedgc.analysis.tep import TEPSections
 from fedgc.app.config import RunConfig
 from fedgc.data.align import AlignedRows
 from fedgc.data.csv import ClientTable
+from fedgc.files import replacing
 from fedgc.core.granger import GCResult
 from fedgc.protocol.loop import FitResult
 from fedgc.protocol.state import Dropout, RoundRecord
@@ -134,9 +135,8 @@ def decode_fit(arrays: Mapping[str, np.ndarray]) -> FitResult:
 def save_fit(path: str | Path, fit: FitResult) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **encode_fit(fit))
-    tmp.replace(path)
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **encode_fit(fit))
     return path
 
 

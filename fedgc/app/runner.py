@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -82,20 +82,44 @@ class FlowerEngine(Protocol):
 def run(
     cfg: RunConfig, *, mode: str, out_dir: Path, options: EngineOptions = EngineOptions(),
     on_round: OnRound | None = None, resume: bool = False, flower: FlowerEngine | None = None,
-    on_window: OnWindow | None = None,
+    on_window: OnWindow | None = None, on_oracle_round: OnRound | None = None,
 ) -> RunResult:  # fmt: skip
     """`fedgc simulate` (mode 'simulate') or `fedgc run` (mode 'run') of cfg on its engine; out_dir holds the
     checkpoint (and, for the Flower engines, the clients' files). resume: continue from its checkpoint.
     flower: a Flower engine to use instead of server/engine.py's own for cfg.engine (other timeouts);
-    on_window: called as each window of a streaming run completes, with its alerts."""
+    on_window: called as each window of a streaming run completes, with its alerts; on_oracle_round: with
+    each round of the oracle (when the run has one)."""
     check_run(cfg, mode=mode, resume=resume)
+    cfg = with_oracle_decided(cfg, mode=mode)
     if cfg.engine == "local":
-        return run_local(cfg, mode=mode, out_dir=Path(out_dir), on_round=on_round, resume=resume, on_window=on_window)
+        return run_local(cfg, mode=mode, out_dir=Path(out_dir), on_round=on_round, resume=resume, on_window=on_window,
+                         on_oracle_round=on_oracle_round)  # fmt: skip
     engine = flower if flower is not None else flower_engine(cfg.engine)
     engine.check(options)  # e.g. the SuperLink is reachable, before any file is written
     clients = deployment_files(cfg, mode=mode, directory=Path(out_dir) / "clients")
     result = engine(clients.config, out_dir=Path(out_dir), options=options, on_round=on_round, resume=resume)
     return _finish(result, clients, windows=clients.oracle_windows)
+
+
+def with_oracle_decided(cfg: RunConfig, *, mode: str) -> RunConfig:
+    """cfg with evaluation.oracle true or false. The oracle pools every client's raw window in one place, so
+    it is never computed where clients keep their data: unset (auto), it is on for `fedgc simulate` on the
+    local engine and off otherwise (`fedgc run`, a private TEP run); asked for on a Flower engine, whose
+    clients read their data on their own nodes, it is an error."""
+    asked = cfg.evaluation.oracle
+    if cfg.engine in FLOWER_ENGINES:
+        if asked:
+            raise ConfigError(
+                f"{cfg.source or 'config'}: evaluation.oracle pools every client's raw data in one place, which the "
+                f"Flower engines never do (engine {cfg.engine!r}: each client reads its data on its own node); remove "
+                "`oracle: true`, or run with --engine local"
+            )
+        decided = False
+    elif asked is None:
+        decided = mode == "simulate" and not (cfg.privacy is not None and cfg.tep is not None)
+    else:
+        decided = bool(asked)
+    return cfg if asked is decided else replace(cfg, evaluation=replace(cfg.evaluation, oracle=decided))
 
 
 def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
@@ -108,6 +132,9 @@ def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
         raise ConfigError(f"engine {cfg.engine!r} is not one of {ENGINES}")
     if mode == "run" and not cfg.clients and cfg.tep is None:
         raise ConfigError(f"{where}: `fedgc run` needs a 'clients' list (or --data files)")
+    if len(cfg.clients) == 1:
+        raise ConfigError(f"{where}: clients: one client ({cfg.clients[0].name!r}); Granger causality is between "
+                          "sites, so a run needs at least two")  # fmt: skip
     if resume and (cfg.tep is not None or cfg.streaming is not None):
         raise ConfigError(f"{where}: --resume continues batch runs; tep and streaming runs start afresh")
     if cfg.privacy is not None:
@@ -138,8 +165,10 @@ def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
 
 
 def run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnRound | None = None,
-              resume: bool = False, on_window: OnWindow | None = None) -> RunResult:  # fmt: skip
+              resume: bool = False, on_window: OnWindow | None = None,
+              on_oracle_round: OnRound | None = None) -> RunResult:  # fmt: skip
     """The local engine: every client an in-process session over a local transport."""
+    cfg = with_oracle_decided(cfg, mode=mode)
     plan = privacy_plan(cfg)  # before any data is touched
     t0 = time.perf_counter()
     clients = local_clients(cfg, mode=mode, plan=plan)
@@ -152,7 +181,7 @@ def run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnRo
         result = run_streaming(cfg, clients, on_round=on_round, on_window=on_window)
         windows = None
     result.timings["setup_s"] = setup_s
-    return _finish(result, clients, windows=windows)
+    return _finish(result, clients, windows=windows, on_oracle_round=on_oracle_round)
 
 
 def run_batch(
@@ -212,7 +241,8 @@ def run_streaming(
     return result
 
 
-def _finish(result: RunResult, clients: Clients, *, windows: Sequence[Any] | None) -> RunResult:
+def _finish(result: RunResult, clients: Clients, *, windows: Sequence[Any] | None,
+            on_oracle_round: OnRound | None = None) -> RunResult:  # fmt: skip
     """What the clients add to a run's result: raw bytes kept, data notes, evaluation, sections."""
     if clients.raw_data_bytes:
         result.raw_data_bytes = clients.raw_data_bytes
@@ -222,7 +252,7 @@ def _finish(result: RunResult, clients: Clients, *, windows: Sequence[Any] | Non
     if raw and result.communication:
         result.communication["raw_data_bytes_kept"] = int(raw)
         result.communication["raw_to_sent_ratio"] = float(raw) / max(int(result.communication.get("bytes_total", 0)), 1)
-    evaluate(result, windows=windows, truth=clients.truth)
+    evaluate(result, windows=windows, truth=clients.truth, on_oracle_round=on_oracle_round)
     if clients.finish is not None:
         clients.finish(result)
     return result

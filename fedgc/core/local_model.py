@@ -15,6 +15,7 @@ import numpy as np
 import scipy.linalg
 
 from fedgc.errors import ModelError
+from fedgc.files import replacing
 from fedgc.core.kalman import SteadyState, information_matrix, steady_state
 
 
@@ -145,7 +146,9 @@ def save_npz(path: str | Path, model: LocalModel, *, identified_on: str | None =
         arrays["columns"] = np.asarray(model.columns, dtype=str)
     if identified_on is not None:
         arrays[PROVENANCE] = np.asarray(identified_on, dtype=str)
-    np.savez(path, **arrays)  # type: ignore[arg-type]
+    path = Path(path) if str(path).endswith(".npz") else Path(f"{path}.npz")  # as np.savez names it
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
 
 
 def model_provenance(path: str | Path) -> str | None:

@@ -45,6 +45,7 @@ import numpy as np
 
 from fedgc.data.cleaning import Cleaning, ColumnPolicy, apply_policies
 from fedgc.errors import DataError, FedGCWarning
+from fedgc.files import replacing
 
 __all__ = ["ClientTable", "read_client_csv", "write_client_csv"]
 
@@ -112,7 +113,7 @@ def read_client_csv(
     del raw
     values, columns, line_nos, ts_index = parsed.values, parsed.columns, parsed.line_nos, parsed.ts_index
     if policy.clean:  # standardisation from the data needs finite variances; a given model brings its own
-        _check_magnitude(values, columns, fail)
+        _check_magnitude(values, columns, line_nos, fail)
 
     timestamps, rows_sorted = None, False
     if ts_index is not None:
@@ -504,19 +505,37 @@ def _parse_values(rows: list[list[str]], fields, line_nos, label, fail) -> np.nd
     raise fail(f"row {line_nos[i]}, {label(fields[k])}: {problem}{more}")
 
 
-def _check_magnitude(values: np.ndarray, columns: Sequence[str], fail) -> None:
-    """A column's sum of squares must fit in float64, else its variance (standardisation) overflows."""
+GLITCH_SHARE = 0.01  # values too large to standardise in at most this share of a column's rows: glitches
+
+
+def _check_magnitude(values: np.ndarray, columns: Sequence[str], line_nos: Sequence[int], fail) -> None:
+    """A column's sum of squares must fit in float64, else its variance (standardisation) overflows. A few
+    such values among ordinary ones are glitches (a logger's overflow, a sentinel): the error names the
+    first one's row; a column of them is in the wrong units."""
     T = max(values.shape[0], 1)
     limit = np.sqrt(np.finfo(np.float64).max / T)
     # column by column: no (T, P) temporaries; fmax skips NaN (values hold no infinities here)
     peak = np.array([np.fmax.reduce(np.abs(values[:, k]), initial=0.0) for k in range(values.shape[1])])
     huge = np.flatnonzero(peak > limit)
-    if huge.size:
-        k = huge[0]
+    if not huge.size:
+        return
+    k = int(huge[0])
+    column = np.abs(values[:, k])
+    over = np.flatnonzero(column > limit)
+    ordinary = column[np.isfinite(column) & (column <= limit)]
+    if ordinary.size and over.size <= max(1, GLITCH_SHARE * T):
+        i = int(over[0])
+        more = f" ({over.size - 1} more such value(s) in the column)" if over.size > 1 else ""
         raise fail(
-            f"column {columns[k]!r} holds values up to {peak[k]:.3g} in magnitude; over {T} rows their "
-            f"variance overflows float64 (keep |x| below {limit:.3g}: rescale the column)"
+            f"row {line_nos[i]}, column {columns[k]!r}: value {values[i, k]:.3g} is far outside the column's other "
+            f"values (median magnitude {float(np.median(ordinary)):.3g}){more}; it looks like a glitch (a logger "
+            "overflow or a sentinel value): empty that cell (a missing measurement, which the filter skips) or "
+            "correct it, then run again"
         )
+    raise fail(
+        f"column {columns[k]!r} holds values up to {peak[k]:.3g} in magnitude; over {T} rows their "
+        f"variance overflows float64 (keep |x| below {limit:.3g}: rescale the column)"
+    )
 
 
 def _cell_problem(cell: str) -> str | None:
@@ -639,7 +658,7 @@ def write_client_csv(
         names = ["timestamp", *names]
         rows = [[t, *row] for t, row in zip(ts_text, rows)]
 
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with replacing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         if write_header:
             writer.writerow(names)

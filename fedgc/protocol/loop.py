@@ -16,6 +16,7 @@ moves augmentations out and replies back.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Sequence
 
@@ -24,7 +25,7 @@ import numpy as np
 from fedgc.core.forgetting import ForgottenStats
 from fedgc.core.granger import GCResult, granger_tests
 from fedgc.core.regression import Blocks, RegressionStats, augmentations, next_relaxation, regression_stats, relative_change
-from fedgc.errors import FedGCError
+from fedgc.errors import FedGCError, FedGCWarning
 from fedgc.privacy.server import ServerPrivacy, debias_stats, privatise_augmentations, shrink_blocks
 from fedgc.protocol.dropout import apply_policy, embed, embed_gc, state_indices
 from fedgc.protocol.messages import ClientFailure, ClientReply, RequestKind
@@ -35,6 +36,7 @@ from fedgc.protocol.transport import Transport, common_length
 from fedgc.protocol.validation import InvalidMessage, ReplySpec, validate_reply
 
 log = logging.getLogger("fedgc")
+SAMPLES_PER_PARAMETER = 10  # fewer regression samples per coefficient of an equation: a warning
 
 
 @dataclass
@@ -265,6 +267,7 @@ def run_protocol(
     full = Blocks.of([c.state_dim for c in infos])
     rounds = Rounds(transport, config, names, full, privacy=privacy, on_round=on_round, stop_when=stop_when)
     span = Span(common_length(infos, "windows"), config.burn_in)
+    warn_small_sample(full.dims, span, config.diagonal)
     state = ProtocolState.initial(names, full.dims) if resume is None else _resume(resume, names, full.dims, privacy)
     state, _ = rounds.fit(state, span, Limits(config.max_rounds, config.tol), on_checkpoint=on_checkpoint)
     state, stats = rounds.final_statistics(state, span)
@@ -272,6 +275,24 @@ def run_protocol(
         rounds.tests(state, stats), state.A_s, list(state.history), state.converged, list(state.dropouts),
         None if resume is None else resume.round,
     )  # fmt: skip
+
+
+def warn_small_sample(dims: Sequence[int], span: Span, diagonal: str) -> None:
+    """A FedGCWarning when the regression has fewer than SAMPLES_PER_PARAMETER samples per coefficient of
+    its largest equation (every client's states as regressors; a client's own ones too with diagonal
+    joint): its p-values, hence the edges, are then unreliable."""
+    samples = span.n_steps - span.burn_in
+    total = int(sum(dims))
+    coefficients = total - (min(dims) if diagonal == "fixed" and dims else 0)
+    if coefficients <= 0 or samples >= SAMPLES_PER_PARAMETER * coefficients:
+        return
+    warnings.warn(FedGCWarning(
+        f"few samples for the Granger regression: {samples} time steps (T = {span.n_steps}, burn-in "
+        f"{span.burn_in}) for {coefficients} coefficients per equation ({len(dims)} clients, {total} states in "
+        f"all), {samples / coefficients:.1f} samples per coefficient (under {SAMPLES_PER_PARAMETER}): the p-values "
+        f"and edges are unreliable; use a longer series (T >= {SAMPLES_PER_PARAMETER * coefficients + span.burn_in}) "
+        "or fewer states per client (state_dim)"
+    ), stacklevel=3)  # fmt: skip
 
 
 def _resume(state: ProtocolState, names: list[str], dims: tuple[int, ...], privacy: ServerPrivacy | None) -> ProtocolState:

@@ -68,6 +68,16 @@ def fdr_edges(pvalue: np.ndarray, *, alpha: float, tested: np.ndarray | None = N
     return edges
 
 
+def file_name_at_alpha(name: str, result: Inspected) -> str:
+    """The name of a file `fedgc inspect` draws from `result`: `name` at the run's own FDR level; at another
+    (--alpha) the level goes before the suffix (edges.csv -> edges.alpha-0.01.csv), so files decided at
+    different levels never pass for each other in one folder."""
+    if result.alpha == result.run_alpha:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}.alpha-{result.alpha:g}.{suffix}" if dot else f"{name}.alpha-{result.alpha:g}"
+
+
 def with_alpha(result: Inspected, *, alpha: float) -> Inspected:
     """The result with its edges re-decided at FDR level alpha from the stored p-values."""
     if not 0 < alpha < 1:

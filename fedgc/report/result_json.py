@@ -23,6 +23,7 @@ import numpy as np
 import fedgc
 from fedgc.analysis.stream import StreamRecord
 from fedgc.errors import FedGCError
+from fedgc.files import write_text
 from fedgc.report.inspected import Inspected, inspected_from_json
 from fedgc.report.jsonable import dumps, finite_or_none, jsonable, matrix_rows
 from fedgc.report.markdown import A_S_NOTE, markdown_report
@@ -160,12 +161,12 @@ def write_outputs(result: RunResult, out_dir: str | Path) -> dict[str, Path]:
         "report": out_dir / REPORT_FILE,
     }
     text = dumps(result_dict(result))
-    paths["json"].write_text(text)
+    write_text(paths["json"], text)
     written = parse_result(json.loads(text), paths["json"])
     plot_heatmap(written, paths["heatmap"])
     plot_convergence(written, paths["convergence"], oracle_history=result.evaluation.oracle_history,
                      oracle_outside_privacy=bool(result.privacy.get("enabled")))  # fmt: skip
-    paths["report"].write_text(markdown_report(written, images={k: paths[k].name for k in ("heatmap", "convergence")}))
+    write_text(paths["report"], markdown_report(written, images={k: paths[k].name for k in ("heatmap", "convergence")}))
     return paths
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fedgc.app.config import ALIGN_MODES, ENGINES, RunConfig, load_config
 from fedgc.errors import FedGCError
-from fedgc.protocol.wire import MESSAGE_FORMATS
+from fedgc.protocol.settings import MESSAGE_FORMATS
 from fedgc.app.progress import RoundProgress
 
 

@@ -23,7 +23,7 @@ from fedgc.cli import main
 from fedgc.report.ranking import with_alpha
 from fedgc.report.result_json import load_result, read_result
 from fedgc.report.text import format_pvalue
-from fedgc.data.tep import default_data_path
+from fedgc.data.tep_layout import default_data_path
 from fedgc.report.web.html import graph_layout, plotly_bundle, report_page, run_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@
     streaming: off
 
 The settings are frozen dataclasses (here, and ServerConfig, StreamingConfig in fedgc.protocol.settings,
-SystemSpec in fedgc.data.synthetic, OriginSettings in fedgc.analysis.origin) whose __post_init__ keeps
+SystemSpec in fedgc.data.synthetic_spec, OriginSettings in fedgc.analysis.origin_settings) whose __post_init__ keeps
 their invariants (ConfigError) however they are built; pydantic reads and writes them from their annotations.
 
 - parse_config / load_config: a mapping (a YAML file) -> RunConfig. Unknown keys are errors; a bool is never
@@ -34,11 +34,11 @@ import yaml
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, ValidationInfo
 from pydantic_core import PydanticCustomError
 
-from fedgc.analysis.origin import OriginSettings
+from fedgc.analysis.origin_settings import OriginSettings
 from fedgc.app.config_schema import codec_for, reference_table
-from fedgc.data.cleaning import ColumnPolicy
-from fedgc.data.synthetic import SystemSpec
-from fedgc.data.tep import TEPRun, default_data_path, load_tep, parse_run_name, resolve_split
+from fedgc.data.column_policy import ColumnPolicy
+from fedgc.data.synthetic_spec import SystemSpec
+from fedgc.data.tep_layout import default_data_path, parse_run_name, resolve_split
 from fedgc.errors import ConfigError
 from fedgc.privacy.budget import check_target
 from fedgc.protocol.settings import ServerConfig, StreamingConfig
@@ -265,7 +265,7 @@ class TEPSettings:
         dict[str, tuple[str, ...]] | None, "'default' or a mapping unit -> list of variables", _reads(("default", None))
     ] = None  # fmt: skip
     """The units and their variables (XMEAS(1)..XMEAS(41), XMV(1)..XMV(11)); 'default': feed, reactor,
-    separator, stripper (fedgc.data.tep.TEP_UNITS)."""
+    separator, stripper (fedgc.data.tep_layout.TEP_UNITS)."""
     fault_runs: Annotated[tuple[str, ...], EMPTY_LIST_IF_NULL] = ()
     """Fault runs to locate the fault's origin in (fedgc.analysis.origin), thresholds calibrated on `run`."""
     origin: Annotated[OriginSettings, EMPTY_IF_NULL] = field(default_factory=OriginSettings)
@@ -287,9 +287,6 @@ class TEPSettings:
     @property
     def folder(self) -> Path:
         return default_data_path() if self.path is None else self.path
-
-    def load(self, run: str) -> TEPRun:
-        return load_tep(self.folder, run=run, split=self.split)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from fedgc.app.config import ALIGN_MODES, ENGINES, RunConfig, load_config
+from fedgc.app.config import ALIGN_MODES, ENGINES, RunConfig, config_from_files, load_config
 from fedgc.errors import FedGCError
 from fedgc.protocol.settings import MESSAGE_FORMATS
 from fedgc.app.progress import RoundProgress
@@ -119,8 +119,6 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fedgc.app.runner import config_from_files
-
     if args.config is not None and args.data:
         raise FedGCError("give either a config file or --data files, not both")
     if args.config is not None:
@@ -137,7 +135,6 @@ def _run(args: argparse.Namespace) -> int:
 def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
     # The maths and its dependencies load only once the arguments are checked: mistakes are reported at once.
     from fedgc.app.runner import EngineOptions, run
-    from fedgc.report.result_json import write_outputs
 
     if args.resume is not None and args.out is not None and args.out.resolve() != args.resume.resolve():
         raise FedGCError(f"--resume {args.resume} continues the run in that folder; drop --out (or give the same folder)")
@@ -166,6 +163,8 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
     if snapshots is not None and result.streaming is not None:
         snapshots.finish(result.streaming)
     result.timings["total_s"] = time.perf_counter() - start
+    from fedgc.report.result_json import write_outputs  # after the rounds: the report layer is not needed before
+
     paths = write_outputs(result, args.out)
     if not args.quiet:
         _summary(result, paths)
@@ -197,7 +196,6 @@ def _identify(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from fedgc.report.exports import export, parse_formats
-    from fedgc.report.figures import heatmap_is_the_runs, write_figures
     from fedgc.report.ranking import with_alpha
     from fedgc.report.result_json import HEATMAP_FILE, load_result
     from fedgc.report.table import format_table
@@ -216,7 +214,9 @@ def _inspect(args: argparse.Namespace) -> int:
         from fedgc.report.web.commands import write_html
 
         paths["html"] = write_html(results, out_dir=out, alpha=args.alpha)
-    if args.figures:
+    if args.figures:  # the figure modules import matplotlib: loaded only when figures are asked for
+        from fedgc.report.figures import heatmap_is_the_runs, write_figures
+
         paths.update(write_figures(result, out_dir=out))
         if heatmap_is_the_runs(result):
             print(f"heatmap: the run's own {result.path.parent / HEATMAP_FILE} (the edges are the run's; "

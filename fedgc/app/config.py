@@ -18,6 +18,7 @@ their invariants (ConfigError) however they are built; pydantic reads and writes
   is the number it spells; `state_dim: auto`, `timestamp_column: none`, `privacy: off`, `streaming: off |
   on | true`; an empty section (`server:` with nothing under it) has its defaults. All problems become one
   ConfigError naming the file and each setting (fedgc.app.config_schema).
+- config_from_files: the RunConfig of `fedgc run --data a.csv --data b.csv` (one client per file).
 - to_plain: a RunConfig, or one of its sections -> the plain mapping parse_config reads back (JSON types,
   paths absolute): the deployed engine's run config, the checkpoint's fingerprint, result.json's "server".
 - ClientSpec.to_node_config / from_node_config: a client <-> a SuperNode's node config (its `clients:`
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Mapping, get_args
+from typing import Annotated, Any, ClassVar, Literal, Mapping, Sequence, get_args
 
 import yaml
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, ValidationInfo
@@ -376,6 +377,17 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."), source: 
         raw = {"name": source.stem, **raw}
     cfg = codec_for(RunConfig).parse(raw, where=str(source or "config"), context={"base_dir": Path(base_dir)})
     return cfg if source is None else replace(cfg, source=Path(source))
+
+
+def config_from_files(paths: Sequence[str | Path], **overrides: Any) -> RunConfig:
+    """A first look without a config: one client per file, named after the file, D_m from the data."""
+    files = [Path(p) for p in paths]
+    names = [p.stem for p in files]
+    if len(files) < 2:
+        raise ConfigError("--data needs at least two client files")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--data files must have distinct names, got {names}")
+    return RunConfig(name="run", clients=tuple(ClientSpec(n, p) for n, p in zip(names, files)), **overrides)
 
 
 def to_plain(settings: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -16,12 +17,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
-from fedgc.app.config import ALIGN_MODES, ENGINES, RunConfig, load_config
+from fedgc.app.config import ALIGN_MODES, ENGINES, RunConfig, config_from_files, load_config
 from fedgc.app.output_folder import OutputFolder
 from fedgc.app.progress import RoundProgress
 from fedgc.errors import FedGCError, FedGCWarning
 from fedgc.files import write_text
-from fedgc.protocol.wire import MESSAGE_FORMATS
+from fedgc.protocol.settings import MESSAGE_FORMATS
 
 INSPECT_MARKER = ".fedgc-inspect"  # in an inspect --out folder: which result.json (path, sha256) it was drawn from
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
@@ -253,8 +254,6 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fedgc.app.runner import config_from_files
-
     if args.config is not None and args.data:
         raise FedGCError("give either a config file or --data files, not both")
     if args.config is not None:
@@ -272,7 +271,6 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
     # The maths and its dependencies load only once the arguments are checked: mistakes are reported at once.
     from fedgc.analysis.oracle import ORACLE_MIN_ROUNDS
     from fedgc.app.runner import EngineOptions, run
-    from fedgc.report.result_json import write_outputs
 
     if args.resume is not None and args.out is not None and args.out.resolve() != args.resume.resolve():
         raise FedGCError(f"--resume {args.resume} continues the run in that folder; drop --out (or give the same folder)")
@@ -308,6 +306,8 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
         if snapshots is not None and result.streaming is not None:
             snapshots.finish(result.streaming)
         result.timings["total_s"] = time.perf_counter() - start
+        from fedgc.report.result_json import write_outputs  # after the rounds: the report layer is not needed before
+
         paths = write_outputs(result, folder.work)
         folder.commit()
     except KeyboardInterrupt:
@@ -387,7 +387,6 @@ def _identify(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from fedgc.report.exports import export, parse_formats
-    from fedgc.report.figures import heatmap_is_the_runs, write_figures
     from fedgc.report.ranking import with_alpha
     from fedgc.report.result_json import HEATMAP_FILE, load_result
     from fedgc.report.table import format_table
@@ -411,13 +410,15 @@ def _inspect(args: argparse.Namespace) -> int:
             from fedgc.report.web.commands import write_html
 
             paths["html"] = write_html(results, out_dir=folder.work, alpha=args.alpha)
-        if args.figures:
+        if args.figures:  # the figure modules import matplotlib: loaded only when figures are asked for
+            from fedgc.report.figures import write_figures
+
             paths.update(write_figures(result, out_dir=folder.work))
         folder.commit()
     except BaseException:
         folder.abandon()
         raise
-    if args.figures and heatmap_is_the_runs(result):
+    if args.figures and importlib.import_module("fedgc.report.figures").heatmap_is_the_runs(result):
         print(f"heatmap: the run's own {result.path.parent / HEATMAP_FILE} (the edges are the run's; "
               "--alpha re-decides them and draws the heatmap at that level)", file=sys.stderr)  # fmt: skip
     for path in paths.values():

@@ -18,7 +18,8 @@ from fedgc.data.csv import read_client_csv, write_client_csv
 from fedgc.errors import ConfigError, DataError, FedGCWarning
 from fedgc.core.local_model import save_npz
 from fedgc.app.clients import local_model, read_tables
-from fedgc.app.runner import check_run, config_from_files
+from fedgc.app.config import config_from_files
+from fedgc.app.runner import check_run
 from fedgc.data.synthetic import SystemSpec, simulate
 
 

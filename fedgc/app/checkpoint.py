@@ -39,6 +39,7 @@ import numpy as np
 from fedgc.app.config import RunConfig, to_plain
 from fedgc.errors import FedGCError
 from fedgc.files import replacing
+from fedgc.privacy.budget import releases_per_run
 from fedgc.privacy.mechanism import ReleaseNoise
 from fedgc.core.regression import RegressionStats
 from fedgc.protocol.rules import UpdateRule
@@ -277,11 +278,9 @@ def fault_point(round_index: int) -> None:
 
 
 def privacy_record(plan, accountant, rounds: int, rule: UpdateRule) -> dict[str, Any] | None:
-    """Releases and epsilon spent per client after `rounds` >= 1 updates (fedgc.privacy.accounting)."""
+    """Releases and epsilon spent per client after `rounds` >= 1 updates (the accountant's, fedgc.privacy.accounting)."""
     if plan is None:
         return None
-    from fedgc.privacy.accounting import releases_per_run
-
     c2s, s2c = releases_per_run(augmentations=rule.data_dependent_augmentations(rounds), augmentation_noise=plan.augmentation_noise)
     return {
         "noise_multiplier": float(plan.noise_multiplier),

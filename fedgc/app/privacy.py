@@ -1,13 +1,16 @@
 """A private run's wiring: the budget solved before any data is touched, each client's mechanism, the
 server's, and the figures the run reports (the maths is in fedgc.privacy).
 
-The accountant needs opacus, which only private runs load: its module is imported inside the functions
-that run only when privacy is on.
+The accountant needs opacus, which only private runs load: its modules (fedgc.privacy.accounting, and the
+ledger that composes with it) are looked up by name in `accounting()` and `ledgers()`, which only the
+functions that run when privacy is on call, so a run without privacy never imports opacus.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -28,6 +31,19 @@ from fedgc.protocol.session import ClientSession
 if TYPE_CHECKING:
     from fedgc.privacy.accounting import PrivacyAccountant
 
+ACCOUNTING_MODULE = "fedgc.privacy.accounting"  # opacus's RDP/PRV accountant: private runs only
+LEDGER_MODULE = "fedgc.privacy.ledger"  # a client's spends on its data file, composed by that accountant
+
+
+def accounting() -> ModuleType:
+    """fedgc.privacy.accounting, loaded (with opacus) when a private run first needs its accountant."""
+    return importlib.import_module(ACCOUNTING_MODULE)
+
+
+def ledgers() -> ModuleType:
+    """fedgc.privacy.ledger, loaded (with opacus) when a private client opens the ledger of its data file."""
+    return importlib.import_module(LEDGER_MODULE)
+
 
 def privacy_plan(cfg: RunConfig) -> PrivacyPlan | None:
     """The noise multiplier and release budget of a private run, solved before any data is touched
@@ -36,10 +52,8 @@ def privacy_plan(cfg: RunConfig) -> PrivacyPlan | None:
     if cfg.privacy is None:
         return None
     refuse_data_dependence(cfg)
-    from fedgc.privacy.accounting import plan_privacy  # opacus: private runs only
-
     rounds = cfg.server.max_rounds
-    return plan_privacy(
+    return accounting().plan_privacy(
         privacy_accountant(cfg), rounds=rounds, augmentations=rule_named(cfg.server.rule).data_dependent_augmentations(rounds),
         augmentation_noise=cfg.privacy.augmentation_noise,
     )  # fmt: skip
@@ -86,12 +100,10 @@ def refuse_data_dependence(cfg: RunConfig) -> None:
 
 
 def privacy_accountant(cfg: RunConfig) -> PrivacyAccountant:
-    from fedgc.privacy.accounting import PrivacyAccountant  # opacus: private runs only
-
     p = cfg.privacy
     if p is None:
         raise ConfigError("this run has no privacy section")
-    return PrivacyAccountant(p.epsilon, p.delta, p.accountant, p.max_noise_multiplier)
+    return accounting().PrivacyAccountant(p.epsilon, p.delta, p.accountant, p.max_noise_multiplier)
 
 
 def client_privacy(
@@ -109,11 +121,8 @@ def client_privacy(
     if p.reproducible_noise:
         seed = (cfg.seed, 1, index)
     elif data_file is not None:
-        from fedgc.privacy.ledger import Ledger  # opacus (its accountant): private runs only
-
         refuse_model_of_protected_data(cfg.clients[index] if index < len(cfg.clients) else None, data_file)
-
-        ledger = Ledger.open(data_file, client=client)
+        ledger = ledgers().Ledger.open(data_file, client=client)
         seed = ledger.admit(
             client=client, run=run, plan=plan, acc=privacy_accountant(cfg), event_steps=p.event_steps, budget=p.budget
         )
@@ -155,12 +164,10 @@ def privacy_summary(
     levels and clip norms come from the in-process sessions, or (Flower engines) from what the nodes reported."""
     if plan is None or cfg.privacy is None:
         return {"enabled": False}
-    from fedgc.privacy.accounting import privacy_report  # opacus: private runs only
-
     p = cfg.privacy
     stds = {s.name: float(s.privacy_noise_std) for s in sessions} if client_noise_std is None else client_noise_std
     clips = {s.name: float(s.privacy_clip) for s in sessions} if client_clip is None else client_clip
-    report = privacy_report(
+    report = accounting().privacy_report(
         privacy_accountant(cfg), plan, clients=list(fit.gc.clients), rounds_run=fit.rounds,
         augmentations_run=rule_named(cfg.server.rule).data_dependent_augmentations(fit.rounds), clip=p.clip,
         clip_space=p.clip_space, debias=p.debias, client_noise_std=stds, client_clip=clips,

@@ -22,7 +22,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from fedgc.app.checkpoint import CHECKPOINT_FILE, Checkpointing, config_fingerprint, record_error
 from fedgc.app.clients import Clients, deployment_files, local_clients
-from fedgc.app.config import ENGINES, ClientSpec, RunConfig
+from fedgc.app.config import ENGINES, RunConfig
 from fedgc.app.evaluation import evaluate
 from fedgc.app.privacy import privacy_accountant, privacy_plan, privacy_summary, server_privacy
 from fedgc.app.results import RunResult
@@ -271,14 +271,3 @@ def flower_engine(name: str) -> FlowerEngine:
         sys.path.insert(0, str(PROJECT_DIR))
     engines: dict[str, FlowerEngine] = getattr(importlib.import_module("server.engine"), FLOWER_ENGINE_TABLE)
     return engines[name]
-
-
-def config_from_files(paths: Sequence[str | Path], **overrides: Any) -> RunConfig:
-    """A first look without a config: one client per file, named after the file, D_m from the data."""
-    files = [Path(p) for p in paths]
-    names = [p.stem for p in files]
-    if len(files) < 2:
-        raise ConfigError("--data needs at least two client files")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--data files must have distinct names, got {names}")
-    return RunConfig(name="run", clients=tuple(ClientSpec(n, p) for n, p in zip(names, files)), **overrides)

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
-import scipy.signal
+from scipy.linalg.lapack import zgttrs
 
 
 # State dimension above which the plain loop beats the eigenbasis scan (two complex (T, D) x (D, D) products).
@@ -94,8 +94,8 @@ def kalman_gain(C: np.ndarray, R: np.ndarray, posterior_cov: np.ndarray) -> np.n
 def filter_scan(F: np.ndarray, drive: np.ndarray, h0: np.ndarray | None = None) -> np.ndarray:
     """h_t = F h_{t-1} + drive_t for t = 1..T, from h_0 (default 0); returns (T, D).
 
-    The recursion is linear and time invariant, so it runs as D scalar IIR
-    filters in F's eigenbasis (C loops in scipy.signal.lfilter). When F is close
+    The recursion is linear and time invariant, so it runs as D scalar first-order
+    recursions in F's eigenbasis (compiled loops: first_order_scan). When F is close
     to defective the eigenbasis is ill-conditioned; then a plain loop is exact.
     For large D the two complex basis changes cost more than the loop's matvecs.
     """
@@ -112,12 +112,34 @@ def filter_scan(F: np.ndarray, drive: np.ndarray, h0: np.ndarray | None = None) 
     Vinv = np.linalg.inv(V)
     g = drive.astype(complex) @ Vinv.T  # drive in eigen-coordinates, (T, D)
     g0 = Vinv @ h0
-    out = np.empty_like(g)
-    for i in range(D):
-        zi = np.array([lam[i] * g0[i]])
-        out[:, i], _ = scipy.signal.lfilter([1.0], [1.0, -lam[i]], g[:, i], zi=zi)
-    h = out @ V.T
+    h = first_order_scan(lam, g, g0) @ V.T
     return np.ascontiguousarray(h.real)
+
+
+def first_order_scan(lam: np.ndarray, g: np.ndarray, x0: np.ndarray) -> np.ndarray:
+    """x_t[i] = lam[i] x_{t-1}[i] + g_t[i] for t = 1..T from x_0 = x0, for every column i of g (T, D), complex.
+
+    Column i is the unit lower-bidiagonal system (I - lam[i] S) x = g[:, i] + lam[i] x0[i] e_1. LAPACK's
+    tridiagonal solve zgttrs, handed the identity's pivots and that matrix as its own LU factor, runs it as
+    one forward sweep x_t = g_t - (-lam) x_{t-1} in compiled code: the same operations, bit for bit, as
+    scipy.signal.lfilter([1], [1, -lam], g, zi=[lam x0]) (whose package costs a second to import); its
+    backward sweep with U = I divides by 1 and subtracts 0 x_{t+1}, which changes no finite value."""
+    T, D = g.shape
+    out = np.empty((T, D), dtype=complex)
+    if T == 0:
+        return out
+    n = max(T, 3)  # zgttrs needs a second superdiagonal (n - 2 entries); rows past T change none before them
+    ones, zeros = np.ones(n, dtype=complex), np.zeros(n - 1, dtype=complex)
+    pivots = np.arange(1, n + 1, dtype=np.int32)
+    for i in range(D):
+        rhs = np.zeros(n, dtype=complex)
+        rhs[:T] = g[:, i]
+        rhs[0] += lam[i] * x0[i]  # scalar products, as lfilter's zi (numpy's vector product may round otherwise)
+        x, info = zgttrs(np.full(n - 1, -lam[i]), ones, zeros, zeros[1:], pivots, rhs, overwrite_b=1)
+        if info != 0:
+            raise ValueError(f"zgttrs failed (info {info})")
+        out[:, i] = x[:T]
+    return out
 
 
 def _loop_scan(F: np.ndarray, drive: np.ndarray, h0: np.ndarray) -> np.ndarray:

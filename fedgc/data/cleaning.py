@@ -21,38 +21,16 @@ them would shift this client's time axis against the other clients'.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
 
+from fedgc.data.column_policy import ColumnPolicy
 from fedgc.errors import DataError, FedGCWarning
 
-CONSTANT_POLICIES = ("drop", "error")
-HELD_POLICIES = ("missing", "keep")
 # A held column: at least this many new values, period >= 2, and this share of them on the grid.
 HELD_MIN_SAMPLES = 4
 HELD_ON_GRID = 0.9
-
-
-@dataclass(frozen=True)
-class ColumnPolicy:
-    """constant_columns: 'drop' | 'error';  held_values: 'missing' | 'keep';
-    max_missing: largest tolerated fraction of missing values in a column, in [0, 1)."""
-
-    constant_columns: str = "drop"
-    held_values: str = "missing"
-    max_missing: float = 0.5
-    clean: bool = True  # False: every column and value as it is (a private run's data decide nothing)
-
-    def __post_init__(self) -> None:
-        if self.constant_columns not in CONSTANT_POLICIES:
-            raise ValueError(f"constant_columns must be 'drop' or 'error', got {self.constant_columns!r}")
-        if self.held_values not in HELD_POLICIES:
-            raise ValueError(f"held_values must be 'missing' or 'keep', got {self.held_values!r}")
-        m = self.max_missing
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1:
-            raise ValueError(f"max_missing must be a fraction in [0, 1), got {m!r}")
 
 
 class HeldColumn(NamedTuple):

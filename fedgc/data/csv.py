@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import io
+import importlib
 import itertools
 import os
 import re
@@ -135,6 +135,9 @@ def read_client_csv(
 
 # Reading through pandas' C parser (`_parse_fast`) first; False: the Python parser only (benchmarks, tests).
 FAST_PATH = True
+# The fast path's reader imports pandas: it is looked up by name when a plain file is parsed, so a run that
+# reads no CSV file (a config check, a synthetic or TEP run) never loads pandas.
+FAST_PARSER = "fedgc.data.csv_fast"
 
 
 class _Parsed(NamedTuple):
@@ -243,7 +246,6 @@ _NA_SPELLINGS = sorted(
 _WS_TABLE = np.zeros(256, dtype=bool)
 _WS_TABLE[[ord(c) for c in " \t\r\n"]] = True
 _COUNT_BLOCK = 1 << 23  # bytes per block when counting cells per line (bounds the temporaries)
-_READ_CHUNK_ROWS = 1 << 16  # rows per pandas chunk (bounds pandas' own buffers)
 
 
 def _parse_fast(raw: bytes, *, timestamp_column, min_rows: int, delimiter, fail) -> _Parsed | None:
@@ -298,66 +300,18 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
     ts_index = _timestamp_index(timestamp_column, header, second, n_fields, fail)
     sensor_fields, columns = _columns(header, ts_index, n_fields, fail)
     del data
-
-    import pandas as pd
-
-    values = np.empty((n_data, len(sensor_fields)))
-    ts_cells: list[str] | None = None
-    # pandas infers the sensor columns' types (faster than asking for float64); a column it reads as
-    # anything but float64 (integers: "-0" would lose its sign; booleans) sends the whole file through
-    # again with float64 asked for, which then either converts every cell like float() or fails.
-    for explicit in (False, True):
-        options = dict(
-            sep=r"\s+" if sep == _WHITESPACE else sep, header=None, names=list(range(n_fields)),
-            skiprows=1 if header is not None else 0, index_col=False, engine="c", quoting=csv.QUOTE_NONE,
-            dtype={j: (object if j == ts_index else np.float64) for j in range(n_fields) if explicit or j == ts_index},
-            na_values={j: _NA_SPELLINGS for j in sensor_fields}, keep_default_na=False,
-            skipinitialspace=sep != _WHITESPACE, skip_blank_lines=True, chunksize=_READ_CHUNK_ROWS,
-            encoding="utf-8", **_pandas_float_options(pd),
-        )  # fmt: skip
-        row = _read_chunks(pd.read_csv(io.BytesIO(raw), **options), values, sensor_fields, ts_index, n_fields)
-        if row is not None:
-            break
-    if row is None:
+    read = importlib.import_module(FAST_PARSER).read_values(
+        raw, sep=None if sep == _WHITESPACE else sep, skip_header=header is not None, n_fields=n_fields,
+        ts_index=ts_index, sensor_fields=sensor_fields, n_rows=n_data, na_values=_NA_SPELLINGS,
+    )  # fmt: skip
+    if read is None:
         return None
-    if ts_index is not None:
-        ts_cells = row[1]
-        row = row[0]
-    if row != n_data or np.isinf(values).any():
+    values, ts_cells = read
+    if np.isinf(values).any():
         return None  # the Python parser names the infinite cell
     first_row = 2 if header is not None else 1
     line_nos = range(first_row, first_row + n_data)
     return _Parsed(header, ts_index, sensor_fields, columns, line_nos, values, ts_cells)
-
-
-def _read_chunks(reader, values: np.ndarray, sensor_fields: list[int], ts_index: int | None, n_fields: int):
-    """Fill `values` from a pandas chunk reader: the rows read (with the stripped timestamp cells, as
-    (rows, cells), when there is a timestamp column), or None if a sensor column did not come back as
-    float64, a timestamp cell is not a string, or there are more rows than lines."""
-    row, cells = 0, []
-    with reader:
-        for chunk in reader:
-            n = len(chunk)
-            if chunk.shape[1] != n_fields or row + n > values.shape[0]:
-                return None
-            for k, j in enumerate(sensor_fields):
-                column = chunk[j].to_numpy()
-                if column.dtype != np.float64:
-                    return None
-                values[row : row + n, k] = column
-            if ts_index is not None:
-                stamps = chunk[ts_index].tolist()
-                if not all(type(c) is str for c in stamps):
-                    return None
-                cells.extend(c.strip() for c in stamps)
-            row += n
-    return row if ts_index is None else (row, cells)
-
-
-def _pandas_float_options(pd) -> dict:
-    """pandas 3 parses floats correctly rounded by default (and deprecates float_precision); before 3 only
-    float_precision='round_trip' (Python's own strtod) gives the exact float() of every cell."""
-    return {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
 
 
 def _cells_per_line(data: np.ndarray, starts: np.ndarray, sep: str) -> np.ndarray:

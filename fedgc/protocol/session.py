@@ -7,6 +7,7 @@ A StreamingSession moves over a long series window by window, its filter never r
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -23,14 +24,17 @@ if TYPE_CHECKING:
     from fedgc.core.theta import ThetaFunction
 
 ThetaKind = Literal["linear", "mlp"]
+# The module of each form of f_theta (the `client.theta` setting). It needs torch, so it is looked up by name
+# when a client learns f_theta (learnable_theta), and a run that keeps f_theta the identity never imports torch.
+THETA_MODULES: dict[str, str] = {"linear": "fedgc.core.theta", "mlp": "fedgc.core.theta"}
 
 
 def learnable_theta(dim: int, kind: ThetaKind) -> ThetaFunction:
-    """f_theta for a client that learns it. torch is imported here, and only here on a client's
-    path, so runs that keep f_theta the identity never load it."""
-    from fedgc.core.theta import ThetaFunction
-
-    return ThetaFunction(dim, kind)
+    """f_theta of form `kind` for a client that learns it (its ThetaFunction, from THETA_MODULES)."""
+    if kind not in THETA_MODULES:
+        raise ConfigError(f"client.theta must be one of {tuple(THETA_MODULES)}, got {kind!r}")
+    theta_class: type[ThetaFunction] = importlib.import_module(THETA_MODULES[kind]).ThetaFunction
+    return theta_class(dim, kind)
 
 
 class ClientSession:

@@ -1,4 +1,7 @@
-"""The protocol's settings: the server's rounds and tests, and streaming windows. Validated where built."""
+"""The protocol's settings: the server's rounds and tests, and streaming windows. Validated where built.
+
+Plain settings only (no numeric library): a run config is read and checked without loading the maths.
+The rules and dropout policies they name are implemented in fedgc.protocol.rules and fedgc.protocol.dropout."""
 
 from __future__ import annotations
 
@@ -6,9 +9,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fedgc.errors import ConfigError
-from fedgc.protocol.dropout import POLICIES
-from fedgc.protocol.rules import rule_named
 from fedgc.settings_config import SETTINGS_CONFIG
+
+RULE_NAMES = ("newton", "gd")  # the update rules of fedgc.protocol.rules (its RULES), in that order
+ON_DROPOUT = ("stop", "continue")  # what a client without a valid reply does to the run (fedgc.protocol.dropout)
+MESSAGE_FORMATS = ("arrays", "compact")  # how a Flower transport carries a packed buffer (fedgc.protocol.wire)
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,10 @@ class ServerConfig:
     (without it, its pairs unknown; fedgc.protocol.dropout)."""
 
     def __post_init__(self) -> None:
-        if self.on_dropout not in POLICIES:
-            raise ConfigError(f"server.on_dropout must be one of {POLICIES}, got {self.on_dropout!r}")
-        rule_named(self.rule)
+        if self.on_dropout not in ON_DROPOUT:
+            raise ConfigError(f"server.on_dropout must be one of {ON_DROPOUT}, got {self.on_dropout!r}")
+        if not (isinstance(self.rule, str) and self.rule in RULE_NAMES):
+            raise ConfigError(f"server.rule must be {' or '.join(map(repr, RULE_NAMES))}, got {self.rule!r}")
         if self.diagonal not in ("fixed", "joint"):
             raise ConfigError(f"server.diagonal must be 'fixed' or 'joint', got {self.diagonal!r}")
         if not (isinstance(self.max_rounds, int) and self.max_rounds >= 1):

@@ -28,6 +28,7 @@ import numpy as np
 from fedgc.errors import ConfigError, FedGCError
 from fedgc.privacy.mechanism import ReleaseNoise
 from fedgc.protocol.messages import REQUEST_KINDS, ClientInfo, ClientReply, RequestKind
+from fedgc.protocol.settings import MESSAGE_FORMATS
 
 Payload = dict[str, Any]
 _REPLY_ARRAYS = ("states", "pseudo_obs", "information", "gradient")
@@ -173,7 +174,6 @@ def split_payload(payload: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], di
 
 
 LAYOUT_KEY = "fedgc.layout"  # the scalar field that describes a packed buffer
-MESSAGE_FORMATS = ("arrays", "compact")  # how a Flower transport carries the packed buffer (clients.records.to_records)
 
 
 def check_message_format(message_format: str) -> str:

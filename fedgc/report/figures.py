@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from fedgc.report.graph_figure import graph_figure
 from fedgc.report.inspected import Inspected
@@ -40,8 +42,6 @@ def convergence_figure(result: Inspected):
     """Per round, both on log scales: the relative change of A_s with the tolerance, and the summed
     client loss above its smallest value (report.md's linear loss plot hides everything after round 2).
     A round at exactly 0 (the round of the smallest loss, a change of 0) is marked on the floor."""
-    from matplotlib.ticker import MaxNLocator
-
     history = result.history
     tol = result.server.tol
     rounds = np.array([h.round for h in history], dtype=float)
@@ -83,8 +83,6 @@ def streaming_figure(result: Inspected, *, featured: int = 8):
     """Edge strength per window (at its end sample) for the `featured` strongest pairs that are ever an
     edge or alerted (solid where an edge, dotted where not; other pairs faint grey), alerts marked by
     kind; below, the number of edges per window with the alert times."""
-    from matplotlib.lines import Line2D
-
     s = result.streaming
     if s is None:
         raise ValueError("result has no streaming windows")

@@ -1,7 +1,8 @@
 """The run's own figures, drawn by write_outputs from the typed view of its result.json: gc_heatmap.png
 (block strength and significance, [target, source]) and convergence.png (relative change and loss per
-round). matplotlib is loaded when a figure is drawn, not when this module is imported: reading a result
-or writing its report does not need it.
+round). This module and the figure modules that draw on it (figures, graph_figure) import matplotlib: a
+run's writer loads them only when it draws its figures (fedgc.report.result_json.FIGURES_MODULE), and
+reading a result or writing its report needs none of them.
 
 Every figure is a matplotlib Figure on the Agg canvas (headless; pyplot's global state is untouched).
 """
@@ -12,7 +13,15 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PatchCollection
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from fedgc.files import replacing
 from fedgc.report.inspected import Inspected
@@ -25,9 +34,6 @@ TICK_LABEL_LIMIT = 30  # above this many clients the heatmap shows client indice
 
 def new_figure(width: float, height: float):
     """A figure on the Agg canvas directly: headless, and pyplot's global backend is left alone."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -62,8 +68,6 @@ def log_panel(ax, rounds: np.ndarray, values: np.ndarray, *, colour: str, label:
 
 
 def set_client_ticks(ax, clients: Sequence[str]) -> None:
-    from matplotlib.ticker import MaxNLocator
-
     M = len(clients)
     if M > TICK_LABEL_LIMIT:
         for axis in (ax.xaxis, ax.yaxis):
@@ -88,12 +92,6 @@ def plot_heatmap(result: Inspected, path: str | Path) -> Path:
     """Panels indexed [target m, source n]: block strength ||A_s^{mn}||_F and -log10 p, with FDR edges
     dotted, true edges outlined when known (for M > 30 a third panel compares edges with truth instead),
     diagonal grey."""
-    import matplotlib
-    from matplotlib.collections import PatchCollection
-    from matplotlib.colors import ListedColormap
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch, Rectangle
-
     clients = list(result.clients)
     M = len(clients)
     big = M > TICK_LABEL_LIMIT
@@ -222,8 +220,6 @@ def run_convergence_figure(
 ):
     """Relative change of A_s per round (log scale, with the tolerance; a round at exactly 0 marked on the
     floor and named) and the summed client loss per round."""
-    from matplotlib.ticker import MaxNLocator
-
     history = result.history
     tol = result.server.tol
     fig = new_figure(10.5, 4.0)

@@ -8,8 +8,8 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from statsmodels.stats.multitest import multipletests
 
+from fedgc.core.fdr import benjamini_hochberg
 from fedgc.errors import FedGCError
 from fedgc.report.inspected import Inspected
 
@@ -62,8 +62,7 @@ def fdr_edges(pvalue: np.ndarray, *, alpha: float, tested: np.ndarray | None = N
     tested = ~np.eye(M, dtype=bool) if tested is None else tested & ~np.eye(M, dtype=bool)
     edges = np.zeros((M, M), dtype=bool)
     if tested.any():
-        reject, *_ = multipletests(np.where(np.isfinite(pvalue), pvalue, 1.0)[tested], alpha=alpha, method="fdr_bh")
-        edges[tested] = reject
+        edges[tested] = benjamini_hochberg(np.where(np.isfinite(pvalue), pvalue, 1.0)[tested], alpha=alpha)
     edges.setflags(write=False)
     return edges
 

@@ -272,10 +272,6 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
     lengths = np.diff(np.append(starts, data.size))
     if lengths.max() > csv.field_size_limit():
         return None  # csv.reader refuses such a field
-    inked = ~np.isin(data, np.frombuffer(b" \t\r\n", dtype=np.uint8))
-    if (np.add.reduceat(inked, starts) == 0).any():
-        return None  # a line of blanks and tabs only: the Python parser leaves it out, pandas would not
-
     def line(i: int) -> str:
         return raw[start + starts[i] : start + starts[i] + lengths[i]].decode("ascii").rstrip("\r\n")
 
@@ -293,6 +289,10 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
         _check_names(header, fail)
     if not (_cells_per_line(data, starts, sep) == n_fields).all():
         return None  # a ragged row or a blank line
+    if sep == "\t" and _has_blank_line(data, starts):
+        # A line of blanks and tabs only: the Python parser leaves it out, pandas would read a row. With
+        # any other delimiter such a line has 1 cell (0 for whitespace), which the count above refuses.
+        return None
     second = _split([line(1 if header is not None else 0)], sep, [1], fail)
     ts_index = _timestamp_index(timestamp_column, header, second, n_fields, fail)
     sensor_fields, columns = _columns(header, ts_index, n_fields, fail)
@@ -381,6 +381,22 @@ def _cells_per_line(data: np.ndarray, starts: np.ndarray, sep: str) -> np.ndarra
         out[i:j] = np.diff(np.searchsorted(np.flatnonzero(marks), bounds[i : j + 1] - a))
         i = j
     return out if sep == _WHITESPACE else out + 1
+
+
+def _has_blank_line(data: np.ndarray, starts: np.ndarray) -> bool:
+    """Whether a line of `data` (lines beginning at `starts`) holds only blanks, tabs and CRs: its
+    whitespace bytes (its LF included) are all its bytes. Counted in blocks like `_cells_per_line`."""
+    bounds = np.append(starts, data.size)
+    i = 0
+    while i < starts.size:
+        j = int(np.searchsorted(bounds, bounds[i] + _COUNT_BLOCK, side="right")) - 1
+        j = min(max(j, i + 1), starts.size)
+        a, b = int(bounds[i]), int(bounds[j])
+        ws = np.flatnonzero(_WS_TABLE[data[a:b]])
+        if (np.diff(np.searchsorted(ws, bounds[i : j + 1] - a)) == np.diff(bounds[i : j + 1])).any():
+            return True
+        i = j
+    return False
 
 
 def _choose_delimiter(lines: list[str], delimiter: str | None, fail) -> str:

@@ -267,11 +267,11 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
     if end == start:
         return None
     data = np.frombuffer(raw, dtype=np.uint8, count=end - start, offset=start)
-    starts = np.flatnonzero(data == 10) + 1  # every line but the first starts after a LF
-    starts = np.concatenate([[0], starts])
+    starts = _line_starts(data)
     lengths = np.diff(np.append(starts, data.size))
     if lengths.max() > csv.field_size_limit():
         return None  # csv.reader refuses such a field
+
     def line(i: int) -> str:
         return raw[start + starts[i] : start + starts[i] + lengths[i]].decode("ascii").rstrip("\r\n")
 
@@ -329,6 +329,15 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
     return _Parsed(header, ts_index, sensor_fields, columns, line_nos, values, ts_cells)
 
 
+def _line_starts(data: np.ndarray) -> np.ndarray:
+    """Offsets of every line in `data`: 0 and every byte after a LF, found in blocks of _COUNT_BLOCK bytes
+    (no file-sized temporary)."""
+    parts = [np.zeros(1, dtype=np.int64)]
+    for a in range(0, data.size, _COUNT_BLOCK):
+        parts.append(np.flatnonzero(data[a : a + _COUNT_BLOCK] == 10) + (a + 1))
+    return np.concatenate(parts)
+
+
 def _read_chunks(reader, values: np.ndarray, sensor_fields: list[int], ts_index: int | None, n_fields: int):
     """Fill `values` from a pandas chunk reader: the rows read (with the stripped timestamp cells, as
     (rows, cells), when there is a timestamp column), or None if a sensor column did not come back as
@@ -339,11 +348,10 @@ def _read_chunks(reader, values: np.ndarray, sensor_fields: list[int], ts_index:
             n = len(chunk)
             if chunk.shape[1] != n_fields or row + n > values.shape[0]:
                 return None
-            for k, j in enumerate(sensor_fields):
-                column = chunk[j].to_numpy()
-                if column.dtype != np.float64:
-                    return None
-                values[row : row + n, k] = column
+            columns = [chunk[j].to_numpy() for j in sensor_fields]
+            if any(column.dtype != np.float64 for column in columns):
+                return None
+            _store_rows(values[row : row + n], columns)
             if ts_index is not None:
                 stamps = chunk[ts_index].tolist()
                 if not all(type(c) is str for c in stamps):
@@ -351,6 +359,22 @@ def _read_chunks(reader, values: np.ndarray, sensor_fields: list[int], ts_index:
                 cells.extend(c.strip() for c in stamps)
             row += n
     return row if ts_index is None else (row, cells)
+
+
+_TRANSPOSE_ROWS = 2048  # rows per cache-sized block when writing pandas' columns into the row-major table
+
+
+def _store_rows(out: np.ndarray, columns: list[np.ndarray]) -> None:
+    """out[:, k] = columns[k] for a row-major out (n, P), a block of rows at a time through a (P, block)
+    buffer: contiguous reads of each column, one transposing copy in cache (a column-by-column strided
+    write touches every cache line of out P times)."""
+    n = out.shape[0]
+    buffer = np.empty((len(columns), min(n, _TRANSPOSE_ROWS)))
+    for a in range(0, n, _TRANSPOSE_ROWS):
+        b = min(a + _TRANSPOSE_ROWS, n)
+        for k, column in enumerate(columns):
+            buffer[k, : b - a] = column[a:b]
+        out[a:b] = buffer[:, : b - a].T
 
 
 def _pandas_float_options(pd) -> dict:
@@ -520,12 +544,17 @@ def _parse_values(rows: list[list[str]], fields, line_nos, label, fail) -> np.nd
     raise fail(f"row {line_nos[i]}, {label(fields[k])}: {problem}{more}")
 
 
+_MAGNITUDE_BLOCK_ROWS = 8192
+
+
 def _check_magnitude(values: np.ndarray, columns: Sequence[str], fail) -> None:
     """A column's sum of squares must fit in float64, else its variance (standardisation) overflows."""
     T = max(values.shape[0], 1)
     limit = np.sqrt(np.finfo(np.float64).max / T)
-    # column by column: no (T, P) temporaries; fmax skips NaN (values hold no infinities here)
-    peak = np.array([np.fmax.reduce(np.abs(values[:, k]), initial=0.0) for k in range(values.shape[1])])
+    # blocks of rows: no (T, P) temporaries; fmax skips NaN (values hold no infinities here)
+    peak = np.zeros(values.shape[1])
+    for a in range(0, values.shape[0], _MAGNITUDE_BLOCK_ROWS):
+        np.fmax(peak, np.fmax.reduce(np.abs(values[a : a + _MAGNITUDE_BLOCK_ROWS]), axis=0, initial=0.0), out=peak)
     huge = np.flatnonzero(peak > limit)
     if huge.size:
         k = huge[0]

@@ -300,6 +300,8 @@ def _model_columns(spec: ClientSpec, table: ClientTable, model: LocalModel) -> t
         keep = [j for j, c in enumerate(model.columns) if c in table.columns]
         names = [model.columns[j] for j in keep]
         model = _restricted(spec, model, keep) if len(keep) < model.obs_dim else model
+        if tuple(names) == tuple(table.columns):
+            return model, values  # the table's own columns in order: no (T, P) copy
         return model, values[:, [table.columns.index(c) for c in names]]
     kept, n_file = table.cleaning.kept, table.cleaning.file_columns
     if model.obs_dim == values.shape[1]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from fedgc.app.checkpoint import CHECKPOINT_FILE, Checkpointing, config_fingerprint, record_error
-from fedgc.app.clients import Clients, deployment_files, local_clients
+from fedgc.app.clients import LOCAL_WORKERS, Clients, deployment_files, local_clients
 from fedgc.app.config import ENGINES, RunConfig
 from fedgc.app.evaluation import evaluate
 from fedgc.app.privacy import privacy_accountant, privacy_plan, privacy_summary, server_privacy
@@ -174,7 +174,7 @@ def run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnRo
     clients = local_clients(cfg, mode=mode, plan=plan)
     setup_s = time.perf_counter() - t0
     if cfg.streaming is None:
-        result = run_batch(cfg, LocalTransport(clients.sessions), sessions=clients.sessions, plan=plan,
+        result = run_batch(cfg, LocalTransport(clients.sessions, workers=LOCAL_WORKERS), sessions=clients.sessions, plan=plan,
                            checkpoint_dir=out_dir, on_round=on_round, resume=resume)  # fmt: skip
         windows = clients.oracle_windows
     else:
@@ -230,7 +230,7 @@ def run_streaming(
     if cfg.streaming is None:
         raise ConfigError(f"{cfg.source or 'config'} has no 'streaming' section")
     t0 = time.perf_counter()
-    counting = CountingTransport(LocalTransport(clients.sessions))
+    counting = CountingTransport(LocalTransport(clients.sessions, workers=LOCAL_WORKERS))
     stream = run_stream(counting, cfg.server, cfg.streaming, on_round=on_round, on_window=on_window)
     last = stream.windows[-1]
     fit = FitResult(last.gc, stream.A_s, list(stream.history), last.converged, list(stream.dropouts))

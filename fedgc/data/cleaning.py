@@ -89,6 +89,21 @@ def detect_held(x: np.ndarray) -> tuple[int, int] | None:
     return period, phase
 
 
+def _maybe_held(values: np.ndarray) -> np.ndarray:
+    """Per column, False where detect_held surely finds nothing: a complete column whose new values
+    (those that differ from the previous row) follow each other at a gap of 1 at least as often as at
+    any other gap, so the most common gap is 1. One vectorised pass over the rows instead of a strided
+    pass per column; columns with missing values go through detect_held."""
+    if values.shape[0] < 2:
+        return np.ones(values.shape[1], dtype=bool)
+    changed = values[1:] != values[:-1]  # row t + 1 holds a new value (NaN != NaN: decided below)
+    n_new = 1 + changed.sum(axis=0)
+    gap_one = changed[0].astype(np.int64) + (changed[:-1] & changed[1:]).sum(axis=0)  # new rows t, t + 1
+    del changed
+    complete = ~np.isnan(values).any(axis=0)
+    return ~(complete & (2 * gap_one >= n_new - 1))
+
+
 def apply_policies(
     values: np.ndarray,
     columns: tuple[str, ...],
@@ -138,8 +153,9 @@ def apply_policies(
     n_missing = int(np.isnan(values).sum())
 
     held = []
+    maybe_held = _maybe_held(values)
     for j, name in enumerate(columns):
-        found = detect_held(values[:, j])
+        found = detect_held(values[:, j]) if maybe_held[j] else None
         if found is None:
             continue
         period, phase = found

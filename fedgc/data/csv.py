@@ -270,14 +270,10 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
     if end == start:
         return None
     data = np.frombuffer(raw, dtype=np.uint8, count=end - start, offset=start)
-    starts = np.flatnonzero(data == 10) + 1  # every line but the first starts after a LF
-    starts = np.concatenate([[0], starts])
+    starts = _line_starts(data)
     lengths = np.diff(np.append(starts, data.size))
     if lengths.max() > csv.field_size_limit():
         return None  # csv.reader refuses such a field
-    inked = ~np.isin(data, np.frombuffer(b" \t\r\n", dtype=np.uint8))
-    if (np.add.reduceat(inked, starts) == 0).any():
-        return None  # a line of blanks and tabs only: the Python parser leaves it out, pandas would not
 
     def line(i: int) -> str:
         return raw[start + starts[i] : start + starts[i] + lengths[i]].decode("ascii").rstrip("\r\n")
@@ -296,6 +292,10 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
         _check_names(header, fail)
     if not (_cells_per_line(data, starts, sep) == n_fields).all():
         return None  # a ragged row or a blank line
+    if sep == "\t" and _has_blank_line(data, starts):
+        # A line of blanks and tabs only: the Python parser leaves it out, pandas would read a row. With
+        # any other delimiter such a line has 1 cell (0 for whitespace), which the count above refuses.
+        return None
     second = _split([line(1 if header is not None else 0)], sep, [1], fail)
     ts_index = _timestamp_index(timestamp_column, header, second, n_fields, fail)
     sensor_fields, columns = _columns(header, ts_index, n_fields, fail)
@@ -312,6 +312,15 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
     first_row = 2 if header is not None else 1
     line_nos = range(first_row, first_row + n_data)
     return _Parsed(header, ts_index, sensor_fields, columns, line_nos, values, ts_cells)
+
+
+def _line_starts(data: np.ndarray) -> np.ndarray:
+    """Offsets of every line in `data`: 0 and every byte after a LF, found in blocks of _COUNT_BLOCK bytes
+    (no file-sized temporary)."""
+    parts = [np.zeros(1, dtype=np.int64)]
+    for a in range(0, data.size, _COUNT_BLOCK):
+        parts.append(np.flatnonzero(data[a : a + _COUNT_BLOCK] == 10) + (a + 1))
+    return np.concatenate(parts)
 
 
 def _cells_per_line(data: np.ndarray, starts: np.ndarray, sep: str) -> np.ndarray:
@@ -336,6 +345,22 @@ def _cells_per_line(data: np.ndarray, starts: np.ndarray, sep: str) -> np.ndarra
         out[i:j] = np.diff(np.searchsorted(np.flatnonzero(marks), bounds[i : j + 1] - a))
         i = j
     return out if sep == _WHITESPACE else out + 1
+
+
+def _has_blank_line(data: np.ndarray, starts: np.ndarray) -> bool:
+    """Whether a line of `data` (lines beginning at `starts`) holds only blanks, tabs and CRs: its
+    whitespace bytes (its LF included) are all its bytes. Counted in blocks like `_cells_per_line`."""
+    bounds = np.append(starts, data.size)
+    i = 0
+    while i < starts.size:
+        j = int(np.searchsorted(bounds, bounds[i] + _COUNT_BLOCK, side="right")) - 1
+        j = min(max(j, i + 1), starts.size)
+        a, b = int(bounds[i]), int(bounds[j])
+        ws = np.flatnonzero(_WS_TABLE[data[a:b]])
+        if (np.diff(np.searchsorted(ws, bounds[i : j + 1] - a)) == np.diff(bounds[i : j + 1])).any():
+            return True
+        i = j
+    return False
 
 
 def _choose_delimiter(lines: list[str], delimiter: str | None, fail) -> str:
@@ -459,6 +484,7 @@ def _parse_values(rows: list[list[str]], fields, line_nos, label, fail) -> np.nd
     raise fail(f"row {line_nos[i]}, {label(fields[k])}: {problem}{more}")
 
 
+_MAGNITUDE_BLOCK_ROWS = 8192  # rows per block when scanning for magnitudes
 GLITCH_SHARE = 0.01  # values too large to standardise in at most this share of a column's rows: glitches
 
 
@@ -468,8 +494,10 @@ def _check_magnitude(values: np.ndarray, columns: Sequence[str], line_nos: Seque
     first one's row; a column of them is in the wrong units."""
     T = max(values.shape[0], 1)
     limit = np.sqrt(np.finfo(np.float64).max / T)
-    # column by column: no (T, P) temporaries; fmax skips NaN (values hold no infinities here)
-    peak = np.array([np.fmax.reduce(np.abs(values[:, k]), initial=0.0) for k in range(values.shape[1])])
+    # blocks of rows: no (T, P) temporaries; fmax skips NaN (values hold no infinities here)
+    peak = np.zeros(values.shape[1])
+    for a in range(0, values.shape[0], _MAGNITUDE_BLOCK_ROWS):
+        np.fmax(peak, np.fmax.reduce(np.abs(values[a : a + _MAGNITUDE_BLOCK_ROWS]), axis=0, initial=0.0), out=peak)
     huge = np.flatnonzero(peak > limit)
     if not huge.size:
         return

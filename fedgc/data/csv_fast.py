@@ -63,11 +63,10 @@ def _read_chunks(
             n = len(chunk)
             if chunk.shape[1] != n_fields or row + n > values.shape[0]:
                 return None
-            for k, j in enumerate(sensor_fields):
-                column = chunk[j].to_numpy()
-                if column.dtype != np.float64:
-                    return None
-                values[row : row + n, k] = column
+            columns = [chunk[j].to_numpy() for j in sensor_fields]
+            if any(column.dtype != np.float64 for column in columns):
+                return None
+            _store_rows(values[row : row + n], columns)
             if ts_index is not None:
                 stamps = chunk[ts_index].tolist()
                 if not all(type(c) is str for c in stamps):
@@ -75,6 +74,22 @@ def _read_chunks(
                 cells.extend(c.strip() for c in stamps)
             row += n
     return row, (None if ts_index is None else cells)
+
+
+_TRANSPOSE_ROWS = 2048  # rows per cache-sized block when writing pandas' columns into the row-major table
+
+
+def _store_rows(out: np.ndarray, columns: list[np.ndarray]) -> None:
+    """out[:, k] = columns[k] for a row-major out (n, P), a block of rows at a time through a (P, block)
+    buffer: contiguous reads of each column, one transposing copy in cache (a column-by-column strided
+    write touches every cache line of out P times)."""
+    n = out.shape[0]
+    buffer = np.empty((len(columns), min(n, _TRANSPOSE_ROWS)))
+    for a in range(0, n, _TRANSPOSE_ROWS):
+        b = min(a + _TRANSPOSE_ROWS, n)
+        for k, column in enumerate(columns):
+            buffer[k, : b - a] = column[a:b]
+        out[a:b] = buffer[:, : b - a].T
 
 
 def _float_options() -> dict:

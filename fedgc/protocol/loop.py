@@ -3,8 +3,10 @@
 An exchange sends every active client its augmentation s_{1:T}^m (zeros before any states are
 known), validates every reply (fedgc.protocol.validation) and applies the dropout policy
 (fedgc.protocol.dropout). An update regresses on the replies (plus the forgotten memory of earlier
-windows, in streaming mode) and moves A_s by the configured rule (fedgc.protocol.rules). The loop
-alternates them until the relative change of A_s is below tol or max_rounds updates are done:
+windows, in streaming mode) and moves A_s by the configured rule (fedgc.protocol.rules), or, with
+server.acceleration, to the fixed point it predicts from the clients' identified response
+(fedgc.protocol.acceleration). The loop alternates them until the relative change of A_s is below tol
+or max_rounds updates are done:
 
     exchange 0 (zeros) [, exchange with the warm-start A_s] -> update 1 -> exchange 1 -> update 2 -> ...
 
@@ -16,7 +18,7 @@ moves augmentations out and replies back.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -26,6 +28,7 @@ from fedgc.core.granger import GCResult, granger_tests
 from fedgc.core.regression import Blocks, RegressionStats, augmentations, next_relaxation, regression_stats, relative_change
 from fedgc.errors import FedGCError
 from fedgc.privacy.server import ServerPrivacy, debias_stats, privatise_augmentations, shrink_blocks
+from fedgc.protocol.acceleration import Prediction, SecantMemory, Snapshot, predict
 from fedgc.protocol.dropout import apply_policy, embed, embed_gc, state_indices
 from fedgc.protocol.messages import ClientFailure, ClientReply, RequestKind
 from fedgc.protocol.rules import UpdateRule, rule_named
@@ -115,8 +118,11 @@ class Rounds:
             return clean
         return privatise_augmentations(clean, A, blocks, [st.noise[m] for m in members], self.privacy)
 
-    def exchange(self, st: ProtocolState, span: Span, kind: RequestKind) -> tuple[ProtocolState, dict[int, ClientReply]]:
-        """Send exchange st.exchanges, validate every reply, apply the dropout policy."""
+    def exchange(
+        self, st: ProtocolState, span: Span, kind: RequestKind
+    ) -> tuple[ProtocolState, dict[int, ClientReply], list[np.ndarray | None]]:
+        """Send exchange st.exchanges, validate every reply, apply the dropout policy. Returns the state, the
+        valid replies and the augmentations sent (per client, None for those not asked)."""
         e, members = st.exchanges, st.active_indices
         augs: list[np.ndarray | None] = [None] * len(self.names)
         for m, a in zip(members, self.send(st, span)):
@@ -150,7 +156,7 @@ class Rounds:
             information=tuple(good[m].information if m in good else None for m in every),
             noise=tuple(good[m].noise if m in good else None for m in every),
         )
-        return st, good
+        return st, good, augs
 
     def statistics(self, st: ProtocolState, replies: dict[int, ClientReply], blocks: Blocks, span: Span) -> RegressionStats:
         """The regression sums of this window's replies (privacy noise removed when asked)."""
@@ -163,19 +169,50 @@ class Rounds:
             stats = debias_stats(stats, [replies[m].noise for m in members], blocks)
         return stats
 
-    def update(
-        self, st: ProtocolState, replies: dict[int, ClientReply], span: Span, limits: Limits
-    ) -> ProtocolState:
-        """One server update of A_s from the replies of the last exchange."""
-        members, blocks, A_old = self.layout(st)
-        ordered = [replies[m] for m in members]
+    @property
+    def accelerated(self) -> bool:
+        """server.acceleration applies: the rule solves least squares on pseudo-observations and the
+        augmentations carry no noise (fedgc.protocol.acceleration)."""
+        noisy = self.privacy is not None and self.privacy.noise_multiplier > 0
+        return self.config.acceleration == "secant" and self.rule.request == "newton" and not noisy
+
+    def image(
+        self, st: ProtocolState, replies: dict[int, ClientReply], span: Span, A_old: np.ndarray, blocks: Blocks
+    ) -> tuple[np.ndarray, RegressionStats | None]:
+        """The rule's next A_s from these replies (and the window's statistics, when the rule uses them)."""
+        ordered = [replies[m] for m in st.active_indices]
         stats = None if self.rule.final_exchange else self.statistics(st, replies, blocks, span)
         if stats is None or span.past is None:
             fit_stats = stats
         else:  # streaming: this window's sums plus the forgotten memory of the active clients
-            fit_stats = span.past.restricted(state_indices(self.full, members)).plus(stats).for_fit()
+            fit_stats = span.past.restricted(state_indices(self.full, st.active_indices)).plus(stats).for_fit()
+        A_new = self.rule.update(A_old, ordered, fit_stats, blocks, self.config)
+        if self.privacy is not None and self.privacy.shrink and fit_stats is not None:
+            informations = [r.required("information") for r in ordered]
+            A_new = shrink_blocks(A_new, fit_stats, informations, blocks, diagonal=self.config.diagonal)
+        return A_new, stats
+
+    def observe(self, st: ProtocolState, replies: dict[int, ClientReply], sent: Sequence[np.ndarray | None]) -> ProtocolState:
+        """Show the accelerator an exchange's replies (no-op without acceleration)."""
+        if not self.accelerated:
+            return st
+        memory = st.secant if st.secant is not None else SecantMemory.start(len(self.names))
+        snapshots = {}
+        for m, r in replies.items():
+            aug = sent[m]
+            assert aug is not None  # a client that replied was sent an augmentation
+            snapshots[m] = Snapshot(r.states, r.required("pseudo_obs"), aug)
+        return st.evolve(secant=memory.observed(snapshots))
+
+    def update(
+        self, st: ProtocolState, replies: dict[int, ClientReply], span: Span, limits: Limits,
+        sent: Sequence[np.ndarray | None] = (),
+    ) -> ProtocolState:  # fmt: skip
+        """One server update of A_s from the replies of the last exchange (sent: its augmentations)."""
+        members, blocks, A_old = self.layout(st)
+        ordered = [replies[m] for m in members]
         try:
-            A_new = self.rule.update(A_old, ordered, fit_stats, blocks, self.config)
+            A_new, stats = self.image(st, replies, span, A_old, blocks)
         except np.linalg.LinAlgError as exc:
             losses = ", ".join(f"{h.loss:.3g}" for h in st.history[-4:])
             raise FedGCError(
@@ -183,26 +220,56 @@ class Rounds:
                 f"definite); the augmented filters have most likely diverged (last losses: {losses or 'n/a'}). The "
                 "local models may be too poor for the fixed-point rounds: try server.max_rounds: 1 or the gd rule"
             ) from exc
-        if self.privacy is not None and self.privacy.shrink and fit_stats is not None:
-            informations = [r.required("information") for r in ordered]
-            A_new = shrink_blocks(A_new, fit_stats, informations, blocks, diagonal=self.config.diagonal)
         change = relative_change(A_new, A_old)
         record = RoundRecord(st.round + 1, float(sum(r.loss for r in ordered)), change)
         history = st.history + (record,)
         if self.on_round is not None:
             self.on_round(record)
+        previous_change = history[-2].change if len(history) > 1 else np.inf
+        st = self.observe(st, replies, sent)
+        predicted = st.secant is not None and st.secant.predicted  # this round answered a prediction
         omega = st.omega
-        if self.rule.relaxed:
-            omega = next_relaxation(omega, change, history[-2].change if len(history) > 1 else np.inf)
+        if self.rule.relaxed and not predicted:  # a failed prediction is no oscillation of the plain map
+            omega = next_relaxation(omega, change, previous_change)
         A_full = embed(A_old + omega * (A_new - A_old) if omega < 1.0 else A_new, self.full, members)
         converged = change < limits.tol
         stopped = self.stop_when is not None and self.stop_when(A_full)
+        finished = converged or stopped or record.round == limits.max_rounds
+        states, secant = st.states, None if st.secant is None else st.secant.judged(change, previous_change)
+        if secant is not None and secant.status == "ready" and not finished:
+            step = self.prediction(st, secant, replies, sent, span, A_new, change, limits.tol)
+            if step is not None:
+                A_full, secant = embed(step.A_s, self.full, members), replace(secant, predicted=True)
+                states = tuple(step.states[members.index(m)] if m in members else None for m in range(len(self.names)))
         return st.evolve(
-            round=record.round, A_s=A_full, omega=omega, history=history, stats=stats,
-            finished=converged or stopped or record.round == limits.max_rounds, converged=converged,
+            round=record.round, A_s=A_full, omega=omega, history=history, stats=stats, states=states,
+            finished=finished, converged=converged, secant=secant,
             server_rng=None if self.privacy is None else dict(self.privacy.rng.bit_generator.state),
             noise_std=() if self.privacy is None else tuple(float(x) for x in self.privacy.noise_std),
         )  # fmt: skip
+
+    def prediction(
+        self, st: ProtocolState, secant: SecantMemory, replies: dict[int, ClientReply],
+        sent: Sequence[np.ndarray | None], span: Span, A_new: np.ndarray, change: float, tol: float,
+    ) -> Prediction | None:  # fmt: skip
+        """The accelerated step about this round (fedgc.protocol.acceleration.predict), solved to a fraction
+        of tol; None when it fails or would not improve on the change of the plain step."""
+        members, blocks, _ = self.layout(st)
+        models, base = [], []
+        for m in members:
+            model, aug = secant.models[m], sent[m] if m < len(sent) else None
+            if model is None or aug is None:
+                return None
+            models.append(model)
+            base.append(Snapshot(replies[m].states, replies[m].required("pseudo_obs"), aug))
+        h0 = self._h0(span, members) or [np.zeros(d) for d in blocks.dims]
+
+        def image(states: list[np.ndarray], pseudo_obs: list[np.ndarray], A: np.ndarray) -> np.ndarray:
+            fake = {m: replies[m]._replace(states=h, pseudo_obs=z) for m, h, z in zip(members, states, pseudo_obs)}
+            return self.image(st, fake, span, A, blocks)[0]
+
+        step = predict(models, base, h0, blocks, image, A_new, tol=tol)
+        return step if step is not None and step.residual < change else None
 
     def fit(
         self, st: ProtocolState, span: Span, limits: Limits, *,
@@ -214,11 +281,12 @@ class Rounds:
         replies: dict[int, ClientReply] = {}
         warm = st.round == 0 and bool(np.any(np.nan_to_num(st.A_s)))
         while not st.finished:
-            st, replies = self.exchange(st, span, self.rule.request)
+            st, replies, sent = self.exchange(st, span, self.rule.request)
             if warm:
-                st, replies = self.exchange(st, span, self.rule.request)
+                st = self.observe(st, replies, sent)
+                st, replies, sent = self.exchange(st, span, self.rule.request)
                 warm = False
-            st = self.update(st, replies, span, limits)
+            st = self.update(st, replies, span, limits, sent)
             if on_checkpoint is not None:
                 on_checkpoint(st)
         return st, replies
@@ -230,7 +298,7 @@ class Rounds:
             if st.stats is None:
                 raise FedGCError("the run ended before any server update; nothing to test")
             return st, st.stats
-        st, replies = self.exchange(st, span, "stats")
+        st, replies, _ = self.exchange(st, span, "stats")
         return st, self.statistics(st, replies, self.layout(st)[1], span)
 
     def tests(self, st: ProtocolState, stats: RegressionStats) -> GCResult:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fedgc.errors import ConfigError
+from fedgc.protocol.acceleration import ACCELERATIONS
 from fedgc.protocol.dropout import POLICIES
 from fedgc.protocol.rules import rule_named
 from fedgc.settings_config import SETTINGS_CONFIG
@@ -36,11 +37,18 @@ class ServerConfig:
     on_dropout: Literal["stop", "continue"] = "stop"
     """What a client without a valid reply does to the run: 'stop' (error, last round kept) or 'continue'
     (without it, its pairs unknown; fedgc.protocol.dropout)."""
+    acceleration: Literal["secant", "none"] = "secant"
+    """'secant': from the second round on, the server identifies each client's linear response to its
+    augmentation from two rounds of replies and sends the fixed point it predicts (3 rounds when the
+    response is exact, plain rounds again if a prediction fails; fedgc.protocol.acceleration); 'none': the
+    plain fixed-point rounds. Only the newton rule without augmentation noise is accelerated."""
 
     def __post_init__(self) -> None:
         if self.on_dropout not in POLICIES:
             raise ConfigError(f"server.on_dropout must be one of {POLICIES}, got {self.on_dropout!r}")
         rule_named(self.rule)
+        if self.acceleration not in ACCELERATIONS:
+            raise ConfigError(f"server.acceleration must be one of {ACCELERATIONS}, got {self.acceleration!r}")
         if self.diagonal not in ("fixed", "joint"):
             raise ConfigError(f"server.diagonal must be 'fixed' or 'joint', got {self.diagonal!r}")
         if not (isinstance(self.max_rounds, int) and self.max_rounds >= 1):

@@ -98,40 +98,44 @@ MIN_STEP = 1.0 / 64.0
 def anderson_fixed_point(
     image: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, *, tol: float, max_evaluations: int, memory: int = 5
 ) -> FixedPoint | None:
-    """x = image(x) by safeguarded type-II Anderson acceleration; None if image(x0) itself fails.
-
-    A candidate is kept only if its residual ||image(x) - x|| / ||image(x)|| is below the current one;
-    otherwise (or if image raises np.linalg.LinAlgError or is not finite) the memory restarts from the
-    current iterate with a plain step x + w (image(x) - x), w halving while plain steps fail too
-    (down to MIN_STEP, then it gives up and returns the best iterate)."""
+    """x = image(x) by type-II Anderson acceleration of the relaxed map x + w (image(x) - x); None if
+    image(x0) itself fails. Safeguards as the rounds' own relaxation (fedgc.core.regression.next_relaxation):
+    a step that raises the residual ||image(x) - x|| / ||image(x)|| is kept but restarts the memory and
+    halves w; a candidate where image fails (np.linalg.LinAlgError, not finite) is dropped, and the memory
+    restarts from the best iterate with w halved. Gives up (returning the best iterate, not converged)
+    after max_evaluations evaluations or once w would fall below MIN_STEP."""
     g = _evaluate(image, x0)
     if g is None:
         return None
-    xs, gs = [x0], [g]
-    best = FixedPoint(x0, g, relative_change(g, x0), 1, False)
-    step = 1.0
-    evaluations = 1
-    while best.residual > tol and evaluations < max_evaluations and step >= MIN_STEP:
-        x, g = best.x, best.image
-        plain = len(xs) < 2
-        if plain:
+    x, r = x0, relative_change(g, x0)
+    best = FixedPoint(x, g, r, 1, r <= tol)
+    xs, gs = [x], [g]
+    step, evaluations = 1.0, 1
+    while not best.converged and evaluations < max_evaluations:
+        if len(xs) < 2:
             candidate = x + step * (g - x)
         else:
             F = np.stack([(b - a).ravel() for a, b in zip(xs, gs)], axis=1)
-            dF = np.diff(F, axis=1)
-            dG = np.diff(np.stack([a.ravel() for a in gs], axis=1), axis=1)
-            gamma, *_ = np.linalg.lstsq(dF, F[:, -1], rcond=None)
-            candidate = g - (dG @ gamma).reshape(g.shape)
+            X = np.stack([a.ravel() for a in xs], axis=1)
+            gamma, *_ = np.linalg.lstsq(np.diff(F, axis=1), F[:, -1], rcond=None)
+            candidate = (X[:, -1] + step * F[:, -1] - (np.diff(X, axis=1) + step * np.diff(F, axis=1)) @ gamma).reshape(x.shape)
         g_new = _evaluate(image, candidate)
         evaluations += 1
-        residual = np.inf if g_new is None else relative_change(g_new, candidate)
-        if g_new is not None and residual < best.residual:
-            best = FixedPoint(candidate, g_new, residual, evaluations, residual <= tol)
-            xs, gs = (xs + [candidate])[-(memory + 1) :], (gs + [g_new])[-(memory + 1) :]
-        else:
-            step = step / 2.0 if plain else step
-            xs, gs = [best.x], [best.image]
-    return best._replace(evaluations=evaluations, converged=best.residual <= tol)
+        if g_new is None:
+            step /= 2.0
+            if step < MIN_STEP:
+                break
+            x, g, xs, gs = best.x, best.image, [best.x], [best.image]
+            continue
+        r_new = relative_change(g_new, candidate)
+        if r_new > r:
+            step = max(step / 2.0, MIN_STEP)
+            xs, gs = [], []
+        x, g, r = candidate, g_new, r_new
+        xs, gs = (xs + [x])[-(memory + 1) :], (gs + [g])[-(memory + 1) :]
+        if r < best.residual:
+            best = FixedPoint(x, g, r, evaluations, r <= tol)
+    return best._replace(evaluations=evaluations)
 
 
 def _evaluate(image: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray | None:

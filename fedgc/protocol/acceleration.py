@@ -102,12 +102,14 @@ class SecantMemory:
 
 class Prediction(NamedTuple):
     """A_s (over the active clients' layout) and the states it is sent with (per active client, (T, D_m));
-    residual: the relative change of the newton update at this A_s on the predicted states."""
+    residual: the relative change of the newton update at this A_s on the predicted states, converged:
+    below INNER_TOL_FACTOR * tol;  evaluations: of the newton update."""
 
     A_s: np.ndarray
     states: list[np.ndarray]
     residual: float
     evaluations: int
+    converged: bool
 
 
 # image(states, pseudo_obs, A_s) -> the newton update of A_s on those replies (per active client).
@@ -143,10 +145,15 @@ def predict(
     def update(A: np.ndarray) -> np.ndarray:
         Hx = states(A)
         Zx = Z - (np.vstack([first[None, :], Hx[:-1]]) - lag) @ P.T
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = np.isfinite(np.sum(Hx * Hx) + np.sum(Zx * Zx))  # then so is every regression sum
+        if not finite:  # F + G A_s so unstable that the sums overflow: no prediction there
+            return np.full_like(A, np.nan)
         return image([Hx[:, s] for s in split], [Zx[:, s] for s in split], A)
 
     fixed = anderson_fixed_point(update, start, tol=INNER_TOL_FACTOR * tol, max_evaluations=MAX_EVALUATIONS)
     if fixed is None:
         return None
     Hx = states(fixed.x)
-    return Prediction(fixed.x, [np.ascontiguousarray(Hx[:, s]) for s in split], fixed.residual, fixed.evaluations)
+    return Prediction(fixed.x, [np.ascontiguousarray(Hx[:, s]) for s in split], fixed.residual, fixed.evaluations,
+                      fixed.converged)  # fmt: skip

@@ -237,7 +237,7 @@ class Rounds:
         finished = converged or stopped or record.round == limits.max_rounds
         states, secant = st.states, None if st.secant is None else st.secant.judged(change, previous_change)
         if secant is not None and secant.status == "ready" and not finished:
-            step = self.prediction(st, secant, replies, sent, span, A_new, change, limits.tol)
+            step = self.prediction(st, secant, replies, sent, span, A_new, limits.tol)
             if step is not None:
                 A_full, secant = embed(step.A_s, self.full, members), replace(secant, predicted=True)
                 states = tuple(step.states[members.index(m)] if m in members else None for m in range(len(self.names)))
@@ -250,10 +250,10 @@ class Rounds:
 
     def prediction(
         self, st: ProtocolState, secant: SecantMemory, replies: dict[int, ClientReply],
-        sent: Sequence[np.ndarray | None], span: Span, A_new: np.ndarray, change: float, tol: float,
+        sent: Sequence[np.ndarray | None], span: Span, A_new: np.ndarray, tol: float,
     ) -> Prediction | None:  # fmt: skip
         """The accelerated step about this round (fedgc.protocol.acceleration.predict), solved to a fraction
-        of tol; None when it fails or would not improve on the change of the plain step."""
+        of tol; None when that solve fails or does not converge."""
         members, blocks, _ = self.layout(st)
         models, base = [], []
         for m in members:
@@ -269,7 +269,7 @@ class Rounds:
             return self.image(st, fake, span, A, blocks)[0]
 
         step = predict(models, base, h0, blocks, image, A_new, tol=tol)
-        return step if step is not None and step.residual < change else None
+        return step if step is not None and step.converged else None
 
     def fit(
         self, st: ProtocolState, span: Span, limits: Limits, *,

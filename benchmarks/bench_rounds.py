@@ -204,7 +204,9 @@ def main() -> None:
     if args.only:
         keys = [k.strip() for k in args.only.split(",")]
         chosen = {n: v for n, v in chosen.items() if any(n.startswith(k) for k in keys)}
-    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}; cores: {os.cpu_count()}")
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}; cores: {os.cpu_count()}; "
+          f"OPENBLAS_NUM_THREADS={threads}")
     header = ("| scenario | tol | rounds none | rounds secant | rounds to 1e-12 | none vs fixed point | secant vs fixed point "
               "| edges equal | max abs change log10 p | protocol s none | protocol s secant |")
     print(header)

@@ -18,7 +18,7 @@ What converges in one step instead. Two rounds with different augmentations give
 (delta s, delta h, delta z); F, G and P follow from it by least squares (`identify_response`; exact to
 rounding when the response is linear time invariant, since the data terms b, zeta cancel in the
 differences). With them the server predicts every client's states for any A_s about the last round
-(`joint_states`: one pass of the joint recursion h_t = (F + G A_s) h_{t-1} + b_t, F, G block diagonal, in
+(`joint_pass`: one pass of the joint recursion h_t = (F + G A_s) h_{t-1} + b_t, F, G block diagonal, in
 which each client's augmentation uses the states of the same pass), and solves the fixed point
 A_s = newton(predicted states) on its own (`anderson_fixed_point`). Sending that A_s with the predicted
 states, the next round's replies reproduce the prediction, so the rounds stop after it.
@@ -28,12 +28,12 @@ Nothing here sees a client's data: the pairs are differences of replies and of s
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
 from fedgc.core.kalman import filter_scan
-from fedgc.core.regression import relative_change
+from fedgc.core.regression import RegressionStats, relative_change
 
 
 class ResponseModel(NamedTuple):
@@ -52,7 +52,7 @@ def identify_response(d_states: np.ndarray, d_inputs: np.ndarray, d_pseudo_obs: 
     """F, G, P from the changes of one client's states, augmentation and pseudo-observations (T, D_m) between
     two rounds over the same window (same h_0, so the change of h_0 is zero):
     delta h_t = F delta h_{t-1} + G delta s_t and delta z_t = -P delta h_{t-1}, by least squares."""
-    T, D = d_states.shape
+    D = d_states.shape[1]
     lag = np.vstack([np.zeros((1, D)), d_states[:-1]])
     X = np.hstack([lag, d_inputs])
     coef, *_ = np.linalg.lstsq(X, d_states, rcond=None)
@@ -66,19 +66,66 @@ def _relative(error: np.ndarray, reference: np.ndarray) -> float:
     return 0.0 if scale == 0.0 else float(np.linalg.norm(error)) / scale
 
 
-def data_drive(states: np.ndarray, inputs: np.ndarray, transition: np.ndarray, input_gain: np.ndarray,
-               h0: np.ndarray) -> np.ndarray:  # fmt: skip
-    """b_t = h_t - F h_{t-1} - G s_t (T, D): the part of the states the augmentation does not move
-    (stacked over clients with block-diagonal F, G, or for one client)."""
-    lag = np.vstack([h0[None, :], states[:-1]])
-    return states - lag @ transition.T - inputs @ input_gain.T
+# Time steps per block of a joint pass: its temporaries are (BLOCK_ROWS, D), whatever T is.
+BLOCK_ROWS = 1 << 15
 
 
-def joint_states(A_s: np.ndarray, transition: np.ndarray, input_gain: np.ndarray, drive: np.ndarray,
-                 h0: np.ndarray) -> np.ndarray:  # fmt: skip
-    """h_t = (F + G A_s) h_{t-1} + b_t, (T, D): every client's states when each round's augmentation uses
-    the states it produces (F, G block diagonal over the clients, A_s over the same stacked layout)."""
-    return filter_scan(transition + input_gain @ A_s, drive, h0)
+class BaseRound(NamedTuple):
+    """The round a prediction starts from, per client (T, D_m): the states and pseudo-observations it
+    replied and the augmentation it answered; h0: its state before the window's first step."""
+
+    states: Sequence[np.ndarray]
+    pseudo_obs: Sequence[np.ndarray]
+    inputs: Sequence[np.ndarray]
+    h0: Sequence[np.ndarray]
+
+
+def joint_pass(
+    A_s: np.ndarray, models: Sequence[ResponseModel], base: BaseRound, *, burn_in: int, keep: bool = False
+) -> tuple[RegressionStats, np.ndarray | None]:
+    """The regression sums (as fedgc.core.regression.regression_stats, with this burn_in) of the states and
+    pseudo-observations the clients would return for A_s (module docstring), BLOCK_ROWS steps at a time;
+    keep: also those states, (T, D). Per client m (its rows and columns of the stacked layout):
+
+        b_t = h_t - F h_{t-1} - G s_t                  (base round: the data's part, fixed)
+        h~_t = (F + G A_s) h~_{t-1} + b_t              (jointly, h~_0 = h_0)
+        z~_t = z_t - P (h~_{t-1} - h_{t-1})
+
+    Sums that overflow (an A_s whose joint recursion explodes) come back non-finite."""
+    dims = [m.transition.shape[0] for m in models]
+    cuts = np.concatenate([[0], np.cumsum(dims)]).astype(int)
+    cols = [slice(int(cuts[m]), int(cuts[m + 1])) for m in range(len(dims))]
+    D, T = int(cuts[-1]), base.states[0].shape[0]
+    F = np.zeros((D, D))
+    G = np.zeros((D, D))
+    for c, m in zip(cols, models, strict=True):
+        F[c, c], G[c, c] = m.transition, m.input_gain
+    step = F + G @ A_s
+    gram, cross, zz = np.zeros((D, D)), np.zeros((D, D)), np.zeros((D, D))
+    kept = np.empty((T, D)) if keep else None
+    h_base, h_pred = np.concatenate(list(base.h0)).astype(float), np.concatenate(list(base.h0)).astype(float)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for a in range(0, T, BLOCK_ROWS):
+            b = min(T, a + BLOCK_ROWS)
+            H = np.hstack([h[a:b] for h in base.states])
+            lag_base = np.vstack([h_base[None, :], H[:-1]])
+            drive = np.empty_like(H)
+            for c, m, s in zip(cols, models, base.inputs, strict=True):
+                drive[:, c] = H[:, c] - lag_base[:, c] @ m.transition.T - s[a:b] @ m.input_gain.T
+            Hx = filter_scan(step, drive, h_pred)
+            lag = np.vstack([h_pred[None, :], Hx[:-1]])
+            Z = np.hstack([z[a:b] for z in base.pseudo_obs])
+            for c, m in zip(cols, models, strict=True):
+                Z[:, c] -= (lag[:, c] - lag_base[:, c]) @ m.lag_gain.T
+            lo = min(max(burn_in - a, 0), b - a)
+            X, Zt = lag[lo:], Z[lo:]
+            gram += X.T @ X
+            cross += X.T @ Zt
+            zz += Zt.T @ Zt
+            if kept is not None:
+                kept[a:b] = Hx
+            h_base, h_pred = H[-1], Hx[-1]
+    return RegressionStats(gram, cross, zz, max(T - burn_in, 0)), kept
 
 
 class FixedPoint(NamedTuple):
@@ -115,10 +162,11 @@ def anderson_fixed_point(
         if len(xs) < 2:
             candidate = x + step * (g - x)
         else:
-            F = np.stack([(b - a).ravel() for a, b in zip(xs, gs)], axis=1)
+            F = np.stack([(b - a).ravel() for a, b in zip(xs, gs, strict=True)], axis=1)
             X = np.stack([a.ravel() for a in xs], axis=1)
             gamma, *_ = np.linalg.lstsq(np.diff(F, axis=1), F[:, -1], rcond=None)
-            candidate = (X[:, -1] + step * F[:, -1] - (np.diff(X, axis=1) + step * np.diff(F, axis=1)) @ gamma).reshape(x.shape)
+            shift = (np.diff(X, axis=1) + step * np.diff(F, axis=1)) @ gamma
+            candidate = (X[:, -1] + step * F[:, -1] - shift).reshape(x.shape)
         g_new = _evaluate(image, candidate)
         evaluations += 1
         if g_new is None:
@@ -132,7 +180,7 @@ def anderson_fixed_point(
             step = max(step / 2.0, MIN_STEP)
             xs, gs = [], []
         x, g, r = candidate, g_new, r_new
-        xs, gs = (xs + [x])[-(memory + 1) :], (gs + [g])[-(memory + 1) :]
+        xs, gs = [*xs, x][-(memory + 1) :], [*gs, g][-(memory + 1) :]
         if r < best.residual:
             best = FixedPoint(x, g, r, evaluations, r <= tol)
     return best._replace(evaluations=evaluations)

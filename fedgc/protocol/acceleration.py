@@ -12,7 +12,8 @@ protocol state:
                  A_s -> newton(predicted states) about the last round (`predict`) and sends that A_s with
                  the predicted states instead of the plain step; the next round's replies judge it.
     off          a predicted round did not lower the change of A_s (the response was not linear: missing
-                 data, a learned f_theta): plain rounds for the rest of the fit, from that round's replies.
+                 data, a learned f_theta), or the server's solve did not converge: plain rounds for the rest
+                 of the fit, from that round's replies.
 
 The last update of a fit is always a plain one, so A_s and the statistics of the tests come from the same
 replies, and a fit stops on the same test as without acceleration: an update that changes A_s by less
@@ -22,7 +23,8 @@ Privacy: a prediction is computed from the replies and the augmentations already
 of the clients' releases); no client is asked for anything more. It is not used with augmentation noise,
 whose calibration (fedgc.privacy.server) bounds lag(h^n) A_s^T for states h^n a client released, not
 predicted states. What the server learns: F, G, P of a client are determined by any two of its replies,
-so a server could always compute them; with acceleration it does (and keeps the pair in the checkpoint).
+so a server could always compute them; with acceleration it does (and keeps the first IDENTIFY_ROWS steps
+of one round's replies and augmentations in the checkpoint until it has).
 """
 
 from __future__ import annotations
@@ -31,22 +33,28 @@ from dataclasses import dataclass, replace
 from typing import Callable, Literal, NamedTuple, Sequence
 
 import numpy as np
-import scipy.linalg
 
-from fedgc.core.regression import Blocks
-from fedgc.core.response import ResponseModel, anderson_fixed_point, data_drive, identify_response, joint_states
+from fedgc.core.regression import Blocks, RegressionStats
+from fedgc.core.response import BaseRound, ResponseModel, anderson_fixed_point, identify_response, joint_pass
 
 ACCELERATIONS = ("secant", "none")
 Status = Literal["collecting", "ready", "off"]
 
 # The server-side solve: to INNER_TOL_FACTOR * tol (so the round after a prediction meets tol when the
-# response model is exact), within MAX_EVALUATIONS evaluations of the newton update.
+# response model is exact), within MAX_EVALUATIONS evaluations of the newton update (each one pass over the
+# window and one update: about the server's work in one plain round); a solve that does not converge in
+# them turns the accelerator off for the fit.
 INNER_TOL_FACTOR = 0.01
-MAX_EVALUATIONS = 60
+MAX_EVALUATIONS = 40
+# A client's response is identified from the first IDENTIFY_ROWS steps of the two rounds (exact for a linear
+# time-invariant response from a few times 2 D_m steps): the snapshot the server keeps (and checkpoints)
+# between them stays small whatever T is.
+IDENTIFY_ROWS = 4096
 
 
 class Snapshot(NamedTuple):
-    """One client's side of an exchange: states, pseudo_obs (T, D_m), the augmentation it answered (T, D_m)."""
+    """One client's side of an exchange: states, pseudo_obs, the augmentation it answered ((rows, D_m) each:
+    the first IDENTIFY_ROWS steps, or all of them)."""
 
     states: np.ndarray
     pseudo_obs: np.ndarray
@@ -81,14 +89,17 @@ class SecantMemory:
         one's response from its stored snapshot and this one; else (or if a fit is not finite) store these."""
         if self.status != "collecting":
             return self
+        snapshots = {m: Snapshot(*(np.array(x[:IDENTIFY_ROWS], dtype=np.float64) for x in snap))
+                     for m, snap in snapshots.items()}  # fmt: skip
         if all(self.previous[m] is not None for m in snapshots):
             models = list(self.models)
             for m, now in snapshots.items():
                 before = self.previous[m]
                 assert before is not None
                 models[m] = identify_response(
-                    now.states - before.states, now.augmentation - before.augmentation, now.pseudo_obs - before.pseudo_obs
-                )
+                    now.states - before.states, now.augmentation - before.augmentation,
+                    now.pseudo_obs - before.pseudo_obs,
+                )  # fmt: skip
             if all(np.isfinite(models[m].residual) for m in snapshots):  # type: ignore[union-attr]
                 return SecantMemory("ready", (None,) * len(models), tuple(models))
         return replace(self, previous=tuple(snapshots.get(m) for m in range(len(self.previous))))
@@ -98,6 +109,9 @@ class SecantMemory:
         if not self.predicted:
             return self
         return replace(self, predicted=False, status="off" if not change < previous_change else self.status)
+
+    def off(self) -> "SecantMemory":
+        return replace(self, status="off", predicted=False)
 
 
 class Prediction(NamedTuple):
@@ -112,48 +126,28 @@ class Prediction(NamedTuple):
     converged: bool
 
 
-# image(states, pseudo_obs, A_s) -> the newton update of A_s on those replies (per active client).
-Image = Callable[[list[np.ndarray], list[np.ndarray], np.ndarray], np.ndarray]
+# image(sums, A_s) -> the rule's update of A_s from the regression sums of predicted replies.
+Image = Callable[[RegressionStats, np.ndarray], np.ndarray]
 
 
 def predict(
-    models: Sequence[ResponseModel], base: Sequence[Snapshot], h0: Sequence[np.ndarray], blocks: Blocks,
-    image: Image, start: np.ndarray, *, tol: float,
+    models: Sequence[ResponseModel], base: BaseRound, blocks: Blocks, image: Image, start: np.ndarray, *,
+    burn_in: int, tol: float,
 ) -> Prediction | None:  # fmt: skip
-    """The fixed point A_s = image(predicted states) about the last round `base`, predicting the states of
-    any A_s with the models (fedgc.core.response.joint_states); None if the update fails at `start`.
-    Everything is over the active clients: models, base and h0 in their order, blocks their layout."""
-    F = scipy.linalg.block_diag(*[m.transition for m in models])
-    G = scipy.linalg.block_diag(*[m.input_gain for m in models])
-    P = scipy.linalg.block_diag(*[m.lag_gain for m in models])
-    H = np.hstack([b.states for b in base])
-    Z = np.hstack([b.pseudo_obs for b in base])
-    first = np.concatenate(list(h0))
-    drive = data_drive(H, np.hstack([b.augmentation for b in base]), F, G, first)
-    lag = np.vstack([first[None, :], H[:-1]])
-    split = [blocks.slice(m) for m in range(len(blocks.dims))]
-
-    last: list[tuple[np.ndarray, np.ndarray]] = []  # (A_s, its states) of the last evaluation
-
-    def states(A: np.ndarray) -> np.ndarray:
-        if last and last[0][0] is A:
-            return last[0][1]
-        Hx = joint_states(A, F, G, drive, first)
-        last[:] = [(A, Hx)]
-        return Hx
+    """The fixed point A_s = image(sums of the replies predicted for A_s) about the round `base`
+    (fedgc.core.response.joint_pass), solved from `start`; None if the update fails at `start`.
+    Everything is over the active clients: models and base in their order, blocks their layout."""
 
     def update(A: np.ndarray) -> np.ndarray:
-        Hx = states(A)
-        Zx = Z - (np.vstack([first[None, :], Hx[:-1]]) - lag) @ P.T
-        with np.errstate(over="ignore", invalid="ignore"):
-            finite = np.isfinite(np.sum(Hx * Hx) + np.sum(Zx * Zx))  # then so is every regression sum
-        if not finite:  # F + G A_s so unstable that the sums overflow: no prediction there
-            return np.full_like(A, np.nan)
-        return image([Hx[:, s] for s in split], [Zx[:, s] for s in split], A)
+        sums, _ = joint_pass(A, models, base, burn_in=burn_in)
+        if not all(np.all(np.isfinite(x)) for x in (sums.gram, sums.cross, sums.zz)):
+            return np.full_like(A, np.nan)  # the joint recursion explodes for this A_s: no prediction there
+        return image(sums, A)
 
     fixed = anderson_fixed_point(update, start, tol=INNER_TOL_FACTOR * tol, max_evaluations=MAX_EVALUATIONS)
     if fixed is None:
         return None
-    Hx = states(fixed.x)
-    return Prediction(fixed.x, [np.ascontiguousarray(Hx[:, s]) for s in split], fixed.residual, fixed.evaluations,
-                      fixed.converged)  # fmt: skip
+    _, states = joint_pass(fixed.x, models, base, burn_in=burn_in, keep=True)
+    assert states is not None
+    split = [np.ascontiguousarray(states[:, blocks.slice(m)]) for m in range(len(blocks.dims))]
+    return Prediction(fixed.x, split, fixed.residual, fixed.evaluations, fixed.converged)

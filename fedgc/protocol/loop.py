@@ -26,6 +26,7 @@ import numpy as np
 from fedgc.core.forgetting import ForgottenStats
 from fedgc.core.granger import GCResult, granger_tests
 from fedgc.core.regression import Blocks, RegressionStats, augmentations, next_relaxation, regression_stats, relative_change
+from fedgc.core.response import BaseRound
 from fedgc.errors import FedGCError
 from fedgc.privacy.server import ServerPrivacy, debias_stats, privatise_augmentations, shrink_blocks
 from fedgc.protocol.acceleration import Prediction, SecantMemory, Snapshot, predict
@@ -165,8 +166,11 @@ class Rounds:
             [replies[m].states for m in members], [replies[m].required("pseudo_obs") for m in members],
             burn_in=span.burn_in, h0=self._h0(span, members),
         )  # fmt: skip
+        return self.debiased(stats, [replies[m] for m in members], blocks)
+
+    def debiased(self, stats: RegressionStats, ordered: Sequence[ClientReply], blocks: Blocks) -> RegressionStats:
         if self.privacy is not None and self.privacy.debias:
-            stats = debias_stats(stats, [replies[m].noise for m in members], blocks)
+            return debias_stats(stats, [r.noise for r in ordered], blocks)
         return stats
 
     @property
@@ -177,11 +181,14 @@ class Rounds:
         return self.config.acceleration == "secant" and self.rule.request == "newton" and not noisy
 
     def image(
-        self, st: ProtocolState, replies: dict[int, ClientReply], span: Span, A_old: np.ndarray, blocks: Blocks
+        self, st: ProtocolState, replies: dict[int, ClientReply], span: Span, A_old: np.ndarray, blocks: Blocks,
+        stats: RegressionStats | None = None,
     ) -> tuple[np.ndarray, RegressionStats | None]:
-        """The rule's next A_s from these replies (and the window's statistics, when the rule uses them)."""
+        """The rule's next A_s from these replies and the window's statistics (those of the replies unless
+        given; none when the rule does not use them); returns it with the statistics."""
         ordered = [replies[m] for m in st.active_indices]
-        stats = None if self.rule.final_exchange else self.statistics(st, replies, blocks, span)
+        if stats is None and not self.rule.final_exchange:
+            stats = self.statistics(st, replies, blocks, span)
         if stats is None or span.past is None:
             fit_stats = stats
         else:  # streaming: this window's sums plus the forgotten memory of the active clients
@@ -192,7 +199,9 @@ class Rounds:
             A_new = shrink_blocks(A_new, fit_stats, informations, blocks, diagonal=self.config.diagonal)
         return A_new, stats
 
-    def observe(self, st: ProtocolState, replies: dict[int, ClientReply], sent: Sequence[np.ndarray | None]) -> ProtocolState:
+    def observe(
+        self, st: ProtocolState, replies: dict[int, ClientReply], sent: Sequence[np.ndarray | None]
+    ) -> ProtocolState:
         """Show the accelerator an exchange's replies (no-op without acceleration)."""
         if not self.accelerated:
             return st
@@ -238,7 +247,9 @@ class Rounds:
         states, secant = st.states, None if st.secant is None else st.secant.judged(change, previous_change)
         if secant is not None and secant.status == "ready" and not finished:
             step = self.prediction(st, secant, replies, sent, span, A_new, limits.tol)
-            if step is not None:
+            if step is None or not step.converged:  # the models do not describe these clients well enough
+                secant = secant.off()
+            else:
                 A_full, secant = embed(step.A_s, self.full, members), replace(secant, predicted=True)
                 states = tuple(step.states[members.index(m)] if m in members else None for m in range(len(self.names)))
         return st.evolve(
@@ -253,23 +264,23 @@ class Rounds:
         sent: Sequence[np.ndarray | None], span: Span, A_new: np.ndarray, tol: float,
     ) -> Prediction | None:  # fmt: skip
         """The accelerated step about this round (fedgc.protocol.acceleration.predict), solved to a fraction
-        of tol; None when that solve fails or does not converge."""
+        of tol; None when that solve fails."""
         members, blocks, _ = self.layout(st)
-        models, base = [], []
+        models, augs = [], []
         for m in members:
             model, aug = secant.models[m], sent[m] if m < len(sent) else None
             if model is None or aug is None:
                 return None
             models.append(model)
-            base.append(Snapshot(replies[m].states, replies[m].required("pseudo_obs"), aug))
+            augs.append(aug)
+        ordered = [replies[m] for m in members]
         h0 = self._h0(span, members) or [np.zeros(d) for d in blocks.dims]
+        base = BaseRound([r.states for r in ordered], [r.required("pseudo_obs") for r in ordered], augs, h0)
 
-        def image(states: list[np.ndarray], pseudo_obs: list[np.ndarray], A: np.ndarray) -> np.ndarray:
-            fake = {m: replies[m]._replace(states=h, pseudo_obs=z) for m, h, z in zip(members, states, pseudo_obs)}
-            return self.image(st, fake, span, A, blocks)[0]
+        def image(sums: RegressionStats, A: np.ndarray) -> np.ndarray:
+            return self.image(st, replies, span, A, blocks, stats=self.debiased(sums, ordered, blocks))[0]
 
-        step = predict(models, base, h0, blocks, image, A_new, tol=tol)
-        return step if step is not None and step.converged else None
+        return predict(models, base, blocks, image, A_new, burn_in=span.burn_in, tol=tol)
 
     def fit(
         self, st: ProtocolState, span: Span, limits: Limits, *,
@@ -280,13 +291,14 @@ class Rounds:
         zero augmentation (the window's own states), then A_s's augmentations, before the first update."""
         replies: dict[int, ClientReply] = {}
         warm = st.round == 0 and bool(np.any(np.nan_to_num(st.A_s)))
+        keep = self.accelerated  # the augmentations sent are only kept for the accelerator
         while not st.finished:
             st, replies, sent = self.exchange(st, span, self.rule.request)
             if warm:
                 st = self.observe(st, replies, sent)
                 st, replies, sent = self.exchange(st, span, self.rule.request)
                 warm = False
-            st = self.update(st, replies, span, limits, sent)
+            st = self.update(st, replies, span, limits, sent if keep else ())
             if on_checkpoint is not None:
                 on_checkpoint(st)
         return st, replies

@@ -86,7 +86,8 @@ def small(tmp_path_factory):
         "name": "small",
         "seed": 3,
         "synthetic": {"n_clients": 3, "state_dims": 2, "obs_dims": 6, "n_steps": 400, "edge_density": 0.5},
-        "server": {"max_rounds": 6, "tol": 1e-9},
+        # plain rounds: the dropout tests silence a node at round 3, which an accelerated run may not reach
+        "server": {"max_rounds": 6, "tol": 1e-9, "acceleration": "none"},
         "evaluation": {"oracle": False},
     }
     cfg = parse_config(raw)

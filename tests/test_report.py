@@ -103,7 +103,7 @@ def test_json_run_fields(result, written):
     data = read_result(written[0] / "nested")
     assert data["server"] == {
         "rule": "newton", "max_rounds": 10, "tol": 1e-6, "penalty": 0.0, "diagonal": "fixed",
-        "learning_rate": None, "alpha": 0.05, "burn_in": 1, "on_dropout": "stop",
+        "learning_rate": None, "alpha": 0.05, "burn_in": 1, "on_dropout": "stop", "acceleration": "secant",
     }  # fmt: skip
     assert data["rounds"] == result.fit.rounds == len(data["history"]) >= 1
     assert data["converged"] is result.fit.converged

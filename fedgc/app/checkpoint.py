@@ -1,9 +1,10 @@
 """Checkpoint and resume: the server's ProtocolState after every round, atomically, in the output folder.
 
 OUT/checkpoint.npz is the checkpoint: the arrays of the state (A_s, history, each client's last states,
-J and privacy-noise description, the last regression statistics), a 'meta' entry (JSON text: format
-version, config fingerprint, round, omega, active clients, dropouts, the server's privacy Generator
-state and noise levels, the privacy releases spent so far) and, for in-process clients (local engine),
+J and privacy-noise description, the last regression statistics, server.acceleration's snapshot or
+response models), a 'meta' entry (JSON text: format version, config fingerprint, round, omega, active
+clients, dropouts, the accelerator's status, the server's privacy Generator state and noise levels, the
+privacy releases spent so far) and, for in-process clients (local engine),
 their own state (theta and last states when theta is learned; a deployed client keeps its own).
 It is written to a temporary file, fsynced, renamed over the previous one (os.replace) and the folder
 fsynced: a crash leaves the previous round's checkpoint or this one, never a torn file.
@@ -40,8 +41,10 @@ from fedgc.app.config import RunConfig, to_plain
 from fedgc.errors import FedGCError
 from fedgc.files import replacing
 from fedgc.privacy.budget import releases_per_run
-from fedgc.privacy.mechanism import ReleaseNoise
 from fedgc.core.regression import RegressionStats
+from fedgc.core.response import ResponseModel
+from fedgc.privacy.mechanism import ReleaseNoise
+from fedgc.protocol.acceleration import SecantMemory, Snapshot
 from fedgc.protocol.rules import UpdateRule
 from fedgc.protocol.state import Dropout, ProtocolState, RoundRecord
 
@@ -51,6 +54,8 @@ FORMAT = "fedgc-checkpoint"
 VERSION = 1
 KILL_ENV = "FEDGC_FAULT_KILL_AFTER_ROUND"
 _NOISE = ("state_cov", "cross_cov", "pseudo_obs_cov")
+_SNAPSHOT = Snapshot._fields
+_MODEL = ("transition", "input_gain", "lag_gain")
 
 
 class CheckpointError(FedGCError):
@@ -118,6 +123,7 @@ def encode(ckpt: Checkpoint) -> dict[str, np.ndarray]:
         sensitivity.append(None if nz is None else float(nz.state_sensitivity))
     if st.stats is not None:
         arrays.update({"stats.gram": st.stats.gram, "stats.cross": st.stats.cross, "stats.zz": st.stats.zz})
+    secant = None if st.secant is None else _encode_secant(st.secant, arrays)
     client_names = sorted(ckpt.clients)
     for i, name in enumerate(client_names):
         arrays.update({f"client.{i}.{k}": np.asarray(v) for k, v in ckpt.clients[name].items()})
@@ -134,6 +140,7 @@ def encode(ckpt: Checkpoint) -> dict[str, np.ndarray]:
         "dropouts": [list(d) for d in st.dropouts],
         "finished": st.finished,
         "converged": st.converged,
+        "secant": secant,
         "stats_n": None if st.stats is None else int(st.stats.n),
         "noise_sensitivity": sensitivity,
         "server_rng": st.server_rng,
@@ -179,6 +186,7 @@ def decode(arrays: dict[str, np.ndarray], source: str = "checkpoint") -> Checkpo
         stats=stats,
         finished=bool(meta["finished"]),
         converged=bool(meta["converged"]),
+        secant=_decode_secant(meta.get("secant"), arrays),
         server_rng=meta["server_rng"],
         noise_std=tuple(float(x) for x in meta["noise_std"]),
     )
@@ -187,6 +195,36 @@ def decode(arrays: dict[str, np.ndarray], source: str = "checkpoint") -> Checkpo
         prefix = f"client.{i}."
         clients[name] = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
     return Checkpoint(state, str(meta["fingerprint"]), clients, meta.get("privacy"))
+
+
+def _encode_secant(memory: SecantMemory, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The accelerator's memory: its arrays into `arrays`, the rest as the returned metadata."""
+    for m, snap in enumerate(memory.previous):
+        if snap is not None:
+            arrays.update({f"secant.previous.{m}.{k}": np.asarray(getattr(snap, k), dtype=np.float64) for k in _SNAPSHOT})
+    for m, model in enumerate(memory.models):
+        if model is not None:
+            arrays.update({f"secant.model.{m}.{k}": np.asarray(getattr(model, k), dtype=np.float64) for k in _MODEL})
+    return {
+        "status": memory.status,
+        "predicted": memory.predicted,
+        "previous": [snap is not None for snap in memory.previous],
+        "residuals": [None if model is None else float(model.residual) for model in memory.models],
+    }
+
+
+def _decode_secant(meta: dict[str, Any] | None, arrays: dict[str, np.ndarray]) -> SecantMemory | None:
+    if meta is None:
+        return None
+    previous = tuple(
+        Snapshot(*(arrays[f"secant.previous.{m}.{k}"] for k in _SNAPSHOT)) if held else None
+        for m, held in enumerate(meta["previous"])
+    )
+    models = tuple(
+        None if res is None else ResponseModel(*(arrays[f"secant.model.{m}.{k}"] for k in _MODEL), float(res))
+        for m, res in enumerate(meta["residuals"])
+    )
+    return SecantMemory(str(meta["status"]), previous, models, bool(meta["predicted"]))  # type: ignore[arg-type]
 
 
 def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:

@@ -38,7 +38,8 @@ def server_text(result: Inspected) -> str:
     server = result.server
     stream = result.streaming if windows_converged(result) is not None else None
     tol, max_rounds = (server.tol, server.max_rounds) if stream is None else (stream.tol, stream.max_rounds)
-    return (f"rule {server.rule}, diagonal {server.diagonal}, penalty {fmt(server.penalty)}, "
+    accelerated = f", acceleration {server.acceleration}" if server.acceleration != "none" else ""
+    return (f"rule {server.rule}, diagonal {server.diagonal}, penalty {fmt(server.penalty)}{accelerated}, "
             f"tol {fmt(tol)}, max_rounds {max_rounds}" + (" per window" if stream is not None else ""))  # fmt: skip
 
 

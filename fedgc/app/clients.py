@@ -123,7 +123,7 @@ def _learns(options: ClientOptions, privacy: ClientPrivacy | None) -> bool:
 
 def _privacies(cfg: RunConfig, plan: PrivacyPlan | None, names: list[str]) -> list[ClientPrivacy | None]:
     """The mechanisms of clients without a data file of their own (synthetic, TEP): no ledger."""
-    return [client_privacy(cfg, plan, i, client=name) for i, name in enumerate(names)]
+    return [client_privacy(cfg.privacy, plan, i, seed=cfg.seed, client=name) for i, name in enumerate(names)]
 
 
 # ---------------------------------------------------------------------------------------------- synthetic
@@ -214,7 +214,7 @@ def read_sessions(
 
     def build(i: int, table: ClientTable) -> ClientSession:
         spec = cfg.clients[i]
-        privacy = client_privacy(cfg, plan, i, client=spec.name, data_file=spec.data, run=run)
+        privacy = client_privacy(cfg.privacy, plan, i, seed=cfg.seed, client=spec.name, data_file=spec.data, run=run)
         return build_session(spec, cfg.client, seed=cfg.seed + i, privacy=privacy, table=table, session_class=session_class)
 
     sessions: list[ClientSession] = []
@@ -239,11 +239,8 @@ def read_sessions(
 def _data_notes(cfg: RunConfig, table: ClientTable, alignment: AlignedRows | None) -> ClientData:
     """What was done to one client's table; a private client refuses missing cells here, before any release."""
     entry = ClientData.of(table, alignment)
-    if cfg.privacy is not None and entry.missing_values:
-        raise DataError(
-            f"client {table.client!r}: data file {str(table.path)!r} has {entry.missing_values} missing cell(s); a "
-            "private run needs complete data (fill or drop those rows first: which cells are missing would be public)"
-        )
+    if cfg.privacy is not None:
+        refuse_missing_cells(table)
     if entry.missing_fraction > OPTIMISTIC_PVALUES_ABOVE:
         warnings.warn(FedGCWarning(
             f"client {table.client!r} ({table.path}): {entry.missing_fraction:.0%} of the measurements are missing; "
@@ -253,13 +250,26 @@ def _data_notes(cfg: RunConfig, table: ClientTable, alignment: AlignedRows | Non
     return entry
 
 
+def refuse_missing_cells(table: ClientTable) -> None:
+    """A private client's data must be complete: which cells are missing would be public."""
+    missing = int(np.count_nonzero(np.isnan(table.values)))
+    if missing:
+        raise DataError(
+            f"client {table.client!r}: data file {str(table.path)!r} has {missing} missing cell(s); a "
+            "private run needs complete data (fill or drop those rows first: which cells are missing would be public)"
+        )
+
+
 def build_session(
     spec: ClientSpec, options: ClientOptions, *, seed: int = 0, privacy: ClientPrivacy | None = None,
     table: ClientTable | None = None, session_class: type[ClientSession] = ClientSession,
 ) -> ClientSession:  # fmt: skip
     """A client built from its own CSV file and its own model (given .npz, identified on another file, or
-    identified from the data). table: the client's table when already read (and aligned)."""
+    identified from the data). table: the client's table when already read (and aligned). A private client
+    refuses missing cells before anything is computed from its data."""
     table = read_table(spec, private=privacy is not None) if table is None else table
+    if privacy is not None:
+        refuse_missing_cells(table)
     model, values = local_model(spec, table, seed)
     return session_class(
         spec.name, model, values, learn_theta=_learns(options, privacy), theta_kind=options.theta,  # type: ignore[arg-type]

@@ -1,0 +1,111 @@
+"""Private runs on the Flower engines: the same guarantee and the same result as the local engine.
+
+flower-sim with reproducible noise gives the local engine's private A_s; a deployment on 127.0.0.1
+(SuperLink, SuperExec, one SuperNode and ClientApp runtime per client, server.local_deployment) runs a
+private `fedgc run` whose nodes draw fresh noise and keep their ledgers beside their own data files
+(the submitter's config names files it does not have), refuses a run past the budget naming the client
+and its ledger, and draws new noise once the ledgers are gone. The oracle of a private `fedgc run` is
+refused on every engine before anything is written."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from fedgc.app.clients import simulate_scenario, write_scenario_files
+from fedgc.app.config import EvaluationSettings, PrivacySettings, load_config, parse_config
+from fedgc.app.runner import EngineOptions, run
+from fedgc.cli import main
+from fedgc.errors import ConfigError, FedGCError
+from server.local_deployment import LocalDeployment
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.filterwarnings("ignore")
+PRIVACY = {"epsilon": 4.0, "delta": 1e-5, "clip": 5.0}
+
+
+def test_flower_sim_private_run_matches_the_local_engine(tmp_path):
+    """Reproducible noise (NOT private: tests only): each simulated node derives its noise from the run seed
+    exactly as the local engine's in-process client does, so A_s agrees, and so does the privacy section."""
+    base = load_config(ROOT / "simulations" / "private.yaml")
+    cfg = replace(
+        base, synthetic=replace(base.synthetic, n_clients=4, state_dims=3, obs_dims=20, n_steps=1500),
+        server=replace(base.server, max_rounds=8), evaluation=EvaluationSettings(oracle=False),
+        privacy=replace(base.privacy, reproducible_noise=True),
+    )  # fmt: skip
+    local = run(replace(cfg, engine="local"), mode="simulate", out_dir=tmp_path / "local")
+    sim = run(replace(cfg, engine="flower-sim"), mode="simulate", out_dir=tmp_path / "sim")
+    np.testing.assert_allclose(sim.fit.A_s, local.fit.A_s, rtol=0, atol=1e-9)
+    assert sim.fit.rounds == local.fit.rounds
+    assert sim.privacy == local.privacy and sim.privacy["private"] is False
+    assert "NOT PRIVATE" in sim.privacy["notes"]
+    noise = [c["client_noise_std"] for c in sim.privacy["per_client"].values()]
+    assert len(noise) == 4 and all(s > 0 for s in noise)
+
+
+@pytest.mark.parametrize("engine", ["flower-sim", "flower"])
+def test_the_oracle_of_a_private_run_is_refused_on_flower_engines(tmp_path, engine, capsys):
+    raw = {
+        "name": "p", "engine": engine, "privacy": PRIVACY,
+        "clients": [{"name": n, "data": f"{n}.csv", "model": f"{n}.npz"} for n in ("a", "b")],
+    }  # fmt: skip
+    refusal = r"privacy: the centralized oracle pools every client's raw data.*oracle: false"
+    with pytest.raises(ConfigError, match=refusal):
+        run(parse_config(raw), mode="run", out_dir=tmp_path / "out", options=EngineOptions(superlink="127.0.0.1:1"))
+    config = tmp_path / "p.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(config), "--out", str(tmp_path / "cli"), "--superlink", "127.0.0.1:1", "--quiet"]) == 2
+    assert "a private `fedgc run` cannot compute it (set evaluation: {oracle: false})" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cli").exists()
+
+
+def test_deployed_private_run_with_ledgers_on_the_nodes(tmp_path):
+    """A private `fedgc run` on a loopback deployment. The submitter's config names its clients' files at
+    paths it does not have: each node reads its own (its node config), privatises there with fresh noise
+    and keeps its ledger beside its data file. A run past privacy.budget is refused, naming each client and
+    its ledger; once the ledgers are gone the noise is new (that a rerun with its ledger redraws the same
+    release is tests/test_flower_apps.py's)."""
+    scenario = parse_config({
+        "name": "plant", "seed": 1, "evaluation": {"oracle": False},
+        "synthetic": {"n_clients": 3, "state_dims": 2, "obs_dims": 6, "n_steps": 600, "edge_density": 0.5},
+    })  # fmt: skip
+    nodes = tmp_path / "nodes"
+    written = write_scenario_files(scenario, simulate_scenario(scenario), nodes)  # each node's own files
+    clients = [{"name": c.name, "data": f"/nowhere/{c.name}.csv", "model": f"/nowhere/{c.name}_model.npz"}
+               for c in written.clients]  # fmt: skip
+    cfg = parse_config({
+        "name": "plant", "seed": 1, "engine": "flower", "clients": clients, "evaluation": {"oracle": False},
+        "server": {"max_rounds": 5, "tol": 1e-9}, "privacy": PRIVACY,
+    })  # fmt: skip
+    ledgers = [nodes / f"{c.name}.csv.fedgc-privacy.json" for c in written.clients]
+    with LocalDeployment([c.to_node_config() for c in written.clients], tmp_path / "work") as dep:
+        options = EngineOptions(superlink=dep.address)
+        first = run(cfg, mode="run", out_dir=tmp_path / "first", options=options)
+        assert all(path.is_file() for path in ledgers)
+        over = replace(cfg, privacy=PrivacySettings(**PRIVACY, budget=5.0))  # two runs at epsilon 4 compose to 5.9
+        with pytest.raises(FedGCError) as refused:
+            run(over, mode="run", out_dir=tmp_path / "over", options=options)
+        for path in ledgers:
+            path.unlink()
+        fresh = run(cfg, mode="run", out_dir=tmp_path / "fresh", options=options)
+    assert all(p.poll() is not None for p in dep.procs.values()), "a deployment process outlived the test"
+
+    privacy = json.loads((tmp_path / "first" / "result.json").read_text())["privacy"]
+    assert privacy == first.privacy and privacy["enabled"] and privacy["private"] is True
+    assert set(privacy["per_client"]) == {"client0", "client1", "client2"}
+    for entry in privacy["per_client"].values():
+        assert 0 < entry["whole_run"]["epsilon"] <= 4.0 and entry["client_noise_std"] > 0 and entry["clip"] == 5.0
+    entries = [json.loads(path.read_text())["files"] for path in ledgers]
+    assert all(len(next(iter(e.values()))) == 1 for e in entries)  # one release recorded per file: the fresh run's
+
+    message = str(refused.value)
+    for name, path in zip(("client0", "client1", "client2"), ledgers, strict=True):
+        assert f"client '{name}': this run would take the privacy spent on its data file" in message
+        assert f"(ledger {path})" in message
+    assert "over its budget of 5" in message and not (tmp_path / "over" / "fit.npz").exists()
+    assert np.abs(fresh.fit.A_s - first.fit.A_s).max() > 1e-3  # fresh noise: not reproducible

@@ -25,15 +25,15 @@ STATSMODELS_MAX_STATES = 120
 
 
 def one_row(M: int, *, T: int, D: int, P: int, seed: int, gd_max_rounds: int) -> dict:
-    from fedgc.protocol.loop.session import ClientSession
+    from fedgc.protocol.session import ClientSession
     from fedgc.core.local_model import identify
     from fedgc.analysis.metrics import auroc, relative_error
     from fedgc.analysis.oracle import oracle_fit
-    from fedgc.protocol.loop.loop import run_protocol
-    from fedgc.protocol.loop.settings import ServerConfig
-    from fedgc.protocol.loop.transport import LocalTransport
+    from fedgc.protocol.loop import run_protocol
+    from fedgc.protocol.settings import ServerConfig
+    from fedgc.protocol.transport import LocalTransport
     from fedgc.core.regression import Blocks
-    from fedgc.data.csv.synthetic import SystemSpec, simulate
+    from fedgc.data.synthetic import SystemSpec, simulate
 
     rng = np.random.default_rng(seed)
     spec = SystemSpec(n_clients=M, state_dims=D, obs_dims=P, edge_density=min(1.0, 2.0 / (M - 1)), n_steps=T)

@@ -318,3 +318,9 @@ def test_config_reference_documents_every_key():
     assert rows["server.rule"][1:3] == ["'newton' or 'gd'", "newton"]
     assert rows["clients[].state_dim"][1] == "'auto' or a positive integer"
     assert rows["synthetic.n_clients"][2] == "required"
+
+
+def test_a_sweep_file_is_named_as_a_sweep_not_a_bad_config():
+    path = Path(__file__).resolve().parents[1] / "simulations" / "privacy_sweep.yaml"
+    with pytest.raises(ConfigError, match=r"is a sweep .* simulations/privacy_sweep.py"):
+        load_config(path)

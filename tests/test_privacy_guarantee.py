@@ -25,6 +25,7 @@ from fedgc.privacy.accounting import PrivacyAccountant
 from fedgc.privacy.ledger import PrivacyBudgetError, ledger_path
 from fedgc.privacy.local import ClientPrivacy, clipped_projection, privatise_window
 from fedgc.privacy.sensitivity import inverse_sqrt
+from fedgc.report.text import fmt
 
 PRIVACY = {"epsilon": 10.0, "delta": 1e-5, "clip": 7.0}
 
@@ -185,6 +186,25 @@ def test_private_simulation_marks_its_oracle_as_outside_the_guarantee(tmp_path):
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["evaluation"]["oracle_outside_privacy_guarantee"] is True
     assert "outside the privacy guarantee" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_private_run_with_the_default_clip_writes_its_whole_report(tmp_path):
+    """clip: auto (the default) once crashed the Markdown report after result.json was written and the
+    spend recorded: the run-wide clip is the word 'auto', each client's own clip is in its row."""
+    privacy = {k: v for k, v in PRIVACY.items() if k != "clip"}
+    raw = {"name": "s", "seed": 2, "synthetic": {"n_clients": 3, "state_dims": 2, "obs_dims": 6, "n_steps": 800},
+           "server": {"max_rounds": 2}, "privacy": privacy}  # fmt: skip
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["simulate", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["privacy"]["clip"] == "auto"
+    clips = {name: c["clip"] for name, c in result["privacy"]["per_client"].items()}
+    assert len(clips) == 3 and all(isinstance(c, float) and c > 0 for c in clips.values())
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Clip norm c = auto" in report
+    for c in clips.values():
+        assert fmt(c) in report
 
 
 # ------------------------------------------------------------------------------------ finding 4: clipping

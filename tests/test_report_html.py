@@ -1,6 +1,6 @@
 """`fedgc inspect RUN --html` and `fedgc inspect RUN_A RUN_B --html` in a real headless Chromium: the
 default, Tennessee Eastman, streaming (mean_shift) and private runs load without console errors, draw
-the run's edges, re-decide them in the page exactly as fedgc.report.reader does, show each pair's test on
+the run's edges, re-decide them in the page exactly as fedgc.report.ranking does, show each pair's test on
 hover, link the heatmap and the graph, and show the run facts, the streaming alerts and the fault
 origin that result.json holds. Screenshots go to each test's tmp_path."""
 
@@ -486,7 +486,7 @@ def _tiny_result(pvalue: np.ndarray, log10_pvalue: np.ndarray, alpha: float) -> 
 
 def test_in_page_benjamini_hochberg_is_statsmodels_exactly(chromium, web, tmp_path):
     """Underflowed p = 0 (log10 p kept), unknown pairs (null), ties, and p-values exactly on a BH cut
-    (k / n) * alpha: the page's decision equals fedgc.report.reader.fdr_edges at every level."""
+    (k / n) * alpha: the page's decision equals fedgc.report.ranking.fdr_edges at every level."""
     from fedgc.report.ranking import fdr_edges
 
     M = 6

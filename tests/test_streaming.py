@@ -1,5 +1,5 @@
 """Streaming mode: carried filter states, forgotten statistics and their effective sample size, calibrated
-per-window tests, change alerts, config and CLI (fedgc/streaming.py, fedgc/streaming_run.py)."""
+per-window tests, change alerts, config and CLI (fedgc.protocol.streaming, fedgc.app.runner.run_streaming)."""
 
 from __future__ import annotations
 

@@ -364,6 +364,11 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    if "sweep" in raw:
+        raise ConfigError(
+            f"config file {path} is a sweep (its 'sweep' section lists many runs), not one run's config; run it with "
+            f"`.venv/bin/python simulations/privacy_sweep.py {path} --out DIR`"
+        )
     return parse_config(raw, base_dir=path.parent, source=path)
 
 

@@ -58,23 +58,29 @@ def privacy_section(p: Mapping[str, Any]) -> list[str]:
         "## Differential privacy",
         "",
         f"Target per client for the whole run: epsilon {fmt(p.get('target_epsilon'))}, delta {fmt(p.get('target_delta'))}"
-        f" ({p.get('accountant')} accountant). Clip norm c = {fmt(p.get('clip'))} ({p.get('clip_space')}),"
+        f" ({p.get('accountant')} accountant). Clip norm c = {_clip(p.get('clip'))} ({p.get('clip_space')}),"
         f" noise multiplier {fmt(sigma.get('client_to_server'))} (client -> server) and"
         f" {fmt(sigma.get('server_to_clients'))} (server -> clients), debias {p.get('debias')},"
         f" {p.get('rounds_run')} of {p.get('planned_rounds')} planned rounds run.",
         "",
         f"Neighbouring relation: {p.get('neighbouring_relation')}",
         "",
-        "| client | client -> server epsilon | server -> clients epsilon | whole run epsilon | delta | noise std |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| client | client -> server epsilon | server -> clients epsilon | whole run epsilon | delta | clip | noise std |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, c in (p.get("per_client") or {}).items():
         lines.append(
             f"| {md(name)} | {fmt(c['client_to_server']['epsilon'])} | {fmt(c['server_to_clients']['epsilon'])} |"
-            f" {fmt(c['whole_run']['epsilon'])} | {fmt(c['whole_run']['delta'])} | {fmt(c.get('client_noise_std'))} |"
+            f" {fmt(c['whole_run']['epsilon'])} | {fmt(c['whole_run']['delta'])} | {fmt(c.get('clip'))} |"
+            f" {fmt(c.get('client_noise_std'))} |"
         )
     lines += ["", str(p.get("notes", "")), ""]
     return lines
+
+
+def _clip(clip: Any) -> str:
+    """The run's clip setting: a norm, or 'auto' (each client's own, from its model: the table's clip column)."""
+    return "auto (each client's own, from its model; column clip below)" if clip == "auto" else fmt(clip)
 
 
 def data_section(d: DataNotes) -> list[str]:

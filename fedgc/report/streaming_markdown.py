@@ -38,7 +38,7 @@ def streaming_section(s: Streaming, clients: Sequence[str]) -> list[str]:
         "",
         f"Alert rule: a change test of every block between the new window and the forgotten estimate before it, "
         f"alert when p < {fmt(s.alert_alpha)} / {max(M * (M - 1), 1)} pairs, so the chance of a false "
-        f"alert in a window is at most {fmt(s.alert_alpha)} (fedgc/streaming.py).",
+        f"alert in a window is at most {fmt(s.alert_alpha)} (fedgc.protocol.streaming, fedgc.core.forgetting.change_tests).",
         "",
     ]
     if windows:

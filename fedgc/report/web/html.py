@@ -3,8 +3,8 @@
 
 Every page is one file that works offline: plotly.js (see `plotly_bundle`) and the page's own
 script and style (fedgc/report/web/assets) are inlined, and the data the page draws is embedded as
-JSON. The builders are pure functions of parsed result.json dicts (the schema `fedgc.report.result_dict`
-writes and `fedgc.inspect.load_result` reads); they never write anything. Node positions come from
+JSON. The builders are pure functions of parsed result.json dicts (the schema `fedgc.report.result_json.result_dict`
+writes and `fedgc.report.result_json.load_result` reads); they never write anything. Node positions come from
 networkx (Kamada-Kawai on the union of the FDR and true edges); everything that depends on the FDR
 level (the edges, the graph, the heatmap's markers) is decided in the page, by Benjamini-Hochberg on
 the stored p-values, so the alpha control re-decides the edges without a server.
@@ -202,7 +202,7 @@ def _privacy(data: Mapping) -> dict:
 
 
 def _data_quality(data: Mapping) -> dict:
-    """result.json "data" (fedgc.run.read_tables): per client, what the column policies and the alignment
+    """result.json "data" (fedgc.app.clients.read_tables): per client, what the column policies and the alignment
     did (dropped and held columns, missing measurements, rows inserted or dropped)."""
     d = data.get("data") or {}
     clients = {}

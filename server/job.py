@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from flwr.serverapp import Grid
 
-from fedgc.app.checkpoint import config_fingerprint
+from fedgc.app.checkpoint import CheckpointError, config_fingerprint, load_checkpoint
 from fedgc.app.config import RunConfig
 from fedgc.app.privacy import privacy_plan, privacy_text
 from fedgc.app.results import RunResult, save_fit
@@ -85,6 +85,7 @@ def run_job(grid: Grid, job: Job) -> RunResult:
     transport = FlowerTransport(
         grid, setup=setup, expected_nodes=expected, wait_timeout=job.wait_timeout, round_timeout=job.round_timeout,
         poll_interval=job.poll_interval, send_and_receive=job.send_and_receive, message_format=job.message_format,
+        absent=resumed_clients(job),
     )  # fmt: skip
     t0 = time.perf_counter()
     transport.connect()
@@ -113,6 +114,19 @@ def run_job(grid: Grid, job: Job) -> RunResult:
             write_outputs(result, job.out_dir)
     job.result = result
     return result
+
+
+def resumed_clients(job: Job) -> dict[str, int] | None:
+    """A run resumed under server.on_dropout: continue goes on without clients whose SuperNode is dead, as a
+    running one would: their names and state dims from the checkpoint (None otherwise, or without a
+    readable checkpoint, which run_batch then reports)."""
+    if not job.resume or job.cfg.server.on_dropout != "continue" or job.out_dir is None:
+        return None
+    try:
+        state = load_checkpoint(job.out_dir).state
+    except CheckpointError:
+        return None
+    return {name: int(dim) for name, dim in zip(state.clients, state.dims, strict=True)}
 
 
 def with_raw(comm: dict[str, Any], raw: int) -> dict[str, Any]:

@@ -301,8 +301,8 @@ def test_a_failed_setup_names_its_client(small, tmp_path):
 def test_a_silent_setup_names_the_client_nobody_answered_for(small, tmp_path):
     grid = FakeGrid(_node_configs(small), silent={1002: -1})
     job = Job(cfg=small, engine="flower", out_dir=tmp_path, wait_timeout=0.3, poll_interval=0.001)
-    with pytest.raises(NodeTimeout, match=r"setup: no reply within 0.3 s from 1 SuperNode\(s\) \(node 1002\); "
-                       r"no setup reply for client\(s\) 'client2'"):  # fmt: skip
+    with pytest.raises(NodeTimeout, match=r"setup: no setup reply for client 'client2', and the one SuperNode that did "
+                       r"not answer is node 1002 \(no reply within 0.3 s\)"):  # fmt: skip
         run_job(grid, job)
 
 
@@ -409,14 +409,15 @@ def test_private_nodes_keep_their_noise_seed_in_their_ledger(small, tmp_path):
     runs = []
     for k in range(2):
         grid = FakeGrid(_node_configs(cfg), forget_sessions=True)
-        runs.append(run_job(grid, Job(cfg=cfg, engine="flower", out_dir=tmp_path / f"run{k}", poll_interval=0.001)))
+        job = Job(cfg=cfg, engine="flower", out_dir=tmp_path / f"run{k}", poll_interval=0.001)
+        runs.append(run_job(grid, job))
     ledgers = sorted(p.name for p in (tmp_path / "data").glob("*.fedgc-privacy.json"))
     assert ledgers == [f"client{m}.csv.fedgc-privacy.json" for m in range(3)]
     np.testing.assert_array_equal(runs[0].fit.A_s, runs[1].fit.A_s)
     assert runs[0].privacy["private"] is True and runs[0].fit.rounds > 1
     for path in (tmp_path / "data").glob("*.fedgc-privacy.json"):
         path.unlink()
-    fresh = run_job(FakeGrid(_node_configs(cfg)), Job(cfg=cfg, engine="flower", out_dir=tmp_path / "run2", poll_interval=0.001))
+    fresh = run_job(FakeGrid(_node_configs(cfg)), replace(job, out_dir=tmp_path / "run2"))
     assert np.abs(fresh.fit.A_s - runs[0].fit.A_s).max() > 1e-3
 
 
@@ -448,8 +449,10 @@ def test_a_node_refuses_a_plan_weaker_than_the_settings(small, tmp_path):
     cfg = _private(small, tmp_path)
     plan = privacy_plan(cfg)
     weak = plan._replace(noise_multiplier=plan.noise_multiplier / 2)
-    setup = wire.SetupRequest(seed=cfg.seed, client_order=("client0",), privacy=privacy_text(cfg.privacy), plan=weak, run="r")
-    with pytest.raises(ConfigError, match=r"client 'client0': the privacy plan's noise multiplier .* over the target 10"):
+    text = privacy_text(cfg.privacy)
+    setup = wire.SetupRequest(seed=cfg.seed, client_order=("client0",), privacy=text, plan=weak, run="r")
+    weaker = r"client 'client0': the privacy plan's noise multiplier .* over the target 10"
+    with pytest.raises(ConfigError, match=weaker):
         capp.build(_node_configs(cfg)[0], setup)
     other = plan._replace(epsilon=20.0)
     setup = replace(setup, plan=other)
@@ -458,3 +461,51 @@ def test_a_node_refuses_a_plan_weaker_than_the_settings(small, tmp_path):
     assert not list(tmp_path.glob("*.fedgc-privacy.json"))
     session = capp.build(_node_configs(cfg)[0], replace(setup, plan=plan))
     assert session.release is not None and session.release.clip == 5.0 and session.exact_window is None
+
+
+# ------------------------------------------------------------------------------- resuming without a dead node
+
+
+def _stopped_at_round_3(small, out: Path):
+    """A run of `small` interrupted after round 2 (its checkpoint in `out`)."""
+
+    def crash(record):
+        if record.round == 3:
+            raise Interrupt()
+
+    with pytest.raises(Interrupt):
+        job = Job(cfg=small, engine="flower", out_dir=out, poll_interval=0.001, on_round=crash)
+        run_job(FakeGrid(_node_configs(small)), job)
+    assert load_checkpoint(out).state.round == 2
+
+
+@pytest.mark.parametrize("dead", ["gone", "listed"])
+def test_resume_under_continue_goes_on_at_once_without_a_dead_node(small, tmp_path, dead):
+    """client2's SuperNode died while the run was stopped: gone from the SuperLink's list, or still listed
+    (its heartbeats not yet missed) but silent. Resumed under on_dropout: continue, the run does not wait
+    wait_timeout (60 s) for it: client2 counts as dropped at the resume round, by name, and the run ends."""
+    import time
+
+    _stopped_at_round_3(small, tmp_path)
+    cfg = replace(small, server=replace(small.server, on_dropout="continue"))
+    grid = FakeGrid(_node_configs(small)[:2]) if dead == "gone" else FakeGrid(_node_configs(small), silent={1002: -1})
+    job = Job(cfg=cfg, engine="flower", out_dir=tmp_path, poll_interval=0.001, resume=True, wait_timeout=60.0,
+              round_timeout=0.5, write_files=True)  # fmt: skip
+    t0 = time.monotonic()
+    result = run_job(grid, job)
+    assert time.monotonic() - t0 < 15.0
+    [dropout] = result.fit.dropouts
+    assert (dropout.client, dropout.round) == ("client2", 2) and result.fit.resumed_from == 2  # the re-sent exchange
+    assert "no SuperNode answered its setup when the run resumed" in dropout.reason
+    if dead == "listed":
+        assert "node 1002 silent for 0.5 s" in dropout.reason
+    assert result.fit.gc.unknown[2, 0] and not result.fit.gc.unknown[0, 1] and np.isnan(result.fit.A_s[4:, 4:]).all()
+    written = json.loads((tmp_path / "result.json").read_text())
+    assert written["resilience"]["dropouts"][0]["client"] == "client2"
+
+
+def test_resume_under_stop_still_needs_every_node(small, tmp_path):
+    _stopped_at_round_3(small, tmp_path)
+    job = Job(cfg=small, engine="flower", out_dir=tmp_path, poll_interval=0.001, resume=True, wait_timeout=0.3)
+    with pytest.raises(NodeTimeout, match=r"no SuperNode serves client\(s\) 'client2'"):
+        run_job(FakeGrid(_node_configs(small)[:2]), job)

@@ -109,3 +109,79 @@ def test_deployed_private_run_with_ledgers_on_the_nodes(tmp_path):
         assert f"(ledger {path})" in message
     assert "over its budget of 5" in message and not (tmp_path / "over" / "fit.npz").exists()
     assert np.abs(fresh.fit.A_s - first.fit.A_s).max() > 1e-3  # fresh noise: not reproducible
+
+
+@pytest.mark.slow  # about three minutes on a loaded 2-core machine: four deployed runs, two stopped by a dead node
+def test_deployed_resume_under_continue_goes_on_without_a_dead_node(tmp_path, monkeypatch):
+    """`fedgc run --resume` with server.on_dropout: continue while a client's SuperNode is still dead: the
+    client counts as dropped, by name, and the run goes on without it at once (not after --wait-timeout).
+    Its node stopped (SIGTERM: the SuperLink forgets it) or killed (SIGKILL: still listed, silent until its
+    heartbeats are missed). The submitter runs from a folder with the configs only: every client's data
+    file is read on its node, from its node config."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from fedgc.app.checkpoint import CHECKPOINT_FILE, CHECKPOINT_JSON
+
+    scenario = parse_config({
+        "name": "plant", "seed": 2, "synthetic": {"n_clients": 4, "state_dims": 2, "obs_dims": 6, "n_steps": 600},
+    })  # fmt: skip
+    written = write_scenario_files(scenario, simulate_scenario(scenario), tmp_path / "nodes")
+    submitter = tmp_path / "submitter"
+    submitter.mkdir()
+    monkeypatch.chdir(submitter)
+
+    def config(name: str, clients: tuple[int, ...], on_dropout: str) -> str:
+        raw = {
+            "name": name, "engine": "flower", "evaluation": {"oracle": False},
+            "clients": [
+                {"name": f"client{m}", "data": f"client{m}.csv", "model": f"client{m}_model.npz"} for m in clients
+            ],
+            "server": {"max_rounds": 6, "tol": 1e-300, "on_dropout": on_dropout},
+        }  # fmt: skip
+        path = submitter / f"{name}-{on_dropout}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return path.name
+
+    assert not list(submitter.glob("*.csv"))
+    with LocalDeployment([c.to_node_config() for c in written.clients], tmp_path / "work") as dep:
+        flags = ["--superlink", dep.address, "--round-timeout", "8", "--quiet"]
+
+        def stopped_by_a_dead_node(name: str, clients: tuple[int, ...], dead: int, sig: int) -> Path:
+            out = tmp_path / name
+            codes: list[int] = []
+            argv = ["run", config(name, clients, "stop"), "--out", str(out), *flags]
+            worker = threading.Thread(target=lambda: codes.append(main(argv)))
+            worker.start()
+            deadline = time.monotonic() + 240
+            while not (out / CHECKPOINT_FILE).is_file() and time.monotonic() < deadline and worker.is_alive():
+                time.sleep(0.02)
+            for proc in (f"clientapp-{dead}", f"supernode-{dead}"):
+                os.killpg(dep.procs[proc].pid, sig)
+                dep.procs[proc].wait(timeout=20)
+            worker.join(timeout=300)
+            assert codes == [2]
+            assert f"'client{dead}'" in json.loads((out / CHECKPOINT_JSON).read_text())["error"]
+            return out
+
+        def resumed(name: str, clients: tuple[int, ...], out: Path) -> dict:
+            assert main(["run", config(name, clients, "continue"), "--resume", str(out), *flags]) == 0
+            return json.loads((out / "result.json").read_text())
+
+        stopped = stopped_by_a_dead_node("a", (0, 1, 2), 2, signal.SIGTERM)
+        gone = resumed("a", (0, 1, 2), stopped)
+        killed = stopped_by_a_dead_node("b", (0, 1, 3), 3, signal.SIGKILL)
+        silent = resumed("b", (0, 1, 3), killed)
+    assert all(p.poll() is not None for p in dep.procs.values()), "a deployment process outlived the test"
+
+    for result, name in ((gone, "client2"), (silent, "client3")):
+        [dropout] = result["resilience"]["dropouts"]
+        assert dropout["client"] == name and "no SuperNode answered its setup when the run resumed" in dropout["reason"]
+        assert result["resilience"]["resumed_from_round"] >= 1 and result["rounds"] == 6
+        assert result["timings"]["setup_s"] < 40.0  # not the 120 s wait for a node that will not come
+        i = result["clients"].index(name)
+        assert all(v is None for j, v in enumerate(result["edges"][i]) if j != i)
+    # killed: still listed by the SuperLink, silent; named by its client, its node id beside
+    assert "silent for 8 s" in silent["resilience"]["dropouts"][0]["reason"]

@@ -111,6 +111,20 @@ def test_deployed_private_run_with_ledgers_on_the_nodes(tmp_path):
     assert np.abs(fresh.fit.A_s - first.fit.A_s).max() > 1e-3  # fresh noise: not reproducible
 
 
+def test_a_deployed_submitter_needs_only_the_config(tmp_path):
+    """The oracle (on by default) needs every client's data in one place: a submitter without the files (they
+    are on the nodes) goes on without it, saying so, instead of failing on a file it never needed."""
+    from fedgc.app.clients import deployment_files
+    from fedgc.errors import FedGCWarning
+
+    scenario = parse_config({"synthetic": {"n_clients": 2, "state_dims": 2, "obs_dims": 4, "n_steps": 200}})
+    here = write_scenario_files(scenario, simulate_scenario(scenario), tmp_path / "here")
+    elsewhere = replace(here, clients=tuple(replace(c, data=tmp_path / "node" / "x.csv") for c in here.clients))
+    assert deployment_files(here, mode="run", directory=tmp_path / "a").oracle_windows is not None
+    with pytest.warns(FedGCWarning, match=r"does not have client 'client0': .*x\.csv.*without the centralized oracle"):
+        assert deployment_files(elsewhere, mode="run", directory=tmp_path / "b").oracle_windows is None
+
+
 @pytest.mark.slow  # about three minutes on a loaded 2-core machine: four deployed runs, two stopped by a dead node
 def test_deployed_resume_under_continue_goes_on_without_a_dead_node(tmp_path, monkeypatch):
     """`fedgc run --resume` with server.on_dropout: continue while a client's SuperNode is still dead: the
@@ -135,7 +149,7 @@ def test_deployed_resume_under_continue_goes_on_without_a_dead_node(tmp_path, mo
 
     def config(name: str, clients: tuple[int, ...], on_dropout: str) -> str:
         raw = {
-            "name": name, "engine": "flower", "evaluation": {"oracle": False},
+            "name": name, "engine": "flower",  # evaluation.oracle left on: the submitter has no data, so none
             "clients": [
                 {"name": f"client{m}", "data": f"client{m}.csv", "model": f"client{m}_model.npz"} for m in clients
             ],
@@ -183,5 +197,6 @@ def test_deployed_resume_under_continue_goes_on_without_a_dead_node(tmp_path, mo
         assert result["timings"]["setup_s"] < 40.0  # not the 120 s wait for a node that will not come
         i = result["clients"].index(name)
         assert all(v is None for j, v in enumerate(result["edges"][i]) if j != i)
+        assert result["evaluation"].get("oracle_rounds") is None  # the submitter had no data for it
     # killed: still listed by the SuperLink, silent; named by its client, its node id beside
     assert "silent for 8 s" in silent["resilience"]["dropouts"][0]["reason"]

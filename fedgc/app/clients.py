@@ -111,9 +111,25 @@ def deployment_files(cfg: RunConfig, *, mode: str, directory: Path) -> Clients:
     if not cfg.clients:
         raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
     windows = None
-    if cfg.evaluation.oracle:  # evaluation only: the oracle sees every client's data, as in the local engine
+    if cfg.evaluation.oracle and _all_here(cfg):  # evaluation only: the oracle sees every client's data, as locally
         windows = [build_session(s, cfg.client, seed=cfg.seed + i).exact_window for i, s in enumerate(cfg.clients)]
     return Clients(cfg, oracle_windows=windows, finish=finish)
+
+
+def _all_here(cfg: RunConfig) -> bool:
+    """Whether this machine has every client's files, as the oracle needs. A deployed client's files are on
+    its node (its node config names them), so the submitter needs only the config: without them the run
+    goes on, without the oracle, and says so."""
+    absent = [
+        f"client '{c.name}': {path}" for c in cfg.clients
+        for path in (c.data, c.model, c.identify_on) if isinstance(path, Path) and not path.is_file()
+    ]  # fmt: skip
+    if absent:
+        warnings.warn(FedGCWarning(
+            f"evaluation.oracle: this machine does not have {'; '.join(absent)} (each client reads its files on its "
+            "node); the run goes on without the centralized oracle (set evaluation: {oracle: false} to say so)"
+        ), stacklevel=3)  # fmt: skip
+    return not absent
 
 
 def _learns(options: ClientOptions, privacy: ClientPrivacy | None) -> bool:

@@ -192,6 +192,7 @@ class DeployedEngine:
         result.timings["flower_run_s"] = time.perf_counter() - t0
         result.communication = info.get("communication", {})
         result.raw_data_bytes = int(info.get("raw_data_bytes", 0))
+        result.privacy = info.get("privacy", {"enabled": False})
         result.communication["run_id"] = int(run_id)
         if on_round is not None and rounds.seen == 0:  # a ServerApp that wrote no round log: report them now
             for record in fit.history:

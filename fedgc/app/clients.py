@@ -105,21 +105,18 @@ def _exact(sessions: list[ClientSession]) -> list[ClientWindow] | None:
 def deployment_files(cfg: RunConfig, *, mode: str, directory: Path) -> Clients:
     """The run as per-client files in `directory` for the Flower engines (a synthetic scenario's CSVs and
     given models, or the TEP units' CSVs and identified models), with the evaluation the submitter can
-    do: truth, and the oracle's exact windows when cfg.evaluation.oracle."""
+    do: the truth of a simulated scenario. Never the oracle (runner.with_oracle_decided: it pools raw data,
+    which a Flower engine's clients keep on their nodes), so a deployed submitter needs only the config."""
     finish = None
     if mode == "simulate" and cfg.tep is None:
         data = simulate_scenario(cfg)
-        windows = [s.exact_window for s in scenario_sessions(cfg, data, None)] if cfg.evaluation.oracle else None
-        return Clients(write_scenario_files(cfg, data, directory), truth=scenario_truth(cfg, data), oracle_windows=windows)
+        return Clients(write_scenario_files(cfg, data, directory), truth=scenario_truth(cfg, data))
     if cfg.tep is not None and not cfg.clients:
         tep = TEPClients.of(cfg)
         cfg, finish = tep.write(cfg, directory), tep.add_sections
     if not cfg.clients:
         raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
-    windows = None
-    if cfg.evaluation.oracle:  # evaluation only: the oracle sees every client's data, as in the local engine
-        windows = [build_session(s, cfg.client, seed=cfg.seed + i).exact_window for i, s in enumerate(cfg.clients)]
-    return Clients(cfg, oracle_windows=windows, finish=finish)
+    return Clients(cfg, finish=finish)
 
 
 def _learns(options: ClientOptions, privacy: ClientPrivacy | None) -> bool:
@@ -129,7 +126,7 @@ def _learns(options: ClientOptions, privacy: ClientPrivacy | None) -> bool:
 
 def _privacies(cfg: RunConfig, plan: PrivacyPlan | None, names: list[str]) -> list[ClientPrivacy | None]:
     """The mechanisms of clients without a data file of their own (synthetic, TEP): no ledger."""
-    return [client_privacy(cfg, plan, i, client=name) for i, name in enumerate(names)]
+    return [client_privacy(cfg.privacy, plan, i, seed=cfg.seed, client=name) for i, name in enumerate(names)]
 
 
 # ---------------------------------------------------------------------------------------------- synthetic
@@ -223,7 +220,8 @@ def read_sessions(
 
     def build(i: int, table: ClientTable) -> ClientSession:
         spec = cfg.clients[i]
-        privacy = client_privacy(cfg, plan, i, client=spec.name, data_file=spec.data, run=run)
+        privacy = client_privacy(cfg.privacy, plan, i, seed=cfg.seed, client=spec.name, data_file=spec.data, run=run,
+                                 spec=spec)
         return build_session(spec, cfg.client, seed=cfg.seed + i, privacy=privacy, table=table, session_class=session_class)
 
     sessions: list[ClientSession] = []
@@ -257,11 +255,8 @@ def read_sessions(
 def _data_notes(cfg: RunConfig, table: ClientTable, alignment: AlignedRows | None) -> ClientData:
     """What was done to one client's table; a private client refuses missing cells here, before any release."""
     entry = ClientData.of(table, alignment)
-    if cfg.privacy is not None and entry.missing_values:
-        raise DataError(
-            f"client {table.client!r}: data file {str(table.path)!r} has {entry.missing_values} missing cell(s); a "
-            "private run needs complete data (fill or drop those rows first: which cells are missing would be public)"
-        )
+    if cfg.privacy is not None:
+        refuse_missing_cells(table)
     if entry.missing_fraction > OPTIMISTIC_PVALUES_ABOVE:
         warnings.warn(FedGCWarning(
             f"client {table.client!r} ({table.path}): {entry.missing_fraction:.0%} of the measurements are missing; "
@@ -271,13 +266,26 @@ def _data_notes(cfg: RunConfig, table: ClientTable, alignment: AlignedRows | Non
     return entry
 
 
+def refuse_missing_cells(table: ClientTable) -> None:
+    """A private client's data must be complete: which cells are missing would be public."""
+    missing = int(np.count_nonzero(np.isnan(table.values)))
+    if missing:
+        raise DataError(
+            f"client {table.client!r}: data file {str(table.path)!r} has {missing} missing cell(s); a "
+            "private run needs complete data (fill or drop those rows first: which cells are missing would be public)"
+        )
+
+
 def build_session(
     spec: ClientSpec, options: ClientOptions, *, seed: int = 0, privacy: ClientPrivacy | None = None,
     table: ClientTable | None = None, session_class: type[ClientSession] = ClientSession,
 ) -> ClientSession:  # fmt: skip
     """A client built from its own CSV file and its own model (given .npz, identified on another file, or
-    identified from the data). table: the client's table when already read (and aligned)."""
+    identified from the data). table: the client's table when already read (and aligned). A private client
+    refuses missing cells before anything is computed from its data."""
     table = read_table(spec, private=privacy is not None) if table is None else table
+    if privacy is not None:
+        refuse_missing_cells(table)
     model, values = local_model(spec, table, seed)
     return session_class(
         spec.name, model, values, learn_theta=_learns(options, privacy), theta_kind=options.theta,  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ from fedgc.app.checkpoint import CHECKPOINT_FILE, Checkpointing, config_fingerpr
 from fedgc.app.clients import LOCAL_WORKERS, Clients, deployment_files, local_clients
 from fedgc.app.config import ENGINES, RunConfig
 from fedgc.app.evaluation import evaluate
-from fedgc.app.privacy import privacy_accountant, privacy_plan, privacy_summary, server_privacy
+from fedgc.app.privacy import privacy_accountant, privacy_plan, privacy_summary, refuse_data_dependence, server_privacy
 from fedgc.app.results import RunResult
 from fedgc.analysis.stream import StreamRecord
 from fedgc.errors import ConfigError, FedGCError
@@ -143,6 +143,7 @@ def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
                 f"{where}: privacy: the centralized oracle pools every client's raw data, outside the guarantee; a "
                 "private `fedgc run` cannot compute it (set evaluation: {oracle: false})"
             )
+        refuse_data_dependence(cfg)  # every engine: the clients' nodes refuse the same again, on their own settings
         if resume and not cfg.clients and not cfg.privacy.reproducible_noise:
             raise ConfigError(
                 f"{where}: a private simulated run cannot be resumed: its clients would draw fresh noise, a second "
@@ -160,8 +161,6 @@ def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
             f"streaming mode runs on the local engine only; engine {cfg.engine!r} does not support it yet "
             "(use --engine local, or remove the 'streaming' section for a batch run)"
         )
-    if cfg.privacy is not None:
-        raise ConfigError("privacy is not available on the Flower engines yet; use --engine local")
 
 
 def run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnRound | None = None,
@@ -191,7 +190,8 @@ def run_batch(
 ) -> RunResult:  # fmt: skip
     """The batch protocol over `transport`, checkpointed after every round into checkpoint_dir (a failed run
     says there where its last round is kept, and why it stopped). sessions: the in-process clients (their
-    own state goes into the checkpoint; the privacy report reads their noise levels)."""
+    own state goes into the checkpoint). The privacy report reads each client's noise level from what it
+    reported of its release (ClientInfo.release: an in-process session's, or a Flower node's setup reply)."""
     t0 = time.perf_counter()
     server = server_privacy(cfg, plan)
     counting = CountingTransport(transport)
@@ -215,7 +215,7 @@ def run_batch(
         raise
     result = RunResult(cfg, fit, engine)
     result.timings["protocol_s"] = time.perf_counter() - t0
-    result.privacy = privacy_summary(cfg, plan, fit, sessions, server)
+    result.privacy = privacy_summary(cfg, plan, fit, counting.clients(), server)
     result.communication = counting.log.summary()
     return result
 

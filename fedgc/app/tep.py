@@ -70,8 +70,10 @@ class TEPClients:
         for unit, model in self.models.items():
             path = Path(directory) / f"{unit}_model.npz"
             save_npz(path, model)
-            # held_values: keep, as the in-process run feeds the arrays as they are (both engines see the same data)
-            specs.append(ClientSpec(unit, csvs[unit], None, path, held_values="keep"))
+            # held_values: keep, as the in-process run feeds the arrays as they are (both engines see the same data);
+            # a private client reads every value as it is anyway, and refuses any cleaning setting
+            held = "missing" if cfg.privacy is not None else "keep"
+            specs.append(ClientSpec(unit, csvs[unit], None, path, held_values=held))
         return replace(cfg, clients=tuple(specs), tep=None)
 
     def add_sections(self, result: RunResult) -> None:

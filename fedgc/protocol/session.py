@@ -17,7 +17,7 @@ from fedgc.core.window import ClientWindow, lagged, prediction_loss, prepare_win
 from fedgc.errors import ConfigError, DataError, FedGCError
 from fedgc.privacy.local import ClientPrivacy, privatise_window
 from fedgc.privacy.mechanism import ReleaseNoise
-from fedgc.protocol.messages import REPLY_FIELDS, ClientReply, RequestKind
+from fedgc.protocol.messages import REPLY_FIELDS, ClientReply, ReleaseFigures, RequestKind
 from fedgc.protocol.validation import validate_augmentation
 
 if TYPE_CHECKING:
@@ -56,9 +56,7 @@ class ClientSession:
         self.name = name
         self.model = model
         self.noise: ReleaseNoise | None = None
-        self.privacy_noise_std = 0.0
-        self.privacy_clip = 0.0
-        self.privacy_snr = float("inf")
+        self.release: ReleaseFigures | None = None  # a private client's noise std, clip and signal-to-noise
         self.exact_window: ClientWindow | None
         if privacy is None:
             self.window = prepare_window(model, raw, name)
@@ -71,8 +69,8 @@ class ClientSession:
                     "data (its sensitivity bounds assume the steady-state gain): fill or drop those rows first"
                 )
             private = privatise_window(model, raw, privacy, client=name)
-            self.window, self.noise, self.privacy_noise_std = private.window, private.noise, private.noise_std
-            self.privacy_clip, self.privacy_snr = private.clip, private.signal_to_noise
+            self.window, self.noise = private.window, private.noise
+            self.release = ReleaseFigures(private.noise_std, private.clip, private.signal_to_noise)
             self.exact_window = None
         # theta is None while f_theta is the identity (not learned): no torch on the hot path.
         self.theta = learnable_theta(model.state_dim, theta_kind) if learn_theta else None

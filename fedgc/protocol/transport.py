@@ -56,7 +56,7 @@ class LocalTransport:
         self.workers = workers
 
     def clients(self) -> list[ClientInfo]:
-        return [ClientInfo(s.name, s.state_dim, s.series_steps) for s in self.sessions]
+        return [ClientInfo(s.name, s.state_dim, s.series_steps, s.release) for s in self.sessions]
 
     def open_window(self, start: int, end: int) -> None:
         for s in self.sessions:

@@ -3,17 +3,25 @@
 Runs the real CLI (`fedgc.cli.main(["run", "--data", ..., "--out", ..., "--quiet"])`) in this process with
 thin wrappers around the stage functions, and a thread that samples the process's RSS every 5 ms:
 
-  read+clean      fedgc.app.clients.read_table (each client's CSV, column policies)
-  identify        fedgc.app.clients.identify (standardise, PCA, A/Q/R), including
+  read+clean      fedgc.app.clients.read_table (each client's CSV, column policies), including
+  cleaning        fedgc.data.csv.apply_policies (mostly-missing, constant and held columns)
+  identify        fedgc.app.clients.identify_model (standardise, PCA, A/Q/R), including
   parallel anal.  fedgc.core.local_model.choose_state_dim (the permutations)
   window proj.    fedgc.protocol.session.prepare_window (C^T R^-1 y_t, the filter's steady state)
-  rounds          fedgc.app.runner.run_protocol minus the GC tests
-  GC tests        fedgc.protocol.loop.granger_tests
+  fingerprint     the run's config fingerprint (sha256 of every data file, for the checkpoint)
+  rounds          fedgc.app.runner.run_protocol (every exchange and update, the GC tests), including
+  client rounds   fedgc.protocol.transport.LocalTransport.exchange (the clients' filters, all clients)
+  augmentations   fedgc.protocol.loop.augmentations (the server's s_t for every client)
+  statistics      fedgc.protocol.loop.regression_stats (the server's sums over t)
+  checkpoint      fedgc.app.checkpoint.save_checkpoint (every round's states, written and fsynced)
+  GC tests        fedgc.protocol.loop.granger_tests (the p-values)
   oracle          fedgc.app.evaluation.oracle_fit
   report          fedgc.cli's write_outputs (result.json, plots, report.md)
 
-Per stage: calls, wall and CPU seconds (summed; nested stages are also inside their parent; CPU time is the
-process's, all threads, and depends less on other load than wall time), the highest RSS seen
+Per stage: calls, wall and CPU seconds (summed over calls; nested stages are also inside their parent; the
+local engine builds and runs clients on two threads, so stages of different clients overlap and a stage's
+summed wall time can exceed the run's; CPU time is the calling thread's (time.thread_time: BLAS worker
+threads are not in it) and depends less on other load than wall time), the highest RSS seen
 while it ran, and the RSS when its last call returned (what it left behind). Startup (imports) is the time
 before the first stage. Writes the table and a JSON record.
 
@@ -71,13 +79,13 @@ class Stages:
                 s = self.stats.setdefault(name, {"calls": 0, "wall_s": 0.0, "cpu_s": 0.0, "peak_mb": 0.0, "rss_after_mb": 0.0})
                 self.active[name] = self.active.get(name, 0) + 1
                 s["peak_mb"] = max(s["peak_mb"], rss_mb())
-            t, c = time.perf_counter(), time.process_time()
+            t, c = time.perf_counter(), time.thread_time()
             try:
                 return inner(*args, **kwargs)
             finally:
                 with self.lock:
                     s["wall_s"] += time.perf_counter() - t
-                    s["cpu_s"] += time.process_time() - c
+                    s["cpu_s"] += time.thread_time() - c
                     s["calls"] += 1
                     s["rss_after_mb"] = rss_mb()
                     s["peak_mb"] = max(s["peak_mb"], s["rss_after_mb"])
@@ -96,22 +104,31 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
 
+    import fedgc.app.checkpoint
     import fedgc.app.clients
     import fedgc.app.evaluation
     import fedgc.app.runner
     import fedgc.cli
     import fedgc.core.local_model
+    import fedgc.data.csv
     import fedgc.protocol.loop
     import fedgc.protocol.session
+    import fedgc.protocol.transport
     import fedgc.report.result_json
 
     t_imports = time.perf_counter() - T0
     st = Stages()
     st.wrap(fedgc.app.clients, "read_table", "read+clean")
-    st.wrap(fedgc.app.clients, "identify", "identify")
+    st.wrap(fedgc.data.csv, "apply_policies", "cleaning")
+    st.wrap(fedgc.app.clients, "identify_model", "identify")
     st.wrap(fedgc.core.local_model, "choose_state_dim", "parallel analysis")
     st.wrap(fedgc.protocol.session, "prepare_window", "window projection")
+    st.wrap(fedgc.app.runner, "config_fingerprint", "fingerprint")
     st.wrap(fedgc.app.runner, "run_protocol", "rounds + GC tests")
+    st.wrap(fedgc.protocol.transport.LocalTransport, "exchange", "client rounds")
+    st.wrap(fedgc.protocol.loop, "augmentations", "augmentations")
+    st.wrap(fedgc.protocol.loop, "regression_stats", "statistics")
+    st.wrap(fedgc.app.checkpoint, "save_checkpoint", "checkpoint")
     st.wrap(fedgc.protocol.loop, "granger_tests", "GC tests")
     st.wrap(fedgc.app.evaluation, "oracle_fit", "oracle")
     st.wrap(fedgc.report.result_json, "write_outputs", "report")

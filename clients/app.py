@@ -2,7 +2,9 @@
 
     query.setup   the node reads its own CSV (node config `data-path`), builds its local model
                   (node config `model-path` = a given .npz, else identified from its data) and
-                  answers name, state_dim, n_steps (and its snapshot series when the setup asks: SIV test).
+                  answers name, state_dim, n_steps; in a private run it privatises its window here,
+                  with its own noise and ledger, and adds its noise std, clip and signal-to-noise; when
+                  the setup asks (SIV test) it adds its snapshot series.
     query.round   augmentation in, ClientReply out (payloads: fedgc.protocol.wire; records: clients.records).
 
 Node config keys (flower-supernode --node-config "data-path='/data/feed.csv' client-name='feed'"):
@@ -30,6 +32,7 @@ from clients.records import from_records, message_format_of, to_records
 from clients.sessions import NodeSessions
 from fedgc.app.clients import build_session
 from fedgc.app.config import ClientOptions, ClientSpec
+from fedgc.app.privacy import node_privacy
 from fedgc.errors import ConfigError, FedGCError
 from fedgc.protocol import wire
 from fedgc.protocol.messages import ClientInfo
@@ -66,10 +69,18 @@ def client_spec(settings: Mapping[str, Any]) -> ClientSpec:
 
 
 def build(settings: Mapping[str, Any], setup: wire.SetupRequest, fallback_index: int = 0) -> ClientSession:
-    """The node's ClientSession (fedgc.app.clients.build_session: reads only this node's file)."""
+    """The node's ClientSession (fedgc.app.clients.build_session: reads only this node's file). In a private
+    run the node builds its own mechanism from the setup's privacy settings and plan (fedgc.app.privacy.
+    node_privacy): the local engine's refusals, noise from this node's entropy, its ledger beside its data
+    file (which keeps the noise seed, so a session rebuilt in a fresh process redraws the same release)."""
     spec = client_spec(settings)
     options = ClientOptions(learn_theta=setup.learn_theta, theta=setup.theta)
-    return build_session(spec, options, seed=setup.seed_for(spec.name, fallback_index), snapshots=setup.snapshots)
+    privacy = None
+    if setup.plan is not None:
+        index = setup.index_of(spec.name, fallback_index)
+        privacy = node_privacy(setup.privacy, setup.plan, spec, index=index, seed=setup.seed, run=setup.run)
+    return build_session(spec, options, seed=setup.seed_for(spec.name, fallback_index), privacy=privacy,
+                         snapshots=setup.snapshots)  # fmt: skip
 
 
 sessions = NodeSessions(build)
@@ -88,7 +99,7 @@ def handle_setup(message: Message, context: Context, overrides=None) -> Message:
         if name in str(exc):
             raise
         raise FedGCError(f"{name} could not set up: {type(exc).__name__}: {exc}") from exc
-    info = ClientInfo(session.name, session.state_dim, session.n_steps, session.snapshot)
+    info = ClientInfo(session.name, session.state_dim, session.n_steps, session.release, session.snapshot)
     reply = wire.encode_setup_reply(info, raw_bytes(session))
     return Message(to_records(reply, message_format=message_format_of(message.content)), reply_to=message)
 

@@ -39,6 +39,7 @@ import yaml
 from fedgc.app.clients import simulate_scenario, write_scenario_files
 from fedgc.app.config import load_config
 from fedgc.errors import FedGCError
+from fedgc.files import write_text
 from flwr_internals.control import register_supernodes
 
 FLWR_VERSION = "1.41.0"
@@ -144,7 +145,7 @@ def prepare(scenario: str | Path, directory: str | Path, *, container_dir: str =
         "server": {k: v for k, v in vars(cfg.server).items()},
         "evaluation": {"oracle": False},
     }
-    (directory / "run.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    write_text(directory / "run.yaml", yaml.safe_dump(raw, sort_keys=False))
     return nodes
 
 

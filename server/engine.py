@@ -22,6 +22,8 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,33 @@ def _timeouts(options: EngineOptions, wait: float, round_: float) -> tuple[float
     )
 
 
+class _NotRunSimulationDeprecation(logging.Filter):
+    """Drops Flower's notice that run_simulation is deprecated (meant for who calls it: fedgc, not its user)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not (text.startswith("DEPRECATED FEATURE") and "`run_simulation`" in " ".join(map(str, record.args or ())))
+
+
+@contextmanager
+def _quiet_simulation():
+    """Flower's simulation runtime without what only its caller can act on: Flower's INFO lines, its
+    run_simulation deprecation notice, and Ray's FutureWarning about accelerator variables (no GPU is
+    asked for). Everything else, Flower's other warnings and errors included, still shows."""
+    flwr_logger = logging.getLogger("flwr")
+    level, notice = flwr_logger.level, _NotRunSimulationDeprecation()
+    flwr_logger.setLevel(logging.WARNING)
+    flwr_logger.addFilter(notice)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning,
+                                    message=r"Tip: In future versions of Ray, Ray will no longer override accelerator")
+            yield
+    finally:
+        flwr_logger.removeFilter(notice)
+        flwr_logger.setLevel(level)
+
+
 @dataclass(frozen=True)
 class FlowerSimEngine:
     """Flower's simulation runtime in this process, one simulated SuperNode per client."""
@@ -75,17 +104,12 @@ class FlowerSimEngine:
             "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
             "init_args": {"num_cpus": ncpu, "num_gpus": 0, "logging_level": "ERROR", "log_to_driver": False},
         }
-        flwr_logger = logging.getLogger("flwr")
-        level = flwr_logger.level
-        flwr_logger.setLevel(logging.WARNING)
         t0 = time.perf_counter()
-        try:
+        with _quiet_simulation():
             run_simulation(
                 server_app=make_server_app(job), client_app=make_client_app(node_overrides(cfg)),
                 num_supernodes=len(cfg.clients), backend_config=backend_config,
             )  # fmt: skip
-        finally:
-            flwr_logger.setLevel(level)
         if job.result is None:
             raise FedGCError("the Flower simulation ended without a result (see the log above)")
         result: RunResult = job.result
@@ -168,6 +192,7 @@ class DeployedEngine:
         result.timings["flower_run_s"] = time.perf_counter() - t0
         result.communication = info.get("communication", {})
         result.raw_data_bytes = int(info.get("raw_data_bytes", 0))
+        result.privacy = info.get("privacy", {"enabled": False})
         result.communication["run_id"] = int(run_id)
         if on_round is not None and rounds.seen == 0:  # a ServerApp that wrote no round log: report them now
             for record in fit.history:

@@ -3,7 +3,7 @@
 run_job(grid, job) waits for the SuperNodes, sends each its setup, then runs fedgc.app.runner.run_batch
 over a FlowerTransport, checkpointed after every round into the output folder (fedgc.app.checkpoint:
 a run stopped by a node that does not answer keeps the last completed round). At the end it writes
-OUT/fit.npz and OUT/flower_run.json, and (deployed) the usual output folder
+OUT/fit.npz and OUT/flower_run.json (with the privacy record), and (deployed) the usual output folder
 (fedgc.report.result_json.write_outputs). job.on_round sees every round: in a deployed run it appends
 to OUT/rounds.jsonl (server.round_log), which the submitting process tails.
 """
@@ -11,7 +11,6 @@ to OUT/rounds.jsonl (server.round_log), which the submitting process tails.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +18,14 @@ from typing import Any, Callable
 
 from flwr.serverapp import Grid
 
+from fedgc.app.checkpoint import CheckpointError, config_fingerprint, load_checkpoint
 from fedgc.app.clients import snapshot_request
 from fedgc.app.config import RunConfig
+from fedgc.app.privacy import privacy_plan, privacy_text
 from fedgc.app.results import RunResult, save_fit
 from fedgc.app.runner import run_batch
 from fedgc.errors import ConfigError
+from fedgc.files import write_text
 from fedgc.protocol import wire
 from fedgc.report.result_json import write_outputs
 from server.transport import FlowerTransport
@@ -65,27 +67,31 @@ def run_job(grid: Grid, job: Job) -> RunResult:
 
         fast_object_pulls(SERVERAPP_GRID_MODULE)
     cfg = job.cfg
-    if cfg.privacy is not None:
-        raise ConfigError("privacy is not available on the Flower engines yet; use --engine local")
-    if job.resume and cfg.client.learn_theta:
+    if job.resume and (cfg.client.learn_theta or (cfg.privacy is not None and cfg.privacy.augmentation_noise)):
         raise ConfigError(
-            "resuming a Flower run with client.learn_theta is not supported: theta is each SuperNode's own state "
-            "and does not outlive the run; use --engine local, or start afresh"
+            "resuming a Flower run with client.learn_theta (or privacy.augmentation_noise, under which every client "
+            "learns theta) is not supported: theta is each SuperNode's own state and does not outlive the run; use "
+            "--engine local, or start afresh"
         )
+    plan = privacy_plan(cfg)  # before any client touches its data; each node checks it against the settings
     order = tuple(c.name for c in cfg.clients)
     expected = job.num_nodes or len(order)
     if expected < 1:
         raise ConfigError("the run config lists no clients and num-nodes is 0: nothing to wait for")
-    setup = wire.SetupRequest(seed=cfg.seed, client_order=order, learn_theta=cfg.client.learn_theta, theta=cfg.client.theta,
-                              snapshots=snapshot_request(cfg))  # fmt: skip
+    setup = wire.SetupRequest(
+        seed=cfg.seed, client_order=order, learn_theta=cfg.client.learn_theta, theta=cfg.client.theta,
+        privacy="" if cfg.privacy is None else privacy_text(cfg.privacy), plan=plan,
+        run="" if plan is None else config_fingerprint(cfg), snapshots=snapshot_request(cfg),
+    )  # fmt: skip
     transport = FlowerTransport(
         grid, setup=setup, expected_nodes=expected, wait_timeout=job.wait_timeout, round_timeout=job.round_timeout,
         poll_interval=job.poll_interval, send_and_receive=job.send_and_receive, message_format=job.message_format,
+        absent=resumed_clients(job),
     )  # fmt: skip
     t0 = time.perf_counter()
     transport.connect()
     setup_s = time.perf_counter() - t0
-    result = run_batch(cfg, transport, checkpoint_dir=job.out_dir, on_round=job.on_round, resume=job.resume,
+    result = run_batch(cfg, transport, plan=plan, checkpoint_dir=job.out_dir, on_round=job.on_round, resume=job.resume,
                        engine=job.engine)  # fmt: skip
     result.timings["setup_s"] = setup_s
     result.raw_data_bytes = int(sum(transport.raw_data_bytes.values()))
@@ -103,11 +109,25 @@ def run_job(grid: Grid, job: Job) -> RunResult:
             "communication": result.communication,
             "timings": result.timings,
             "raw_data_bytes": result.raw_data_bytes,
+            "privacy": result.privacy,
         })  # fmt: skip
         if job.write_files:
             write_outputs(result, job.out_dir)
     job.result = result
     return result
+
+
+def resumed_clients(job: Job) -> dict[str, int] | None:
+    """A run resumed under server.on_dropout: continue goes on without clients whose SuperNode is dead, as a
+    running one would: their names and state dims from the checkpoint (None otherwise, or without a
+    readable checkpoint, which run_batch then reports)."""
+    if not job.resume or job.cfg.server.on_dropout != "continue" or job.out_dir is None:
+        return None
+    try:
+        state = load_checkpoint(job.out_dir).state
+    except CheckpointError:
+        return None
+    return {name: int(dim) for name, dim in zip(state.clients, state.dims, strict=True)}
 
 
 def with_raw(comm: dict[str, Any], raw: int) -> dict[str, Any]:
@@ -120,6 +140,4 @@ def with_raw(comm: dict[str, Any], raw: int) -> dict[str, Any]:
 
 def _write_json_atomic(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1))

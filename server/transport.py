@@ -13,12 +13,19 @@ Every failure names the clients concerned (a node id, which means nothing to an 
 what the SuperLink's log shows, comes only next to a name): before the setup the server knows the
 clients of the run config but not which node serves which, so a failed setup is named by the
 ClientApp's own error (clients.app names its client-name) and a silent one by elimination.
+
+A resumed run under server.on_dropout: continue may go on without clients whose SuperNode is dead
+(`absent`: the checkpoint's clients and state dims). It waits for the SuperNodes only until no new one
+has connected for ABSENT_SETTLE seconds, and for the setup replies of the connected ones at most the
+round timeout (a dead node that the SuperLink still lists answers nothing, until Flower marks it
+unavailable after two missed heartbeats); a configured client with no setup reply then is absent: every
+exchange returns its ClientFailure at once, and the protocol drops it at the resume round, by name.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from flwr.app import Message
@@ -30,9 +37,22 @@ from fedgc.protocol.messages import ClientReply, RequestKind
 from fedgc.errors import FedGCError
 from fedgc.protocol.messages import ClientFailure, ClientInfo
 
+# The Error.code of a reply the SuperLink makes for a node that is gone (Flower's private
+# flwr.common.constant.ErrorCode.NODE_UNAVAILABLE, a value of its wire protocol; tests/test_flwr_internals.py
+# checks it against Flower's).
+NODE_UNAVAILABLE = 5
+
 
 POLL_GROWTH = 1.5  # per empty pull
 MAX_POLL = 0.1  # longest wait between pulls while a round is out (s)
+ABSENT_SETTLE = 3.0  # s without a new SuperNode after which a resumed run under continue stops waiting for more
+
+
+class Refusal(NamedTuple):
+    """A node's error reply: Flower's error code and reason (NODE_UNAVAILABLE: the SuperLink's, for a dead node)."""
+
+    code: int
+    reason: str
 
 
 class NodeTimeout(FedGCError):
@@ -57,8 +77,14 @@ class FlowerTransport:
         poll_interval: float = 0.02,
         send_and_receive: bool = False,
         message_format: str = "arrays",
+        absent: Mapping[str, int] | None = None,
     ) -> None:
+        """absent: clients that may be missing (name -> state dim, from the checkpoint of a run resumed under
+        server.on_dropout: continue); None: every configured client must set up."""
         self.grid = grid
+        self.absent = None if absent is None else dict(absent)
+        self.absent_reasons: dict[str, str] = {}  # absent client -> why, in its ClientFailure
+        self._unheard_nodes = ""  # the setup's dead or silent nodes, when absent clients are allowed
         # clients.records.to_records; nodes reply in the same format
         self.message_format = wire.check_message_format(message_format)
         self.send_and_receive = bool(send_and_receive)  # Flower's own (3 s poll), for comparison
@@ -82,12 +108,20 @@ class FlowerTransport:
     # ------------------------------------------------------------------ connection and setup
 
     def wait_for_nodes(self) -> list[int]:
-        deadline = time.monotonic() + self.wait_timeout
+        """The connected SuperNodes once there are expected_nodes of them (NodeTimeout after wait_timeout); with
+        absent clients allowed, also those connected once none has come for ABSENT_SETTLE seconds."""
+        start = time.monotonic()
+        deadline, settled, seen = start + self.wait_timeout, start + ABSENT_SETTLE, -1
         while True:
             ids = sorted(int(n) for n in self.grid.get_node_ids())
+            now = time.monotonic()
             if len(ids) >= self.expected_nodes:
                 return ids
-            if time.monotonic() >= deadline:
+            if len(ids) != seen:
+                seen, settled = len(ids), now + ABSENT_SETTLE
+            if self.absent is not None and ids and now >= min(settled, deadline):
+                return ids
+            if now >= deadline:
                 raise NodeTimeout(f"waited {self.wait_timeout:g} s for {self.expected_nodes} SuperNodes, {len(ids)} connected")
             time.sleep(min(0.2, max(self.poll_interval, 0.01)))
 
@@ -100,6 +134,8 @@ class FlowerTransport:
         found = self._setup(ids)
         order = list(self.setup.client_order) or sorted(found)
         missing = [n for n in order if n not in found]
+        if missing and self.absent is not None and found and all(n in self.absent for n in missing):
+            return self._without(order, found, missing)
         if missing:
             raise FedGCError(
                 f"no SuperNode serves configured client(s) {missing}; connected nodes serve {sorted(found)} "
@@ -112,12 +148,45 @@ class FlowerTransport:
         self.infos = [found[n][1] for n in order]
         return self.infos
 
+    def _without(
+        self, order: list[str], found: dict[str, tuple[int, ClientInfo]], missing: list[str]
+    ) -> list[ClientInfo]:
+        """The clients, the absent ones standing in with their checkpointed dims (never asked: every exchange
+        returns their failure, and on_dropout continue drops them by name)."""
+        assert self.absent is not None
+        steps = {info.n_steps for _, info in found.values()}
+        n_steps = steps.pop() if len(steps) == 1 else 0  # different lengths: the protocol names them
+        unheard = self._unheard_nodes
+        how = f"; {unheard}" if unheard else ""
+        for name in missing:
+            self.absent_reasons[name] = f"no SuperNode answered its setup when the run resumed{how}"
+        self.node_ids = [found[n][0] if n in found else -1 for n in order]
+        self.infos = [found[n][1] if n in found else ClientInfo(n, int(self.absent[n]), n_steps) for n in order]
+        return self.infos
+
     def _setup(self, ids: list[int]) -> dict[str, tuple[int, ClientInfo]]:
         """Send the setup to the nodes `ids`: client name -> (node id, its ClientInfo)."""
+        found, errors, late = self._ask_setup(ids)
+        self._unheard_nodes = ""
+        if self.absent is not None:  # dead nodes (unavailable, or silent) are absent clients, other errors count
+            gone = [k for k, e in errors.items() if e.code == NODE_UNAVAILABLE]
+            parts = [f"node {ids[k]} unavailable (it missed its heartbeats)" for k in gone]
+            parts += [f"node {ids[k]} silent for {self._setup_timeout():g} s" for k in late]
+            self._unheard_nodes = ", ".join(parts)
+            errors, late = {k: e for k, e in errors.items() if k not in gone}, []
+        else:
+            ids, found, errors, late = self._replace_dead_nodes(ids, found, errors, late)
+        if errors or late:
+            raise self._setup_failed(ids, found, errors, late)
+        return found
+
+    def _ask_setup(self, ids: list[int]) -> tuple[dict[str, tuple[int, ClientInfo]], dict[int, Refusal], list[int]]:
+        """The setup sent to the nodes `ids`: (client name -> (node id, ClientInfo), errors and silent nodes
+        by index into ids)."""
         payload = wire.encode_setup(self.setup)
         content_bytes = wire.payload_bytes(payload)
         msgs = [Message(to_records(payload, message_format=self.message_format), dst_node_id=n, message_type="query.setup", group_id="setup") for n in ids]
-        self.setup_to_clients = content_bytes * len(ids)
+        self.setup_to_clients += content_bytes * len(ids)
         replies, errors, late = self._collect(msgs, ids, "setup", names=None)
         found: dict[str, tuple[int, ClientInfo]] = {}
         for k, reply in replies.items():
@@ -129,21 +198,68 @@ class FlowerTransport:
                 raise FedGCError(f"two SuperNodes ({found[info.name][0]} and {node}) both serve client '{info.name}'")
             found[info.name] = (node, info)
             self.raw_data_bytes[info.name] = raw
-        if errors or late:
-            raise self._setup_failed(ids, found, errors, late)
-        return found
+        return found, errors, late
 
-    def _setup_failed(self, ids, found, errors: dict[int, str], late: list[int]) -> FedGCError:
+    def _replace_dead_nodes(
+        self, ids: list[int], found: dict[str, tuple[int, ClientInfo]], errors: dict[int, Refusal], late: list[int]
+    ) -> tuple[list[int], dict[str, tuple[int, ClientInfo]], dict[int, Refusal], list[int]]:
+        """A killed SuperNode stays listed by the SuperLink until it misses its heartbeats, and its setup
+        comes back as NODE_UNAVAILABLE. When dead nodes are the only failures, the user has usually started
+        that client's SuperNode again, under a new node id: wait for nodes not asked yet (at most
+        wait_timeout) and set them up too. Dead nodes then count only while a configured client is unheard."""
+        dead = {k for k, e in errors.items() if e.code == NODE_UNAVAILABLE}
+        if not dead or len(dead) != len(errors) or late:
+            return ids, found, errors, late
+        ids, errors = list(ids), dict(errors)
+
+        def unheard() -> list[str]:
+            return [n for n in self.setup.client_order if n not in found]
+
+        deadline = time.monotonic() + self.wait_timeout
+        while unheard() and time.monotonic() < deadline:
+            new = sorted(int(n) for n in self.grid.get_node_ids() if int(n) not in ids)
+            if not new:
+                time.sleep(min(0.2, max(self.poll_interval, 0.01)))
+                continue
+            more, more_errors, more_late = self._ask_setup(new)
+            base = len(ids)
+            ids += new
+            for name, entry in more.items():
+                if name in found:
+                    raise FedGCError(f"two SuperNodes ({found[name][0]} and {entry[0]}) both serve client '{name}'")
+                found[name] = entry
+            errors.update({base + k: e for k, e in more_errors.items()})
+            late += [base + k for k in more_late]
+            if late or any(e.code != NODE_UNAVAILABLE for e in errors.values()):
+                break
+        if not unheard():
+            errors = {k: e for k, e in errors.items() if e.code != NODE_UNAVAILABLE}
+        return ids, found, errors, late
+
+    def _setup_failed(self, ids, found, errors: dict[int, Refusal], late: list[int]) -> FedGCError:
         """Which clients did not set up: a failed ClientApp says (its error names its client), a silent
-        node cannot, so the configured clients without a setup reply are named too."""
-        parts = [f"failed on a SuperNode (node {ids[k]}): {reason}" for k, reason in sorted(errors.items())]
+        or dead node cannot, so the configured clients without a setup reply are named too (one such
+        node and one such client: by name, with the node's id beside it)."""
+        unheard = [n for n in self.setup.client_order if n not in found]
+        dead = [k for k, e in errors.items() if e.code == NODE_UNAVAILABLE]
+        if len(unheard) == 1 and len(late) + len(dead) == 1 and len(errors) == len(dead):
+            k = (late or dead)[0]
+            why = f"no reply within {self._setup_timeout():g} s" if late else errors[k].reason
+            return NodeTimeout(
+                f"setup: no setup reply for client '{unheard[0]}', and the one SuperNode that did not answer is node "
+                f"{ids[k]} ({why}): is client '{unheard[0]}'s SuperNode running?"
+            )
+        parts = [f"failed on a SuperNode (node {ids[k]}): {e.reason}" for k, e in sorted(errors.items())]
         if late:
             nodes = ", ".join(str(ids[k]) for k in late)
-            parts.append(f"no reply within {self.wait_timeout:g} s from {len(late)} SuperNode(s) (node {nodes})")
-        unheard = [n for n in self.setup.client_order if n not in found]
+            parts.append(f"no reply within {self._setup_timeout():g} s from {len(late)} SuperNode(s) (node {nodes})")
         if unheard:
             parts.append(f"no setup reply for client(s) {', '.join(map(repr, unheard))}")
-        return (ClientFailed if errors else NodeTimeout)("setup: " + "; ".join(parts))
+        return (ClientFailed if len(errors) > len(dead) else NodeTimeout)("setup: " + "; ".join(parts))
+
+    def _setup_timeout(self) -> float:
+        """How long the setup replies are waited for: wait_timeout, or (absent clients allowed) at most a round's."""
+        return self.wait_timeout if self.absent is None else min(self.wait_timeout, self.round_timeout)
 
     def _name_missing(self, timeout: NodeTimeout) -> NodeTimeout:
         """Too few SuperNodes came: ask those that did which clients they serve, and name the others."""
@@ -180,7 +296,11 @@ class FlowerTransport:
         if len(augmentations) != len(self.node_ids):
             raise FedGCError(f"{len(augmentations)} augmentations for {len(self.node_ids)} clients")
         r = self._exchange if round_index is None else int(round_index)
-        asked = [k for k, aug in enumerate(augmentations) if aug is not None]
+        out: list[ClientReply | ClientFailure | None] = [None] * len(self.node_ids)
+        for k, aug in enumerate(augmentations):
+            if aug is not None and self.infos[k].name in self.absent_reasons:
+                out[k] = ClientFailure(self.infos[k].name, self.absent_reasons[self.infos[k].name])
+        asked = [k for k, aug in enumerate(augmentations) if aug is not None and out[k] is None]
         msgs = []
         for k in asked:
             content = to_records(wire.encode_request(augmentations[k], request, r), message_format=self.message_format)
@@ -193,9 +313,8 @@ class FlowerTransport:
         self.round_seconds.append(time.perf_counter() - t0)
         self.timeline.append({"push_s": self._pushed - t0, "first_reply_s": self._first - t0, "last_reply_s": self._last - t0})
         self._exchange = r + 1
-        failures = {j: f"failed (node {nodes[j]}): {reason}" for j, reason in errors.items()}
+        failures = {j: f"failed (node {nodes[j]}): {e.reason}" for j, e in errors.items()}
         failures.update({j: f"no reply within {self.round_timeout:g} s (node {nodes[j]})" for j in late})
-        out: list[ClientReply | ClientFailure | None] = [None] * len(self.node_ids)
         for j, k in enumerate(asked):
             name = self.infos[k].name
             if j in failures:
@@ -225,8 +344,8 @@ class FlowerTransport:
             raise FedGCError(f"{what}: the SuperLink did not accept the message(s) for {who}")
         slot = {mid: k for k, mid in enumerate(ids)}
         got: dict[int, Message] = {}
-        errors: dict[int, str] = {}
-        deadline = time.monotonic() + (self.wait_timeout if what == "setup" else self.round_timeout)
+        errors: dict[int, Refusal] = {}
+        deadline = time.monotonic() + (self._setup_timeout() if what == "setup" else self.round_timeout)
         delay = self.poll_interval
         while True:
             pending = [mid for mid in ids if slot[mid] not in got and slot[mid] not in errors]
@@ -236,7 +355,7 @@ class FlowerTransport:
                 if k is None:
                     continue
                 if msg.has_error():
-                    errors[k] = msg.error.reason
+                    errors[k] = Refusal(int(msg.error.code), str(msg.error.reason))
                     continue
                 if not got:
                     self._first = time.perf_counter()
@@ -259,7 +378,10 @@ class FlowerTransport:
         self._last = time.perf_counter()
         by_node = {int(r.metadata.src_node_id): r for r in replies}
         got = {k: by_node[n] for k, n in enumerate(dst) if n in by_node and not by_node[n].has_error()}
-        errors = {k: by_node[n].error.reason for k, n in enumerate(dst) if n in by_node and by_node[n].has_error()}
+        errors = {
+            k: Refusal(int(by_node[n].error.code), str(by_node[n].error.reason))
+            for k, n in enumerate(dst) if n in by_node and by_node[n].has_error()
+        }  # fmt: skip
         return got, errors, [k for k, n in enumerate(dst) if n not in by_node]
 
     def wire_summary(self) -> dict[str, Any]:

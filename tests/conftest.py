@@ -25,7 +25,7 @@ import pytest  # noqa: E402
 import scipy.linalg  # noqa: E402
 import scipy.stats  # noqa: E402
 
-try:  # fedgc.protocol.session imports torch; its default thread pool costs ~20 ms per tiny matmul here.
+try:  # fedgc.core.theta (clients that learn f_theta) uses torch; its default thread pool costs ~20 ms per tiny matmul here.
     import torch
 
     torch.set_num_threads(1)

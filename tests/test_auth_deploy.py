@@ -139,7 +139,8 @@ def test_cli_refuses_a_wrong_or_missing_ca_and_keeps_earlier_files(deployment, s
     other = tmp_path / "other-ca"
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_certs.py"), "--out", str(other), "--clients", "x"],
                    check=True, capture_output=True)  # fmt: skip
-    base = ["run", str(config), "--engine", "flower", "--superlink", deployment.address, "--out", str(out), "--quiet"]
+    base = ["run", str(config), "--engine", "flower", "--superlink", deployment.address, "--out", str(out), "--quiet",
+            "--overwrite"]  # the folder holds an earlier run's file: replaced only by a run that succeeds
     cases = [
         ([], "a SuperLink with TLS needs --root-certificates"),
         (["--root-certificates", str(other / "ca.crt")], f"is its TLS certificate signed by {other / 'ca.crt'}"),
@@ -149,5 +150,7 @@ def test_cli_refuses_a_wrong_or_missing_ca_and_keeps_earlier_files(deployment, s
         assert main([*base, *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
-    assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT_JSON]
+    assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT_JSON] and sorted(tmp_path.iterdir()) == sorted(
+        tmp_path / name for name in ("other-ca", "out", "run.yaml")
+    )  # and no staging folder left beside it
     assert (out / CHECKPOINT_JSON).read_text() == '{"kept": "from an earlier run"}'

@@ -34,8 +34,10 @@ class Interrupt(Exception):
 
 
 def small_cfg(**server) -> RunConfig:
+    """Plain rounds unless server says otherwise: at tol 1e-12 every one of the 8 rounds runs."""
     spec = SystemSpec(n_clients=4, state_dims=2, obs_dims=6, edge_density=0.4, n_steps=600)
-    return RunConfig(name="ckpt", seed=5, synthetic=spec, server=ServerConfig(**{"max_rounds": 8, "tol": 1e-12, **server}), evaluation=EvaluationSettings(oracle=False))
+    server = {"max_rounds": 8, "tol": 1e-12, "acceleration": "none", **server}
+    return RunConfig(name="ckpt", seed=5, synthetic=spec, server=ServerConfig(**server), evaluation=EvaluationSettings(oracle=False))
 
 
 def crash_after(k: int):
@@ -75,6 +77,25 @@ def test_resume_at_a_random_round_matches_the_uninterrupted_run(uninterrupted, t
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic writes leave no temp files
     meta = json.loads((tmp_path / CHECKPOINT_JSON).read_text())
     assert meta["round"] == 8 and meta["version"] == 1 and len(meta["history"]) == 8
+
+
+def test_accelerated_run_resumed_after_any_round_matches_the_uninterrupted_run(tmp_path):
+    """server.acceleration keeps a snapshot (after round 1) and then the response models and a predicted A_s
+    and states (after round 2) in the checkpoint: resuming from either gives the uninterrupted run."""
+    cfg = small_cfg(acceleration="secant")
+    full = run_local(cfg, mode="simulate", out_dir=tmp_path / "full")
+    assert 3 <= full.fit.rounds < 8 and full.fit.converged
+    for k in range(1, full.fit.rounds):
+        saved = None
+        resumed = interrupted_then_resumed("simulate", cfg, tmp_path / f"cut{k}", k)
+        assert resumed.fit.history == full.fit.history and resumed.fit.resumed_from == k
+        np.testing.assert_array_equal(resumed.fit.A_s, full.fit.A_s)
+        np.testing.assert_array_equal(resumed.fit.gc.pvalue, full.fit.gc.pvalue)
+    with pytest.raises(Interrupt):
+        run_local(cfg, mode="simulate", on_round=crash_after(2), out_dir=tmp_path / "look")
+    saved = load_checkpoint(tmp_path / "look").state.secant
+    assert saved is not None and saved.status == "ready" and saved.predicted
+    assert all(m is not None and m.residual < 1e-8 for m in saved.models)  # exact linear responses
 
 
 def test_resume_of_a_finished_checkpoint_recomputes_the_same_result(uninterrupted, tmp_path):
@@ -153,7 +174,8 @@ def test_cli_killed_with_sigkill_resumes_to_the_same_result(tmp_path, capsys):
     }))  # fmt: skip
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert main(["simulate", str(scenario), "--out", str(full), "--quiet"]) == 0
-    k = int(np.random.default_rng(11).integers(1, 8))
+    rounds = json.loads((full / "result.json").read_text())["rounds"]  # accelerated (the default): 3
+    k = int(np.random.default_rng(11).integers(1, rounds))
     killed = subprocess.run(
         [sys.executable, "-m", "fedgc.cli", "simulate", str(scenario), "--out", str(cut), "--quiet"],
         env={**os.environ, "PYTHONPATH": str(ROOT), KILL_ENV: str(k)}, capture_output=True, text=True, timeout=600,

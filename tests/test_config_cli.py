@@ -100,6 +100,12 @@ def test_run_config_with_given_models_matches_in_memory_truth(plant_csvs, tmp_pa
     assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
     result = json.loads((out / "result.json").read_text())
     assert np.array(result["edges"]).sum() >= 1
+    # `fedgc run` pools no raw data by default: no oracle, and nothing in result.json pretends there was one
+    assert result["evaluation"]["relative_error_vs_oracle"] is None and result["evaluation"]["oracle_rounds"] is None
+    assert "oracle_s" not in result["timings"] and "vs oracle" not in (out / "report.md").read_text()
+    asked = write_yaml(tmp_path / "oracle.yaml", {"name": "plant", "clients": clients, "evaluation": {"oracle": True}})
+    assert main(["run", str(asked), "--out", str(tmp_path / "with_oracle"), "--quiet"]) == 0
+    result = json.loads((tmp_path / "with_oracle" / "result.json").read_text())
     assert result["evaluation"]["relative_error_vs_oracle"] < 0.05
 
 
@@ -165,10 +171,15 @@ def test_bad_file_of_one_client_names_it_and_keeps_earlier_results(plant_csvs, t
     lines = paths[2].read_text().splitlines()
     lines[5] = lines[5] + ",1.0"
     ragged.write_text("\n".join(lines) + "\n")
-    assert main(["run", "--data", str(paths[0]), "--data", str(ragged), "--out", str(out), "--quiet"]) == 2
+    listing = sorted(p.name for p in out.iterdir())
+    bad = ["run", "--data", str(paths[0]), "--data", str(ragged), "--out", str(out), "--quiet"]
+    assert main(bad) == 2  # refused: the folder holds a result
+    assert "is not empty" in capsys.readouterr().err
+    assert main([*bad, "--overwrite"]) == 2  # the failed run leaves the folder as it was, no staging folder behind
     err = capsys.readouterr().err
     assert "client 'ragged'" in err and "ragged.csv" in err and "row 6" in err
-    assert (out / "result.json").read_bytes() == before
+    assert (out / "result.json").read_bytes() == before and sorted(p.name for p in out.iterdir()) == listing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "ragged.csv"]
 
 
 def test_model_file_with_wrong_sensor_count_names_client(plant_csvs, tmp_path, capsys):
@@ -324,3 +335,11 @@ def test_a_sweep_file_is_named_as_a_sweep_not_a_bad_config():
     path = Path(__file__).resolve().parents[1] / "simulations" / "privacy_sweep.yaml"
     with pytest.raises(ConfigError, match=r"is a sweep .* simulations/privacy_sweep.py"):
         load_config(path)
+
+
+def test_several_files_after_one_data_flag_are_told_to_repeat_it(tmp_path, capsys):
+    """`--data a.csv b.csv`: argparse takes b.csv for the config; the error says to repeat --data."""
+    assert main(["run", "--data", "a.csv", "b.csv", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "b.csv is a data file, not a run config" in err and "(--data a.csv --data b.csv)" in err
+    assert not (tmp_path / "out").exists()

@@ -171,3 +171,16 @@ def test_large_file_matches_and_is_read_fast(tmp_path):
     assert fast is not None
     assert_same(path, {})
     np.testing.assert_array_equal(data.read_client_csv(path, client=CLIENT).values, values)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["x\ty\n1\t2\n\t\n3\t4\n", "x\ty\n1\t2\n \t \r\n3\t4\n", "x\ty\n1\t2\n3\t4\n\t", "x,y\n1,2\n \t \n3,4\n",
+     "x;y\n1;2\n\t\n3;4\n", "1 2\n \t\n3 4\n5 6\n"],
+)  # fmt: skip
+def test_lines_of_blanks_and_tabs_read_like_the_python_parser(tmp_path, text):
+    """Such a line is left out by the Python parser; with a tab delimiter it has as many cells as a row,
+    so only the fast path's own check (_has_blank_line) keeps pandas from reading it as one."""
+    path = tmp_path / "blank.csv"
+    path.write_bytes(text.encode())
+    assert outcome(path, {}, True) == outcome(path, {}, False)

@@ -18,7 +18,8 @@ from fedgc.data.csv import read_client_csv, write_client_csv
 from fedgc.errors import ConfigError, DataError, FedGCWarning
 from fedgc.core.local_model import save_npz
 from fedgc.app.clients import local_model, read_tables
-from fedgc.app.runner import check_run, config_from_files
+from fedgc.app.config import config_from_files
+from fedgc.app.runner import check_run
 from fedgc.data.synthetic import SystemSpec, simulate
 
 
@@ -52,6 +53,30 @@ def test_detect_held_rejects_continuous_and_quantised_sensors():
     walk = np.round(np.cumsum(rng.standard_normal(500)) * 0.3)  # coarse quantisation: irregular runs
     assert detect_held(walk) is None
     assert detect_held(np.r_[np.full(250, 1.0), np.full(250, 2.0)]) is None  # a level shift is not sampling
+
+
+def test_quick_held_screen_never_hides_a_held_column():
+    """apply_policies screens every column in one pass (_maybe_held) before detect_held; a column it
+    passes over must be one detect_held rejects."""
+    from fedgc.data.cleaning import _maybe_held
+
+    rng = np.random.default_rng(5)
+    T = 400
+    columns = [rng.standard_normal(T), np.round(np.cumsum(rng.standard_normal(T)) * 0.3), np.round(rng.standard_normal(T)),
+               np.r_[np.full(200, 1.0), np.full(200, 2.0)], np.full(T, 3.0), np.repeat(rng.standard_normal(T // 2), 2),
+               np.repeat(rng.standard_normal(T // 3 + 1), 3)[:T], np.tile([0.0, 1.0], T // 2), np.tile([0.0, 0.0, 1.0, 1.0], T // 4)]
+    columns += [held(rng, T, p, ph) for p, ph in ((2, 0), (2, 1), (3, 2), (7, 4))]
+    for k in range(30):  # random runs of repeats
+        runs = rng.integers(1, 1 + k % 5 + 1, size=T)
+        columns.append(np.repeat(rng.standard_normal(T), runs)[:T])
+    gappy = held(rng, T, 4, 1)
+    gappy[50] = np.nan
+    columns.append(gappy)
+    values = np.column_stack(columns)
+    screen = _maybe_held(values)
+    found = [detect_held(values[:, j]) for j in range(values.shape[1])]
+    assert all(screen[j] for j, f in enumerate(found) if f is not None)
+    assert not screen.all() and screen[-1]  # it skips some columns; gappy ones always go to detect_held
 
 
 def test_held_columns_become_missing_between_samples(tmp_path):

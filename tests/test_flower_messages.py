@@ -74,3 +74,24 @@ def test_pack_arrays_round_trip_and_rejects_bad_layouts():
         wire.unpack_arrays(buffer, "states:7xq")
     with pytest.raises(wire.MessageError, match="only float64"):
         wire.pack_arrays({"n": np.arange(3)})
+
+
+def test_a_private_setup_round_trips():
+    from fedgc.privacy.budget import PrivacyPlan
+    from fedgc.protocol.messages import ReleaseFigures
+
+    plan = PrivacyPlan(1.25, 1, 0, 20, 10.0, 1e-5, "rdp", False)
+    setup = wire.SetupRequest(seed=5, client_order=("a", "b"), privacy='{"epsilon": 10.0}', plan=plan, run="abc")
+    back = wire.decode_setup(wire.encode_setup(setup))
+    assert back == setup and back.plan == plan and back.index_of("b", 0) == 1
+    assert wire.decode_setup(wire.encode_setup(wire.SetupRequest(seed=5))).plan is None
+    with pytest.raises(wire.MessageError, match="both its privacy settings and its plan"):
+        wire.SetupRequest(privacy='{"epsilon": 10.0}')
+    bad = {**wire.encode_setup(setup), "privacy_plan": '{"noise_multiplier": "x"}'}
+    with pytest.raises(wire.MessageError, match="privacy_plan is not a privacy plan"):
+        wire.decode_setup(bad)
+    release = ReleaseFigures(3.5, 7.0, 0.25)
+    info, raw = wire.decode_setup_reply(wire.encode_setup_reply(ClientInfo("a", 3, 10, release), 640))
+    assert info == ClientInfo("a", 3, 10, release) and raw == 640
+    with pytest.raises(wire.MessageError, match="setup reply"):
+        wire.decode_setup_reply({"name": "a", "state_dim": 3, "n_steps": 10, "noise_std": 1.0})

@@ -157,3 +157,11 @@ def test_superexec_launcher_refuses_a_changed_executor(monkeypatch):
     monkeypatch.delattr(subprocess_executor.SubprocessExecutor, "reconcile")
     with pytest.raises(RuntimeError, match="flwr_internals.superexec needs updating"):
         reap_task_processes()
+
+
+def test_the_node_unavailable_code_is_flowers():
+    from flwr.common.constant import ErrorCode
+
+    from server.transport import NODE_UNAVAILABLE
+
+    assert NODE_UNAVAILABLE == ErrorCode.NODE_UNAVAILABLE

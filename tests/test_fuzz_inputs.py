@@ -351,7 +351,7 @@ def _check_config(cfg: RunConfig) -> None:
         value = getattr(s, name)
         assert isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), (name, value)
     assert s.learning_rate is None or (math.isfinite(s.learning_rate) and s.learning_rate > 0)
-    assert isinstance(cfg.evaluation.oracle, bool) and isinstance(cfg.client.learn_theta, bool)
+    assert (cfg.evaluation.oracle is None or isinstance(cfg.evaluation.oracle, bool)) and isinstance(cfg.client.learn_theta, bool)
     for c in cfg.clients:
         assert isinstance(c.name, str) and isinstance(c.data, Path)
         assert c.state_dim is None or (type(c.state_dim) is int and c.state_dim >= 1)
@@ -429,7 +429,7 @@ def test_csv_faults_found_by_fuzzing(tmp_path, content, kwargs, message):
         ("server: {penalty: .nan}\n", "penalty must be a finite number"),
         ("server: {max_rounds: true}\n", "max_rounds must be an integer"),
         ("client: {learn_theta: 'no'}\n", "learn_theta must be true or false"),
-        ("evaluation: {oracle: 'no'}\n", "evaluation.oracle must be true or false"),
+        ("evaluation: {oracle: 'no'}\n", "evaluation.oracle must be true, false or 'auto'"),
         ("name: [a]\n", "name must be a non-empty string"),
         ("seed: -1\n", "seed must be an integer >= 0"),  # numpy's default_rng raised later, mid-run
         ("synthetic: {n_clients: 3, max_spectral_radius: 0.5}\n", "max_spectral_radius must lie between"),
@@ -480,7 +480,8 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 @settings(FUZZ, max_examples=12, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_failed_run_keeps_earlier_outputs(finished_run, capsys, data):
-    """A later run into the same folder that fails on a bad client file leaves every file as it was."""
+    """A later run into the same folder (--overwrite) that fails on a bad client file leaves every file as it
+    was, and no staging folder beside it."""
     from fedgc.cli import main
 
     base, good, out, before = finished_run
@@ -495,10 +496,11 @@ def test_failed_run_keeps_earlier_outputs(finished_run, capsys, data):
         pass
     # the default timestamp handling ('auto') is what a run uses; only files that fail with it matter
     assume(kwargs.get("timestamp_column", "auto") == "auto" and kwargs.get("delimiter") is None)
-    assert main(["run", "--data", str(good[0]), "--data", str(bad), "--out", str(out), "--quiet"]) == 2
+    # --overwrite: the folder's run would be replaced by a successful one; this one fails
+    assert main(["run", "--data", str(good[0]), "--data", str(bad), "--out", str(out), "--quiet", "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "client 'site1.bad'" in err and str(bad) in err and "Traceback" not in err
-    assert _snapshot(out) == before
+    assert _snapshot(out) == before and not out.with_name(out.name + ".fedgc-staging").exists()
 
 
 def test_failed_config_keeps_earlier_outputs(finished_run, capsys):

@@ -8,7 +8,9 @@ import pytest
 import scipy.stats
 from statsmodels.stats.multitest import multipletests
 
-from fedgc.core.granger import granger_tests
+from fedgc.analysis.metrics import mid_ranks
+from fedgc.core.fdr import benjamini_hochberg
+from fedgc.core.granger import chi2_logsf, granger_tests
 from fedgc.protocol.settings import ServerConfig
 from fedgc.core.regression import Blocks, RegressionStats, newton_update, regression_stats
 
@@ -161,6 +163,26 @@ def test_edges_are_benjamini_hochberg(gen, alpha):
     np.testing.assert_array_equal(res.edges[off], gen.benjamini_hochberg(p, alpha))
     np.testing.assert_array_equal(res.edges[off], multipletests(p, alpha=alpha, method="fdr_bh")[0])
     assert res.alpha == alpha
+
+
+def test_light_replacements_match_scipy_stats_and_statsmodels_bit_for_bit():
+    """fedgc computes chi-square tails, BH decisions and mid-ranks without scipy.stats and statsmodels (a
+    second or more to import): the same numbers as those libraries, on edge cases as well."""
+    rng = np.random.default_rng(3)
+    stat = np.concatenate([rng.exponential(40, 20000), rng.uniform(0, 2, 2000), [0, -1, np.inf, -np.inf, np.nan, 1e-300]])
+    dof = np.concatenate([rng.integers(1, 60, 22000).astype(float), [3, 3, 3, 3, 3, 3]])
+    np.testing.assert_array_equal(chi2_logsf(stat, dof), scipy.stats.chi2.logsf(stat, dof))
+    for trial in range(500):
+        p = rng.uniform(0, 1, int(rng.integers(1, 50))) ** rng.uniform(1, 8)
+        if trial % 3 == 0:
+            p = np.round(p, 2)  # ties
+        if trial % 5 == 0:
+            p[0] = np.nan
+        alpha = float(rng.uniform(0.001, 0.3))
+        np.testing.assert_array_equal(benjamini_hochberg(p, alpha=alpha), multipletests(p, alpha=alpha, method="fdr_bh")[0])
+        x = np.round(rng.standard_normal(int(rng.integers(1, 50))), trial % 3)
+        np.testing.assert_array_equal(mid_ranks(x), scipy.stats.rankdata(x))
+    np.testing.assert_array_equal(mid_ranks([1.0, np.nan]), scipy.stats.rankdata([1.0, np.nan]))
 
 
 def test_bh_is_neither_raw_thresholding_nor_bonferroni():

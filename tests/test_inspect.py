@@ -508,12 +508,15 @@ def test_cli_inspect(stream_dir, tmp_path, capsys):
     assert table[0].startswith("tiny: 4 clients") and "streaming: 24 windows of 400 samples every 100" in table[1]
     assert len([x for x in table if re.match(r"\s*\d+  ", x)]) == 2
     written = {p.name for p in out.iterdir()}
-    assert written == {"edges.csv", "graph.graphml", *FIGURE_FILES.values()}
+    assert written == {"edges.csv", "graph.graphml", *FIGURE_FILES.values(), ".fedgc-inspect"}  # + which run
     assert f"wrote {out / 'edges.csv'}" in captured.err
     assert sorted(p.name for p in work.iterdir()) == [RESULT_FILE]  # --out leaves the run folder alone
+    assert main(["inspect", str(work), "--export", "dot", "--out", str(out)]) == 0  # the same run's folder: added to
+    assert (out / "graph.dot").is_file() and (out / "edges.csv").is_file()
 
     assert main(["inspect", str(work), "--export", "json", "--alpha", "0.2", "--all"]) == 0
-    assert json.loads((work / "edges.json").read_text())["alpha"] == 0.2  # default: into DIR
+    # default: into DIR; decided at another level than the run's, so named with it
+    assert json.loads((work / "edges.alpha-0.2.json").read_text())["alpha"] == 0.2 and not (work / "edges.json").exists()
 
     assert main(["inspect", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.signal  # the reference of first_order_scan only; fedgc never imports it
 
 from fedgc.core import kalman
 from fedgc.core.kalman import filter_scan, information_matrix, kalman_gain, project_measurements, steady_state
@@ -198,6 +199,67 @@ def test_filter_scan_default_start_and_empty_window(gen):
     assert filter_scan(F, np.zeros((0, 3))).shape == (0, 3)
     one = filter_scan(F, drive[:1], np.ones(3))
     np.testing.assert_allclose(one[0], F @ np.ones(3) + drive[0], rtol=1e-12)
+
+
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 4, 500])
+def test_first_order_scan_is_lfilter_bit_for_bit(T):
+    """The eigenbasis recursions run in LAPACK's tridiagonal solve, not scipy.signal (a second to import):
+    the same numbers, bit for bit, as the lfilter calls they replace, and the plain recursion to rounding."""
+    rng = np.random.default_rng(T)
+    lam = rng.uniform(-0.95, 0.95, 4) + 1j * rng.uniform(-0.3, 0.3, 4)
+    g = (rng.standard_normal((T, 4)) + 1j * rng.standard_normal((T, 4))) * 10.0 ** rng.uniform(-3, 3, 4)
+    x0 = rng.standard_normal(4) + 1j * rng.standard_normal(4)
+    out = kalman.first_order_scan(lam, g, x0)
+    for i in range(4):
+        ref, _ = scipy.signal.lfilter([1.0], [1.0, -lam[i]], g[:, i], zi=np.array([lam[i] * x0[i]]))
+        assert np.array_equal(out[:, i], ref)
+    x, loop = x0.copy(), np.empty_like(g)
+    for t in range(T):
+        x = lam * x + g[t]
+        loop[t] = x
+    np.testing.assert_allclose(out, loop, rtol=1e-12, atol=1e-12 * np.abs(loop).max())
+
+def test_real_first_order_sweep_is_lfilter_bit_for_bit():
+    """The real path's sweeps (dgttrs) give lfilter's numbers in real arithmetic, bit for bit."""
+    rng = np.random.default_rng(9)
+    g = rng.standard_normal(700) * 1e3
+    for lam in (0.999, -0.5, 0.0):
+        ref, _ = scipy.signal.lfilter([1.0], [1.0, -lam], g, zi=np.array([lam * 0.7]))
+        out = kalman.first_order_sweep(lam, g, 0.7)
+        assert out.dtype == np.float64 and np.array_equal(out, ref)
+
+
+@pytest.mark.parametrize("D", [1, 2, 3, 5, 8])
+def test_real_modal_scan_matches_the_complex_path(gen, monkeypatch, D):
+    """Long windows (>= REAL_SCAN_MIN_STEPS) run in real arithmetic; on the same small data, forced
+    onto each path, the two agree to rounding, and both with the loop."""
+    rng = np.random.default_rng(40 + D)
+    for trial in range(4):
+        F = gen.random_stable(D, rng, 0.999 if trial == 0 else 0.9)
+        drive = rng.standard_normal((3000, D))
+        h0 = rng.standard_normal(D)
+        monkeypatch.setattr(kalman, "REAL_SCAN_MIN_STEPS", 1)
+        real = filter_scan(F, drive, h0)
+        monkeypatch.setattr(kalman, "REAL_SCAN_MIN_STEPS", 10**9)
+        complex_ = filter_scan(F, drive, h0)
+        assert real.dtype == np.float64 and real.flags.c_contiguous and real.shape == drive.shape
+        assert gen.rel_err(real, complex_) < 1e-13
+        assert gen.rel_err(real, gen.loop_scan(F, drive, h0)) < 1e-10
+
+
+def test_real_basis_pairs_conjugate_eigenvalues():
+    F = np.array([[0.5, -0.6, 0.0], [0.6, 0.5, 0.0], [0.0, 0.0, 0.3]])
+    lam, V = np.linalg.eig(F)
+    W, modes = kalman._real_basis(lam, V)
+    pair = [lam for _, lam in modes if lam.imag != 0]
+    assert len(modes) == 2 and len(pair) == 1 and pair[0].imag > 0
+    i = next(i for i, lam in modes if lam.imag != 0)
+    a, b = pair[0].real, pair[0].imag
+    # F acts on the pair's plane as [[a, b], [-b, a]] in the basis (Re v, Im v)
+    B = np.linalg.solve(W, F @ W)
+    np.testing.assert_allclose(B[i : i + 2, i : i + 2], [[a, b], [-b, a]], atol=1e-14)
 
 
 # ----------------------------------------------------------------------------- information form

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import fedgc.files
 import fedgc.report.web.live as live
 from fedgc.cli import main
 from fedgc.report.web.live import SNAPSHOT_FILE, LiveServer, read_snapshot, write_stream_snapshot
@@ -79,7 +80,7 @@ def test_snapshot_is_replaced_atomically(tmp_path, monkeypatch):
     def broken(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(live.os, "replace", broken)
+    monkeypatch.setattr(fedgc.files.os, "replace", broken)
     with pytest.raises(OSError):
         write_stream_snapshot(tmp_path, {**record, "window": 6}, clients=("a", "b"))
     assert path.read_bytes() == before  # a failed write leaves the last snapshot whole

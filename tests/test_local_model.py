@@ -248,6 +248,65 @@ def test_identify_state_dim_out_of_range():
         identify(raw, client=CLIENT, state_dim=6)
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"state_dim": 2}, {"explained_variance": 0.9}])
+def test_long_tables_identify_from_block_moments_like_the_whole_table(monkeypatch, kwargs):
+    """Tables of LONG_ROWS rows or more are identified from moments summed over blocks of rows
+    (fedgc.core.moments); on the same small table, forced onto each path, the models agree to rounding."""
+    from fedgc.core import local_model, moments
+
+    data = _client_data(3, 21, T=3000)
+    raw = 40.0 + 2.5 * data.y[0]
+    monkeypatch.setattr(moments, "BLOCK_ROWS", 128)  # many blocks, a ragged last one
+    monkeypatch.setattr(local_model, "LONG_ROWS", 1)
+    long = identify(raw, client=CLIENT, rng=np.random.default_rng(3), **kwargs)
+    monkeypatch.setattr(local_model, "LONG_ROWS", 10**9)
+    whole = identify(raw, client=CLIENT, rng=np.random.default_rng(3), **kwargs)
+    assert long.state_dim == whole.state_dim
+    for name in ("A", "C", "Q", "R", "mean", "scale"):
+        a, b = getattr(long, name), getattr(whole, name)
+        assert np.max(np.abs(a - b)) <= 1e-11 * np.max(np.abs(b)), name
+
+
+def test_long_tables_with_gaps_or_constant_columns(monkeypatch):
+    from fedgc.core import local_model
+
+    monkeypatch.setattr(local_model, "LONG_ROWS", 1)
+    raw = np.random.default_rng(16).standard_normal((300, 6))
+    raw[:, 4] = 2.0
+    with pytest.raises(ModelError, match=rf"{CLIENT}.*columns \[4\] are constant"):
+        identify(raw, client=CLIENT, state_dim=2)
+    data = _client_data(2, 22, T=2000)
+    gappy = data.y[0].copy()
+    gappy[::7, 3] = np.nan  # missing values: the whole-table path, as for short tables
+    long = identify(gappy, client=CLIENT, state_dim=2)
+    monkeypatch.setattr(local_model, "LONG_ROWS", 10**9)
+    whole = identify(gappy, client=CLIENT, state_dim=2)
+    np.testing.assert_array_equal(long.A, whole.A)
+    np.testing.assert_array_equal(long.R, whole.R)
+
+
+def test_subsampled_parallel_analysis_draws_the_permutations_it_always_drew():
+    """Above PARALLEL_ANALYSIS_MAX_ROWS the null permutes a contiguous copy of each column; the
+    permutations are those of rng.permuted(y, axis=0), which the earlier code drew."""
+    from fedgc.core.local_model import PARALLEL_ANALYSIS_MAX_ROWS, choose_state_dim, second_moments
+
+    def earlier(y, seed):
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(len(y), PARALLEL_ANALYSIS_MAX_ROWS, replace=False))
+        y = y[rows]
+        lam = np.sort(np.linalg.eigvalsh(second_moments(y)))[::-1]
+        null = np.array([np.sort(np.linalg.eigvalsh(second_moments(rng.permuted(y, axis=0))))[::-1] for _ in range(20)])
+        above = lam > np.quantile(null, 0.95, axis=0)
+        return min(max(int(np.argmin(above)) if not above.all() else y.shape[1], 1), y.shape[1] - 1), rng.random()
+
+    for D, seed in ((1, 30), (3, 31), (4, 32)):
+        y = _client_data(D, seed, snr=0.05, T=PARALLEL_ANALYSIS_MAX_ROWS + 500, P=8).y[0]
+        y = (y - y.mean(axis=0)) / y.std(axis=0)
+        rng = np.random.default_rng(seed)
+        got = choose_state_dim(y, np.linalg.eigvalsh(second_moments(y)), rng=rng)
+        assert (got, rng.random()) == earlier(y, seed)
+
+
 # ----------------------------------------------------------------------------- process noise correction
 
 

@@ -51,6 +51,11 @@ def plant(tmp_path_factory) -> Path:
     return folder
 
 
+def _mechanism(cfg, plan, index, **kwargs):
+    """Client `index`'s mechanism as the local engine builds it."""
+    return client_privacy(cfg.privacy, plan, index, seed=cfg.seed, **kwargs)
+
+
 def _cfg(plant: Path, **privacy):
     raw = yaml.safe_load((plant / "private.yaml").read_text())
     raw["privacy"] = {**raw["privacy"], **privacy}
@@ -76,25 +81,25 @@ def test_noise_is_not_derived_from_the_run_seed(plant):
     plan = privacy_plan(cfg)
     spec = cfg.clients[0]
     tables, _ = read_tables(cfg)
-    first = build_session(spec, cfg.client, privacy=client_privacy(cfg, plan, 0, client=spec.name), table=tables[0])
-    second = build_session(spec, cfg.client, privacy=client_privacy(cfg, plan, 0, client=spec.name), table=tables[0])
+    first = build_session(spec, cfg.client, privacy=_mechanism(cfg, plan, 0, client=spec.name), table=tables[0])
+    second = build_session(spec, cfg.client, privacy=_mechanism(cfg, plan, 0, client=spec.name), table=tables[0])
     a, b = _release(first), _release(second)
     assert not np.allclose(a, b)
     model = first.model
     v = clipped_projection(model, tables[0].values, clip=7.0, clip_space="whitened")
-    kappa = 1.0 + first.privacy_noise_std**2
+    kappa = 1.0 + first.release.noise_std**2
     noise = a * kappa @ inverse_sqrt(information_matrix(model.C, model.R)).T - v
     for seed in ([cfg.seed, 1, 0], cfg.seed, 0):
-        guess = np.random.default_rng(seed).standard_normal(noise.shape) * first.privacy_noise_std
+        guess = np.random.default_rng(seed).standard_normal(noise.shape) * first.release.noise_std
         assert np.abs(noise - guess).max() > 1.0
-    assert noise.std() == pytest.approx(first.privacy_noise_std, rel=0.05)
+    assert noise.std() == pytest.approx(first.release.noise_std, rel=0.05)
 
 
 def test_reproducible_noise_is_reported_as_not_private(plant, tmp_path, capsys):
     cfg = _cfg(plant, reproducible_noise=True)
     plan = privacy_plan(cfg)
     spec = cfg.clients[0]
-    pair = [build_session(spec, cfg.client, privacy=client_privacy(cfg, plan, 0, client=spec.name)) for _ in range(2)]
+    pair = [build_session(spec, cfg.client, privacy=_mechanism(cfg, plan, 0, client=spec.name)) for _ in range(2)]
     np.testing.assert_array_equal(_release(pair[0]), _release(pair[1]))
     path = tmp_path / "repro.yaml"
     raw = yaml.safe_load((plant / "private.yaml").read_text())
@@ -139,7 +144,7 @@ def test_a_stuck_sensor_does_not_change_what_a_private_run_uses(plant, tmp_path)
         raw["clients"][0]["data"] = str(tmp_path / f"{name}.csv")
         cfg = parse_config(raw, base_dir=plant)
         tables, summary = read_tables(cfg)
-        session = build_session(cfg.clients[0], ClientOptions(), privacy=client_privacy(cfg, privacy_plan(cfg), 0))
+        session = build_session(cfg.clients[0], ClientOptions(), privacy=_mechanism(cfg, privacy_plan(cfg), 0))
         infos.append((tables[0].columns, session.window.J, summary["site0"]))
     assert infos[0][0] == infos[1][0] == tuple(columns)
     np.testing.assert_array_equal(infos[0][1], infos[1][1])
@@ -153,9 +158,9 @@ def test_model_columns_are_taken_by_name(plant, tmp_path):
     write_client_csv(tmp_path / "shuffled.csv", y[:, order], columns=[columns[j] for j in order])
     cfg = _cfg(plant, reproducible_noise=True)  # the same noise on both sides: only the column order differs
     spec = cfg.clients[1]
-    direct = build_session(spec, cfg.client, privacy=client_privacy(cfg, privacy_plan(cfg), 1))
+    direct = build_session(spec, cfg.client, privacy=_mechanism(cfg, privacy_plan(cfg), 1))
     shuffled = build_session(replace(spec, data=tmp_path / "shuffled.csv"), cfg.client,
-                             privacy=client_privacy(cfg, privacy_plan(cfg), 1))  # fmt: skip
+                             privacy=_mechanism(cfg, privacy_plan(cfg), 1))  # fmt: skip
     np.testing.assert_array_equal(direct.window.ytil, shuffled.window.ytil)
     write_client_csv(tmp_path / "missing.csv", y[:, :5], columns=columns[:5])
     with pytest.raises(DataError, match=r"lacks the model's column\(s\) 'site1_s5'"):

@@ -14,6 +14,7 @@ import pytest
 
 from fedgc.cli import main
 from fedgc.report.figures import FIGURE_FILES, convergence_figure
+from fedgc.report.plots import run_convergence_figure
 from fedgc.report.graph_figure import MAX_STRENGTH_LABELS, graph_figure, graph_layout
 from fedgc.report.jsonable import dumps, matrix_rows
 from fedgc.report.result_json import RESULT_FILE, parse_result
@@ -51,7 +52,7 @@ def fake_result(M: int, *, seed: int = 0, density: float = 0.25, name: str = "fa
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("M", [8, 20, 30])
+@pytest.mark.parametrize("M", [8, 15, 30])
 def test_graph_strength_labels_never_overlap(M, tmp_path):
     result = parse_result(fake_result(M, seed=M), tmp_path / RESULT_FILE)
     assert int(result.edges.sum()) >= M  # enough edges to crowd a circle's centre
@@ -74,6 +75,22 @@ def test_graph_strength_labels_never_overlap(M, tmp_path):
         assert not any(box.overlaps(n.get_window_extent(renderer)) for n in nodes)
     names = [t for t in ax.texts if t.get_text().startswith("site")]
     assert len(names) == M
+    name_boxes = [t.get_window_extent(renderer) for t in names]
+    for a, b in itertools.combinations(name_boxes, 2):
+        assert not a.overlaps(b), "two site names overlap"
+    for k, box in enumerate(name_boxes):  # a name sits by its own node, on no other
+        assert not any(box.overlaps(n.get_window_extent(renderer)) for j, n in enumerate(nodes) if j != k)
+    # the edges do not all run through the middle of the figure (as every chord of a circle layout nearly did)
+    pos = graph_layout(result)
+    through = [_passes_within(pos[n], pos[m], 0.2) for m, n in np.argwhere(result.edges)]
+    assert np.mean(through) < 0.5
+
+
+def _passes_within(a: np.ndarray, b: np.ndarray, radius: float) -> bool:
+    """Whether the segment a-b passes within `radius` of the layout's centre (0, 0)."""
+    d = b - a
+    t = float(np.clip(-a @ d / max(d @ d, 1e-12), 0.0, 1.0))
+    return float(np.hypot(*(a + t * d))) < radius
 
 
 def test_graph_layout_is_deterministic_and_puts_causes_left(tmp_path):
@@ -100,6 +117,22 @@ def test_convergence_shows_rounds_at_exactly_zero(tmp_path):
         assert any(f"round {zero_round}: exactly 0" in t.get_text() for t in ax.texts)
 
 
+def test_run_convergence_png_marks_a_change_of_exactly_zero(tmp_path):
+    """convergence.png of the run (not only inspect's figure): a round whose change is 0 cannot sit on the log
+    axis; it is drawn on the floor and named, not silently clamped or dropped."""
+    from fedgc.protocol.state import RoundRecord
+
+    result = parse_result(fake_result(4), tmp_path / RESULT_FILE)
+    oracle = [RoundRecord(1, 10.0, 0.5), RoundRecord(2, 9.0, 0.0)]
+    ax_change = run_convergence_figure(result, oracle_history=oracle).axes[0]
+    floor = [line for line in ax_change.lines if line.get_marker() == "v"]
+    assert sorted(float(line.get_xdata()[0]) for line in floor) == [2.0, 8.0]  # the oracle's round 2, the run's 8
+    positive = [y for line in ax_change.lines if line.get_marker() in ("o", "s") for y in line.get_ydata()]
+    assert all(0 < line.get_ydata()[0] < min(positive) for line in floor)
+    note = " ".join(t.get_text() for t in ax_change.texts)
+    assert "federated round 8: exactly 0" in note and "oracle round 2: exactly 0" in note
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
@@ -118,7 +151,11 @@ def test_inspect_heatmap_only_when_it_differs_from_the_runs(run_dir, tmp_path, c
     assert f"heatmap: the run's own {run_dir / 'gc_heatmap.png'}" in err and "--alpha" in err
     other = tmp_path / "other"
     assert main(["inspect", str(run_dir), "--figures", "--alpha", "0.3", "--out", str(other)]) == 0
-    assert (other / FIGURE_FILES["heatmap"]).is_file() and "heatmap: the run's own" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # drawn at another level than the run's: named with it, beside the files at the run's own level
+    assert (other / "inspect_heatmap.alpha-0.3.png").is_file() and "heatmap: the run's own" not in err
+    assert (other / "inspect_graph.alpha-0.3.png").is_file() and (other / FIGURE_FILES["convergence"]).is_file()
+    assert not (other / FIGURE_FILES["heatmap"]).exists() and not (other / FIGURE_FILES["graph"]).exists()
 
 
 def test_inspect_into_a_closed_pipe_ends_quietly(tmp_path):

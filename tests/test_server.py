@@ -273,3 +273,30 @@ def test_gd_learning_rate_and_penalty():
         assert np.all(A1[own, own] == 0.0)
     A2 = gd_update(A0, pb.states, grads, pb.J, pb.blocks, learning_rate=0.1, penalty=1e6)
     assert np.all(A2 == 0.0)
+
+
+@pytest.mark.parametrize("burn_in, with_h0", [(1, False), (0, True), (5, True)])
+def test_blocked_server_sums_and_augmentations_match_the_stacked_ones(monkeypatch, burn_in, with_h0):
+    """regression_stats and augmentations run over blocks of STACK_BLOCK_ROWS rows; with small blocks
+    (a ragged last one, the h_0 row in the first) they agree to rounding with the whole stacked window."""
+    import fedgc.core.regression as regression
+
+    rng = np.random.default_rng(60 + burn_in)
+    dims = [2, 3, 1]
+    T = 1000
+    states = [rng.standard_normal((T, d)) for d in dims]
+    z = [rng.standard_normal((T, d)) for d in dims]
+    h0 = [rng.standard_normal(d) for d in dims] if with_h0 else None
+    blocks = Blocks.of(dims)
+    A_s = rng.standard_normal((blocks.total, blocks.total))
+    X = regression.lagged_stack(states, h0)
+    Z = np.hstack(z)[burn_in:]
+    monkeypatch.setattr(regression, "STACK_BLOCK_ROWS", 97)
+    stats = regression.regression_stats(states, z, burn_in=burn_in, h0=h0)
+    assert stats.n == T - burn_in
+    for got, want in ((stats.gram, X[burn_in:].T @ X[burn_in:]), (stats.cross, X[burn_in:].T @ Z), (stats.zz, Z.T @ Z)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-10)
+    S = X @ A_s.T
+    for m, aug in enumerate(regression.augmentations(A_s, states, blocks, h0)):
+        assert aug.shape == (T, dims[m]) and aug.flags.c_contiguous
+        np.testing.assert_allclose(aug, S[:, blocks.slice(m)], rtol=1e-12, atol=1e-12)

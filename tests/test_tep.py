@@ -17,15 +17,8 @@ from fedgc.data.csv import read_client_csv
 from fedgc.errors import ConfigError, DataError
 from fedgc.data.synthetic import SystemSpec, simulate
 from fedgc.analysis.tep import flowsheet_comparison
-from fedgc.data.tep import (
-    FLOWSHEET_EDGES,
-    TEP_UNITS,
-    VARIABLES,
-    default_data_path,
-    load_tep,
-    resolve_split,
-    write_client_csvs,
-)
+from fedgc.data.tep import load_tep, write_client_csvs
+from fedgc.data.tep_layout import FLOWSHEET_EDGES, TEP_UNITS, VARIABLES, default_data_path, resolve_split
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT_SIZES = {"feed": 8, "reactor": 13, "separator": 19, "stripper": 12}

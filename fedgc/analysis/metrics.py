@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import scipy.stats
 
 from fedgc.core.regression import Blocks
 
@@ -27,8 +26,24 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = scipy.stats.rankdata(scores)
+    ranks = mid_ranks(scores)
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def mid_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of x's entries, tied entries sharing their mean rank; all NaN when any entry is NaN
+    (scipy.stats.rankdata's default, computed as it does)."""
+    x = np.asarray(x, dtype=float).ravel()
+    if np.isnan(x).any():
+        return np.full(x.size, np.nan)
+    order = np.argsort(x, kind="mergesort")
+    s = x[order]
+    first = np.r_[True, s[1:] != s[:-1]]  # the first entry of every run of ties
+    bounds = np.r_[np.flatnonzero(first), s.size]  # run k spans sorted positions bounds[k] .. bounds[k + 1] - 1
+    run = np.cumsum(first)
+    ranks = np.empty(x.size)
+    ranks[order] = 0.5 * (bounds[run] + bounds[run - 1] + 1)
+    return ranks
 
 
 def auprc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -10,7 +10,7 @@ the pseudo-observations are completed at the joint prior, as each client complet
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -26,8 +26,10 @@ from fedgc.core.regression import Blocks, newton_update, next_relaxation, regres
 ORACLE_MIN_ROUNDS = 100
 
 
-def oracle_fit(windows: Sequence[ClientWindow], config: ServerConfig) -> tuple[np.ndarray, list[RoundRecord]]:
-    """A_s of the centralized oracle, and its per-round history.
+def oracle_fit(
+    windows: Sequence[ClientWindow], config: ServerConfig, *, on_round: Callable[[RoundRecord], None] | None = None
+) -> tuple[np.ndarray, list[RoundRecord]]:
+    """A_s of the centralized oracle, and its per-round history (on_round: called with each round's record).
 
     The oracle is a reference, not a budgeted run: it iterates to config.tol with at least
     ORACLE_MIN_ROUNDS rounds allowed, whatever the federated round budget.
@@ -63,6 +65,8 @@ def oracle_fit(windows: Sequence[ClientWindow], config: ServerConfig) -> tuple[n
             loss -= missing_quadratic(J, gaps, priors[gaps.steps])
         change = relative_change(A_new, A_s)
         history.append(RoundRecord(r, loss, change))
+        if on_round is not None:
+            on_round(history[-1])
         omega = next_relaxation(omega, change, history[-2].change if len(history) > 1 else np.inf)
         A_s = A_s + omega * (A_new - A_s) if omega < 1.0 else A_new
         if change < config.tol:

@@ -11,9 +11,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from fedgc.analysis.metrics import auroc
-from fedgc.analysis.origin import ClientMonitor, OriginSettings, monitor, origin_dict, rank_origins
+from fedgc.analysis.origin import ClientMonitor, monitor, origin_dict, rank_origins
+from fedgc.analysis.origin_settings import OriginSettings
 from fedgc.core.granger import GCResult
-from fedgc.data.tep import FAULT_ORIGINS, FLOWSHEET_EDGES, TEPRun
+from fedgc.data.tep import TEPRun
+from fedgc.data.tep_layout import FAULT_ORIGINS, FLOWSHEET_EDGES
 from fedgc.errors import ConfigError
 from fedgc.protocol.streaming import Alert
 

@@ -1,9 +1,10 @@
 """Checkpoint and resume: the server's ProtocolState after every round, atomically, in the output folder.
 
 OUT/checkpoint.npz is the checkpoint: the arrays of the state (A_s, history, each client's last states,
-J and privacy-noise description, the last regression statistics), a 'meta' entry (JSON text: format
-version, config fingerprint, round, omega, active clients, dropouts, the server's privacy Generator
-state and noise levels, the privacy releases spent so far) and, for in-process clients (local engine),
+J and privacy-noise description, the last regression statistics, server.acceleration's snapshot or
+response models), a 'meta' entry (JSON text: format version, config fingerprint, round, omega, active
+clients, dropouts, the accelerator's status, the server's privacy Generator state and noise levels, the
+privacy releases spent so far) and, for in-process clients (local engine),
 their own state (theta and last states when theta is learned; a deployed client keeps its own).
 It is written to a temporary file, fsynced, renamed over the previous one (os.replace) and the folder
 fsynced: a crash leaves the previous round's checkpoint or this one, never a torn file.
@@ -38,8 +39,12 @@ import numpy as np
 
 from fedgc.app.config import RunConfig, to_plain
 from fedgc.errors import FedGCError
-from fedgc.privacy.mechanism import ReleaseNoise
+from fedgc.files import replacing
+from fedgc.privacy.budget import releases_per_run
 from fedgc.core.regression import RegressionStats
+from fedgc.core.response import ResponseModel
+from fedgc.privacy.mechanism import ReleaseNoise
+from fedgc.protocol.acceleration import SecantMemory, Snapshot
 from fedgc.protocol.rules import UpdateRule
 from fedgc.protocol.state import Dropout, ProtocolState, RoundRecord
 
@@ -49,6 +54,8 @@ FORMAT = "fedgc-checkpoint"
 VERSION = 1
 KILL_ENV = "FEDGC_FAULT_KILL_AFTER_ROUND"
 _NOISE = ("state_cov", "cross_cov", "pseudo_obs_cov")
+_SNAPSHOT = Snapshot._fields
+_MODEL = ("transition", "input_gain", "lag_gain")
 
 
 class CheckpointError(FedGCError):
@@ -93,25 +100,9 @@ def config_fingerprint(cfg: RunConfig) -> str:
 # ------------------------------------------------------------------------------ files
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with replacing(path, sync=True) as tmp, open(tmp, "wb") as f:
         write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def encode(ckpt: Checkpoint) -> dict[str, np.ndarray]:
@@ -132,6 +123,7 @@ def encode(ckpt: Checkpoint) -> dict[str, np.ndarray]:
         sensitivity.append(None if nz is None else float(nz.state_sensitivity))
     if st.stats is not None:
         arrays.update({"stats.gram": st.stats.gram, "stats.cross": st.stats.cross, "stats.zz": st.stats.zz})
+    secant = None if st.secant is None else _encode_secant(st.secant, arrays)
     client_names = sorted(ckpt.clients)
     for i, name in enumerate(client_names):
         arrays.update({f"client.{i}.{k}": np.asarray(v) for k, v in ckpt.clients[name].items()})
@@ -148,6 +140,7 @@ def encode(ckpt: Checkpoint) -> dict[str, np.ndarray]:
         "dropouts": [list(d) for d in st.dropouts],
         "finished": st.finished,
         "converged": st.converged,
+        "secant": secant,
         "stats_n": None if st.stats is None else int(st.stats.n),
         "noise_sensitivity": sensitivity,
         "server_rng": st.server_rng,
@@ -193,6 +186,7 @@ def decode(arrays: dict[str, np.ndarray], source: str = "checkpoint") -> Checkpo
         stats=stats,
         finished=bool(meta["finished"]),
         converged=bool(meta["converged"]),
+        secant=_decode_secant(meta.get("secant"), arrays),
         server_rng=meta["server_rng"],
         noise_std=tuple(float(x) for x in meta["noise_std"]),
     )
@@ -201,6 +195,36 @@ def decode(arrays: dict[str, np.ndarray], source: str = "checkpoint") -> Checkpo
         prefix = f"client.{i}."
         clients[name] = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
     return Checkpoint(state, str(meta["fingerprint"]), clients, meta.get("privacy"))
+
+
+def _encode_secant(memory: SecantMemory, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The accelerator's memory: its arrays into `arrays`, the rest as the returned metadata."""
+    for m, snap in enumerate(memory.previous):
+        if snap is not None:
+            arrays.update({f"secant.previous.{m}.{k}": np.asarray(getattr(snap, k), dtype=np.float64) for k in _SNAPSHOT})
+    for m, model in enumerate(memory.models):
+        if model is not None:
+            arrays.update({f"secant.model.{m}.{k}": np.asarray(getattr(model, k), dtype=np.float64) for k in _MODEL})
+    return {
+        "status": memory.status,
+        "predicted": memory.predicted,
+        "previous": [snap is not None for snap in memory.previous],
+        "residuals": [None if model is None else float(model.residual) for model in memory.models],
+    }
+
+
+def _decode_secant(meta: dict[str, Any] | None, arrays: dict[str, np.ndarray]) -> SecantMemory | None:
+    if meta is None:
+        return None
+    previous = tuple(
+        Snapshot(*(arrays[f"secant.previous.{m}.{k}"] for k in _SNAPSHOT)) if held else None
+        for m, held in enumerate(meta["previous"])
+    )
+    models = tuple(
+        None if res is None else ResponseModel(*(arrays[f"secant.model.{m}.{k}"] for k in _MODEL), float(res))
+        for m, res in enumerate(meta["residuals"])
+    )
+    return SecantMemory(str(meta["status"]), previous, models, bool(meta["predicted"]))  # type: ignore[arg-type]
 
 
 def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
@@ -266,6 +290,16 @@ def load_checkpoint(directory: str | Path, *, fingerprint: str | None = None) ->
     return ckpt
 
 
+def completed_round(directory: str | Path) -> int | None:
+    """The round of the checkpoint in `directory` (the last completed round), or None when there is none."""
+    path = Path(directory) / CHECKPOINT_FILE
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return int(json.loads(str(data["meta"]))["round"])
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+        return None
+
+
 def clear_checkpoint(directory: str | Path) -> None:
     for name in (CHECKPOINT_FILE, CHECKPOINT_JSON):
         (Path(directory) / name).unlink(missing_ok=True)
@@ -282,11 +316,9 @@ def fault_point(round_index: int) -> None:
 
 
 def privacy_record(plan, accountant, rounds: int, rule: UpdateRule) -> dict[str, Any] | None:
-    """Releases and epsilon spent per client after `rounds` >= 1 updates (fedgc.privacy.accounting)."""
+    """Releases and epsilon spent per client after `rounds` >= 1 updates (the accountant's, fedgc.privacy.accounting)."""
     if plan is None:
         return None
-    from fedgc.privacy.accounting import releases_per_run
-
     c2s, s2c = releases_per_run(augmentations=rule.data_dependent_augmentations(rounds), augmentation_noise=plan.augmentation_noise)
     return {
         "noise_multiplier": float(plan.noise_multiplier),

@@ -9,7 +9,9 @@ given (.npz) or identified from the client's own data (fedgc.core.local_model.id
 
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,6 +35,10 @@ from fedgc.errors import ConfigError, DataError, FedGCWarning, ModelError
 from fedgc.privacy.budget import PrivacyPlan
 from fedgc.privacy.local import ClientPrivacy
 from fedgc.protocol.session import ClientSession, StreamingSession
+
+# Threads of the local engine: clients built and their rounds run this many at a time (at most two: each
+# client being built holds its raw table, ~0.5 GB with its file for a year of 1-minute data from 50 sensors).
+LOCAL_WORKERS = max(1, min(2, os.cpu_count() or 1))
 
 # Missing fraction above which the p-values' optimism is worth a warning (10% missing: 2% false positives at 0.05).
 OPTIMISTIC_PVALUES_ABOVE = 0.15
@@ -88,7 +94,8 @@ def local_clients(cfg: RunConfig, *, mode: str, plan: PrivacyPlan | None) -> Cli
                        oracle_windows=windows)  # fmt: skip
     if not cfg.clients:
         raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
-    sessions, summary = read_sessions(cfg, plan, session_class=session_class, snapshots=snapshot_request(cfg))
+    sessions, summary = read_sessions(cfg, plan, session_class=session_class, workers=LOCAL_WORKERS,
+                                      snapshots=snapshot_request(cfg))  # fmt: skip
     raw = int(sum(s.series_steps * s.model.obs_dim * 8 for s in sessions))
     return Clients(cfg, sessions, raw_data_bytes=raw, data=summary, align=cfg.align, oracle_windows=_exact(sessions))
 
@@ -102,21 +109,18 @@ def _exact(sessions: list[ClientSession]) -> list[ClientWindow] | None:
 def deployment_files(cfg: RunConfig, *, mode: str, directory: Path) -> Clients:
     """The run as per-client files in `directory` for the Flower engines (a synthetic scenario's CSVs and
     given models, or the TEP units' CSVs and identified models), with the evaluation the submitter can
-    do: truth, and the oracle's exact windows when cfg.evaluation.oracle."""
+    do: the truth of a simulated scenario. Never the oracle (runner.with_oracle_decided: it pools raw data,
+    which a Flower engine's clients keep on their nodes), so a deployed submitter needs only the config."""
     finish = None
     if mode == "simulate" and cfg.tep is None:
         data = simulate_scenario(cfg)
-        windows = [s.exact_window for s in scenario_sessions(cfg, data, None)] if cfg.evaluation.oracle else None
-        return Clients(write_scenario_files(cfg, data, directory), truth=scenario_truth(cfg, data), oracle_windows=windows)
+        return Clients(write_scenario_files(cfg, data, directory), truth=scenario_truth(cfg, data))
     if cfg.tep is not None and not cfg.clients:
         tep = TEPClients.of(cfg)
         cfg, finish = tep.write(cfg, directory), tep.add_sections
     if not cfg.clients:
         raise ConfigError(f"{cfg.source or 'config'}: `fedgc run` needs a 'clients' list (or --data files)")
-    windows = None
-    if cfg.evaluation.oracle:  # evaluation only: the oracle sees every client's data, as in the local engine
-        windows = [build_session(s, cfg.client, seed=cfg.seed + i).exact_window for i, s in enumerate(cfg.clients)]
-    return Clients(cfg, oracle_windows=windows, finish=finish)
+    return Clients(cfg, finish=finish)
 
 
 def _learns(options: ClientOptions, privacy: ClientPrivacy | None) -> bool:
@@ -126,7 +130,7 @@ def _learns(options: ClientOptions, privacy: ClientPrivacy | None) -> bool:
 
 def _privacies(cfg: RunConfig, plan: PrivacyPlan | None, names: list[str]) -> list[ClientPrivacy | None]:
     """The mechanisms of clients without a data file of their own (synthetic, TEP): no ledger."""
-    return [client_privacy(cfg, plan, i, client=name) for i, name in enumerate(names)]
+    return [client_privacy(cfg.privacy, plan, i, seed=cfg.seed, client=name) for i, name in enumerate(names)]
 
 
 # ---------------------------------------------------------------------------------------------- synthetic
@@ -206,20 +210,23 @@ def read_tables(cfg: RunConfig) -> tuple[list[ClientTable], dict[str, ClientData
 
 def read_sessions(
     cfg: RunConfig, plan: PrivacyPlan | None, *, session_class: type[ClientSession] = ClientSession,
-    snapshots: str = "",
+    workers: int = 1, snapshots: str = "",
 ) -> tuple[list[ClientSession], dict[str, ClientData]]:  # fmt: skip
     """The in-process clients of `fedgc run` (local engine) and what was done to their data.
 
-    One client at a time: its file is read, its model identified (or loaded) and its window projected to
-    (T, D_m), and its raw (T, P_m) table is dropped before the next file is read, so raw data never sits
-    in memory for more than one client. Row counts are compared once every file has been read (the same
-    error as read_tables). Alignment by timestamp needs every table at once: then all are read first, and
-    each is still dropped as soon as its session is built."""
-    run = config_fingerprint(cfg)
+    Client by client: its file is read, its model identified (or loaded) and its window projected to
+    (T, D_m), and its raw (T, P_m) table is dropped as its session is built, so raw data sits in memory
+    for at most `workers` clients at a time (clients are built on that many threads: reading, identifying
+    and projecting are the client's own work, and pandas' parser and numpy release the GIL). Row counts
+    are compared once every file has been read (the same error as read_tables); with several faulty
+    clients the first one's error is raised. Alignment by timestamp needs every table at once: then all
+    are read first, and each is still dropped as soon as its session is built."""
+    run = config_fingerprint(cfg) if cfg.privacy is not None else ""  # hashes every data file: private runs only
 
     def build(i: int, table: ClientTable) -> ClientSession:
         spec = cfg.clients[i]
-        privacy = client_privacy(cfg, plan, i, client=spec.name, data_file=spec.data, run=run)
+        privacy = client_privacy(cfg.privacy, plan, i, seed=cfg.seed, client=spec.name, data_file=spec.data, run=run,
+                                 spec=spec)
         return build_session(spec, cfg.client, seed=cfg.seed + i, privacy=privacy, table=table,
                              session_class=session_class, snapshots=snapshots)  # fmt: skip
 
@@ -231,25 +238,31 @@ def read_sessions(
             tables[i] = None
             sessions.append(build(i, table))  # type: ignore[arg-type]
         return sessions, summary
-    summary, shapes = {}, []
-    for i, spec in enumerate(cfg.clients):
-        table = read_table(spec, private=cfg.privacy is not None)
-        summary[table.client] = _data_notes(cfg, table, None)
-        shapes.append(table._replace(values=np.empty((table.values.shape[0], 0))))  # rows and timestamps only
-        sessions.append(build(i, table))
-        del table
-    check_lengths(shapes)
-    return sessions, summary
+
+    def client(i: int) -> tuple[ClientSession, tuple[str, ClientData], ClientTable]:
+        table = read_table(cfg.clients[i], private=cfg.privacy is not None)
+        notes = (table.client, _data_notes(cfg, table, None))
+        shape = table._replace(values=np.empty((table.values.shape[0], 0)))  # rows and timestamps only
+        return build(i, table), notes, shape
+
+    indices = range(len(cfg.clients))
+    if workers == 1 or len(cfg.clients) < 2:
+        built = [client(i) for i in indices]
+    else:  # a pool of `workers` threads: that many tables in memory at a time; errors in client order
+        pool = ThreadPoolExecutor(min(workers, len(cfg.clients)))
+        try:
+            built = [future.result() for future in [pool.submit(client, i) for i in indices]]
+        finally:
+            pool.shutdown(cancel_futures=True)
+    check_lengths([shape for _, _, shape in built])
+    return [session for session, _, _ in built], dict(notes for _, notes, _ in built)
 
 
 def _data_notes(cfg: RunConfig, table: ClientTable, alignment: AlignedRows | None) -> ClientData:
     """What was done to one client's table; a private client refuses missing cells here, before any release."""
     entry = ClientData.of(table, alignment)
-    if cfg.privacy is not None and entry.missing_values:
-        raise DataError(
-            f"client {table.client!r}: data file {str(table.path)!r} has {entry.missing_values} missing cell(s); a "
-            "private run needs complete data (fill or drop those rows first: which cells are missing would be public)"
-        )
+    if cfg.privacy is not None:
+        refuse_missing_cells(table)
     if entry.missing_fraction > OPTIMISTIC_PVALUES_ABOVE:
         warnings.warn(FedGCWarning(
             f"client {table.client!r} ({table.path}): {entry.missing_fraction:.0%} of the measurements are missing; "
@@ -259,17 +272,29 @@ def _data_notes(cfg: RunConfig, table: ClientTable, alignment: AlignedRows | Non
     return entry
 
 
+def refuse_missing_cells(table: ClientTable) -> None:
+    """A private client's data must be complete: which cells are missing would be public."""
+    missing = int(np.count_nonzero(np.isnan(table.values)))
+    if missing:
+        raise DataError(
+            f"client {table.client!r}: data file {str(table.path)!r} has {missing} missing cell(s); a "
+            "private run needs complete data (fill or drop those rows first: which cells are missing would be public)"
+        )
+
+
 def build_session(
     spec: ClientSpec, options: ClientOptions, *, seed: int = 0, privacy: ClientPrivacy | None = None,
     table: ClientTable | None = None, session_class: type[ClientSession] = ClientSession, snapshots: str = "",
 ) -> ClientSession:  # fmt: skip
     """A client built from its own CSV file and its own model (given .npz, identified on another file, or
-    identified from the data). table: the client's table when already read (and aligned). snapshots: also
-    compute its snapshot series for the SIV test ('siv', or 'auto': none when its data cannot give one; see
-    snapshot_series); held columns, by the cleaning's report or detect_held, are left out (unless the spec says
-    held_values: keep: then its held values count as measurements), and D_m is the snapshot rank when the spec
-    gives state_dim."""
+    identified from the data). table: the client's table when already read (and aligned). A private client
+    refuses missing cells before anything is computed from its data. snapshots: also compute its snapshot
+    series for the SIV test ('siv', or 'auto': none when its data cannot give one; see snapshot_series); held
+    columns, by the cleaning's report or detect_held, are left out (unless the spec says held_values: keep: then
+    its held values count as measurements), and D_m is the snapshot rank when the spec gives state_dim."""
     table = read_table(spec, private=privacy is not None) if table is None else table
+    if privacy is not None:
+        refuse_missing_cells(table)
     model, values = local_model(spec, table, seed)
     series = None
     if snapshots:
@@ -346,6 +371,8 @@ def _model_columns(spec: ClientSpec, table: ClientTable, model: LocalModel) -> t
         keep = [j for j, c in enumerate(model.columns) if c in table.columns]
         names = [model.columns[j] for j in keep]
         model = _restricted(spec, model, keep) if len(keep) < model.obs_dim else model
+        if tuple(names) == tuple(table.columns):
+            return model, values  # the table's own columns in order: no (T, P) copy
         return model, values[:, [table.columns.index(c) for c in names]]
     kept, n_file = table.cleaning.kept, table.cleaning.file_columns
     if model.obs_dim == values.shape[1]:

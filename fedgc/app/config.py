@@ -9,7 +9,7 @@
     streaming: off
 
 The settings are frozen dataclasses (here, and ServerConfig, StreamingConfig in fedgc.protocol.settings,
-SystemSpec in fedgc.data.synthetic, OriginSettings in fedgc.analysis.origin) whose __post_init__ keeps
+SystemSpec in fedgc.data.synthetic_spec, OriginSettings in fedgc.analysis.origin_settings) whose __post_init__ keeps
 their invariants (ConfigError) however they are built; pydantic reads and writes them from their annotations.
 
 - parse_config / load_config: a mapping (a YAML file) -> RunConfig. Unknown keys are errors; a bool is never
@@ -18,6 +18,7 @@ their invariants (ConfigError) however they are built; pydantic reads and writes
   is the number it spells; `state_dim: auto`, `timestamp_column: none`, `privacy: off`, `streaming: off |
   on | true`; an empty section (`server:` with nothing under it) has its defaults. All problems become one
   ConfigError naming the file and each setting (fedgc.app.config_schema).
+- config_from_files: the RunConfig of `fedgc run --data a.csv --data b.csv` (one client per file).
 - to_plain: a RunConfig, or one of its sections -> the plain mapping parse_config reads back (JSON types,
   paths absolute): the deployed engine's run config, the checkpoint's fingerprint, result.json's "server".
 - ClientSpec.to_node_config / from_node_config: a client <-> a SuperNode's node config (its `clients:`
@@ -28,17 +29,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Mapping, get_args
+from typing import Annotated, Any, ClassVar, Literal, Mapping, Sequence, get_args
 
 import yaml
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, ValidationInfo
 from pydantic_core import PydanticCustomError
 
-from fedgc.analysis.origin import OriginSettings
+from fedgc.analysis.origin_settings import OriginSettings
 from fedgc.app.config_schema import codec_for, reference_table
-from fedgc.data.cleaning import ColumnPolicy
-from fedgc.data.synthetic import SystemSpec
-from fedgc.data.tep import TEPRun, default_data_path, load_tep, parse_run_name, resolve_split
+from fedgc.data.column_policy import ColumnPolicy
+from fedgc.data.synthetic_spec import SystemSpec
+from fedgc.data.tep_layout import default_data_path, parse_run_name, resolve_split
 from fedgc.errors import ConfigError
 from fedgc.privacy.budget import check_target
 from fedgc.protocol.settings import ServerConfig, StreamingConfig
@@ -245,8 +246,10 @@ class EvaluationSettings:
 
     __pydantic_config__ = SETTINGS_CONFIG
 
-    oracle: bool = True
-    """Also fit the centralized oracle (every client's window pooled; evaluation only) and report the distance to it."""
+    oracle: Annotated[bool | None, "true, false or 'auto'", _reads(("auto", None))] = None
+    """Also fit the centralized oracle (every client's raw window pooled in one place; evaluation only) and
+    report the distance to it. 'auto' (null): on for `fedgc simulate` on the local engine, off for `fedgc run`;
+    the Flower engines never pool raw data (true is an error there)."""
 
 
 @dataclass(frozen=True)
@@ -265,7 +268,7 @@ class TEPSettings:
         dict[str, tuple[str, ...]] | None, "'default' or a mapping unit -> list of variables", _reads(("default", None))
     ] = None  # fmt: skip
     """The units and their variables (XMEAS(1)..XMEAS(41), XMV(1)..XMV(11)); 'default': feed, reactor,
-    separator, stripper (fedgc.data.tep.TEP_UNITS)."""
+    separator, stripper (fedgc.data.tep_layout.TEP_UNITS)."""
     fault_runs: Annotated[tuple[str, ...], EMPTY_LIST_IF_NULL] = ()
     """Fault runs to locate the fault's origin in (fedgc.analysis.origin), thresholds calibrated on `run`."""
     origin: Annotated[OriginSettings, EMPTY_IF_NULL] = field(default_factory=OriginSettings)
@@ -287,9 +290,6 @@ class TEPSettings:
     @property
     def folder(self) -> Path:
         return default_data_path() if self.path is None else self.path
-
-    def load(self, run: str) -> TEPRun:
-        return load_tep(self.folder, run=run, split=self.split)
 
 
 @dataclass(frozen=True)
@@ -403,6 +403,17 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."), source: 
         raw = {"name": source.stem, **raw}
     cfg = codec_for(RunConfig).parse(raw, where=str(source or "config"), context={"base_dir": Path(base_dir)})
     return cfg if source is None else replace(cfg, source=Path(source))
+
+
+def config_from_files(paths: Sequence[str | Path], **overrides: Any) -> RunConfig:
+    """A first look without a config: one client per file, named after the file, D_m from the data."""
+    files = [Path(p) for p in paths]
+    names = [p.stem for p in files]
+    if len(files) < 2:
+        raise ConfigError("--data needs at least two client files")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--data files must have distinct names, got {names}")
+    return RunConfig(name="run", clients=tuple(ClientSpec(n, p) for n, p in zip(names, files)), **overrides)
 
 
 def to_plain(settings: Any) -> dict[str, Any]:

@@ -4,7 +4,7 @@ oracle (fedgc.analysis.oracle: every client's window pooled, evaluation only).""
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -13,17 +13,21 @@ from fedgc.analysis.oracle import oracle_fit
 from fedgc.app.results import Evaluation, RunResult, Truth
 from fedgc.core.regression import Blocks
 from fedgc.core.window import ClientWindow
+from fedgc.protocol.state import RoundRecord
 
 
-def evaluate(result: RunResult, *, windows: Sequence[ClientWindow] | None = None, truth: Truth | None = None) -> RunResult:
-    """Fill result.evaluation: the oracle (when the config asks and the exact windows are at hand) and the
-    scores against truth (when known)."""
+def evaluate(
+    result: RunResult, *, windows: Sequence[ClientWindow] | None = None, truth: Truth | None = None,
+    on_oracle_round: Callable[[RoundRecord], None] | None = None,
+) -> RunResult:  # fmt: skip
+    """Fill result.evaluation: the oracle (when the config asks and the exact windows are at hand; its rounds
+    reported to on_oracle_round) and the scores against truth (when known)."""
     cfg, fit = result.config, result.fit
     ev = Evaluation(truth=truth)
     blocks = Blocks.of(fit.gc.dims)
     if cfg.evaluation.oracle and windows is not None:
         t1 = time.perf_counter()
-        ev.oracle_A, ev.oracle_history = oracle_fit(windows, cfg.server)
+        ev.oracle_A, ev.oracle_history = oracle_fit(windows, cfg.server, on_round=on_oracle_round)
         result.timings["oracle_s"] = time.perf_counter() - t1
         ev.error_vs_oracle = relative_error(fit.A_s, ev.oracle_A, blocks)
     if truth is not None:

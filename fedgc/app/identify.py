@@ -22,27 +22,44 @@ from fedgc.files import file_digest
 
 
 class Identified(NamedTuple):
-    """client: its name; path: the model file written; model: what it holds; dropped: columns left out."""
+    """client: its name; path: the model file written; model: what it holds; dropped: columns left out;
+    identified_on: the sha256 of the data file it was identified on (recorded in the model file)."""
 
     client: str
     path: Path
     model: LocalModel
     dropped: tuple[str, ...]
+    identified_on: str
 
 
 def identify_to_file(spec: ClientSpec, out: Path, *, seed: int = 0, overwrite: bool = False) -> Identified:
     """Identify `spec`'s model on its data file (spec.identify_on when given) and save it to `out`."""
+    check_model_path(spec, out, overwrite=overwrite)
+    return save_identified(identify_client(spec, out, seed=seed))
+
+
+def check_model_path(spec: ClientSpec, out: Path, *, overwrite: bool) -> None:
+    """`out` may take spec's model file: a .npz path, not an existing file unless `overwrite`."""
     out = Path(out)
     if out.suffix != ".npz":
         raise ConfigError(f"client '{spec.name}': the model file {out} must end in .npz")
+    if out.is_dir():
+        raise ConfigError(f"client '{spec.name}': {out} is a folder; give the model file's path (.npz)")
     if out.exists() and not overwrite:
         raise ConfigError(f"client '{spec.name}': {out} exists; give another path, or --overwrite to replace it")
+
+
+def identify_client(spec: ClientSpec, out: Path, *, seed: int = 0) -> Identified:
+    """`spec`'s model identified on its data file (spec.identify_on when given), to be saved to `out`."""
     source = spec if spec.identify_on is None else replace(spec, data=spec.identify_on)
     table = read_table(source)
     model = identify_model(spec, table, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.npz")
-    save_npz(tmp, model, identified_on=file_digest(source.data))
-    tmp.replace(out)
     dropped = (*table.cleaning.dropped_constant, *(c for c, _ in table.cleaning.dropped_missing))
-    return Identified(spec.name, out, model, tuple(dropped))
+    return Identified(spec.name, Path(out), model, tuple(dropped), file_digest(source.data))
+
+
+def save_identified(done: Identified) -> Identified:
+    """Write the model file (atomically: an interrupted save leaves the old file or none)."""
+    done.path.parent.mkdir(parents=True, exist_ok=True)
+    save_npz(done.path, done.model, identified_on=done.identified_on)
+    return done

@@ -1,18 +1,28 @@
 """A private run's wiring: the budget solved before any data is touched, each client's mechanism, the
 server's, and the figures the run reports (the maths is in fedgc.privacy).
 
-The accountant needs opacus, which only private runs load: its module is imported inside the functions
-that run only when privacy is on.
+Every engine builds a client's mechanism here, where the client runs: the local engine in process
+(fedgc.app.clients), a Flower node in its ClientApp (node_privacy, from the settings and plan the setup
+message carries), so noise, ledger and refusals are the same whatever carries the messages.
+
+The accountant needs opacus, which only private runs load: its modules (fedgc.privacy.accounting, and the
+ledger that composes with it) are looked up by name in `accounting()` and `ledgers()`, which only the
+functions that run when privacy is on call, so a run without privacy never imports opacus.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
+import math
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from fedgc.app.config import ClientSpec, RunConfig
+from fedgc.app.config import ClientSpec, PrivacySettings, RunConfig, to_plain
+from fedgc.app.config_schema import codec_for
 from fedgc.core.local_model import model_provenance
 from fedgc.data.cleaning import ColumnPolicy
 from fedgc.errors import ConfigError
@@ -22,11 +32,24 @@ from fedgc.privacy.budget import PrivacyPlan
 from fedgc.privacy.local import ClientPrivacy
 from fedgc.privacy.server import ServerPrivacy
 from fedgc.protocol.loop import FitResult
+from fedgc.protocol.messages import ClientInfo
 from fedgc.protocol.rules import rule_named
-from fedgc.protocol.session import ClientSession
 
 if TYPE_CHECKING:
     from fedgc.privacy.accounting import PrivacyAccountant
+
+ACCOUNTING_MODULE = "fedgc.privacy.accounting"  # opacus's RDP/PRV accountant: private runs only
+LEDGER_MODULE = "fedgc.privacy.ledger"  # a client's spends on its data file, composed by that accountant
+
+
+def accounting() -> ModuleType:
+    """fedgc.privacy.accounting, loaded (with opacus) when a private run first needs its accountant."""
+    return importlib.import_module(ACCOUNTING_MODULE)
+
+
+def ledgers() -> ModuleType:
+    """fedgc.privacy.ledger, loaded (with opacus) when a private client opens the ledger of its data file."""
+    return importlib.import_module(LEDGER_MODULE)
 
 
 def privacy_plan(cfg: RunConfig) -> PrivacyPlan | None:
@@ -36,10 +59,8 @@ def privacy_plan(cfg: RunConfig) -> PrivacyPlan | None:
     if cfg.privacy is None:
         return None
     refuse_data_dependence(cfg)
-    from fedgc.privacy.accounting import plan_privacy  # opacus: private runs only
-
     rounds = cfg.server.max_rounds
-    return plan_privacy(
+    return accounting().plan_privacy(
         privacy_accountant(cfg), rounds=rounds, augmentations=rule_named(cfg.server.rule).data_dependent_augmentations(rounds),
         augmentation_noise=cfg.privacy.augmentation_noise,
     )  # fmt: skip
@@ -51,20 +72,7 @@ def refuse_data_dependence(cfg: RunConfig) -> None:
     from other data (identify_on), never from the window itself; no column cleaning; no per-row alignment;
     no fault-origin scores (computed from raw data)."""
     where = cfg.source or "config"
-    identified = [c.name for c in cfg.clients if c.model == "identify" and c.identify_on is None]
-    if identified:
-        raise ConfigError(
-            f"{where}: privacy needs given local models; clients {identified} would identify theirs from the data "
-            "privacy protects (give model: a .npz, e.g. from `fedgc identify --data history.csv`, or identify_on: a "
-            "file of other, public or historical data)"
-        )
-    cleaning = [c.name for c in cfg.clients if c.policy != ColumnPolicy()]
-    if cleaning:
-        raise ConfigError(
-            f"{where}: privacy: clients {cleaning} set column cleaning (constant_columns, held_values, max_missing), "
-            "which the private data would decide; a private run uses exactly the model file's columns, as they are: "
-            "remove those settings (clean the data, or the model, beforehand)"
-        )
+    refuse_client_data_dependence(cfg.clients, where=where)
     if cfg.align != "none":
         raise ConfigError(f"{where}: privacy: align: {cfg.align} inserts rows where the data lack a time; align the "
                           "files beforehand (a private run needs complete, aligned data)")  # fmt: skip
@@ -85,41 +93,60 @@ def refuse_data_dependence(cfg: RunConfig) -> None:
             )
 
 
-def privacy_accountant(cfg: RunConfig) -> PrivacyAccountant:
-    from fedgc.privacy.accounting import PrivacyAccountant  # opacus: private runs only
+def refuse_client_data_dependence(clients: Sequence[ClientSpec], *, where: str) -> None:
+    """What a private client may not let its data decide, wherever it runs: its model (identified from the
+    window it protects) and its column cleaning."""
+    identified = [c.name for c in clients if c.model == "identify" and c.identify_on is None]
+    if identified:
+        raise ConfigError(
+            f"{where}: privacy needs given local models; clients {identified} would identify theirs from the data "
+            "privacy protects (give model: a .npz, e.g. from `fedgc identify --data history.csv`, or identify_on: a "
+            "file of other, public or historical data)"
+        )
+    cleaning = [c.name for c in clients if c.policy != ColumnPolicy()]
+    if cleaning:
+        raise ConfigError(
+            f"{where}: privacy: clients {cleaning} set column cleaning (constant_columns, held_values, max_missing), "
+            "which the private data would decide; a private run uses exactly the model file's columns, as they are: "
+            "remove those settings (clean the data, or the model, beforehand)"
+        )
 
-    p = cfg.privacy
-    if p is None:
+
+def privacy_accountant(cfg: RunConfig) -> PrivacyAccountant:
+    if cfg.privacy is None:
         raise ConfigError("this run has no privacy section")
-    return PrivacyAccountant(p.epsilon, p.delta, p.accountant, p.max_noise_multiplier)
+    return accountant_of(cfg.privacy)
+
+
+def accountant_of(p: PrivacySettings) -> PrivacyAccountant:
+    return accounting().PrivacyAccountant(p.epsilon, p.delta, p.accountant, p.max_noise_multiplier)
 
 
 def client_privacy(
-    cfg: RunConfig, plan: PrivacyPlan | None, index: int, *, client: str = "", data_file: Path | None = None,
-    run: str = "",
+    p: PrivacySettings | None, plan: PrivacyPlan | None, index: int, *, seed: int, client: str = "",
+    data_file: Path | None = None, run: str = "", spec: ClientSpec | None = None,
 ) -> ClientPrivacy | None:  # fmt: skip
-    """Client `index`'s mechanism. Its noise comes from the operating system's entropy where it runs; with a
-    data file, the client's ledger beside it records the seed for run `run` (a resumed run redraws the same
-    release) and refuses a run past privacy.budget. privacy.reproducible_noise derives the noise from the
-    run seed instead (NOT private: tests and benchmarks)."""
-    if plan is None or cfg.privacy is None:
+    """Client `index`'s mechanism under privacy settings p and the run's plan. Its noise comes from the
+    operating system's entropy where it runs; with a data file, the client's ledger beside it records the
+    seed for run `run` (a resumed run redraws the same release) and refuses a run past p.budget, and a
+    model file of `spec` identified on that data file itself.
+    p.reproducible_noise derives the noise from the run seed `seed` instead (NOT private: tests and
+    benchmarks)."""
+    if plan is None or p is None:
         return None
-    p = cfg.privacy
-    seed: int | tuple[int, ...] | None = None
+    check_plan(p, plan, client=client)
+    noise_seed: int | tuple[int, ...] | None = None
     if p.reproducible_noise:
-        seed = (cfg.seed, 1, index)
+        noise_seed = (seed, 1, index)
     elif data_file is not None:
-        from fedgc.privacy.ledger import Ledger  # opacus (its accountant): private runs only
-
-        refuse_model_of_protected_data(cfg.clients[index] if index < len(cfg.clients) else None, data_file)
-
-        ledger = Ledger.open(data_file, client=client)
-        seed = ledger.admit(
-            client=client, run=run, plan=plan, acc=privacy_accountant(cfg), event_steps=p.event_steps, budget=p.budget
+        refuse_model_of_protected_data(spec, data_file)
+        ledger = ledgers().Ledger.open(data_file, client=client)
+        noise_seed = ledger.admit(
+            client=client, run=run, plan=plan, acc=accountant_of(p), event_steps=p.event_steps, budget=p.budget
         )
     return ClientPrivacy(
         plan.noise_multiplier, p.clip if p.clip == "auto" else float(p.clip), p.clip_space,  # type: ignore[arg-type]
-        p.debias == "client", seed, noisy_augmentation=plan.augmentation_noise, event_steps=p.event_steps,
+        p.debias == "client", noise_seed, noisy_augmentation=plan.augmentation_noise, event_steps=p.event_steps,
         reproducible=p.reproducible_noise,
     )  # fmt: skip
 
@@ -137,6 +164,42 @@ def refuse_model_of_protected_data(spec: ClientSpec | None, data_file: Path) -> 
         )
 
 
+def check_plan(p: PrivacySettings, plan: PrivacyPlan, *, client: str = "") -> None:
+    """A plan that keeps the settings' promise: the same target, and a noise multiplier whose releases
+    spend no more than epsilon (a client that receives its plan from the server checks it before releasing)."""
+    who = f"client '{client}': " if client else ""
+    target = (float(p.epsilon), float(p.delta), p.accountant, p.augmentation_noise)
+    planned = (float(plan.epsilon), float(plan.delta), plan.accountant, plan.augmentation_noise)
+    if planned != target or plan.client_releases < 1:
+        raise ConfigError(f"{who}the privacy plan {tuple(plan)} does not match the privacy settings {target}")
+    spent = accountant_of(p).spent(noise_multiplier=plan.noise_multiplier, steps=plan.steps)
+    if not spent <= p.epsilon * (1 + 1e-9) and not math.isinf(p.epsilon):
+        raise ConfigError(
+            f"{who}the privacy plan's noise multiplier {plan.noise_multiplier:g} over {plan.steps} releases spends "
+            f"epsilon {spent:.4g}, over the target {p.epsilon:g}: the client refuses to release"
+        )
+
+
+def privacy_text(p: PrivacySettings) -> str:
+    """The privacy settings as the JSON text a Flower setup message carries (fedgc.protocol.wire.SetupRequest)."""
+    return json.dumps(to_plain(p))
+
+
+def node_privacy(
+    text: str, plan: PrivacyPlan, spec: ClientSpec, *, index: int, seed: int, run: str
+) -> ClientPrivacy | None:  # fmt: skip
+    """A Flower node's mechanism for its client `spec` (its own node config) from the settings (JSON text)
+    and plan the server's setup sent: the refusals of the local engine for this client, then client_privacy
+    with the node's own data file, so its ledger lives beside that file, on the node."""
+    where = f"client '{spec.name}' (data file {str(spec.data)!r})"
+    try:
+        p = codec_for(PrivacySettings).parse(json.loads(text), where=f"{where}: the setup's privacy settings")
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: the setup's privacy settings are not JSON: {exc}") from None
+    refuse_client_data_dependence([spec], where=where)
+    return client_privacy(p, plan, index, seed=seed, client=spec.name, data_file=spec.data, run=run, spec=spec)
+
+
 def server_privacy(cfg: RunConfig, plan: PrivacyPlan | None) -> ServerPrivacy | None:
     if plan is None or cfg.privacy is None:
         return None
@@ -147,28 +210,26 @@ def server_privacy(cfg: RunConfig, plan: PrivacyPlan | None) -> ServerPrivacy | 
 
 
 def privacy_summary(
-    cfg: RunConfig, plan: PrivacyPlan | None, fit: FitResult, sessions: Sequence[ClientSession] = (),
-    server: ServerPrivacy | None = None, *, client_noise_std: dict[str, float] | None = None,
-    client_clip: dict[str, float] | None = None,
+    cfg: RunConfig, plan: PrivacyPlan | None, fit: FitResult, clients: Sequence[ClientInfo] = (),
+    server: ServerPrivacy | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The "privacy" record of result.json (fedgc.privacy.accounting.privacy_report). The clients' noise
-    levels and clip norms come from the in-process sessions, or (Flower engines) from what the nodes reported."""
+    levels, clip norms and signal-to-noise ratios are what each reported of its release (ClientInfo.release:
+    the in-process sessions, or a Flower node's setup reply), so every engine fills it the same way."""
     if plan is None or cfg.privacy is None:
         return {"enabled": False}
-    from fedgc.privacy.accounting import privacy_report  # opacus: private runs only
-
     p = cfg.privacy
-    stds = {s.name: float(s.privacy_noise_std) for s in sessions} if client_noise_std is None else client_noise_std
-    clips = {s.name: float(s.privacy_clip) for s in sessions} if client_clip is None else client_clip
-    report = privacy_report(
+    released = {c.name: c.release for c in clients if c.release is not None}
+    report = accounting().privacy_report(
         privacy_accountant(cfg), plan, clients=list(fit.gc.clients), rounds_run=fit.rounds,
         augmentations_run=rule_named(cfg.server.rule).data_dependent_augmentations(fit.rounds), clip=p.clip,
-        clip_space=p.clip_space, debias=p.debias, client_noise_std=stds, client_clip=clips,
+        clip_space=p.clip_space, debias=p.debias, client_noise_std={n: r.noise_std for n, r in released.items()},
+        client_clip={n: r.clip for n, r in released.items()},
         server_noise_std=[] if server is None else server.noise_std, event_steps=p.event_steps,
         reproducible=p.reproducible_noise,
     )  # fmt: skip
     report["shrink"] = p.shrink
-    snr = {s.name: float(s.privacy_snr) for s in sessions}
+    snr = {name: r.signal_to_noise for name, r in released.items()}
     for name, ratio in snr.items():
         report["per_client"][name]["signal_to_noise"] = ratio
     report["noise_swamps_signal"] = noise_swamps_signal(fit, snr)

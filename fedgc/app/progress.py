@@ -1,4 +1,5 @@
-"""A one-line progress bar for the rounds of a run (stderr; a line per round when not a terminal)."""
+"""A one-line progress bar for the rounds of a run, or of the oracle (stderr; a line per round when not a
+terminal)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import TextIO
 
 
 class RoundProgress:
-    """Callable per round: shows rounds done, the relative change against the tolerance, and time."""
+    """Callable per round: shows rounds done, the relative change against the tolerance, and time (label:
+    what the rounds are, 'round' or 'oracle')."""
 
-    def __init__(self, max_rounds: int, tol: float, *, stream: TextIO | None = None, width: int = 30) -> None:
-        self.max_rounds, self.tol, self.width = max_rounds, tol, width
+    def __init__(self, max_rounds: int, tol: float, *, stream: TextIO | None = None, width: int = 30,
+                 label: str = "round") -> None:  # fmt: skip
+        self.max_rounds, self.tol, self.width, self.label = max_rounds, tol, width, label
         self.stream = sys.stderr if stream is None else stream
         self.start = time.perf_counter()
         self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -25,7 +28,7 @@ class RoundProgress:
         filled = int(round(done * self.width))
         bar = "#" * filled + "." * (self.width - filled)
         line = (
-            f"round {record.round:>3}/{self.max_rounds} [{bar}] change {record.change:.2e} (tol {self.tol:.0e})"
+            f"{self.label} {record.round:>3}/{self.max_rounds} [{bar}] change {record.change:.2e} (tol {self.tol:.0e})"
             f"  loss {record.loss:.6g}  {time.perf_counter() - self.start:5.1f}s"
         )
         if self.interactive:

@@ -15,6 +15,7 @@ from fedgc.analysis.tep import TEPSections
 from fedgc.app.config import RunConfig
 from fedgc.data.align import AlignedRows
 from fedgc.data.csv import ClientTable
+from fedgc.files import replacing
 from fedgc.core.granger import GCResult
 from fedgc.protocol.loop import FitResult
 from fedgc.protocol.state import Dropout, RoundRecord
@@ -116,6 +117,8 @@ def encode_fit(fit: FitResult) -> dict[str, np.ndarray]:
     if gc.unknown is not None:
         out["gc_unknown"] = np.asarray(gc.unknown, dtype=bool)
     out["dropouts"] = np.asarray([[d.client, str(d.round), d.reason] for d in fit.dropouts], dtype=str).reshape(-1, 3)
+    if fit.resumed_from is not None:  # a deployed submitter reads the fit from this file: keep the resume in it
+        out["resumed_from"] = np.asarray(int(fit.resumed_from))
     return out
 
 
@@ -130,15 +133,16 @@ def decode_fit(arrays: Mapping[str, np.ndarray]) -> FitResult:
     )
     history = [RoundRecord(int(r), float(l), float(c)) for r, l, c in np.asarray(arrays["history"]).reshape(-1, 3)]
     dropouts = [Dropout(str(c), int(r), str(why)) for c, r, why in np.asarray(arrays.get("dropouts", np.empty((0, 3)))).reshape(-1, 3)]
-    return FitResult(gc, np.asarray(arrays["A_s"], dtype=np.float64), history, bool(arrays["converged"]), dropouts)
+    resumed = int(arrays["resumed_from"]) if "resumed_from" in arrays else None
+    A_s = np.asarray(arrays["A_s"], dtype=np.float64)
+    return FitResult(gc, A_s, history, bool(arrays["converged"]), dropouts, resumed)
 
 
 def save_fit(path: str | Path, fit: FitResult) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **encode_fit(fit))
-    tmp.replace(path)
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **encode_fit(fit))
     return path
 
 

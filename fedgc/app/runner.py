@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from fedgc.app.checkpoint import CHECKPOINT_FILE, Checkpointing, config_fingerprint, record_error
-from fedgc.app.clients import Clients, deployment_files, local_clients
-from fedgc.app.config import ENGINES, ClientSpec, RunConfig
+from fedgc.app.clients import LOCAL_WORKERS, Clients, deployment_files, local_clients
+from fedgc.app.config import ENGINES, RunConfig
 from fedgc.app.evaluation import evaluate
-from fedgc.app.privacy import privacy_accountant, privacy_plan, privacy_summary, server_privacy
+from fedgc.app.privacy import privacy_accountant, privacy_plan, privacy_summary, refuse_data_dependence, server_privacy
 from fedgc.app.results import RunResult
 from fedgc.analysis.stream import StreamRecord
 from fedgc.errors import ConfigError, FedGCError
@@ -82,20 +82,44 @@ class FlowerEngine(Protocol):
 def run(
     cfg: RunConfig, *, mode: str, out_dir: Path, options: EngineOptions = EngineOptions(),
     on_round: OnRound | None = None, resume: bool = False, flower: FlowerEngine | None = None,
-    on_window: OnWindow | None = None,
+    on_window: OnWindow | None = None, on_oracle_round: OnRound | None = None,
 ) -> RunResult:  # fmt: skip
     """`fedgc simulate` (mode 'simulate') or `fedgc run` (mode 'run') of cfg on its engine; out_dir holds the
     checkpoint (and, for the Flower engines, the clients' files). resume: continue from its checkpoint.
     flower: a Flower engine to use instead of server/engine.py's own for cfg.engine (other timeouts);
-    on_window: called as each window of a streaming run completes, with its alerts."""
+    on_window: called as each window of a streaming run completes, with its alerts; on_oracle_round: with
+    each round of the oracle (when the run has one)."""
     check_run(cfg, mode=mode, resume=resume)
+    cfg = with_oracle_decided(cfg, mode=mode)
     if cfg.engine == "local":
-        return run_local(cfg, mode=mode, out_dir=Path(out_dir), on_round=on_round, resume=resume, on_window=on_window)
+        return run_local(cfg, mode=mode, out_dir=Path(out_dir), on_round=on_round, resume=resume, on_window=on_window,
+                         on_oracle_round=on_oracle_round)  # fmt: skip
     engine = flower if flower is not None else flower_engine(cfg.engine)
     engine.check(options)  # e.g. the SuperLink is reachable, before any file is written
     clients = deployment_files(cfg, mode=mode, directory=Path(out_dir) / "clients")
     result = engine(clients.config, out_dir=Path(out_dir), options=options, on_round=on_round, resume=resume)
     return _finish(result, clients, windows=clients.oracle_windows)
+
+
+def with_oracle_decided(cfg: RunConfig, *, mode: str) -> RunConfig:
+    """cfg with evaluation.oracle true or false. The oracle pools every client's raw window in one place, so
+    it is never computed where clients keep their data: unset (auto), it is on for `fedgc simulate` on the
+    local engine and off otherwise (`fedgc run`, a private TEP run); asked for on a Flower engine, whose
+    clients read their data on their own nodes, it is an error."""
+    asked = cfg.evaluation.oracle
+    if cfg.engine in FLOWER_ENGINES:
+        if asked:
+            raise ConfigError(
+                f"{cfg.source or 'config'}: evaluation.oracle pools every client's raw data in one place, which the "
+                f"Flower engines never do (engine {cfg.engine!r}: each client reads its data on its own node); remove "
+                "`oracle: true`, or run with --engine local"
+            )
+        decided = False
+    elif asked is None:
+        decided = mode == "simulate" and not (cfg.privacy is not None and cfg.tep is not None)
+    else:
+        decided = bool(asked)
+    return cfg if asked is decided else replace(cfg, evaluation=replace(cfg.evaluation, oracle=decided))
 
 
 def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
@@ -108,6 +132,9 @@ def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
         raise ConfigError(f"engine {cfg.engine!r} is not one of {ENGINES}")
     if mode == "run" and not cfg.clients and cfg.tep is None:
         raise ConfigError(f"{where}: `fedgc run` needs a 'clients' list (or --data files)")
+    if len(cfg.clients) == 1:
+        raise ConfigError(f"{where}: clients: one client ({cfg.clients[0].name!r}); Granger causality is between "
+                          "sites, so a run needs at least two")  # fmt: skip
     if resume and (cfg.tep is not None or cfg.streaming is not None):
         raise ConfigError(f"{where}: --resume continues batch runs; tep and streaming runs start afresh")
     if cfg.privacy is not None:
@@ -116,6 +143,7 @@ def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
                 f"{where}: privacy: the centralized oracle pools every client's raw data, outside the guarantee; a "
                 "private `fedgc run` cannot compute it (set evaluation: {oracle: false})"
             )
+        refuse_data_dependence(cfg)  # every engine: the clients' nodes refuse the same again, on their own settings
         if resume and not cfg.clients and not cfg.privacy.reproducible_noise:
             raise ConfigError(
                 f"{where}: a private simulated run cannot be resumed: its clients would draw fresh noise, a second "
@@ -133,26 +161,26 @@ def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
             f"streaming mode runs on the local engine only; engine {cfg.engine!r} does not support it yet "
             "(use --engine local, or remove the 'streaming' section for a batch run)"
         )
-    if cfg.privacy is not None:
-        raise ConfigError("privacy is not available on the Flower engines yet; use --engine local")
 
 
 def run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnRound | None = None,
-              resume: bool = False, on_window: OnWindow | None = None) -> RunResult:  # fmt: skip
+              resume: bool = False, on_window: OnWindow | None = None,
+              on_oracle_round: OnRound | None = None) -> RunResult:  # fmt: skip
     """The local engine: every client an in-process session over a local transport."""
+    cfg = with_oracle_decided(cfg, mode=mode)
     plan = privacy_plan(cfg)  # before any data is touched
     t0 = time.perf_counter()
     clients = local_clients(cfg, mode=mode, plan=plan)
     setup_s = time.perf_counter() - t0
     if cfg.streaming is None:
-        result = run_batch(cfg, LocalTransport(clients.sessions), sessions=clients.sessions, plan=plan,
+        result = run_batch(cfg, LocalTransport(clients.sessions, workers=LOCAL_WORKERS), sessions=clients.sessions, plan=plan,
                            checkpoint_dir=out_dir, on_round=on_round, resume=resume)  # fmt: skip
         windows = clients.oracle_windows
     else:
         result = run_streaming(cfg, clients, on_round=on_round, on_window=on_window)
         windows = None
     result.timings["setup_s"] = setup_s
-    return _finish(result, clients, windows=windows)
+    return _finish(result, clients, windows=windows, on_oracle_round=on_oracle_round)
 
 
 def run_batch(
@@ -162,7 +190,8 @@ def run_batch(
 ) -> RunResult:  # fmt: skip
     """The batch protocol over `transport`, checkpointed after every round into checkpoint_dir (a failed run
     says there where its last round is kept, and why it stopped). sessions: the in-process clients (their
-    own state goes into the checkpoint; the privacy report reads their noise levels)."""
+    own state goes into the checkpoint). The privacy report reads each client's noise level from what it
+    reported of its release (ClientInfo.release: an in-process session's, or a Flower node's setup reply)."""
     t0 = time.perf_counter()
     server = server_privacy(cfg, plan)
     counting = CountingTransport(transport)
@@ -186,7 +215,7 @@ def run_batch(
         raise
     result = RunResult(cfg, fit, engine)
     result.timings["protocol_s"] = time.perf_counter() - t0
-    result.privacy = privacy_summary(cfg, plan, fit, sessions, server)
+    result.privacy = privacy_summary(cfg, plan, fit, counting.clients(), server)
     result.communication = counting.log.summary()
     return result
 
@@ -201,7 +230,7 @@ def run_streaming(
     if cfg.streaming is None:
         raise ConfigError(f"{cfg.source or 'config'} has no 'streaming' section")
     t0 = time.perf_counter()
-    counting = CountingTransport(LocalTransport(clients.sessions))
+    counting = CountingTransport(LocalTransport(clients.sessions, workers=LOCAL_WORKERS))
     stream = run_stream(counting, cfg.server, cfg.streaming, on_round=on_round, on_window=on_window)
     last = stream.windows[-1]
     fit = FitResult(last.gc, stream.A_s, list(stream.history), last.converged, list(stream.dropouts))
@@ -212,7 +241,8 @@ def run_streaming(
     return result
 
 
-def _finish(result: RunResult, clients: Clients, *, windows: Sequence[Any] | None) -> RunResult:
+def _finish(result: RunResult, clients: Clients, *, windows: Sequence[Any] | None,
+            on_oracle_round: OnRound | None = None) -> RunResult:  # fmt: skip
     """What the clients add to a run's result: raw bytes kept, data notes, evaluation, sections."""
     if clients.raw_data_bytes:
         result.raw_data_bytes = clients.raw_data_bytes
@@ -222,7 +252,7 @@ def _finish(result: RunResult, clients: Clients, *, windows: Sequence[Any] | Non
     if raw and result.communication:
         result.communication["raw_data_bytes_kept"] = int(raw)
         result.communication["raw_to_sent_ratio"] = float(raw) / max(int(result.communication.get("bytes_total", 0)), 1)
-    evaluate(result, windows=windows, truth=clients.truth)
+    evaluate(result, windows=windows, truth=clients.truth, on_oracle_round=on_oracle_round)
     if clients.finish is not None:
         clients.finish(result)
     return result
@@ -241,14 +271,3 @@ def flower_engine(name: str) -> FlowerEngine:
         sys.path.insert(0, str(PROJECT_DIR))
     engines: dict[str, FlowerEngine] = getattr(importlib.import_module("server.engine"), FLOWER_ENGINE_TABLE)
     return engines[name]
-
-
-def config_from_files(paths: Sequence[str | Path], **overrides: Any) -> RunConfig:
-    """A first look without a config: one client per file, named after the file, D_m from the data."""
-    files = [Path(p) for p in paths]
-    names = [p.stem for p in files]
-    if len(files) < 2:
-        raise ConfigError("--data needs at least two client files")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--data files must have distinct names, got {names}")
-    return RunConfig(name="run", clients=tuple(ClientSpec(n, p) for n, p in zip(names, files)), **overrides)

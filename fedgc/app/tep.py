@@ -23,8 +23,13 @@ from fedgc.analysis.tep import TEPSections, fault_stream_summary, flowsheet_comp
 from fedgc.app.config import ClientSpec, RunConfig, TEPSettings
 from fedgc.app.results import RunResult
 from fedgc.core.local_model import LocalModel, identify, save_npz
-from fedgc.data.tep import TEPRun, write_client_csvs
+from fedgc.data.tep import TEPRun, load_tep, write_client_csvs
 from fedgc.errors import ConfigError
+
+
+def load_run(settings: TEPSettings, run: str) -> TEPRun:
+    """Run `run` of the data folder the `tep:` section names, split into its units."""
+    return load_tep(settings.folder, run=run, split=settings.split)
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,8 @@ class TEPClients:
                 f"{cfg.source or 'config'}: streaming over TEP needs tep.identify_on (normal operation, e.g. d00) set "
                 f"to a run other than tep.run ({tep.run}): a model identified on the faulty run has learned the fault"
             )
-        run = tep.load(tep.run)
-        train = run if tep.identify_on in (None, tep.run) else tep.load(tep.identify_on)
+        run = load_run(tep, tep.run)
+        train = run if tep.identify_on in (None, tep.run) else load_run(tep, tep.identify_on)
         models = {
             unit: identify(values, client=unit, rng=np.random.default_rng(cfg.seed + i))
             for i, (unit, values) in enumerate(train.clients.items())
@@ -65,8 +70,10 @@ class TEPClients:
         for unit, model in self.models.items():
             path = Path(directory) / f"{unit}_model.npz"
             save_npz(path, model)
-            # held_values: keep, as the in-process run feeds the arrays as they are (both engines see the same data)
-            specs.append(ClientSpec(unit, csvs[unit], None, path, held_values="keep"))
+            # held_values: keep, as the in-process run feeds the arrays as they are (both engines see the same data);
+            # a private client reads every value as it is anyway, and refuses any cleaning setting
+            held = "missing" if cfg.privacy is not None else "keep"
+            specs.append(ClientSpec(unit, csvs[unit], None, path, held_values=held))
         return replace(cfg, clients=tuple(specs), tep=None)
 
     def add_sections(self, result: RunResult) -> None:
@@ -82,7 +89,7 @@ class TEPClients:
             origin = self.settings.origin
             monitors = {u: calibrate(m, self.run.clients[u], client=u, settings=origin) for u, m in self.models.items()}
             sections.origin = {
-                name: locate(self.settings.load(name), self.run, monitors, gc, origin) for name in self.settings.fault_runs
+                name: locate(load_run(self.settings, name), self.run, monitors, gc, origin) for name in self.settings.fault_runs
             }
             result.timings["origin_s"] = time.perf_counter() - t0
         if result.streaming is not None:

@@ -15,7 +15,9 @@ import numpy as np
 import scipy.linalg
 
 from fedgc.errors import ModelError
+from fedgc.files import replacing
 from fedgc.core.kalman import SteadyState, information_matrix, steady_state
+from fedgc.core.moments import ColumnMoments, StandardisedRows, column_moments, scores_and_residual_variance, standardised_gram
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,9 @@ def save_npz(path: str | Path, model: LocalModel, *, identified_on: str | None =
         arrays["columns"] = np.asarray(model.columns, dtype=str)
     if identified_on is not None:
         arrays[PROVENANCE] = np.asarray(identified_on, dtype=str)
-    np.savez(path, **arrays)  # type: ignore[arg-type]
+    path = Path(path) if str(path).endswith(".npz") else Path(f"{path}.npz")  # as np.savez names it
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
 
 
 def model_provenance(path: str | Path) -> str | None:
@@ -192,8 +196,11 @@ def choose_state_dim(
         y = y[rows]
         T = y.shape[0]
         lam = np.sort(np.linalg.eigvalsh(second_moments(y)))[::-1]
+        # Columns as contiguous rows: rng.permuted shuffles each one exactly as along axis 0 of y.
+        columns, shuffled = np.ascontiguousarray(y.T), np.empty((P, T))
         for i in range(n_permutations):
-            null[i] = np.sort(np.linalg.eigvalsh(second_moments(rng.permuted(y, axis=0))))[::-1]
+            rng.permuted(columns, axis=1, out=shuffled)
+            null[i] = np.sort(np.linalg.eigvalsh(shuffled @ shuffled.T / T))[::-1]
     else:
         for i in range(n_permutations):
             shuffled = np.column_stack([y[rng.permutation(T), j] for j in range(P)])
@@ -230,6 +237,11 @@ def identify(
     """
     raw = np.asarray(raw, dtype=float)
     T, P = raw.shape
+    if T >= LONG_ROWS:
+        moments = column_moments(raw)
+        if moments.complete:
+            return _identify_long(raw, moments, client=client, state_dim=state_dim,
+                                  explained_variance=explained_variance, min_variance=min_variance, rng=rng)  # fmt: skip
     observed = np.isfinite(raw)
     gappy = not observed.all()
     if gappy and (observed.sum(axis=0) < 2).any():
@@ -237,36 +249,86 @@ def identify(
         raise ModelError(f"client '{client}': columns {bad} have fewer than 2 observed values")
     mean = np.nanmean(raw, axis=0) if gappy else raw.mean(axis=0)
     scale = np.nanstd(raw, axis=0) if gappy else raw.std(axis=0)
+    _refuse_constant(np.nanmax(raw, axis=0) - np.nanmin(raw, axis=0), mean, scale, client)
+    y = (raw - mean) / scale
+    lam, U = _principal_axes(second_moments(y))
+    if state_dim is None:
+        state_dim = choose_state_dim(y, lam, explained_variance=explained_variance, rng=rng)
+    D = _checked_dim(state_dim, T, P, client)
+    if gappy:  # pairwise moments need not be positive semi-definite
+        lam = np.clip(lam, 0.0, None)
+    C = _loadings(lam, U, D)
+    if gappy:
+        return _identify_gappy(y, C, mean, scale, client=client, min_variance=min_variance)
+    scores = np.linalg.lstsq(C, y.T, rcond=None)[0].T  # (T, D)
+    resid_y = y - scores @ C.T
+    R = np.diag(np.maximum(resid_y.var(axis=0), min_variance))
+    return _fit_scores(scores, C, R, mean, scale, client)
+
+
+# Rows from which a complete table is identified from moments accumulated over blocks of rows
+# (fedgc.core.moments), never forming the standardised (T, P) table or its residual.
+LONG_ROWS = 1 << 15
+
+
+def _identify_long(
+    raw: np.ndarray, moments: ColumnMoments, *, client: str, state_dim: int | None, explained_variance: float | None,
+    min_variance: float, rng: np.random.Generator | None,
+) -> LocalModel:  # fmt: skip
+    """`identify` of a long complete table: the same estimates, from block-wise sums."""
+    T, P = raw.shape
+    mean, scale, span = moments.mean, moments.std, moments.span
+    if mean is None or scale is None or span is None:
+        raise ValueError("_identify_long needs the moments of a complete table")
+    _refuse_constant(span, mean, scale, client)
+    lam, U = _principal_axes(standardised_gram(raw, mean, scale))
+    if state_dim is None:
+        y = StandardisedRows(raw, mean, scale)  # parallel analysis reads a subsample of its rows
+        if T <= PARALLEL_ANALYSIS_MAX_ROWS:  # (or all of them)
+            y = y[np.arange(T)]  # type: ignore[assignment]
+        state_dim = choose_state_dim(y, lam, explained_variance=explained_variance, rng=rng)  # type: ignore[arg-type]
+    D = _checked_dim(state_dim, T, P, client)
+    C = _loadings(lam, U, D)
+    scores, resid_var = scores_and_residual_variance(raw, mean, scale, C)
+    return _fit_scores(scores, C, np.diag(np.maximum(resid_var, min_variance)), mean, scale, client)
+
+
+def _refuse_constant(span: np.ndarray, mean: np.ndarray, scale: np.ndarray, client: str) -> None:
     # A constant column has std ~1e-16 |mean| from rounding, not exactly 0.
-    span = np.nanmax(raw, axis=0) - np.nanmin(raw, axis=0)
     constant = (span == 0) | (scale <= 1e-12 * np.maximum(np.abs(mean), np.finfo(float).tiny))
     if np.any(constant):
         bad = np.flatnonzero(constant).tolist()
         raise ModelError(f"client '{client}': columns {bad} are constant, cannot standardise")
-    y = (raw - mean) / scale
-    cov = second_moments(y)
+
+
+def _principal_axes(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending) and eigenvectors of a (P, P) second-moment matrix."""
     lam, U = np.linalg.eigh(cov)
     order = np.argsort(lam)[::-1]
-    lam, U = lam[order], U[:, order]
-    if state_dim is None:
-        state_dim = choose_state_dim(y, lam, explained_variance=explained_variance, rng=rng)
+    return lam[order], U[:, order]
+
+
+def _checked_dim(state_dim: int, T: int, P: int, client: str) -> int:
     D = int(state_dim)
     if not 1 <= D < P:
         raise ModelError(f"client '{client}': state dimension {D} must lie in [1, {P - 1}] for {P} sensors")
     if T < 3 * D + 2:
         raise ModelError(f"client '{client}': {T} rows are too few to identify a {D}-state model")
-    if gappy:  # pairwise moments need not be positive semi-definite
-        lam = np.clip(lam, 0.0, None)
+    return D
+
+
+def _loadings(lam: np.ndarray, U: np.ndarray, D: int) -> np.ndarray:
+    """Probabilistic PCA: C = U_D (Lambda_D - s2 I)^{1/2}, scores with (approximately) unit variance."""
     noise_var = float(lam[D:].mean())
-    # Probabilistic PCA: C = U_D (Lambda_D - s2 I)^{1/2}, scores with (approximately) unit variance.
     signal = np.clip(lam[:D] - noise_var, 1e-3 * lam[:D], None)
-    C = U[:, :D] * np.sqrt(signal)
-    if gappy:
-        return _identify_gappy(y, C, mean, scale, client=client, min_variance=min_variance)
-    scores = np.linalg.lstsq(C, y.T, rcond=None)[0].T  # (T, D)
+    return U[:, :D] * np.sqrt(signal)
+
+
+def _fit_scores(
+    scores: np.ndarray, C: np.ndarray, R: np.ndarray, mean: np.ndarray, scale: np.ndarray, client: str
+) -> LocalModel:
+    """A and Q from complete scores (T, D)."""
     X, Y = scores[:-1], scores[1:]
-    resid_y = y - scores @ C.T
-    R = np.diag(np.maximum(resid_y.var(axis=0), min_variance))
     # The scores carry white measurement noise N = C^+ R C^+^T: E[X^T X] = n (Sigma_s + N) while
     # E[Y^T X] = n A Sigma_s, so plain least squares shrinks A towards 0. Remove N from the Gram matrix.
     Cp = np.linalg.pinv(C)

@@ -90,13 +90,36 @@ def lagged_stack(states: Sequence[np.ndarray], h0: Sequence[np.ndarray] | None =
     return np.vstack([first, H[:-1]])
 
 
+# Rows per block when the server's sums and augmentations run over the stacked states (bounds the
+# (rows, D) temporaries; a window of at most this many rows is one block, the whole-window products).
+STACK_BLOCK_ROWS = 1 << 15
+
+
+def _lagged_rows(states: Sequence[np.ndarray], first: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Rows a..b-1 of lagged_stack(states, h0) (x_{t-1} stacked; `first` is its row 0), (b - a, D)."""
+    if a > 0:
+        return np.hstack([s[a - 1 : b - 1] for s in states])
+    return np.vstack([first[None, :], np.hstack([s[: b - 1] for s in states])])
+
+
 def regression_stats(
     states: Sequence[np.ndarray], pseudo_obs: Sequence[np.ndarray], *, burn_in: int = 1,
     h0: Sequence[np.ndarray] | None = None,
 ) -> RegressionStats:
-    X = lagged_stack(states, h0)[burn_in:]
-    Z = np.hstack(pseudo_obs)[burn_in:]
-    return RegressionStats(X.T @ X, X.T @ Z, Z.T @ Z, X.shape[0])
+    """The sums over t = burn_in+1..T, accumulated over blocks of STACK_BLOCK_ROWS rows of the stacked
+    lagged states X and pseudo-observations Z, never stacking all T rows."""
+    T = states[0].shape[0]
+    D = int(sum(s.shape[1] for s in states))
+    first = np.zeros(D) if h0 is None else np.concatenate(h0)
+    gram, cross, zz = np.zeros((D, D)), np.zeros((D, D)), np.zeros((D, D))
+    for a in range(burn_in, T, STACK_BLOCK_ROWS):
+        b = min(a + STACK_BLOCK_ROWS, T)
+        X = _lagged_rows(states, first, a, b)
+        Z = np.hstack([z[a:b] for z in pseudo_obs])
+        gram += X.T @ X
+        cross += X.T @ Z
+        zz += Z.T @ Z
+    return RegressionStats(gram, cross, zz, max(T - burn_in, 0))
 
 
 def shared_inverse(gram: np.ndarray) -> np.ndarray:
@@ -237,9 +260,17 @@ def gd_update(
 def augmentations(
     A_s: np.ndarray, states: Sequence[np.ndarray], blocks: Blocks, h0: Sequence[np.ndarray] | None = None
 ) -> list[np.ndarray]:
-    """s_{1:T}^m = A_s^{m, .} x_{t-1} for every client, from the states of the last round."""
-    S = lagged_stack(states, h0) @ A_s.T
-    return [np.ascontiguousarray(S[:, blocks.slice(m)]) for m in range(len(blocks.dims))]
+    """s_{1:T}^m = A_s^{m, .} x_{t-1} for every client, from the states of the last round (in blocks of
+    STACK_BLOCK_ROWS rows of the stacked lagged states)."""
+    T = states[0].shape[0]
+    first = np.zeros(blocks.total) if h0 is None else np.concatenate(h0)
+    out = [np.empty((T, d)) for d in blocks.dims]
+    for a in range(0, T, STACK_BLOCK_ROWS):
+        b = min(a + STACK_BLOCK_ROWS, T)
+        S = _lagged_rows(states, first, a, b) @ A_s.T
+        for m, part in enumerate(out):
+            part[a:b] = S[:, blocks.slice(m)]
+    return out
 
 
 MIN_RELAXATION = 1.0 / 64.0

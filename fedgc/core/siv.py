@@ -23,11 +23,11 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import numpy as np
-import scipy.signal
-from statsmodels.stats.multitest import multipletests
 
+from fedgc.core.fdr import benjamini_hochberg
 from fedgc.core.granger import GCResult
 from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test
+from fedgc.core.kalman import filter_scan
 
 MAX_LAG = 2
 MIN_STRENGTH = 1.5  # partial first-stage strength (about 1 when a direction adds nothing) to consider a lag
@@ -75,7 +75,7 @@ def ema_highpass(x: np.ndarray, window: float) -> np.ndarray:
     if not window >= 1:
         raise ValueError(f"window must be >= 1, got {window!r}")
     lam = 1.0 - 1.0 / window
-    m, _ = scipy.signal.lfilter([1.0 - lam], [1.0, -lam], x, axis=0, zi=(lam * x[:1]))
+    m = filter_scan(lam * np.eye(x.shape[1]), (1.0 - lam) * x, x[0])  # m_t = lam m_{t-1} + (1 - lam) x_t from x_0
     return x - np.vstack([x[:1], m[:-1]])
 
 
@@ -262,8 +262,7 @@ def with_siv_tests(gc: GCResult, xs: Sequence[np.ndarray]) -> GCResult:
     off = ~np.eye(M, dtype=bool)
     pvalue = np.where(off, 10.0**result.log10_pvalue, np.nan)
     edges = np.zeros((M, M), dtype=bool)
-    reject, *_ = multipletests(pvalue[off], alpha=gc.alpha, method="fdr_bh")
-    edges[off] = reject
+    edges[off] = benjamini_hochberg(pvalue[off], alpha=gc.alpha)
     return gc._replace(
         gc=result.statistic / result.n_obs, statistic=result.statistic, dof=result.dof, pvalue=pvalue,
         log10_pvalue=result.log10_pvalue, edges=edges, test="siv",

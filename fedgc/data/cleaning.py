@@ -21,38 +21,16 @@ them would shift this client's time axis against the other clients'.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
 
+from fedgc.data.column_policy import ColumnPolicy
 from fedgc.errors import DataError, FedGCWarning
 
-CONSTANT_POLICIES = ("drop", "error")
-HELD_POLICIES = ("missing", "keep")
 # A held column: at least this many new values, period >= 2, and this share of them on the grid.
 HELD_MIN_SAMPLES = 4
 HELD_ON_GRID = 0.9
-
-
-@dataclass(frozen=True)
-class ColumnPolicy:
-    """constant_columns: 'drop' | 'error';  held_values: 'missing' | 'keep';
-    max_missing: largest tolerated fraction of missing values in a column, in [0, 1)."""
-
-    constant_columns: str = "drop"
-    held_values: str = "missing"
-    max_missing: float = 0.5
-    clean: bool = True  # False: every column and value as it is (a private run's data decide nothing)
-
-    def __post_init__(self) -> None:
-        if self.constant_columns not in CONSTANT_POLICIES:
-            raise ValueError(f"constant_columns must be 'drop' or 'error', got {self.constant_columns!r}")
-        if self.held_values not in HELD_POLICIES:
-            raise ValueError(f"held_values must be 'missing' or 'keep', got {self.held_values!r}")
-        m = self.max_missing
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1:
-            raise ValueError(f"max_missing must be a fraction in [0, 1), got {m!r}")
 
 
 class HeldColumn(NamedTuple):
@@ -111,6 +89,21 @@ def detect_held(x: np.ndarray) -> tuple[int, int] | None:
     return period, phase
 
 
+def _maybe_held(values: np.ndarray) -> np.ndarray:
+    """Per column, False where detect_held surely finds nothing: a complete column whose new values
+    (those that differ from the previous row) follow each other at a gap of 1 at least as often as at
+    any other gap, so the most common gap is 1. One vectorised pass over the rows instead of a strided
+    pass per column; columns with missing values go through detect_held."""
+    if values.shape[0] < 2:
+        return np.ones(values.shape[1], dtype=bool)
+    changed = values[1:] != values[:-1]  # row t + 1 holds a new value (NaN != NaN: decided below)
+    n_new = 1 + changed.sum(axis=0)
+    gap_one = changed[0].astype(np.int64) + (changed[:-1] & changed[1:]).sum(axis=0)  # new rows t, t + 1
+    del changed
+    complete = ~np.isnan(values).any(axis=0)
+    return ~(complete & (2 * gap_one >= n_new - 1))
+
+
 def apply_policies(
     values: np.ndarray,
     columns: tuple[str, ...],
@@ -160,8 +153,9 @@ def apply_policies(
     n_missing = int(np.isnan(values).sum())
 
     held = []
+    maybe_held = _maybe_held(values)
     for j, name in enumerate(columns):
-        found = detect_held(values[:, j])
+        found = detect_held(values[:, j]) if maybe_held[j] else None
         if found is None:
             continue
         period, phase = found

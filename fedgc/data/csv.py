@@ -33,18 +33,20 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import io
+import importlib
 import itertools
 import os
 import re
 import warnings
 from pathlib import Path
+from collections.abc import Iterator
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from fedgc.data.cleaning import Cleaning, ColumnPolicy, apply_policies
 from fedgc.errors import DataError, FedGCWarning
+from fedgc.files import replacing
 
 __all__ = ["ClientTable", "read_client_csv", "write_client_csv"]
 
@@ -112,7 +114,7 @@ def read_client_csv(
     del raw
     values, columns, line_nos, ts_index = parsed.values, parsed.columns, parsed.line_nos, parsed.ts_index
     if policy.clean:  # standardisation from the data needs finite variances; a given model brings its own
-        _check_magnitude(values, columns, fail)
+        _check_magnitude(values, columns, line_nos, fail)
 
     timestamps, rows_sorted = None, False
     if ts_index is not None:
@@ -134,6 +136,9 @@ def read_client_csv(
 
 # Reading through pandas' C parser (`_parse_fast`) first; False: the Python parser only (benchmarks, tests).
 FAST_PATH = True
+# The fast path's reader imports pandas: it is looked up by name when a plain file is parsed, so a run that
+# reads no CSV file (a config check, a synthetic or TEP run) never loads pandas.
+FAST_PARSER = "fedgc.data.csv_fast"
 
 
 class _Parsed(NamedTuple):
@@ -242,7 +247,6 @@ _NA_SPELLINGS = sorted(
 _WS_TABLE = np.zeros(256, dtype=bool)
 _WS_TABLE[[ord(c) for c in " \t\r\n"]] = True
 _COUNT_BLOCK = 1 << 23  # bytes per block when counting cells per line (bounds the temporaries)
-_READ_CHUNK_ROWS = 1 << 16  # rows per pandas chunk (bounds pandas' own buffers)
 
 
 def _parse_fast(raw: bytes, *, timestamp_column, min_rows: int, delimiter, fail) -> _Parsed | None:
@@ -267,14 +271,10 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
     if end == start:
         return None
     data = np.frombuffer(raw, dtype=np.uint8, count=end - start, offset=start)
-    starts = np.flatnonzero(data == 10) + 1  # every line but the first starts after a LF
-    starts = np.concatenate([[0], starts])
+    starts = _line_starts(data)
     lengths = np.diff(np.append(starts, data.size))
     if lengths.max() > csv.field_size_limit():
         return None  # csv.reader refuses such a field
-    inked = ~np.isin(data, np.frombuffer(b" \t\r\n", dtype=np.uint8))
-    if (np.add.reduceat(inked, starts) == 0).any():
-        return None  # a line of blanks and tabs only: the Python parser leaves it out, pandas would not
 
     def line(i: int) -> str:
         return raw[start + starts[i] : start + starts[i] + lengths[i]].decode("ascii").rstrip("\r\n")
@@ -293,70 +293,35 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
         _check_names(header, fail)
     if not (_cells_per_line(data, starts, sep) == n_fields).all():
         return None  # a ragged row or a blank line
+    if sep == "\t" and _has_blank_line(data, starts):
+        # A line of blanks and tabs only: the Python parser leaves it out, pandas would read a row. With
+        # any other delimiter such a line has 1 cell (0 for whitespace), which the count above refuses.
+        return None
     second = _split([line(1 if header is not None else 0)], sep, [1], fail)
     ts_index = _timestamp_index(timestamp_column, header, second, n_fields, fail)
     sensor_fields, columns = _columns(header, ts_index, n_fields, fail)
     del data
-
-    import pandas as pd
-
-    values = np.empty((n_data, len(sensor_fields)))
-    ts_cells: list[str] | None = None
-    # pandas infers the sensor columns' types (faster than asking for float64); a column it reads as
-    # anything but float64 (integers: "-0" would lose its sign; booleans) sends the whole file through
-    # again with float64 asked for, which then either converts every cell like float() or fails.
-    for explicit in (False, True):
-        options = dict(
-            sep=r"\s+" if sep == _WHITESPACE else sep, header=None, names=list(range(n_fields)),
-            skiprows=1 if header is not None else 0, index_col=False, engine="c", quoting=csv.QUOTE_NONE,
-            dtype={j: (object if j == ts_index else np.float64) for j in range(n_fields) if explicit or j == ts_index},
-            na_values={j: _NA_SPELLINGS for j in sensor_fields}, keep_default_na=False,
-            skipinitialspace=sep != _WHITESPACE, skip_blank_lines=True, chunksize=_READ_CHUNK_ROWS,
-            encoding="utf-8", **_pandas_float_options(pd),
-        )  # fmt: skip
-        row = _read_chunks(pd.read_csv(io.BytesIO(raw), **options), values, sensor_fields, ts_index, n_fields)
-        if row is not None:
-            break
-    if row is None:
+    read = importlib.import_module(FAST_PARSER).read_values(
+        raw, sep=None if sep == _WHITESPACE else sep, skip_header=header is not None, n_fields=n_fields,
+        ts_index=ts_index, sensor_fields=sensor_fields, n_rows=n_data, na_values=_NA_SPELLINGS,
+    )  # fmt: skip
+    if read is None:
         return None
-    if ts_index is not None:
-        ts_cells = row[1]
-        row = row[0]
-    if row != n_data or np.isinf(values).any():
+    values, ts_cells = read
+    if np.isinf(values).any():
         return None  # the Python parser names the infinite cell
     first_row = 2 if header is not None else 1
     line_nos = range(first_row, first_row + n_data)
     return _Parsed(header, ts_index, sensor_fields, columns, line_nos, values, ts_cells)
 
 
-def _read_chunks(reader, values: np.ndarray, sensor_fields: list[int], ts_index: int | None, n_fields: int):
-    """Fill `values` from a pandas chunk reader: the rows read (with the stripped timestamp cells, as
-    (rows, cells), when there is a timestamp column), or None if a sensor column did not come back as
-    float64, a timestamp cell is not a string, or there are more rows than lines."""
-    row, cells = 0, []
-    with reader:
-        for chunk in reader:
-            n = len(chunk)
-            if chunk.shape[1] != n_fields or row + n > values.shape[0]:
-                return None
-            for k, j in enumerate(sensor_fields):
-                column = chunk[j].to_numpy()
-                if column.dtype != np.float64:
-                    return None
-                values[row : row + n, k] = column
-            if ts_index is not None:
-                stamps = chunk[ts_index].tolist()
-                if not all(type(c) is str for c in stamps):
-                    return None
-                cells.extend(c.strip() for c in stamps)
-            row += n
-    return row if ts_index is None else (row, cells)
-
-
-def _pandas_float_options(pd) -> dict:
-    """pandas 3 parses floats correctly rounded by default (and deprecates float_precision); before 3 only
-    float_precision='round_trip' (Python's own strtod) gives the exact float() of every cell."""
-    return {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+def _line_starts(data: np.ndarray) -> np.ndarray:
+    """Offsets of every line in `data`: 0 and every byte after a LF, found in blocks of _COUNT_BLOCK bytes
+    (no file-sized temporary)."""
+    parts = [np.zeros(1, dtype=np.int64)]
+    for a in range(0, data.size, _COUNT_BLOCK):
+        parts.append(np.flatnonzero(data[a : a + _COUNT_BLOCK] == 10) + (a + 1))
+    return np.concatenate(parts)
 
 
 def _cells_per_line(data: np.ndarray, starts: np.ndarray, sep: str) -> np.ndarray:
@@ -365,10 +330,7 @@ def _cells_per_line(data: np.ndarray, starts: np.ndarray, sep: str) -> np.ndarra
     line). Counted in blocks of whole lines, so the temporaries stay small whatever the file's size."""
     out = np.empty(starts.size, dtype=np.int64)
     bounds = np.append(starts, data.size)
-    i = 0
-    while i < starts.size:
-        j = int(np.searchsorted(bounds, bounds[i] + _COUNT_BLOCK, side="right")) - 1
-        j = min(max(j, i + 1), starts.size)
+    for i, j in _line_blocks(bounds):
         a, b = int(bounds[i]), int(bounds[j])
         block = data[a:b]
         if sep == _WHITESPACE:
@@ -379,8 +341,30 @@ def _cells_per_line(data: np.ndarray, starts: np.ndarray, sep: str) -> np.ndarra
         else:
             marks = block == ord(sep)
         out[i:j] = np.diff(np.searchsorted(np.flatnonzero(marks), bounds[i : j + 1] - a))
-        i = j
     return out if sep == _WHITESPACE else out + 1
+
+
+def _line_blocks(bounds: np.ndarray) -> Iterator[tuple[int, int]]:
+    """(i, j): runs of whole lines i..j-1 (line k spans bytes bounds[k]..bounds[k+1]) of about
+    _COUNT_BLOCK bytes each, at least one line, covering every line in order."""
+    n, i = bounds.size - 1, 0
+    while i < n:
+        j = int(np.searchsorted(bounds, bounds[i] + _COUNT_BLOCK, side="right")) - 1
+        j = min(max(j, i + 1), n)
+        yield i, j
+        i = j
+
+
+def _has_blank_line(data: np.ndarray, starts: np.ndarray) -> bool:
+    """Whether a line of `data` (lines beginning at `starts`) holds only blanks, tabs and CRs: its
+    whitespace bytes (its LF included) are all its bytes. Counted in blocks like `_cells_per_line`."""
+    bounds = np.append(starts, data.size)
+    for i, j in _line_blocks(bounds):
+        a, b = int(bounds[i]), int(bounds[j])
+        ws = np.flatnonzero(_WS_TABLE[data[a:b]])
+        if (np.diff(np.searchsorted(ws, bounds[i : j + 1] - a)) == np.diff(bounds[i : j + 1])).any():
+            return True
+    return False
 
 
 def _choose_delimiter(lines: list[str], delimiter: str | None, fail) -> str:
@@ -504,19 +488,40 @@ def _parse_values(rows: list[list[str]], fields, line_nos, label, fail) -> np.nd
     raise fail(f"row {line_nos[i]}, {label(fields[k])}: {problem}{more}")
 
 
-def _check_magnitude(values: np.ndarray, columns: Sequence[str], fail) -> None:
-    """A column's sum of squares must fit in float64, else its variance (standardisation) overflows."""
+_MAGNITUDE_BLOCK_ROWS = 8192  # rows per block when scanning for magnitudes
+GLITCH_SHARE = 0.01  # values too large to standardise in at most this share of a column's rows: glitches
+
+
+def _check_magnitude(values: np.ndarray, columns: Sequence[str], line_nos: Sequence[int], fail) -> None:
+    """A column's sum of squares must fit in float64, else its variance (standardisation) overflows. A few
+    such values among ordinary ones are glitches (a logger's overflow, a sentinel): the error names the
+    first one's row; a column of them is in the wrong units."""
     T = max(values.shape[0], 1)
     limit = np.sqrt(np.finfo(np.float64).max / T)
-    # column by column: no (T, P) temporaries; fmax skips NaN (values hold no infinities here)
-    peak = np.array([np.fmax.reduce(np.abs(values[:, k]), initial=0.0) for k in range(values.shape[1])])
+    # blocks of rows: no (T, P) temporaries; fmax skips NaN (values hold no infinities here)
+    peak = np.zeros(values.shape[1])
+    for a in range(0, values.shape[0], _MAGNITUDE_BLOCK_ROWS):
+        np.fmax(peak, np.fmax.reduce(np.abs(values[a : a + _MAGNITUDE_BLOCK_ROWS]), axis=0, initial=0.0), out=peak)
     huge = np.flatnonzero(peak > limit)
-    if huge.size:
-        k = huge[0]
+    if not huge.size:
+        return
+    k = int(huge[0])
+    column = np.abs(values[:, k])
+    over = np.flatnonzero(column > limit)
+    ordinary = column[np.isfinite(column) & (column <= limit)]
+    if ordinary.size and over.size <= max(1, GLITCH_SHARE * T):
+        i = int(over[0])
+        more = f" ({over.size - 1} more such value(s) in the column)" if over.size > 1 else ""
         raise fail(
-            f"column {columns[k]!r} holds values up to {peak[k]:.3g} in magnitude; over {T} rows their "
-            f"variance overflows float64 (keep |x| below {limit:.3g}: rescale the column)"
+            f"row {line_nos[i]}, column {columns[k]!r}: value {values[i, k]:.3g} is far outside the column's other "
+            f"values (median magnitude {float(np.median(ordinary)):.3g}){more}; it looks like a glitch (a logger "
+            "overflow or a sentinel value): empty that cell (a missing measurement, which the filter skips) or "
+            "correct it, then run again"
         )
+    raise fail(
+        f"column {columns[k]!r} holds values up to {peak[k]:.3g} in magnitude; over {T} rows their "
+        f"variance overflows float64 (keep |x| below {limit:.3g}: rescale the column)"
+    )
 
 
 def _cell_problem(cell: str) -> str | None:
@@ -639,7 +644,7 @@ def write_client_csv(
         names = ["timestamp", *names]
         rows = [[t, *row] for t, row in zip(ts_text, rows)]
 
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with replacing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         if write_header:
             writer.writerow(names)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgc.errors import FedGCError
-from fedgc.files import file_digest
+from fedgc.files import file_digest, replacing
 from fedgc.privacy.accounting import PrivacyAccountant
 from fedgc.privacy.budget import PrivacyPlan
 
@@ -124,7 +124,6 @@ class Ledger:
 
     def _write(self) -> None:
         text = json.dumps({"format": FORMAT, "version": VERSION, "files": self.book}, indent=1)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        with replacing(self.path) as tmp:
+            tmp.write_text(text)
+            os.chmod(tmp, 0o600)

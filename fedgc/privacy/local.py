@@ -41,7 +41,7 @@ from typing import Literal
 
 import numpy as np
 import scipy.linalg
-import scipy.stats
+import scipy.special
 
 from fedgc.core.kalman import information_matrix, solve_noise, steady_state
 from fedgc.core.local_model import LocalModel, validate
@@ -160,7 +160,8 @@ def auto_clip(model: LocalModel, clip_space: ClipSpace, *, quantile: float = 0.9
         cov = C @ Sigma_h @ C.T + R
     lam = np.clip(np.linalg.eigvalsh(0.5 * (cov + cov.T)), 0.0, None)
     scale, dof = float((lam**2).sum() / lam.sum()), float(lam.sum() ** 2 / (lam**2).sum())
-    return float(np.sqrt(scale * scipy.stats.chi2.ppf(quantile, dof)))
+    chi2_quantile = 2.0 * scipy.special.gammaincinv(dof / 2.0, quantile)  # scipy.stats.chi2.ppf's own formula
+    return float(np.sqrt(scale * chi2_quantile))
 
 
 def privatise_window(model: LocalModel, raw: np.ndarray, settings: ClientPrivacy, *, client: str) -> PrivateWindow:

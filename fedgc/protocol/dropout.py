@@ -22,10 +22,10 @@ import numpy as np
 from fedgc.errors import FedGCError
 from fedgc.core.granger import GCResult
 from fedgc.core.regression import Blocks
+from fedgc.protocol.settings import ON_DROPOUT
 from fedgc.protocol.state import Dropout
 
 log = logging.getLogger("fedgc")
-POLICIES = ("stop", "continue")
 
 
 class ClientDropoutError(FedGCError):
@@ -44,8 +44,8 @@ def apply_policy(
     policy: str, failed: Sequence[Dropout], active: Sequence[bool], names: Sequence[str], completed_round: int
 ) -> tuple[bool, ...]:
     """The active mask after `failed` clients dropped in one exchange, or ClientDropoutError."""
-    if policy not in POLICIES:
-        raise FedGCError(f"server.on_dropout must be one of {POLICIES}, got {policy!r}")
+    if policy not in ON_DROPOUT:
+        raise FedGCError(f"server.on_dropout must be one of {ON_DROPOUT}, got {policy!r}")
     rnd = failed[0].round
     who = ", ".join(f"'{d.client}'" for d in failed)
     if policy == "stop":

@@ -3,8 +3,10 @@
 An exchange sends every active client its augmentation s_{1:T}^m (zeros before any states are
 known), validates every reply (fedgc.protocol.validation) and applies the dropout policy
 (fedgc.protocol.dropout). An update regresses on the replies (plus the forgotten memory of earlier
-windows, in streaming mode) and moves A_s by the configured rule (fedgc.protocol.rules). The loop
-alternates them until the relative change of A_s is below tol or max_rounds updates are done:
+windows, in streaming mode) and moves A_s by the configured rule (fedgc.protocol.rules), or, with
+server.acceleration, to the fixed point it predicts from the clients' identified response
+(fedgc.protocol.acceleration). The loop alternates them until the relative change of A_s is below tol
+or max_rounds updates are done:
 
     exchange 0 (zeros) [, exchange with the warm-start A_s] -> update 1 -> exchange 1 -> update 2 -> ...
 
@@ -20,7 +22,8 @@ takes SIV when every client sent one (the app asks clients for them when the run
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -28,9 +31,11 @@ import numpy as np
 from fedgc.core.forgetting import ForgottenStats
 from fedgc.core.granger import GCResult, granger_tests
 from fedgc.core.regression import Blocks, RegressionStats, augmentations, next_relaxation, regression_stats, relative_change
+from fedgc.core.response import BaseRound
 from fedgc.core.siv import with_siv_tests
-from fedgc.errors import FedGCError
+from fedgc.errors import FedGCError, FedGCWarning
 from fedgc.privacy.server import ServerPrivacy, debias_stats, privatise_augmentations, shrink_blocks
+from fedgc.protocol.acceleration import Prediction, SecantMemory, Snapshot, predict
 from fedgc.protocol.dropout import apply_policy, embed, embed_gc, state_indices
 from fedgc.protocol.messages import ClientFailure, ClientInfo, ClientReply, RequestKind
 from fedgc.protocol.rules import UpdateRule, rule_named
@@ -40,6 +45,7 @@ from fedgc.protocol.transport import Transport, common_length
 from fedgc.protocol.validation import InvalidMessage, ReplySpec, validate_reply
 
 log = logging.getLogger("fedgc")
+SAMPLES_PER_PARAMETER = 10  # fewer regression samples per coefficient of an equation: a warning
 
 
 @dataclass
@@ -94,7 +100,7 @@ class Rounds:
     privacy: ServerPrivacy | None = None
     on_round: Callable[[RoundRecord], None] | None = None
     stop_when: Callable[[np.ndarray], bool] | None = None
-    snapshots: list[np.ndarray] | None = None
+    snapshots: list[np.ndarray | None] | None = None
     rule: UpdateRule = field(init=False)
 
     def __post_init__(self) -> None:
@@ -122,8 +128,11 @@ class Rounds:
             return clean
         return privatise_augmentations(clean, A, blocks, [st.noise[m] for m in members], self.privacy)
 
-    def exchange(self, st: ProtocolState, span: Span, kind: RequestKind) -> tuple[ProtocolState, dict[int, ClientReply]]:
-        """Send exchange st.exchanges, validate every reply, apply the dropout policy."""
+    def exchange(
+        self, st: ProtocolState, span: Span, kind: RequestKind
+    ) -> tuple[ProtocolState, dict[int, ClientReply], list[np.ndarray | None]]:
+        """Send exchange st.exchanges, validate every reply, apply the dropout policy. Returns the state, the
+        valid replies and the augmentations sent (per client, None for those not asked)."""
         e, members = st.exchanges, st.active_indices
         augs: list[np.ndarray | None] = [None] * len(self.names)
         for m, a in zip(members, self.send(st, span)):
@@ -157,7 +166,7 @@ class Rounds:
             information=tuple(good[m].information if m in good else None for m in every),
             noise=tuple(good[m].noise if m in good else None for m in every),
         )
-        return st, good
+        return st, good, augs
 
     def statistics(self, st: ProtocolState, replies: dict[int, ClientReply], blocks: Blocks, span: Span) -> RegressionStats:
         """The regression sums of this window's replies (privacy noise removed when asked)."""
@@ -166,23 +175,62 @@ class Rounds:
             [replies[m].states for m in members], [replies[m].required("pseudo_obs") for m in members],
             burn_in=span.burn_in, h0=self._h0(span, members),
         )  # fmt: skip
+        return self.debiased(stats, [replies[m] for m in members], blocks)
+
+    def debiased(self, stats: RegressionStats, ordered: Sequence[ClientReply], blocks: Blocks) -> RegressionStats:
         if self.privacy is not None and self.privacy.debias:
-            stats = debias_stats(stats, [replies[m].noise for m in members], blocks)
+            return debias_stats(stats, [r.noise for r in ordered], blocks)
         return stats
 
-    def update(
-        self, st: ProtocolState, replies: dict[int, ClientReply], span: Span, limits: Limits
-    ) -> ProtocolState:
-        """One server update of A_s from the replies of the last exchange."""
-        members, blocks, A_old = self.layout(st)
-        ordered = [replies[m] for m in members]
-        stats = None if self.rule.final_exchange else self.statistics(st, replies, blocks, span)
+    @property
+    def accelerated(self) -> bool:
+        """server.acceleration applies: the rule solves least squares on pseudo-observations and the
+        augmentations carry no noise (fedgc.protocol.acceleration)."""
+        noisy = self.privacy is not None and self.privacy.noise_multiplier > 0
+        return self.config.acceleration == "secant" and self.rule.request == "newton" and not noisy
+
+    def image(
+        self, st: ProtocolState, replies: dict[int, ClientReply], span: Span, A_old: np.ndarray, blocks: Blocks,
+        stats: RegressionStats | None = None,
+    ) -> tuple[np.ndarray, RegressionStats | None]:
+        """The rule's next A_s from these replies and the window's statistics (those of the replies unless
+        given; none when the rule does not use them); returns it with the statistics."""
+        ordered = [replies[m] for m in st.active_indices]
+        if stats is None and not self.rule.final_exchange:
+            stats = self.statistics(st, replies, blocks, span)
         if stats is None or span.past is None:
             fit_stats = stats
         else:  # streaming: this window's sums plus the forgotten memory of the active clients
-            fit_stats = span.past.restricted(state_indices(self.full, members)).plus(stats).for_fit()
+            fit_stats = span.past.restricted(state_indices(self.full, st.active_indices)).plus(stats).for_fit()
+        A_new = self.rule.update(A_old, ordered, fit_stats, blocks, self.config)
+        if self.privacy is not None and self.privacy.shrink and fit_stats is not None:
+            informations = [r.required("information") for r in ordered]
+            A_new = shrink_blocks(A_new, fit_stats, informations, blocks, diagonal=self.config.diagonal)
+        return A_new, stats
+
+    def observe(
+        self, st: ProtocolState, replies: dict[int, ClientReply], sent: Sequence[np.ndarray | None]
+    ) -> ProtocolState:
+        """Show the accelerator an exchange's replies (no-op without acceleration)."""
+        if not self.accelerated:
+            return st
+        memory = st.secant if st.secant is not None else SecantMemory.start(len(self.names))
+        snapshots = {}
+        for m, r in replies.items():
+            aug = sent[m]
+            assert aug is not None  # a client that replied was sent an augmentation
+            snapshots[m] = Snapshot(r.states, r.required("pseudo_obs"), aug)
+        return st.evolve(secant=memory.observed(snapshots))
+
+    def update(
+        self, st: ProtocolState, replies: dict[int, ClientReply], span: Span, limits: Limits,
+        sent: Sequence[np.ndarray | None] = (),
+    ) -> ProtocolState:  # fmt: skip
+        """One server update of A_s from the replies of the last exchange (sent: its augmentations)."""
+        members, blocks, A_old = self.layout(st)
+        ordered = [replies[m] for m in members]
         try:
-            A_new = self.rule.update(A_old, ordered, fit_stats, blocks, self.config)
+            A_new, stats = self.image(st, replies, span, A_old, blocks)
         except np.linalg.LinAlgError as exc:
             losses = ", ".join(f"{h.loss:.3g}" for h in st.history[-4:])
             raise FedGCError(
@@ -190,26 +238,58 @@ class Rounds:
                 f"definite); the augmented filters have most likely diverged (last losses: {losses or 'n/a'}). The "
                 "local models may be too poor for the fixed-point rounds: try server.max_rounds: 1 or the gd rule"
             ) from exc
-        if self.privacy is not None and self.privacy.shrink and fit_stats is not None:
-            informations = [r.required("information") for r in ordered]
-            A_new = shrink_blocks(A_new, fit_stats, informations, blocks, diagonal=self.config.diagonal)
         change = relative_change(A_new, A_old)
         record = RoundRecord(st.round + 1, float(sum(r.loss for r in ordered)), change)
         history = st.history + (record,)
         if self.on_round is not None:
             self.on_round(record)
+        previous_change = history[-2].change if len(history) > 1 else np.inf
+        st = self.observe(st, replies, sent)
+        predicted = st.secant is not None and st.secant.predicted  # this round answered a prediction
         omega = st.omega
-        if self.rule.relaxed:
-            omega = next_relaxation(omega, change, history[-2].change if len(history) > 1 else np.inf)
+        if self.rule.relaxed and not predicted:  # a failed prediction is no oscillation of the plain map
+            omega = next_relaxation(omega, change, previous_change)
         A_full = embed(A_old + omega * (A_new - A_old) if omega < 1.0 else A_new, self.full, members)
         converged = change < limits.tol
         stopped = self.stop_when is not None and self.stop_when(A_full)
+        finished = converged or stopped or record.round == limits.max_rounds
+        states, secant = st.states, None if st.secant is None else st.secant.judged(change, previous_change)
+        if secant is not None and secant.status == "ready" and not finished:
+            step = self.prediction(st, secant, replies, sent, span, A_new, limits.tol)
+            if step is None or not step.converged:  # the models do not describe these clients well enough
+                secant = secant.off()
+            else:
+                A_full, secant = embed(step.A_s, self.full, members), replace(secant, predicted=True)
+                states = tuple(step.states[members.index(m)] if m in members else None for m in range(len(self.names)))
         return st.evolve(
-            round=record.round, A_s=A_full, omega=omega, history=history, stats=stats,
-            finished=converged or stopped or record.round == limits.max_rounds, converged=converged,
+            round=record.round, A_s=A_full, omega=omega, history=history, stats=stats, states=states,
+            finished=finished, converged=converged, secant=secant,
             server_rng=None if self.privacy is None else dict(self.privacy.rng.bit_generator.state),
             noise_std=() if self.privacy is None else tuple(float(x) for x in self.privacy.noise_std),
         )  # fmt: skip
+
+    def prediction(
+        self, st: ProtocolState, secant: SecantMemory, replies: dict[int, ClientReply],
+        sent: Sequence[np.ndarray | None], span: Span, A_new: np.ndarray, tol: float,
+    ) -> Prediction | None:  # fmt: skip
+        """The accelerated step about this round (fedgc.protocol.acceleration.predict), solved to a fraction
+        of tol; None when that solve fails."""
+        members, blocks, _ = self.layout(st)
+        models, augs = [], []
+        for m in members:
+            model, aug = secant.models[m], sent[m] if m < len(sent) else None
+            if model is None or aug is None:
+                return None
+            models.append(model)
+            augs.append(aug)
+        ordered = [replies[m] for m in members]
+        h0 = self._h0(span, members) or [np.zeros(d) for d in blocks.dims]
+        base = BaseRound([r.states for r in ordered], [r.required("pseudo_obs") for r in ordered], augs, h0)
+
+        def image(sums: RegressionStats, A: np.ndarray) -> np.ndarray:
+            return self.image(st, replies, span, A, blocks, stats=self.debiased(sums, ordered, blocks))[0]
+
+        return predict(models, base, blocks, image, A_new, burn_in=span.burn_in, tol=tol)
 
     def fit(
         self, st: ProtocolState, span: Span, limits: Limits, *,
@@ -220,12 +300,14 @@ class Rounds:
         zero augmentation (the window's own states), then A_s's augmentations, before the first update."""
         replies: dict[int, ClientReply] = {}
         warm = st.round == 0 and bool(np.any(np.nan_to_num(st.A_s)))
+        keep = self.accelerated  # the augmentations sent are only kept for the accelerator
         while not st.finished:
-            st, replies = self.exchange(st, span, self.rule.request)
+            st, replies, sent = self.exchange(st, span, self.rule.request)
             if warm:
-                st, replies = self.exchange(st, span, self.rule.request)
+                st = self.observe(st, replies, sent)
+                st, replies, sent = self.exchange(st, span, self.rule.request)
                 warm = False
-            st = self.update(st, replies, span, limits)
+            st = self.update(st, replies, span, limits, sent if keep else ())
             if on_checkpoint is not None:
                 on_checkpoint(st)
         return st, replies
@@ -237,7 +319,7 @@ class Rounds:
             if st.stats is None:
                 raise FedGCError("the run ended before any server update; nothing to test")
             return st, st.stats
-        st, replies = self.exchange(st, span, "stats")
+        st, replies, _ = self.exchange(st, span, "stats")
         return st, self.statistics(st, replies, self.layout(st)[1], span)
 
     def tests(self, st: ProtocolState, stats: RegressionStats) -> GCResult:
@@ -247,8 +329,12 @@ class Rounds:
             stats, A_s, [self.names[m] for m in members], blocks, diagonal=self.config.diagonal, alpha=self.config.alpha
         )
         if self.snapshots is not None and len(members) >= 2:
+            series = [self.snapshots[m] for m in members]
+            missing = [self.names[m] for m, x in zip(members, series) if x is None]
+            if missing:
+                raise FedGCError(f"client(s) {missing} sent no snapshot series, which the SIV test (server.test: siv) needs")
             try:
-                gc = with_siv_tests(gc, [self.snapshots[m] for m in members])
+                gc = with_siv_tests(gc, [x for x in series if x is not None])
             except ValueError as exc:
                 if self.config.test == "siv":
                     raise FedGCError(f"the SIV test cannot run on the clients' snapshot series: {exc}") from exc
@@ -278,6 +364,7 @@ def run_protocol(
     names = [c.name for c in infos]
     full = Blocks.of([c.state_dim for c in infos])
     span = Span(common_length(infos, "windows"), config.burn_in)
+    warn_small_sample(full.dims, span, config.diagonal)
     snapshots = snapshot_series(infos, config.test, span.n_steps)
     if snapshots is not None and privacy is not None:
         raise FedGCError("the SIV test's snapshot series are not an accounted release; a private run uses the LR test")
@@ -292,17 +379,19 @@ def run_protocol(
     )  # fmt: skip
 
 
-def snapshot_series(infos: Sequence[ClientInfo], test: str, n_steps: int) -> list[np.ndarray] | None:
+def snapshot_series(infos: Sequence[ClientInfo], test: str, n_steps: int) -> list[np.ndarray | None] | None:
     """The clients' snapshot series for the SIV test, checked ((T, r) float64, finite, r >= 1), or None for the
-    LR test: test 'lr', or 'auto' when a client sent none. FedGCError naming the client for a bad one, or a
-    missing one under 'siv'."""
+    LR test: test 'lr', or 'auto' when a client sent none. FedGCError naming the client for a bad one. Under
+    'siv' a client without one (a node that was dead when a run resumed) is None here; the test refuses it
+    only if it is still a member when the tests run (Rounds.tests)."""
     if test == "lr" or (test == "auto" and any(i.snapshot is None for i in infos)):
         return None
-    out = []
+    out: list[np.ndarray | None] = []
     for info in infos:
         x = info.snapshot
         if x is None:
-            raise FedGCError(f"client '{info.name}' sent no snapshot series, which the SIV test (server.test: siv) needs")
+            out.append(None)
+            continue
         if not isinstance(x, np.ndarray) or x.dtype != np.float64 or x.ndim != 2 or x.shape[0] != n_steps or x.shape[1] < 1:
             raise FedGCError(f"client '{info.name}': the snapshot series must be a ({n_steps}, r >= 1) float64 array, got "
                              f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")  # fmt: skip
@@ -310,6 +399,24 @@ def snapshot_series(infos: Sequence[ClientInfo], test: str, n_steps: int) -> lis
             raise FedGCError(f"client '{info.name}': the snapshot series has non-finite values")
         out.append(x)
     return out
+
+
+def warn_small_sample(dims: Sequence[int], span: Span, diagonal: str) -> None:
+    """A FedGCWarning when the regression has fewer than SAMPLES_PER_PARAMETER samples per coefficient of
+    its largest equation (every client's states as regressors; a client's own ones too with diagonal
+    joint): its p-values, hence the edges, are then unreliable."""
+    samples = span.n_steps - span.burn_in
+    total = int(sum(dims))
+    coefficients = total - (min(dims) if diagonal == "fixed" and dims else 0)
+    if coefficients <= 0 or samples >= SAMPLES_PER_PARAMETER * coefficients:
+        return
+    warnings.warn(FedGCWarning(
+        f"few samples for the Granger regression: {samples} time steps (T = {span.n_steps}, burn-in "
+        f"{span.burn_in}) for {coefficients} coefficients per equation ({len(dims)} clients, {total} states in "
+        f"all), {samples / coefficients:.1f} samples per coefficient (under {SAMPLES_PER_PARAMETER}): the p-values "
+        f"and edges are unreliable; use a longer series (T >= {SAMPLES_PER_PARAMETER * coefficients + span.burn_in}) "
+        "or fewer states per client (state_dim)"
+    ), stacklevel=3)  # fmt: skip
 
 
 def _resume(state: ProtocolState, names: list[str], dims: tuple[int, ...], privacy: ServerPrivacy | None) -> ProtocolState:

@@ -51,13 +51,23 @@ class ClientReply(NamedTuple):
         return np.asarray(value)
 
 
+class ReleaseFigures(NamedTuple):
+    """What a private client reports of its one release (functions of its model and the privacy plan,
+    never of its data): the noise std s, the clip norm c and the release's signal-to-noise ratio."""
+
+    noise_std: float
+    clip: float
+    signal_to_noise: float
+
+
 class ClientInfo(NamedTuple):
-    """What a client says at setup. snapshot: (T, r) its snapshot series (fedgc.core.snapshots) when the run's
-    Granger test is SIV, else None."""
+    """What the server knows of a client after the setup. release: its privacy figures (private runs);
+    snapshot: (T, r) its snapshot series (fedgc.core.snapshots) when the run's Granger test is SIV, else None."""
 
     name: str
     state_dim: int
     n_steps: int
+    release: ReleaseFigures | None = None
     snapshot: np.ndarray | None = None
 
 

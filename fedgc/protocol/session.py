@@ -7,6 +7,7 @@ A StreamingSession moves over a long series window by window, its filter never r
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -16,21 +17,24 @@ from fedgc.core.window import ClientWindow, lagged, prediction_loss, prepare_win
 from fedgc.errors import ConfigError, DataError, FedGCError
 from fedgc.privacy.local import ClientPrivacy, privatise_window
 from fedgc.privacy.mechanism import ReleaseNoise
-from fedgc.protocol.messages import REPLY_FIELDS, ClientReply, RequestKind
+from fedgc.protocol.messages import REPLY_FIELDS, ClientReply, ReleaseFigures, RequestKind
 from fedgc.protocol.validation import validate_augmentation
 
 if TYPE_CHECKING:
     from fedgc.core.theta import ThetaFunction
 
 ThetaKind = Literal["linear", "mlp"]
+# The module of each form of f_theta (the `client.theta` setting). It needs torch, so it is looked up by name
+# when a client learns f_theta (learnable_theta), and a run that keeps f_theta the identity never imports torch.
+THETA_MODULES: dict[str, str] = {"linear": "fedgc.core.theta", "mlp": "fedgc.core.theta"}
 
 
 def learnable_theta(dim: int, kind: ThetaKind) -> ThetaFunction:
-    """f_theta for a client that learns it. torch is imported here, and only here on a client's
-    path, so runs that keep f_theta the identity never load it."""
-    from fedgc.core.theta import ThetaFunction
-
-    return ThetaFunction(dim, kind)
+    """f_theta of form `kind` for a client that learns it (its ThetaFunction, from THETA_MODULES)."""
+    if kind not in THETA_MODULES:
+        raise ConfigError(f"client.theta must be one of {tuple(THETA_MODULES)}, got {kind!r}")
+    theta_class: type[ThetaFunction] = importlib.import_module(THETA_MODULES[kind]).ThetaFunction
+    return theta_class(dim, kind)
 
 
 class ClientSession:
@@ -58,9 +62,7 @@ class ClientSession:
         self.snapshot = None if snapshot is None else np.ascontiguousarray(snapshot, dtype=np.float64)
         self.model = model
         self.noise: ReleaseNoise | None = None
-        self.privacy_noise_std = 0.0
-        self.privacy_clip = 0.0
-        self.privacy_snr = float("inf")
+        self.release: ReleaseFigures | None = None  # a private client's noise std, clip and signal-to-noise
         self.exact_window: ClientWindow | None
         if privacy is None:
             self.window = prepare_window(model, raw, name)
@@ -73,8 +75,8 @@ class ClientSession:
                     "data (its sensitivity bounds assume the steady-state gain): fill or drop those rows first"
                 )
             private = privatise_window(model, raw, privacy, client=name)
-            self.window, self.noise, self.privacy_noise_std = private.window, private.noise, private.noise_std
-            self.privacy_clip, self.privacy_snr = private.clip, private.signal_to_noise
+            self.window, self.noise = private.window, private.noise
+            self.release = ReleaseFigures(private.noise_std, private.clip, private.signal_to_noise)
             self.exact_window = None
         # theta is None while f_theta is the identity (not learned): no torch on the hot path.
         self.theta = learnable_theta(model.state_dim, theta_kind) if learn_theta else None

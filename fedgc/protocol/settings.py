@@ -1,4 +1,7 @@
-"""The protocol's settings: the server's rounds and tests, and streaming windows. Validated where built."""
+"""The protocol's settings: the server's rounds and tests, and streaming windows. Validated where built.
+
+Plain settings only (no numeric library): a run config is read and checked without loading the maths.
+The rules and dropout policies they name are implemented in fedgc.protocol.rules and fedgc.protocol.dropout."""
 
 from __future__ import annotations
 
@@ -6,11 +9,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fedgc.errors import ConfigError
-from fedgc.protocol.dropout import POLICIES
-from fedgc.protocol.rules import rule_named
 from fedgc.settings_config import SETTINGS_CONFIG
 
-GC_TESTS = ("auto", "lr", "siv")
+RULE_NAMES = ("newton", "gd")  # the update rules of fedgc.protocol.rules (its RULES), in that order
+ON_DROPOUT = ("stop", "continue")  # what a client without a valid reply does to the run (fedgc.protocol.dropout)
+ACCELERATIONS = ("secant", "none")  # server.acceleration (fedgc.protocol.acceleration)
+MESSAGE_FORMATS = ("arrays", "compact")  # how a Flower transport carries a packed buffer (fedgc.protocol.wire)
+GC_TESTS = ("auto", "lr", "siv")  # server.test: the Granger test of the p-values (fedgc.core.granger, fedgc.core.siv)
 
 
 @dataclass(frozen=True)
@@ -43,11 +48,19 @@ class ServerConfig:
     on_dropout: Literal["stop", "continue"] = "stop"
     """What a client without a valid reply does to the run: 'stop' (error, last round kept) or 'continue'
     (without it, its pairs unknown; fedgc.protocol.dropout)."""
+    acceleration: Literal["secant", "none"] = "secant"
+    """'secant': from the second round on, the server identifies each client's linear response to its
+    augmentation from two rounds of replies and sends the fixed point it predicts (3 rounds when the
+    response is exact, plain rounds again if a prediction fails; fedgc.protocol.acceleration); 'none': the
+    plain fixed-point rounds. Only the newton rule without augmentation noise is accelerated."""
 
     def __post_init__(self) -> None:
-        if self.on_dropout not in POLICIES:
-            raise ConfigError(f"server.on_dropout must be one of {POLICIES}, got {self.on_dropout!r}")
-        rule_named(self.rule)
+        if self.on_dropout not in ON_DROPOUT:
+            raise ConfigError(f"server.on_dropout must be one of {ON_DROPOUT}, got {self.on_dropout!r}")
+        if not (isinstance(self.rule, str) and self.rule in RULE_NAMES):
+            raise ConfigError(f"server.rule must be {' or '.join(map(repr, RULE_NAMES))}, got {self.rule!r}")
+        if self.acceleration not in ACCELERATIONS:
+            raise ConfigError(f"server.acceleration must be one of {ACCELERATIONS}, got {self.acceleration!r}")
         if self.diagonal not in ("fixed", "joint"):
             raise ConfigError(f"server.diagonal must be 'fixed' or 'joint', got {self.diagonal!r}")
         if not (isinstance(self.max_rounds, int) and self.max_rounds >= 1):

@@ -12,6 +12,9 @@ learned, their own theta):
     information, noise per client         J^m and privacy noise descriptions (the update needs them);
     stats                                 the last regression statistics (newton: the final GC tests);
     active, dropouts                      which clients are still in the run (server.on_dropout);
+    secant                                server.acceleration's memory (fedgc.protocol.acceleration): a
+                                          snapshot of the last round or the clients' response models;
+                                          after a predicted update, A_s and states are the prediction;
     server_rng, noise_std                 the server's privacy Generator state and the noise levels
                                           used so far (augmentation noise): restoring the Generator
                                           makes a re-sent augmentation bit-identical to the one the
@@ -25,8 +28,9 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from fedgc.privacy.mechanism import ReleaseNoise
 from fedgc.core.regression import RegressionStats
+from fedgc.privacy.mechanism import ReleaseNoise
+from fedgc.protocol.acceleration import SecantMemory
 
 
 class RoundRecord(NamedTuple):
@@ -50,7 +54,8 @@ class ProtocolState:
     A_s: (D, D), rows and columns of dropped clients NaN (unknown);  states/information/noise: per
     client, None for dropped clients (and states None before the opening exchange);  stats: over the
     active clients' stacked layout, None before round 1 or for the gd rule;  finished: the rounds are
-    over (converged, stopped, or max_rounds) and only the GC tests remain.
+    over (converged, stopped, or max_rounds) and only the GC tests remain;  secant: None unless
+    server.acceleration is on (and, within a fit, until its first exchange).
     """
 
     clients: tuple[str, ...]
@@ -68,6 +73,7 @@ class ProtocolState:
     stats: RegressionStats | None = None
     finished: bool = False
     converged: bool = False
+    secant: SecantMemory | None = None
     server_rng: dict[str, Any] | None = None
     noise_std: tuple[float, ...] = field(default_factory=tuple)
 

@@ -8,6 +8,7 @@ The Flower engines' transports live in server/ (clients/ and server/ are the onl
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -42,13 +43,20 @@ class StreamTransport(Transport, Protocol):
 class LocalTransport:
     """The `local` engine: direct calls into ClientSession objects in this process. A client that
     refuses a message (a FedGCError, e.g. an invalid augmentation) answers with a ClientFailure.
-    clients() reports each client's whole series (a StreamingSession's stream)."""
+    clients() reports each client's whole series (a StreamingSession's stream).
 
-    def __init__(self, sessions: Sequence[ClientSession]) -> None:
+    workers > 1: the clients of an exchange run on that many threads (their rounds are independent and
+    numpy releases the GIL in the array work, so on long windows the cores share it); the replies are
+    the same, in the same order."""
+
+    def __init__(self, sessions: Sequence[ClientSession], *, workers: int = 1) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
         self.sessions = list(sessions)
+        self.workers = workers
 
     def clients(self) -> list[ClientInfo]:
-        return [ClientInfo(s.name, s.state_dim, s.series_steps, s.snapshot) for s in self.sessions]
+        return [ClientInfo(s.name, s.state_dim, s.series_steps, s.release, s.snapshot) for s in self.sessions]
 
     def open_window(self, start: int, end: int) -> None:
         for s in self.sessions:
@@ -59,13 +67,17 @@ class LocalTransport:
     def exchange(
         self, augmentations: Sequence[np.ndarray | None], request: RequestKind, round_index: int | None = None
     ) -> list[Reply]:
-        out: list[Reply] = []
-        for s, a in zip(self.sessions, augmentations):
+
+        def answer(s: ClientSession, a: np.ndarray | None) -> Reply:
             try:
-                out.append(None if a is None else s.round(a, request, round_index))
+                return None if a is None else s.round(a, request, round_index)
             except FedGCError as exc:
-                out.append(ClientFailure(s.name, f"failed: {exc}"))
-        return out
+                return ClientFailure(s.name, f"failed: {exc}")
+
+        if self.workers == 1 or len(self.sessions) < 2:
+            return [answer(s, a) for s, a in zip(self.sessions, augmentations)]
+        with ThreadPoolExecutor(min(self.workers, len(self.sessions))) as pool:
+            return list(pool.map(answer, self.sessions, augmentations))
 
 
 def common_length(infos: Sequence[ClientInfo], what: str) -> int:

@@ -7,10 +7,13 @@ Flower and nothing is ever pickled. The same encoders define the communication a
 
 Messages of one run:
 
-    setup   server -> client  {"seed", "client_order", "learn_theta", "theta", "snapshots"?: "siv" | "auto"}
-            client -> server  {"name", "state_dim", "n_steps", "raw_data_bytes", "snapshot"?: (T, r)}
-                              (the snapshot series when the setup asks for it: the run's test is SIV;
-                               under "auto" a client whose data cannot give one sends none)
+    setup   server -> client  {"seed", "client_order", "learn_theta", "theta"}
+                              + private runs: {"privacy" (the privacy settings, JSON), "privacy_plan" (JSON), "run"}
+                              + SIV runs: {"snapshots": "siv" | "auto"}
+            client -> server  {"name", "state_dim", "n_steps", "raw_data_bytes"}
+                              + private runs: {"noise_std", "clip", "signal_to_noise"} (of the model, not the data)
+                              + SIV runs: {"snapshot": (T, r)} (the snapshot series when the setup asks for it;
+                                under "auto" a client whose data cannot give one sends none)
     round   server -> client  {"augmentation": (T, D_m), "request": "newton"|"gd"|"stats", "round"}
             client -> server  {"states": (T, D_m), "pseudo_obs"?: (T, D_m), "information"?: (D_m, D_m),
                                "gradient"?: (T, D_m), "loss", "client", "round"}   (absent keys: None in ClientReply)
@@ -25,11 +28,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import json
+
 import numpy as np
 
 from fedgc.errors import ConfigError, FedGCError
+from fedgc.privacy.budget import PrivacyPlan
 from fedgc.privacy.mechanism import ReleaseNoise
-from fedgc.protocol.messages import REQUEST_KINDS, ClientInfo, ClientReply, RequestKind
+from fedgc.protocol.messages import REQUEST_KINDS, ClientInfo, ClientReply, ReleaseFigures, RequestKind
+from fedgc.protocol.settings import MESSAGE_FORMATS
 
 Payload = dict[str, Any]
 _REPLY_ARRAYS = ("states", "pseudo_obs", "information", "gradient")
@@ -48,21 +55,33 @@ SNAPSHOT_REQUESTS = ("", "auto", "siv")
 @dataclass(frozen=True)
 class SetupRequest:
     """What every client needs from the run before it builds its session. client_order: the
-    configured client names in order (a client's identification seed is seed + its index there)."""
+    configured client names in order (a client's identification seed is seed + its index there).
+    A private run adds privacy: its privacy settings as JSON text (fedgc.app.config.to_plain of the
+    `privacy:` section; the client parses them), plan: the noise multiplier and releases solved before
+    any data was touched, and run: the run's id (its config fingerprint), under which the client's ledger
+    keeps the noise seed of this run's release."""
 
     seed: int = 0
     client_order: tuple[str, ...] = ()
     learn_theta: bool = False
     theta: str = "linear"
+    privacy: str = ""
+    plan: PrivacyPlan | None = None
+    run: str = ""
     snapshots: str = ""  # send the snapshot series (fedgc.core.snapshots): "" no, "siv" yes, "auto" if it can
 
     def __post_init__(self) -> None:
+        if bool(self.privacy) != (self.plan is not None):
+            raise MessageError("setup request: a private run sends both its privacy settings and its plan")
         if self.snapshots not in SNAPSHOT_REQUESTS:
             raise MessageError(f"setup request: snapshots must be one of {SNAPSHOT_REQUESTS}, got {self.snapshots!r}")
 
+    def index_of(self, name: str, fallback_index: int) -> int:
+        """The client's position in the configured order (fallback_index when it is not listed)."""
+        return self.client_order.index(name) if name in self.client_order else int(fallback_index)
+
     def seed_for(self, name: str, fallback_index: int) -> int:
-        index = self.client_order.index(name) if name in self.client_order else fallback_index
-        return int(self.seed) + int(index)
+        return int(self.seed) + self.index_of(name, fallback_index)
 
 
 def encode_setup(req: SetupRequest) -> Payload:
@@ -72,6 +91,10 @@ def encode_setup(req: SetupRequest) -> Payload:
         "learn_theta": bool(req.learn_theta),
         "theta": str(req.theta),
     }
+    if req.plan is not None:
+        out["privacy"] = str(req.privacy)
+        out["privacy_plan"] = json.dumps(req.plan._asdict())
+        out["run"] = str(req.run)
     if req.snapshots:  # only when asked: a run with the LR test sends what it always sent
         out["snapshots"] = str(req.snapshots)
     return out
@@ -80,13 +103,39 @@ def encode_setup(req: SetupRequest) -> Payload:
 def decode_setup(payload: Mapping[str, Any]) -> SetupRequest:
     _require(payload, ("seed", "client_order", "learn_theta", "theta"), "setup request")
     order = str(payload["client_order"])
+    privacy, plan, run = "", None, ""
+    if "privacy" in payload or "privacy_plan" in payload:
+        _require(payload, ("privacy", "privacy_plan", "run"), "setup request")
+        privacy, plan, run = str(payload["privacy"]), _decode_plan(payload["privacy_plan"]), str(payload["run"])
     return SetupRequest(
         seed=int(payload["seed"]),
         client_order=tuple(n for n in order.split(",") if n),
         learn_theta=bool(payload["learn_theta"]),
         theta=str(payload["theta"]),
+        privacy=privacy,
+        plan=plan,
+        run=run,
         snapshots=str(payload.get("snapshots", "")),
     )
+
+
+def _decode_plan(text: Any) -> PrivacyPlan:
+    """The PrivacyPlan of its JSON text: every field present and of its type."""
+    try:
+        raw = json.loads(text) if isinstance(text, str) else None
+        if not isinstance(raw, dict) or set(raw) != set(PrivacyPlan._fields):
+            raise ValueError(f"fields {sorted(raw) if isinstance(raw, dict) else type(raw).__name__}")
+        numbers = [raw[k] for k in ("noise_multiplier", "epsilon", "delta")]
+        counts = [raw[k] for k in ("client_releases", "server_releases", "rounds")]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+            raise ValueError("noise_multiplier, epsilon and delta must be numbers")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+            raise ValueError("client_releases, server_releases and rounds must be integers >= 0")
+        if not isinstance(raw["accountant"], str) or not isinstance(raw["augmentation_noise"], bool):
+            raise ValueError("accountant must be text and augmentation_noise true or false")
+    except ValueError as exc:
+        raise MessageError(f"setup request: privacy_plan is not a privacy plan ({exc})") from None
+    return PrivacyPlan(**{k: raw[k] for k in PrivacyPlan._fields})
 
 
 def encode_setup_reply(info: ClientInfo, raw_data_bytes: int) -> Payload:
@@ -96,6 +145,8 @@ def encode_setup_reply(info: ClientInfo, raw_data_bytes: int) -> Payload:
         "n_steps": int(info.n_steps),
         "raw_data_bytes": int(raw_data_bytes),
     }
+    if info.release is not None:
+        out.update({key: float(value) for key, value in info.release._asdict().items()})
     if info.snapshot is not None:
         out["snapshot"] = np.ascontiguousarray(info.snapshot, dtype=np.float64)
     return out
@@ -104,10 +155,18 @@ def encode_setup_reply(info: ClientInfo, raw_data_bytes: int) -> Payload:
 def decode_setup_reply(payload: Mapping[str, Any]) -> tuple[ClientInfo, int]:
     """(ClientInfo, raw data bytes); a snapshot arrives as received (the server validates it before its test)."""
     _require(payload, ("name", "state_dim", "n_steps"), "setup reply")
+    release = None
+    if any(key in payload for key in ReleaseFigures._fields):
+        _require(payload, ReleaseFigures._fields, "setup reply")
+        values = [payload[key] for key in ReleaseFigures._fields]
+        numbers = (int, float, np.integer, np.floating)
+        if not all(isinstance(v, numbers) and not isinstance(v, (bool, np.bool_)) for v in values):
+            raise MessageError(f"setup reply: {', '.join(ReleaseFigures._fields)} must be numbers, got {values}")
+        release = ReleaseFigures(*(float(v) for v in values))
     snapshot = payload.get("snapshot")
     if snapshot is not None and not isinstance(snapshot, np.ndarray):
         raise MessageError(f"setup reply: field 'snapshot' is {type(snapshot).__name__}, not an array")
-    info = ClientInfo(str(payload["name"]), int(payload["state_dim"]), int(payload["n_steps"]), snapshot)
+    info = ClientInfo(str(payload["name"]), int(payload["state_dim"]), int(payload["n_steps"]), release, snapshot)
     return info, int(payload.get("raw_data_bytes", 0))
 
 
@@ -194,7 +253,6 @@ def split_payload(payload: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], di
 
 
 LAYOUT_KEY = "fedgc.layout"  # the scalar field that describes a packed buffer
-MESSAGE_FORMATS = ("arrays", "compact")  # how a Flower transport carries the packed buffer (clients.records.to_records)
 
 
 def check_message_format(message_format: str) -> str:

@@ -10,9 +10,10 @@ from typing import Sequence
 import networkx as nx
 
 from fedgc.errors import FedGCError
+from fedgc.files import replacing, write_text
 from fedgc.report.inspected import Inspected
 from fedgc.report.jsonable import dumps
-from fedgc.report.ranking import ranked_pairs
+from fedgc.report.ranking import file_name_at_alpha, ranked_pairs
 
 EXPORT_FILES = {"json": "edges.json", "csv": "edges.csv", "graphml": "graph.graphml", "dot": "graph.dot"}
 CSV_COLUMNS = ("target", "source", "strength", "statistic", "pvalue", "edge", "log10_pvalue", "dof")
@@ -57,7 +58,7 @@ def edges_json(result: Inspected) -> dict:
 
 def write_json(result: Inspected, path: str | Path) -> Path:
     path = Path(path)
-    path.write_text(dumps(edges_json(result)))
+    write_text(path, dumps(edges_json(result)))
     return path
 
 
@@ -65,7 +66,7 @@ def write_csv(result: Inspected, path: str | Path) -> Path:
     """Edge list, one row per ordered pair (most significant first); floats exact (repr), empty when
     unknown, edge true/false. log10_pvalue keeps p-values that underflow to 0 in pvalue."""
     path = Path(path)
-    with path.open("w", newline="") as f:
+    with replacing(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(CSV_COLUMNS)
         for p in ranked_pairs(result):
@@ -89,7 +90,8 @@ def to_networkx(result: Inspected) -> nx.DiGraph:
 
 def write_graphml(result: Inspected, path: str | Path) -> Path:
     path = Path(path)
-    nx.write_graphml(to_networkx(result), path)
+    with replacing(path) as tmp:
+        nx.write_graphml(to_networkx(result), tmp)
     return path
 
 
@@ -124,7 +126,7 @@ def dot_source(result: Inspected) -> str:
 
 def write_dot(result: Inspected, path: str | Path) -> Path:
     path = Path(path)
-    path.write_text(dot_source(result))
+    write_text(path, dot_source(result))
     return path
 
 
@@ -132,8 +134,9 @@ _WRITERS = {"json": write_json, "csv": write_csv, "graphml": write_graphml, "dot
 
 
 def export(result: Inspected, *, formats: Sequence[str], out_dir: str | Path) -> dict[str, Path]:
-    """Write the chosen formats into out_dir (created) as EXPORT_FILES; returns {format: path}."""
+    """Write the chosen formats into out_dir (created) as EXPORT_FILES (at another alpha than the run's, named
+    with it: fedgc.report.ranking.file_name_at_alpha); returns {format: path}."""
     out_dir = Path(out_dir)
     if formats:
         out_dir.mkdir(parents=True, exist_ok=True)
-    return {f: _WRITERS[f](result, out_dir / EXPORT_FILES[f]) for f in formats}
+    return {f: _WRITERS[f](result, out_dir / file_name_at_alpha(EXPORT_FILES[f], result)) for f in formats}

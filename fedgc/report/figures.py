@@ -11,10 +11,13 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from fedgc.report.graph_figure import graph_figure
 from fedgc.report.inspected import Inspected
-from fedgc.report.plots import new_figure, plot_heatmap
+from fedgc.report.plots import log_panel, new_figure, plot_heatmap, save_figure
+from fedgc.report.ranking import file_name_at_alpha
 from fedgc.report.result_json import HEATMAP_FILE
 
 FIGURE_FILES = {
@@ -24,6 +27,7 @@ FIGURE_FILES = {
     "streaming": "inspect_streaming.png",
     "origin": "inspect_origin.png",
 }
+AT_ALPHA = ("heatmap", "graph")  # the figures that draw the edges, hence depend on --alpha
 _KIND_STYLE = {  # alert kind -> marker, colour
     "appeared": ("^", "#1a9850"),
     "disappeared": ("v", "#d73027"),
@@ -34,28 +38,10 @@ _KIND_STYLE = {  # alert kind -> marker, colour
 # ---------------------------------------------------------------------------------------------- convergence
 
 
-def _log_panel(ax, rounds: np.ndarray, values: np.ndarray, *, colour: str, label: str) -> str | None:
-    """values (> 0) per round on a log axis; rounds whose value is exactly 0 cannot be drawn there, so
-    they get a hollow marker on the panel's floor (a decade under the smallest positive value) and the
-    returned note says which rounds they are (None when there are none)."""
-    positive = np.isfinite(values) & (values > 0)
-    zero = np.isfinite(values) & (values == 0)
-    ax.semilogy(rounds[positive], values[positive], "o-", color=colour, label=label)
-    if not zero.any():
-        return None
-    floor = float(values[positive].min()) / 10 if positive.any() else 1e-16
-    ax.semilogy(rounds[zero], np.full(int(zero.sum()), floor), "v", color=colour, markerfacecolor="white", ms=8,
-                label="exactly 0 (drawn at the floor)")  # fmt: skip
-    which = ", ".join(f"{r:g}" for r in rounds[zero])
-    return f"round{'s' if zero.sum() > 1 else ''} {which}: exactly 0, drawn at the floor"
-
-
 def convergence_figure(result: Inspected):
     """Per round, both on log scales: the relative change of A_s with the tolerance, and the summed
     client loss above its smallest value (report.md's linear loss plot hides everything after round 2).
     A round at exactly 0 (the round of the smallest loss, a change of 0) is marked on the floor."""
-    from matplotlib.ticker import MaxNLocator
-
     history = result.history
     tol = result.server.tol
     rounds = np.array([h.round for h in history], dtype=float)
@@ -63,7 +49,7 @@ def convergence_figure(result: Inspected):
     loss = np.array([h.loss for h in history], dtype=float)
     fig = new_figure(10.5, 4.2)
     ax_change, ax_loss = fig.subplots(1, 2)
-    notes = {ax_change: _log_panel(ax_change, rounds, change, colour="#1f77b4", label="relative change")}
+    notes = {ax_change: log_panel(ax_change, rounds, change, colour="#1f77b4", label="relative change")}
     if tol:
         ax_change.axhline(tol, color="black", ls=":", lw=1.2, label=f"tolerance {tol:g}")
     ax_change.set_ylabel(r"$\|A_s^{(r)} - A_s^{(r-1)}\|_F \,/\, \|A_s^{(r)}\|_F$")
@@ -71,7 +57,7 @@ def convergence_figure(result: Inspected):
     title = "loss above its minimum"
     if np.isfinite(loss).any():
         best = int(np.nanargmin(loss))
-        notes[ax_loss] = _log_panel(ax_loss, rounds, loss - loss[best], colour="#d62728", label="loss - smallest loss")
+        notes[ax_loss] = log_panel(ax_loss, rounds, loss - loss[best], colour="#d62728", label="loss - smallest loss")
         title += f" ({loss[best]:.6g} at round {rounds[best]:g})"
     ax_loss.set_yscale("log")
     ax_loss.set_ylabel(r"loss $-$ smallest loss (summed over clients)")
@@ -97,8 +83,6 @@ def streaming_figure(result: Inspected, *, featured: int = 8):
     """Edge strength per window (at its end sample) for the `featured` strongest pairs that are ever an
     edge or alerted (solid where an edge, dotted where not; other pairs faint grey), alerts marked by
     kind; below, the number of edges per window with the alert times."""
-    from matplotlib.lines import Line2D
-
     s = result.streaming
     if s is None:
         raise ValueError("result has no streaming windows")
@@ -240,23 +224,24 @@ def heatmap_is_the_runs(result: Inspected) -> bool:
 
 def write_figures(result: Inspected, *, out_dir: str | Path) -> dict[str, Path]:
     """graph, convergence, and streaming / origin when the result has them, as FIGURE_FILES PNGs in
-    out_dir (created); the heatmap only when it differs from the run's gc_heatmap.png
-    (`heatmap_is_the_runs`). The run's own files are left alone."""
+    out_dir (created; those that draw the edges, at another alpha than the run's, named with it:
+    file_name_at_alpha); the heatmap only
+    when it differs from the run's gc_heatmap.png (`heatmap_is_the_runs`). The run's own files are left alone."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {k: out_dir / v for k, v in FIGURE_FILES.items()}
+    paths = {k: out_dir / (file_name_at_alpha(v, result) if k in AT_ALPHA else v) for k, v in FIGURE_FILES.items()}
     if heatmap_is_the_runs(result):
         del paths["heatmap"]
     else:
         plot_heatmap(result, paths["heatmap"])
-    graph_figure(result).savefig(paths["graph"], dpi=110)
-    convergence_figure(result).savefig(paths["convergence"], dpi=110)
+    save_figure(graph_figure(result), paths["graph"])
+    save_figure(convergence_figure(result), paths["convergence"])
     if result.streaming is not None:
-        streaming_figure(result).savefig(paths["streaming"], dpi=110)
+        save_figure(streaming_figure(result), paths["streaming"])
     else:
         del paths["streaming"]
     if result.origins:
-        origin_figure(result).savefig(paths["origin"], dpi=110)
+        save_figure(origin_figure(result), paths["origin"])
     else:
         del paths["origin"]
     return paths

@@ -15,6 +15,8 @@ import math
 
 import networkx as nx
 import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.patches import Circle, FancyArrowPatch
 
 from fedgc.report.inspected import Inspected
 from fedgc.report.plots import new_figure
@@ -131,9 +133,6 @@ def graph_figure(result: Inspected):
     blue, false discoveries orange, missed true edges grey dashed. Self-loops (the diagonal) are not
     tested, so never drawn. Arrows run from node circle to node circle; the strongest edges carry their
     strength, placed where no two labels overlap."""
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Circle, FancyArrowPatch
-
     M = len(result.clients)
     pos = graph_layout(result)
     edges, missed = drawn_edges(result)

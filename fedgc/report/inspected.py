@@ -18,7 +18,7 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-from fedgc.analysis.origin import OriginSettings
+from fedgc.analysis.origin_settings import OriginSettings
 from fedgc.errors import FedGCError
 from fedgc.report.records import (
     DataNotes, FaultStream, Flowsheet, Metrics, Resilience, Round, ServerSettings, StreamEvaluation,

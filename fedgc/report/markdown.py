@@ -38,8 +38,9 @@ def server_text(result: Inspected) -> str:
     server = result.server
     stream = result.streaming if windows_converged(result) is not None else None
     tol, max_rounds = (server.tol, server.max_rounds) if stream is None else (stream.tol, stream.max_rounds)
+    accelerated = f", acceleration {server.acceleration}" if server.acceleration != "none" else ""
     test = {"lr": "likelihood ratio", "siv": "snapshot IV (SIV)"}.get(result.test, result.test)
-    return (f"rule {server.rule}, diagonal {server.diagonal}, penalty {fmt(server.penalty)}, "
+    return (f"rule {server.rule}, diagonal {server.diagonal}, penalty {fmt(server.penalty)}{accelerated}, "
             f"tol {fmt(tol)}, max_rounds {max_rounds}" + (" per window" if stream is not None else "")
             + f"; p-values: {test} test")  # fmt: skip
 

@@ -1,7 +1,8 @@
 """The run's own figures, drawn by write_outputs from the typed view of its result.json: gc_heatmap.png
 (block strength and significance, [target, source]) and convergence.png (relative change and loss per
-round). matplotlib is loaded when a figure is drawn, not when this module is imported: reading a result
-or writing its report does not need it.
+round). This module and the figure modules that draw on it (figures, graph_figure) import matplotlib: a
+run's writer loads them only when it draws its figures (fedgc.report.result_json.FIGURES_MODULE), and
+reading a result or writing its report needs none of them.
 
 Every figure is a matplotlib Figure on the Agg canvas (headless; pyplot's global state is untouched).
 """
@@ -12,8 +13,17 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PatchCollection
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
 
+from fedgc.files import replacing
 from fedgc.report.inspected import Inspected
 
 if TYPE_CHECKING:  # only a type: the oracle's rounds are handed over by the run
@@ -24,17 +34,40 @@ TICK_LABEL_LIMIT = 30  # above this many clients the heatmap shows client indice
 
 def new_figure(width: float, height: float):
     """A figure on the Agg canvas directly: headless, and pyplot's global backend is left alone."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def set_client_ticks(ax, clients: Sequence[str]) -> None:
-    from matplotlib.ticker import MaxNLocator
+def save_figure(fig, path: str | Path, *, dpi: int = 110) -> Path:
+    """fig as a PNG at `path`, atomically (a half-written figure never carries the name)."""
+    path = Path(path)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    return path
 
+
+def log_panel(ax, rounds: np.ndarray, values: np.ndarray, *, colour: str, label: str, style: str = "o-",
+              ms: float | None = None, what: str = "", floor: float | None = None) -> str | None:  # fmt: skip
+    """values (> 0) per round on a log axis; rounds whose value is exactly 0 cannot be drawn there, so
+    they get a hollow marker on the panel's floor (`floor`, default a decade under the smallest positive
+    value) and the returned note says which rounds they are (None when there are none; `what` names the
+    series in it)."""
+    rounds, values = np.asarray(rounds, dtype=float), np.asarray(values, dtype=float)
+    positive = np.isfinite(values) & (values > 0)
+    zero = np.isfinite(values) & (values == 0)
+    ax.semilogy(rounds[positive], values[positive], style, color=colour, label=label, ms=ms)
+    if not zero.any():
+        return None
+    if floor is None:
+        floor = float(values[positive].min()) / 10 if positive.any() else 1e-16
+    ax.semilogy(rounds[zero], np.full(int(zero.sum()), floor), "v", color=colour, markerfacecolor="white", ms=8,
+                label=f"{what or 'exactly 0'}{' exactly 0' if what else ''} (drawn at the floor)")  # fmt: skip
+    which = ", ".join(f"{r:g}" for r in rounds[zero])
+    return f"{what + ' ' if what else ''}round{'s' if zero.sum() > 1 else ''} {which}: exactly 0, drawn at the floor"
+
+
+def set_client_ticks(ax, clients: Sequence[str]) -> None:
     M = len(clients)
     if M > TICK_LABEL_LIMIT:
         for axis in (ax.xaxis, ax.yaxis):
@@ -59,12 +92,6 @@ def plot_heatmap(result: Inspected, path: str | Path) -> Path:
     """Panels indexed [target m, source n]: block strength ||A_s^{mn}||_F and -log10 p, with FDR edges
     dotted, true edges outlined when known (for M > 30 a third panel compares edges with truth instead),
     diagonal grey."""
-    import matplotlib
-    from matplotlib.collections import PatchCollection
-    from matplotlib.colors import ListedColormap
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch, Rectangle
-
     clients = list(result.clients)
     M = len(clients)
     big = M > TICK_LABEL_LIMIT
@@ -175,18 +202,24 @@ def plot_heatmap(result: Inspected, path: str | Path) -> Path:
     if auroc is not None:
         title += f"  |  AUROC {auroc:.3f}"
     fig.suptitle(title, fontsize=12)
-    path = Path(path)
-    fig.savefig(path, dpi=110 if not big else 120)
-    return path
+    return save_figure(fig, path, dpi=110 if not big else 120)
 
 
 def plot_convergence(
     result: Inspected, path: str | Path, *, oracle_history: Sequence[RoundRecord] | None = None,
     oracle_outside_privacy: bool = False,
 ) -> Path:  # fmt: skip
-    """Relative change of A_s per round (log scale, with the tolerance) and the summed client loss per round."""
-    from matplotlib.ticker import MaxNLocator
+    """convergence.png: run_convergence_figure saved at `path`."""
+    figure = run_convergence_figure(result, oracle_history=oracle_history,
+                                    oracle_outside_privacy=oracle_outside_privacy)  # fmt: skip
+    return save_figure(figure, path)
 
+
+def run_convergence_figure(
+    result: Inspected, *, oracle_history: Sequence[RoundRecord] | None = None, oracle_outside_privacy: bool = False
+):
+    """Relative change of A_s per round (log scale, with the tolerance; a round at exactly 0 marked on the
+    floor and named) and the summed client loss per round."""
     history = result.history
     tol = result.server.tol
     fig = new_figure(10.5, 4.0)
@@ -194,18 +227,24 @@ def plot_convergence(
     rounds = np.array([h.round for h in history], dtype=float)
     change = np.array([h.change for h in history], dtype=float)
     loss = np.array([h.loss for h in history], dtype=float)
-    floor = 1e-16
-    positive = change[np.isfinite(change) & (change > 0)]
-    if positive.size:
-        floor = max(1e-16, float(positive.min()) * 1e-2)
+    o_rounds = [r.round for r in oracle_history or ()]
+    o_change = np.array([r.change for r in oracle_history or ()], dtype=float)
+    every = np.concatenate([change, o_change])
+    positive = every[np.isfinite(every) & (every > 0)]
+    floor = float(positive.min()) / 10 if positive.size else 1e-16  # one floor, under both series
+    notes = []
     if history:
-        ax_change.semilogy(rounds, np.maximum(change, floor), "o-", color="#1f77b4", label="federated")
+        notes.append(log_panel(ax_change, rounds, change, colour="#1f77b4", label="federated",
+                               what="federated" if oracle_history else "", floor=floor))  # fmt: skip
         ax_loss.plot(rounds, loss, "o-", color="#d62728")
     if oracle_history:
-        o_rounds = [r.round for r in oracle_history]
-        o_change = np.maximum(np.array([r.change for r in oracle_history], dtype=float), floor)
         label = "oracle (pooled raw data, outside the privacy guarantee)" if oracle_outside_privacy else "oracle (pooled data)"
-        ax_change.semilogy(o_rounds, o_change, "s--", color="#7f7f7f", ms=4, label=label)
+        notes.append(log_panel(ax_change, o_rounds, o_change, colour="#7f7f7f", label=label, style="s--", ms=4,
+                               what="oracle", floor=floor))  # fmt: skip
+    note = "; ".join(n for n in notes if n)
+    if note:  # a round at exactly 0 cannot sit on the log axis: it is marked on the floor, and named here
+        ax_change.text(0.98, 0.02, note, ha="right", va="bottom", fontsize=8, color="#444444",
+                       transform=ax_change.transAxes)  # fmt: skip
     if tol:
         ax_change.axhline(tol, color="black", ls=":", lw=1, label=f"tol = {tol:g}")
     ax_change.set_yscale("log")
@@ -224,6 +263,4 @@ def plot_convergence(
             ax.text(0.5, 0.5, "no rounds recorded", ha="center", va="center", transform=ax.transAxes)
     status = "converged" if result.converged else "did not converge"
     fig.suptitle(f"{result.name}: {result.rounds} rounds, {status}", fontsize=12)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    return path
+    return fig

@@ -8,8 +8,8 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from statsmodels.stats.multitest import multipletests
 
+from fedgc.core.fdr import benjamini_hochberg
 from fedgc.errors import FedGCError
 from fedgc.report.inspected import Inspected
 
@@ -62,10 +62,19 @@ def fdr_edges(pvalue: np.ndarray, *, alpha: float, tested: np.ndarray | None = N
     tested = ~np.eye(M, dtype=bool) if tested is None else tested & ~np.eye(M, dtype=bool)
     edges = np.zeros((M, M), dtype=bool)
     if tested.any():
-        reject, *_ = multipletests(np.where(np.isfinite(pvalue), pvalue, 1.0)[tested], alpha=alpha, method="fdr_bh")
-        edges[tested] = reject
+        edges[tested] = benjamini_hochberg(np.where(np.isfinite(pvalue), pvalue, 1.0)[tested], alpha=alpha)
     edges.setflags(write=False)
     return edges
+
+
+def file_name_at_alpha(name: str, result: Inspected) -> str:
+    """The name of a file `fedgc inspect` draws from `result`: `name` at the run's own FDR level; at another
+    (--alpha) the level goes before the suffix (edges.csv -> edges.alpha-0.01.csv), so files decided at
+    different levels never pass for each other in one folder."""
+    if result.alpha == result.run_alpha:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}.alpha-{result.alpha:g}.{suffix}" if dot else f"{name}.alpha-{result.alpha:g}"
 
 
 def with_alpha(result: Inspected, *, alpha: float) -> Inspected:

@@ -48,6 +48,7 @@ class ServerSettings(NamedTuple):
     alpha: float
     burn_in: int
     on_dropout: str
+    acceleration: str = "none"  # results written before server.acceleration existed ran the plain rounds
     test: str = "auto"
 
 

@@ -2,7 +2,7 @@
 one reader (a result.json -> its typed view), both held to result.schema.json.
 
     write_outputs(run, dir)  result.json, then from the same typed view `fedgc inspect` reads:
-                             gc_heatmap.png, convergence.png, report.md
+                             gc_heatmap.png, convergence.png (figures=False: none), report.md
     read_result(path)        the parsed JSON, checked against the schema
     load_result(path)        the typed view (fedgc.report.inspected.Inspected) of read_result
 
@@ -14,6 +14,7 @@ clients dropped at which round and whether the run was resumed from a checkpoint
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,10 @@ import numpy as np
 import fedgc
 from fedgc.analysis.stream import StreamRecord
 from fedgc.errors import FedGCError
+from fedgc.files import write_text
 from fedgc.report.inspected import Inspected, inspected_from_json
 from fedgc.report.jsonable import dumps, finite_or_none, jsonable, matrix_rows
 from fedgc.report.markdown import A_S_NOTE, markdown_report
-from fedgc.report.plots import plot_convergence, plot_heatmap
 from fedgc.report.schema import check_result
 from fedgc.app.config import to_plain
 
@@ -37,6 +38,9 @@ RESULT_FILE = "result.json"
 HEATMAP_FILE = "gc_heatmap.png"
 CONVERGENCE_FILE = "convergence.png"
 REPORT_FILE = "report.md"
+# The run's figures are drawn by this module, which imports matplotlib: it is looked up by name when a run
+# writes its figures, so writing (or reading) a result without them never loads matplotlib.
+FIGURES_MODULE = "fedgc.report.plots"
 FEDGC_VERSION = str(getattr(fedgc, "__version__", "0.1.0"))
 
 KEYS = (
@@ -148,25 +152,26 @@ def streaming_json(record: StreamRecord) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def write_outputs(result: RunResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write result.json, then gc_heatmap.png, convergence.png and report.md drawn from its typed view
-    (read back exactly as `fedgc inspect` reads it), into out_dir (created).
-    Returns {"json", "heatmap", "convergence", "report"} -> path."""
+def write_outputs(result: RunResult, out_dir: str | Path, *, figures: bool = True) -> dict[str, Path]:
+    """Write result.json, then gc_heatmap.png, convergence.png (unless figures is False) and report.md drawn
+    from its typed view (read back exactly as `fedgc inspect` reads it), into out_dir (created).
+    Returns {"json", "heatmap", "convergence", "report"} -> path (no figures: {"json", "report"})."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": out_dir / RESULT_FILE,
-        "heatmap": out_dir / HEATMAP_FILE,
-        "convergence": out_dir / CONVERGENCE_FILE,
-        "report": out_dir / REPORT_FILE,
-    }
+    paths = {"json": out_dir / RESULT_FILE}
+    if figures:
+        paths.update(heatmap=out_dir / HEATMAP_FILE, convergence=out_dir / CONVERGENCE_FILE)
+    paths["report"] = out_dir / REPORT_FILE
     text = dumps(result_dict(result))
-    paths["json"].write_text(text)
+    write_text(paths["json"], text)
     written = parse_result(json.loads(text), paths["json"])
-    plot_heatmap(written, paths["heatmap"])
-    plot_convergence(written, paths["convergence"], oracle_history=result.evaluation.oracle_history,
-                     oracle_outside_privacy=bool(result.privacy.get("enabled")))  # fmt: skip
-    paths["report"].write_text(markdown_report(written, images={k: paths[k].name for k in ("heatmap", "convergence")}))
+    if figures:
+        plots = importlib.import_module(FIGURES_MODULE)
+        plots.plot_heatmap(written, paths["heatmap"])
+        plots.plot_convergence(written, paths["convergence"], oracle_history=result.evaluation.oracle_history,
+                               oracle_outside_privacy=bool(result.privacy.get("enabled")))  # fmt: skip
+    images = {k: paths[k].name for k in ("heatmap", "convergence") if k in paths}
+    write_text(paths["report"], markdown_report(written, images=images))
     return paths
 
 

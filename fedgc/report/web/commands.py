@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedgc.errors import FedGCError
+from fedgc.files import write_text
 from fedgc.report.inspected import Inspected
+from fedgc.report.ranking import file_name_at_alpha
 from fedgc.report.result_json import read_result
 from fedgc.report.web.html import comparison_page, plotly_bundle, report_page
 
@@ -28,13 +30,14 @@ def write_html(results: Sequence[Inspected], *, out_dir: Path | None = None, alp
     out = Path(out_dir) if out_dir is not None else results[0].path.parent
     out.mkdir(parents=True, exist_ok=True)
     if len(results) == 1:
-        path, page = out / REPORT_FILE, report_page(read_result(results[0].path), alpha=alpha)
+        path = out / file_name_at_alpha(REPORT_FILE, results[0])
+        page = report_page(read_result(results[0].path), alpha=alpha)
     else:
         a, b = results
         labels = _labels(a, b)
-        path, page = out / COMPARISON_FILE, comparison_page(read_result(a.path), read_result(b.path), labels=labels,
+        path, page = out / file_name_at_alpha(COMPARISON_FILE, a), comparison_page(read_result(a.path), read_result(b.path), labels=labels,
                                                             alpha=alpha)  # fmt: skip
-    path.write_text(page, encoding="utf-8")
+    write_text(path, page)
     return path
 
 

@@ -293,7 +293,7 @@ def _facts(data: Mapping) -> dict:
         "converged": data.get("converged"),
         "windows": len(windows) if windows else None,
         "windows_converged": sum(bool(w.get("converged")) for w in windows) if windows else None,
-        "server": {k: server.get(k) for k in ("rule", "diagonal", "penalty", "tol", "max_rounds", "on_dropout")}
+        "server": {k: server.get(k) for k in ("rule", "diagonal", "penalty", "tol", "max_rounds", "on_dropout", "acceleration")}
         | ({"tol": stream.get("tol"), "max_rounds": stream.get("max_rounds"), "per_window": True} if windows else {}),
         "total_s": _finite(timings.get("total_s")),
         "dropouts": list((data.get("resilience") or {}).get("dropouts") or []),

@@ -22,9 +22,7 @@ stream.json (a run from before snapshots) is shown as a complete snapshot of tha
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -38,6 +36,7 @@ import numpy as np
 from fedgc.analysis.stream import StreamRecord
 from fedgc.app.config import RunConfig
 from fedgc.errors import FedGCError
+from fedgc.files import write_text
 from fedgc.protocol.streaming import Alert, StreamResult, WindowResult
 from fedgc.report.result_json import read_result, streaming_json
 from fedgc.report.web.html import json_ready, live_model, live_page, report_page
@@ -62,15 +61,7 @@ def write_stream_snapshot(out_dir: str | Path, record: Mapping, *, clients: Sequ
         "written_at": time.time(), "streaming": record,
     }  # fmt: skip
     text = json.dumps(json_ready(snapshot), allow_nan=False, separators=(",", ":"))
-    fd, tmp = tempfile.mkstemp(prefix=".stream-", suffix=".json.tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, out_dir / SNAPSHOT_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out_dir / SNAPSHOT_FILE
+    return write_text(out_dir / SNAPSHOT_FILE, text)
 
 
 class StreamSnapshots:

@@ -547,7 +547,7 @@
     const facts = [
       ["run", run.name], ["engine", f.engine], ["seed", fmt(f.seed)], ["fedgc version", f.fedgc_version],
       ["sites (D_m)", run.clients.map((c, k) => c + " (" + run.dims[k] + ")").join(", ")],
-      ["server", "rule " + s.rule + ", diagonal " + s.diagonal + ", penalty " + fmt(s.penalty) + ", tol " + fmt(s.tol) + ", max_rounds " + fmt(s.max_rounds) + (s.per_window ? " per window" : "")],
+      ["server", "rule " + s.rule + ", diagonal " + s.diagonal + ", penalty " + fmt(s.penalty) + (s.acceleration && s.acceleration !== "none" ? ", acceleration " + s.acceleration : "") + ", tol " + fmt(s.tol) + ", max_rounds " + fmt(s.max_rounds) + (s.per_window ? " per window" : "")],
       ["rounds", rounds], ["FDR level of the run", fmt(run.alpha) + " (" + countTrue(run.edges) + " edges)"],
       ["wall time", f.total_s === null ? null : fmt(f.total_s, 3) + " s"],
       ["AUROC / AUPRC / F1 vs truth", ev.auroc === null || ev.auroc === undefined ? null : fmt(ev.auroc, 3) + " / " + fmt(ev.auprc, 3) + " / " + fmt(ev.f1, 3)],

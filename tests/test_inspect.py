@@ -162,7 +162,7 @@ def complete(data: dict) -> dict:
     server = {"rule": "newton", "max_rounds": 10, "tol": 1e-6, "penalty": 0.0, "diagonal": "fixed", "learning_rate": None,
               "alpha": data.get("alpha", 0.05), "burn_in": 1, "on_dropout": "stop"}
     defaults = {
-        "fedgc_version": "0.1.0", "name": "hand", "engine": "local", "seed": 0, "gc": off, "alpha": 0.05,
+        "fedgc_version": "0.1.0", "name": "hand", "engine": "local", "seed": 0, "gc": off, "alpha": 0.05, "test": "lr",
         "A_s": np.zeros((D, D)).tolist(), "A_s_note": "", "server": server, "rounds": 3, "converged": True,
         "timings": {}, "communication": {}, "raw_data_bytes": 0, "privacy": {"enabled": False}, "data": {},
         "unknown": [[False] * M for _ in range(M)],

@@ -37,7 +37,7 @@ def fake_result(M: int, *, seed: int = 0, density: float = 0.25, name: str = "fa
         "clients": [f"site{k}" for k in range(M)], "dims": [2] * M,
         "strength": matrix_rows(strength), "statistic": matrix_rows(-2 * log10_p), "gc": matrix_rows(strength / 10),
         "dof": matrix_rows(np.full((M, M), 4), kind=int), "pvalue": matrix_rows(10.0**log10_p),
-        "log10_pvalue": matrix_rows(log10_p), "edges": edges.tolist(), "alpha": 0.05,
+        "log10_pvalue": matrix_rows(log10_p), "edges": edges.tolist(), "alpha": 0.05, "test": "lr",
         "A_s": np.zeros((2 * M, 2 * M)).tolist(), "A_s_note": "",
         "server": {"rule": "newton", "max_rounds": 10, "tol": 1e-6, "penalty": 0.0, "diagonal": "fixed",
                    "learning_rate": None, "alpha": 0.05, "burn_in": 1, "on_dropout": "stop"},

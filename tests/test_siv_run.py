@@ -105,7 +105,7 @@ def test_a_run_with_identified_models_uses_siv_and_finds_only_the_true_edges(tan
     write_outputs(result, tmp_path / "out")
     data = read_result(tmp_path / "out")
     assert data["test"] == "siv" and not schema_errors(data)
-    assert "snapshot IV" in (tmp_path / "out" / "report.md").read_text()
+    assert "| Granger test | snapshot IV" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_the_lr_test_can_still_be_asked_for(tanks_csvs, tmp_path: Path) -> None:

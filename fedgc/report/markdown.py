@@ -33,16 +33,16 @@ _METRICS = (
 )
 
 
+TEST_NAMES = {"lr": "likelihood ratio (lr)", "siv": "snapshot IV (siv; identified models)"}
+
 def server_text(result: Inspected) -> str:
     """The server settings; a streaming run's rounds and tolerance are its per-window ones."""
     server = result.server
     stream = result.streaming if windows_converged(result) is not None else None
     tol, max_rounds = (server.tol, server.max_rounds) if stream is None else (stream.tol, stream.max_rounds)
     accelerated = f", acceleration {server.acceleration}" if server.acceleration != "none" else ""
-    test = {"lr": "likelihood ratio", "siv": "snapshot IV (SIV)"}.get(result.test, result.test)
     return (f"rule {server.rule}, diagonal {server.diagonal}, penalty {fmt(server.penalty)}{accelerated}, "
-            f"tol {fmt(tol)}, max_rounds {max_rounds}" + (" per window" if stream is not None else "")
-            + f"; p-values: {test} test")  # fmt: skip
+            f"tol {fmt(tol)}, max_rounds {max_rounds}" + (" per window" if stream is not None else ""))  # fmt: skip
 
 
 def rounds_text(result: Inspected) -> str:
@@ -98,6 +98,7 @@ def _summary(result: Inspected) -> list[str]:
         ("server", server_text(result)),
         ("rounds", rounds_text(result)),
         ("FDR edges", f"{n_edges} of {M * (M - 1)} ordered pairs at alpha = {fmt(result.alpha)}"),
+        ("Granger test", TEST_NAMES.get(result.test, result.test)),
         ("time", f"{fmt(total_time, 3)} s" + (f" ({time_parts})" if time_parts else "") if timings else "n/a"),
         ("seed", result.seed),
         ("fedgc version", result.fedgc_version),

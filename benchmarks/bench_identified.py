@@ -196,10 +196,10 @@ def table(rows: list[dict], methods: list[str]) -> str:
                 g = groups.get((fam, T, method))
                 if not g:
                     continue
-                mean = lambda k: float(np.nanmean([r[k] for r in g]))  # noqa: E731
-                rounds = "-" if g[0]["rounds"] is None else f"{mean('rounds'):.1f}"
-                out.append(f"| {fam} | {T} | {method} | {len(g)} | {mean('false_edge_rate'):.3f} | {mean('power'):.3f} | "
-                           f"{mean('auroc'):.3f} | {rounds} | {mean('seconds'):.2f} |")  # fmt: skip
+                mean = {k: float(np.nanmean([r[k] for r in g])) for k in ("false_edge_rate", "power", "auroc", "seconds")}
+                rounds = "-" if g[0]["rounds"] is None else f"{np.mean([r['rounds'] for r in g]):.1f}"
+                out.append(f"| {fam} | {T} | {method} | {len(g)} | {mean['false_edge_rate']:.3f} | {mean['power']:.3f} | "
+                           f"{mean['auroc']:.3f} | {rounds} | {mean['seconds']:.2f} |")  # fmt: skip
     return "\n".join(out)
 
 

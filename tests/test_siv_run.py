@@ -43,7 +43,7 @@ def test_siv_is_refused_where_it_cannot_run() -> None:
                       "evaluation": {"oracle": False}})  # fmt: skip
     with pytest.raises(ConfigError, match="streaming"):
         parse_config({"synthetic": SYNTHETIC, "server": {"test": "siv"}, "streaming": "on"})
-    with pytest.raises(ConfigError, match="server.test"):
+    with pytest.raises(ConfigError, match=r"server.test"):
         parse_config({"synthetic": SYNTHETIC, "server": {"test": "wald"}})
 
 
@@ -68,11 +68,11 @@ def test_the_server_checks_every_snapshot_series() -> None:
     assert snapshot_series([ClientInfo("a", 2, 50, snapshot=good), ClientInfo("b", 2, 50, snapshot=good)], "lr", 50) is None
     pending = snapshot_series([ClientInfo("a", 2, 50, snapshot=good), ClientInfo("b", 2, 50)], "siv", 50)
     assert pending is not None and pending[1] is None  # refused by the tests if 'b' is still a member then
-    with pytest.raises(FedGCError, match="client 'b'.*\\(50, r >= 1\\)"):
+    with pytest.raises(FedGCError, match=r"client 'b'.*\(50, r >= 1\)"):
         snapshot_series([ClientInfo("a", 2, 50, snapshot=good), ClientInfo("b", 2, 50, snapshot=good[:40])], "siv", 50)
     bad = good.copy()
     bad[3, 1] = np.nan
-    with pytest.raises(FedGCError, match="client 'b'.*non-finite"):
+    with pytest.raises(FedGCError, match=r"client 'b'.*non-finite"):
         snapshot_series([ClientInfo("a", 2, 50, snapshot=good), ClientInfo("b", 2, 50, snapshot=bad)], "siv", 50)
 
 
@@ -120,8 +120,8 @@ def test_auto_falls_back_to_lr_where_the_data_cannot_give_snapshots(tmp_path: Pa
     """Too few steps for the snapshot directions: 'auto' warns and keeps the LR test, 'siv' refuses."""
     raw = {"synthetic": {"n_clients": 3, "state_dims": 2, "obs_dims": 12, "n_steps": 150}, "local_models": "identify",
            "evaluation": {"oracle": False}, "server": {"max_rounds": 3}}  # fmt: skip
-    with pytest.warns(UserWarning, match="too few.*LR test"):
+    with pytest.warns(UserWarning, match=r"too few.*LR test"):
         result = run(parse_config(raw), mode="simulate", out_dir=tmp_path / "auto")
     assert result.fit.gc.test == "lr"
-    with pytest.raises(FedGCError, match="client 'client0'.*too few"):
+    with pytest.raises(FedGCError, match=r"client 'client0'.*too few"):
         run(parse_config({**raw, "server": {"test": "siv"}}), mode="simulate", out_dir=tmp_path / "siv")

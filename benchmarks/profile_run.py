@@ -40,6 +40,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -138,9 +139,9 @@ def main() -> None:
 
         cfg = {"name": "profile", "clients": [{"name": Path(f).stem, "data": str(Path(f).resolve())} for f in args.files],
                "evaluation": {"oracle": False}}  # fmt: skip
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "profile.yaml").write_text(yaml.safe_dump(cfg))
-        argv.append(str(args.out / "profile.yaml"))
+        config = Path(tempfile.mkdtemp(prefix="fedgc-profile-")) / "profile.yaml"  # not in --out: fedgc wants it empty
+        config.write_text(yaml.safe_dump(cfg))
+        argv.append(str(config))
     else:
         argv += [a for f in args.files for a in ("--data", f)]
     argv += ["--out", str(args.out), "--quiet"]

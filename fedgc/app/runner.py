@@ -13,12 +13,16 @@ looked up by name, from the fedgc project folder, when a run asks for one.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
+
+from threadpoolctl import threadpool_limits
 
 from fedgc.app.checkpoint import CHECKPOINT_FILE, Checkpointing, config_fingerprint, record_error
 from fedgc.app.clients import LOCAL_WORKERS, Clients, deployment_files, local_clients
@@ -41,6 +45,12 @@ MODES = ("simulate", "run")
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 FLOWER_ENGINE_TABLE = "ENGINES"  # server/engine.py's {engine name: FlowerEngine}
 FLOWER_ENGINES = ("flower-sim", "flower")
+
+# The local engine's parallelism is its LOCAL_WORKERS client threads; BLAS inside them gets the remaining cores
+# (one each on 2 cores). Multi-threaded BLAS on these small matrices, called from two threads at once, more
+# than doubled a run's CPU time on the 2-core machine (benchmarks/bench_peers.py, docs/performance.md).
+BLAS_THREADS = max(1, (os.cpu_count() or 1) // LOCAL_WORKERS)
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 OnRound = Callable[[RoundRecord], None]
 OnWindow = Callable[[WindowResult, list[Alert]], None]
@@ -166,7 +176,22 @@ def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
 def run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnRound | None = None,
               resume: bool = False, on_window: OnWindow | None = None,
               on_oracle_round: OnRound | None = None) -> RunResult:  # fmt: skip
-    """The local engine: every client an in-process session over a local transport."""
+    """The local engine: every client an in-process session over a local transport, BLAS on BLAS_THREADS
+    threads (unless the environment sets a BLAS thread count)."""
+    with local_blas_threads():
+        return _run_local(cfg, mode=mode, out_dir=out_dir, on_round=on_round, resume=resume, on_window=on_window,
+                          on_oracle_round=on_oracle_round)  # fmt: skip
+
+
+def local_blas_threads() -> contextlib.AbstractContextManager[Any]:
+    """BLAS limited to BLAS_THREADS threads until the block ends, or left alone when the user chose a count."""
+    if any(os.environ.get(v) for v in BLAS_THREAD_VARIABLES):
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=BLAS_THREADS, user_api="blas")
+
+
+def _run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnRound | None, resume: bool,
+               on_window: OnWindow | None, on_oracle_round: OnRound | None) -> RunResult:  # fmt: skip
     cfg = with_oracle_decided(cfg, mode=mode)
     plan = privacy_plan(cfg)  # before any data is touched
     t0 = time.perf_counter()

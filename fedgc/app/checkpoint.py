@@ -90,23 +90,23 @@ def _file_digest(path: Any) -> str:
         return "unreadable"
 
 
-def _file_digests(paths: list[Any]) -> list[str]:
-    if len(paths) < 2 or DIGEST_WORKERS == 1:
+def _file_digests(paths: list[Any], workers: int) -> list[str]:
+    if len(paths) < 2 or workers == 1:
         return [_file_digest(p) for p in paths]
-    with ThreadPoolExecutor(min(DIGEST_WORKERS, len(paths))) as pool:
+    with ThreadPoolExecutor(min(workers, len(paths))) as pool:
         return list(pool.map(_file_digest, paths))
 
 
-def config_fingerprint(cfg: RunConfig) -> str:
+def config_fingerprint(cfg: RunConfig, *, workers: int = DIGEST_WORKERS) -> str:
     """sha256 of everything that determines a run's messages: the config as fedgc.app.config.to_plain writes
     it (paths absolute), without name, engine, evaluation and server.on_dropout, which do not, and the bytes
-    of every client file."""
+    of every client file (hashed on `workers` threads)."""
     raw = to_plain(cfg)
     for key in ("name", "engine", "evaluation"):
         del raw[key]
     del raw["server"]["on_dropout"]
     paths = list(dict.fromkeys(c[key] for c in raw["clients"] for key in ("data", "model") if c[key] != "identify"))
-    files = dict(zip(paths, _file_digests(paths), strict=True))
+    files = dict(zip(paths, _file_digests(paths, workers), strict=True))
     text = json.dumps({"config": raw, "files": files}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 

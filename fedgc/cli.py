@@ -253,7 +253,16 @@ def _simulate(args: argparse.Namespace) -> int:
     return _execute(cfg, args, mode="simulate")
 
 
+DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".dat")
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.config is not None and args.config.suffix.lower() in DATA_SUFFIXES:
+        files = [*args.data, args.config]
+        raise FedGCError(
+            f"{args.config} is a data file, not a run config: give each client's CSV with its own --data "
+            f"({' '.join(f'--data {f}' for f in files)})"
+        )
     if args.config is not None and args.data:
         raise FedGCError("give either a config file or --data files, not both")
     if args.config is not None:

@@ -166,11 +166,7 @@ class FlowerTransport:
 
     def _setup(self, ids: list[int]) -> dict[str, tuple[int, ClientInfo]]:
         """Send the setup to the nodes `ids`: client name -> (node id, its ClientInfo)."""
-        payload = wire.encode_setup(self.setup)
-        content_bytes = wire.payload_bytes(payload)
-        msgs = [Message(to_records(payload, message_format=self.message_format), dst_node_id=n, message_type="query.setup", group_id="setup") for n in ids]
-        self.setup_to_clients = content_bytes * len(ids)
-        replies, errors, late = self._collect(msgs, ids, "setup", names=None)
+        found, errors, late = self._ask_setup(ids)
         self._unheard_nodes = ""
         if self.absent is not None:  # dead nodes (unavailable, or silent) are absent clients, other errors count
             gone = [k for k, e in errors.items() if e.code == NODE_UNAVAILABLE]
@@ -178,6 +174,20 @@ class FlowerTransport:
             parts += [f"node {ids[k]} silent for {self._setup_timeout():g} s" for k in late]
             self._unheard_nodes = ", ".join(parts)
             errors, late = {k: e for k, e in errors.items() if k not in gone}, []
+        else:
+            ids, found, errors, late = self._replace_dead_nodes(ids, found, errors, late)
+        if errors or late:
+            raise self._setup_failed(ids, found, errors, late)
+        return found
+
+    def _ask_setup(self, ids: list[int]) -> tuple[dict[str, tuple[int, ClientInfo]], dict[int, Refusal], list[int]]:
+        """The setup sent to the nodes `ids`: (client name -> (node id, ClientInfo), errors and silent nodes
+        by index into ids)."""
+        payload = wire.encode_setup(self.setup)
+        content_bytes = wire.payload_bytes(payload)
+        msgs = [Message(to_records(payload, message_format=self.message_format), dst_node_id=n, message_type="query.setup", group_id="setup") for n in ids]
+        self.setup_to_clients += content_bytes * len(ids)
+        replies, errors, late = self._collect(msgs, ids, "setup", names=None)
         found: dict[str, tuple[int, ClientInfo]] = {}
         for k, reply in replies.items():
             node = ids[k]
@@ -188,9 +198,43 @@ class FlowerTransport:
                 raise FedGCError(f"two SuperNodes ({found[info.name][0]} and {node}) both serve client '{info.name}'")
             found[info.name] = (node, info)
             self.raw_data_bytes[info.name] = raw
-        if errors or late:
-            raise self._setup_failed(ids, found, errors, late)
-        return found
+        return found, errors, late
+
+    def _replace_dead_nodes(
+        self, ids: list[int], found: dict[str, tuple[int, ClientInfo]], errors: dict[int, Refusal], late: list[int]
+    ) -> tuple[list[int], dict[str, tuple[int, ClientInfo]], dict[int, Refusal], list[int]]:
+        """A killed SuperNode stays listed by the SuperLink until it misses its heartbeats, and its setup
+        comes back as NODE_UNAVAILABLE. When dead nodes are the only failures, the user has usually started
+        that client's SuperNode again, under a new node id: wait for nodes not asked yet (at most
+        wait_timeout) and set them up too. Dead nodes then count only while a configured client is unheard."""
+        dead = {k for k, e in errors.items() if e.code == NODE_UNAVAILABLE}
+        if not dead or len(dead) != len(errors) or late:
+            return ids, found, errors, late
+        ids, errors = list(ids), dict(errors)
+
+        def unheard() -> list[str]:
+            return [n for n in self.setup.client_order if n not in found]
+
+        deadline = time.monotonic() + self.wait_timeout
+        while unheard() and time.monotonic() < deadline:
+            new = sorted(int(n) for n in self.grid.get_node_ids() if int(n) not in ids)
+            if not new:
+                time.sleep(min(0.2, max(self.poll_interval, 0.01)))
+                continue
+            more, more_errors, more_late = self._ask_setup(new)
+            base = len(ids)
+            ids += new
+            for name, entry in more.items():
+                if name in found:
+                    raise FedGCError(f"two SuperNodes ({found[name][0]} and {entry[0]}) both serve client '{name}'")
+                found[name] = entry
+            errors.update({base + k: e for k, e in more_errors.items()})
+            late += [base + k for k in more_late]
+            if late or any(e.code != NODE_UNAVAILABLE for e in errors.values()):
+                break
+        if not unheard():
+            errors = {k: e for k, e in errors.items() if e.code != NODE_UNAVAILABLE}
+        return ids, found, errors, late
 
     def _setup_failed(self, ids, found, errors: dict[int, Refusal], late: list[int]) -> FedGCError:
         """Which clients did not set up: a failed ClientApp says (its error names its client), a silent

@@ -335,3 +335,11 @@ def test_a_sweep_file_is_named_as_a_sweep_not_a_bad_config():
     path = Path(__file__).resolve().parents[1] / "simulations" / "privacy_sweep.yaml"
     with pytest.raises(ConfigError, match=r"is a sweep .* simulations/privacy_sweep.py"):
         load_config(path)
+
+
+def test_several_files_after_one_data_flag_are_told_to_repeat_it(tmp_path, capsys):
+    """`--data a.csv b.csv`: argparse takes b.csv for the config; the error says to repeat --data."""
+    assert main(["run", "--data", "a.csv", "b.csv", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "b.csv is a data file, not a run config" in err and "(--data a.csv --data b.csv)" in err
+    assert not (tmp_path / "out").exists()

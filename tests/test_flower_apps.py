@@ -28,7 +28,7 @@ from fedgc.app.runner import run_batch
 from fedgc.app.config import to_plain
 from server.app import config_from_json, node_overrides
 from server.job import Job, run_job
-from server.transport import ClientFailed, NodeTimeout
+from server.transport import NODE_UNAVAILABLE, ClientFailed, NodeTimeout
 
 
 class FakeGrid:
@@ -246,6 +246,54 @@ def test_no_node_at_all_is_a_clear_error(small, tmp_path):
     job = Job(cfg=small, engine="flower", out_dir=tmp_path, wait_timeout=0.1)
     with pytest.raises(NodeTimeout, match=r"waited 0.1 s for 3 SuperNodes, 0 connected: no SuperNode serves client\(s\) "
                        r"'client0', 'client1', 'client2'"):  # fmt: skip
+        run_job(grid, job)
+
+
+class RestartedNodeGrid(FakeGrid):
+    """client1's first SuperNode (1001) was killed: the SuperLink still lists it and answers its messages
+    with NODE_UNAVAILABLE. Its restarted SuperNode (2001, unless `restarted` is False) is listed only from
+    the second look at the node list on (it registers while the setup is under way)."""
+
+    def __init__(self, node_configs, *, restarted: bool = True):
+        super().__init__(node_configs)
+        self.dead = {1001}
+        self.hidden = {2001}
+        if restarted:
+            self.contexts[2001] = Context(run_id=7, node_id=2001, node_config=dict(node_configs[1]), state=RecordDict(),
+                                          run_config={})  # fmt: skip
+
+    def get_node_ids(self):
+        ids = [n for n in self.contexts if n not in self.hidden] + sorted(self.dead - set(self.contexts))
+        self.hidden = set()
+        return ids
+
+    def push_messages(self, messages):
+        ids = []
+        for msg in messages:
+            if msg.metadata.dst_node_id not in self.dead:
+                ids += super().push_messages([msg])
+                continue
+            msg.metadata.__dict__["_message_id"] = msg.object_id
+            self.store[msg.metadata.message_id] = Message(Error(code=NODE_UNAVAILABLE, reason="Node Unavailable"),
+                                                          reply_to=msg)  # fmt: skip
+            ids.append(msg.metadata.message_id)
+        return ids
+
+
+def test_a_restarted_node_replaces_its_dead_registration(small, tmp_path):
+    """A killed SuperNode, still listed, and the same client's SuperNode started again: the setup waits for
+    the new node and the run uses it (the result of a run that never had a dead node)."""
+    local = _local(small)
+    result = run_job(RestartedNodeGrid(_node_configs(small)), Job(cfg=small, engine="flower", out_dir=tmp_path,
+                                                                   poll_interval=0.001, wait_timeout=5.0))  # fmt: skip
+    np.testing.assert_allclose(result.fit.A_s, local.fit.A_s, rtol=0, atol=1e-9)
+    assert not result.fit.dropouts
+
+
+def test_a_dead_node_not_restarted_names_its_client(small, tmp_path):
+    grid = RestartedNodeGrid(_node_configs(small), restarted=False)
+    job = Job(cfg=small, engine="flower", out_dir=tmp_path, poll_interval=0.001, wait_timeout=0.3)
+    with pytest.raises(NodeTimeout, match=r"no setup reply for client 'client1'.*node 1001 \(Node Unavailable\)"):
         run_job(grid, job)
 
 

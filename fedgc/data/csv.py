@@ -39,6 +39,7 @@ import os
 import re
 import warnings
 from pathlib import Path
+from collections.abc import Iterator
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -329,10 +330,7 @@ def _cells_per_line(data: np.ndarray, starts: np.ndarray, sep: str) -> np.ndarra
     line). Counted in blocks of whole lines, so the temporaries stay small whatever the file's size."""
     out = np.empty(starts.size, dtype=np.int64)
     bounds = np.append(starts, data.size)
-    i = 0
-    while i < starts.size:
-        j = int(np.searchsorted(bounds, bounds[i] + _COUNT_BLOCK, side="right")) - 1
-        j = min(max(j, i + 1), starts.size)
+    for i, j in _line_blocks(bounds):
         a, b = int(bounds[i]), int(bounds[j])
         block = data[a:b]
         if sep == _WHITESPACE:
@@ -343,23 +341,29 @@ def _cells_per_line(data: np.ndarray, starts: np.ndarray, sep: str) -> np.ndarra
         else:
             marks = block == ord(sep)
         out[i:j] = np.diff(np.searchsorted(np.flatnonzero(marks), bounds[i : j + 1] - a))
-        i = j
     return out if sep == _WHITESPACE else out + 1
+
+
+def _line_blocks(bounds: np.ndarray) -> Iterator[tuple[int, int]]:
+    """(i, j): runs of whole lines i..j-1 (line k spans bytes bounds[k]..bounds[k+1]) of about
+    _COUNT_BLOCK bytes each, at least one line, covering every line in order."""
+    n, i = bounds.size - 1, 0
+    while i < n:
+        j = int(np.searchsorted(bounds, bounds[i] + _COUNT_BLOCK, side="right")) - 1
+        j = min(max(j, i + 1), n)
+        yield i, j
+        i = j
 
 
 def _has_blank_line(data: np.ndarray, starts: np.ndarray) -> bool:
     """Whether a line of `data` (lines beginning at `starts`) holds only blanks, tabs and CRs: its
     whitespace bytes (its LF included) are all its bytes. Counted in blocks like `_cells_per_line`."""
     bounds = np.append(starts, data.size)
-    i = 0
-    while i < starts.size:
-        j = int(np.searchsorted(bounds, bounds[i] + _COUNT_BLOCK, side="right")) - 1
-        j = min(max(j, i + 1), starts.size)
+    for i, j in _line_blocks(bounds):
         a, b = int(bounds[i]), int(bounds[j])
         ws = np.flatnonzero(_WS_TABLE[data[a:b]])
         if (np.diff(np.searchsorted(ws, bounds[i : j + 1] - a)) == np.diff(bounds[i : j + 1])).any():
             return True
-        i = j
     return False
 
 

@@ -134,19 +134,24 @@ def main() -> None:
     st.wrap(fedgc.app.evaluation, "oracle_fit", "oracle")
     st.wrap(fedgc.report.result_json, "write_outputs", "report")
     argv = ["run"]
+    # the --no-oracle config goes here, not into --out (fedgc wants an empty output folder)
+    scratch = tempfile.TemporaryDirectory(prefix="fedgc-profile-")
     if args.no_oracle:
         import yaml
 
         cfg = {"name": "profile", "clients": [{"name": Path(f).stem, "data": str(Path(f).resolve())} for f in args.files],
                "evaluation": {"oracle": False}}  # fmt: skip
-        config = Path(tempfile.mkdtemp(prefix="fedgc-profile-")) / "profile.yaml"  # not in --out: fedgc wants it empty
+        config = Path(scratch.name) / "profile.yaml"
         config.write_text(yaml.safe_dump(cfg))
         argv.append(str(config))
     else:
         argv += [a for f in args.files for a in ("--data", f)]
     argv += ["--out", str(args.out), "--quiet"]
     t, c = time.perf_counter(), time.process_time()
-    rc = fedgc.cli.main(argv)
+    try:
+        rc = fedgc.cli.main(argv)
+    finally:
+        scratch.cleanup()
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     st.stop = True
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

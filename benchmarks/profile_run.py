@@ -40,6 +40,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -133,19 +134,24 @@ def main() -> None:
     st.wrap(fedgc.app.evaluation, "oracle_fit", "oracle")
     st.wrap(fedgc.report.result_json, "write_outputs", "report")
     argv = ["run"]
+    # the --no-oracle config goes here, not into --out (fedgc wants an empty output folder)
+    scratch = tempfile.TemporaryDirectory(prefix="fedgc-profile-")
     if args.no_oracle:
         import yaml
 
         cfg = {"name": "profile", "clients": [{"name": Path(f).stem, "data": str(Path(f).resolve())} for f in args.files],
                "evaluation": {"oracle": False}}  # fmt: skip
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "profile.yaml").write_text(yaml.safe_dump(cfg))
-        argv.append(str(args.out / "profile.yaml"))
+        config = Path(scratch.name) / "profile.yaml"
+        config.write_text(yaml.safe_dump(cfg))
+        argv.append(str(config))
     else:
         argv += [a for f in args.files for a in ("--data", f)]
     argv += ["--out", str(args.out), "--quiet"]
     t, c = time.perf_counter(), time.process_time()
-    rc = fedgc.cli.main(argv)
+    try:
+        rc = fedgc.cli.main(argv)
+    finally:
+        scratch.cleanup()
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     st.stop = True
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

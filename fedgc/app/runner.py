@@ -13,12 +13,18 @@ looked up by name, from the fedgc project folder, when a run asks for one.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import sys
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, TypeVar
+
+from threadpoolctl import threadpool_limits
 
 from fedgc.app.checkpoint import CHECKPOINT_FILE, Checkpointing, config_fingerprint, record_error
 from fedgc.app.clients import LOCAL_WORKERS, Clients, deployment_files, local_clients
@@ -42,6 +48,13 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 FLOWER_ENGINE_TABLE = "ENGINES"  # server/engine.py's {engine name: FlowerEngine}
 FLOWER_ENGINES = ("flower-sim", "flower")
 
+# The local engine's parallelism is its LOCAL_WORKERS client threads; BLAS inside them gets the remaining cores
+# (one each on 2 cores). Multi-threaded BLAS on these small matrices, called from two threads at once, more
+# than doubled a run's CPU time on the 2-core machine (benchmarks/bench_peers.py, docs/performance.md).
+BLAS_THREADS = max(1, (os.cpu_count() or 1) // LOCAL_WORKERS)
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+T = TypeVar("T")
 OnRound = Callable[[RoundRecord], None]
 OnWindow = Callable[[WindowResult, list[Alert]], None]
 
@@ -166,15 +179,37 @@ def check_run(cfg: RunConfig, *, mode: str, resume: bool) -> None:
 def run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnRound | None = None,
               resume: bool = False, on_window: OnWindow | None = None,
               on_oracle_round: OnRound | None = None) -> RunResult:  # fmt: skip
-    """The local engine: every client an in-process session over a local transport."""
+    """The local engine: every client an in-process session over a local transport, BLAS on BLAS_THREADS
+    threads (unless the environment sets a BLAS thread count)."""
+    with local_blas_threads():
+        return _run_local(cfg, mode=mode, out_dir=out_dir, on_round=on_round, resume=resume, on_window=on_window,
+                          on_oracle_round=on_oracle_round)  # fmt: skip
+
+
+def local_blas_threads() -> contextlib.AbstractContextManager[Any]:
+    """BLAS limited to BLAS_THREADS threads until the block ends, or left alone when the user chose a count."""
+    if any(os.environ.get(v) for v in BLAS_THREAD_VARIABLES):
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=BLAS_THREADS, user_api="blas")
+
+
+def _run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnRound | None, resume: bool,
+               on_window: OnWindow | None, on_oracle_round: OnRound | None) -> RunResult:  # fmt: skip
     cfg = with_oracle_decided(cfg, mode=mode)
     plan = privacy_plan(cfg)  # before any data is touched
     t0 = time.perf_counter()
+    # The checkpoint's fingerprint hashes every client file (5 GB for a year of 1-minute data from 20 sites,
+    # ~7 s of sha256): on a thread of its own while the clients are read, whose parser holds the GIL
+    # (pandas), where sha256 does not.
+    fingerprint = None
+    if cfg.streaming is None and out_dir is not None:
+        fingerprint = in_background(lambda: config_fingerprint(cfg, workers=1))
     clients = local_clients(cfg, mode=mode, plan=plan)
     setup_s = time.perf_counter() - t0
     if cfg.streaming is None:
         result = run_batch(cfg, LocalTransport(clients.sessions, workers=LOCAL_WORKERS), sessions=clients.sessions, plan=plan,
-                           checkpoint_dir=out_dir, on_round=on_round, resume=resume)  # fmt: skip
+                           checkpoint_dir=out_dir, on_round=on_round, resume=resume,
+                           fingerprint=None if fingerprint is None else fingerprint.result())  # fmt: skip
         windows = clients.oracle_windows
     else:
         result = run_streaming(cfg, clients, on_round=on_round, on_window=on_window)
@@ -186,19 +221,21 @@ def run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnRo
 def run_batch(
     cfg: RunConfig, transport: Transport, *, sessions: Sequence[ClientSession] = (), plan: PrivacyPlan | None = None,
     checkpoint_dir: Path | None = None, on_round: OnRound | None = None, resume: bool = False,
-    stop_when: Callable[[Any], bool] | None = None, engine: str = "local",
+    stop_when: Callable[[Any], bool] | None = None, engine: str = "local", fingerprint: str | None = None,
 ) -> RunResult:  # fmt: skip
     """The batch protocol over `transport`, checkpointed after every round into checkpoint_dir (a failed run
     says there where its last round is kept, and why it stopped). sessions: the in-process clients (their
-    own state goes into the checkpoint). The privacy report reads each client's noise level from what it
-    reported of its release (ClientInfo.release: an in-process session's, or a Flower node's setup reply)."""
+    own state goes into the checkpoint); fingerprint: config_fingerprint(cfg) when already computed. The
+    privacy report reads each client's noise level from what it reported of its release (ClientInfo.release:
+    an in-process session's, or a Flower node's setup reply)."""
     t0 = time.perf_counter()
     server = server_privacy(cfg, plan)
     counting = CountingTransport(transport)
     saver, start = None, None
     if checkpoint_dir is not None:
         saver = Checkpointing(
-            Path(checkpoint_dir), config_fingerprint(cfg), rule_named(cfg.server.rule), tuple(sessions), plan,
+            Path(checkpoint_dir), config_fingerprint(cfg) if fingerprint is None else fingerprint,
+            rule_named(cfg.server.rule), tuple(sessions), plan,
             None if plan is None else privacy_accountant(cfg),
         )  # fmt: skip
         start = saver.start(resume=resume)
@@ -218,6 +255,21 @@ def run_batch(
     result.privacy = privacy_summary(cfg, plan, fit, counting.clients(), server)
     result.communication = counting.log.summary()
     return result
+
+
+def in_background(work: Callable[[], T]) -> Future[T]:
+    """work() on a daemon thread: a run that fails meanwhile reports its error at once, without waiting for it."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(work())
+            except BaseException as exc:  # handed to whoever waits for the result
+                future.set_exception(exc)
+
+    threading.Thread(target=run, name="fedgc-background", daemon=True).start()
+    return future
 
 
 def run_streaming(

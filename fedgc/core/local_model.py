@@ -202,9 +202,12 @@ def choose_state_dim(
             rng.permuted(columns, axis=1, out=shuffled)
             null[i] = np.sort(np.linalg.eigvalsh(shuffled @ shuffled.T / T))[::-1]
     else:
+        # rng.permuted shuffles each row of the (P, T) columns as rng.permutation(T) would, column after
+        # column: the permutations of a gather y[rng.permutation(T), j] per column, without P index arrays.
+        columns, shuffled = np.ascontiguousarray(y.T), np.empty((P, T))
         for i in range(n_permutations):
-            shuffled = np.column_stack([y[rng.permutation(T), j] for j in range(P)])
-            null[i] = np.sort(np.linalg.eigvalsh(second_moments(shuffled)))[::-1]
+            rng.permuted(columns, axis=1, out=shuffled)
+            null[i] = np.sort(np.linalg.eigvalsh(second_moments(shuffled.T)))[::-1]
     above = lam > np.quantile(null, quantile, axis=0)
     d = int(np.argmin(above)) if not above.all() else P
     return min(max(d, 1), P - 1)

@@ -36,7 +36,7 @@ def read_values(
             sep=r"\s+" if sep is None else sep, header=None, names=list(range(n_fields)),
             skiprows=1 if skip_header else 0, index_col=False, engine="c", quoting=csv.QUOTE_NONE,
             dtype={j: (object if j == ts_index else np.float64) for j in range(n_fields) if explicit or j == ts_index},
-            na_values={j: list(na_values) for j in sensor_fields}, keep_default_na=False,
+            na_values=_missing_cells(na_values, sensor_fields, ts_index), keep_default_na=False,
             skipinitialspace=sep is not None, skip_blank_lines=True, chunksize=READ_CHUNK_ROWS,
             encoding="utf-8", **_float_options(),
         )  # fmt: skip
@@ -49,6 +49,15 @@ def read_values(
     if rows != n_rows:
         return None
     return values, cells
+
+
+def _missing_cells(na_values: Sequence[str], sensor_fields: list[int], ts_index: int | None) -> list | dict:
+    """pandas' na_values: the missing-value cells of the sensor columns only (a timestamp cell reading "NA"
+    stays a string); one list for the whole file when every column is a sensor's (pandas cleans a per-column
+    dict column by column: 3 of a 4000 x 20 file's 12 ms)."""
+    if ts_index is None:
+        return list(na_values)
+    return {j: list(na_values) for j in sensor_fields}
 
 
 def _read_chunks(

@@ -201,7 +201,8 @@ def _nan(x: float | None) -> float:
 
 
 def inspected_from_json(data: Mapping[str, Any], file: Path) -> Inspected:
-    """The typed view of `data`, a result.json dict that passed fedgc.report.schema.check_result."""
+    """The typed view of `data`, a result.json dict that passed fedgc.report.schema.check_result (or that
+    result_json.write_outputs has just written)."""
     clients = tuple(data["clients"])
     c = _Sizes(file, clients)
     M = c.M

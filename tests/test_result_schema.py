@@ -23,7 +23,7 @@ from fedgc.data.csv import write_client_csv
 from fedgc.data.synthetic import SystemSpec, simulate
 from fedgc.protocol.transport import LocalTransport
 from fedgc.report.markdown import markdown_report
-from fedgc.report.result_json import KEYS, RESULT_FILE, load_result, write_outputs
+from fedgc.report.result_json import ADDED_KEYS, KEYS, RESULT_FILE, load_result, write_outputs
 from fedgc.report.schema import SCHEMA_FILE, result_schema
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,8 @@ def test_the_schema_is_draft_2020_12_and_names_every_key_the_writer_writes():
     schema = result_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert tuple(schema["required"]) == KEYS and not schema["additionalProperties"]
+    assert tuple(schema["required"]) == tuple(k for k in KEYS if k not in ADDED_KEYS) and not schema["additionalProperties"]
+    assert set(ADDED_KEYS) <= set(schema["properties"])
     assert set(schema["properties"]) - set(KEYS) == OPTIONAL_SECTIONS
 
 
@@ -165,3 +166,14 @@ def test_reading_a_result_and_its_table_needs_no_matplotlib(tmp_path):
         "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_a_result_written_before_the_test_key_is_still_read(tmp_path):
+    """`test` was added to result.json later: an older file without it validates and reads as the LR test."""
+    out = tmp_path / "run"
+    assert main(["simulate", str(REPO / "simulations" / "default.yaml"), "--out", str(out), "--quiet"]) == 0
+    data = json.loads((out / RESULT_FILE).read_text())
+    assert data["test"] == "lr"
+    del data["test"]
+    (out / RESULT_FILE).write_text(json.dumps(data))
+    assert load_result(out).test == "lr"

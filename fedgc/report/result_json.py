@@ -49,6 +49,9 @@ KEYS = (
     "A_s", "A_s_note", "server", "rounds", "converged", "history",
     "evaluation", "timings", "communication", "raw_data_bytes", "privacy", "data", "unknown", "resilience",
 )  # fmt: skip
+# Keys added after results were first written: the writer writes them, the schema does not require them, so
+# fedgc inspect still reads an older result.json (without "test": the LR test, the only one there was).
+ADDED_KEYS = ("test",)
 EVALUATION_KEYS = (
     "auroc", "auprc", "precision", "recall", "f1",
     "relative_error_vs_truth", "relative_error_vs_oracle", "oracle_relative_error_vs_truth",

@@ -25,15 +25,15 @@ STATSMODELS_MAX_STATES = 120
 
 
 def one_row(M: int, *, T: int, D: int, P: int, seed: int, gd_max_rounds: int) -> dict:
-    from fedgc.protocol.session import ClientSession
-    from fedgc.core.local_model import identify
     from fedgc.analysis.metrics import auroc, relative_error
     from fedgc.analysis.oracle import oracle_fit
-    from fedgc.protocol.loop import run_protocol
-    from fedgc.protocol.settings import ServerConfig
-    from fedgc.protocol.transport import LocalTransport
+    from fedgc.core.local_model import identify
     from fedgc.core.regression import Blocks
     from fedgc.data.synthetic import SystemSpec, simulate
+    from fedgc.protocol.loop import run_protocol
+    from fedgc.protocol.session import ClientSession
+    from fedgc.protocol.settings import ServerConfig
+    from fedgc.protocol.transport import LocalTransport
 
     rng = np.random.default_rng(seed)
     spec = SystemSpec(n_clients=M, state_dims=D, obs_dims=P, edge_density=min(1.0, 2.0 / (M - 1)), n_steps=T)
@@ -66,13 +66,22 @@ def one_row(M: int, *, T: int, D: int, P: int, seed: int, gd_max_rounds: int) ->
     gd_close = np.linalg.norm(gd_fit.A_s - fit.A_s) < 0.01 * np.linalg.norm(fit.A_s)
 
     row = {
-        "M": M, "D": M * D, "T": T, "edges": int(truth.sum()),
-        "gen_s": t_gen, "fed_s": t_fed, "fed_peak_mb": rss_fed,
-        "rounds": fit.rounds, "converged": fit.converged,
+        "M": M,
+        "D": M * D,
+        "T": T,
+        "edges": int(truth.sum()),
+        "gen_s": t_gen,
+        "fed_s": t_fed,
+        "fed_peak_mb": rss_fed,
+        "rounds": fit.rounds,
+        "converged": fit.converged,
         "auroc": auroc(-fit.gc.log10_pvalue[off], truth),
         "err_vs_oracle": relative_error(fit.A_s, A_oracle, blocks),
-        "oracle_s": t_oracle, "oracle_rounds": len(oracle_hist),
-        "gd_rounds_to_1pct": gd_fit.rounds if gd_close else None, "gd_s": t_gd, "gd_max_rounds": gd_max_rounds,
+        "oracle_s": t_oracle,
+        "oracle_rounds": len(oracle_hist),
+        "gd_rounds_to_1pct": gd_fit.rounds if gd_close else None,
+        "gd_s": t_gd,
+        "gd_max_rounds": gd_max_rounds,
     }
     row.update(_statsmodels_row(data, M, D, seed, identify))
     row["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -86,7 +95,11 @@ def _statsmodels_row(data, M: int, D: int, seed: int, identify) -> dict:
     from fedgc.analysis.metrics import auroc
 
     if M * D > STATSMODELS_MAX_STATES:
-        return {"sm_s": None, "sm_auroc": None, "sm_note": f"skipped: test_causality needs a {(M * D) ** 2} x {(M * D) ** 2} covariance"}
+        return {
+            "sm_s": None,
+            "sm_auroc": None,
+            "sm_note": f"skipped: test_causality needs a {(M * D) ** 2} x {(M * D) ** 2} covariance",
+        }
     t0 = time.perf_counter()
     scores = []
     for m, y in enumerate(data.y):
@@ -118,13 +131,37 @@ def main() -> None:
     parser.add_argument("--row", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row is not None:
-        print(json.dumps(one_row(args.row, T=args.steps, D=args.state_dim, P=args.obs_dim, seed=args.seed,
-                                 gd_max_rounds=args.gd_max_rounds)))
+        print(
+            json.dumps(
+                one_row(
+                    args.row,
+                    T=args.steps,
+                    D=args.state_dim,
+                    P=args.obs_dim,
+                    seed=args.seed,
+                    gd_max_rounds=args.gd_max_rounds,
+                )
+            )
+        )
         return
     rows = []
     for M in args.clients:
-        cmd = [sys.executable, __file__, "--row", str(M), "--steps", str(args.steps), "--state-dim", str(args.state_dim),
-               "--obs-dim", str(args.obs_dim), "--seed", str(args.seed), "--gd-max-rounds", str(args.gd_max_rounds)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--row",
+            str(M),
+            "--steps",
+            str(args.steps),
+            "--state-dim",
+            str(args.state_dim),
+            "--obs-dim",
+            str(args.obs_dim),
+            "--seed",
+            str(args.seed),
+            "--gd-max-rounds",
+            str(args.gd_max_rounds),
+        ]
         t0 = time.perf_counter()
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         row = json.loads(out.strip().splitlines()[-1])
@@ -139,17 +176,38 @@ def _fmt(v, spec: str) -> str:
 
 
 def _print_table(rows: list[dict]) -> None:
-    head = ("M", "D", "T", "edges", "fed wall s", "peak MB", "newton rounds", "AUROC", "err vs oracle",
-            "oracle s", "gd rounds to 1%", "statsmodels s", "statsmodels AUROC")
+    head = (
+        "M",
+        "D",
+        "T",
+        "edges",
+        "fed wall s",
+        "peak MB",
+        "newton rounds",
+        "AUROC",
+        "err vs oracle",
+        "oracle s",
+        "gd rounds to 1%",
+        "statsmodels s",
+        "statsmodels AUROC",
+    )
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
         cells = (
-            str(r["M"]), str(r["D"]), str(r["T"]), str(r["edges"]), _fmt(r["fed_s"], ".2f"), _fmt(r["peak_mb"], ".0f"),
-            f"{r['rounds']}" + ("" if r["converged"] else " (not conv.)"), _fmt(r["auroc"], ".4f"),
-            _fmt(r["err_vs_oracle"], ".4f"), _fmt(r["oracle_s"], ".2f"),
+            str(r["M"]),
+            str(r["D"]),
+            str(r["T"]),
+            str(r["edges"]),
+            _fmt(r["fed_s"], ".2f"),
+            _fmt(r["peak_mb"], ".0f"),
+            f"{r['rounds']}" + ("" if r["converged"] else " (not conv.)"),
+            _fmt(r["auroc"], ".4f"),
+            _fmt(r["err_vs_oracle"], ".4f"),
+            _fmt(r["oracle_s"], ".2f"),
             _fmt(r["gd_rounds_to_1pct"], "d") if r["gd_rounds_to_1pct"] is not None else f"> {r['gd_max_rounds']}",
-            _fmt(r["sm_s"], ".2f") if r["sm_s"] is not None else r["sm_note"], _fmt(r["sm_auroc"], ".4f"),
+            _fmt(r["sm_s"], ".2f") if r["sm_s"] is not None else r["sm_note"],
+            _fmt(r["sm_auroc"], ".4f"),
         )
         print("| " + " | ".join(cells) + " |")
 

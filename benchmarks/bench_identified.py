@@ -47,19 +47,19 @@ import numpy as np
 import scipy.linalg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_peers import bh_edges, score  # noqa: E402
+from bench_peers import bh_edges, score
 
-from fedgc.app.config import ClientSpec, RunConfig, parse_config  # noqa: E402
-from fedgc.analysis.oracle import oracle_fit  # noqa: E402
-from fedgc.app.runner import run  # noqa: E402
-from fedgc.core.granger import granger_tests  # noqa: E402
-from fedgc.core.kalman import filter_scan, steady_state  # noqa: E402
-from fedgc.core.regression import Blocks, regression_stats  # noqa: E402
-from fedgc.core.window import lagged, prepare_window  # noqa: E402
-from fedgc.protocol.settings import ServerConfig  # noqa: E402
-from fedgc.core.local_model import identify  # noqa: E402
-from fedgc.data import ground_truth as gt  # noqa: E402
-from fedgc.data.csv import write_client_csv  # noqa: E402
+from fedgc.analysis.oracle import oracle_fit
+from fedgc.app.config import ClientSpec, RunConfig, parse_config
+from fedgc.app.runner import run
+from fedgc.core.granger import granger_tests
+from fedgc.core.kalman import filter_scan, steady_state
+from fedgc.core.local_model import identify
+from fedgc.core.regression import Blocks, regression_stats
+from fedgc.core.window import lagged, prepare_window
+from fedgc.data import ground_truth as gt
+from fedgc.data.csv import write_client_csv
+from fedgc.protocol.settings import ServerConfig
 
 METHODS = ("fedgc", "fedgc-lr", "oracle", "var-scores", "var-raw")
 QUICK_FAMILIES = ("tanks", "chain", "tree", "feedback", "dense", "var2", "mixed", "slow")
@@ -196,7 +196,9 @@ def table(rows: list[dict], methods: list[str]) -> str:
                 g = groups.get((fam, T, method))
                 if not g:
                     continue
-                mean = {k: float(np.nanmean([r[k] for r in g])) for k in ("false_edge_rate", "power", "auroc", "seconds")}
+                mean = {
+                    k: float(np.nanmean([r[k] for r in g])) for k in ("false_edge_rate", "power", "auroc", "seconds")
+                }
                 rounds = "-" if g[0]["rounds"] is None else f"{np.mean([r['rounds'] for r in g]):.1f}"
                 out.append(f"| {fam} | {T} | {method} | {len(g)} | {mean['false_edge_rate']:.3f} | {mean['power']:.3f} | "
                            f"{mean['auroc']:.3f} | {rounds} | {mean['seconds']:.2f} |")  # fmt: skip
@@ -217,7 +219,11 @@ def main() -> None:
             for T in args.T:
                 for seed in range(args.seeds):
                     rows.extend(one_system(fam, T, seed, args.methods, Path(tmp)))
-                    print(f"  {fam} T={T} seed={seed} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+                    print(
+                        f"  {fam} T={T} seed={seed} done ({time.perf_counter() - t0:.0f} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     print(table(rows, args.methods))
     print(f"\n{len(rows)} method runs in {time.perf_counter() - t0:.0f} s; load average {os.getloadavg()[0]:.1f}")
 

@@ -78,16 +78,21 @@ def main() -> None:
             records.append(rec)
             print(f"T={steps}: {rec['process_wall_s']:.1f} s wall, {rec['process_cpu_s']:.1f} s CPU, {rec['peak_gb']:.2f} GB, "
                   f"load {rec['load_before'][0]:.1f} -> {rec['load_after'][0]:.1f}", file=sys.stderr, flush=True)  # fmt: skip
-    print("| T | M | P_m | wall s | CPU s | peak RSS GB | load (1 min) before -> after | rounds | "
-          + " | ".join(f"{s} s" for s in STAGES) + " |")
+    print(
+        "| T | M | P_m | wall s | CPU s | peak RSS GB | load (1 min) before -> after | rounds | "
+        + " | ".join(f"{s} s" for s in STAGES)
+        + " |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---|---:|" + "---:|" * len(STAGES))
     for r in records:
         stages = [r["stages"].get(s, {}).get("wall_s") for s in STAGES]
         print(f"| {r['T']} | {r['M']} | {r['P']} | {r['process_wall_s']:.1f} | {r['process_cpu_s']:.1f} | {r['peak_gb']:.2f} | "
               f"{r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f} | {r['rounds']} | "
               + " | ".join("-" if v is None else f"{v:.1f}" for v in stages) + " |")  # fmt: skip
-    print("\nStage seconds are wall seconds summed over calls (two clients at a time overlap); per-stage CPU seconds "
-          "are in the JSON records (--json).")
+    print(
+        "\nStage seconds are wall seconds summed over calls (two clients at a time overlap); per-stage CPU seconds "
+        "are in the JSON records (--json)."
+    )
     if args.json:
         args.json.write_text(json.dumps(records, indent=1))
 

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_identified import fedgc_run, write_sites  # noqa: E402
-from bench_peers import bh_edges  # noqa: E402
+from bench_identified import fedgc_run, write_sites
+from bench_peers import bh_edges
 
-from fedgc.app.config import parse_config  # noqa: E402
-from fedgc.data import ground_truth as gt  # noqa: E402
+from fedgc.app.config import parse_config
+from fedgc.data import ground_truth as gt
 
 ALPHA = 0.05
 

@@ -77,7 +77,7 @@ def pca_scores(files: list[str], dims: list[int]) -> np.ndarray:
     for f, d in zip(files, dims):
         y = pd.read_csv(f).to_numpy(dtype=np.float64)
         y = (y - y.mean(axis=0)) / y.std(axis=0)
-        lam, U = np.linalg.eigh(y.T @ y / len(y))
+        _lam, U = np.linalg.eigh(y.T @ y / len(y))
         scores.append(y @ U[:, ::-1][:, :d])
     return np.hstack(scores)
 
@@ -295,7 +295,9 @@ def main() -> None:
         for M in args.sizes:
             folder = base / f"M{M}"
             folder.mkdir(parents=True, exist_ok=True)
-            truth = write_sites(folder, M, steps=args.steps, sensors=args.sensors, states=args.states, seed=args.seed + M)
+            truth = write_sites(
+                folder, M, steps=args.steps, sensors=args.sensors, states=args.states, seed=args.seed + M
+            )
             before = os.getloadavg()[0]
             runs = []
             timed_out: set[str] = set()

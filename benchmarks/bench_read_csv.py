@@ -58,8 +58,14 @@ def main() -> None:
             env = dict(os.environ)
             if pythonpath:
                 env["PYTHONPATH"] = pythonpath
-            out = subprocess.run([sys.executable, __file__, args.path, "--child", parser], check=True,
-                                 capture_output=True, text=True, env=env, cwd=pythonpath or None).stdout
+            out = subprocess.run(
+                [sys.executable, __file__, args.path, "--child", parser],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=pythonpath or None,
+            ).stdout
             runs[label].append(json.loads(out.strip().splitlines()[-1]))
     size = os.path.getsize(args.path) / 1e6
     print(f"{args.path}: {size:.1f} MB, load average {os.getloadavg()[0]:.2f} (1 min) after the runs")
@@ -69,8 +75,10 @@ def main() -> None:
         w = [r["wall_s"] for r in rs]
         peak = statistics.median(r["peak_mb"] for r in rs)
         base = statistics.median(r["base_mb"] for r in rs)
-        print(f"| {parser} | {rs[0]['shape']} | {statistics.median(w):.2f} ({min(w):.2f}-{max(w):.2f}) | {peak:.0f} | "
-              f"{base:.0f} | {peak - base:.0f} |")
+        print(
+            f"| {parser} | {rs[0]['shape']} | {statistics.median(w):.2f} ({min(w):.2f}-{max(w):.2f}) | {peak:.0f} | "
+            f"{base:.0f} | {peak - base:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def make_run(folder: Path) -> Path:
 
 def build_pages(run: Path, folder: Path) -> list[tuple[str, Path, float]]:
     """(variant, page, seconds to build) for the default bundle and the full plotly bundle."""
-    from fedgc.report.result_json import load_result, read_result
+    from fedgc.report.result_json import read_result
     from fedgc.report.web.html import full_plotly_bundle, plotly_bundle, report_page
 
     data = read_result(run)
@@ -104,7 +104,7 @@ def main() -> None:
         runs = [make_run(folder), *args.runs]
         print(f"30-site run made in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         for run in runs:
-            from fedgc.report.result_json import load_result, read_result
+            from fedgc.report.result_json import load_result
 
             result = load_result(run)
             for variant, page, build_s in build_pages(run, folder):

@@ -22,9 +22,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -129,8 +130,13 @@ def tanks(seed: int) -> Runner:
     spec = SystemSpec(n_clients=n_sites, state_dims=n_tanks, obs_dims=sensors, n_steps=4000)
     rng = np.random.default_rng(seed)
     data = simulate(spec, rng, system=tanks_system(n_sites, n_tanks, sensors, rng))
-    models = [identify(y, client=f"site{m}", state_dim=n_tanks, rng=np.random.default_rng(seed + m)) for m, y in enumerate(data.y)]
-    return sessions_runner(lambda: [ClientSession(f"site{m}", model, y) for m, (model, y) in enumerate(zip(models, data.y))])
+    models = [
+        identify(y, client=f"site{m}", state_dim=n_tanks, rng=np.random.default_rng(seed + m))
+        for m, y in enumerate(data.y)
+    ]
+    return sessions_runner(
+        lambda: [ClientSession(f"site{m}", model, y) for m, (model, y) in enumerate(zip(models, data.y))]
+    )
 
 
 def default_variant(seed: int, *, identified: bool = False, theta: bool = False, missing: float = 0.0,
@@ -139,7 +145,9 @@ def default_variant(seed: int, *, identified: bool = False, theta: bool = False,
     spec = load_config(REPO / "simulations" / "default.yaml").synthetic
     assert spec is not None
     if slow:
-        spec = SystemSpec(n_clients=5, state_dims=2, obs_dims=10, edge_density=0.3, n_steps=2000, self_eig_range=(0.8, 0.9))
+        spec = SystemSpec(
+            n_clients=5, state_dims=2, obs_dims=10, edge_density=0.3, n_steps=2000, self_eig_range=(0.8, 0.9)
+        )
     data = simulate(spec, np.random.default_rng(seed))
     rng = np.random.default_rng(seed + 1000)
     ys = []
@@ -149,11 +157,15 @@ def default_variant(seed: int, *, identified: bool = False, theta: bool = False,
             y[rng.random(y.shape) < missing] = np.nan
         ys.append(y)
     models = [
-        identify(y, client=f"client{m}", rng=np.random.default_rng(seed + m)) if identified else data.system.local_model(m)
+        identify(y, client=f"client{m}", rng=np.random.default_rng(seed + m))
+        if identified
+        else data.system.local_model(m)
         for m, y in enumerate(ys)
     ]
     return sessions_runner(
-        lambda: [ClientSession(f"client{m}", model, y, learn_theta=theta) for m, (model, y) in enumerate(zip(models, ys))]
+        lambda: [
+            ClientSession(f"client{m}", model, y, learn_theta=theta) for m, (model, y) in enumerate(zip(models, ys))
+        ]
     )
 
 
@@ -205,10 +217,14 @@ def main() -> None:
         keys = [k.strip() for k in args.only.split(",")]
         chosen = {n: v for n, v in chosen.items() if any(n.startswith(k) for k in keys)}
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
-    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}; cores: {os.cpu_count()}; "
-          f"OPENBLAS_NUM_THREADS={threads}")
-    header = ("| scenario | tol | rounds none | rounds secant | rounds to 1e-12 | none vs fixed point | secant vs fixed point "
-              "| edges equal | max abs change log10 p | protocol s none | protocol s secant |")
+    print(
+        f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}; cores: {os.cpu_count()}; "
+        f"OPENBLAS_NUM_THREADS={threads}"
+    )
+    header = (
+        "| scenario | tol | rounds none | rounds secant | rounds to 1e-12 | none vs fixed point | secant vs fixed point "
+        "| edges equal | max abs change log10 p | protocol s none | protocol s secant |"
+    )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for name, (build, own) in chosen.items():
@@ -219,13 +235,15 @@ def main() -> None:
         edges = bool(np.array_equal(np.asarray(fast.edges, dtype=object), np.asarray(plain.edges, dtype=object)))
         if plain.alerts is not None:
             edges = edges and fast.alerts == plain.alerts
-        flag = lambda o: "" if o.converged else " (not converged)"  # noqa: E731
+        flag = lambda o: "" if o.converged else " (not converged)"
         print(f"| {name} | {own['tol']:g} | {plain.rounds}{flag(plain)} | {fast.rounds}{flag(fast)} | {fixed.rounds}{flag(fixed)} "
               f"| {relative(plain.A_s, fixed.A_s):.1e} | {relative(fast.A_s, fixed.A_s):.1e} | {'yes' if edges else 'NO'} "
               f"| {log10_change(fast.pvalue, plain.pvalue):.1e} | {plain.seconds:.2f} | {fast.seconds:.2f} |", flush=True)  # fmt: skip
     print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print("Streaming rows count every window's rounds; their A_s is the last window's, and 'edges equal' also "
-          "requires the same alerts. 'rounds to 1e-12' is the plain iteration's.")
+    print(
+        "Streaming rows count every window's rounds; their A_s is the last window's, and 'edges equal' also "
+        "requires the same alerts. 'rounds to 1e-12' is the plain iteration's."
+    )
 
 
 if __name__ == "__main__":

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_identified import fedgc_run  # noqa: E402
-from bench_peers import bh_edges  # noqa: E402
+from bench_identified import fedgc_run
+from bench_peers import bh_edges
 
-from fedgc.app.config import ClientSpec, parse_config  # noqa: E402
-from fedgc.data.csv import write_client_csv  # noqa: E402
-from fedgc.data.tep import load_tep  # noqa: E402
+from fedgc.app.config import ClientSpec, parse_config
+from fedgc.data.csv import write_client_csv
+from fedgc.data.tep import load_tep
 
 MIN_GAP = 100
 
@@ -51,9 +51,13 @@ def main() -> None:
     ap.add_argument("--run", default="d00_te")
     ap.add_argument("--draws", type=int, default=40)
     ap.add_argument("--tests", nargs="+", default=["siv", "lr"], choices=["siv", "lr"])
-    ap.add_argument("--held-values", default="missing", choices=["missing", "keep"],
-                    help="the units' column policy for TEP's analysers: 'missing' (default; their repeats are missing "
-                         "values and SIV leaves them out) or 'keep' (their held values are measurements)")
+    ap.add_argument(
+        "--held-values",
+        default="missing",
+        choices=["missing", "keep"],
+        help="the units' column policy for TEP's analysers: 'missing' (default; their repeats are missing "
+        "values and SIV leaves them out) or 'keep' (their held values are measurements)",
+    )
     args = ap.parse_args()
     tep = load_tep(run=args.run)
     units = list(tep.clients)
@@ -69,7 +73,9 @@ def main() -> None:
             folder.mkdir()
             specs = []
             for unit, s in zip(units, sh):
-                write_client_csv(folder / f"{unit}.csv", np.roll(tep.clients[unit], s, axis=0), columns=tep.columns[unit])
+                write_client_csv(
+                    folder / f"{unit}.csv", np.roll(tep.clients[unit], s, axis=0), columns=tep.columns[unit]
+                )
                 specs.append(ClientSpec(unit, folder / f"{unit}.csv", held_values=args.held_values))
             base = parse_config({"name": "tep_null", "evaluation": {"oracle": False}})
             for test in args.tests:
@@ -82,8 +88,10 @@ def main() -> None:
                 c["edges"] += int(bh_edges(logp)[off].sum())
                 c["p05"] += int(np.sum(logp[off] < np.log10(0.05)))
                 c["pairs"] += int(off.sum())
-    print(f"TEP {args.run} (T = {T}), units {units}, {args.draws} circularly shifted draws (shifts >= {MIN_GAP} apart), "
-          f"held_values: {args.held_values}\n")
+    print(
+        f"TEP {args.run} (T = {T}), units {units}, {args.draws} circularly shifted draws (shifts >= {MIN_GAP} apart), "
+        f"held_values: {args.held_values}\n"
+    )
     print("| test | edge share (BH 0.05) | p < 0.05 share | unshifted edges |")
     print("|---|---:|---:|---|")
     for test in args.tests:
@@ -92,7 +100,9 @@ def main() -> None:
         listed = ", ".join(f"{units[n]}->{units[m]} ({unshifted[test][m, n]:.0f})" for m, n in zip(*np.nonzero(e)))
         print(f"| {test} | {c['edges'] / max(c['pairs'], 1):.3f} | {c['p05'] / max(c['pairs'], 1):.3f} | "
               f"{int(e.sum())} of 12: {listed} |")  # fmt: skip
-    print(f"\n{time.perf_counter() - t0:.0f} s; load average {os.getloadavg()[0]:.1f} (unshifted edges: log10 p in brackets)")
+    print(
+        f"\n{time.perf_counter() - t0:.0f} s; load average {os.getloadavg()[0]:.1f} (unshifted edges: log10 p in brackets)"
+    )
 
 
 if __name__ == "__main__":

@@ -152,11 +152,26 @@ def commands(work: Path, files: list[Path]) -> list[tuple[str, list[str], str | 
     data = [a for f in files for a in ("--data", str(f))]
     return [
         ("`fedgc --help`", [*cli, "--help"], None),
-        ("`fedgc run missing.yaml` (error)", [*cli, "run", str(work / "missing.yaml"), "--out", str(work / "o1")], None),
+        (
+            "`fedgc run missing.yaml` (error)",
+            [*cli, "run", str(work / "missing.yaml"), "--out", str(work / "o1")],
+            None,
+        ),
         ("`fedgc run typo.yaml` ('sever:', error)", [*cli, "run", str(typo), "--out", str(work / "o2")], None),
-        ("`fedgc run --data nofile.csv` (error)",
-         [*cli, "run", "--data", str(work / "nofile.csv"), "--data", str(work / "nofile2.csv"), "--out", str(work / "o3")],
-         None),  # fmt: skip
+        (
+            "`fedgc run --data nofile.csv` (error)",
+            [
+                *cli,
+                "run",
+                "--data",
+                str(work / "nofile.csv"),
+                "--data",
+                str(work / "nofile2.csv"),
+                "--out",
+                str(work / "o3"),
+            ],
+            None,
+        ),
         (f"`fedgc run` {len(files)} CSVs: first round", [*cli, "run", *data, "--out", str(work / "run")], "round "),
     ]
 
@@ -211,7 +226,9 @@ def table(args: argparse.Namespace) -> None:
     print(head + " heavy packages imported (this checkout) |")
     print(rule + "---|")
     for label in labels:
-        row = f"| {label} | {codes.get((label, 'this'), codes.get((cmds[-1][0], 'this')))} | {med[(label, 'this')]:.2f} |"
+        row = (
+            f"| {label} | {codes.get((label, 'this'), codes.get((cmds[-1][0], 'this')))} | {med[(label, 'this')]:.2f} |"
+        )
         row += f" {cpu[(label, 'this')]:.2f} |" if (label, "this") in cpu else " |"
         if "before" in trees:
             row += f" {med[(label, 'before')]:.2f} |"

@@ -23,8 +23,19 @@ from pathlib import Path
 import numpy as np
 
 
-def write_sites(out: Path, *, sites: int, sensors: int, steps: int, states: int = 3, density: float | None = None,
-                seed: int = 0, digits: int = 6, timestamps: bool = False, chunk: int = 50_000) -> dict:
+def write_sites(
+    out: Path,
+    *,
+    sites: int,
+    sensors: int,
+    steps: int,
+    states: int = 3,
+    density: float | None = None,
+    seed: int = 0,
+    digits: int = 6,
+    timestamps: bool = False,
+    chunk: int = 50_000,
+) -> dict:
     import scipy.linalg
 
     from fedgc.core.kalman import filter_scan
@@ -33,7 +44,9 @@ def write_sites(out: Path, *, sites: int, sensors: int, steps: int, states: int 
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     density = min(1.0, 2.0 / (sites - 1)) if density is None else density
-    spec = SystemSpec(n_clients=sites, state_dims=states, obs_dims=sensors, edge_density=density, n_steps=max(steps, 10))
+    spec = SystemSpec(
+        n_clients=sites, state_dims=states, obs_dims=sensors, edge_density=density, n_steps=max(steps, 10)
+    )
     system = make_system(spec, rng)
     D = system.A.shape[0]
     o = system.offsets
@@ -62,8 +75,13 @@ def write_sites(out: Path, *, sites: int, sensors: int, steps: int, states: int 
                 else:
                     np.savetxt(f, y, fmt=fmt, delimiter=",")
         files.append(str(path))
-    truth = {"edges": system.edges.astype(int).tolist(), "dims": list(system.dims), "steps": steps, "sensors": sensors,
-             "files": files}
+    truth = {
+        "edges": system.edges.astype(int).tolist(),
+        "dims": list(system.dims),
+        "steps": steps,
+        "sensors": sensors,
+        "files": files,
+    }
     (out / "truth.json").write_text(json.dumps(truth))
     return truth
 
@@ -81,8 +99,17 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     t0 = time.perf_counter()
-    truth = write_sites(args.out, sites=args.sites, sensors=args.sensors, steps=args.steps, states=args.states,
-                        density=args.density, seed=args.seed, digits=args.digits, timestamps=args.timestamps)
+    truth = write_sites(
+        args.out,
+        sites=args.sites,
+        sensors=args.sensors,
+        steps=args.steps,
+        states=args.states,
+        density=args.density,
+        seed=args.seed,
+        digits=args.digits,
+        timestamps=args.timestamps,
+    )
     size = sum(Path(f).stat().st_size for f in truth["files"])
     print(f"wrote {len(truth['files'])} files, {size / 1e6:.1f} MB, in {time.perf_counter() - t0:.1f} s to {args.out}")
 

@@ -35,14 +35,14 @@ import time
 
 T0 = time.perf_counter()
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import resource  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import threading
+from pathlib import Path
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -77,7 +77,9 @@ class Stages:
             with self.lock:
                 if self.first is None:
                     self.first = time.perf_counter()
-                s = self.stats.setdefault(name, {"calls": 0, "wall_s": 0.0, "cpu_s": 0.0, "peak_mb": 0.0, "rss_after_mb": 0.0})
+                s = self.stats.setdefault(
+                    name, {"calls": 0, "wall_s": 0.0, "cpu_s": 0.0, "peak_mb": 0.0, "rss_after_mb": 0.0}
+                )
                 self.active[name] = self.active.get(name, 0) + 1
                 s["peak_mb"] = max(s["peak_mb"], rss_mb())
             t, c = time.perf_counter(), time.thread_time()
@@ -164,7 +166,9 @@ def main() -> None:
     print("| stage | calls | wall s | CPU s | peak RSS MB while running | RSS MB after |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, s in st.stats.items():
-        print(f"| {name} | {s['calls']} | {s['wall_s']:.2f} | {s['cpu_s']:.2f} | {s['peak_mb']:.0f} | {s['rss_after_mb']:.0f} |")
+        print(
+            f"| {name} | {s['calls']} | {s['wall_s']:.2f} | {s['cpu_s']:.2f} | {s['peak_mb']:.0f} | {s['rss_after_mb']:.0f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(record, indent=1))
     sys.exit(rc)

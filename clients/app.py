@@ -23,7 +23,8 @@ kept per node between messages and rebuilt from the Flower context in a fresh pr
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
@@ -38,13 +39,13 @@ from fedgc.protocol import wire
 from fedgc.protocol.messages import ClientInfo
 from fedgc.protocol.session import ClientSession
 
-
-
 # ------------------------------------------------------------------------------- node settings
 # Conversions node config <-> ClientSpec (to be replaced by fedgc.app.config's serialiser at merge).
 
 
-def node_settings(node_config: Mapping[str, Any], overrides: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def node_settings(
+    node_config: Mapping[str, Any], overrides: Mapping[int, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """This node's client settings: its node config, or (simulation) the entry for its partition-id, validated
     and written out as a node config (fedgc.app.config.ClientSpec.from_node_config / to_node_config)."""
     cfg = dict(node_config)
@@ -111,7 +112,9 @@ def handle_round(message: Message, context: Context) -> Message:
     session = sessions.get(context)
     reply = session.round(augmentation, request, round_index)
     sessions.answered(context, session, round_index)
-    return Message(to_records(wire.encode_reply(reply), message_format=message_format_of(message.content)), reply_to=message)
+    return Message(
+        to_records(wire.encode_reply(reply), message_format=message_format_of(message.content)), reply_to=message
+    )
 
 
 def raw_bytes(session: ClientSession) -> int:

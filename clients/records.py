@@ -12,7 +12,8 @@ request on every hop (see README). A reply uses the format of its request (messa
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
@@ -43,7 +44,7 @@ def to_records(payload: Mapping[str, Any], *, message_format: str = "arrays") ->
 
 
 def message_format_of(content: RecordDict) -> str:
-    """"compact" when the arrays travel as bytes in CONFIG (a reply uses the request's format)."""
+    """ "compact" when the arrays travel as bytes in CONFIG (a reply uses the request's format)."""
     config = content.config_records.get(CONFIG)
     return "compact" if config is not None and PACKED in config else "arrays"
 
@@ -57,7 +58,9 @@ def from_records(content: RecordDict) -> dict[str, Any]:
     if PACKED in out:
         packed = out.pop(PACKED)
         if ARRAYS in content.array_records:
-            raise wire.MessageError(f"a message carries its arrays either in ArrayRecord {ARRAYS!r} or as {PACKED!r}, not both")
+            raise wire.MessageError(
+                f"a message carries its arrays either in ArrayRecord {ARRAYS!r} or as {PACKED!r}, not both"
+            )
         if not isinstance(packed, bytes) or len(packed) % 8 or layout is None:
             raise wire.MessageError(
                 f"{PACKED!r} must be bytes of little-endian float64 values described by {wire.LAYOUT_KEY!r}"
@@ -66,7 +69,9 @@ def from_records(content: RecordDict) -> dict[str, Any]:
     elif ARRAYS in content.array_records:
         record = content.array_records[ARRAYS]
         if layout is None or list(record.keys()) != [PACKED]:
-            raise wire.MessageError(f"ArrayRecord {ARRAYS!r} must hold one array {PACKED!r} described by {wire.LAYOUT_KEY!r}")
+            raise wire.MessageError(
+                f"ArrayRecord {ARRAYS!r} must hold one array {PACKED!r} described by {wire.LAYOUT_KEY!r}"
+            )
         out.update(wire.unpack_arrays(record[PACKED].numpy(), layout))
     return out
 

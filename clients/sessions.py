@@ -11,7 +11,8 @@ flwr-clientapp, one per message) gives the same replies. Nothing is pickled.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context
 
@@ -35,7 +36,9 @@ class NodeSessions:
         self._cache: dict[tuple[int, int], ClientSession] = {}
         self._lock = threading.Lock()
 
-    def start(self, context: Context, settings: Mapping[str, Any], setup: wire.SetupRequest, fallback: int) -> ClientSession:
+    def start(
+        self, context: Context, settings: Mapping[str, Any], setup: wire.SetupRequest, fallback: int
+    ) -> ClientSession:
         """A new session for the run (query.setup): built, cached, and recorded in the context."""
         session = self.build(settings, setup, fallback)
         with self._lock:
@@ -76,7 +79,7 @@ class NodeSessions:
         if STATE_SETUP not in context.state.config_records:
             raise RuntimeError("query.round before query.setup: this node has no session for the run")
         rec = dict(context.state.config_records[STATE_SETUP].items())
-        settings = {k[len(NODE_PREFIX):]: v for k, v in rec.items() if k.startswith(NODE_PREFIX)}
+        settings = {k[len(NODE_PREFIX) :]: v for k, v in rec.items() if k.startswith(NODE_PREFIX)}
         session = self.build(settings, wire.decode_setup(rec), int(rec.get("fallback_index", 0)))
         if STATE_THETA in context.state.array_records:
             session.restore_state({k: v.numpy() for k, v in context.state.array_records[STATE_THETA].items()})

@@ -12,10 +12,10 @@ import shlex
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 from fedgc.app.config import ALIGN_MODES, ENGINES, RunConfig, config_from_files, load_config
 from fedgc.app.output_folder import OutputFolder
@@ -41,9 +41,12 @@ CSV files: one file per site (a client), one row per time step, one column per s
   - row t of every file is time step t, so the files have equally many rows; --align timestamp (or
     align: timestamp) pairs the rows by their timestamps instead
 """
-CONFIG_EXAMPLE = """\
+CONFIG_EXAMPLE = (
+    """\
 config (YAML; paths are relative to the file;
-""" + CONFIG_KEYS + """):
+"""
+    + CONFIG_KEYS
+    + """):
   name: plant
   clients:
     - {name: feed, data: feed.csv}                    # model: identify (default), from the data
@@ -51,6 +54,7 @@ config (YAML; paths are relative to the file;
     - {name: separator, data: sep.csv, model: sep.npz, timestamp_column: none}
   server: {max_rounds: 20, tol: 1.0e-6, alpha: 0.05}
 """
+)
 OUTPUT_RULES = """\
 output folder (--out): created if needed. One that holds anything is refused: --overwrite replaces a
 fedgc output folder (the new run is written beside it and swapped in only when it succeeds), --resume
@@ -150,8 +154,12 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument("config", type=Path, nargs="?", help="run config YAML with a 'clients' list")
     run.add_argument("--data", type=Path, action="append", default=[], help="a client's CSV (repeat; name = file stem)")
-    run.add_argument("--align", choices=ALIGN_MODES, default=None,
-                     help="override the config's align: 'timestamp' aligns the clients' rows by their timestamps")
+    run.add_argument(
+        "--align",
+        choices=ALIGN_MODES,
+        default=None,
+        help="override the config's align: 'timestamp' aligns the clients' rows by their timestamps",
+    )
     _common(run)
     run.set_defaults(func=_run)
 
@@ -184,24 +192,42 @@ def _parser() -> argparse.ArgumentParser:
         "different levels never mix. --out DIR: a new or empty folder, or one an earlier inspect of the same run "
         "wrote; --overwrite replaces another.",
     )  # fmt: skip
-    ins.add_argument("dir", type=Path, nargs="+",
-                     help="output folder of `fedgc simulate` or `fedgc run` (holds result.json); with --html, a second "
-                     "folder compares the two runs")
-    ins.add_argument("--top", type=int, default=None, help="rows in the table (default 20 edges; with --all every pair)")
-    ins.add_argument("--alpha", type=float, default=None, help="re-decide the edges at this FDR level (default: the run's)")
-    ins.add_argument("--all", action="store_true", dest="every_pair", help="list every ordered pair, not only the edges")
+    ins.add_argument(
+        "dir",
+        type=Path,
+        nargs="+",
+        help="output folder of `fedgc simulate` or `fedgc run` (holds result.json); with --html, a second "
+        "folder compares the two runs",
+    )
+    ins.add_argument(
+        "--top", type=int, default=None, help="rows in the table (default 20 edges; with --all every pair)"
+    )
+    ins.add_argument(
+        "--alpha", type=float, default=None, help="re-decide the edges at this FDR level (default: the run's)"
+    )
+    ins.add_argument(
+        "--all", action="store_true", dest="every_pair", help="list every ordered pair, not only the edges"
+    )
     ins.add_argument("--export", default=None, metavar="FORMATS", help="comma-separated: json,csv,graphml,dot (or all)")
-    ins.add_argument("--figures", action="store_true", help="write PNGs: graph, convergence, streaming, origin "
-                     "(and the heatmap at another --alpha)")
-    ins.add_argument("--html", action="store_true",
-                     help="write a self-contained report.html (two folders: compare.html) that works offline")
+    ins.add_argument(
+        "--figures",
+        action="store_true",
+        help="write PNGs: graph, convergence, streaming, origin (and the heatmap at another --alpha)",
+    )
+    ins.add_argument(
+        "--html",
+        action="store_true",
+        help="write a self-contained report.html (two folders: compare.html) that works offline",
+    )
     ins.add_argument("--out", type=Path, default=None, help="folder for exports, figures and HTML (default: DIR)")
     ins.add_argument("--overwrite", action="store_true", help="replace an --out folder another inspect wrote")
     ins.set_defaults(func=_inspect)
 
     srv = command("serve", help="live page of a running streaming monitor's output folder",
                   epilog="example:\n  fedgc serve runs/monitor --port 8765")  # fmt: skip
-    srv.add_argument("dir", type=Path, help="the streaming run's output folder (it writes stream.json after every window)")
+    srv.add_argument(
+        "dir", type=Path, help="the streaming run's output folder (it writes stream.json after every window)"
+    )
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     srv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     srv.add_argument("--poll", type=float, default=1.0, help="seconds between the page's updates (default 1)")
@@ -214,8 +240,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="output folder (created; required unless --resume)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace what --out holds, once the new run has succeeded (a failed run leaves it as it was)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace what --out holds, once the new run has succeeded (a failed run leaves it as it was)",
+    )
     p.add_argument(
         "--resume", type=Path, default=None, metavar="DIR",
         help="continue the interrupted run whose output folder (checkpoint.npz) is DIR, with the same config",
@@ -232,11 +261,21 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="flower engines: arrays in ArrayRecords (default), or compact (float64 bytes in the ConfigRecord: "
         "half the Flower objects per message, faster deployed rounds)",
     )  # fmt: skip
-    p.add_argument("--wait-timeout", type=float, default=None, metavar="S",
-                   help="flower engines: seconds to wait for the SuperNodes (default 120 deployed)")
-    p.add_argument("--round-timeout", type=float, default=None, metavar="S",
-                   help="flower engines: seconds a round waits for replies; a silent client then counts as "
-                   "dropped (server.on_dropout; default 120 deployed)")
+    p.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="flower engines: seconds to wait for the SuperNodes (default 120 deployed)",
+    )
+    p.add_argument(
+        "--round-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="flower engines: seconds a round waits for replies; a silent client then counts as "
+        "dropped (server.on_dropout; default 120 deployed)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -282,7 +321,9 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
     from fedgc.app.runner import EngineOptions, run
 
     if args.resume is not None and args.out is not None and args.out.resolve() != args.resume.resolve():
-        raise FedGCError(f"--resume {args.resume} continues the run in that folder; drop --out (or give the same folder)")
+        raise FedGCError(
+            f"--resume {args.resume} continues the run in that folder; drop --out (or give the same folder)"
+        )
     if args.resume is not None and args.overwrite:
         raise FedGCError("--overwrite starts the run afresh and --resume continues it: give one of them")
     out = args.resume if args.resume is not None else args.out
@@ -514,9 +555,13 @@ def _privacy_lines(p: dict) -> list[str]:
     first = next(iter(p["per_client"].values()))
     eps, delta = first["whole_run"]["epsilon"], first["whole_run"]["delta"]
     k = p.get("event_steps", 1)
-    event = "per time step" if k == 1 else f"per event of {k} steps (one step: epsilon {first['one_step']['epsilon']:.3g})"
+    event = (
+        "per time step" if k == 1 else f"per event of {k} steps (one step: epsilon {first['one_step']['epsilon']:.3g})"
+    )
     if not p.get("private", True):
-        lines = [f"NOT PRIVATE: reproducible_noise derived the noise from the seed; epsilon {eps:.3g} is not guaranteed"]
+        lines = [
+            f"NOT PRIVATE: reproducible_noise derived the noise from the seed; epsilon {eps:.3g} is not guaranteed"
+        ]
     else:
         lines = [f"privacy: epsilon {eps:.3g}, delta {delta:g} spent per client for the whole run, {event}"]
     if p.get("noise_swamps_signal"):

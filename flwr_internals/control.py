@@ -19,8 +19,9 @@ import contextlib
 import hashlib
 import io
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives import serialization
@@ -73,11 +74,15 @@ def build_fab(folder: Path) -> tuple[bytes, str]:
     return fab_bytes, hashlib.sha256(fab_bytes).hexdigest()
 
 
-def submit(address: str, fab: tuple[bytes, str], run_config: Mapping[str, Any], *, root_certificates: str | None = None) -> int:
+def submit(
+    address: str, fab: tuple[bytes, str], run_config: Mapping[str, Any], *, root_certificates: str | None = None
+) -> int:
     """Start the app on the SuperLink (StartRun, what `flwr run` sends); returns the run id."""
     fab_bytes, fab_hash = fab
     request = StartRunRequest(
-        fab=fab_to_proto(Fab(fab_hash, fab_bytes, {})), override_config=user_config_to_proto(dict(run_config)), federation=""
+        fab=fab_to_proto(Fab(fab_hash, fab_bytes, {})),
+        override_config=user_config_to_proto(dict(run_config)),
+        federation="",
     )
     with control_client(address, root_certificates) as client:
         res = client.StartRun(request)

@@ -4,7 +4,7 @@ Flower's program unchanged and in order."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 PREFIX = "--fedgc-"
 
@@ -16,7 +16,7 @@ def split_flags(argv: Sequence[str], defaults: Mapping[str, float]) -> tuple[dic
     it = iter(argv)
     for arg in it:
         key, eq, value = arg.partition("=")
-        name = key[len(PREFIX):] if key.startswith(PREFIX) else None
+        name = key[len(PREFIX) :] if key.startswith(PREFIX) else None
         if name in values:
             if not eq:
                 value = next(it, None)

@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import httpx
 from flwr.app import Message
@@ -65,7 +65,9 @@ def runtime_retry_invoker():
     invoker = make_simple_http_retry_invoker()
     flower_giveup = invoker.should_giveup
     if flower_giveup is None:
-        raise RuntimeError("flwr's HTTP retry invoker changed; flwr_internals.runtime.runtime_retry_invoker needs updating")
+        raise RuntimeError(
+            "flwr's HTTP retry invoker changed; flwr_internals.runtime.runtime_retry_invoker needs updating"
+        )
 
     def giveup(exc: Exception) -> bool:
         if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == httpx.codes.UNAUTHORIZED:
@@ -76,7 +78,9 @@ def runtime_retry_invoker():
     return invoker
 
 
-def _runtime_client(address: str, insecure: bool, root_certificates: str | None, component: str, token: str | None = None):
+def _runtime_client(
+    address: str, insecure: bool, root_certificates: str | None, component: str, token: str | None = None
+):
     interceptors = [RuntimeTracingInterceptor(), RuntimeVersionHttpInterceptor(component_name=component)]
     if token is not None:
         interceptors.append(RuntimeTokenHttpInterceptor(token))
@@ -170,7 +174,7 @@ def run_task(address: str, token: str, *, insecure: bool, root_certificates: str
         reply = client_app(message=message, context=context)
         t2 = time.perf_counter()
         sub_status, details = SubStatus.COMPLETED, ""
-    except Exception as exc:  # noqa: BLE001 - every failure goes back to the server as an error reply
+    except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         log.error("ClientApp task failed: %s", reason, exc_info=exc)
         details = reason
@@ -186,7 +190,9 @@ def run_task(address: str, token: str, *, insecure: bool, root_certificates: str
             heartbeat.stop()
             run_clientapp.push_task_output(client, context, sub_status, details)
             client.close()
-            log.info("task %s: pull %.3f s, app %.3f s, push %.3f s", sub_status, t1 - t0, t2 - t1, time.perf_counter() - t2)
+            log.info(
+                "task %s: pull %.3f s, app %.3f s, push %.3f s", sub_status, t1 - t0, t2 - t1, time.perf_counter() - t2
+            )
     return sub_status
 
 
@@ -222,8 +228,13 @@ def serve(
                 try:
                     run_task(address, res.token, insecure=insecure, root_certificates=root_certificates,
                              client_app=fedgc_client_app)  # fmt: skip
-                except Exception as exc:  # noqa: BLE001 - the task is lost (the server names the node); the runtime is not
-                    log.error("ClientApp task of run %s could not report back: %s: %s", res.task.run_id, type(exc).__name__, exc)
+                except Exception as exc:
+                    log.error(
+                        "ClientApp task of run %s could not report back: %s: %s",
+                        res.task.run_id,
+                        type(exc).__name__,
+                        exc,
+                    )
                 done += 1
                 continue
             clock.answered_empty(asked)

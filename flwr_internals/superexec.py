@@ -16,7 +16,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from flwr.supercore.cli.flower_superexec import flower_superexec
 from flwr.supercore.superexec.executor import subprocess_executor
@@ -30,7 +31,7 @@ class TaskProcesses:
         self._lock = threading.Lock()
         self.running: list[subprocess.Popen] = []
 
-    def Popen(self, *args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 - subprocess's name
+    def Popen(self, *args: Any, **kwargs: Any) -> subprocess.Popen:
         proc = subprocess.Popen(*args, **kwargs)  # pylint: disable=consider-using-with
         with self._lock:
             self.running.append(proc)
@@ -54,7 +55,9 @@ def reap_task_processes() -> TaskProcesses:
         and callable(getattr(executor, "launch", None))
         and callable(getattr(executor, "reconcile", None))
     ):
-        raise RuntimeError("flwr.supercore.superexec.executor.subprocess_executor changed; flwr_internals.superexec needs updating")
+        raise RuntimeError(
+            "flwr.supercore.superexec.executor.subprocess_executor changed; flwr_internals.superexec needs updating"
+        )
     processes = TaskProcesses()
     reconcile = executor.reconcile
 

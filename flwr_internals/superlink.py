@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from flwr.supercore.inflatable.inflatable_object import iterate_object_tree
 from flwr.superlink.cli.flower_superlink import flower_superlink
@@ -67,7 +67,11 @@ class PushedMessages:
 def hold_message_polls(hold: float = MESSAGE_HOLD, *, slots: int = HOLD_SLOTS) -> PushedMessages:
     """Wrap the Fleet API's PullMessages (held) and the Runtime API's PushMessages/PushObject (they
     report each message's delivery, header to last object)."""
-    wrapped = [(fleet_handlers, "pull_messages"), (runtime_handlers, "push_messages"), (runtime_handlers, "push_object")]
+    wrapped = [
+        (fleet_handlers, "pull_messages"),
+        (runtime_handlers, "push_messages"),
+        (runtime_handlers, "push_object"),
+    ]
     if not all(callable(getattr(module, name, None)) for module, name in wrapped):
         raise RuntimeError("flwr.superlink's Fleet/Runtime handlers changed; flwr_internals.superlink needs updating")
     pull, push, push_object = (getattr(module, name) for module, name in wrapped)
@@ -76,7 +80,7 @@ def hold_message_polls(hold: float = MESSAGE_HOLD, *, slots: int = HOLD_SLOTS) -
     free = threading.BoundedSemaphore(slots)
 
     def pull_messages(request, state, store):
-        look = lambda: pull(request=request, state=state, store=store)  # noqa: E731
+        look = lambda: pull(request=request, state=state, store=store)
         if not free.acquire(blocking=False):
             return look()
         try:

@@ -26,7 +26,7 @@ import inspect
 import sys
 import time as _time
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 
 import flwr.supernode.start_client_internal as sci
 from flwr.supercore.logger import update_console_handler
@@ -130,7 +130,9 @@ def hold_task_polls(arrivals: Arrivals, hold: float) -> None:
     pulls): flwr_internals.heldpoll."""
     acquire = getattr(runtime_handlers, "acquire_task", None)
     if acquire is None:
-        raise RuntimeError("flwr.supernode.servicer.runtime.runtime_handlers changed; flwr_internals.supernode needs updating")
+        raise RuntimeError(
+            "flwr.supernode.servicer.runtime.runtime_handlers changed; flwr_internals.supernode needs updating"
+        )
 
     def acquire_task(request, state):
         return held(lambda: acquire(request, state), lambda res: res.HasField("task"), arrivals, None, hold)

@@ -26,8 +26,9 @@ import datetime as dt
 import ipaddress
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -63,7 +64,9 @@ def _write(path: Path, data: bytes, *, private: bool) -> None:
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _san(host: str) -> x509.GeneralName:
@@ -82,8 +85,10 @@ def make_certs(
     existing = [p for p in (files.ca, files.ca_key, files.server_cert, files.server_key) if p.exists()]
     existing += [p for pair in files.supernode_keys.values() for p in pair if p.exists()]
     if existing and not force:
-        raise FileExistsError(f"{', '.join(map(str, existing))} already exist; keep them, or pass --force to replace them")
-    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)  # tolerate small clock skew
+        raise FileExistsError(
+            f"{', '.join(map(str, existing))} already exist; keep them, or pass --force to replace them"
+        )
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)  # tolerate small clock skew
     until = now + dt.timedelta(days=days)
 
     ca_key = ec.generate_private_key(CURVE())
@@ -139,7 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     clients = args.clients or [f"client{i}" for i in range(args.n_clients)]
     try:
-        files = make_certs(args.out, clients=clients, hosts=(*DEFAULT_HOSTS, *args.host), days=args.days, force=args.force)
+        files = make_certs(
+            args.out, clients=clients, hosts=(*DEFAULT_HOSTS, *args.host), days=args.days, force=args.force
+        )
     except (FileExistsError, ValueError) as exc:
         print(f"make_certs.py: error: {exc}", file=sys.stderr)
         return 2

@@ -74,7 +74,9 @@ def job_from_context(context: Context) -> Job:
     elif rc["config-path"]:
         cfg = load_config(Path(str(rc["config-path"])))
     else:
-        raise ConfigError("the ServerApp needs a run config: set 'fedgc-config' (JSON) or 'config-path' in --run-config")
+        raise ConfigError(
+            "the ServerApp needs a run config: set 'fedgc-config' (JSON) or 'config-path' in --run-config"
+        )
     out = Path(str(rc["out-dir"])) if rc["out-dir"] else Path("runs") / f"{cfg.name}-flower"
     return Job(
         cfg=cfg,

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -82,7 +83,11 @@ def node_config_string(settings: Mapping[str, Any]) -> str:
 
 
 def superlink_args(
-    host: str = "0.0.0.0", port: int = SUPERLINK_PORT, *, tls: Mapping[str, str] | None = None, supernode_auth: bool = False
+    host: str = "0.0.0.0",
+    port: int = SUPERLINK_PORT,
+    *,
+    tls: Mapping[str, str] | None = None,
+    supernode_auth: bool = False,
 ) -> list[str]:
     """tls: {"ca", "cert", "key"} paths; supernode_auth: only registered SuperNodes may connect (needs tls)."""
     args = ["--isolation", "process", "--host", host, "--port", str(port), "--disable-runtime-dependency-installation"]
@@ -139,7 +144,11 @@ def prepare(scenario: str | Path, directory: str | Path, *, container_dir: str =
         "seed": cfg.seed,
         "engine": "flower",
         "clients": [
-            {"name": c.name, "data": Path(c.data).name, "model": "identify" if c.model == "identify" else Path(c.model).name}
+            {
+                "name": c.name,
+                "data": Path(c.data).name,
+                "model": "identify" if c.model == "identify" else Path(c.model).name,
+            }
             for c in files_cfg.clients
         ],
         "server": {k: v for k, v in vars(cfg.server).items()},
@@ -159,7 +168,9 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("scenario", type=Path)
     prep.add_argument("directory", type=Path)
     prep.add_argument("--container-dir", default="/data")
-    reg = sub.add_parser("register", help="register SuperNodes' public keys with a SuperLink run with --enable-supernode-auth")
+    reg = sub.add_parser(
+        "register", help="register SuperNodes' public keys with a SuperLink run with --enable-supernode-auth"
+    )
     reg.add_argument("public_keys", type=Path, nargs="+", help="OpenSSH public keys (NAME.pub: the node is named NAME)")
     reg.add_argument("--superlink", required=True, help="host:port of the SuperLink")
     reg.add_argument("--root-certificates", required=True, help="the SuperLink's CA certificate (PEM)")
@@ -183,7 +194,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return 0
     nodes = prepare(args.scenario, args.directory, container_dir=args.container_dir)
     for name, nc in nodes.items():
-        print(f"{name}: --node-config \"{node_config_string(nc)}\"")
+        print(f'{name}: --node-config "{node_config_string(nc)}"')
     print(f"run config: {args.directory / 'run.yaml'}")
     return 0
 

@@ -57,7 +57,9 @@ class _NotRunSimulationDeprecation(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = str(record.msg)
-        return not (text.startswith("DEPRECATED FEATURE") and "`run_simulation`" in " ".join(map(str, record.args or ())))
+        return not (
+            text.startswith("DEPRECATED FEATURE") and "`run_simulation`" in " ".join(map(str, record.args or ()))
+        )
 
 
 @contextmanager
@@ -71,8 +73,11 @@ def _quiet_simulation():
     flwr_logger.addFilter(notice)
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning,
-                                    message=r"Tip: In future versions of Ray, Ray will no longer override accelerator")
+            warnings.filterwarnings(
+                "ignore",
+                category=FutureWarning,
+                message=r"Tip: In future versions of Ray, Ray will no longer override accelerator",
+            )
             yield
     finally:
         flwr_logger.removeFilter(notice)
@@ -142,7 +147,9 @@ class DeployedEngine:
     def address(options: EngineOptions) -> tuple[str, str | None]:
         address = options.superlink or os.environ.get("FEDGC_SUPERLINK")
         if not address:
-            raise ConfigError("--engine flower needs the SuperLink's address: --superlink host:port (or FEDGC_SUPERLINK)")
+            raise ConfigError(
+                "--engine flower needs the SuperLink's address: --superlink host:port (or FEDGC_SUPERLINK)"
+            )
         certificates = options.root_certificates or os.environ.get("FEDGC_ROOT_CERTIFICATES") or None
         if certificates is not None and not Path(certificates).is_file():
             raise ConfigError(f"--root-certificates {certificates}: no such file (the SuperLink's CA certificate, PEM)")
@@ -254,7 +261,11 @@ def _wait(client, run_id: int, timeout: float, start_timeout: float, out_dir, wh
                 # The ServerApp's reason usually is the error recorded in checkpoint.json: say it once.
                 error = recorded_error(out_dir) if out_dir is not None else ""
                 extra = f": {error}" if error and error not in details else ""
-                hint = f"; the last completed round is kept in {kept}" if kept and kept.is_file() and str(kept) not in details else ""
+                hint = (
+                    f"; the last completed round is kept in {kept}"
+                    if kept and kept.is_file() and str(kept) not in details
+                    else ""
+                )
                 raise FedGCError(f"Flower run {run_id} {sub}: {details}{extra}{hint}")
             return f"{status}:{sub}"
         if waited >= timeout:

@@ -9,6 +9,7 @@ their PYTHONPATH).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -16,9 +17,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from flwr_internals.control import register_supernodes
 from flwr_internals.runtime import READY_LINE
@@ -121,7 +123,7 @@ class LocalDeployment:
         self.procs[name] = proc
         return proc
 
-    def start(self, *, timeout: float = 90.0) -> "LocalDeployment":
+    def start(self, *, timeout: float = 90.0) -> LocalDeployment:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self.superlink_port = free_port()
@@ -133,7 +135,9 @@ class LocalDeployment:
             link = self._start("superlink", [*program("superlink", stock=self.stock), *link_args])
             wait_for_port(self.superlink_port, timeout, link)
             if self.supernode_auth:
-                names = self.registered if self.registered is not None else [nc["client-name"] for nc in self.node_configs]
+                names = (
+                    self.registered if self.registered is not None else [nc["client-name"] for nc in self.node_configs]
+                )
                 pubs = {n: self.auth_key(n, ".pub") for n in names}
                 self.node_ids = register_supernodes(self.address, pubs, root_certificates=self.root_certificates)
             sx = superexec_args(self.address, root_certificates=self.root_certificates)
@@ -165,7 +169,9 @@ class LocalDeployment:
                 raise RuntimeError(f"ClientApp runtimes {names} not ready after {timeout:g} s")
             time.sleep(0.05)
 
-    def start_supernode(self, name: str, node_config: Mapping[str, Any], *, auth_key: Path | None | str = "default") -> int:
+    def start_supernode(
+        self, name: str, node_config: Mapping[str, Any], *, auth_key: Path | str | None = "default"
+    ) -> int:
         """Start one SuperNode process (log: workdir/NAME.log); returns its Runtime API port.
         auth_key: its private key; "default": certs/supernodes/<client-name>.key when auth is on."""
         if auth_key == "default":
@@ -181,21 +187,17 @@ class LocalDeployment:
         return port
 
     def stop(self) -> None:
-        for name, proc in reversed(list(self.procs.items())):
+        for _name, proc in reversed(list(self.procs.items())):
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 10
         for proc in self.procs.values():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.wait(timeout=5)
 
     def _session_processes(self) -> list[tuple[int, str, str, int, list[str]]]:
@@ -230,7 +232,7 @@ class LocalDeployment:
         path = self.workdir / f"{name}.log"
         return path.read_text(errors="replace") if path.is_file() else ""
 
-    def __enter__(self) -> "LocalDeployment":
+    def __enter__(self) -> LocalDeployment:
         return self.start()
 
     def __exit__(self, *exc) -> None:

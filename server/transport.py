@@ -25,17 +25,17 @@ exchange returns its ClientFailure at once, and the protocol drops it at the res
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 from flwr.app import Message
 from flwr.serverapp import Grid
 
 from clients.records import from_records, record_bytes, to_records
-from fedgc.protocol import wire
-from fedgc.protocol.messages import ClientReply, RequestKind
 from fedgc.errors import FedGCError
-from fedgc.protocol.messages import ClientFailure, ClientInfo
+from fedgc.protocol import wire
+from fedgc.protocol.messages import ClientFailure, ClientInfo, ClientReply, RequestKind
 
 # The Error.code of a reply the SuperLink makes for a node that is gone (Flower's private
 # flwr.common.constant.ErrorCode.NODE_UNAVAILABLE, a value of its wire protocol; tests/test_flwr_internals.py
@@ -122,7 +122,9 @@ class FlowerTransport:
             if self.absent is not None and ids and now >= min(settled, deadline):
                 return ids
             if now >= deadline:
-                raise NodeTimeout(f"waited {self.wait_timeout:g} s for {self.expected_nodes} SuperNodes, {len(ids)} connected")
+                raise NodeTimeout(
+                    f"waited {self.wait_timeout:g} s for {self.expected_nodes} SuperNodes, {len(ids)} connected"
+                )
             time.sleep(min(0.2, max(self.poll_interval, 0.01)))
 
     def connect(self) -> list[ClientInfo]:
@@ -185,7 +187,15 @@ class FlowerTransport:
         by index into ids)."""
         payload = wire.encode_setup(self.setup)
         content_bytes = wire.payload_bytes(payload)
-        msgs = [Message(to_records(payload, message_format=self.message_format), dst_node_id=n, message_type="query.setup", group_id="setup") for n in ids]
+        msgs = [
+            Message(
+                to_records(payload, message_format=self.message_format),
+                dst_node_id=n,
+                message_type="query.setup",
+                group_id="setup",
+            )
+            for n in ids
+        ]
         self.setup_to_clients += content_bytes * len(ids)
         replies, errors, late = self._collect(msgs, ids, "setup", names=None)
         found: dict[str, tuple[int, ClientInfo]] = {}
@@ -311,7 +321,9 @@ class FlowerTransport:
         names = [self.infos[k].name for k in asked]
         replies, errors, late = self._collect(msgs, nodes, f"round {r}", names=names)
         self.round_seconds.append(time.perf_counter() - t0)
-        self.timeline.append({"push_s": self._pushed - t0, "first_reply_s": self._first - t0, "last_reply_s": self._last - t0})
+        self.timeline.append(
+            {"push_s": self._pushed - t0, "first_reply_s": self._first - t0, "last_reply_s": self._last - t0}
+        )
         self._exchange = r + 1
         failures = {j: f"failed (node {nodes[j]}): {e.reason}" for j, e in errors.items()}
         failures.update({j: f"no reply within {self.round_timeout:g} s (node {nodes[j]})" for j in late})
@@ -366,7 +378,9 @@ class FlowerTransport:
                 return got, errors, late
             # Each empty pull costs the SuperLink a request: back off while nothing arrives, start
             # short again after a reply (the others usually follow within milliseconds).
-            delay = self.poll_interval if len(got) > before else min(delay * POLL_GROWTH, max(self.poll_interval, MAX_POLL))
+            delay = (
+                self.poll_interval if len(got) > before else min(delay * POLL_GROWTH, max(self.poll_interval, MAX_POLL))
+            )
             time.sleep(delay)
 
     def _send_and_receive(self, msgs: list[Message]):

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fedgc.app.config import EvaluationSettings, parse_config
 from fedgc.analysis.metrics import relative_error
+from fedgc.app.config import EvaluationSettings, parse_config
 from fedgc.app.runner import run_local
 from fedgc.core.regression import Blocks
 
@@ -59,10 +59,18 @@ def main(argv: list[str] | None = None) -> int:
                 if math.isinf(float(eps)):
                     continue
                 for v in variants:
-                    privacy = replace(base.privacy, epsilon=float(eps), debias=v["debias"], shrink=bool(v.get("shrink", True)))
+                    privacy = replace(
+                        base.privacy, epsilon=float(eps), debias=v["debias"], shrink=bool(v.get("shrink", True))
+                    )
                     t0 = time.perf_counter()
-                    res = run_local(replace(cfg_T, evaluation=EvaluationSettings(oracle=False), privacy=privacy), mode="simulate", out_dir=None)
-                    rows.append(_row(T, seed, float(eps), variant_label(v), res, oracle_A, blocks, time.perf_counter() - t0))
+                    res = run_local(
+                        replace(cfg_T, evaluation=EvaluationSettings(oracle=False), privacy=privacy),
+                        mode="simulate",
+                        out_dir=None,
+                    )
+                    rows.append(
+                        _row(T, seed, float(eps), variant_label(v), res, oracle_A, blocks, time.perf_counter() - t0)
+                    )
                     print(_fmt(rows[-1]), file=sys.stderr, flush=True)
     _write(rows, args.out, [variant_label(v) for v in variants], base)
     return 0
@@ -98,20 +106,34 @@ def _fmt(r: dict) -> str:
 def _summary(rows: list[dict]) -> list[dict]:
     """Mean, sd and worst case over seeds of each (T, epsilon, variant), in the order the rows were run."""
     order = {v: i for i, v in enumerate(dict.fromkeys(r["variant"] for r in rows))}
-    keys = sorted({(r["n_steps"], r["epsilon_target"], r["variant"]) for r in rows}, key=lambda k: (k[0], k[1], order[k[2]]))
+    keys = sorted(
+        {(r["n_steps"], r["epsilon_target"], r["variant"]) for r in rows}, key=lambda k: (k[0], k[1], order[k[2]])
+    )
     out = []
     for T, eps, variant in keys:
         sel = [r for r in rows if (r["n_steps"], r["epsilon_target"], r["variant"]) == (T, eps, variant)]
         a = np.array([r["auroc"] for r in sel])
         e = np.array([r["error_vs_oracle"] for r in sel])
-        out.append({
-            "n_steps": T, "epsilon_target": eps, "variant": variant, "seeds": len(sel),
-            "epsilon_whole_run": max(r["epsilon_whole_run"] for r in sel), "releases": sel[0]["releases"],
-            "noise_multiplier": sel[0]["noise_multiplier"],
-            "auroc_mean": float(a.mean()), "auroc_sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "auroc_min": float(a.min()), "auroc_max": float(a.max()),
-            "error_mean": float(e.mean()), "error_sd": float(e.std(ddof=1)) if len(e) > 1 else 0.0, "error_min": float(e.min()), "error_max": float(e.max()),
-            "error_vs_truth_mean": float(np.mean([r["error_vs_truth"] for r in sel])),
-        })
+        out.append(
+            {
+                "n_steps": T,
+                "epsilon_target": eps,
+                "variant": variant,
+                "seeds": len(sel),
+                "epsilon_whole_run": max(r["epsilon_whole_run"] for r in sel),
+                "releases": sel[0]["releases"],
+                "noise_multiplier": sel[0]["noise_multiplier"],
+                "auroc_mean": float(a.mean()),
+                "auroc_sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+                "auroc_min": float(a.min()),
+                "auroc_max": float(a.max()),
+                "error_mean": float(e.mean()),
+                "error_sd": float(e.std(ddof=1)) if len(e) > 1 else 0.0,
+                "error_min": float(e.min()),
+                "error_max": float(e.max()),
+                "error_vs_truth_mean": float(np.mean([r["error_vs_truth"] for r in sel])),
+            }
+        )
     return out
 
 
@@ -150,21 +172,23 @@ def _write(rows: list[dict], out: Path, variants: list[str], base) -> None:
     x_inf = max(eps_vals) * 2.5
     styles = ["-o", "--s", ":^", "-.v", "-D"]
     for T, color in zip(sorted({s["n_steps"] for s in summary}), ("tab:blue", "tab:orange", "tab:green")):
-        clean = [s for s in summary if s["n_steps"] == T and math.isinf(s["epsilon_target"])][0]
+        clean = next(s for s in summary if s["n_steps"] == T and math.isinf(s["epsilon_target"]))
         for variant, style in zip(variants, styles):
-            sel = sorted((s for s in summary if s["n_steps"] == T and s["variant"] == variant), key=lambda s: s["epsilon_target"])
+            sel = sorted(
+                (s for s in summary if s["n_steps"] == T and s["variant"] == variant), key=lambda s: s["epsilon_target"]
+            )
             if not sel:
                 continue
             xs = [s["epsilon_target"] for s in sel] + [x_inf]
             for ax, key in zip(axes, ("auroc", "error")):
-                pts = sel + [clean]
+                pts = [*sel, clean]
                 ys = np.array([s[f"{key}_mean"] for s in pts])
                 lo = ys - np.array([s[f"{key}_min"] for s in pts])
                 hi = np.array([s[f"{key}_max"] for s in pts]) - ys
                 ax.errorbar(xs, ys, yerr=[lo, hi], fmt=style, color=color, capsize=2, ms=4, label=f"T={T}, {variant}")
     for ax, title in zip(axes, ("AUROC (mean, bars: min-max over seeds)", "relative error vs oracle (mean, min-max)")):
         ax.set_xscale("log")
-        ax.set_xticks(eps_vals + [x_inf])
+        ax.set_xticks([*eps_vals, x_inf])
         ax.set_xticklabels([f"{e:g}" for e in eps_vals] + ["inf"])
         ax.minorticks_off()
         ax.set_xlabel(f"whole-run epsilon per client (delta = {p.delta:g})")

@@ -17,13 +17,14 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from types import SimpleNamespace  # noqa: E402
-from typing import NamedTuple, Sequence  # noqa: E402
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import NamedTuple
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import scipy.linalg  # noqa: E402
-import scipy.stats  # noqa: E402
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.stats
 
 try:  # fedgc.core.theta (clients that learn f_theta) uses torch; its default thread pool costs ~20 ms per tiny matmul here.
     import torch
@@ -290,7 +291,7 @@ def _pointer(driver, x: float, y: float, *, click: bool = False) -> None:
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
 
     actions = ActionBuilder(driver)
-    actions.pointer_action.move_to_location(int(round(x)), int(round(y)))
+    actions.pointer_action.move_to_location(round(x), round(y))
     if click:
         actions.pointer_action.click()
     actions.perform()

@@ -17,8 +17,7 @@ import pytest
 from fedgc.app.config import EvaluationSettings, PrivacySettings, RunConfig, parse_config
 from fedgc.app.runner import run_local
 from fedgc.cli import main
-from fedgc.core.regression import relative_change
-from fedgc.core.regression import regression_stats
+from fedgc.core.regression import regression_stats, relative_change
 from fedgc.core.response import BaseRound, anderson_fixed_point, identify_response, joint_pass
 from fedgc.core.window import lagged, pseudo_observations, run_filter
 from fedgc.data.synthetic import SystemSpec, simulate
@@ -164,7 +163,9 @@ def test_anderson_solves_a_contraction_and_survives_failures():
 
 
 def plain_fixed_point(data, **kw):
-    return run_protocol(LocalTransport(sessions(data, **kw)), ServerConfig(max_rounds=200, tol=1e-12, acceleration="none"))
+    return run_protocol(
+        LocalTransport(sessions(data, **kw)), ServerConfig(max_rounds=200, tol=1e-12, acceleration="none")
+    )
 
 
 def test_missing_measurements_are_predicted_approximately_and_still_converge(data):
@@ -204,9 +205,12 @@ def small_cfg(**server) -> RunConfig:
     "change",
     [
         lambda c: replace(c, server=replace(c.server, rule="gd")),
-        lambda c: replace(c, privacy=PrivacySettings(
-            epsilon=20.0, delta=1e-5, clip=7.0, augmentation_noise=True, reproducible_noise=True
-        )),
+        lambda c: replace(
+            c,
+            privacy=PrivacySettings(
+                epsilon=20.0, delta=1e-5, clip=7.0, augmentation_noise=True, reproducible_noise=True
+            ),
+        ),
     ],
     ids=["gd rule", "augmentation noise"],
 )

@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedgc.app.clients import build_session, simulate_scenario, write_scenario_files
 from fedgc.app.config import parse_config
+from fedgc.app.runner import EngineOptions, run_batch
 from fedgc.errors import FedGCError
 from fedgc.protocol.transport import LocalTransport
-from fedgc.app.clients import build_session, simulate_scenario, write_scenario_files
-from fedgc.app.runner import EngineOptions, run_batch
-from server.local_deployment import LocalDeployment
 from server.app import node_overrides
 from server.engine import DeployedEngine
+from server.local_deployment import LocalDeployment
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -106,7 +106,7 @@ def test_unregistered_or_keyless_node_is_refused(deployment, scenario, key):
         assert "No SuperNode found with the given public key" in deployment.logs("superlink")
     else:
         assert "All SuperNodes must be registered" in log
-        assert "/v1/fleet/register-node HTTP/1.1\" 412" in deployment.logs("superlink")
+        assert '/v1/fleet/register-node HTTP/1.1" 412' in deployment.logs("superlink")
 
 
 def test_wait_for_nodes_names_the_refused_client(deployment, scenario, tmp_path):
@@ -126,9 +126,9 @@ def test_wait_for_nodes_names_the_refused_client(deployment, scenario, tmp_path)
 def test_cli_refuses_a_wrong_or_missing_ca_and_keeps_earlier_files(deployment, scenario, tmp_path, capsys):
     import yaml
 
-    from fedgc.cli import main
     from fedgc.app.checkpoint import CHECKPOINT_JSON
     from fedgc.app.config import to_plain
+    from fedgc.cli import main
 
     _, two = scenario
     config = tmp_path / "run.yaml"
@@ -139,8 +139,18 @@ def test_cli_refuses_a_wrong_or_missing_ca_and_keeps_earlier_files(deployment, s
     other = tmp_path / "other-ca"
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_certs.py"), "--out", str(other), "--clients", "x"],
                    check=True, capture_output=True)  # fmt: skip
-    base = ["run", str(config), "--engine", "flower", "--superlink", deployment.address, "--out", str(out), "--quiet",
-            "--overwrite"]  # the folder holds an earlier run's file: replaced only by a run that succeeds
+    base = [
+        "run",
+        str(config),
+        "--engine",
+        "flower",
+        "--superlink",
+        deployment.address,
+        "--out",
+        str(out),
+        "--quiet",
+        "--overwrite",
+    ]  # the folder holds an earlier run's file: replaced only by a run that succeeds
     cases = [
         ([], "a SuperLink with TLS needs --root-certificates"),
         (["--root-certificates", str(other / "ca.crt")], f"is its TLS certificate signed by {other / 'ca.crt'}"),

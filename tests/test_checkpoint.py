@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import yaml
 
-from fedgc.cli import main
 from fedgc.app.checkpoint import CHECKPOINT_FILE, CHECKPOINT_JSON, KILL_ENV, CheckpointError, load_checkpoint
-from fedgc.app.config import EvaluationSettings, PrivacySettings, RunConfig
-from fedgc.protocol.settings import ServerConfig
 from fedgc.app.clients import simulate_scenario, write_scenario_files
+from fedgc.app.config import EvaluationSettings, PrivacySettings, RunConfig
 from fedgc.app.runner import run_local
+from fedgc.cli import main
 from fedgc.data.synthetic import SystemSpec
+from fedgc.protocol.settings import ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -37,7 +37,9 @@ def small_cfg(**server) -> RunConfig:
     """Plain rounds unless server says otherwise: at tol 1e-12 every one of the 8 rounds runs."""
     spec = SystemSpec(n_clients=4, state_dims=2, obs_dims=6, edge_density=0.4, n_steps=600)
     server = {"max_rounds": 8, "tol": 1e-12, "acceleration": "none", **server}
-    return RunConfig(name="ckpt", seed=5, synthetic=spec, server=ServerConfig(**server), evaluation=EvaluationSettings(oracle=False))
+    return RunConfig(
+        name="ckpt", seed=5, synthetic=spec, server=ServerConfig(**server), evaluation=EvaluationSettings(oracle=False)
+    )
 
 
 def crash_after(k: int):
@@ -115,7 +117,7 @@ def test_private_run_resumed_spends_the_same_epsilon(tmp_path):
     full = run_local(cfg, mode="simulate", out_dir=tmp_path / "full")
     k = int(np.random.default_rng(7).integers(2, 6))
     resumed = interrupted_then_resumed("simulate", cfg, tmp_path / "resumed", k)
-    eps = lambda r: r.privacy["per_client"]["client0"]["whole_run"]  # noqa: E731
+    eps = lambda r: r.privacy["per_client"]["client0"]["whole_run"]
     assert eps(resumed) == eps(full) and eps(full)["releases"] == 1 + (6 - 1)
     assert resumed.privacy["server_noise_std_per_round"] == full.privacy["server_noise_std_per_round"]
     np.testing.assert_allclose(resumed.fit.A_s, full.fit.A_s, rtol=0, atol=1e-9)
@@ -140,7 +142,9 @@ def test_resume_refuses_another_config_or_changed_files(uninterrupted, tmp_path)
     with pytest.raises(CheckpointError, match="different config"):
         run_local(replace(cfg, server=replace(cfg.server, penalty=0.1)), mode="simulate", out_dir=tmp_path, resume=True)
     # what happens after a dropout is not part of the fingerprint: a stopped run may go on with `continue`
-    run_local(replace(cfg, server=replace(cfg.server, on_dropout="continue")), mode="simulate", out_dir=tmp_path, resume=True)
+    run_local(
+        replace(cfg, server=replace(cfg.server, on_dropout="continue")), mode="simulate", out_dir=tmp_path, resume=True
+    )
 
     files_cfg = replace(write_scenario_files(cfg, simulate_scenario(cfg), tmp_path / "clients"), synthetic=None)
     with pytest.raises(Interrupt):

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import ast
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 import yaml
 from flwr.common.config import parse_config_args
 from flwr.supercore.cli.flower_superexec import _parse_args as superexec_parser
@@ -82,8 +82,18 @@ def _local_imports(module: str) -> set[str]:
         seen.add(name)
         tree = ast.parse((ROOT / (name.replace(".", "/") + ".py")).read_text())
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            todo += [n for n in names if n.split(".")[0] in APP_PACKAGES | {"fedgc"} and (ROOT / (n.replace(".", "/") + ".py")).is_file()]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            todo += [
+                n
+                for n in names
+                if n.split(".")[0] in APP_PACKAGES | {"fedgc"} and (ROOT / (n.replace(".", "/") + ".py")).is_file()
+            ]
     return seen
 
 
@@ -141,7 +151,7 @@ def test_superlink_and_serverapp_runtime_commands():
     assert link["command"] == superlink_args("0.0.0.0", SUPERLINK_PORT)
     from flwr_internals.superlink import split_args
 
-    hold, flower_args = split_args(link["command"])
+    _hold, flower_args = split_args(link["command"])
     assert flower_args == link["command"]  # no fedgc flag: the default hold; the rest is Flower's
     assert _parse_args_run_superlink().parse_args(flower_args).port == SUPERLINK_PORT
     assert f"{SUPERLINK_PORT}:{SUPERLINK_PORT}" in link["ports"]
@@ -230,7 +240,11 @@ def test_tls_superlink_and_serverapp_runtime():
     paths = {"ca": CA, "cert": f"{CERTS}/server.pem", "key": f"{CERTS}/server.key"}
     assert link["command"] == superlink_args("0.0.0.0", SUPERLINK_PORT, tls=paths, supernode_auth=True)
     assert "--insecure" not in link["command"] and "--enable-supernode-auth" in link["command"]
-    assert _secrets(link) == {CA: _host(files.ca), paths["cert"]: _host(files.server_cert), paths["key"]: _host(files.server_key)}
+    assert _secrets(link) == {
+        CA: _host(files.ca),
+        paths["cert"]: _host(files.server_cert),
+        paths["key"]: _host(files.server_key),
+    }
     sx = tls["superexec-serverapp"]
     assert sx["command"] == superexec_args(LINK, root_certificates=CA)
     assert _secrets(sx) == {CA: _host(files.ca)}
@@ -315,7 +329,11 @@ def test_documented_plain_process_commands_use_the_layouts_programs():
         for module in modules:
             assert module in launchers | {"pytest", "server.deploy"}, (name, module)
             assert module == "pytest" or (ROOT / (module.replace(".", "/") + ".py")).is_file(), (name, module)
-    for text in (*docs.values(), (ROOT / "docker-compose.yml").read_text(), (ROOT / "docker-compose.tls.yml").read_text()):
+    for text in (
+        *docs.values(),
+        (ROOT / "docker-compose.yml").read_text(),
+        (ROOT / "docker-compose.tls.yml").read_text(),
+    ):
         assert not [old for old in OLD_PATHS if old in text]
 
 

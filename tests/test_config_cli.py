@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import operator
 import typing
 from dataclasses import replace
 from pathlib import Path
@@ -13,13 +15,21 @@ import numpy as np
 import pytest
 import yaml
 
-from fedgc.cli import main
 from fedgc.app.checkpoint import config_fingerprint
-from fedgc.app.config import ClientSpec, EvaluationSettings, RunConfig, config_reference, load_config, parse_config, to_plain
-from fedgc.data.csv import write_client_csv
-from fedgc.errors import ConfigError
+from fedgc.app.config import (
+    ClientSpec,
+    EvaluationSettings,
+    RunConfig,
+    config_reference,
+    load_config,
+    parse_config,
+    to_plain,
+)
+from fedgc.cli import main
 from fedgc.core.local_model import save_npz
+from fedgc.data.csv import write_client_csv
 from fedgc.data.synthetic import SystemSpec, simulate
+from fedgc.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {
@@ -39,8 +49,9 @@ def write_yaml(path: Path, data: dict) -> Path:
 def plant_csvs(tmp_path_factory) -> tuple[Path, list[Path], object]:
     """Four clients' CSV files from a simulated system with known edges."""
     folder = tmp_path_factory.mktemp("plant")
-    data = simulate(SystemSpec(n_clients=4, state_dims=2, obs_dims=8, edge_density=0.34, n_steps=2000),
-                    np.random.default_rng(11))
+    data = simulate(
+        SystemSpec(n_clients=4, state_dims=2, obs_dims=8, edge_density=0.34, n_steps=2000), np.random.default_rng(11)
+    )
     paths = []
     for m, y in enumerate(data.y):
         p = folder / f"site{m}.csv"
@@ -78,7 +89,13 @@ def test_seed_override_changes_the_draw_and_same_seed_repeats(tmp_path):
 def test_run_from_data_files_names_clients_after_files(plant_csvs, tmp_path):
     _, paths, data = plant_csvs
     out = tmp_path / "out"
-    args = ["run", *sum((["--data", str(p)] for p in paths), []), "--out", str(out), "--quiet"]
+    args = [
+        "run",
+        *functools.reduce(operator.iadd, (["--data", str(p)] for p in paths), []),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["clients"] == ["site0", "site1", "site2", "site3"]
@@ -89,7 +106,7 @@ def test_run_from_data_files_names_clients_after_files(plant_csvs, tmp_path):
 
 
 def test_run_config_with_given_models_matches_in_memory_truth(plant_csvs, tmp_path):
-    folder, paths, data = plant_csvs
+    _folder, paths, data = plant_csvs
     clients = []
     for m, p in enumerate(paths):
         model = tmp_path / f"site{m}.npz"
@@ -122,8 +139,10 @@ def test_run_config_with_given_models_matches_in_memory_truth(plant_csvs, tmp_pa
         (lambda c: c.update(engine="spark"), "engine must be one of"),
         (lambda c: c.update(seed="abc"), "seed must be an integer"),
         (lambda c: c.update(local_models="guess"), "local_models must be 'given' or 'identify'"),
-        (lambda c: c["synthetic"].update(perturbations=[{"time": 5, "target": 0, "source": 0, "action": "on"}]),
-         "outside the system"),
+        (
+            lambda c: c["synthetic"].update(perturbations=[{"time": 5, "target": 0, "source": 0, "action": "on"}]),
+            "outside the system",
+        ),
     ],
 )
 def test_config_errors_are_clear(tmp_path, mutate, message):

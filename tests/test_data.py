@@ -208,8 +208,9 @@ def test_binary_file(tmp_path):
     _error(path, "not UTF-8")
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
-                    reason="root can read anything")
+@pytest.mark.skipif(
+    not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0, reason="root can read anything"
+)
 def test_unreadable_file(tmp_path):
     path = _write(tmp_path, "a,b\n1,2\n3,4\n")
     path.chmod(0)

@@ -99,8 +99,10 @@ def plain_file(draw) -> tuple[bytes, dict]:
     raw = text.encode()
     if draw(st.integers(0, 5)) == 0:
         raw = b"\xef\xbb\xbf" + raw
-    kwargs = {"timestamp_column": draw(st.sampled_from(TIMESTAMP_ARGS)),
-              "delimiter": draw(st.sampled_from(DELIMITER_ARGS)) if draw(st.integers(0, 3)) == 0 else None}
+    kwargs = {
+        "timestamp_column": draw(st.sampled_from(TIMESTAMP_ARGS)),
+        "delimiter": draw(st.sampled_from(DELIMITER_ARGS)) if draw(st.integers(0, 3)) == 0 else None,
+    }
     if draw(st.booleans()):
         kwargs["sort_timestamps"] = True
     return raw, kwargs

@@ -3,24 +3,25 @@ timestamps out of order, alignment by timestamp, and `fedgc run` end to end on s
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import warnings
 
 import numpy as np
 import pytest
 import yaml
 
+from fedgc.app.clients import local_model, read_tables
+from fedgc.app.config import config_from_files, parse_config
+from fedgc.app.runner import check_run
+from fedgc.cli import main
+from fedgc.core.local_model import save_npz
 from fedgc.data.align import align_tables, check_lengths
 from fedgc.data.cleaning import ColumnPolicy, detect_held
-from fedgc.cli import main
-from fedgc.app.config import parse_config
 from fedgc.data.csv import read_client_csv, write_client_csv
-from fedgc.errors import ConfigError, DataError, FedGCWarning
-from fedgc.core.local_model import save_npz
-from fedgc.app.clients import local_model, read_tables
-from fedgc.app.config import config_from_files
-from fedgc.app.runner import check_run
 from fedgc.data.synthetic import SystemSpec, simulate
+from fedgc.errors import ConfigError, DataError, FedGCWarning
 
 
 def held(rng, T, period, phase, repeat_some=True):
@@ -62,9 +63,17 @@ def test_quick_held_screen_never_hides_a_held_column():
 
     rng = np.random.default_rng(5)
     T = 400
-    columns = [rng.standard_normal(T), np.round(np.cumsum(rng.standard_normal(T)) * 0.3), np.round(rng.standard_normal(T)),
-               np.r_[np.full(200, 1.0), np.full(200, 2.0)], np.full(T, 3.0), np.repeat(rng.standard_normal(T // 2), 2),
-               np.repeat(rng.standard_normal(T // 3 + 1), 3)[:T], np.tile([0.0, 1.0], T // 2), np.tile([0.0, 0.0, 1.0, 1.0], T // 4)]
+    columns = [
+        rng.standard_normal(T),
+        np.round(np.cumsum(rng.standard_normal(T)) * 0.3),
+        np.round(rng.standard_normal(T)),
+        np.r_[np.full(200, 1.0), np.full(200, 2.0)],
+        np.full(T, 3.0),
+        np.repeat(rng.standard_normal(T // 2), 2),
+        np.repeat(rng.standard_normal(T // 3 + 1), 3)[:T],
+        np.tile([0.0, 1.0], T // 2),
+        np.tile([0.0, 0.0, 1.0, 1.0], T // 4),
+    ]
     columns += [held(rng, T, p, ph) for p, ph in ((2, 0), (2, 1), (3, 2), (7, 4))]
     for k in range(30):  # random runs of repeats
         runs = rng.integers(1, 1 + k % 5 + 1, size=T)
@@ -128,8 +137,20 @@ def test_column_policy_values_are_checked():
         parse_config({"clients": [{"name": "feed", "data": "f.csv", "constant_columns": "keep"}]})
     with pytest.raises(ConfigError, match="align must be 'none' or 'timestamp', got 'nearest'"):
         parse_config({"align": "nearest"})
-    cfg = parse_config({"align": "timestamp", "clients": [
-        {"name": "feed", "data": "f.csv", "constant_columns": "error", "held_values": "keep", "max_missing": 0.2}]})
+    cfg = parse_config(
+        {
+            "align": "timestamp",
+            "clients": [
+                {
+                    "name": "feed",
+                    "data": "f.csv",
+                    "constant_columns": "error",
+                    "held_values": "keep",
+                    "max_missing": 0.2,
+                }
+            ],
+        }
+    )
     assert cfg.align == "timestamp" and cfg.clients[0].policy == ColumnPolicy("error", "keep", 0.2)
 
 
@@ -145,7 +166,9 @@ def test_out_of_order_rows_error_or_sorted(tmp_path):
     rng = np.random.default_rng(3)
     values = rng.standard_normal((6, 2))
     path = _stamped(tmp_path / "sep.csv", values, [0.0, 1.0, 2.0, 4.0, 3.0, 5.0])
-    with pytest.raises(DataError, match=r"'unit'.*sep\.csv.*row 6 \(3\.0\) is not after row 5 \(4\.0\).*align: timestamp"):
+    with pytest.raises(
+        DataError, match=r"'unit'.*sep\.csv.*row 6 \(3\.0\) is not after row 5 \(4\.0\).*align: timestamp"
+    ):
         _read(path)
     with pytest.warns(FedGCWarning, match="sorted"):
         table = _read(path, sort_timestamps=True)
@@ -193,11 +216,15 @@ def test_align_on_the_union_grid_inside_the_overlap(tmp_path):
 def test_align_refuses_what_it_cannot_align(tmp_path):
     rng = np.random.default_rng(6)
     a = _read(_stamped(tmp_path / "a.csv", rng.standard_normal((10, 2)), np.arange(10.0)))._replace(client="a")
-    shifted = _read(_stamped(tmp_path / "s.csv", rng.standard_normal((10, 2)), np.arange(10.0) + 0.5))._replace(client="s")
+    shifted = _read(_stamped(tmp_path / "s.csv", rng.standard_normal((10, 2)), np.arange(10.0) + 0.5))._replace(
+        client="s"
+    )
     with pytest.raises(DataError, match=r"'a'.*a\.csv.*do not share a sampling grid"):
         align_tables([a, shifted])
-    late = _read(_stamped(tmp_path / "late.csv", rng.standard_normal((5, 2)), np.arange(20.0, 25.0)))._replace(client="late")
-    with pytest.raises(DataError, match="do not overlap.*'late'"):
+    late = _read(_stamped(tmp_path / "late.csv", rng.standard_normal((5, 2)), np.arange(20.0, 25.0)))._replace(
+        client="late"
+    )
+    with pytest.raises(DataError, match=r"do not overlap.*'late'"):
         align_tables([a, late])
     path = tmp_path / "plain.csv"
     write_client_csv(path, rng.standard_normal((10, 2)), columns=["x", "y"])
@@ -214,8 +241,9 @@ def messy_plant(tmp_path_factory):
     """Three clients of a known system, written with NaNs, a stuck sensor, a held analyser column,
     and (for alignment) shifted, gappy, shuffled timestamps."""
     folder = tmp_path_factory.mktemp("messy")
-    data = simulate(SystemSpec(n_clients=3, state_dims=2, obs_dims=8, edge_density=0.5, n_steps=2000),
-                    np.random.default_rng(21))
+    data = simulate(
+        SystemSpec(n_clients=3, state_dims=2, obs_dims=8, edge_density=0.5, n_steps=2000), np.random.default_rng(21)
+    )
     rng = np.random.default_rng(22)
     files, stamped = [], []
     for m, y in enumerate(data.y):
@@ -249,7 +277,9 @@ def _run(args):
 def test_run_on_messy_csvs_recovers_the_edges(messy_plant, tmp_path):
     data, files, _ = messy_plant
     out = tmp_path / "out"
-    code, warned = _run(["run", *sum((["--data", str(p)] for p in files), []), "--out", str(out), "--quiet"])
+    code, warned = _run(
+        ["run", *functools.reduce(operator.iadd, (["--data", str(p)] for p in files), []), "--out", str(out), "--quiet"]
+    )
     assert code == 0
     assert any("'unit1'" in w and "unit1.csv" in w and "'stuck'" in w for w in warned)
     assert any("'unit0'" in w and "every 3 rows: 'x1'" in w for w in warned)
@@ -264,10 +294,16 @@ def test_run_on_messy_csvs_recovers_the_edges(messy_plant, tmp_path):
 
 def test_run_aligns_by_timestamp_and_reports_dropped_rows(messy_plant, tmp_path):
     data, _, stamped = messy_plant
-    args = ["run", *sum((["--data", str(p)] for p in stamped), []), "--out", str(tmp_path / "o"), "--quiet"]
+    args = [
+        "run",
+        *functools.reduce(operator.iadd, (["--data", str(p)] for p in stamped), []),
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+    ]
     code, _ = _run(args)
     assert code == 2  # lengths differ and rows are out of order
-    code, warned = _run([*args, "--align", "timestamp"])
+    code, _warned = _run([*args, "--align", "timestamp"])
     assert code == 0
     result = json.loads((tmp_path / "o" / "result.json").read_text())
     rows = {c: v["alignment"] for c, v in result["data"]["clients"].items()}
@@ -296,8 +332,12 @@ def test_given_model_follows_the_kept_columns(messy_plant, tmp_path, capsys):
     C = np.vstack([m0.C, np.zeros((1, m0.state_dim))])
     R = np.diag(np.r_[np.diag(m0.R), 1.0])
     save_npz(full, type(m0)(A=m0.A, C=C, Q=m0.Q, R=R, mean=np.r_[m0.mean, 3.25], scale=np.r_[m0.scale, 1.0]))
-    cfg = {"clients": [{"name": "unit0", "data": str(files[0]), "model": str(full)},
-                       {"name": "unit1", "data": str(files[1])}]}
+    cfg = {
+        "clients": [
+            {"name": "unit0", "data": str(files[0]), "model": str(full)},
+            {"name": "unit1", "data": str(files[1])},
+        ]
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FedGCWarning)
         tables, _ = read_tables(parse_config(cfg))

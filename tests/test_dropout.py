@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 
 from fedgc.app.checkpoint import load_checkpoint
-from fedgc.protocol.session import ClientSession
 from fedgc.app.config import EvaluationSettings, RunConfig
-from fedgc.protocol.dropout import ClientDropoutError
-from fedgc.protocol.wire import decode_reply, decode_request, encode_reply, encode_request, MessageError
-from fedgc.protocol.loop import run_protocol
-from fedgc.protocol.messages import ClientFailure
-from fedgc.protocol.settings import ServerConfig
-from fedgc.protocol.transport import LocalTransport
-from fedgc.report.result_json import read_result, write_outputs
 from fedgc.app.runner import run_batch
 from fedgc.data.synthetic import SystemSpec, simulate
+from fedgc.protocol.dropout import ClientDropoutError
+from fedgc.protocol.loop import run_protocol
+from fedgc.protocol.messages import ClientFailure
+from fedgc.protocol.session import ClientSession
+from fedgc.protocol.settings import ServerConfig
+from fedgc.protocol.transport import LocalTransport
 from fedgc.protocol.validation import InvalidMessage
+from fedgc.protocol.wire import MessageError, decode_reply, decode_request, encode_reply, encode_request
+from fedgc.report.result_json import read_result, write_outputs
 
 SPEC = SystemSpec(n_clients=4, state_dims=2, obs_dims=6, edge_density=0.4, n_steps=600)
 # The exchange whose message client c1 answers badly: exchange 2 answers the first predicted A_s of the
@@ -68,7 +68,10 @@ FAULTS = {
     "wrong dtype": (lambda r: r._replace(states=r.states.astype(np.float32)), "states"),
     "wrong round": (lambda r: r._replace(round=r.round - 1), "round"),
     "wrong client": (lambda r: r._replace(client="c2"), "client"),
-    "asymmetric J": (lambda r: r._replace(information=r.information + np.triu(np.ones_like(r.information), 1)), "information"),
+    "asymmetric J": (
+        lambda r: r._replace(information=r.information + np.triu(np.ones_like(r.information), 1)),
+        "information",
+    ),
     "indefinite J": (lambda r: r._replace(information=-r.information), "information"),
     "J changed": (lambda r: r._replace(information=2.0 * r.information), "information"),
     "missing pseudo-observations": (lambda r: r._replace(pseudo_obs=None), "pseudo_obs"),
@@ -152,7 +155,12 @@ def test_too_few_clients_left_stops_even_under_continue(data):
 
 
 def _cfg(on_dropout: str) -> RunConfig:
-    return RunConfig(name="drop", synthetic=SPEC, server=ServerConfig(max_rounds=8, tol=1e-12, on_dropout=on_dropout), evaluation=EvaluationSettings(oracle=False))
+    return RunConfig(
+        name="drop",
+        synthetic=SPEC,
+        server=ServerConfig(max_rounds=8, tol=1e-12, on_dropout=on_dropout),
+        evaluation=EvaluationSettings(oracle=False),
+    )
 
 
 def test_stop_keeps_the_last_completed_round_on_disk(data, clean, tmp_path):
@@ -237,8 +245,8 @@ def test_private_run_continues_after_a_dropout(tmp_path):
     """Augmentation noise is calibrated over the remaining clients; the accounting still covers every round."""
     from dataclasses import replace
 
-    from fedgc.app.config import PrivacySettings
     from fedgc.app.clients import scenario_sessions, simulate_scenario
+    from fedgc.app.config import PrivacySettings
     from fedgc.app.privacy import privacy_plan
 
     privacy = PrivacySettings(epsilon=20.0, delta=1e-5, clip=7.0, augmentation_noise=True)
@@ -256,5 +264,5 @@ def test_on_dropout_must_be_stop_or_continue():
     from fedgc.app.config import parse_config
     from fedgc.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="server.on_dropout must be 'stop' or 'continue', got 'ignore'"):
+    with pytest.raises(ConfigError, match=r"server.on_dropout must be 'stop' or 'continue', got 'ignore'"):
         parse_config({"server": {"on_dropout": "ignore"}})

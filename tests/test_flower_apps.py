@@ -16,16 +16,14 @@ from flwr.app import Context, Error, Message, RecordDict
 
 import clients.app as capp
 import clients.records as records
-from fedgc.app.checkpoint import load_checkpoint
-from fedgc.app.config import ClientOptions, parse_config, to_plain
-from fedgc.protocol.dropout import ClientDropoutError
-from fedgc.errors import ConfigError
-from fedgc.protocol.wire import MESSAGE_FORMATS
-from fedgc.protocol.transport import LocalTransport
-from fedgc.app.checkpoint import CHECKPOINT_JSON
+from fedgc.app.checkpoint import CHECKPOINT_JSON, load_checkpoint
 from fedgc.app.clients import build_session, simulate_scenario, write_scenario_files
+from fedgc.app.config import ClientOptions, parse_config, to_plain
 from fedgc.app.runner import run_batch
-from fedgc.app.config import to_plain
+from fedgc.errors import ConfigError
+from fedgc.protocol.dropout import ClientDropoutError
+from fedgc.protocol.transport import LocalTransport
+from fedgc.protocol.wire import MESSAGE_FORMATS
 from server.app import config_from_json, node_overrides
 from server.job import Job, run_job
 from server.transport import NODE_UNAVAILABLE, ClientFailed, NodeTimeout
@@ -141,7 +139,7 @@ def test_compact_records_refuse_malformed_content():
         "no layout": ConfigRecord({records.PACKED: np.ones(3).tobytes()}),
         "short buffer": ConfigRecord({records.PACKED: np.ones(2).tobytes(), LAYOUT_KEY: "x:3"}),
     }
-    for what, config in cases.items():
+    for _what, config in cases.items():
         content = RecordDict()
         content[records.CONFIG] = config
         with pytest.raises(MessageError):
@@ -158,8 +156,8 @@ def test_compact_records_refuse_malformed_content():
 
 
 def test_unknown_message_format_is_refused_before_anything_is_written(small, tmp_path, capsys):
-    from fedgc.cli import main
     from fedgc.app.runner import EngineOptions
+    from fedgc.cli import main
 
     with pytest.raises(ConfigError, match="message format 'pickle'"):
         EngineOptions(message_format="pickle")
@@ -181,11 +179,15 @@ def test_config_json_round_trip(small):
 def test_fake_grid_matches_local(small, tmp_path, learn_theta, message_format):
     cfg = replace(small, client=ClientOptions(learn_theta=learn_theta))
     local = _local(cfg)
-    grid = FakeGrid(_node_configs(cfg), forget_sessions=learn_theta)  # learn_theta: rebuild from the context every round
+    grid = FakeGrid(
+        _node_configs(cfg), forget_sessions=learn_theta
+    )  # learn_theta: rebuild from the context every round
     job = Job(cfg=cfg, engine="flower-sim", out_dir=tmp_path, poll_interval=0.001, message_format=message_format)
     result = run_job(grid, job)
     replies = [m for m in grid.replies]
-    assert replies and all(records.message_format_of(m.content) == message_format for m in replies)  # nodes answer in kind
+    assert replies and all(
+        records.message_format_of(m.content) == message_format for m in replies
+    )  # nodes answer in kind
     assert result.communication["message_format"] == message_format
     np.testing.assert_allclose(result.fit.A_s, local.fit.A_s, rtol=0, atol=1e-9)
     assert result.fit.rounds == local.fit.rounds
@@ -234,7 +236,7 @@ def test_launcher_reports_a_failed_run_once(small, tmp_path, monkeypatch):
 def test_missing_node_is_a_clear_error(small, tmp_path):
     grid = FakeGrid(_node_configs(small)[:2])
     job = Job(cfg=small, engine="flower", out_dir=tmp_path, wait_timeout=0.2)
-    with pytest.raises(NodeTimeout, match="waited 0.2 s for 3 SuperNodes, 2 connected") as err:
+    with pytest.raises(NodeTimeout, match=r"waited 0.2 s for 3 SuperNodes, 2 connected") as err:
         run_job(grid, job)
     # the nodes that came are asked which clients they serve, so the missing one is named
     assert "no SuperNode serves client(s) 'client2'" in str(err.value)
@@ -319,17 +321,24 @@ def test_silent_node_under_continue_finishes_without_it(small, tmp_path):
 
 
 def test_flower_run_resumes_from_its_checkpoint(small, tmp_path):
-    full = run_job(FakeGrid(_node_configs(small)), Job(cfg=small, engine="flower", out_dir=tmp_path / "full", poll_interval=0.001))
+    full = run_job(
+        FakeGrid(_node_configs(small)), Job(cfg=small, engine="flower", out_dir=tmp_path / "full", poll_interval=0.001)
+    )
 
     def crash(record):
         if record.round == 3:
             raise Interrupt()
 
     with pytest.raises(Interrupt):
-        run_job(FakeGrid(_node_configs(small)), Job(cfg=small, engine="flower", out_dir=tmp_path / "cut", poll_interval=0.001, on_round=crash))
+        run_job(
+            FakeGrid(_node_configs(small)),
+            Job(cfg=small, engine="flower", out_dir=tmp_path / "cut", poll_interval=0.001, on_round=crash),
+        )
     assert load_checkpoint(tmp_path / "cut").state.round == 2
     fresh = FakeGrid(_node_configs(small))  # restarted SuperNodes: no session, no context state
-    resumed = run_job(fresh, Job(cfg=small, engine="flower", out_dir=tmp_path / "cut", poll_interval=0.001, resume=True))
+    resumed = run_job(
+        fresh, Job(cfg=small, engine="flower", out_dir=tmp_path / "cut", poll_interval=0.001, resume=True)
+    )
     np.testing.assert_allclose(resumed.fit.A_s, full.fit.A_s, rtol=0, atol=1e-9)
     assert resumed.fit.resumed_from == 2 and resumed.fit.history == full.fit.history
     assert min(fresh.rounds_seen.values()) == full.fit.rounds - 2  # rounds 2.. only, not the opening exchange
@@ -567,7 +576,9 @@ def test_fake_grid_siv_run_matches_local(small, tmp_path):
     assert cfg.gc_test == "siv"
     local = run_batch(cfg, LocalTransport([build_session(s, cfg.client, seed=cfg.seed + i, snapshots="auto")
                                            for i, s in enumerate(cfg.clients)]))  # fmt: skip
-    result = run_job(FakeGrid(_node_configs(cfg)), Job(cfg=cfg, engine="flower-sim", out_dir=tmp_path, poll_interval=0.001))
+    result = run_job(
+        FakeGrid(_node_configs(cfg)), Job(cfg=cfg, engine="flower-sim", out_dir=tmp_path, poll_interval=0.001)
+    )
     assert result.fit.gc.test == local.fit.gc.test == "siv"
     np.testing.assert_allclose(result.fit.gc.log10_pvalue, local.fit.gc.log10_pvalue, rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(result.fit.gc.edges, local.fit.gc.edges)

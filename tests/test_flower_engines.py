@@ -44,7 +44,11 @@ def local(cfg, tmp_path_factory):
 def _node_configs(out: Path, n: int):
     clients = out / "clients"  # where `simulate` writes each client's files (fedgc.app.clients.write_scenario_files)
     return [
-        {"data-path": str(clients / f"client{i}.csv"), "client-name": f"client{i}", "model-path": str(clients / f"client{i}_model.npz")}
+        {
+            "data-path": str(clients / f"client{i}.csv"),
+            "client-name": f"client{i}",
+            "model-path": str(clients / f"client{i}_model.npz"),
+        }
         for i in range(n)
     ]
 
@@ -109,7 +113,7 @@ def test_flower_deployed_silent_node(cfg, deployment):
         try:
             run(long_cfg, mode="simulate", out_dir=out, options=EngineOptions(superlink=dep.address),
                 flower=DeployedEngine(round_timeout=10.0))  # fmt: skip
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     worker = threading.Thread(target=go)
@@ -151,7 +155,7 @@ def test_flower_deployed_killed_supernode_under_continue(cfg, tmp_path):
             try:
                 results.append(run(run_cfg, mode="simulate", out_dir=out, options=EngineOptions(superlink=dep.address),
                                    flower=DeployedEngine(round_timeout=15.0)))  # fmt: skip
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 results.append(exc)
 
         worker = threading.Thread(target=go)
@@ -167,7 +171,9 @@ def test_flower_deployed_killed_supernode_under_continue(cfg, tmp_path):
     assert not worker.is_alive() and results, "the run did not finish"
     result = results[0]
     assert not isinstance(result, BaseException), result
-    assert [d.client for d in result.fit.dropouts] == ["client2"] and "no reply within 15 s" in result.fit.dropouts[0].reason
+    assert [d.client for d in result.fit.dropouts] == ["client2"] and "no reply within 15 s" in result.fit.dropouts[
+        0
+    ].reason
     assert result.fit.rounds == 5
     gc = result.fit.gc
     assert gc.unknown[2, [0, 1, 3]].all() and gc.unknown[[0, 1, 3], 2].all() and np.isnan(gc.strength[2, 0])

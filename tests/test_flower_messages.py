@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from fedgc.protocol import wire
+from fedgc.protocol.messages import ClientInfo, ClientReply
 from fedgc.protocol.transport import CountingTransport
-from fedgc.protocol.messages import ClientReply
-from fedgc.protocol.messages import ClientInfo
 
 
 def test_reply_round_trip_keeps_none_fields():

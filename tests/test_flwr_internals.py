@@ -98,14 +98,14 @@ def test_other_versions_are_refused_naming_both(version):
                                     "flwr_internals.runtime", "flwr_internals.control"])  # fmt: skip
 def test_a_launcher_on_another_flower_fails_before_it_starts(module):
     """`python -m <module>` under Flower 1.42: the package's guard raises before the module's code runs."""
-    code = (
-        "import runpy, flwr\n"
-        "flwr.__version__ = '1.42.0'\n"
-        f"runpy.run_module({module!r}, run_name='__main__')\n"
+    code = f"import runpy, flwr\nflwr.__version__ = '1.42.0'\nrunpy.run_module({module!r}, run_name='__main__')\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "--insecure"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
-    done = subprocess.run([sys.executable, "-c", code, "--insecure"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
-    assert "FlowerVersionError" in done.stderr and "Flower 1.42.0 is installed" in done.stderr and "1.41.x" in done.stderr
+    assert (
+        "FlowerVersionError" in done.stderr and "Flower 1.42.0 is installed" in done.stderr and "1.41.x" in done.stderr
+    )
     assert "Starting Flower" not in done.stdout + done.stderr
 
 
@@ -155,7 +155,7 @@ def test_superexec_launcher_refuses_a_changed_executor(monkeypatch):
     from flwr_internals.superexec import reap_task_processes
 
     monkeypatch.delattr(subprocess_executor.SubprocessExecutor, "reconcile")
-    with pytest.raises(RuntimeError, match="flwr_internals.superexec needs updating"):
+    with pytest.raises(RuntimeError, match=r"flwr_internals.superexec needs updating"):
         reap_task_processes()
 
 

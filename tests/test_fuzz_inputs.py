@@ -83,7 +83,7 @@ def base_table(draw, *, min_rows: int = 0, values_from=finite) -> dict[str, Any]
 
 
 def _join(table: dict[str, Any], newline: str = "\n") -> str:
-    lines = ([] if table["header"] is None else [table["sep"].join(table["header"])])
+    lines = [] if table["header"] is None else [table["sep"].join(table["header"])]
     lines += [table["sep"].join(r) for r in table["rows"]]
     return newline.join(lines) + newline
 
@@ -113,7 +113,9 @@ def faulty_csv(draw, fault: str) -> tuple[bytes, dict[str, Any]]:
                 cell = draw(st.one_of(st.sampled_from(ODD_CELLS), st.text(max_size=6)))
                 t["rows"][ij[0]][ij[1]] = cell
     elif fault == "empty":
-        return draw(st.sampled_from([b"", b"\n", b"  \n\t\n", b"\xef\xbb\xbf", b"a,b\n", b"time\n", b"\r\n\r\n"])), kwargs
+        return draw(
+            st.sampled_from([b"", b"\n", b"  \n\t\n", b"\xef\xbb\xbf", b"a,b\n", b"time\n", b"\r\n\r\n"])
+        ), kwargs
     elif fault == "extreme_values":
         for _ in range(draw(st.integers(1, 3))):
             if (ij := _pick_cell(draw, t["rows"])) is not None and not (t["ts"] and ij[1] == 0):
@@ -159,7 +161,10 @@ def faulty_csv(draw, fault: str) -> tuple[bytes, dict[str, Any]]:
             ts = [f"2024-01-01T00:00:{i:02d}" + ("+01:00" if i % 2 else "") for i in range(len(ts))]
         elif how == "edge_of_time":  # valid locally, outside datetime's range once converted to UTC
             late = draw(st.booleans())
-            ts = [(f"9999-12-31T23:59:{i:02d}-12:00" if late else f"0001-01-01T00:00:{i:02d}+14:00") for i in range(len(ts))]
+            ts = [
+                (f"9999-12-31T23:59:{i:02d}-12:00" if late else f"0001-01-01T00:00:{i:02d}+14:00")
+                for i in range(len(ts))
+            ]
         for r, s in zip(t["rows"], ts):
             r[0] = s
         kwargs["timestamp_column"] = draw(st.sampled_from(TIMESTAMP_ARGS))
@@ -171,13 +176,17 @@ def faulty_csv(draw, fault: str) -> tuple[bytes, dict[str, Any]]:
         return text.encode(), kwargs
     elif fault == "long_cells" and t["rows"]:  # beyond the csv module's 131072-character field limit
         i, j = _pick_cell(draw, t["rows"])
-        t["rows"][i][j] = draw(st.sampled_from(["1" * 140_000, "0." + "1" * 140_000, '"' + "1" * 140_000 + '"', "9" * 400]))
+        t["rows"][i][j] = draw(
+            st.sampled_from(["1" * 140_000, "0." + "1" * 140_000, '"' + "1" * 140_000 + '"', "9" * 400])
+        )
     elif fault == "line_endings":
         text = _join(t, newline=draw(st.sampled_from(["\r\n", "\r", "\n\n", "\n \n", "\u2028", "\x0b", "\x85"])))
         return text.encode(), kwargs
     elif fault == "random_text":
         alphabet = st.sampled_from(list("0123456789.,;-+eE \t\n\"'naifNTx:"))
-        return draw(st.one_of(st.text(alphabet, max_size=80), st.text(max_size=40))).encode("utf-8", "surrogatepass"), kwargs
+        return draw(st.one_of(st.text(alphabet, max_size=80), st.text(max_size=40))).encode(
+            "utf-8", "surrogatepass"
+        ), kwargs
     elif fault == "random_bytes":
         return draw(st.binary(max_size=80)), kwargs
     return _join(t).encode("utf-8", "surrogatepass"), kwargs
@@ -351,7 +360,9 @@ def _check_config(cfg: RunConfig) -> None:
         value = getattr(s, name)
         assert isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), (name, value)
     assert s.learning_rate is None or (math.isfinite(s.learning_rate) and s.learning_rate > 0)
-    assert (cfg.evaluation.oracle is None or isinstance(cfg.evaluation.oracle, bool)) and isinstance(cfg.client.learn_theta, bool)
+    assert (cfg.evaluation.oracle is None or isinstance(cfg.evaluation.oracle, bool)) and isinstance(
+        cfg.client.learn_theta, bool
+    )
     for c in cfg.clients:
         assert isinstance(c.name, str) and isinstance(c.data, Path)
         assert c.state_dim is None or (type(c.state_dim) is int and c.state_dim >= 1)
@@ -474,7 +485,11 @@ def finished_run(tmp_path_factory):
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @settings(FUZZ, max_examples=12, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -11,8 +11,8 @@ from statsmodels.stats.multitest import multipletests
 from fedgc.analysis.metrics import mid_ranks
 from fedgc.core.fdr import benjamini_hochberg
 from fedgc.core.granger import chi2_logsf, granger_tests
-from fedgc.protocol.settings import ServerConfig
 from fedgc.core.regression import Blocks, RegressionStats, newton_update, regression_stats
+from fedgc.protocol.settings import ServerConfig
 
 DIMS = (2, 3, 2)
 
@@ -169,7 +169,9 @@ def test_light_replacements_match_scipy_stats_and_statsmodels_bit_for_bit():
     """fedgc computes chi-square tails, BH decisions and mid-ranks without scipy.stats and statsmodels (a
     second or more to import): the same numbers as those libraries, on edge cases as well."""
     rng = np.random.default_rng(3)
-    stat = np.concatenate([rng.exponential(40, 20000), rng.uniform(0, 2, 2000), [0, -1, np.inf, -np.inf, np.nan, 1e-300]])
+    stat = np.concatenate(
+        [rng.exponential(40, 20000), rng.uniform(0, 2, 2000), [0, -1, np.inf, -np.inf, np.nan, 1e-300]]
+    )
     dof = np.concatenate([rng.integers(1, 60, 22000).astype(float), [3, 3, 3, 3, 3, 3]])
     np.testing.assert_array_equal(chi2_logsf(stat, dof), scipy.stats.chi2.logsf(stat, dof))
     for trial in range(500):
@@ -179,7 +181,9 @@ def test_light_replacements_match_scipy_stats_and_statsmodels_bit_for_bit():
         if trial % 5 == 0:
             p[0] = np.nan
         alpha = float(rng.uniform(0.001, 0.3))
-        np.testing.assert_array_equal(benjamini_hochberg(p, alpha=alpha), multipletests(p, alpha=alpha, method="fdr_bh")[0])
+        np.testing.assert_array_equal(
+            benjamini_hochberg(p, alpha=alpha), multipletests(p, alpha=alpha, method="fdr_bh")[0]
+        )
         x = np.round(rng.standard_normal(int(rng.integers(1, 50))), trial % 3)
         np.testing.assert_array_equal(mid_ranks(x), scipy.stats.rankdata(x))
     np.testing.assert_array_equal(mid_ranks([1.0, np.nan]), scipy.stats.rankdata([1.0, np.nan]))
@@ -244,7 +248,9 @@ def test_federated_decisions_agree_with_statsmodels_var(var_case):
     A, o = data.system.A, data.system.offsets
     edges = data.system.edges
     assert edges.any() and (~edges & ~np.eye(3, dtype=bool)).any()
-    norms = np.array([[np.linalg.norm(A[o[m] : o[m + 1], o[n] : o[n + 1]]) if m != n else 0 for n in range(3)] for m in range(3)])
+    norms = np.array(
+        [[np.linalg.norm(A[o[m] : o[m + 1], o[n] : o[n + 1]]) if m != n else 0 for n in range(3)] for m in range(3)]
+    )
     edge = np.unravel_index(np.argmax(np.where(edges, norms, -1)), norms.shape)
     var = VAR(data.states).fit(1, trend="n")
 

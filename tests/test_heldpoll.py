@@ -262,7 +262,7 @@ def test_superlink_refuses_flower_handlers_it_does_not_know(monkeypatch):
     from flwr_internals.superlink import hold_message_polls
 
     monkeypatch.delattr(runtime_handlers, "push_object")
-    with pytest.raises(RuntimeError, match="flwr_internals.superlink needs updating"):
+    with pytest.raises(RuntimeError, match=r"flwr_internals.superlink needs updating"):
         hold_message_polls()
 
 
@@ -270,16 +270,23 @@ def test_launchers_take_their_flags_and_pass_the_rest_to_flower():
     from flwr_internals import supernode
     from flwr_internals.superlink import MESSAGE_HOLD, split_args
 
-    assert split_args(["--insecure", "--fedgc-message-hold", "0.5", "--port", "8000"]) == (0.5, ["--insecure", "--port", "8000"])
+    assert split_args(["--insecure", "--fedgc-message-hold", "0.5", "--port", "8000"]) == (
+        0.5,
+        ["--insecure", "--port", "8000"],
+    )
     assert split_args(["--fedgc-message-hold=0", "--insecure"]) == (0.0, ["--insecure"])
     assert split_args(["--insecure"]) == (MESSAGE_HOLD, ["--insecure"])
-    flags, rest = supernode.split_args(["--insecure", "--fedgc-task-hold=0", "--node-config", "a=1", "--fedgc-poll-interval", "0.02"])
+    flags, rest = supernode.split_args(
+        ["--insecure", "--fedgc-task-hold=0", "--node-config", "a=1", "--fedgc-poll-interval", "0.02"]
+    )
     assert flags == {"poll_interval": 0.02, "idle_interval": 1.0, "task_hold": 0.0}
     assert rest == ["--insecure", "--node-config", "a=1"]
     assert supernode.split_args(["--fedgc-other=1"])[1] == ["--fedgc-other=1"]  # not ours: Flower's parser refuses it
 
 
-@pytest.mark.parametrize("argv, problem", [(["--fedgc-message-hold"], "needs a value"), (["--fedgc-message-hold=soon"], "not a number")])
+@pytest.mark.parametrize(
+    "argv, problem", [(["--fedgc-message-hold"], "needs a value"), (["--fedgc-message-hold=soon"], "not a number")]
+)
 def test_launcher_flags_with_a_bad_value_are_refused_by_name(argv, problem):
     from flwr_internals.superlink import split_args
 

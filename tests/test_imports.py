@@ -39,12 +39,14 @@ NUMERIC = ("numpy", "scipy", "pandas")
 
 def _fresh(code: str) -> tuple[set[str], list[str]]:
     """Run `code` in a fresh interpreter (it must exit cleanly): the modules loaded at its end, and its stdout lines."""
-    script = textwrap.dedent(code) + "\nimport json as _j, sys as _s\nprint('MODULES=' + _j.dumps(sorted(_s.modules)))\n"
+    script = (
+        textwrap.dedent(code) + "\nimport json as _j, sys as _s\nprint('MODULES=' + _j.dumps(sorted(_s.modules)))\n"
+    )
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     modules = next(x for x in reversed(lines) if x.startswith("MODULES="))
-    return set(json.loads(modules[len("MODULES="):])), lines
+    return set(json.loads(modules[len("MODULES=") :])), lines
 
 
 def _present(modules: set[str], names: tuple[str, ...]) -> list[str]:
@@ -118,7 +120,7 @@ def test_a_plain_run_loads_no_optional_dependency_up_to_its_first_round(csv_file
     assert _present(first, OPTIONAL + SLOW) == []
     assert "pandas" in first  # the CSV files went through the fast path (its parser is looked up by name)
     assert (tmp_path / "run" / "gc_heatmap.png").is_file() and "matplotlib" in modules
-    assert _present(modules, ("torch", "opacus", "flwr", "ray") + SLOW) == []
+    assert _present(modules, ("torch", "opacus", "flwr", "ray", *SLOW)) == []
 
 
 def test_a_plain_run_with_figures_off_loads_no_optional_dependency(csv_files, tmp_path):

@@ -13,8 +13,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from fedgc.cli import main
 from fedgc.app.config import parse_config
+from fedgc.cli import main
 from fedgc.errors import FedGCError
 from fedgc.report.exports import CSV_COLUMNS, EXPORT_FILES, export, parse_formats
 from fedgc.report.figures import FIGURE_FILES, write_figures
@@ -100,8 +100,9 @@ def origin_section(clients, rng: np.random.Generator, *, T: int = 300, threshold
     scores[clients[0]] += np.clip(t - 200, 0, None) * 0.05
     first = {c: (int(np.argmax(s > threshold)) if (s > threshold).any() else None) for c, s in scores.items()}
     ranking = sorted(clients, key=lambda c: (first[c] is None, first[c] or 0, -scores[c].max()))
-    return origin_record({c: {"first_crossing": first[c], "score": scores[c].tolist()} for c in clients}, ranking,
-                         threshold=threshold)
+    return origin_record(
+        {c: {"first_crossing": first[c], "score": scores[c].tolist()} for c in clients}, ranking, threshold=threshold
+    )
 
 
 def origin_record(clients: dict, ranking: list, *, threshold: float = 1.0, start=None, known_origin=None) -> dict:
@@ -125,7 +126,7 @@ def stream_dir(run, tmp_path_factory):
     return out
 
 
-def hand_made(directory, *, names=("feed \"A\"", "reactor 2", "sep\\3")) -> dict:
+def hand_made(directory, *, names=('feed "A"', "reactor 2", "sep\\3")) -> dict:
     """A minimal result.json with known numbers: p of 1 -> 0 underflows (log10 -400) and ties the order
     with 2 -> 0 (-400) broken by strength; 0 -> 2 has a null statistic; truth known."""
     nan = math.nan
@@ -156,11 +157,32 @@ def complete(data: dict) -> dict:
     every file to the schema of result.json)."""
     M, D = len(data["clients"]), sum(data["dims"])
     off = _rows(np.ones((M, M)))
-    evaluation = {k: None for k in ("auroc", "auprc", "precision", "recall", "f1", "relative_error_vs_truth",
-                                    "relative_error_vs_oracle", "oracle_relative_error_vs_truth", "oracle_rounds",
-                                    "oracle_outside_privacy_guarantee")}
-    server = {"rule": "newton", "max_rounds": 10, "tol": 1e-6, "penalty": 0.0, "diagonal": "fixed", "learning_rate": None,
-              "alpha": data.get("alpha", 0.05), "burn_in": 1, "on_dropout": "stop"}
+    evaluation = {
+        k: None
+        for k in (
+            "auroc",
+            "auprc",
+            "precision",
+            "recall",
+            "f1",
+            "relative_error_vs_truth",
+            "relative_error_vs_oracle",
+            "oracle_relative_error_vs_truth",
+            "oracle_rounds",
+            "oracle_outside_privacy_guarantee",
+        )
+    }
+    server = {
+        "rule": "newton",
+        "max_rounds": 10,
+        "tol": 1e-6,
+        "penalty": 0.0,
+        "diagonal": "fixed",
+        "learning_rate": None,
+        "alpha": data.get("alpha", 0.05),
+        "burn_in": 1,
+        "on_dropout": "stop",
+    }
     defaults = {
         "fedgc_version": "0.1.0", "name": "hand", "engine": "local", "seed": 0, "gc": off, "alpha": 0.05, "test": "lr",
         "A_s": np.zeros((D, D)).tolist(), "A_s_note": "", "server": server, "rounds": 3, "converged": True,
@@ -169,7 +191,9 @@ def complete(data: dict) -> dict:
         "resilience": {"on_dropout": "stop", "dropouts": [], "resumed_from_round": None},
     }  # fmt: skip
     out = {**defaults, **data}
-    out["history"] = data.get("history", [{"round": r, "loss": 10.0 / r, "change": 10.0**-r} for r in range(1, out["rounds"] + 1)])
+    out["history"] = data.get(
+        "history", [{"round": r, "loss": 10.0 / r, "change": 10.0**-r} for r in range(1, out["rounds"] + 1)]
+    )
     out["evaluation"] = {**evaluation, "truth_edges": None, **data.get("evaluation", {})}
     return out
 
@@ -222,7 +246,10 @@ def test_origin_per_fault_run(stream_dir, tmp_path):
     c = data["clients"]
     one = data.pop("origin")["fault"]
     other = origin_section(c, np.random.default_rng(3))
-    data["origin"] = {"d01_te": {**one, "start": 160, "known_origin": c[2]}, "d04_te": {**other, "start": 150, "known_origin": c[1]}}
+    data["origin"] = {
+        "d01_te": {**one, "start": 160, "known_origin": c[2]},
+        "d04_te": {**other, "start": 150, "known_origin": c[1]},
+    }
     (tmp_path / RESULT_FILE).write_text(dumps(data))
     res = load_result(tmp_path)
     assert [(o.run, o.start, o.known_origin) for o in res.origins] == [("d01_te", 160, c[2]), ("d04_te", 150, c[1])]
@@ -240,7 +267,7 @@ def test_origin_per_fault_run(stream_dir, tmp_path):
 
     data["origin"]["d04_te"]["ranking"] = ["x"]
     (tmp_path / RESULT_FILE).write_text(dumps(data))
-    with pytest.raises(FedGCError, match=re.escape('origin["d04_te"].ranking: names [\'x\'] have no scores')):
+    with pytest.raises(FedGCError, match=re.escape("origin[\"d04_te\"].ranking: names ['x'] have no scores")):
         load_result(tmp_path)
 
 
@@ -264,9 +291,22 @@ def _mutate(data: dict, how: str) -> object:
     elif how == "duplicate":
         data["clients"][1] = data["clients"][0]
     elif how == "alert client":
-        window = {"index": 0, "start": 0, "end": 10, "strength": data["strength"], "pvalue": data["pvalue"],
-                  "edges": data["edges"], "log10_pvalue": data["log10_pvalue"], "effective_sample_size": 10.0,
-                  "memory": 0.0, "rounds": 1, "exchanges": 2, "converged": True, "reset": False, "change_log10_pvalue": None}
+        window = {
+            "index": 0,
+            "start": 0,
+            "end": 10,
+            "strength": data["strength"],
+            "pvalue": data["pvalue"],
+            "edges": data["edges"],
+            "log10_pvalue": data["log10_pvalue"],
+            "effective_sample_size": 10.0,
+            "memory": 0.0,
+            "rounds": 1,
+            "exchanges": 2,
+            "converged": True,
+            "reset": False,
+            "change_log10_pvalue": None,
+        }
         data["streaming"] = stream_record([window], [
             {"window": 0, "time": 3, "target": "nobody", "source": data["clients"][0], "kind": "appeared",
              "strength_before": 0.0, "strength_after": 1.0, "pvalue": 0.001, "log10_pvalue": -3.0}])  # fmt: skip
@@ -350,7 +390,7 @@ def test_ranked_pairs_and_table(tmp_path):
     assert "no pair" not in format_table(strict) and int(strict.edges.sum()) == 2
     with pytest.raises(FedGCError, match="--top 0"):
         format_table(res, top=0)
-    with pytest.raises(FedGCError, match="--alpha 1.5"):
+    with pytest.raises(FedGCError, match=r"--alpha 1.5"):
         with_alpha(res, alpha=1.5)
 
 
@@ -365,7 +405,7 @@ def _dot_edges(text: str) -> list[tuple[str, str, dict]]:
         hit = re.fullmatch(rf"\s*{quoted} -> {quoted} \[(.*)\];", line)
         if hit:
             attrs = dict(re.findall(rf"(\w+)={quoted}", hit.group(3)))
-            unescape = lambda s: re.sub(r"\\(.)", r"\1", s)  # noqa: E731
+            unescape = lambda s: re.sub(r"\\(.)", r"\1", s)
             out.append((unescape(hit.group(1)), unescape(hit.group(2)), attrs))
     return out
 
@@ -394,7 +434,12 @@ def test_exports_round_trip(run, tmp_path, which):
         rows = list(reader)
     assert len(rows) == len(pairs)
     for row, p in zip(rows, pairs):
-        assert (row["target"], row["source"], row["edge"], int(row["dof"])) == (p.target, p.source, str(p.edge).lower(), p.dof)
+        assert (row["target"], row["source"], row["edge"], int(row["dof"])) == (
+            p.target,
+            p.source,
+            str(p.edge).lower(),
+            p.dof,
+        )
         for key in ("strength", "statistic", "pvalue", "log10_pvalue"):
             np.testing.assert_equal(num(row[key]), getattr(p, key))  # exact, NaN == NaN
 
@@ -427,7 +472,7 @@ def test_exports_round_trip(run, tmp_path, which):
 
 def test_parse_formats():
     assert parse_formats(" CSV, dot,csv ") == ("csv", "dot")
-    with pytest.raises(FedGCError, match="unknown format.*'png'"):
+    with pytest.raises(FedGCError, match=r"unknown format.*'png'"):
         parse_formats("csv,png")
 
 
@@ -463,7 +508,9 @@ def test_streaming_and_origin_figures_mark_alerts_and_crossings(stream_dir):
 
     ax = origin_figure(res).axes[0]
     (o,) = res.origins
-    crossings = [(c.first_crossing, c.score[int(c.first_crossing)]) for c in o.clients.values() if c.first_crossing is not None]
+    crossings = [
+        (c.first_crossing, c.score[int(c.first_crossing)]) for c in o.clients.values() if c.first_crossing is not None
+    ]
     marked = np.concatenate([c.get_offsets() for c in ax.collections])
     np.testing.assert_allclose(sorted(map(tuple, marked)), sorted(crossings))
     assert any(np.allclose(line.get_ydata(), o.threshold) for line in ax.lines)
@@ -516,7 +563,9 @@ def test_cli_inspect(stream_dir, tmp_path, capsys):
 
     assert main(["inspect", str(work), "--export", "json", "--alpha", "0.2", "--all"]) == 0
     # default: into DIR; decided at another level than the run's, so named with it
-    assert json.loads((work / "edges.alpha-0.2.json").read_text())["alpha"] == 0.2 and not (work / "edges.json").exists()
+    assert (
+        json.loads((work / "edges.alpha-0.2.json").read_text())["alpha"] == 0.2 and not (work / "edges.json").exists()
+    )
 
     assert main(["inspect", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -70,7 +70,9 @@ class Walkthrough:
         line = line.replace("$PWD/deploy/data", str(self.data)).replace("deploy/data", str(self.data))
         line = line.replace("$PWD/runs/x", str(self.tmp / "out"))
         for documented, free in self.ports.items():
-            line = line.replace(f"127.0.0.1:{documented}", f"127.0.0.1:{free}").replace(f"--port {documented}", f"--port {free}")
+            line = line.replace(f"127.0.0.1:{documented}", f"127.0.0.1:{free}").replace(
+                f"--port {documented}", f"--port {free}"
+            )
         line = re.sub(r"^python ", f"{BIN / 'python'} ", line)
         return re.sub(r"^fedgc ", f"{BIN / 'fedgc'} ", line)
 
@@ -91,7 +93,9 @@ class Walkthrough:
         return env
 
     def shell(self, line: str, *, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", "-c", line], cwd=ROOT, env=self.env(), capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            ["bash", "-c", line], cwd=ROOT, env=self.env(), capture_output=True, text=True, timeout=timeout
+        )
 
     def start(self, name: str, line: str) -> None:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed below, the process keeps its copy
@@ -175,4 +179,6 @@ def test_the_documented_deployment_survives_a_killed_node_and_resumes(tmp_path):
     local = walk.shell(f"{BIN / 'fedgc'} run {run_yaml} --engine local --out {tmp_path / 'local'} --quiet")
     assert local.returncode == 0, local.stderr
     reference = json.loads((tmp_path / "local" / "result.json").read_text())
-    np.testing.assert_allclose(np.array(result["A_s"], dtype=float), np.array(reference["A_s"], dtype=float), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        np.array(result["A_s"], dtype=float), np.array(reference["A_s"], dtype=float), rtol=0, atol=1e-9
+    )

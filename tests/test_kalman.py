@@ -201,8 +201,6 @@ def test_filter_scan_default_start_and_empty_window(gen):
     np.testing.assert_allclose(one[0], F @ np.ones(3) + drive[0], rtol=1e-12)
 
 
-
-
 @pytest.mark.parametrize("T", [1, 2, 3, 4, 500])
 def test_first_order_scan_is_lfilter_bit_for_bit(T):
     """The eigenbasis recursions run in LAPACK's tridiagonal solve, not scipy.signal (a second to import):
@@ -220,6 +218,7 @@ def test_first_order_scan_is_lfilter_bit_for_bit(T):
         x = lam * x + g[t]
         loop[t] = x
     np.testing.assert_allclose(out, loop, rtol=1e-12, atol=1e-12 * np.abs(loop).max())
+
 
 def test_real_first_order_sweep_is_lfilter_bit_for_bit():
     """The real path's sweeps (dgttrs) give lfilter's numbers in real arithmetic, bit for bit."""
@@ -298,8 +297,6 @@ def _mp_steady_state(A, J, Q, P_start, iters=80):
         return np.array(X.tolist(), dtype=float)
 
     return f(Pm), f(Sm), f(Gm)
-
-
 
 
 @pytest.mark.parametrize(

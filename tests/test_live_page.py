@@ -68,7 +68,11 @@ def _prefix(record: dict, k: int) -> dict:
 
 
 def test_snapshot_is_replaced_atomically(tmp_path, monkeypatch):
-    record = {"window": 4, "windows": [{"index": 0, "strength": np.array([[np.nan, 0.5], [0.25, np.nan]])}], "alerts": []}
+    record = {
+        "window": 4,
+        "windows": [{"index": 0, "strength": np.array([[np.nan, 0.5], [0.25, np.nan]])}],
+        "alerts": [],
+    }
     path = write_stream_snapshot(tmp_path, record, clients=("a", "b"), name="n", alpha=0.05)
     first = json.loads(path.read_text())
     assert first["streaming"]["windows"][0]["strength"] == [[None, 0.5], [0.25, None]]
@@ -112,7 +116,9 @@ def test_streaming_run_writes_a_snapshot_after_every_window(tmp_path, monkeypatc
 def test_batch_runs_write_no_snapshot(tmp_path):
     out = tmp_path / "run"
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text("name: tiny\nsynthetic: {n_clients: 3, state_dims: 2, obs_dims: 4, n_steps: 400}\nevaluation: {oracle: false}\n")
+    cfg.write_text(
+        "name: tiny\nsynthetic: {n_clients: 3, state_dims: 2, obs_dims: 4, n_steps: 400}\nevaluation: {oracle: false}\n"
+    )
     assert main(["simulate", str(cfg), "--out", str(out), "--quiet"]) == 0
     assert not (out / SNAPSHOT_FILE).exists()
 
@@ -164,7 +170,9 @@ def test_live_page_shows_each_new_window_and_its_alerts(server, finished, chromi
     record, clients = result["streaming"], result["clients"]
     alert = record["alerts"][0]
     first = max(1, alert["window"] - 2)
-    write = lambda rec, **kw: write_stream_snapshot(server.directory, rec, clients=clients, name="mean_shift", alpha=0.05, **kw)  # noqa: E731
+    write = lambda rec, **kw: write_stream_snapshot(
+        server.directory, rec, clients=clients, name="mean_shift", alpha=0.05, **kw
+    )
     write(_prefix(record, first))
     assert web.open_page(chromium, server.url) == []
     _wait_windows(chromium, web, first)
@@ -174,33 +182,43 @@ def test_live_page_shows_each_new_window_and_its_alerts(server, finished, chromi
         time.sleep(0.8)  # a monitor's pace, compressed
         write(_prefix(record, k))
         delays.append(_wait_windows(chromium, web, k))
-        drawn = chromium.execute_script("return document.getElementById('timeline').data.find((t) => t.meta.role === 'counts').x")
+        drawn = chromium.execute_script(
+            "return document.getElementById('timeline').data.find((t) => t.meta.role === 'counts').x"
+        )
         assert drawn == [w["end"] for w in record["windows"][:k]]
         rows = chromium.find_elements("css selector", "#timeline-alerts tr[data-alert]")
         assert len(rows) == len([a for a in record["alerts"] if a["window"] < k])
         if k == alert["window"] + 1:  # the window that raised the alert: shown, and marked new
             assert "new" in rows[0].get_attribute("class")
             assert f"{alert['source']} -> {alert['target']}" in rows[0].text
-            marks = chromium.execute_script("const t = document.getElementById('timeline').data.find((t) => t.meta.role === 'alerts'); return t.x")
+            marks = chromium.execute_script(
+                "const t = document.getElementById('timeline').data.find((t) => t.meta.role === 'alerts'); return t.x"
+            )
             assert marks == [alert["time"]]
             rows[0].click()  # the reader picks the alert: its test shows, and stays shown through the next update
             web.wait_for(chromium, "return document.getElementById('timeline-alert-detail').dataset.alert === '0'")
             chromium.save_screenshot(str(tmp_path / "live-alert.png"))
         if k > alert["window"] + 1:
             detail = chromium.find_element("id", "timeline-alert-detail")
-            assert detail.get_attribute("data-alert") == "0" and f"{alert['source']} -> {alert['target']}" in detail.text
+            assert (
+                detail.get_attribute("data-alert") == "0" and f"{alert['source']} -> {alert['target']}" in detail.text
+            )
     assert chromium.execute_script("return window.fedgcSamePage === true")
     assert max(delays) < SHOWN_WITHIN_S
     # the run finishes: the page says so and links to the full report
     write(record, complete=True)
     shutil.copy(finished / "result.json", server.directory / "result.json")
     os.utime(server.directory / "result.json")
-    web.wait_for(chromium, "return window.fedgcReport.live.complete && window.fedgcReport.live.hasReport", timeout=SHOWN_WITHIN_S)
+    web.wait_for(
+        chromium, "return window.fedgcReport.live.complete && window.fedgcReport.live.hasReport", timeout=SHOWN_WITHIN_S
+    )
     assert chromium.find_element("id", "live-status").text.startswith(f"Finished: {len(record['windows'])} windows")
     chromium.save_screenshot(str(tmp_path / "live-finished.png"))
     assert web.console_errors(chromium) == []
     chromium.find_element("css selector", "#report-link a").click()
-    web.wait_for(chromium, "return window.fedgcReport && window.fedgcReport.kind === 'report' && window.fedgcReport.ready")
+    web.wait_for(
+        chromium, "return window.fedgcReport && window.fedgcReport.kind === 'report' && window.fedgcReport.ready"
+    )
     assert web.console_errors(chromium) == []
 
 
@@ -221,12 +239,16 @@ def test_fedgc_serve_follows_a_running_monitor(chromium, web, tmp_path):
                              capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
         assert run.returncode == 0, run.stderr
         result = json.loads((folder / "result.json").read_text())
-        web.wait_for(chromium, "return window.fedgcReport.live.complete && window.fedgcReport.live.hasReport", timeout=10)
+        web.wait_for(
+            chromium, "return window.fedgcReport.live.complete && window.fedgcReport.live.hasReport", timeout=10
+        )
         live_state = chromium.execute_script("return window.fedgcReport.live")
         assert live_state["windows"] == len(result["streaming"]["windows"])
         assert live_state["alerts"] == len(result["streaming"]["alerts"])
         rows = chromium.find_elements("css selector", "#timeline-alerts tr[data-alert]")
-        assert [r.find_elements("tag name", "td")[3].text for r in rows] == [f"{a['source']} -> {a['target']}" for a in result["streaming"]["alerts"]]
+        assert [r.find_elements("tag name", "td")[3].text for r in rows] == [
+            f"{a['source']} -> {a['target']}" for a in result["streaming"]["alerts"]
+        ]
         chromium.save_screenshot(str(tmp_path / "serve.png"))
         assert web.console_errors(chromium) == []
     finally:

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from fedgc.errors import ModelError
 from fedgc.core.kalman import information_matrix, steady_state
 from fedgc.core.local_model import (
     MAX_NOISE_CORRECTION,
@@ -21,6 +20,7 @@ from fedgc.core.local_model import (
     validate,
 )
 from fedgc.data.synthetic import SystemSpec, simulate
+from fedgc.errors import ModelError
 
 CLIENT = "boiler-3"
 
@@ -227,9 +227,7 @@ def test_identify_too_few_rows():
         identify(raw, client=CLIENT, state_dim=3)
 
 
-@pytest.mark.parametrize(
-    "value", [0.0, -3.0, 4.2, 0.1]
-)
+@pytest.mark.parametrize("value", [0.0, -3.0, 4.2, 0.1])
 def test_identify_constant_columns(value):
     raw = np.random.default_rng(14).standard_normal((200, 6))
     raw[:, 2] = value

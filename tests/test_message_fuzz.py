@@ -13,16 +13,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedgc.protocol.session import ClientSession
-from fedgc.protocol.dropout import ClientDropoutError
 from fedgc.core.kalman import information_matrix
-from fedgc.protocol.wire import decode_reply, decode_request, MessageError
+from fedgc.data.synthetic import SystemSpec, simulate
 from fedgc.privacy.mechanism import ReleaseNoise
+from fedgc.protocol.dropout import ClientDropoutError
 from fedgc.protocol.loop import run_protocol
+from fedgc.protocol.session import ClientSession
 from fedgc.protocol.settings import ServerConfig
 from fedgc.protocol.transport import LocalTransport
-from fedgc.data.synthetic import SystemSpec, simulate
 from fedgc.protocol.validation import InvalidMessage, ReplySpec, validate_augmentation, validate_reply
+from fedgc.protocol.wire import MessageError, decode_reply, decode_request
 
 FUZZ = settings(
     max_examples=150, deadline=None, derandomize=True, database=None,
@@ -62,7 +62,13 @@ finite = st.floats(-1e6, 1e6, allow_nan=False)
 bad_scalar = st.sampled_from([float("nan"), float("inf"), -float("inf")])
 shapes = st.lists(st.integers(0, 5), min_size=0, max_size=3).map(tuple)
 bad_dtypes = st.sampled_from([np.float32, np.float16, np.int64, np.int32, np.complex128, np.bool_, np.uint8])
-junk = st.one_of(st.none(), st.text(max_size=5), st.integers(), st.lists(finite, max_size=4), st.dictionaries(st.text(max_size=3), finite, max_size=2))
+junk = st.one_of(
+    st.none(),
+    st.text(max_size=5),
+    st.integers(),
+    st.lists(finite, max_size=4),
+    st.dictionaries(st.text(max_size=3), finite, max_size=2),
+)
 
 
 @st.composite
@@ -112,7 +118,11 @@ def mutation(draw):
         value = draw(st.one_of(st.text(max_size=6).filter(lambda s: s != f"c{VICTIM}"), st.integers(), st.none()))
         return field, lambda r: r._replace(client=value)
     if field == "round":
-        value = draw(st.one_of(st.integers().filter(lambda i: i != ROUND), st.just(True), st.floats(), st.text(max_size=3), st.none()))
+        value = draw(
+            st.one_of(
+                st.integers().filter(lambda i: i != ROUND), st.just(True), st.floats(), st.text(max_size=3), st.none()
+            )
+        )
         return field, lambda r: r._replace(round=value)
     sub = draw(st.sampled_from(["state_cov", "cross_cov", "pseudo_obs_cov", "state_sensitivity", "junk"]))
     good = ReleaseNoise(np.zeros((2, 2)), np.zeros((2, 2)), np.zeros((2, 2)), 1.0)
@@ -156,7 +166,9 @@ def test_the_fuzzed_reply_template_is_itself_valid():
     validate_reply(VALID, VALID_SPEC)  # else every rejection above would be vacuous
 
 
-payload_values = st.one_of(junk, bad_scalar, finite, st.booleans(), shapes.map(np.zeros), st.just(np.zeros((SPEC.n_steps, 2))))
+payload_values = st.one_of(
+    junk, bad_scalar, finite, st.booleans(), shapes.map(np.zeros), st.just(np.zeros((SPEC.n_steps, 2)))
+)
 
 
 @FUZZ

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from fedgc.core.window import prediction_loss, prepare_window, pseudo_observations, run_filter
-from fedgc.protocol.session import ClientSession
-from fedgc.errors import DataError
-from fedgc.core.gaps import STEADY_TOL, plan_filter, project_observed
-from fedgc.core.kalman import information_matrix, steady_state
-from fedgc.core.local_model import LocalModel, identify, second_moments
 from fedgc.analysis.oracle import oracle_fit
+from fedgc.core.gaps import STEADY_TOL, project_observed
+from fedgc.core.kalman import steady_state
+from fedgc.core.local_model import LocalModel, identify, second_moments
+from fedgc.core.regression import Blocks, lagged_stack
+from fedgc.core.window import prediction_loss, prepare_window, pseudo_observations, run_filter
+from fedgc.data.synthetic import SystemSpec, simulate
+from fedgc.errors import DataError
 from fedgc.protocol.loop import run_protocol
+from fedgc.protocol.session import ClientSession
 from fedgc.protocol.settings import ServerConfig
 from fedgc.protocol.transport import LocalTransport
-from fedgc.core.regression import Blocks, lagged_stack
-from fedgc.data.synthetic import SystemSpec, simulate
 
 
 def textbook_missing(sys, y, u, h0, P1):
@@ -162,8 +162,10 @@ def test_loss_counts_observed_sensors_only(gen):
 
 
 def _gappy_system(seed, *, cells, rows_frac, n_steps=1500):
-    data = simulate(SystemSpec(n_clients=3, state_dims=2, obs_dims=8, edge_density=0.5, n_steps=n_steps),
-                    np.random.default_rng(seed))
+    data = simulate(
+        SystemSpec(n_clients=3, state_dims=2, obs_dims=8, edge_density=0.5, n_steps=n_steps),
+        np.random.default_rng(seed),
+    )
     rng = np.random.default_rng(seed + 100)
     ys = []
     for y in data.y:
@@ -226,7 +228,7 @@ def test_privacy_refuses_missing_data(gen):
     _, y = gen.simulate_lgss(sys, 50, rng)
     y[3, 1] = np.nan
     model = LocalModel(A=sys.A, C=sys.C, Q=sys.Q, R=sys.R)
-    with pytest.raises(DataError, match="client 'plant'.*missing measurements"):
+    with pytest.raises(DataError, match=r"client 'plant'.*missing measurements"):
         ClientSession("plant", model, y, privacy=ClientPrivacy(1.0, 1.0))
 
 
@@ -254,7 +256,7 @@ def test_identify_tolerates_missing_values():
     holes = punch_holes(y, np.random.default_rng(1), cells=0.2, rows=range(100, 110))
     gappy = identify(holes, client="a", state_dim=full.state_dim, rng=np.random.default_rng(0))
     assert np.isfinite(gappy.A).all() and np.isfinite(gappy.mean).all()
-    eig = lambda A: np.sort(np.abs(np.linalg.eigvals(A)))  # noqa: E731
+    eig = lambda A: np.sort(np.abs(np.linalg.eigvals(A)))
     np.testing.assert_allclose(eig(gappy.A), eig(full.A), atol=0.03)
     assert np.degrees(scipy.linalg.subspace_angles(gappy.C, full.C)).max() < 5.0
     np.testing.assert_allclose(np.diag(gappy.R), np.diag(full.R), rtol=0.1)

@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from fedgc.errors import ConfigError
-from fedgc.core.local_model import LocalModel
 from fedgc.analysis.origin import (
     OriginSettings,
     calibrate,
@@ -19,9 +17,11 @@ from fedgc.analysis.origin import (
     origin_runs,
     rank_origins,
 )
-from fedgc.protocol.settings import ServerConfig
 from fedgc.core.kalman import filter_scan
+from fedgc.core.local_model import LocalModel
 from fedgc.data.synthetic import SystemSpec, make_system
+from fedgc.errors import ConfigError
+from fedgc.protocol.settings import ServerConfig
 
 
 def test_scores_match_a_textbook_filter_and_are_chi2_under_the_true_model(gen):
@@ -47,7 +47,9 @@ def test_standardisation_is_applied_to_raw_data(gen):
     mean, scale = rng.normal(size=5) * 10, rng.uniform(0.5, 3.0, 5)
     plain = LocalModel(A=sys.A, C=sys.C, Q=sys.Q, R=sys.R)
     scaled = LocalModel(A=sys.A, C=sys.C, Q=sys.Q, R=sys.R, mean=mean, scale=scale)
-    np.testing.assert_allclose(innovation_scores(scaled, y * scale + mean, client="c"), innovation_scores(plain, y, client="c"))
+    np.testing.assert_allclose(
+        innovation_scores(scaled, y * scale + mean, client="c"), innovation_scores(plain, y, client="c")
+    )
 
 
 def test_first_crossing_needs_a_run_of_exceedances():
@@ -83,13 +85,19 @@ def test_ranking_time_first_then_graph_then_onset():
     assert rank_origins(crossings, onsets, peaks, clients=clients, edges=both, tie_window=2)[:2] == ["c", "b"]
     # Clients that never crossed come last, by peak.
     silent = {"a": None, "b": None, "c": 4, "d": None}
-    ranked = rank_origins(silent, onsets, {"a": 0.5, "b": 0.95, "c": 3.0, "d": 0.7}, clients=clients, edges=edges, tie_window=2)
+    ranked = rank_origins(
+        silent, onsets, {"a": 0.5, "b": 0.95, "c": 3.0, "d": 0.7}, clients=clients, edges=edges, tie_window=2
+    )
     assert ranked == ["c", "b", "d", "a"]
 
 
 def test_settings_are_validated():
     assert OriginSettings() == OriginSettings(0.99, 3, 2)
-    for bad, word in (({"quantile": 1.0}, "quantile"), ({"run_length": 0}, "run_length"), ({"tie_window": -1}, "tie_window")):
+    for bad, word in (
+        ({"quantile": 1.0}, "quantile"),
+        ({"run_length": 0}, "run_length"),
+        ({"tie_window": -1}, "tie_window"),
+    ):
         with pytest.raises(ConfigError, match=word):
             OriginSettings(**bad)
 
@@ -106,7 +114,8 @@ def _mean_shift_data(seed: int, t0: int, T: int, size: float):
     drive[t0:, o[target] : o[target + 1]] += size * direction / np.linalg.norm(direction)
     states = filter_scan(system.A, drive)
     y = [
-        states[:, o[m] : o[m + 1]] @ system.C[m].T + rng.standard_normal((T, system.C[m].shape[0])) @ np.linalg.cholesky(system.R[m]).T
+        states[:, o[m] : o[m + 1]] @ system.C[m].T
+        + rng.standard_normal((T, system.C[m].shape[0])) @ np.linalg.cholesky(system.R[m]).T
         for m in range(4)
     ]
     return system, y, target
@@ -117,8 +126,8 @@ def test_the_perturbed_client_is_ranked_first():
     first, ahead of the neighbours the shift reaches through the learned edges. The input is 5 process-noise
     standard deviations per step: the score pools all P_m = 10 innovations, and with SNR 1 a shift of 1.5 or 3
     raises the mean normalised score only from about 0.47 to 0.5-0.8 (no crossing; measured, seeds 0-2)."""
-    from fedgc.protocol.session import ClientSession
     from fedgc.protocol.loop import run_protocol
+    from fedgc.protocol.session import ClientSession
     from fedgc.protocol.transport import LocalTransport
 
     t0, T = 1500, 2000
@@ -152,5 +161,5 @@ def test_calibration_needs_enough_normal_samples(gen):
     sys = gen.random_lgss(rng, D=2, P=4, radius=0.5)
     _, y = gen.simulate_lgss(sys, 12, rng)
     model = LocalModel(A=sys.A, C=sys.C, Q=sys.Q, R=sys.R)
-    with pytest.raises(ConfigError, match="client 'x'.*too few"):
+    with pytest.raises(ConfigError, match=r"client 'x'.*too few"):
         calibrate(model, y, client="x", settings=OriginSettings())

@@ -69,7 +69,7 @@ def _unsafe(code: str) -> bool:
 
 def test_every_file_fedgc_writes_is_written_through_a_temporary(tmp_path):
     """grep write_text, savefig, np.savez, open(..., 'w'), ...: each writes a temporary of replacing()."""
-    assert _unsafe('    path.write_text(dumps(x))') and _unsafe('    fig.savefig(path, dpi=110)')
+    assert _unsafe("    path.write_text(dumps(x))") and _unsafe("    fig.savefig(path, dpi=110)")
     assert _unsafe('    with open(path, "w") as out:') and _unsafe("    np.savez(path, **arrays)")
     assert not _unsafe("    tmp.write_text(text)")
     assert not _unsafe('    with replacing(path) as tmp, open(tmp, "wb") as f:')

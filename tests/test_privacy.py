@@ -7,14 +7,13 @@ import math
 
 import numpy as np
 import pytest
-
-from fedgc.protocol.rules import RULES
 from opacus.accountants import RDPAccountant, create_accountant
 
-from fedgc.core.kalman import information_matrix
-from fedgc.core.window import lagged, prepare_window
-from fedgc.protocol.session import ClientSession
 from fedgc.app.config import PrivacySettings, parse_config
+from fedgc.core.kalman import information_matrix
+from fedgc.core.regression import Blocks, RegressionStats, newton_update
+from fedgc.core.window import lagged, prepare_window
+from fedgc.data.synthetic import SystemSpec, simulate
 from fedgc.errors import ConfigError
 from fedgc.privacy.accounting import PrivacyAccountant, plan_privacy, privacy_report
 from fedgc.privacy.local import ClientPrivacy, privatise_window
@@ -29,8 +28,8 @@ from fedgc.privacy.sensitivity import (
     state_sensitivity,
 )
 from fedgc.privacy.server import debias_stats
-from fedgc.core.regression import Blocks, RegressionStats, newton_update
-from fedgc.data.synthetic import SystemSpec, simulate
+from fedgc.protocol.rules import RULES
+from fedgc.protocol.session import ClientSession
 
 T = 300
 CLIP = 5.0
@@ -38,7 +37,9 @@ CLIP = 5.0
 
 @pytest.fixture(scope="module")
 def system():
-    return simulate(SystemSpec(n_clients=3, state_dims=2, obs_dims=6, edge_density=0.5, n_steps=T), np.random.default_rng(3))
+    return simulate(
+        SystemSpec(n_clients=3, state_dims=2, obs_dims=6, edge_density=0.5, n_steps=T), np.random.default_rng(3)
+    )
 
 
 def _session(data, m, y, sigma, *, noise_aware=True, space="whitened", seed=11):
@@ -82,7 +83,7 @@ def test_every_release_moves_less_than_its_sensitivity(system, noise_aware, spac
     u = 0.3 * rng.standard_normal((T, D))  # a fixed augmentation from the server
     ref = _releases(base, u)
     worst = dict.fromkeys(bound, 0.0)
-    for trial in range(6):
+    for _trial in range(6):
         t0 = int(rng.integers(0, T // 2))
         y2 = y.copy()
         y2[t0] = rng.standard_normal(y.shape[1]) * rng.choice([0.1, 1.0, 100.0])
@@ -103,7 +104,7 @@ def test_every_release_moves_less_than_its_sensitivity(system, noise_aware, spac
         import scipy.linalg
 
         W = scipy.linalg.solve_discrete_lyapunov(w.F.T, H.T @ H)
-        vals, vecs = np.linalg.eigh(E0.T @ E0 + pw.drive.T @ W @ pw.drive)
+        _vals, vecs = np.linalg.eigh(E0.T @ E0 + pw.drive.T @ W @ pw.drive)
         e = vecs[:, -1]
         direction = C @ Jm @ e  # raw y whose whitened projection is along e
         if space == "measurement":
@@ -128,7 +129,9 @@ def test_augmentation_sensitivity(system):
     base = _session(system, m, y, sigma)
     pw, bound = _bounds(base, sigma)
     block = np.array([[0.3, -0.2], [0.1, 0.25]])
-    exact = augmentation_sensitivity(block=block, transition=pw.window.F, drive=pw.drive, input_sensitivity=pw.input_sensitivity)
+    exact = augmentation_sensitivity(
+        block=block, transition=pw.window.F, drive=pw.drive, input_sensitivity=pw.input_sensitivity
+    )
     server = augmentation_bound(block, bound["states"])
     assert exact <= server * (1 + 1e-12)
     u = np.zeros((T, 2))
@@ -151,7 +154,9 @@ def test_sequence_sensitivity_matches_brute_force_sum():
         M += (H @ P).T @ (H @ P)
         P = F @ P
     expected = 2.0 * np.sqrt(np.linalg.eigvalsh(M)[-1])
-    assert sequence_sensitivity(transition=F, drive=B, lag0=E0, output=H, input_sensitivity=2.0) == pytest.approx(expected, rel=1e-9)
+    assert sequence_sensitivity(transition=F, drive=B, lag0=E0, output=H, input_sensitivity=2.0) == pytest.approx(
+        expected, rel=1e-9
+    )
 
 
 def test_noise_variance_matches_calibration(system):
@@ -162,7 +167,9 @@ def test_noise_variance_matches_calibration(system):
     # The client's privatisation: v~ - v has std sigma * 2c in the whitened space.
     sess = _session(system, 2, system.y[2], 0.9)
     w0 = prepare_window(sess.model, system.y[2], sess.name)
-    pw = privatise_window(sess.model, system.y[2], ClientPrivacy(0.9, CLIP, "whitened", False, seed=4), client=sess.name)
+    pw = privatise_window(
+        sess.model, system.y[2], ClientPrivacy(0.9, CLIP, "whitened", False, seed=4), client=sess.name
+    )
     Jm = inverse_sqrt(w0.J)
     v = clip_rows(w0.ytil @ Jm.T, CLIP)
     noise = pw.window.ytil @ Jm.T - v
@@ -174,7 +181,9 @@ def test_noise_variance_matches_calibration(system):
 @pytest.mark.parametrize("accountant", ["rdp", "prv"])
 def test_accountant_matches_opacus(accountant):
     acc = PrivacyAccountant(epsilon=8.0, delta=1e-5, accountant=accountant)
-    plan = plan_privacy(acc, rounds=4, augmentations=RULES["newton"].data_dependent_augmentations(4), augmentation_noise=True)
+    plan = plan_privacy(
+        acc, rounds=4, augmentations=RULES["newton"].data_dependent_augmentations(4), augmentation_noise=True
+    )
     assert (plan.client_releases, plan.server_releases) == (1, 3)
     # Independently: opacus' own accountant, one step per release, sample rate 1.
     ref = create_accountant(mechanism=accountant)
@@ -182,12 +191,24 @@ def test_accountant_matches_opacus(accountant):
         ref.step(noise_multiplier=plan.noise_multiplier, sample_rate=1.0)
     eps = ref.get_epsilon(delta=1e-5)
     assert eps <= 8.0 + 1e-9 and eps > 8.0 * 0.97
-    report = privacy_report(acc, plan, clients=["a", "b"], rounds_run=4, augmentations_run=RULES["newton"].data_dependent_augmentations(4), clip=1.0,
-                            clip_space="whitened", debias="client", client_noise_std={}, server_noise_std=[])
+    report = privacy_report(
+        acc,
+        plan,
+        clients=["a", "b"],
+        rounds_run=4,
+        augmentations_run=RULES["newton"].data_dependent_augmentations(4),
+        clip=1.0,
+        clip_space="whitened",
+        debias="client",
+        client_noise_std={},
+        server_noise_std=[],
+    )
     assert report["per_client"]["a"]["whole_run"]["epsilon"] == pytest.approx(eps, rel=1e-9)
     single = create_accountant(mechanism=accountant)
     single.step(noise_multiplier=plan.noise_multiplier, sample_rate=1.0)
-    assert report["per_client"]["b"]["client_to_server"]["epsilon"] == pytest.approx(single.get_epsilon(delta=1e-5), rel=1e-9)
+    assert report["per_client"]["b"]["client_to_server"]["epsilon"] == pytest.approx(
+        single.get_epsilon(delta=1e-5), rel=1e-9
+    )
 
 
 @pytest.mark.parametrize("accountant", ["rdp", "prv"])
@@ -202,12 +223,29 @@ def test_post_processing_plan_is_one_release(accountant):
     ref.step(noise_multiplier=plan.noise_multiplier, sample_rate=1.0)
     eps = ref.get_epsilon(delta=1e-5)
     assert 8.0 * 0.97 < eps <= 8.0 + 1e-9
-    assert plan.noise_multiplier < plan_privacy(acc, rounds=2, augmentations=RULES["newton"].data_dependent_augmentations(2), augmentation_noise=True).noise_multiplier
-    report = privacy_report(acc, plan, clients=["a"], rounds_run=20, augmentations_run=RULES["newton"].data_dependent_augmentations(20), clip=1.0, clip_space="whitened",
-                            debias="client", client_noise_std={}, server_noise_std=[])
+    assert (
+        plan.noise_multiplier
+        < plan_privacy(
+            acc, rounds=2, augmentations=RULES["newton"].data_dependent_augmentations(2), augmentation_noise=True
+        ).noise_multiplier
+    )
+    report = privacy_report(
+        acc,
+        plan,
+        clients=["a"],
+        rounds_run=20,
+        augmentations_run=RULES["newton"].data_dependent_augmentations(20),
+        clip=1.0,
+        clip_space="whitened",
+        debias="client",
+        client_noise_std={},
+        server_noise_std=[],
+    )
     a = report["per_client"]["a"]
     assert a["whole_run"]["epsilon"] == pytest.approx(eps, rel=1e-9) and a["whole_run"]["releases"] == 1
-    assert a["server_to_clients"]["post_processing"] and a["server_to_clients"]["epsilon"] == pytest.approx(eps, rel=1e-9)
+    assert a["server_to_clients"]["post_processing"] and a["server_to_clients"]["epsilon"] == pytest.approx(
+        eps, rel=1e-9
+    )
     assert report["noise_multiplier"]["server_to_clients"] == 0.0
 
 
@@ -232,7 +270,7 @@ def test_errors_in_variables_correction_reduces_error():
     for m in range(2):
         As_true[blocks.slice(m), blocks.slice(m)] = 0.0
     Aloc = A - As_true
-    J = np.eye(D)
+    np.eye(D)
     z = h[1:] - h[:-1] @ Aloc.T + 0.3 * rng.standard_normal((N, D))
     V = 0.8 * np.eye(2)
     a = rng.standard_normal((N + 1, D)) * np.sqrt(0.8)
@@ -240,13 +278,19 @@ def test_errors_in_variables_correction_reduces_error():
     zn = z - a[:-1] @ Aloc.T  # the pseudo-observation reuses the noisy lagged state
     X = hn[:-1]
     stats = RegressionStats(X.T @ X, X.T @ zn, zn.T @ zn, N)
-    noises = [ReleaseNoise(V, -V @ Aloc[blocks.slice(m), blocks.slice(m)].T,
-                           Aloc[blocks.slice(m), blocks.slice(m)] @ V @ Aloc[blocks.slice(m), blocks.slice(m)].T, 1.0)
-              for m in range(2)]
+    noises = [
+        ReleaseNoise(
+            V,
+            -V @ Aloc[blocks.slice(m), blocks.slice(m)].T,
+            Aloc[blocks.slice(m), blocks.slice(m)] @ V @ Aloc[blocks.slice(m), blocks.slice(m)].T,
+            1.0,
+        )
+        for m in range(2)
+    ]
     Js = [np.eye(2), np.eye(2)]
     naive = newton_update(stats, Js, blocks)
     fixed = newton_update(debias_stats(stats, noises, blocks), Js, blocks)
-    err = lambda B: np.linalg.norm(B - As_true) / np.linalg.norm(As_true)  # noqa: E731
+    err = lambda B: np.linalg.norm(B - As_true) / np.linalg.norm(As_true)
     assert err(fixed) < 0.5 * err(naive)
     assert err(fixed) < 0.1
 
@@ -301,15 +345,23 @@ def test_privacy_off_by_default_and_inf_is_noise_free():
 def test_private_run_reports_figures(augmentation_noise):
     from fedgc.app.runner import run_local
 
-    cfg = parse_config({
-        "seed": 1, "synthetic": {"n_clients": 3, "state_dims": 2, "obs_dims": 6, "n_steps": 400},
-        "server": {"max_rounds": 3},
-        "privacy": {"epsilon": 5, "delta": 1e-5, "clip": 5.0, "augmentation_noise": augmentation_noise},
-    })
+    cfg = parse_config(
+        {
+            "seed": 1,
+            "synthetic": {"n_clients": 3, "state_dims": 2, "obs_dims": 6, "n_steps": 400},
+            "server": {"max_rounds": 3},
+            "privacy": {"epsilon": 5, "delta": 1e-5, "clip": 5.0, "augmentation_noise": augmentation_noise},
+        }
+    )
     res = run_local(cfg, mode="simulate", out_dir=None)
     p = res.privacy
     rounds = res.fit.rounds  # 3, or 1 when the shrinkage zeroes every block of a very noisy first round
-    assert p["enabled"] and p["private"] and p["rounds_run"] == rounds and len(p["server_noise_std_per_round"]) == rounds - 1
+    assert (
+        p["enabled"]
+        and p["private"]
+        and p["rounds_run"] == rounds
+        and len(p["server_noise_std_per_round"]) == rounds - 1
+    )
     assert rounds == 1 or (min(p["server_noise_std_per_round"]) > 0) == augmentation_noise
     assert p["augmentation_noise"] == augmentation_noise and p["shrink"] is True
     for c in p["per_client"].values():
@@ -381,13 +433,25 @@ def test_debias_with_shrinkage_beats_no_debias_in_a_private_run():
     from fedgc.app.runner import run_local
 
     base = {
-        "seed": 2, "synthetic": {"n_clients": 4, "state_dims": 2, "obs_dims": 8, "n_steps": 6000, "edge_density": 0.35},
+        "seed": 2,
+        "synthetic": {"n_clients": 4, "state_dims": 2, "obs_dims": 8, "n_steps": 6000, "edge_density": 0.35},
         "server": {"max_rounds": 4},
     }
     err = {}
     for debias, shrink in (("client", True), ("client", False), ("none", True)):
-        cfg = parse_config({**base, "privacy": {"epsilon": 20, "delta": 1e-5, "clip": 5.0, "debias": debias, "shrink": shrink,
-                                                    "reproducible_noise": True}})
+        cfg = parse_config(
+            {
+                **base,
+                "privacy": {
+                    "epsilon": 20,
+                    "delta": 1e-5,
+                    "clip": 5.0,
+                    "debias": debias,
+                    "shrink": shrink,
+                    "reproducible_noise": True,
+                },
+            }
+        )
         err[debias, shrink] = run_local(cfg, mode="simulate", out_dir=None).evaluation.error_vs_oracle
     assert err["client", True] < err["client", False]
     assert err["client", True] < 0.9 * err["none", True]
@@ -415,8 +479,8 @@ def test_server_debias_stays_finite(noise_scale):
 
 def test_privacy_refuses_models_identified_from_the_protected_data(tmp_path):
     from fedgc.app.config import parse_config
-    from fedgc.errors import ConfigError
     from fedgc.app.privacy import privacy_plan
+    from fedgc.errors import ConfigError
 
     privacy = {"epsilon": 10.0, "delta": 1e-5, "clip": 7.0}
     sim = parse_config({"synthetic": {"n_clients": 3}, "local_models": "identify", "privacy": privacy})

@@ -179,11 +179,15 @@ def test_a_model_identified_on_the_protected_file_is_refused(plant, tmp_path):
     write_client_csv(history, data.y[0], columns=[f"site0_s{j}" for j in range(6)])
     for source, refused in ((plant / "site0.csv", True), (history, False)):
         model = tmp_path / f"site0_{source.stem}.npz"
-        assert main(["identify", "--data", str(source), "--name", "site0", "--state-dim", "2", "--out", str(model)]) == 0
+        assert (
+            main(["identify", "--data", str(source), "--name", "site0", "--state-dim", "2", "--out", str(model)]) == 0
+        )
         raw["clients"][0]["model"] = str(model)
         cfg = parse_config(raw, base_dir=plant)
         if refused:
-            with pytest.raises(ConfigError, match=r"client 'site0': model file .* was identified on .*site0.csv itself"):
+            with pytest.raises(
+                ConfigError, match=r"client 'site0': model file .* was identified on .*site0.csv itself"
+            ):
                 run(cfg, mode="run", out_dir=tmp_path / "refused")
         else:
             assert run(cfg, mode="run", out_dir=tmp_path / "ok").fit.gc.pvalue.shape == (3, 3)
@@ -243,7 +247,9 @@ def test_extreme_values_are_clipped_safely():
     raw[4] = [1e300, 1e300, -1e300]
     v = clipped_projection(model, raw, clip=3.0, clip_space="whitened")
     norms = np.linalg.norm(v, axis=1)
-    assert np.isfinite(v).all() and norms[[1, 2, 4]] == pytest.approx(3.0) and norms[3] == 0.0 and norms[0] <= 3.0 + 1e-12
+    assert (
+        np.isfinite(v).all() and norms[[1, 2, 4]] == pytest.approx(3.0) and norms[3] == 0.0 and norms[0] <= 3.0 + 1e-12
+    )
     # measurement space: ||y_t|| <= c before projecting, so ||v_t|| <= c ||J^{-1/2} C^T R^{-1}||_2
     bound = 3.0 * np.linalg.norm(inverse_sqrt(information_matrix(C, model.R)) @ np.linalg.solve(model.R, C).T, 2)
     v = clipped_projection(model, raw, clip=3.0, clip_space="measurement")
@@ -286,7 +292,9 @@ def test_ledger_records_spends_and_refuses_past_the_budget(plant, tmp_path):
     (entries,) = book["files"].values()
     assert len(entries) == 1 and entries[0]["epsilon"] == pytest.approx(spent)
     assert ledger_path(plant / "site0.csv").stat().st_mode & 0o777 == 0o600
-    with pytest.raises(PrivacyBudgetError, match=r"client 'site0'.*over its budget of 15.*1 earlier run\(s\) spent 9\.9"):
+    with pytest.raises(
+        PrivacyBudgetError, match=r"client 'site0'.*over its budget of 15.*1 earlier run\(s\) spent 9\.9"
+    ):
         run_local(_cfg(plant, budget=15.0, max_noise_multiplier=90.0), mode="run", out_dir=tmp_path / "two")
     _clean(plant)
 
@@ -351,8 +359,9 @@ def test_identify_makes_the_model_file_a_private_run_reads(plant, tmp_path, caps
     """`fedgc identify --data history.csv --out model.npz` on data the user may spend; the private run then
     reads its columns by name, and the config form (identify_on) does the same inside the run."""
     _clean(plant)
-    data = simulate(SystemSpec(n_clients=3, state_dims=2, obs_dims=6, edge_density=0.5, n_steps=1500),
-                    np.random.default_rng(9))  # fmt: skip  (other data from a similar plant: the "history")
+    data = simulate(
+        SystemSpec(n_clients=3, state_dims=2, obs_dims=6, edge_density=0.5, n_steps=1500), np.random.default_rng(9)
+    )  # fmt: skip  (other data from a similar plant: the "history")
     columns = (plant / "site0.csv").read_text().splitlines()[0].split(",")
     write_client_csv(tmp_path / "history0.csv", data.y[0], columns=columns)
     assert main(["identify", "--data", str(tmp_path / "history0.csv"), "--out", str(tmp_path / "m0.npz")]) == 0

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import yaml
 
-from fedgc.app.clients import simulate_scenario, write_scenario_files
+from fedgc.app.clients import deployment_files, simulate_scenario, write_scenario_files
 from fedgc.app.config import EvaluationSettings, PrivacySettings, load_config, parse_config
-from fedgc.app.clients import deployment_files
 from fedgc.app.runner import EngineOptions, check_run, run, with_oracle_decided
 from fedgc.cli import main
 from fedgc.errors import ConfigError, FedGCError
@@ -123,7 +122,9 @@ def test_a_deployed_submitter_needs_only_the_config(tmp_path):
     the oracle, which would need them all in one place, is off on the Flower engines."""
     scenario = parse_config({"synthetic": {"n_clients": 2, "state_dims": 2, "obs_dims": 4, "n_steps": 200}})
     here = write_scenario_files(scenario, simulate_scenario(scenario), tmp_path / "here")
-    elsewhere = replace(here, engine="flower", clients=tuple(replace(c, data=tmp_path / "node" / "x.csv") for c in here.clients))
+    elsewhere = replace(
+        here, engine="flower", clients=tuple(replace(c, data=tmp_path / "node" / "x.csv") for c in here.clients)
+    )
     decided = with_oracle_decided(elsewhere, mode="run")
     clients = deployment_files(decided, mode="run", directory=tmp_path / "b")
     assert clients.oracle_windows is None and clients.config.clients == elsewhere.clients

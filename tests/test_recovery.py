@@ -5,14 +5,16 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.stats
 
-from fedgc.core.local_model import identify
 from fedgc.analysis.oracle import oracle_fit
-from fedgc.protocol.settings import ServerConfig
+from fedgc.core.local_model import identify
 from fedgc.data.synthetic import SystemSpec, simulate
+from fedgc.protocol.settings import ServerConfig
 
 MODERATE = dict(n_clients=4, state_dims=3, obs_dims=20, edge_density=0.25, n_steps=2000)
 MODERATE_SEEDS = (0, 1, 2)
@@ -40,18 +42,18 @@ def moderate(gen):
 def test_auroc_of_federated_pvalues(gen, moderate):
     scores, labels = [], []
     for data, result, _ in moderate:
-        s, l = _truth_scores(result, data)
-        assert gen.auroc(s, l) >= 0.97
+        s, truth = _truth_scores(result, data)
+        assert gen.auroc(s, truth) >= 0.97
         scores.append(s)
-        labels.append(l)
+        labels.append(truth)
     assert gen.auroc(np.concatenate(scores), np.concatenate(labels)) >= 0.97
 
 
 def test_auroc_helper_is_mann_whitney(gen):
     rng = np.random.default_rng(0)
-    s, l = rng.standard_normal(40), rng.random(40) < 0.3
-    u = scipy.stats.mannwhitneyu(s[l], s[~l]).statistic
-    assert gen.auroc(s, l) == pytest.approx(u / (l.sum() * (~l).sum()))
+    s, truth = rng.standard_normal(40), rng.random(40) < 0.3
+    u = scipy.stats.mannwhitneyu(s[truth], s[~truth]).statistic
+    assert gen.auroc(s, truth) == pytest.approx(u / (truth.sum() * (~truth).sum()))
     assert gen.auroc(np.r_[1.0, 2.0, 3.0], np.r_[False, False, True]) == 1.0
     assert gen.auroc(np.r_[3.0, 2.0, 1.0], np.r_[False, False, True]) == 0.0
     assert gen.auroc(np.r_[1.0, 1.0], np.r_[False, True]) == 0.5
@@ -63,7 +65,7 @@ def test_newton_converges_within_ten_rounds(moderate):
         assert result.rounds <= 10
         changes = [h.change for h in result.history]
         assert changes[-1] < 1e-6
-        assert all(b < a for a, b in zip(changes[1:], changes[2:]))  # linear convergence, no oscillation
+        assert all(b < a for a, b in itertools.pairwise(changes))  # linear convergence, no oscillation
 
 
 def test_federated_close_to_oracle(gen, moderate):
@@ -99,10 +101,10 @@ def test_gd_moves_toward_newton(gen, moderate):
     gd, _ = gen.run_federated(data, ServerConfig(rule="gd", max_rounds=30), stop_when=record)
     assert len(seen) == 30 and not gd.converged
     err = [np.linalg.norm(A - newton.A_s) / np.linalg.norm(newton.A_s) for A in seen]
-    assert all(b < a for a, b in zip(err, err[1:]))
+    assert all(b < a for a, b in itertools.pairwise(err))
     assert err[-1] < 0.1 * err[0]
-    s, l = _truth_scores(gd, data)
-    assert gen.auroc(s, l) >= 0.97
+    s, truth = _truth_scores(gd, data)
+    assert gen.auroc(s, truth) >= 0.97
 
 
 @pytest.mark.parametrize("diagonal", ["fixed", "joint"])
@@ -113,10 +115,10 @@ def test_identified_local_models_still_recover_the_graph(gen, moderate, diagonal
         models = [identify(y, client=f"c{m}", rng=rng) for m, y in enumerate(data.y)]
         assert [mdl.state_dim for mdl in models] == list(data.system.dims)  # parallel analysis finds D_m
         result, _ = gen.run_federated(data, ServerConfig(max_rounds=20, diagonal=diagonal), models=models)
-        s, l = _truth_scores(result, data)
+        s, truth = _truth_scores(result, data)
         scores.append(s)
-        labels.append(l)
-        assert gen.auroc(s, l) >= 0.95
+        labels.append(truth)
+        assert gen.auroc(s, truth) >= 0.95
     assert gen.auroc(np.concatenate(scores), np.concatenate(labels)) >= 0.95
 
 

@@ -55,12 +55,18 @@ def test_scenario_matches_reference(scenario: str, tmp_path: Path) -> None:
         _close(got[key], ref[key], key)
     assert got["edges"] == ref["edges"]
     assert got["rounds"] == ref["rounds"] and got["converged"] == ref["converged"]
-    _close([[h["loss"], h["change"]] for h in got["history"]], [[h["loss"], h["change"]] for h in ref["history"]], "history")
+    _close(
+        [[h["loss"], h["change"]] for h in got["history"]],
+        [[h["loss"], h["change"]] for h in ref["history"]],
+        "history",
+    )
     for key, value in ref["evaluation"].items():
         _close(got["evaluation"][key], value, f"evaluation.{key}")
     if "flowsheet" in ref:
-        strip = lambda f: {k: v for k, v in f.items() if k != "data"}  # noqa: E731 (data: the file's path)
-        assert json.dumps(strip(got["flowsheet"]), sort_keys=True) == json.dumps(strip(ref["flowsheet"]), sort_keys=True)
+        strip = lambda f: {k: v for k, v in f.items() if k != "data"}
+        assert json.dumps(strip(got["flowsheet"]), sort_keys=True) == json.dumps(
+            strip(ref["flowsheet"]), sort_keys=True
+        )
     if "origin" in ref:
         for run, rec in ref["origin"].items():
             assert got["origin"][run]["ranking"] == rec["ranking"], run

@@ -10,16 +10,15 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from fedgc.app.config import parse_config
-from fedgc.errors import FedGCError
-from fedgc.core.granger import GCResult
 from fedgc.analysis.metrics import EdgeScores
+from fedgc.app.config import parse_config
+from fedgc.app.results import Evaluation, RunResult, Truth
+from fedgc.app.runner import run_local
+from fedgc.core.granger import GCResult
+from fedgc.errors import FedGCError
 from fedgc.protocol.loop import FitResult
 from fedgc.protocol.state import RoundRecord
 from fedgc.report.result_json import EVALUATION_KEYS, KEYS, read_result, result_dict, write_outputs
-from fedgc.app.results import RunResult, Truth
-from fedgc.app.results import Evaluation
-from fedgc.app.runner import run_local
 
 MATRICES = ("strength", "statistic", "gc", "dof", "pvalue", "log10_pvalue")
 
@@ -147,7 +146,9 @@ def test_report_markdown(result, written):
 def test_per_exchange_table_of_a_long_run_shows_both_ends():
     from fedgc.report.markdown_sections import per_exchange_table
 
-    rows = [{"exchange": i, "request": "newton", "to_clients": 1000 * i, "to_server": 5, "seconds": 0.01} for i in range(40)]
+    rows = [
+        {"exchange": i, "request": "newton", "to_clients": 1000 * i, "to_server": 5, "seconds": 0.01} for i in range(40)
+    ]
     table = per_exchange_table(rows)
     body = table[2:-1]
     assert len(body) == 15 + 1 + 5 and body[15] == "| ... | 20 more in result.json | | | |"

@@ -14,9 +14,9 @@ import pytest
 
 from fedgc.cli import main
 from fedgc.report.figures import FIGURE_FILES, convergence_figure
-from fedgc.report.plots import run_convergence_figure
 from fedgc.report.graph_figure import MAX_STRENGTH_LABELS, graph_figure, graph_layout
 from fedgc.report.jsonable import dumps, matrix_rows
+from fedgc.report.plots import run_convergence_figure
 from fedgc.report.result_json import RESULT_FILE, parse_result
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,7 +161,9 @@ def test_inspect_heatmap_only_when_it_differs_from_the_runs(run_dir, tmp_path, c
 def test_inspect_into_a_closed_pipe_ends_quietly(tmp_path):
     (tmp_path / "big").mkdir()
     (tmp_path / "big" / RESULT_FILE).write_text(dumps(fake_result(60, seed=1)))  # 3540 rows, more than a pipe holds
-    command = f"set -o pipefail; {sys.executable} -m fedgc.cli inspect {tmp_path / 'big'} --all --export csv | head -n 3"
+    command = (
+        f"set -o pipefail; {sys.executable} -m fedgc.cli inspect {tmp_path / 'big'} --all --export csv | head -n 3"
+    )
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr

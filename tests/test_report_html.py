@@ -7,9 +7,11 @@ origin that result.json holds. Screenshots go to each test's tmp_path."""
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import math
+import operator
 import os
 import re
 import shutil
@@ -20,11 +22,11 @@ import pytest
 import yaml
 
 from fedgc.cli import main
+from fedgc.data.tep_layout import default_data_path
 from fedgc.report.ranking import with_alpha
 from fedgc.report.result_json import load_result, read_result
 from fedgc.report.text import format_pvalue
-from fedgc.data.tep_layout import default_data_path
-from fedgc.report.web.html import graph_layout, plotly_bundle, report_page, run_model
+from fedgc.report.web.html import graph_layout, plotly_bundle, report_page
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = ("default", "tep", "mean_shift", "private")
@@ -150,7 +152,9 @@ def test_page_loads_clean_and_draws_the_runs_edges(name, run_dir, chromium, web,
     for fact in (result["engine"], f"seed {result['seed']}", f"fedgc {result['fedgc_version']}"):
         assert fact in text
     assert "<!-- plotly.js: vendor/plotly-cartesian.min.js -->" in page.read_text()  # setup.sh fetched the bundle
-    assert chromium.execute_script("return performance.getEntriesByType('resource').map((r) => r.name)") == []  # offline
+    assert (
+        chromium.execute_script("return performance.getEntriesByType('resource').map((r) => r.name)") == []
+    )  # offline
 
 
 @pytest.mark.parametrize("name", RUNS)
@@ -245,7 +249,9 @@ def test_streaming_timeline_shows_the_alerts_of_result_json(run_dir, chromium, w
     assert [(d[0], d[1]) for d in drawn] == [(a["time"], a["strength_after"]) for a in stream["alerts"]]
     rows = chromium.find_elements("css selector", "#timeline-alerts tr[data-alert]")
     assert len(rows) == len(stream["alerts"])
-    windows = chromium.execute_script("return document.getElementById('timeline').data.find((t) => t.meta.role === 'counts').x")
+    windows = chromium.execute_script(
+        "return document.getElementById('timeline').data.find((t) => t.meta.role === 'counts').x"
+    )
     assert windows == [w["end"] for w in stream["windows"]]
     # clicking the alert's marker shows its pair and its test
     a = stream["alerts"][0]
@@ -313,7 +319,9 @@ def test_data_quality_notes_of_a_run_on_messy_files(chromium, web, tmp_path):
     from fedgc.data.csv import write_client_csv
     from fedgc.data.synthetic import SystemSpec, simulate
 
-    data = simulate(SystemSpec(n_clients=3, state_dims=2, obs_dims=6, edge_density=0.5, n_steps=1200), np.random.default_rng(4))
+    data = simulate(
+        SystemSpec(n_clients=3, state_dims=2, obs_dims=6, edge_density=0.5, n_steps=1200), np.random.default_rng(4)
+    )
     files = []
     for m, y in enumerate(data.y):
         y = y.copy()
@@ -322,13 +330,31 @@ def test_data_quality_notes_of_a_run_on_messy_files(chromium, web, tmp_path):
         keep = np.delete(np.arange(len(y)), [50 + m, 400 + 2 * m]) if m else np.arange(len(y))  # rows missing here
         values = np.hstack([y, np.full((len(y), 1), 2.5)])[keep]
         files.append(tmp_path / f"unit{m}.csv")
-        write_client_csv(files[-1], values, columns=[*(f"x{j}" for j in range(y.shape[1])), "stuck"], timestamps=keep.astype(float))
+        write_client_csv(
+            files[-1], values, columns=[*(f"x{j}" for j in range(y.shape[1])), "stuck"], timestamps=keep.astype(float)
+        )
     out = tmp_path / "run"
     with pytest.warns(Warning):
-        assert main(["run", *sum((["--data", str(f)] for f in files), []), "--align", "timestamp", "--out", str(out), "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    *functools.reduce(operator.iadd, (["--data", str(f)] for f in files), []),
+                    "--align",
+                    "timestamp",
+                    "--out",
+                    str(out),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     web.open_page(chromium, _report(out, tmp_path / "html").as_uri())
     quality = json.loads((out / "result.json").read_text())["data"]["clients"]
-    rows = {r.find_elements("tag name", "td")[0].text: r.text for r in chromium.find_elements("css selector", "#data-quality tbody tr")}
+    rows = {
+        r.find_elements("tag name", "td")[0].text: r.text
+        for r in chromium.find_elements("css selector", "#data-quality tbody tr")
+    }
     assert set(rows) == set(quality)
     assert all("stuck (constant)" in text for text in rows.values())
     assert "x1 (every 3 rows" in rows["unit0"]
@@ -348,7 +374,11 @@ def test_comparison_of_a_private_and_a_plain_run(run_dir, chromium, web, tmp_pat
     assert web.open_page(chromium, (tmp_path / "compare.html").as_uri()) == []
     a, b = load_result(plain), load_result(private)
     assert a.clients == b.clients
-    expected = {"both": int((a.edges & b.edges).sum()), "gained": int((b.edges & ~a.edges).sum()), "lost": int((a.edges & ~b.edges).sum())}
+    expected = {
+        "both": int((a.edges & b.edges).sum()),
+        "gained": int((b.edges & ~a.edges).sum()),
+        "lost": int((a.edges & ~b.edges).sum()),
+    }
     counts = chromium.find_element("id", "compare-counts")
     assert {k: int(counts.get_attribute(f"data-{k}")) for k in expected} == expected
     assert expected["lost"] > 0  # privacy noise costs edges at epsilon 10
@@ -377,7 +407,9 @@ def test_comparison_says_when_the_client_sets_differ(run_dir, chromium, web, tmp
     common = 5
     gained = int((b.edges[:common, :common] & ~a.edges[:common, :common]).sum())
     assert int(chromium.find_element("id", "compare-counts").get_attribute("data-gained")) == gained
-    assert chromium.execute_script("return document.getElementById('graph').data.find((t) => t.meta.role === 'labels').text") == list(b.clients)
+    assert chromium.execute_script(
+        "return document.getElementById('graph').data.find((t) => t.meta.role === 'labels').text"
+    ) == list(b.clients)
     chromium.save_screenshot(str(tmp_path / "compare-differ.png"))
 
 
@@ -406,14 +438,16 @@ def test_report_only_reads_result_json(run_dir, tmp_path):
     assert main(["inspect", str(run), "--html"]) == 0
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.iterdir() if p.is_file()}
     assert set(after) - set(before) <= {"report.html"}
-    assert {k: after[k] for k in before if k != "report.html"} == {k: v for k, v in before.items() if k != "report.html"}
+    assert {k: after[k] for k in before if k != "report.html"} == {
+        k: v for k, v in before.items() if k != "report.html"
+    }
 
 
 def test_page_is_self_contained_and_offline(run_dir):
     page = report_page(read_result(run_dir("default")))
     head = page[: page.index("<script>")]  # everything before the inlined scripts: no external resource
     assert not re.search(r"""(src|href)=["'](https?:)?//""", head)
-    assert '<script src' not in page and "<link rel=\"stylesheet\"" not in page
+    assert "<script src" not in page and '<link rel="stylesheet"' not in page
     assert page.count("<script") == 3  # plotly.js, the model (JSON), the page script
     assert len(page.encode()) < PAGE_LIMIT_BYTES
 
@@ -426,7 +460,9 @@ def test_client_names_cannot_break_out_of_the_page(run_dir, chromium, web, tmp_p
     page.write_text(report_page(data))
     assert web.open_page(chromium, page.as_uri()) == []
     assert chromium.execute_script("return window.fedgcPwned === undefined")
-    labels = chromium.execute_script("return document.getElementById('graph').data.find((t) => t.meta.role === 'labels').text")
+    labels = chromium.execute_script(
+        "return document.getElementById('graph').data.find((t) => t.meta.role === 'labels').text"
+    )
     assert labels[:3] == evil
 
 
@@ -476,7 +512,9 @@ def _tiny_result(pvalue: np.ndarray, log10_pvalue: np.ndarray, alpha: float) -> 
     from fedgc.report.ranking import fdr_edges
 
     M = len(pvalue)
-    rows = lambda a: [[None if m == n or not np.isfinite(a[m, n]) else float(a[m, n]) for n in range(M)] for m in range(M)]  # noqa: E731
+    rows = lambda a: [
+        [None if m == n or not np.isfinite(a[m, n]) else float(a[m, n]) for n in range(M)] for m in range(M)
+    ]
     edges = fdr_edges(pvalue, alpha=alpha)
     return {
         "name": "tiny", "clients": [f"s{k}" for k in range(M)], "dims": [2] * M, "alpha": alpha,
@@ -507,11 +545,14 @@ def test_in_page_benjamini_hochberg_is_statsmodels_exactly(chromium, web, tmp_pa
     page.write_text(report_page(_tiny_result(p, log10, 0.05)))
     assert web.open_page(chromium, page.as_uri()) == []
     assert chromium.execute_script("return window.fedgcReport.runEdgesReproduced") is True
-    alphas = [0.05, 1e-300, 1e-9, 1e-5, 0.001, 0.01, 0.02, 0.1, 0.3, 0.6, 0.9, 0.999] + [float(x) for x in np.sort(p[np.isfinite(p)]) * n / 3]
+    alphas = [0.05, 1e-300, 1e-9, 1e-5, 0.001, 0.01, 0.02, 0.1, 0.3, 0.6, 0.9, 0.999] + [
+        float(x) for x in np.sort(p[np.isfinite(p)]) * n / 3
+    ]
     alphas = [a for a in alphas if 0 < a < 1]
     decided = chromium.execute_script(
         "const m = window.fedgcReport.model;"
-        "return arguments[0].map((a) => window.fedgcReport.bhEdges(m.pvalue, m.log10_pvalue, a));", alphas
+        "return arguments[0].map((a) => window.fedgcReport.bhEdges(m.pvalue, m.log10_pvalue, a));",
+        alphas,
     )
     for alpha, edges in zip(alphas, decided):
         expected = fdr_edges(p, alpha=alpha)
@@ -524,4 +565,6 @@ def test_two_folders_need_html(run_dir, capsys):
     run = run_dir("default")
     assert main(["inspect", str(run), str(run)]) == 2
     assert "two with --html" in capsys.readouterr().err
-    assert plotly_bundle().vendored, "scripts/setup.sh fetches plotly.js's cartesian bundle into fedgc/report/web/assets/vendor"
+    assert plotly_bundle().vendored, (
+        "scripts/setup.sh fetches plotly.js's cartesian bundle into fedgc/report/web/assets/vendor"
+    )

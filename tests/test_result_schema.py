@@ -44,7 +44,10 @@ def test_the_schema_is_draft_2020_12_and_names_every_key_the_writer_writes():
     schema = result_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert tuple(schema["required"]) == tuple(k for k in KEYS if k not in ADDED_KEYS) and not schema["additionalProperties"]
+    assert (
+        tuple(schema["required"]) == tuple(k for k in KEYS if k not in ADDED_KEYS)
+        and not schema["additionalProperties"]
+    )
     assert set(ADDED_KEYS) <= set(schema["properties"])
     assert set(schema["properties"]) - set(KEYS) == OPTIONAL_SECTIONS
 
@@ -96,7 +99,9 @@ def test_csv_run_with_data_notes_and_a_dropout_writes_a_valid_result(tmp_path):
     for m, y in enumerate(data.y):
         y = np.where(rng.random(y.shape) < 0.05, np.nan, y)  # missing measurements
         path = tmp_path / f"site{m}.csv"
-        write_client_csv(path, np.hstack([y, np.full((len(y), 1), 3.25)]), columns=[*(f"x{j}" for j in range(6)), "stuck"])
+        write_client_csv(
+            path, np.hstack([y, np.full((len(y), 1), 3.25)]), columns=[*(f"x{j}" for j in range(6)), "stuck"]
+        )
         clients.append({"name": f"c{m}", "data": str(path), "state_dim": 2, "timestamp_column": "none"})
     cfg = parse_config({"name": "dropout", "clients": clients, "evaluation": {"oracle": False},
                         "server": {"max_rounds": 8, "tol": 1e-12, "on_dropout": "continue"}})  # fmt: skip

@@ -21,7 +21,9 @@ import flwr_internals.runtime as runtime
 
 
 def _refused(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(401, request=request, json={"code": 1008, "message": "Runtime task-token authentication failed."})
+    return httpx.Response(
+        401, request=request, json={"code": 1008, "message": "Runtime task-token authentication failed."}
+    )
 
 
 def test_refused_token_raises_and_does_not_interrupt_the_process(monkeypatch):
@@ -78,7 +80,11 @@ def _fake_task_io(monkeypatch, events: list[str]):
     monkeypatch.setattr(runtime, "_runtime_client", lambda *a, **k: Client())
     monkeypatch.setattr(runtime, "LateHeartbeat", Heartbeat)
     monkeypatch.setattr(run_clientapp, "push_message", lambda client, reply, context: events.append("push reply"))
-    monkeypatch.setattr(run_clientapp, "push_task_output", lambda client, context, status, details: events.append(f"push output {status}"))
+    monkeypatch.setattr(
+        run_clientapp,
+        "push_task_output",
+        lambda client, context, status, details: events.append(f"push output {status}"),
+    )
     from flwr.app import Message, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 

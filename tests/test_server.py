@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from fedgc.core.window import lagged, prediction_loss
-from fedgc.protocol.session import ClientSession
 from fedgc.core.regression import (
     Blocks,
     gd_update,
@@ -20,6 +19,8 @@ from fedgc.core.regression import (
     row_fit,
     shared_inverse,
 )
+from fedgc.core.window import lagged, prediction_loss
+from fedgc.protocol.session import ClientSession
 
 DIMS = (2, 3, 2)
 
@@ -149,7 +150,7 @@ def test_newton_minimises_the_raw_measurement_loss(gen):
         prev = lagged(replies[m].states)
         Rinv = np.linalg.inv(model.R)
 
-        def loss(B):
+        def loss(B, y=y, prev=prev, model=model, idx=idx, Rinv=Rinv):
             e = (y - (prev @ model.A.T + X[:, idx] @ B.T) @ model.C.T)[1:]
             return np.einsum("tp,pq,tq->", e, Rinv, e)
 
@@ -202,7 +203,7 @@ def test_huge_penalty_zeroes_every_cross_block(diagonal):
 def test_zero_and_tiny_penalty_give_least_squares(diagonal):
     pb = _problem(6)
     for m in range(3):
-        stats, idx, G, Hz = _row_problem(pb, m, diagonal)
+        stats, _idx, G, Hz = _row_problem(pb, m, diagonal)
         _, B_ls, _, _ = _direct_ls(pb, m, diagonal)
         B = group_lasso_row(pb.J[m], G, Hz, pb.blocks.sources(m, diagonal), 0.0, start=np.zeros_like(B_ls))
         assert _rel(B, B_ls) < 1e-6
@@ -257,7 +258,7 @@ def test_gd_converges_to_newton_on_fixed_statistics(diagonal):
         errors.append(_rel(A_s, target))
     assert errors[-1] < 1e-6
     # With eta <= 1/L the error never grows (until it reaches the rounding floor).
-    assert all(b <= a * (1 + 1e-9) for a, b in zip(errors, errors[1:]) if a > 1e-12)
+    assert all(b <= a * (1 + 1e-9) for a, b in itertools.pairwise(errors) if a > 1e-12)
 
 
 def test_gd_learning_rate_and_penalty():

@@ -11,8 +11,8 @@ import pytest
 
 from fedgc.app.config import ClientSpec, parse_config
 from fedgc.app.runner import run
-from fedgc.core.snapshots import snapshot
 from fedgc.core.siv import siv_tests
+from fedgc.core.snapshots import snapshot
 from fedgc.data import ground_truth as gt
 from fedgc.data.csv import write_client_csv
 from fedgc.errors import ConfigError, FedGCError
@@ -57,7 +57,9 @@ def test_setup_messages_carry_the_snapshot_only_when_asked() -> None:
     payload = wire.encode_setup_reply(ClientInfo("a", 2, 50, snapshot=x), 0)
     info, _ = wire.decode_setup_reply(payload)
     np.testing.assert_array_equal(info.snapshot, x)
-    assert wire.payload_bytes(payload) == wire.payload_bytes(wire.encode_setup_reply(ClientInfo("a", 2, 50), 0)) + x.nbytes
+    assert (
+        wire.payload_bytes(payload) == wire.payload_bytes(wire.encode_setup_reply(ClientInfo("a", 2, 50), 0)) + x.nbytes
+    )
     with pytest.raises(wire.MessageError, match="snapshot"):
         wire.decode_setup_reply({**payload, "snapshot": "x"})
 
@@ -65,7 +67,10 @@ def test_setup_messages_carry_the_snapshot_only_when_asked() -> None:
 def test_the_server_checks_every_snapshot_series() -> None:
     good = np.zeros((50, 2))
     assert snapshot_series([ClientInfo("a", 2, 50, snapshot=good), ClientInfo("b", 2, 50)], "auto", 50) is None
-    assert snapshot_series([ClientInfo("a", 2, 50, snapshot=good), ClientInfo("b", 2, 50, snapshot=good)], "lr", 50) is None
+    assert (
+        snapshot_series([ClientInfo("a", 2, 50, snapshot=good), ClientInfo("b", 2, 50, snapshot=good)], "lr", 50)
+        is None
+    )
     pending = snapshot_series([ClientInfo("a", 2, 50, snapshot=good), ClientInfo("b", 2, 50)], "siv", 50)
     assert pending is not None and pending[1] is None  # refused by the tests if 'b' is still a member then
     with pytest.raises(FedGCError, match=r"client 'b'.*\(50, r >= 1\)"):

@@ -12,27 +12,25 @@ import pytest
 import scipy.linalg
 import yaml
 
-from fedgc.cli import main
-from fedgc.protocol.session import ClientSession
+from fedgc.analysis.stream import Switch, score_alerts, true_switches
+from fedgc.app.clients import write_scenario_files
 from fedgc.app.config import load_config, parse_config
 from fedgc.app.runner import run, run_local
-from fedgc.errors import ConfigError, FedGCError
+from fedgc.cli import main
+from fedgc.core.forgetting import ForgottenStats, classify
 from fedgc.core.kalman import filter_scan
-from fedgc.protocol.loop import run_protocol
-from fedgc.protocol.settings import ServerConfig
-from fedgc.protocol.transport import LocalTransport
-from fedgc.app.clients import write_scenario_files
 from fedgc.core.regression import Blocks, augmentations, regression_stats
-from fedgc.core.forgetting import classify, ForgottenStats
-from fedgc.protocol.session import StreamingSession
-from fedgc.protocol.settings import StreamingConfig
+from fedgc.data.synthetic import Perturbation, SystemSpec, simulate
+from fedgc.errors import ConfigError, FedGCError
+from fedgc.protocol.loop import run_protocol
+from fedgc.protocol.session import ClientSession, StreamingSession
+from fedgc.protocol.settings import ServerConfig, StreamingConfig
 from fedgc.protocol.streaming import Alert, run_stream, window_bounds
-
-from fedgc.report.inspected import Alert as InspectedAlert, Streaming, Window
+from fedgc.protocol.transport import LocalTransport
+from fedgc.report.inspected import Alert as InspectedAlert
+from fedgc.report.inspected import Streaming, Window
 from fedgc.report.schema import result_schema
 from fedgc.report.streaming_markdown import streaming_section
-from fedgc.analysis.stream import Switch, score_alerts, true_switches
-from fedgc.data.synthetic import Perturbation, SystemSpec, simulate
 
 
 def _data(seed: int, *, M: int = 3, T: int = 1500, density: float = 0.34, perturbations=(), strength: float = 0.3):
@@ -80,8 +78,13 @@ def test_carried_state_with_fixed_coupling_equals_the_joint_long_run():
     A_s = 0.15 * rng.standard_normal((blocks.total, blocks.total))
     for m in range(len(dims)):
         A_s[blocks.slice(m), blocks.slice(m)] = 0.0
-    F = scipy.linalg.block_diag(*[s.stream.F for s in sessions]) + scipy.linalg.block_diag(*[s.stream.G for s in sessions]) @ A_s
-    drive = np.hstack([s.stream.ytil for s in sessions]) @ scipy.linalg.block_diag(*[s.stream.Sigma for s in sessions]).T
+    F = (
+        scipy.linalg.block_diag(*[s.stream.F for s in sessions])
+        + scipy.linalg.block_diag(*[s.stream.G for s in sessions]) @ A_s
+    )
+    drive = (
+        np.hstack([s.stream.ytil for s in sessions]) @ scipy.linalg.block_diag(*[s.stream.Sigma for s in sessions]).T
+    )
     joint = filter_scan(F, drive)
     transport = LocalTransport(sessions)
     h0 = None
@@ -130,7 +133,9 @@ def test_one_window_equals_the_batch_protocol():
     """A single window of the whole series is the batch protocol: same rounds, same A_s and p-values."""
     data = _data(3, T=800)
     server = ServerConfig(max_rounds=15, tol=1e-6)
-    batch = run_protocol(LocalTransport([ClientSession(f"c{m}", data.system.local_model(m), y) for m, y in enumerate(data.y)]), server)
+    batch = run_protocol(
+        LocalTransport([ClientSession(f"c{m}", data.system.local_model(m), y) for m, y in enumerate(data.y)]), server
+    )
     stream = run_stream(LocalTransport(_stream_sessions(data)), server,
                         StreamingConfig(window=800, step=800, max_rounds=15, tol=1e-6))  # fmt: skip
     (w,) = stream.windows
@@ -192,11 +197,13 @@ def test_true_switches_and_alert_scoring():
     switches = true_switches(data, perturbations)
     assert switches == [Switch(300, 0, 1, "changed"), Switch(600, 2, 0, "appeared"), Switch(800, 0, 1, "disappeared")]
     bounds = window_bounds(1000, 200, 200)
-    alert = lambda k, m, n: Alert(k, bounds[k][1], m, n, "changed", 0.0, 0.0, -5.0)  # noqa: E731
+    alert = lambda k, m, n: Alert(k, bounds[k][1], m, n, "changed", 0.0, 0.0, -5.0)
     alerts = [alert(0, 2, 0), alert(3, 2, 0), alert(4, 0, 1), alert(4, 1, 2)]
     scored = score_alerts(alerts, switches, bounds)
     rows = {(r["target"], r["source"], r["time"]): r for r in scored["switches"]}
-    assert rows[(0, 1, 300)]["delay_samples"] == 1000 - 300 and rows[(0, 1, 300)]["delay_windows"] == 4  # from window 1 = [200, 400)
+    assert (
+        rows[(0, 1, 300)]["delay_samples"] == 1000 - 300 and rows[(0, 1, 300)]["delay_windows"] == 4
+    )  # from window 1 = [200, 400)
     assert rows[(2, 0, 600)]["alert_window"] == 3 and rows[(2, 0, 600)]["delay_windows"] == 1
     assert rows[(0, 1, 800)]["delay_windows"] == 1  # window 4 = [800, 1000) holds the switch
     assert scored["false_alerts"] == 2 and scored["false_alert_indices"] == [0, 3]  # before its switch; never switched

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedgc.errors import ConfigError
 from fedgc.data.synthetic import Perturbation, SystemSpec, make_system, simulate
+from fedgc.errors import ConfigError
 
 
 def test_dimensions_edges_and_stability():

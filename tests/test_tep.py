@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import yaml
 
-from fedgc.cli import main
-from fedgc.app.config import load_config, parse_config
-from fedgc.data.csv import read_client_csv
-from fedgc.errors import ConfigError, DataError
-from fedgc.data.synthetic import SystemSpec, simulate
 from fedgc.analysis.tep import flowsheet_comparison
+from fedgc.app.config import load_config, parse_config
+from fedgc.cli import main
+from fedgc.data.csv import read_client_csv
+from fedgc.data.synthetic import SystemSpec, simulate
 from fedgc.data.tep import load_tep, write_client_csvs
 from fedgc.data.tep_layout import FLOWSHEET_EDGES, TEP_UNITS, VARIABLES, default_data_path, resolve_split
+from fedgc.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT_SIZES = {"feed": 8, "reactor": 13, "separator": 19, "stripper": 12}
@@ -105,11 +105,11 @@ def test_bad_split_names_the_problem(split, words):
 
 
 def test_bad_runs_and_folders(fake_folder, tmp_path):
-    with pytest.raises(DataError, match="d05_te.*runs in .*d00_te"):
+    with pytest.raises(DataError, match=r"d05_te.*runs in .*d00_te"):
         load_tep(fake_folder, run="d05_te")
     with pytest.raises(ConfigError, match="run name"):
         load_tep(fake_folder, run="normal")
-    with pytest.raises(DataError, match="does not exist.*FEDGC_TEP_DATA"):
+    with pytest.raises(DataError, match=r"does not exist.*FEDGC_TEP_DATA"):
         load_tep(tmp_path / "missing")
     (tmp_path / "d00_te.dat").write_text("1 2 3\n4 5 6\n")
     with pytest.raises(DataError, match=r"shape \(2, 3\)"):
@@ -162,7 +162,14 @@ def test_flowsheet_comparison_counts():
     logp = np.full((4, 4), -0.1)
     logp[1, 0], logp[0, 1] = -20.0, -5.0
     out = flowsheet_comparison(clients, edges, np.ones((4, 4)), logp)
-    assert out["counts"] == {"pairs": 12, "both": 1, "flowsheet_only": 5, "learned_only": 1, "neither": 5, "agreement": 0.5}
+    assert out["counts"] == {
+        "pairs": 12,
+        "both": 1,
+        "flowsheet_only": 5,
+        "learned_only": 1,
+        "neither": 5,
+        "agreement": 0.5,
+    }
     pair = next(p for p in out["pairs"] if p["source"] == "feed" and p["target"] == "reactor")
     assert pair["flowsheet"] and pair["learned"] and pair["pvalue"] == pytest.approx(1e-20)
     assert 0.5 < out["auroc"] <= 1.0
@@ -205,7 +212,7 @@ def test_simulate_tep_yaml(real_data, tmp_path):
     c = fs["counts"]
     assert c["both"] + c["flowsheet_only"] + c["learned_only"] + c["neither"] == 12
     assert set(result["origin"]) == {"d01_te", "d02_te", "d04_te", "d06_te", "d07_te", "d11_te"}
-    for run, rec in result["origin"].items():
+    for _run, rec in result["origin"].items():
         assert rec["start"] == 160 and sorted(rec["ranking"]) == sorted(TEP_UNITS)
         assert rec["known_origin"] in ("feed", "reactor")
         assert all(len(v["score"]) == 960 for v in rec["clients"].values())
@@ -274,5 +281,5 @@ def test_a_fault_run_needs_streaming_and_a_separate_identification_run(fake_fold
 
     cfg = parse_config({"tep": {"path": str(fake_folder), "run": "d03_te"}, "streaming": {"window": 200},
                         "evaluation": {"oracle": False}})  # fmt: skip
-    with pytest.raises(ConfigError, match="needs tep.identify_on"):
+    with pytest.raises(ConfigError, match=r"needs tep.identify_on"):
         run_local(cfg, mode="run", out_dir=None)

@@ -10,18 +10,17 @@ the pseudo-observations are completed at the joint prior, as each client complet
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.linalg
 
-from fedgc.core.window import ClientWindow, lagged
 from fedgc.core.gaps import complete_pseudo_obs, gapped_scan, missing_quadratic, plan_filter, stack_gaps
 from fedgc.core.kalman import filter_scan, steady_state
+from fedgc.core.regression import Blocks, newton_update, next_relaxation, regression_stats, relative_change
+from fedgc.core.window import ClientWindow, lagged
 from fedgc.protocol.settings import ServerConfig
 from fedgc.protocol.state import RoundRecord
-from fedgc.core.regression import Blocks, newton_update, next_relaxation, regression_stats, relative_change
-
 
 ORACLE_MIN_ROUNDS = 100
 
@@ -72,4 +71,3 @@ def oracle_fit(
         if change < config.tol:
             break
     return A_s, history
-

@@ -32,15 +32,16 @@ a controller's unit (a valve that compensates), which this ranking cannot tell a
 from __future__ import annotations
 
 import math
-from typing import Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
 
 from fedgc.analysis.origin_settings import OriginSettings
-from fedgc.core.regression import lagged_stack
 from fedgc.core.kalman import SteadyState, filter_scan, project_measurements
 from fedgc.core.local_model import LocalModel, validate
+from fedgc.core.regression import lagged_stack
 from fedgc.errors import ConfigError
 
 
@@ -71,7 +72,9 @@ class ClientMonitor(NamedTuple):
     run_length: int
 
 
-def innovation_scores(model: LocalModel, raw: np.ndarray, *, client: str, steady: SteadyState | None = None) -> np.ndarray:
+def innovation_scores(
+    model: LocalModel, raw: np.ndarray, *, client: str, steady: SteadyState | None = None
+) -> np.ndarray:
     """score_t = e_t^T S^{-1} e_t for t = 1..T (T,) from the client's raw data (T, P), filter started at h_0 = 0.
     steady: the model's validated steady state (computed when not given)."""
     steady = validate(model, client) if steady is None else steady
@@ -87,7 +90,7 @@ def innovation_scores(model: LocalModel, raw: np.ndarray, *, client: str, steady
 def burn_in(steady: SteadyState, *, decay: float = 0.01) -> int:
     """Samples until the filter's start-up transient from h_0 = 0 has decayed to `decay`: rho(F)^n <= decay."""
     rho = float(np.max(np.abs(np.linalg.eigvals(steady.transition))))
-    return 1 if rho < decay else int(math.ceil(math.log(decay) / math.log(rho)))
+    return 1 if rho < decay else math.ceil(math.log(decay) / math.log(rho))
 
 
 def calibrate_threshold(scores: np.ndarray, *, quantile: float, skip: int = 0) -> float:
@@ -129,7 +132,9 @@ def monitor(mon: ClientMonitor, raw: np.ndarray, *, start: int) -> ClientOrigin:
     score = innovation_scores(mon.model, raw, client=mon.client, steady=mon.steady) / mon.threshold
     exceed = score > 1.0
     crossing = first_crossing(exceed, start=start, run_length=mon.run_length)
-    false_alarm = first_crossing(exceed, start=mon.skip, stop=start, run_length=mon.run_length) if start > mon.skip else None
+    false_alarm = (
+        first_crossing(exceed, start=mon.skip, stop=start, run_length=mon.run_length) if start > mon.skip else None
+    )
     peak = float(score[start:].max()) if start < len(score) else float("nan")
     onset = float("nan") if crossing is None else float(score[crossing : crossing + mon.run_length].mean())
     return ClientOrigin(score, mon.threshold, int(mon.model.obs_dim), crossing, false_alarm, onset, peak)
@@ -155,7 +160,7 @@ def rank_origins(
         crossed = crossed[len(group) :]
         members = [c for _, c in group]
 
-        def upstream(c: str) -> int:
+        def upstream(c: str, members: list[str] = members) -> int:
             n = index[c]
             out = sum(bool(edges[index[k], n]) and not edges[n, index[k]] for k in members if k != c)
             into = sum(bool(edges[n, index[k]]) and not edges[index[k], n] for k in members if k != c)
@@ -199,4 +204,3 @@ def origin_runs(data: Mapping) -> dict[str, dict]:
     if not origin:
         return {}
     return {"run": dict(origin)} if holds_one_record(origin) else {str(k): dict(v) for k, v in origin.items()}
-

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -40,7 +41,9 @@ def true_switches(data: SyntheticData, perturbations: Sequence[Perturbation] = (
     return sorted(out)
 
 
-def score_alerts(alerts: Sequence[Alert], switches: Sequence[Switch], bounds: Sequence[tuple[int, int]]) -> dict[str, Any]:
+def score_alerts(
+    alerts: Sequence[Alert], switches: Sequence[Switch], bounds: Sequence[tuple[int, int]]
+) -> dict[str, Any]:
     """Detection delay of every switch and the false alerts.
 
     A switch at time t is first visible in window k0, the first window ending after t; it is detected by
@@ -77,7 +80,7 @@ class StreamRecord:
     evaluation: dict[str, Any] | None = None
 
     @classmethod
-    def scored(cls, settings: StreamingConfig, result: StreamResult, switches: Sequence[Switch] | None) -> "StreamRecord":
+    def scored(cls, settings: StreamingConfig, result: StreamResult, switches: Sequence[Switch] | None) -> StreamRecord:
         """The record with its alerts scored against known switches (endpoints named by client)."""
         if switches is None:
             return cls(settings, result)

@@ -5,8 +5,9 @@ Records are the result.json shapes (plain mappings), kept together in TEPSection
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,9 @@ def flowsheet_comparison(
     }
 
 
-def locate(fault: TEPRun, normal: TEPRun, monitors: dict[str, ClientMonitor], gc: GCResult, settings: OriginSettings) -> dict:
+def locate(
+    fault: TEPRun, normal: TEPRun, monitors: dict[str, ClientMonitor], gc: GCResult, settings: OriginSettings
+) -> dict:
     """The origin record of one fault run: each client scores its own data with its calibrated monitor;
     the server ranks from the crossing scalars and the learned graph."""
     if fault.columns != normal.columns:

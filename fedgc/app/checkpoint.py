@@ -31,19 +31,20 @@ import json
 import os
 import signal
 import zipfile
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from fedgc.app.config import RunConfig, to_plain
+from fedgc.core.regression import RegressionStats
+from fedgc.core.response import ResponseModel
 from fedgc.errors import FedGCError
 from fedgc.files import file_digest, replacing
 from fedgc.privacy.budget import releases_per_run
-from fedgc.core.regression import RegressionStats
-from fedgc.core.response import ResponseModel
 from fedgc.privacy.mechanism import ReleaseNoise
 from fedgc.protocol.acceleration import SecantMemory, Snapshot
 from fedgc.protocol.rules import UpdateRule
@@ -191,7 +192,7 @@ def decode(arrays: dict[str, np.ndarray], source: str = "checkpoint") -> Checkpo
         A_s=arrays["A_s"],
         exchanges=int(meta.get("exchanges", meta["round"])),
         omega=float(meta["omega"]),
-        history=tuple(RoundRecord(int(r), float(l), float(c)) for r, l, c in arrays["history"]),
+        history=tuple(RoundRecord(int(r), float(loss), float(c)) for r, loss, c in arrays["history"]),
         active=tuple(bool(a) for a in meta["active"]),
         dropouts=tuple(Dropout(str(c), int(r), str(why)) for c, r, why in meta["dropouts"]),
         states=tuple(arrays.get(f"states.{m}") for m in range(M)),
@@ -207,7 +208,7 @@ def decode(arrays: dict[str, np.ndarray], source: str = "checkpoint") -> Checkpo
     clients = {}
     for i, name in enumerate(meta["client_state_names"]):
         prefix = f"client.{i}."
-        clients[name] = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        clients[name] = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
     return Checkpoint(state, str(meta["fingerprint"]), clients, meta.get("privacy"))
 
 
@@ -215,7 +216,9 @@ def _encode_secant(memory: SecantMemory, arrays: dict[str, np.ndarray]) -> dict[
     """The accelerator's memory: its arrays into `arrays`, the rest as the returned metadata."""
     for m, snap in enumerate(memory.previous):
         if snap is not None:
-            arrays.update({f"secant.previous.{m}.{k}": np.asarray(getattr(snap, k), dtype=np.float64) for k in _SNAPSHOT})
+            arrays.update(
+                {f"secant.previous.{m}.{k}": np.asarray(getattr(snap, k), dtype=np.float64) for k in _SNAPSHOT}
+            )
     for m, model in enumerate(memory.models):
         if model is not None:
             arrays.update({f"secant.model.{m}.{k}": np.asarray(getattr(model, k), dtype=np.float64) for k in _MODEL})
@@ -333,7 +336,9 @@ def privacy_record(plan, accountant, rounds: int, rule: UpdateRule) -> dict[str,
     """Releases and epsilon spent per client after `rounds` >= 1 updates (the accountant's, fedgc.privacy.accounting)."""
     if plan is None:
         return None
-    c2s, s2c = releases_per_run(augmentations=rule.data_dependent_augmentations(rounds), augmentation_noise=plan.augmentation_noise)
+    c2s, s2c = releases_per_run(
+        augmentations=rule.data_dependent_augmentations(rounds), augmentation_noise=plan.augmentation_noise
+    )
     return {
         "noise_multiplier": float(plan.noise_multiplier),
         "client_releases": c2s,
@@ -379,5 +384,7 @@ class Checkpointing:
     def __call__(self, state: ProtocolState) -> None:
         clients = {s.name: s.checkpoint_state() for s in self.sessions}
         privacy = privacy_record(self.plan, self.accountant, state.round, self.rule)
-        save_checkpoint(self.directory, Checkpoint(state, self.fingerprint, {k: v for k, v in clients.items() if v}, privacy))
+        save_checkpoint(
+            self.directory, Checkpoint(state, self.fingerprint, {k: v for k, v in clients.items() if v}, privacy)
+        )
         fault_point(state.round)

@@ -11,26 +11,26 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
+from fedgc.analysis.stream import Switch, true_switches
 from fedgc.app.checkpoint import config_fingerprint
 from fedgc.app.config import ClientOptions, ClientSpec, RunConfig
 from fedgc.app.privacy import client_privacy
 from fedgc.app.results import ClientData, RunResult, Truth
-from fedgc.analysis.stream import Switch, true_switches
 from fedgc.app.tep import TEPClients
 from fedgc.core.local_model import LocalModel, identify, load_npz, save_npz, validate
 from fedgc.core.snapshots import snapshot
 from fedgc.core.window import ClientWindow, prepare_window
 from fedgc.data.align import AlignedRows, align_tables, check_lengths
+from fedgc.data.cleaning import ColumnPolicy, detect_held
 from fedgc.data.csv import ClientTable, read_client_csv, write_client_csv
 from fedgc.data.synthetic import SyntheticData, simulate
-from fedgc.data.cleaning import ColumnPolicy, detect_held
 from fedgc.errors import ConfigError, DataError, FedGCWarning, ModelError
 from fedgc.privacy.budget import PrivacyPlan
 from fedgc.privacy.local import ClientPrivacy
@@ -161,8 +161,15 @@ def scenario_sessions(
             model = identify(y, client=name, rng=np.random.default_rng(cfg.seed + m))
         series = snapshot_series(y, client=name, request=snapshot_request(cfg))
         sessions.append(
-            session_class(name, model, y, learn_theta=_learns(cfg.client, privacy), theta_kind=cfg.client.theta,  # type: ignore[arg-type]
-                          privacy=privacy, snapshot=series)  # fmt: skip
+            session_class(
+                name,
+                model,
+                y,
+                learn_theta=_learns(cfg.client, privacy),
+                theta_kind=cfg.client.theta,  # type: ignore[arg-type]
+                privacy=privacy,
+                snapshot=series,
+            )
         )
     return sessions
 
@@ -225,8 +232,9 @@ def read_sessions(
 
     def build(i: int, table: ClientTable) -> ClientSession:
         spec = cfg.clients[i]
-        privacy = client_privacy(cfg.privacy, plan, i, seed=cfg.seed, client=spec.name, data_file=spec.data, run=run,
-                                 spec=spec)
+        privacy = client_privacy(
+            cfg.privacy, plan, i, seed=cfg.seed, client=spec.name, data_file=spec.data, run=run, spec=spec
+        )
         return build_session(spec, cfg.client, seed=cfg.seed + i, privacy=privacy, table=table,
                              session_class=session_class, snapshots=snapshots)  # fmt: skip
 

@@ -27,9 +27,10 @@ their invariants (ConfigError) however they are built; pydantic reads and writes
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Mapping, Sequence, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, ValidationInfo
@@ -149,7 +150,7 @@ class ClientSpec:
         if ev is not None and not 0 < ev < 1:
             raise ConfigError(f"explained_variance must lie in (0, 1), got {ev!r}")
         try:
-            self.policy
+            _ = self.policy  # the column policy checks its own values
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
@@ -343,7 +344,9 @@ class RunConfig:
                 "(not an accounted release); a private run uses the LR test (server.test: lr or auto)"
             )
         if self.server.test == "siv" and self.streaming is not None:
-            raise ConfigError("server.test: siv is a batch test; streaming windows use the LR test (server.test: lr or auto)")
+            raise ConfigError(
+                "server.test: siv is a batch test; streaming windows use the LR test (server.test: lr or auto)"
+            )
         if self.tep is not None and self.streaming is None and _fault_of("tep.run", self.tep.run) is not None:
             raise ConfigError(
                 f"tep.run must be a normal-operation run (d00, d00_te), got {self.tep.run!r} "

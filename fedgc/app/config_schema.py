@@ -21,8 +21,9 @@ import functools
 import json
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
@@ -138,7 +139,9 @@ def strict_numbers(schema: Any) -> Any:
         return [strict_numbers(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {key: value if key in ("metadata", "serialization") else strict_numbers(value) for key, value in schema.items()}
+    out = {
+        key: value if key in ("metadata", "serialization") else strict_numbers(value) for key, value in schema.items()
+    }
     if out.get("type") in ("int", "bool"):
         out["strict"] = True
     elif out.get("type") == "float":
@@ -198,7 +201,9 @@ def _problem(kind: str, path: Loc, found: list[Any], raw: Any, root: type, spell
         return _under(label, str(checks[0]["ctx"]["error"]))
     value = _value_at(raw, path, default=found[0][1]["input"])
     text = repr(value)
-    return f"{label or 'the config'} must be {accepts(found[0][0])}, got {text if len(text) <= 80 else text[:77] + '...'}"
+    return (
+        f"{label or 'the config'} must be {accepts(found[0][0])}, got {text if len(text) <= 80 else text[:77] + '...'}"
+    )
 
 
 def _resolve(root: type, loc: Loc) -> tuple[Loc, Any, Loc]:
@@ -222,8 +227,10 @@ def _label(path: Loc, raw: Any, spelled: Mapping[str, str], *, named: bool) -> s
     text, after_name = "", False
     for i, seg in enumerate(path):
         if isinstance(seg, int):
-            name = _value_at(raw, path[: i + 1] + ("name",), default=None)
-            after_name = named and isinstance(name, (str, int)) and not isinstance(name, bool) and bool(str(name).strip())
+            name = _value_at(raw, (*path[: i + 1], "name"), default=None)
+            after_name = (
+                named and isinstance(name, (str, int)) and not isinstance(name, bool) and bool(str(name).strip())
+            )
             text += f"[{seg}]" + (f" ({name})" if after_name else "")
         else:
             text += (": " if after_name else "." if text else "") + spelled.get(seg, seg)
@@ -243,9 +250,9 @@ def _under(label: str, message: str) -> str:
 
 def _value_at(raw: Any, path: Loc, *, default: Any) -> Any:
     for seg in path:
-        if isinstance(raw, dict) and seg in raw:
-            raw = raw[seg]
-        elif isinstance(raw, list) and isinstance(seg, int) and 0 <= seg < len(raw):
+        if (isinstance(raw, dict) and seg in raw) or (
+            isinstance(raw, list) and isinstance(seg, int) and 0 <= seg < len(raw)
+        ):
             raw = raw[seg]
         else:
             return default

@@ -4,7 +4,7 @@ oracle (fedgc.analysis.oracle: every client's window pooled, evaluation only).""
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -15,19 +15,20 @@ from __future__ import annotations
 import importlib
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedgc.app.config import ClientSpec, PrivacySettings, RunConfig, to_plain
 from fedgc.app.config_schema import codec_for
 from fedgc.core.local_model import model_provenance
+from fedgc.core.regression import Blocks
 from fedgc.data.cleaning import ColumnPolicy
 from fedgc.errors import ConfigError
 from fedgc.files import file_digest
-from fedgc.core.regression import Blocks
 from fedgc.privacy.budget import PrivacyPlan
 from fedgc.privacy.local import ClientPrivacy
 from fedgc.privacy.server import ServerPrivacy

@@ -25,7 +25,7 @@ class RoundProgress:
         # Progress towards the tolerance on a log scale: change 1 -> 0 %, change tol -> 100 %.
         done = 1.0 if record.change <= self.tol else min(1.0, math.log(max(record.change, 1e-300)) / math.log(self.tol))
         done = max(done, record.round / self.max_rounds)
-        filled = int(round(done * self.width))
+        filled = round(done * self.width)
         bar = "#" * filled + "." * (self.width - filled)
         line = (
             f"{self.label} {record.round:>3}/{self.max_rounds} [{bar}] change {record.change:.2e} (tol {self.tol:.0e})"

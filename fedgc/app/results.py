@@ -3,9 +3,10 @@ the submitting command through it; fedgc.report turns a RunResult into result.js
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -13,10 +14,10 @@ from fedgc.analysis.metrics import EdgeScores
 from fedgc.analysis.stream import StreamRecord
 from fedgc.analysis.tep import TEPSections
 from fedgc.app.config import RunConfig
+from fedgc.core.granger import GCResult
 from fedgc.data.align import AlignedRows
 from fedgc.data.csv import ClientTable
 from fedgc.files import replacing
-from fedgc.core.granger import GCResult
 from fedgc.protocol.loop import FitResult
 from fedgc.protocol.state import Dropout, RoundRecord
 
@@ -61,7 +62,7 @@ class ClientData:
     alignment: AlignedRows | None = None
 
     @classmethod
-    def of(cls, table: ClientTable, alignment: AlignedRows | None = None) -> "ClientData":
+    def of(cls, table: ClientTable, alignment: AlignedRows | None = None) -> ClientData:
         c = table.cleaning
         return cls(
             file=str(table.path), columns=len(table.columns), rows=int(table.values.shape[0]),
@@ -131,8 +132,13 @@ def decode_fit(arrays: Mapping[str, np.ndarray]) -> FitResult:
         unknown=np.asarray(arrays["gc_unknown"], dtype=bool) if "gc_unknown" in arrays else None,
         test=str(arrays["gc_test"]) if "gc_test" in arrays else "lr",
     )
-    history = [RoundRecord(int(r), float(l), float(c)) for r, l, c in np.asarray(arrays["history"]).reshape(-1, 3)]
-    dropouts = [Dropout(str(c), int(r), str(why)) for c, r, why in np.asarray(arrays.get("dropouts", np.empty((0, 3)))).reshape(-1, 3)]
+    history = [
+        RoundRecord(int(r), float(loss), float(c)) for r, loss, c in np.asarray(arrays["history"]).reshape(-1, 3)
+    ]
+    dropouts = [
+        Dropout(str(c), int(r), str(why))
+        for c, r, why in np.asarray(arrays.get("dropouts", np.empty((0, 3)))).reshape(-1, 3)
+    ]
     resumed = int(arrays["resumed_from"]) if "resumed_from" in arrays else None
     A_s = np.asarray(arrays["A_s"], dtype=np.float64)
     return FitResult(gc, A_s, history, bool(arrays["converged"]), dropouts, resumed)

@@ -19,27 +19,28 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from threadpoolctl import threadpool_limits
 
+from fedgc.analysis.stream import StreamRecord
 from fedgc.app.checkpoint import CHECKPOINT_FILE, Checkpointing, config_fingerprint, record_error
 from fedgc.app.clients import LOCAL_WORKERS, Clients, deployment_files, local_clients
 from fedgc.app.config import ENGINES, RunConfig
 from fedgc.app.evaluation import evaluate
 from fedgc.app.privacy import privacy_accountant, privacy_plan, privacy_summary, refuse_data_dependence, server_privacy
 from fedgc.app.results import RunResult
-from fedgc.analysis.stream import StreamRecord
 from fedgc.errors import ConfigError, FedGCError
 from fedgc.privacy.budget import PrivacyPlan
 from fedgc.protocol.loop import FitResult, run_protocol
 from fedgc.protocol.rules import rule_named
+from fedgc.protocol.session import ClientSession
 from fedgc.protocol.state import RoundRecord
 from fedgc.protocol.streaming import Alert, WindowResult, run_stream
-from fedgc.protocol.session import ClientSession
 from fedgc.protocol.transport import CountingTransport, LocalTransport, Transport
 from fedgc.protocol.wire import check_message_format
 
@@ -243,7 +244,13 @@ def run_batch(
         raise ConfigError("resuming needs the output folder that holds the checkpoint")
     try:
         fit = run_protocol(
-            counting, replace(cfg.server, test="lr" if cfg.gc_test == "lr" else cfg.server.test), on_round=on_round, stop_when=stop_when, privacy=server, resume=start, on_checkpoint=saver
+            counting,
+            replace(cfg.server, test="lr" if cfg.gc_test == "lr" else cfg.server.test),
+            on_round=on_round,
+            stop_when=stop_when,
+            privacy=server,
+            resume=start,
+            on_checkpoint=saver,
         )
     except FedGCError as exc:
         if checkpoint_dir is not None and record_error(checkpoint_dir, str(exc)) is not None:

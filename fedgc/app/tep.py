@@ -41,7 +41,7 @@ class TEPClients:
     models: dict[str, LocalModel]
 
     @classmethod
-    def of(cls, cfg: RunConfig) -> "TEPClients":
+    def of(cls, cfg: RunConfig) -> TEPClients:
         tep = cfg.tep
         if tep is None:
             raise ConfigError(f"{cfg.source or 'config'} has no 'tep' section")
@@ -89,7 +89,8 @@ class TEPClients:
             origin = self.settings.origin
             monitors = {u: calibrate(m, self.run.clients[u], client=u, settings=origin) for u, m in self.models.items()}
             sections.origin = {
-                name: locate(load_run(self.settings, name), self.run, monitors, gc, origin) for name in self.settings.fault_runs
+                name: locate(load_run(self.settings, name), self.run, monitors, gc, origin)
+                for name in self.settings.fault_runs
             }
             result.timings["origin_s"] = time.perf_counter() - t0
         if result.streaming is not None:

@@ -55,28 +55,28 @@ class ForgottenStats(NamedTuple):
     weight_sq: float
 
     @classmethod
-    def empty(cls, dim: int) -> "ForgottenStats":
+    def empty(cls, dim: int) -> ForgottenStats:
         z = np.zeros((dim, dim))
         return cls(RegressionStats(z, z.copy(), z.copy(), 0), 0.0, 0.0)
 
-    def plus(self, new: RegressionStats) -> "ForgottenStats":
+    def plus(self, new: RegressionStats) -> ForgottenStats:
         """Add unit-weight samples."""
         s = self.stats
         total = RegressionStats(s.gram + new.gram, s.cross + new.cross, s.zz + new.zz, s.n + new.n)
         return ForgottenStats(total, self.weight + new.n, self.weight_sq + new.n)
 
-    def forget(self, lam: float) -> "ForgottenStats":
+    def forget(self, lam: float) -> ForgottenStats:
         """Every weight times lambda."""
         s = self.stats
         stats = RegressionStats(lam * s.gram, lam * s.cross, lam * s.zz, s.n)
         return ForgottenStats(stats, lam * self.weight, lam * lam * self.weight_sq)
 
-    def restricted(self, idx: np.ndarray) -> "ForgottenStats":
+    def restricted(self, idx: np.ndarray) -> ForgottenStats:
         """The sums over the stacked-state coordinates idx only (the clients still in the run)."""
         s, ix = self.stats, np.ix_(idx, idx)
         return ForgottenStats(RegressionStats(s.gram[ix], s.cross[ix], s.zz[ix], s.n), self.weight, self.weight_sq)
 
-    def plus_within(self, new: RegressionStats, idx: np.ndarray) -> "ForgottenStats":
+    def plus_within(self, new: RegressionStats, idx: np.ndarray) -> ForgottenStats:
         """Add unit-weight samples whose sums cover only the coordinates idx (zero elsewhere)."""
         D = self.stats.gram.shape[0]
         gram, cross, zz = (np.zeros((D, D)) for _ in range(3))

@@ -71,7 +71,7 @@ class ObservedWindow(NamedTuple):
 def project_observed(y: np.ndarray, C: np.ndarray, R: np.ndarray) -> ObservedWindow:
     """Project measurements y (T, P) with NaN for missing entries, one missing pattern at a time
     (a general R needs R_oo^{-1}, not the rows of R^{-1})."""
-    T, P = y.shape
+    T, _P = y.shape
     D = C.shape[1]
     missing = np.isnan(y)
     ytil = np.empty((T, D))
@@ -151,7 +151,12 @@ def _update(P: np.ndarray, J: np.ndarray, eye: np.ndarray) -> tuple[np.ndarray, 
 
 
 def gapped_scan(
-    F: np.ndarray, G: np.ndarray, Sigma: np.ndarray, plan: FilterPlan, u: np.ndarray, ytil: np.ndarray,
+    F: np.ndarray,
+    G: np.ndarray,
+    Sigma: np.ndarray,
+    plan: FilterPlan,
+    u: np.ndarray,
+    ytil: np.ndarray,
     h0: np.ndarray | None = None,
 ) -> np.ndarray:
     """Posterior states h_{1:T} (T, D) of the exact filter: h_t = F_t h_{t-1} + G_t u_t + Sigma_t ytil_t,

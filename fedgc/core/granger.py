@@ -17,7 +17,8 @@ under "n does not Granger-cause m". Results are [target m, source n] matrices.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import scipy.special

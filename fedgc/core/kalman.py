@@ -18,7 +18,6 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg.lapack import dgttrs, zgttrs
 
-
 # State dimension above which the plain loop beats the eigenbasis scan (two complex (T, D) x (D, D) products).
 LOOP_ABOVE_DIM = 48
 
@@ -127,7 +126,6 @@ REAL_SCAN_MIN_STEPS = 1 << 15
 
 def _complex_modal_scan(lam: np.ndarray, V: np.ndarray, drive: np.ndarray, h0: np.ndarray) -> np.ndarray:
     """filter_scan in complex eigen-coordinates: one complex first-order sweep per eigenvalue."""
-    D = lam.size
     Vinv = np.linalg.inv(V)
     g = drive.astype(complex) @ Vinv.T  # drive in eigen-coordinates, (T, D)
     g0 = Vinv @ h0
@@ -170,7 +168,9 @@ def first_order_sweep(lam: complex | float, g: np.ndarray, x0: complex | float) 
     return x[:T]
 
 
-def _real_modal_scan(basis: tuple[np.ndarray, list[tuple[int, complex]]], drive: np.ndarray, h0: np.ndarray) -> np.ndarray:
+def _real_modal_scan(
+    basis: tuple[np.ndarray, list[tuple[int, complex]]], drive: np.ndarray, h0: np.ndarray
+) -> np.ndarray:
     """filter_scan in the real basis of `_real_basis`: a real sweep per real eigenvalue, one complex
     sweep per conjugate pair, real (T, D) x (D, D) basis changes, every filter on a contiguous row."""
     W, modes = basis

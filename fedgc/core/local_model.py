@@ -14,10 +14,16 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 
+from fedgc.core.kalman import SteadyState, information_matrix, steady_state
+from fedgc.core.moments import (
+    ColumnMoments,
+    StandardisedRows,
+    column_moments,
+    scores_and_residual_variance,
+    standardised_gram,
+)
 from fedgc.errors import ModelError
 from fedgc.files import replacing
-from fedgc.core.kalman import SteadyState, information_matrix, steady_state
-from fedgc.core.moments import ColumnMoments, StandardisedRows, column_moments, scores_and_residual_variance, standardised_gram
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,9 @@ def validate(model: LocalModel, client: str) -> SteadyState:
     if model.mean.shape != (P,) or model.scale.shape != (P,):
         raise ModelError(f"client '{client}': mean and scale must have shape ({P},)")
     if model.columns is not None and (len(model.columns) != P or len(set(model.columns)) != P):
-        raise ModelError(f"client '{client}': the model must name its {P} sensor columns once each, got {len(model.columns)}")
+        raise ModelError(
+            f"client '{client}': the model must name its {P} sensor columns once each, got {len(model.columns)}"
+        )
     for name, X in (("A", A), ("C", C), ("Q", Q), ("R", R), ("mean", model.mean), ("scale", model.scale)):
         if not np.all(np.isfinite(X)):
             raise ModelError(f"client '{client}': {name} has non-finite entries")
@@ -372,20 +380,26 @@ def _identify_gappy(
     resid_y = y - scores @ C.T  # NaN where the sensor or the row's scores are missing
     counts = np.isfinite(resid_y).sum(axis=0)
     if (counts < 2).any():
-        raise ModelError(f"client '{client}': too few rows with scores to estimate the noise of columns "
-                         f"{np.flatnonzero(counts < 2).tolist()}")
+        raise ModelError(
+            f"client '{client}': too few rows with scores to estimate the noise of columns "
+            f"{np.flatnonzero(counts < 2).tolist()}"
+        )
     R = np.diag(np.maximum(np.nanvar(resid_y, axis=0), min_variance))
     noise = np.zeros((len(patterns), D, D))  # per pattern: C_o^+ R_oo C_o^+^T
     for k, (obs, Cp) in pinvs.items():
         noise[k] = Cp @ R[np.ix_(obs, obs)] @ Cp.T
     pairs = np.flatnonzero(np.isfinite(scores[:-1, 0]) & np.isfinite(scores[1:, 0]))
     if pairs.size < 3 * D + 2:
-        raise ModelError(f"client '{client}': only {pairs.size} pairs of consecutive rows have enough observed "
-                         f"sensors, too few to identify a {D}-state model")
+        raise ModelError(
+            f"client '{client}': only {pairs.size} pairs of consecutive rows have enough observed "
+            f"sensors, too few to identify a {D}-state model"
+        )
     X, Y = scores[pairs], scores[pairs + 1]
     noise_X = noise[which[pairs]]
     noise_Y = noise[which[pairs + 1]]
-    return _fit_dynamics(X, Y, noise_X.sum(axis=0), noise_X.mean(axis=0), noise_Y.mean(axis=0), C, R, mean, scale, client)
+    return _fit_dynamics(
+        X, Y, noise_X.sum(axis=0), noise_X.mean(axis=0), noise_Y.mean(axis=0), C, R, mean, scale, client
+    )
 
 
 MAX_NOISE_CORRECTION = 0.75  # the share of the raw AR residual covariance the correction may remove

@@ -15,7 +15,8 @@ pseudo-observations, so the newton rule solves J^m B (X^T X) = Z^T X exactly.
 from __future__ import annotations
 
 import builtins
-from typing import Literal, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
 import numpy as np
 import scipy.linalg
@@ -30,7 +31,7 @@ class Blocks(NamedTuple):
     offsets: np.ndarray
 
     @classmethod
-    def of(cls, dims: Sequence[int]) -> "Blocks":
+    def of(cls, dims: Sequence[int]) -> Blocks:
         return cls(tuple(int(d) for d in dims), np.concatenate([[0], np.cumsum(dims)]).astype(int))
 
     @property
@@ -103,7 +104,10 @@ def _lagged_rows(states: Sequence[np.ndarray], first: np.ndarray, a: int, b: int
 
 
 def regression_stats(
-    states: Sequence[np.ndarray], pseudo_obs: Sequence[np.ndarray], *, burn_in: int = 1,
+    states: Sequence[np.ndarray],
+    pseudo_obs: Sequence[np.ndarray],
+    *,
+    burn_in: int = 1,
     h0: Sequence[np.ndarray] | None = None,
 ) -> RegressionStats:
     """The sums over t = burn_in+1..T, accumulated over blocks of STACK_BLOCK_ROWS rows of the stacked

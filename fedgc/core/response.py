@@ -28,7 +28,8 @@ Nothing here sees a client's data: the pairs are differences of replies and of s
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 

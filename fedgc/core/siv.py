@@ -20,7 +20,8 @@ Results are [target m, source n] matrices as in fedgc.core.granger.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -214,7 +215,7 @@ def _stack(xs: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]]:
     dims = [a.shape[1] for a in arrays]
     T = lengths.pop()
     n_columns = (MAX_LAG + 3) * sum(dims)  # instruments (q = MAX_LAG + 2 lags) and lag-1 regressors of the selection
-    if T - (2 * MAX_LAG + 2) < max(2 * n_columns, 100):
+    if max(2 * n_columns, 100) > T - (2 * MAX_LAG + 2):
         raise ValueError(
             f"{T} steps are too few for SIV tests of {len(dims)} sites with {sum(dims)} snapshot directions"
         )

@@ -22,7 +22,8 @@ the process this keeps x_t = S' h_t + e_t with e_t uncorrelated over time.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 

@@ -89,5 +89,3 @@ def train_theta(
         return loss
 
     return float(opt.step(closure).detach())
-
-

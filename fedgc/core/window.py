@@ -25,7 +25,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fedgc.core.gaps import FilterPlan, Gaps, complete_pseudo_obs, gapped_scan, missing_quadratic, plan_filter, project_observed
+from fedgc.core.gaps import (
+    FilterPlan,
+    Gaps,
+    complete_pseudo_obs,
+    gapped_scan,
+    missing_quadratic,
+    plan_filter,
+    project_observed,
+)
 from fedgc.core.kalman import filter_scan, information_matrix, solve_noise
 from fedgc.core.local_model import LocalModel, validate
 from fedgc.errors import DataError
@@ -132,5 +140,3 @@ def prediction_loss(window: ClientWindow, priors: np.ndarray) -> float:
     if window.gaps is not None:
         loss -= missing_quadratic(window.J, window.gaps, priors[window.gaps.steps])
     return loss
-
-

@@ -34,11 +34,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-
 from opacus.accountants import create_accountant
 
 from fedgc.errors import ConfigError
 from fedgc.privacy.budget import PrivacyPlan, check_target, neighbouring_relation, releases_per_run
+
 
 def epsilon_spent(*, noise_multiplier: float, steps: int, delta: float, accountant: str = "rdp") -> float:
     """Epsilon of `steps` Gaussian mechanisms with this multiplier (sample rate 1), composed by opacus."""
@@ -80,7 +80,9 @@ class PrivacyAccountant:
                      max_noise_multiplier=self.max_noise_multiplier)  # fmt: skip
 
     def spent(self, *, noise_multiplier: float, steps: int) -> float:
-        return epsilon_spent(noise_multiplier=noise_multiplier, steps=steps, delta=self.delta, accountant=self.accountant)
+        return epsilon_spent(
+            noise_multiplier=noise_multiplier, steps=steps, delta=self.delta, accountant=self.accountant
+        )
 
     def spent_mixture(self, mechanisms: list[tuple[float, int]]) -> float:
         """Epsilon of (noise multiplier, count) mechanisms composed, at this accountant's delta."""
@@ -107,7 +109,9 @@ class PrivacyAccountant:
         return hi
 
 
-def plan_privacy(acc: PrivacyAccountant, *, rounds: int, augmentations: int, augmentation_noise: bool = False) -> PrivacyPlan:
+def plan_privacy(
+    acc: PrivacyAccountant, *, rounds: int, augmentations: int, augmentation_noise: bool = False
+) -> PrivacyPlan:
     """rounds: the planned server updates; augmentations: the data-dependent augmentations they send."""
     c2s, s2c = releases_per_run(augmentations=augmentations, augmentation_noise=augmentation_noise)
     sigma = acc.noise_multiplier(steps=c2s + s2c)
@@ -134,18 +138,23 @@ def privacy_report(
     # releases: bounded by their epsilon, with no release of its own.
     eps_s2c = acc.spent(noise_multiplier=sigma, steps=s2c) if noisy else eps_c2s
     eps_all = acc.spent(noise_multiplier=sigma, steps=c2s + s2c)
-    eps_one = eps_all if event_steps == 1 else acc.spent(noise_multiplier=sigma * math.sqrt(event_steps), steps=c2s + s2c)
+    eps_one = (
+        eps_all if event_steps == 1 else acc.spent(noise_multiplier=sigma * math.sqrt(event_steps), steps=c2s + s2c)
+    )
     per_client = {
         name: {
             "client_to_server": {"epsilon": eps_c2s, "delta": acc.delta, "releases": c2s},
             "server_to_clients": {
-                "epsilon": eps_s2c, "delta": acc.delta, "releases": s2c, "post_processing": not noisy,
+                "epsilon": eps_s2c,
+                "delta": acc.delta,
+                "releases": s2c,
+                "post_processing": not noisy,
             },
             "whole_run": {"epsilon": eps_all, "delta": acc.delta, "releases": c2s + s2c},
             "one_step": {"epsilon": eps_one, "delta": acc.delta, "releases": c2s + s2c},
             "client_noise_std": client_noise_std.get(name),
             "clip": (client_clip or {}).get(name, clip),
-        }  # fmt: skip
+        }
         for name in clients
     }
     return {
@@ -167,10 +176,12 @@ def privacy_report(
         "server_noise_std_per_round": list(server_noise_std),
         "per_client": per_client,
         "notes": (
-            ("NOT PRIVATE: privacy.reproducible_noise derived the noise from the run's seed, which result.json "
-             "shows, so anyone can regenerate it; epsilon is not guaranteed (tests and benchmarks only). "
-             if reproducible else
-             "Every client drew its noise from its own operating system's entropy, where it runs. ")
+            (
+                "NOT PRIVATE: privacy.reproducible_noise derived the noise from the run's seed, which result.json "
+                "shows, so anyone can regenerate it; epsilon is not guaranteed (tests and benchmarks only). "
+                if reproducible
+                else "Every client drew its noise from its own operating system's entropy, where it runs. "
+            )
             + "Clients privatise their clipped, whitened projected measurements once; every reply (states, "
             "pseudo-observations, gradients, loss) is post-processing. The information matrix J is a function "
             "of the local model only, not of the data. "
@@ -178,10 +189,10 @@ def privacy_report(
                 "The server adds Gaussian noise to every data-dependent augmentation, calibrated through "
                 "||A_s^{mn}||_2 times client n's state sensitivity. Epsilon is composed over both directions "
                 "with sample rate 1 and one step per release."
-                if noisy else
-                "The augmentations the server sends are computed from the clients' privatised releases only, so "
+                if noisy
+                else "The augmentations the server sends are computed from the clients' privatised releases only, so "
                 "the whole transcript in both directions is post-processing of one Gaussian mechanism per client "
                 "(sample rate 1): the server -> clients figure is that client -> server bound, with no extra release."
             )
-        ),  # fmt: skip
+        ),
     }

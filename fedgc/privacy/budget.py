@@ -37,7 +37,11 @@ def check_target(*, epsilon: Any, delta: Any, accountant: Any, max_noise_multipl
         raise ConfigError(f"privacy.delta must lie in (0, 1), got {delta!r}")
     if accountant not in ACCOUNTANTS:
         raise ConfigError(f"privacy.accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
-    if isinstance(max_noise_multiplier, bool) or not isinstance(max_noise_multiplier, (int, float)) or not max_noise_multiplier > 0:
+    if (
+        isinstance(max_noise_multiplier, bool)
+        or not isinstance(max_noise_multiplier, (int, float))
+        or not max_noise_multiplier > 0
+    ):
         raise ConfigError(f"max_noise_multiplier must be > 0, got {max_noise_multiplier!r}")
 
 

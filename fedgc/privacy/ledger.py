@@ -67,7 +67,7 @@ class Ledger:
     book: dict[str, list[dict[str, Any]]]
 
     @classmethod
-    def open(cls, data_file: str | Path, *, client: str) -> "Ledger":
+    def open(cls, data_file: str | Path, *, client: str) -> Ledger:
         path = ledger_path(data_file)
         book: dict[str, list[dict[str, Any]]] = {}
         if path.is_file():
@@ -102,7 +102,7 @@ class Ledger:
         for s in self.spends:
             if s.run == run:
                 return s.noise_seed
-        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         this = Spend(
             run=run, time=now, noise_multiplier=float(plan.noise_multiplier), releases=int(plan.steps),
             event_steps=int(event_steps), delta=float(acc.delta), accountant=acc.accountant,

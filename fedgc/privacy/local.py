@@ -86,14 +86,14 @@ class ClientPrivacy:
 
 @dataclass(frozen=True)
 class PrivateWindow:
-    window: ClientWindow           # what the filter and every release use from now on
-    noise: ReleaseNoise            # told to the server in every reply
-    input_sensitivity: float       # Delta_v (per event)
-    clip: float                    # c
-    drive: np.ndarray              # B (D, D): v -> state drive
-    lag0: np.ndarray               # E (D, D): v -> pseudo-observation at the same step
-    noise_std: float               # s
-    signal_to_noise: float         # the release's signal variance per coordinate over s^2 (from the model)
+    window: ClientWindow  # what the filter and every release use from now on
+    noise: ReleaseNoise  # told to the server in every reply
+    input_sensitivity: float  # Delta_v (per event)
+    clip: float  # c
+    drive: np.ndarray  # B (D, D): v -> state drive
+    lag0: np.ndarray  # E (D, D): v -> pseudo-observation at the same step
+    noise_std: float  # s
+    signal_to_noise: float  # the release's signal variance per coordinate over s^2 (from the model)
 
 
 def clipped_projection(model: LocalModel, raw: np.ndarray, *, clip: float, clip_space: ClipSpace) -> np.ndarray:

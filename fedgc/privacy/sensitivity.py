@@ -53,7 +53,12 @@ def sequence_sensitivity(
 
 
 def input_sensitivity(
-    *, clip: float, clip_space: str, J: np.ndarray | None = None, C: np.ndarray | None = None, R: np.ndarray | None = None
+    *,
+    clip: float,
+    clip_space: str,
+    J: np.ndarray | None = None,
+    C: np.ndarray | None = None,
+    R: np.ndarray | None = None,
 ) -> float:
     """Delta_v: the largest change of one whitened projected measurement v_t between neighbours."""
     if clip_space == "whitened":
@@ -81,7 +86,12 @@ def pseudo_obs_sensitivity(
 
 
 def gradient_sensitivity(
-    *, transition: np.ndarray, drive: np.ndarray, lag0: np.ndarray, JA: np.ndarray, theta: np.ndarray,
+    *,
+    transition: np.ndarray,
+    drive: np.ndarray,
+    lag0: np.ndarray,
+    JA: np.ndarray,
+    theta: np.ndarray,
     input_sensitivity: float,
 ) -> float:
     """gd gradients g_t = -2 theta^T (z_t - J u_t) for a linear f_theta: E0 = -2 theta^T E, H = 2 theta^T J A."""
@@ -91,12 +101,17 @@ def gradient_sensitivity(
     )
 
 
-def augmentation_sensitivity(*, block: np.ndarray, transition: np.ndarray, drive: np.ndarray, input_sensitivity: float) -> float:
+def augmentation_sensitivity(
+    *, block: np.ndarray, transition: np.ndarray, drive: np.ndarray, input_sensitivity: float
+) -> float:
     """Exact Gramian bound for s^m_t = A_s^{mn} h^n_{t-1} w.r.t. client n's data: E0 = 0, H = A_s^{mn}.
     Needs client n's filter (F, B); the server uses augmentation_bound instead."""
     block = np.asarray(block, dtype=float)
     return sequence_sensitivity(
-        transition=transition, drive=drive, lag0=np.zeros((1, drive.shape[1])), output=block,
+        transition=transition,
+        drive=drive,
+        lag0=np.zeros((1, drive.shape[1])),
+        output=block,
         input_sensitivity=input_sensitivity,
     )
 
@@ -110,7 +125,9 @@ def augmentation_bound(block: np.ndarray, source_state_sensitivity: float) -> fl
 def inverse_sqrt(J: np.ndarray) -> np.ndarray:
     w, U = np.linalg.eigh(0.5 * (J + J.T))
     if w[0] <= 0:
-        raise ValueError("the information matrix J must be positive definite for privacy (C must have full column rank)")
+        raise ValueError(
+            "the information matrix J must be positive definite for privacy (C must have full column rank)"
+        )
     return (U / np.sqrt(w)) @ U.T
 
 

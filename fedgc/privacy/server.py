@@ -42,14 +42,14 @@ zero; strong blocks are kept almost whole.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
+from fedgc.core.regression import regressor_inverse_block, row_fit, shared_inverse
 from fedgc.privacy.mechanism import ReleaseNoise
 from fedgc.privacy.sensitivity import augmentation_bound
-from fedgc.core.regression import regressor_inverse_block, row_fit, shared_inverse
 
 
 @dataclass
@@ -65,12 +65,16 @@ class ServerPrivacy:
     noise_std: list[float] = field(default_factory=list)
 
 
-def augmentation_noise_std(A_s: np.ndarray, blocks, state_sensitivities: Sequence[float], noise_multiplier: float) -> float:
+def augmentation_noise_std(
+    A_s: np.ndarray, blocks, state_sensitivities: Sequence[float], noise_multiplier: float
+) -> float:
     M = len(blocks.dims)
     worst = 0.0
     for n in range(M):
         total = sum(
-            augmentation_bound(A_s[blocks.slice(m), blocks.slice(n)], state_sensitivities[n]) ** 2 for m in range(M) if m != n
+            augmentation_bound(A_s[blocks.slice(m), blocks.slice(n)], state_sensitivities[n]) ** 2
+            for m in range(M)
+            if m != n
         )
         worst = max(worst, float(np.sqrt(total)))
     return float(noise_multiplier) * worst
@@ -135,7 +139,9 @@ def corrected_moment(S: np.ndarray, V: np.ndarray, n: int) -> np.ndarray:
     return 0.5 * (out + out.T)
 
 
-def shrink_blocks(A_s: np.ndarray, stats, informations: Sequence[np.ndarray], blocks, *, diagonal: str = "fixed") -> np.ndarray:
+def shrink_blocks(
+    A_s: np.ndarray, stats, informations: Sequence[np.ndarray], blocks, *, diagonal: str = "fixed"
+) -> np.ndarray:
     """Every off-diagonal block A_s^{mn} times w_mn = max(0, 1 - tr Cov / ||A_s^{mn}||_F^2) (module docstring).
     Diagonal blocks ('joint') are left alone. Returns a new matrix."""
     W = shared_inverse(stats.gram)

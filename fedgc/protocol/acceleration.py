@@ -29,8 +29,9 @@ of one round's replies and augmentations in the checkpoint until it has).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Literal, NamedTuple, Sequence
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -80,10 +81,10 @@ class SecantMemory:
             raise ValueError(f"secant memory: {len(self.previous)} snapshots for {len(self.models)} clients")
 
     @classmethod
-    def start(cls, n_clients: int) -> "SecantMemory":
+    def start(cls, n_clients: int) -> SecantMemory:
         return cls("collecting", (None,) * n_clients, (None,) * n_clients)
 
-    def observed(self, snapshots: dict[int, Snapshot]) -> "SecantMemory":
+    def observed(self, snapshots: dict[int, Snapshot]) -> SecantMemory:
         """After an exchange answered by the clients `snapshots` holds: while collecting, identify every
         one's response from its stored snapshot and this one; else (or if a fit is not finite) store these."""
         if self.status != "collecting":
@@ -103,13 +104,13 @@ class SecantMemory:
                 return SecantMemory("ready", (None,) * len(models), tuple(models))
         return replace(self, previous=tuple(snapshots.get(m) for m in range(len(self.previous))))
 
-    def judged(self, change: float, previous_change: float) -> "SecantMemory":
+    def judged(self, change: float, previous_change: float) -> SecantMemory:
         """After the update that follows a prediction: off unless it lowered the change of A_s."""
         if not self.predicted:
             return self
         return replace(self, predicted=False, status="off" if not change < previous_change else self.status)
 
-    def off(self) -> "SecantMemory":
+    def off(self) -> SecantMemory:
         return replace(self, status="off", predicted=False)
 
 

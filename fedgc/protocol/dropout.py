@@ -15,13 +15,13 @@ continue  the run goes on with the remaining clients. From the round a client k 
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from fedgc.errors import FedGCError
 from fedgc.core.granger import GCResult
 from fedgc.core.regression import Blocks
+from fedgc.errors import FedGCError
 from fedgc.protocol.settings import ON_DROPOUT
 from fedgc.protocol.state import Dropout
 
@@ -81,7 +81,9 @@ def embed(sub: np.ndarray, full_blocks: Blocks, members: Sequence[int]) -> np.nd
     return out
 
 
-def embed_gc(gc: GCResult, names: Sequence[str], dims: Sequence[int], members: Sequence[int], A_s: np.ndarray) -> GCResult:
+def embed_gc(
+    gc: GCResult, names: Sequence[str], dims: Sequence[int], members: Sequence[int], A_s: np.ndarray
+) -> GCResult:
     """A GCResult over `members` as the full M x M result: pairs involving a dropped client are unknown
     (NaN matrices, edges False, `unknown` True)."""
     M = len(names)

@@ -23,14 +23,22 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from fedgc.core.forgetting import ForgottenStats
 from fedgc.core.granger import GCResult, granger_tests
-from fedgc.core.regression import Blocks, RegressionStats, augmentations, next_relaxation, regression_stats, relative_change
+from fedgc.core.regression import (
+    Blocks,
+    RegressionStats,
+    augmentations,
+    next_relaxation,
+    regression_stats,
+    relative_change,
+)
 from fedgc.core.response import BaseRound
 from fedgc.core.siv import with_siv_tests
 from fedgc.errors import FedGCError, FedGCWarning
@@ -168,7 +176,9 @@ class Rounds:
         )
         return st, good, augs
 
-    def statistics(self, st: ProtocolState, replies: dict[int, ClientReply], blocks: Blocks, span: Span) -> RegressionStats:
+    def statistics(
+        self, st: ProtocolState, replies: dict[int, ClientReply], blocks: Blocks, span: Span
+    ) -> RegressionStats:
         """The regression sums of this window's replies (privacy noise removed when asked)."""
         members = st.active_indices
         stats = regression_stats(
@@ -190,7 +200,12 @@ class Rounds:
         return self.config.acceleration == "secant" and self.rule.request == "newton" and not noisy
 
     def image(
-        self, st: ProtocolState, replies: dict[int, ClientReply], span: Span, A_old: np.ndarray, blocks: Blocks,
+        self,
+        st: ProtocolState,
+        replies: dict[int, ClientReply],
+        span: Span,
+        A_old: np.ndarray,
+        blocks: Blocks,
         stats: RegressionStats | None = None,
     ) -> tuple[np.ndarray, RegressionStats | None]:
         """The rule's next A_s from these replies and the window's statistics (those of the replies unless
@@ -240,7 +255,7 @@ class Rounds:
             ) from exc
         change = relative_change(A_new, A_old)
         record = RoundRecord(st.round + 1, float(sum(r.loss for r in ordered)), change)
-        history = st.history + (record,)
+        history = (*st.history, record)
         if self.on_round is not None:
             self.on_round(record)
         previous_change = history[-2].change if len(history) > 1 else np.inf
@@ -332,13 +347,17 @@ class Rounds:
             series = [self.snapshots[m] for m in members]
             missing = [self.names[m] for m, x in zip(members, series) if x is None]
             if missing:
-                raise FedGCError(f"client(s) {missing} sent no snapshot series, which the SIV test (server.test: siv) needs")
+                raise FedGCError(
+                    f"client(s) {missing} sent no snapshot series, which the SIV test (server.test: siv) needs"
+                )
             try:
                 gc = with_siv_tests(gc, [x for x in series if x is not None])
             except ValueError as exc:
                 if self.config.test == "siv":
                     raise FedGCError(f"the SIV test cannot run on the clients' snapshot series: {exc}") from exc
-                log.warning("the SIV test cannot run on the clients' snapshot series (%s); the p-values are the LR test's", exc)
+                log.warning(
+                    "the SIV test cannot run on the clients' snapshot series (%s); the p-values are the LR test's", exc
+                )
         if len(members) < len(self.names):
             gc = embed_gc(gc, self.names, self.full.dims, members, st.A_s)
         return gc
@@ -392,7 +411,13 @@ def snapshot_series(infos: Sequence[ClientInfo], test: str, n_steps: int) -> lis
         if x is None:
             out.append(None)
             continue
-        if not isinstance(x, np.ndarray) or x.dtype != np.float64 or x.ndim != 2 or x.shape[0] != n_steps or x.shape[1] < 1:
+        if (
+            not isinstance(x, np.ndarray)
+            or x.dtype != np.float64
+            or x.ndim != 2
+            or x.shape[0] != n_steps
+            or x.shape[1] < 1
+        ):
             raise FedGCError(f"client '{info.name}': the snapshot series must be a ({n_steps}, r >= 1) float64 array, got "
                              f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")  # fmt: skip
         if not np.all(np.isfinite(x)):
@@ -419,7 +444,9 @@ def warn_small_sample(dims: Sequence[int], span: Span, diagonal: str) -> None:
     ), stacklevel=3)  # fmt: skip
 
 
-def _resume(state: ProtocolState, names: list[str], dims: tuple[int, ...], privacy: ServerPrivacy | None) -> ProtocolState:
+def _resume(
+    state: ProtocolState, names: list[str], dims: tuple[int, ...], privacy: ServerPrivacy | None
+) -> ProtocolState:
     """Check a saved state against the clients that are here, restore the server's privacy Generator."""
     if list(state.clients) != names or tuple(state.dims) != tuple(dims):
         raise FedGCError(

@@ -11,7 +11,8 @@ accounting ask it instead of comparing names, so a third rule is one more class 
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -47,7 +48,11 @@ class UpdateRule:
     final_exchange: bool = False
 
     def update(
-        self, A_old: np.ndarray, replies: Sequence[ClientReply], stats: RegressionStats | None, blocks: Blocks,
+        self,
+        A_old: np.ndarray,
+        replies: Sequence[ClientReply],
+        stats: RegressionStats | None,
+        blocks: Blocks,
         config: RuleSettings,
     ) -> np.ndarray:
         """The next A_s over the active clients' layout. stats: the round's regression statistics when
@@ -64,7 +69,11 @@ class NewtonRule(UpdateRule):
     name, request, relaxed, final_exchange = "newton", "newton", True, False
 
     def update(
-        self, A_old: np.ndarray, replies: Sequence[ClientReply], stats: RegressionStats | None, blocks: Blocks,
+        self,
+        A_old: np.ndarray,
+        replies: Sequence[ClientReply],
+        stats: RegressionStats | None,
+        blocks: Blocks,
         config: RuleSettings,
     ) -> np.ndarray:
         if stats is None:
@@ -80,7 +89,11 @@ class GradientRule(UpdateRule):
     name, request, relaxed, final_exchange = "gd", "gd", False, True
 
     def update(
-        self, A_old: np.ndarray, replies: Sequence[ClientReply], stats: RegressionStats | None, blocks: Blocks,
+        self,
+        A_old: np.ndarray,
+        replies: Sequence[ClientReply],
+        stats: RegressionStats | None,
+        blocks: Blocks,
         config: RuleSettings,
     ) -> np.ndarray:
         return gd_update(

@@ -57,7 +57,9 @@ class ClientSession:
         computed from its raw data by the caller) that the setup reply carries when the test is SIV; a private
         client has none (it is not an accounted release)."""
         if snapshot is not None and privacy is not None:
-            raise ConfigError(f"client '{name}': a private client cannot send a snapshot series (not an accounted release)")
+            raise ConfigError(
+                f"client '{name}': a private client cannot send a snapshot series (not an accounted release)"
+            )
         self.name = name
         self.snapshot = None if snapshot is None else np.ascontiguousarray(snapshot, dtype=np.float64)
         self.model = model
@@ -102,7 +104,9 @@ class ClientSession:
         """Steps of the client's whole series (the window, for a batch client)."""
         return self.n_steps
 
-    def round(self, augmentation: np.ndarray, request: RequestKind = "newton", round_index: int | None = None) -> ClientReply:
+    def round(
+        self, augmentation: np.ndarray, request: RequestKind = "newton", round_index: int | None = None
+    ) -> ClientReply:
         """Take s_{1:T} (T, D), run the augmented filter, return the reply the request asks for
         (fedgc.protocol.messages.REPLY_FIELDS). A malformed augmentation (shape, dtype, non-finite, a round
         already answered) raises fedgc.protocol.validation.InvalidMessage before any state changes."""
@@ -140,7 +144,7 @@ class ClientSession:
 
     def restore_state(self, arrays: dict[str, np.ndarray]) -> None:
         """Inverse of checkpoint_state."""
-        theta = {k[len("theta."):]: v for k, v in arrays.items() if k.startswith("theta.")}
+        theta = {k[len("theta.") :]: v for k, v in arrays.items() if k.startswith("theta.")}
         if theta and self.theta is not None:
             self.theta.load_arrays(theta)
         if "states" in arrays:
@@ -177,7 +181,9 @@ class StreamingSession(ClientSession):
 
     def open_window(self, start: int, end: int) -> None:
         if not 0 <= start < end <= self.stream_steps:
-            raise FedGCError(f"client '{self.name}': window [{start}, {end}) is outside its {self.stream_steps} samples")
+            raise FedGCError(
+                f"client '{self.name}': window [{start}, {end}) is outside its {self.stream_steps} samples"
+            )
         if start == 0:
             h0 = np.zeros(self.state_dim)
         else:

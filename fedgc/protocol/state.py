@@ -23,8 +23,9 @@ learned, their own theta):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -91,7 +92,7 @@ class ProtocolState:
     def initial(
         cls, clients: Sequence[str], dims: Sequence[int], *, A_s: np.ndarray | None = None, exchanges: int = 0,
         active: Sequence[bool] | None = None,
-    ) -> "ProtocolState":  # fmt: skip
+    ) -> ProtocolState:  # fmt: skip
         """Before the first exchange of a fit: A_s zero unless given (a warm start), every client active
         unless `active` says otherwise; exchanges: how many the run has made already."""
         M, D = len(clients), int(sum(dims))
@@ -106,5 +107,5 @@ class ProtocolState:
     def active_indices(self) -> list[int]:
         return [m for m, a in enumerate(self.active) if a]
 
-    def evolve(self, **changes: Any) -> "ProtocolState":
+    def evolve(self, **changes: Any) -> ProtocolState:
         return replace(self, **changes)

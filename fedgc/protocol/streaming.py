@@ -14,8 +14,9 @@ change raises an alert and (reset_on_alert) restarts the memory from the window.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -135,7 +136,9 @@ def run_stream(
             flagged = np.argwhere(change.log10_pvalue < np.log10(level))
             if len(flagged):
                 informations = [replies[m].required("information") for m in members]
-                A_new = newton_update(new, informations, blocks, diagonal=server.diagonal, penalty=server.penalty, start=A)
+                A_new = newton_update(
+                    new, informations, blocks, diagonal=server.diagonal, penalty=server.penalty, start=A
+                )
                 own = granger_tests(new, A_new, here, blocks, diagonal=server.diagonal, alpha=server.alpha)
                 if stream.reset_on_alert:
                     st = st.evolve(A_s=_embed_block(st.A_s, A_new, idx))

@@ -8,9 +8,10 @@ The Flower engines' transports live in server/ (clients/ and server/ are the onl
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -170,5 +171,3 @@ def _reply_bytes(reply: ClientReply) -> int:
         return payload_bytes(encode_reply(reply))
     except (TypeError, ValueError, AttributeError):
         return int(sum(getattr(v, "nbytes", 0) for v in reply))
-
-

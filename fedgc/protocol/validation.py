@@ -105,7 +105,10 @@ def validate_reply(reply: Any, spec: ReplySpec, *, information: np.ndarray | Non
     if information is not None:
         drift = float(np.max(np.abs(reply.information - information)))
         if drift > INFORMATION_TOL * max(float(np.max(np.abs(information))), 1e-300):
-            fail("information", f"changed since the client's first reply (max change {drift:.3g}); J depends on the local model only")
+            fail(
+                "information",
+                f"changed since the client's first reply (max change {drift:.3g}); J depends on the local model only",
+            )
     if not isinstance(reply.loss, (float, np.floating)) or not np.isfinite(reply.loss):
         fail("loss", f"is {reply.loss!r}, expected a finite float")
     if reply.noise is not None:

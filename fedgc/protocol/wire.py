@@ -25,10 +25,10 @@ is fedgc.protocol.validation's job, on the server for replies and on the client 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
-
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -269,7 +269,9 @@ def pack_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, str]:
     parts, layout = [], []
     for name, value in arrays.items():
         if not isinstance(value, np.ndarray) or value.dtype != np.float64:
-            raise MessageError(f"field {name!r}: only float64 arrays are packed, got {getattr(value, 'dtype', type(value))}")
+            raise MessageError(
+                f"field {name!r}: only float64 arrays are packed, got {getattr(value, 'dtype', type(value))}"
+            )
         if not name or ":" in name or ";" in name:
             raise MessageError(f"field name {name!r} cannot be packed")
         parts.append(value.reshape(-1))

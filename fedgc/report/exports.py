@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import networkx as nx
 
@@ -26,7 +26,9 @@ def parse_formats(text: str) -> tuple[str, ...]:
         return tuple(EXPORT_FILES)
     unknown = [n for n in names if n not in EXPORT_FILES]
     if unknown or not names:
-        raise FedGCError(f"--export {text!r}: unknown format(s) {unknown}; choose from {', '.join(EXPORT_FILES)} or all")
+        raise FedGCError(
+            f"--export {text!r}: unknown format(s) {unknown}; choose from {', '.join(EXPORT_FILES)} or all"
+        )
     return tuple(dict.fromkeys(names))
 
 
@@ -71,7 +73,9 @@ def write_csv(result: Inspected, path: str | Path) -> Path:
         w.writerow(CSV_COLUMNS)
         for p in ranked_pairs(result):
             values = {**p._asdict(), "edge": "true" if p.edge else "false"}
-            w.writerow(["" if isinstance(v, float) and not math.isfinite(v) else v for v in (values[k] for k in CSV_COLUMNS)])
+            w.writerow(
+                ["" if isinstance(v, float) and not math.isfinite(v) else v for v in (values[k] for k in CSV_COLUMNS)]
+            )
     return path
 
 
@@ -107,12 +111,12 @@ def dot_source(result: Inspected) -> str:
     lines = [
         f"// fedgc inspect of {result.path}",
         f"digraph {_dot_id(result.name)} {{",
-        f"  graph [label={_dot_id(title)}, labelloc=\"t\", rankdir=\"LR\"];",
+        f'  graph [label={_dot_id(title)}, labelloc="t", rankdir="LR"];',
         '  node [shape="ellipse", fontname="Helvetica"];',
         '  edge [fontname="Helvetica", fontsize="10"];',
     ]
     for name, dim in zip(result.clients, result.dims):
-        lines.append(f"  {_dot_id(name)} [label={_dot_id(f'{name} (D={dim})')}, dim=\"{dim}\"];")
+        lines.append(f'  {_dot_id(name)} [label={_dot_id(f"{name} (D={dim})")}, dim="{dim}"];')
     for p in pairs:
         width = 1.0 + 4.0 * (p.strength / top if math.isfinite(p.strength) else 0.0)
         attrs = {
@@ -121,7 +125,7 @@ def dot_source(result: Inspected) -> str:
         }  # fmt: skip
         body = ", ".join(f"{k}={_dot_id(v)}" for k, v in attrs.items())
         lines.append(f"  {_dot_id(p.source)} -> {_dot_id(p.target)} [{body}];")
-    return "\n".join(lines + ["}", ""])
+    return "\n".join([*lines, "}", ""])
 
 
 def write_dot(result: Inspected, path: str | Path) -> Path:

@@ -125,7 +125,9 @@ def streaming_figure(result: Inspected, *, featured: int = 8):
                         color="#333333", zorder=6)  # fmt: skip
         for axis in (ax, ax_count):
             axis.axvline(a.time, color=colour, lw=1.0, ls="--", alpha=0.6, zorder=0)
-        ax_count.scatter([a.time], [count[k]], marker=marker, s=50, c=colour, edgecolors="black", linewidths=0.6, zorder=5)
+        ax_count.scatter(
+            [a.time], [count[k]], marker=marker, s=50, c=colour, edgecolors="black", linewidths=0.6, zorder=5
+        )
     ax.set_ylabel(r"strength $\|A_s^{mn}\|_F$")
     ax.grid(alpha=0.3)
     ax.set_ylim(bottom=0)
@@ -192,14 +194,16 @@ def _origin_panel(ax, o, *, highlighted: int) -> None:
         if shown:
             handles[rank] = line
         if first is not None and shown:
-            k = int(round(first))
+            k = round(first)
             y = entry.score[k] if 0 <= k < entry.score.size and np.isfinite(entry.score[k]) else o.threshold
             ax.axvline(first, color=colour, ls=":", lw=1.0, zorder=1)
             ax.scatter([first], [y], s=60, color=colour, edgecolors="black", linewidths=0.8, zorder=5)
     threshold = ax.axhline(o.threshold, color="black", ls="--", lw=1.2, label=f"threshold {o.threshold:g}", zorder=4)
     extra = [threshold]
     if o.start is not None:
-        extra.append(ax.axvline(o.start, color="0.3", lw=3.0, alpha=0.35, zorder=1, label=f"fault start t = {o.start:g}"))
+        extra.append(
+            ax.axvline(o.start, color="0.3", lw=3.0, alpha=0.35, zorder=1, label=f"fault start t = {o.start:g}")
+        )
     ax.set_ylabel("innovation score")
     ax.grid(alpha=0.3)
     ax.legend(handles=[handles[r] for r in sorted(handles)] + extra, loc="upper left", bbox_to_anchor=(1.01, 1.0),

@@ -12,16 +12,24 @@ diagonals, names that refer to clients.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from fedgc.analysis.origin_settings import OriginSettings
 from fedgc.errors import FedGCError
 from fedgc.report.records import (
-    DataNotes, FaultStream, Flowsheet, Metrics, Resilience, Round, ServerSettings, StreamEvaluation,
+    DataNotes,
+    FaultStream,
+    Flowsheet,
+    Metrics,
+    Resilience,
+    Round,
+    ServerSettings,
+    StreamEvaluation,
 )  # fmt: skip
 
 ALERT_KINDS = ("appeared", "disappeared", "changed")
@@ -185,8 +193,12 @@ class _Sizes:
         else:
             for m in range(M):
                 if rows[m][m] is not None:
-                    self.fail(f"{where}[{m}][{m}]", f"a client is not tested against itself: expected null, got {rows[m][m]}")
-            out = np.array([[np.nan if v is None else float(v) for v in row] for row in rows], dtype=float).reshape(M, M)
+                    self.fail(
+                        f"{where}[{m}][{m}]", f"a client is not tested against itself: expected null, got {rows[m][m]}"
+                    )
+            out = np.array([[np.nan if v is None else float(v) for v in row] for row in rows], dtype=float).reshape(
+                M, M
+            )
         out.setflags(write=False)
         return out
 

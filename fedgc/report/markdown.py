@@ -3,7 +3,7 @@ reads, so `markdown_report(load_result(dir))` regenerates a run's report from it
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from fedgc.report.inspected import Inspected
 from fedgc.report.markdown_sections import communication_section, data_section, privacy_section, resilience_section
@@ -34,6 +34,7 @@ _METRICS = (
 
 
 TEST_NAMES = {"lr": "likelihood ratio (lr)", "siv": "snapshot IV (siv; identified models)"}
+
 
 def server_text(result: Inspected) -> str:
     """The server settings; a streaming run's rounds and tolerance are its per-window ones."""
@@ -84,8 +85,10 @@ def _summary(result: Inspected) -> list[str]:
     M = len(clients)
     timings = result.timings
     n_edges = int(result.edges.sum())
-    shown = ", ".join(f"{c} ({d})" for c, d in zip(clients, dims)) if M <= 12 else (
-        ", ".join(f"{c} ({d})" for c, d in zip(clients[:6], dims[:6])) + f", ... {clients[-1]} ({dims[-1]})"
+    shown = (
+        ", ".join(f"{c} ({d})" for c, d in zip(clients, dims))
+        if M <= 12
+        else (", ".join(f"{c} ({d})" for c, d in zip(clients[:6], dims[:6])) + f", ... {clients[-1]} ({dims[-1]})")
     )
     total_time = timings.get("total_s", sum(v for v in timings.values() if isinstance(v, (int, float))))
     time_parts = ", ".join(
@@ -113,7 +116,10 @@ def _strongest_edges(result: Inspected) -> list[str]:
     header = ["source -> target", "strength", "statistic", "dof", "p-value", "FDR edge"]
     if result.truth is not None:
         header.append("true edge")
-    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * 4 + [":---:"] * (len(header) - 5)) + "|"]
+    lines += [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * 4 + [":---:"] * (len(header) - 5)) + "|",
+    ]
     for p in pairs:
         cells = [
             f"{md(p.source)} -> {md(p.target)}",
@@ -137,14 +143,19 @@ def _evaluation(result: Inspected) -> list[str]:
     if truth is not None:
         n_true = int(truth.sum())
         tp = int((truth & result.edges).sum())
-        lines += [f"Against the known truth: {n_true} true edges; {int(result.edges.sum())} FDR edges, of which {tp} are true.", ""]
+        lines += [
+            f"Against the known truth: {n_true} true edges; {int(result.edges.sum())} FDR edges, of which {tp} are true.",
+            "",
+        ]
     always = ("AUROC (ranking by p-value)", "AUPRC", "F1") if truth is not None else ()
     table = [(label, getattr(ev, key)) for label, key in _METRICS]
     table = [(k, v) for k, v in table if v is not None or k in always]
     lines += ["| metric | value |", "|---|---:|"] + [f"| {k} | {metric(k, v)} |" for k, v in table] + [""]
     lines += ["Relative errors are `||X - reference||_F / ||reference||_F` over the off-diagonal blocks.", ""]
     if result.evaluation.oracle_outside_privacy_guarantee:
-        lines += ["**The oracle figures are computed from the raw (synthetic) data, outside the privacy guarantee**: "
-                  "the centralized oracle pools every client's data; only the federated result is private.", ""]
+        lines += [
+            "**The oracle figures are computed from the raw (synthetic) data, outside the privacy guarantee**: "
+            "the centralized oracle pools every client's data; only the federated result is private.",
+            "",
+        ]
     return lines
-

@@ -4,7 +4,8 @@ dropouts and resume. Each takes the record as result.json holds it and returns M
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fedgc.report.records import DataNotes, Resilience
 from fedgc.report.text import byte_size, fmt, md

@@ -10,8 +10,9 @@ Every figure is a matplotlib Figure on the Agg canvas (headless; pyplot's global
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
@@ -158,8 +159,12 @@ def plot_heatmap(result: Inspected, path: str | Path) -> Path:
         if truth is not None and truth.any() and not edge_panel:
             tm, tn = np.nonzero(truth)
             inset = 0.06
-            boxes = [Rectangle((n - 0.5 + inset, m - 0.5 + inset), 1 - 2 * inset, 1 - 2 * inset) for m, n in zip(tm, tn)]
-            ax.add_collection(PatchCollection(boxes, facecolor="none", edgecolor=true_colour, linewidth=box_lw, zorder=3))
+            boxes = [
+                Rectangle((n - 0.5 + inset, m - 0.5 + inset), 1 - 2 * inset, 1 - 2 * inset) for m, n in zip(tm, tn)
+            ]
+            ax.add_collection(
+                PatchCollection(boxes, facecolor="none", edgecolor=true_colour, linewidth=box_lw, zorder=3)
+            )
         if edges.any() and not edge_panel:
             em, en = np.nonzero(edges)
             ax.scatter(en, em, s=dot_size, c="white", edgecolors="black", linewidths=dot_lw, zorder=4)
@@ -170,7 +175,10 @@ def plot_heatmap(result: Inspected, path: str | Path) -> Path:
     if edge_panel:
         ax = axes[2]
         if truth is not None:  # neither, true positive, false positive, missed
-            colours, labels = ["#ffffff", "#1a9850", "#f46d43", "#a6bddb"], ["true positive", "false positive", "missed"]
+            colours, labels = (
+                ["#ffffff", "#1a9850", "#f46d43", "#a6bddb"],
+                ["true positive", "false positive", "missed"],
+            )
             kinds = np.where(edges & truth, 1, np.where(edges, 2, np.where(truth, 3, 0))).astype(float)
             counts = [int((edges & truth).sum()), int((edges & ~truth).sum()), int((~edges & truth).sum())]
             title = "FDR edges vs truth"
@@ -238,7 +246,11 @@ def run_convergence_figure(
                                what="federated" if oracle_history else "", floor=floor))  # fmt: skip
         ax_loss.plot(rounds, loss, "o-", color="#d62728")
     if oracle_history:
-        label = "oracle (pooled raw data, outside the privacy guarantee)" if oracle_outside_privacy else "oracle (pooled data)"
+        label = (
+            "oracle (pooled raw data, outside the privacy guarantee)"
+            if oracle_outside_privacy
+            else "oracle (pooled data)"
+        )
         notes.append(log_panel(ax_change, o_rounds, o_change, colour="#7f7f7f", label=label, style="s--", ms=4,
                                what="oracle", floor=floor))  # fmt: skip
     note = "; ".join(n for n in notes if n)

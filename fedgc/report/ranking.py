@@ -81,4 +81,6 @@ def with_alpha(result: Inspected, *, alpha: float) -> Inspected:
     """The result with its edges re-decided at FDR level alpha from the stored p-values."""
     if not 0 < alpha < 1:
         raise FedGCError(f"--alpha {alpha} is not in (0, 1)")
-    return dataclasses.replace(result, alpha=float(alpha), edges=fdr_edges(result.pvalue, alpha=alpha, tested=result.tested))
+    return dataclasses.replace(
+        result, alpha=float(alpha), edges=fdr_edges(result.pvalue, alpha=alpha, tested=result.tested)
+    )

@@ -5,7 +5,8 @@ fedgc.report.inspected."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 
 class Round(NamedTuple):
@@ -25,19 +26,19 @@ class Dropped(NamedTuple):
 
 
 class Resilience(NamedTuple):
-    """"resilience": the dropout policy, the clients that dropped, the checkpoint resumed from."""
+    """ "resilience": the dropout policy, the clients that dropped, the checkpoint resumed from."""
 
     on_dropout: str
     dropouts: tuple[Dropped, ...]
     resumed_from_round: int | None
 
     @classmethod
-    def of(cls, r: Mapping[str, Any]) -> "Resilience":
+    def of(cls, r: Mapping[str, Any]) -> Resilience:
         return cls(r["on_dropout"], tuple(Dropped(**d) for d in r["dropouts"]), r["resumed_from_round"])
 
 
 class ServerSettings(NamedTuple):
-    """"server": the server settings of the run (fedgc.protocol.settings.ServerConfig)."""
+    """ "server": the server settings of the run (fedgc.protocol.settings.ServerConfig)."""
 
     rule: str
     max_rounds: int
@@ -53,7 +54,7 @@ class ServerSettings(NamedTuple):
 
 
 class Metrics(NamedTuple):
-    """"evaluation" without truth_edges: edge scores against known truth, relative errors of A_s
+    """ "evaluation" without truth_edges: edge scores against known truth, relative errors of A_s
     against truth and the oracle, the oracle's rounds, and whether that oracle lies outside a private
     run's guarantee; None when unknown."""
 
@@ -69,7 +70,7 @@ class Metrics(NamedTuple):
     oracle_outside_privacy_guarantee: bool | None
 
     @classmethod
-    def of(cls, evaluation: Mapping[str, Any]) -> "Metrics":
+    def of(cls, evaluation: Mapping[str, Any]) -> Metrics:
         return cls(**{k: evaluation[k] for k in cls._fields})
 
 
@@ -106,7 +107,7 @@ class ClientFile(NamedTuple):
     alignment: RowAlignment | None
 
     @classmethod
-    def of(cls, c: Mapping[str, Any]) -> "ClientFile":
+    def of(cls, c: Mapping[str, Any]) -> ClientFile:
         return cls(**{
             **c, "dropped_constant_columns": tuple(c["dropped_constant_columns"]),
             "held_columns": {k: HeldColumn(**h) for k, h in c["held_columns"].items()},
@@ -115,14 +116,14 @@ class ClientFile(NamedTuple):
 
 
 class DataNotes(NamedTuple):
-    """"data": the clients' time axis (`align`) and, per client read from a file, what was done to it;
+    """ "data": the clients' time axis (`align`) and, per client read from a file, what was done to it;
     empty (align None) for synthetic clients."""
 
     align: str | None
     clients: Mapping[str, ClientFile]
 
     @classmethod
-    def of(cls, d: Mapping[str, Any]) -> "DataNotes":
+    def of(cls, d: Mapping[str, Any]) -> DataNotes:
         if not d:
             return cls(None, {})
         return cls(d["align"], {name: ClientFile.of(c) for name, c in d["clients"].items()})
@@ -152,7 +153,7 @@ class FlowsheetCounts(NamedTuple):
 
 
 class Flowsheet(NamedTuple):
-    """"flowsheet" (fedgc.analysis.tep.flowsheet_comparison): every compared pair, the counts, the AUROC of
+    """ "flowsheet" (fedgc.analysis.tep.flowsheet_comparison): every compared pair, the counts, the AUROC of
     the p-value ranking against the flowsheet, pairs of units it does not name, and the data it came from."""
 
     pairs: tuple[FlowsheetPair, ...]
@@ -163,7 +164,7 @@ class Flowsheet(NamedTuple):
     data: Mapping[str, str]
 
     @classmethod
-    def of(cls, f: Mapping[str, Any]) -> "Flowsheet":
+    def of(cls, f: Mapping[str, Any]) -> Flowsheet:
         return cls(
             tuple(FlowsheetPair(**p) for p in f["pairs"]), FlowsheetCounts(**f["counts"]), f["auroc"],
             tuple((a, b) for a, b in f["not_compared"]), f["note"], f["data"],
@@ -181,7 +182,7 @@ class FirstAlert(NamedTuple):
 
 
 class FaultStream(NamedTuple):
-    """"fault_stream" (fedgc.analysis.tep.fault_stream_summary): a streamed TEP run's alerts against its
+    """ "fault_stream" (fedgc.analysis.tep.fault_stream_summary): a streamed TEP run's alerts against its
     fault (fault None: a normal-operation run, every alert false)."""
 
     run: str
@@ -194,7 +195,7 @@ class FaultStream(NamedTuple):
     sources_after_fault: tuple[str, ...]
 
     @classmethod
-    def of(cls, f: Mapping[str, Any]) -> "FaultStream":
+    def of(cls, f: Mapping[str, Any]) -> FaultStream:
         first = f["first_alert_after_fault"]
         return cls(**{**f, "first_alert_after_fault": None if first is None else FirstAlert(**first),
                       "sources_after_fault": tuple(f["sources_after_fault"])})  # fmt: skip
@@ -225,6 +226,6 @@ class StreamEvaluation(NamedTuple):
     alerts_on_switched_pairs: int
 
     @classmethod
-    def of(cls, e: Mapping[str, Any]) -> "StreamEvaluation":
+    def of(cls, e: Mapping[str, Any]) -> StreamEvaluation:
         return cls(tuple(Switch(**s) for s in e["switches"]), e["false_alerts"], tuple(e["false_alert_indices"]),
                    e["alerts_on_switched_pairs"])  # fmt: skip

@@ -23,13 +23,13 @@ import numpy as np
 
 import fedgc
 from fedgc.analysis.stream import StreamRecord
+from fedgc.app.config import to_plain
 from fedgc.errors import FedGCError
 from fedgc.files import write_text
 from fedgc.report.inspected import Inspected, inspected_from_json
 from fedgc.report.jsonable import dumps, finite_or_none, jsonable, matrix_rows
 from fedgc.report.markdown import A_S_NOTE, markdown_report
 from fedgc.report.schema import check_result
-from fedgc.app.config import to_plain
 
 if TYPE_CHECKING:  # fedgc.app imports every engine's dependencies; the report needs none of them
     from fedgc.app.results import RunResult
@@ -71,7 +71,10 @@ def result_dict(result: RunResult) -> dict:
     M = len(gc.clients)
     unknown = np.zeros((M, M), dtype=bool) if gc.unknown is None else np.asarray(gc.unknown, dtype=bool)
     evaluation = {
-        **{k: finite_or_none(getattr(scores, k)) if scores else None for k in ("auroc", "auprc", "precision", "recall", "f1")},
+        **{
+            k: finite_or_none(getattr(scores, k)) if scores else None
+            for k in ("auroc", "auprc", "precision", "recall", "f1")
+        },
         "relative_error_vs_truth": finite_or_none(ev.error_vs_truth),
         "relative_error_vs_oracle": finite_or_none(ev.error_vs_oracle),
         "oracle_relative_error_vs_truth": finite_or_none(ev.oracle_error_vs_truth),
@@ -87,7 +90,10 @@ def result_dict(result: RunResult) -> dict:
         "seed": int(cfg.seed),
         "clients": [str(c) for c in gc.clients],
         "dims": [int(d) for d in gc.dims],
-        **{k: matrix_rows(np.where(unknown, np.nan, getattr(gc, k)), kind=int if k == "dof" else float) for k in _MATRICES},
+        **{
+            k: matrix_rows(np.where(unknown, np.nan, getattr(gc, k)), kind=int if k == "dof" else float)
+            for k in _MATRICES
+        },
         "edges": [[None if unknown[m, n] else bool(gc.edges[m, n]) for n in range(M)] for m in range(M)],
         "alpha": float(gc.alpha),
         "test": str(gc.test),
@@ -96,8 +102,10 @@ def result_dict(result: RunResult) -> dict:
         "server": jsonable(to_plain(cfg.server)),
         "rounds": int(fit.rounds),
         "converged": bool(fit.converged),
-        "history": [{"round": int(r.round), "loss": finite_or_none(r.loss), "change": finite_or_none(r.change)}
-                    for r in fit.history],  # fmt: skip
+        "history": [
+            {"round": int(r.round), "loss": finite_or_none(r.loss), "change": finite_or_none(r.change)}
+            for r in fit.history
+        ],
         "evaluation": evaluation,
         "timings": jsonable(dict(result.timings)),
         "communication": jsonable(dict(result.communication or {})),
@@ -129,20 +137,35 @@ def streaming_json(record: StreamRecord) -> dict[str, Any]:
     names = stream.clients
     windows = [
         {
-            "index": w.index, "start": w.start, "end": w.end,
-            "strength": w.gc.strength, "pvalue": w.gc.pvalue, "edges": w.gc.edges,
-            "log10_pvalue": w.gc.log10_pvalue, "effective_sample_size": w.effective_size, "memory": w.memory,
-            "rounds": w.rounds, "exchanges": w.exchanges, "converged": w.converged, "reset": w.reset,
+            "index": w.index,
+            "start": w.start,
+            "end": w.end,
+            "strength": w.gc.strength,
+            "pvalue": w.gc.pvalue,
+            "edges": w.gc.edges,
+            "log10_pvalue": w.gc.log10_pvalue,
+            "effective_sample_size": w.effective_size,
+            "memory": w.memory,
+            "rounds": w.rounds,
+            "exchanges": w.exchanges,
+            "converged": w.converged,
+            "reset": w.reset,
             "change_log10_pvalue": None if w.change is None else w.change.log10_pvalue,
-        }  # fmt: skip
+        }
         for w in stream.windows
     ]
     alerts = [
         {
-            "window": a.window, "time": a.time, "target": names[a.target], "source": names[a.source], "kind": a.kind,
-            "strength_before": a.strength_before, "strength_after": a.strength_after,
-            "pvalue": 10.0**a.log10_pvalue, "log10_pvalue": a.log10_pvalue,
-        }  # fmt: skip
+            "window": a.window,
+            "time": a.time,
+            "target": names[a.target],
+            "source": names[a.source],
+            "kind": a.kind,
+            "strength_before": a.strength_before,
+            "strength_after": a.strength_after,
+            "pvalue": 10.0**a.log10_pvalue,
+            "log10_pvalue": a.log10_pvalue,
+        }
         for a in stream.alerts
     ]
     last_end = stream.windows[-1].end if stream.windows else 0

@@ -6,7 +6,7 @@ of known switches, and the per-window timeline of the edges that switched or ale
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from fedgc.report.inspected import Streaming
 from fedgc.report.records import StreamEvaluation
@@ -77,7 +77,11 @@ def _detection(ev: StreamEvaluation, n_alerts: int) -> list[str]:
             hit = f"{s.alert_window} ({s.alert_time})" if s.detected else "not detected"
             lines.append(f"| {md(s.source)} -> {md(s.target)} | {s.time} | {s.kind} | {hit} |"
                          f" {s.alert_kind or ''} | {fmt(s.delay_samples)} | {fmt(s.delay_windows)} |")  # fmt: skip
-        lines += ["", "Delay in windows counts from the first window holding post-switch samples (1 = that window).", ""]
+        lines += [
+            "",
+            "Delay in windows counts from the first window holding post-switch samples (1 = that window).",
+            "",
+        ]
     lines += [f"False alerts (no switch of their pair before them): {ev.false_alerts} of {n_alerts} alerts.", ""]
     return lines
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from fedgc.errors import FedGCError
 from fedgc.report.inspected import Inspected
@@ -59,7 +59,9 @@ def format_table(result: Inspected, *, top: int | None = None, every_pair: bool 
         lines.append(f"{n_unknown} pairs are unknown: {dropped} dropped out (server.on_dropout: continue)")
     if result.streaming is not None:
         s = result.streaming
-        lines.append(f"streaming: {len(s.windows)} windows of {s.window} samples every {s.step}, {len(s.alerts)} alerts")
+        lines.append(
+            f"streaming: {len(s.windows)} windows of {s.window} samples every {s.step}, {len(s.alerts)} alerts"
+        )
     for o in result.origins:
         if o.ranking:
             run = f" {o.run}" if o.run else ""
@@ -84,7 +86,9 @@ def format_table(result: Inspected, *, top: int | None = None, every_pair: bool 
     left = {1}  # the pair column reads left to right; numbers align right
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if j in left else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.ljust(w) if j in left else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     lines += ["", line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
     rest = len(candidates) - len(shown)

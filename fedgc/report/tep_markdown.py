@@ -3,7 +3,7 @@ fault origin per fault run, and a streamed fault run's alerts against the fault'
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from fedgc.report.inspected import Origin
 from fedgc.report.records import FaultStream, Flowsheet
@@ -26,7 +26,7 @@ def flowsheet_markdown(fs: Flowsheet | None) -> list[str]:
         "| source -> target | flowsheet edge | learned edge | strength | p-value |",
         "|---|:---:|:---:|---:|---:|",
     ]
-    key = lambda p: (not p.flowsheet, p.log10_pvalue if p.log10_pvalue is not None else float("inf"))  # noqa: E731
+    key = lambda p: (not p.flowsheet, p.log10_pvalue if p.log10_pvalue is not None else float("inf"))
     for p in sorted(fs.pairs, key=key):
         strength = "n/a" if p.strength is None else f"{p.strength:.3g}"
         lines.append(
@@ -79,7 +79,9 @@ def origin_markdown(origins: Sequence[Origin]) -> list[str]:
             known_runs += 1
             correct += int(top == known)
         alarms = [f"{n} at {c.false_alarm}" for n, c in o.clients.items() if c.false_alarm is not None]
-        crossings = ["never" if o.clients[n].first_crossing is None else str(o.clients[n].first_crossing) for n in names]
+        crossings = [
+            "never" if o.clients[n].first_crossing is None else str(o.clients[n].first_crossing) for n in names
+        ]
         lines.append(
             f"| {o.run} | {'n/a' if o.start is None else o.start} | {known or 'n/a'} | {' > '.join(o.ranking)} | "
             f"{'n/a' if known is None else ('yes' if top == known else 'no')} | "

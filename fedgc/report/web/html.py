@@ -293,7 +293,9 @@ def _facts(data: Mapping) -> dict:
         "converged": data.get("converged"),
         "windows": len(windows) if windows else None,
         "windows_converged": sum(bool(w.get("converged")) for w in windows) if windows else None,
-        "server": {k: server.get(k) for k in ("rule", "diagonal", "penalty", "tol", "max_rounds", "on_dropout", "acceleration")}
+        "server": {
+            k: server.get(k) for k in ("rule", "diagonal", "penalty", "tol", "max_rounds", "on_dropout", "acceleration")
+        }
         | ({"tol": stream.get("tol"), "max_rounds": stream.get("max_rounds"), "per_window": True} if windows else {}),
         "total_s": _finite(timings.get("total_s")),
         "dropouts": list((data.get("resilience") or {}).get("dropouts") or []),
@@ -324,9 +326,12 @@ def run_model(data: Mapping, *, alpha: float | None = None) -> dict:
         "truth": truth,
         "evaluation": {k: v for k, v in evaluation.items() if k != "truth_edges"},
         "layout": {
-            "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(), "radius": node_radius(xy), "label_gap": _LABEL_GAP,
+            "x": xy[:, 0].tolist(),
+            "y": xy[:, 1].tolist(),
+            "radius": node_radius(xy),
+            "label_gap": _LABEL_GAP,
             "links": np.argwhere(links).tolist(),
-        },  # fmt: skip
+        },
         "facts": _facts(data),
         "history": _history(data),
         "communication": _communication(data),
@@ -337,7 +342,9 @@ def run_model(data: Mapping, *, alpha: float | None = None) -> dict:
     }
 
 
-def comparison_model(a: Mapping, b: Mapping, *, labels: tuple[str, str] = ("A", "B"), alpha: float | None = None) -> dict:
+def comparison_model(
+    a: Mapping, b: Mapping, *, labels: tuple[str, str] = ("A", "B"), alpha: float | None = None
+) -> dict:
     """Two runs for the comparison page: each run's model, and the clients both have (pairs are
     matched by client name; the page compares those pairs only and names the clients one run lacks)."""
     ma, mb = run_model(a), run_model(b)
@@ -354,12 +361,18 @@ def comparison_model(a: Mapping, b: Mapping, *, labels: tuple[str, str] = ("A", 
         "labels": list(labels),
         "initial_alpha": None if alpha is None else float(alpha),
         "common": common,
-        "only": [[c for c in ma["clients"] if c not in set(common)], [c for c in mb["clients"] if c not in set(common)]],
+        "only": [
+            [c for c in ma["clients"] if c not in set(common)],
+            [c for c in mb["clients"] if c not in set(common)],
+        ],
         "same_order": ma["clients"] == mb["clients"],
         "layout": {
-            "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(), "radius": node_radius(xy) if len(common) else 0.06,
-            "label_gap": _LABEL_GAP, "links": np.argwhere(links).tolist(),
-        },  # fmt: skip
+            "x": xy[:, 0].tolist(),
+            "y": xy[:, 1].tolist(),
+            "radius": node_radius(xy) if len(common) else 0.06,
+            "label_gap": _LABEL_GAP,
+            "links": np.argwhere(links).tolist(),
+        },
     }
 
 
@@ -443,7 +456,7 @@ def live_page(*, snapshot_url: str = "stream.json", report_url: str = "report.ht
     """The page `fedgc serve` serves: it polls `snapshot_url` (the stream snapshot) every poll_seconds and
     redraws the timeline, the alerts and the latest window as they arrive; once the run has finished it
     links to `report_url`."""
-    model = {"snapshot_url": snapshot_url, "report_url": report_url, "poll_ms": int(round(1000 * poll_seconds))}
+    model = {"snapshot_url": snapshot_url, "report_url": report_url, "poll_ms": round(1000 * poll_seconds)}
     return _page("live", "fedgc live monitor", model)
 
 

@@ -120,7 +120,7 @@ class LiveHandler(BaseHTTPRequestHandler):
     server: LiveServer
     server_version = "fedgc-live"
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         route = self.path.split("?", 1)[0]
         if route in ("/", "/index.html"):
             self._send(HTTPStatus.OK, "text/html; charset=utf-8", self.server.page())
@@ -160,7 +160,7 @@ class LiveHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
+    def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
             super().log_message(format, *args)
 
@@ -187,7 +187,9 @@ class LiveServer(ThreadingHTTPServer):
     def page(self) -> str:
         with self._lock:
             if self._page is None:
-                self._page = live_page(snapshot_url=SNAPSHOT_FILE, report_url="report.html", poll_seconds=self.poll_seconds)
+                self._page = live_page(
+                    snapshot_url=SNAPSHOT_FILE, report_url="report.html", poll_seconds=self.poll_seconds
+                )
             return self._page
 
 
@@ -214,6 +216,12 @@ def serve(directory: str | Path, *, host: str = "127.0.0.1", port: int = DEFAULT
 
 
 __all__ = [
-    "DEFAULT_PORT", "LiveServer", "SNAPSHOT_FILE", "SNAPSHOT_FORMAT", "StreamSnapshots", "read_snapshot", "serve",
+    "DEFAULT_PORT",
+    "SNAPSHOT_FILE",
+    "SNAPSHOT_FORMAT",
+    "LiveServer",
+    "StreamSnapshots",
+    "read_snapshot",
+    "serve",
     "write_stream_snapshot",
 ]  # fmt: skip

@@ -47,7 +47,7 @@ import numpy as np
 import scipy.linalg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_peers import bh_edges, score
+from bench_peers import bh_edges, block_var_wald, score
 
 from fedgc.analysis.oracle import oracle_fit
 from fedgc.app.config import ClientSpec, RunConfig, parse_config
@@ -105,36 +105,6 @@ def fedgc_run(base: RunConfig, specs: list[ClientSpec], test: str, out: Path) ->
     return np.asarray(result.fit.gc.log10_pvalue), result.fit.rounds, result.fit.gc.test
 
 
-def block_var_wald(X: np.ndarray, dims: list[int], max_lag: int) -> np.ndarray:
-    """statsmodels VAR (lag by AIC up to max_lag, at least 1) on X (T, K); log10 p of the chi2 block Wald test of
-    'every lag of block n is zero in block m's equations' from Sigma_u (x) (Z^T Z)^-1, [target, source]."""
-    import scipy.stats
-    from statsmodels.tsa.api import VAR
-
-    T, K = X.shape
-    cap = max(1, min(max_lag, (T // 4) // K))
-    res = VAR(X).fit(maxlags=cap, ic="aic", trend="c")
-    if res.k_ar == 0:
-        res = VAR(X).fit(1, trend="c")
-    p = res.k_ar
-    Z = res.endog_lagged
-    G = np.linalg.inv(Z.T @ Z)
-    B, S = res.params, res.sigma_u
-    off = np.concatenate([[0], np.cumsum(dims)]).astype(int)
-    M = len(dims)
-    logp = np.full((M, M), np.nan)
-    for n in range(M):
-        rows = np.concatenate([1 + lag * K + np.arange(off[n], off[n + 1]) for lag in range(p)])
-        Gn_inv = np.linalg.inv(G[np.ix_(rows, rows)])
-        for m in range(M):
-            if m != n:
-                cols = np.arange(off[m], off[m + 1])
-                b = B[np.ix_(rows, cols)]
-                W = float(np.trace(np.linalg.solve(S[np.ix_(cols, cols)], b.T @ Gn_inv @ b)))
-                logp[m, n] = scipy.stats.chi2.logsf(W, len(rows) * len(cols)) / np.log(10)
-    return logp
-
-
 def standardised(y: np.ndarray) -> np.ndarray:
     return (y - y.mean(axis=0)) / y.std(axis=0)
 
@@ -148,11 +118,11 @@ def var_scores(ys: list[np.ndarray], system: gt.System, seed: int) -> np.ndarray
         _, U = np.linalg.eigh(z.T @ z / len(z))
         scores.append(z @ U[:, ::-1][:, :d])
         dims.append(d)
-    return block_var_wald(np.hstack(scores), dims, 8)
+    return block_var_wald(np.hstack(scores), dims, 8).log10_p
 
 
 def var_raw(ys: list[np.ndarray]) -> np.ndarray:
-    return block_var_wald(np.hstack([standardised(y) for y in ys]), [y.shape[1] for y in ys], 4)
+    return block_var_wald(np.hstack([standardised(y) for y in ys]), [y.shape[1] for y in ys], 4).log10_p
 
 
 def one_system(family: str, T: int, seed: int, methods: list[str], work: Path) -> list[dict]:

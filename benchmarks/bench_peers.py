@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -82,22 +83,33 @@ def pca_scores(files: list[str], dims: list[int]) -> np.ndarray:
     return np.hstack(scores)
 
 
-def peer_var(files: list[str], dims: list[int], max_lag: int) -> dict:
+class BlockWald(NamedTuple):
+    """log10_p: (M, M) [target, source] log10 p-values of the block Wald tests; lags: the VAR's order; lag_cap:
+    the most AIC could choose."""
+
+    log10_p: np.ndarray
+    lags: int
+    lag_cap: int
+
+
+def block_var_wald(X: np.ndarray, dims: list[int], max_lag: int) -> BlockWald:
+    """statsmodels VAR on X (T, K) (lag by AIC up to max_lag, kept well below T, at least 1), and for each ordered
+    pair the chi2 block Wald test of "every lag of block n is zero in block m's equations", from the one fit's
+    coefficient covariance Sigma_u (x) (Z^T Z)^-1 block by block: W = tr(Sigma_mm^-1 b^T G_nn^-1 b)."""
     import scipy.stats
     from statsmodels.tsa.api import VAR
 
-    X = pca_scores(files, dims)
     T, K = X.shape
     cap = max(1, min(max_lag, (T // 4) // K))  # keep K p regressors well below T
     res = VAR(X).fit(maxlags=cap, ic="aic", trend="c")
-    p = max(res.k_ar, 1)
     if res.k_ar == 0:  # AIC chose no lag at all: test the lag-1 model
         res = VAR(X).fit(1, trend="c")
+    p = res.k_ar
     Z = res.endog_lagged  # (T - p, 1 + K p): const, then lag 1 of every variable, lag 2, ...
     G = np.linalg.inv(Z.T @ Z)
     B = res.params  # (1 + K p, K)
     S = res.sigma_u
-    off = np.concatenate([[0], np.cumsum(dims)])
+    off = np.concatenate([[0], np.cumsum(dims)]).astype(int)
     M = len(dims)
     logp = np.full((M, M), np.nan)
     for n in range(M):
@@ -110,7 +122,12 @@ def peer_var(files: list[str], dims: list[int], max_lag: int) -> dict:
             b = B[np.ix_(rows, cols)]
             W = float(np.trace(np.linalg.solve(S[np.ix_(cols, cols)], b.T @ Gn_inv @ b)))
             logp[m, n] = scipy.stats.chi2.logsf(W, len(rows) * len(cols)) / np.log(10)
-    return {"log10_p": logp.tolist(), "lags": p, "lag_cap": cap}
+    return BlockWald(logp, p, cap)
+
+
+def peer_var(files: list[str], dims: list[int], max_lag: int) -> dict:
+    wald = block_var_wald(pca_scores(files, dims), dims, max_lag)
+    return {"log10_p": wald.log10_p.tolist(), "lags": wald.lags, "lag_cap": wald.lag_cap}
 
 
 def peer_pcmci(files: list[str], dims: list[int]) -> dict:

@@ -169,7 +169,8 @@ def test_read_only_output_folder_fails_before_round_one(home):
 def test_ctrl_c_says_how_to_resume_and_resume_finishes(home):
     (home / "slow.yaml").write_text(
         "name: slow\nclients:\n" + "".join(f"  - {{name: {n}, data: {n}.csv}}\n" for n in SITES)
-        + "server: {rule: gd, learning_rate: 0.01, max_rounds: 300, tol: 1.0e-12}\n"
+        # ~10 ms a round: enough rounds that the run is still going when this (possibly slow) reader sends Ctrl-C
+        + "server: {rule: gd, learning_rate: 0.01, max_rounds: 3000, tol: 1.0e-12}\n"
     )  # fmt: skip
     process = subprocess.Popen([str(FEDGC), "run", "slow.yaml", "--out", "runs/slow"], cwd=home, env=environment(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -193,14 +194,15 @@ def test_ctrl_c_says_how_to_resume_and_resume_finishes(home):
     assert last.startswith("fedgc: interrupted after round ") and "continue with: " in last
     saved = int(last.split("after round ")[1].split()[0])
     command = last.split("continue with: ")[1]
-    assert 1 <= saved < 300 and command == f"{FEDGC} run slow.yaml --resume runs/slow"
+    assert 1 <= saved < 3000 and command == f"{FEDGC} run slow.yaml --resume runs/slow"
 
     done = subprocess.run(shlex.split(command), cwd=home, capture_output=True, text=True, env=environment(),
                           timeout=600)  # fmt: skip
     assert done.returncode == 0 and TRACEBACK not in done.stderr, done.stderr
     assert f"resumed from the checkpoint of round {saved}" in done.stderr
     result = json.loads((home / "runs" / "slow" / "result.json").read_text())
-    assert result["rounds"] == 300 and result["resilience"]["resumed_from_round"] == saved
+    assert result["resilience"]["resumed_from_round"] == saved and result["rounds"] > saved
+    assert result["converged"] or result["rounds"] == 3000  # it went on to the end
 
 
 def test_one_client_is_a_config_error(home):

@@ -362,3 +362,11 @@ def test_several_files_after_one_data_flag_are_told_to_repeat_it(tmp_path, capsy
     err = capsys.readouterr().err
     assert "b.csv is a data file, not a run config" in err and "(--data a.csv --data b.csv)" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_docs_config_table_is_the_generated_reference():
+    """docs/config.md's key table is `fedgc config-reference` verbatim (regenerate it when a key changes)."""
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text().splitlines()
+    generated = [line for line in config_reference().splitlines() if line.startswith("|")]
+    start = docs.index(generated[0])
+    assert docs[start : start + len(generated)] == generated

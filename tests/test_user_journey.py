@@ -166,14 +166,21 @@ def test_read_only_output_folder_fails_before_round_one(home):
         os.chmod(locked, 0o755)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_says_how_to_resume_and_resume_finishes(home):
     (home / "slow.yaml").write_text(
         "name: slow\nclients:\n" + "".join(f"  - {{name: {n}, data: {n}.csv}}\n" for n in SITES)
         # ~10 ms a round: enough rounds that the run is still going when this (possibly slow) reader sends Ctrl-C
         + "server: {rule: gd, learning_rate: 0.01, max_rounds: 3000, tol: 1.0e-12}\n"
     )  # fmt: skip
+    # A terminal's Ctrl-C: SIGINT at its default (a shell that started this suite in the background leaves it
+    # ignored, and a Python started with SIGINT ignored never raises KeyboardInterrupt)
     process = subprocess.Popen([str(FEDGC), "run", "slow.yaml", "--out", "runs/slow"], cwd=home, env=environment(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_default_sigint)  # fmt: skip
     seen = []
     try:
         for line in process.stderr:

@@ -125,7 +125,11 @@ class FlowerTransport:
                 raise NodeTimeout(
                     f"waited {self.wait_timeout:g} s for {self.expected_nodes} SuperNodes, {len(ids)} connected"
                 )
-            time.sleep(min(0.2, max(self.poll_interval, 0.01)))
+            self._idle()
+
+    def _idle(self) -> None:
+        """The pause between two looks at the SuperLink's node list."""
+        time.sleep(min(0.2, max(self.poll_interval, 0.01)))
 
     def connect(self) -> list[ClientInfo]:
         """Wait for the nodes, send every node the setup and order the clients as configured."""
@@ -168,7 +172,8 @@ class FlowerTransport:
 
     def _setup(self, ids: list[int]) -> dict[str, tuple[int, ClientInfo]]:
         """Send the setup to the nodes `ids`: client name -> (node id, its ClientInfo)."""
-        found, errors, late = self._ask_setup(ids)
+        found: dict[str, tuple[int, ClientInfo]] = {}
+        errors, late = self._ask_setup(ids, found)
         self._unheard_nodes = ""
         if self.absent is not None:  # dead nodes (unavailable, or silent) are absent clients, other errors count
             gone = [k for k, e in errors.items() if e.code == NODE_UNAVAILABLE]
@@ -182,9 +187,12 @@ class FlowerTransport:
             raise self._setup_failed(ids, found, errors, late)
         return found
 
-    def _ask_setup(self, ids: list[int]) -> tuple[dict[str, tuple[int, ClientInfo]], dict[int, Refusal], list[int]]:
-        """The setup sent to the nodes `ids`: (client name -> (node id, ClientInfo), errors and silent nodes
-        by index into ids)."""
+    def _ask_setup(
+        self, ids: list[int], found: dict[str, tuple[int, ClientInfo]]
+    ) -> tuple[dict[int, Refusal], list[int]]:
+        """Send the setup to the nodes `ids`; the clients they serve go into `found` (client name -> (node id,
+        ClientInfo); two nodes serving one client is an error). Returns the errors and the silent nodes, by
+        index into ids."""
         payload = wire.encode_setup(self.setup)
         content_bytes = wire.payload_bytes(payload)
         msgs = [
@@ -198,7 +206,6 @@ class FlowerTransport:
         ]
         self.setup_to_clients += content_bytes * len(ids)
         replies, errors, late = self._collect(msgs, ids, "setup", names=None)
-        found: dict[str, tuple[int, ClientInfo]] = {}
         for k, reply in replies.items():
             node = ids[k]
             payload = from_records(reply.content)
@@ -208,7 +215,7 @@ class FlowerTransport:
                 raise FedGCError(f"two SuperNodes ({found[info.name][0]} and {node}) both serve client '{info.name}'")
             found[info.name] = (node, info)
             self.raw_data_bytes[info.name] = raw
-        return found, errors, late
+        return errors, late
 
     def _replace_dead_nodes(
         self, ids: list[int], found: dict[str, tuple[int, ClientInfo]], errors: dict[int, Refusal], late: list[int]
@@ -229,15 +236,11 @@ class FlowerTransport:
         while unheard() and time.monotonic() < deadline:
             new = sorted(int(n) for n in self.grid.get_node_ids() if int(n) not in ids)
             if not new:
-                time.sleep(min(0.2, max(self.poll_interval, 0.01)))
+                self._idle()
                 continue
-            more, more_errors, more_late = self._ask_setup(new)
+            more_errors, more_late = self._ask_setup(new, found)
             base = len(ids)
             ids += new
-            for name, entry in more.items():
-                if name in found:
-                    raise FedGCError(f"two SuperNodes ({found[name][0]} and {entry[0]}) both serve client '{name}'")
-                found[name] = entry
             errors.update({base + k: e for k, e in more_errors.items()})
             late += [base + k for k in more_late]
             if late or any(e.code != NODE_UNAVAILABLE for e in errors.values()):

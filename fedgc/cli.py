@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import json
 import math
@@ -21,7 +20,7 @@ from fedgc.app.config import ALIGN_MODES, ENGINES, RunConfig, config_from_files,
 from fedgc.app.output_folder import OutputFolder
 from fedgc.app.progress import RoundProgress
 from fedgc.errors import FedGCError, FedGCWarning
-from fedgc.files import write_text
+from fedgc.files import file_digest, write_text
 from fedgc.protocol.settings import MESSAGE_FORMATS
 
 INSPECT_MARKER = ".fedgc-inspect"  # in an inspect --out folder: which result.json (path, sha256) it was drawn from
@@ -482,8 +481,7 @@ def _inspect_folder(out: Path | None, result_file: Path, *, overwrite: bool) -> 
     own = result_file.parent
     if out is None or (out.is_dir() and out.resolve() == own.resolve()):
         return OutputFolder(own, own, fresh=False)
-    marker = json.dumps({"result": str(result_file.resolve()),
-                         "sha256": hashlib.sha256(result_file.read_bytes()).hexdigest()})  # fmt: skip
+    marker = json.dumps({"result": str(result_file.resolve()), "sha256": file_digest(result_file)})
     if not overwrite and out.is_dir() and _read(out / INSPECT_MARKER) == marker:
         return OutputFolder(out, out, fresh=False)
     folder = OutputFolder.open(out, overwrite=overwrite, resumable=False, marker=INSPECT_MARKER)

@@ -68,6 +68,12 @@ def andrews_bandwidth(phi: np.ndarray) -> float:
     return float(1.1447 * (a1 * N) ** (1.0 / 3.0))
 
 
+def bartlett_weights(bandwidth: float) -> np.ndarray:
+    """w_j = 1 - j / b for the lags j = 1, 2, ... < b (Newey-West), shape (ceil(b) - 1,)."""
+    j = np.arange(1, int(np.ceil(bandwidth)), dtype=np.float64)
+    return 1.0 - j / bandwidth
+
+
 def bartlett_lrv(phi: np.ndarray, *, bandwidth: float | None = None, min_bandwidth: float = 1.0) -> LongRunCovariance:
     """Newey-West long-run covariance of phi (N, k), centred first. bandwidth: b (None: Andrews' rule),
     raised to min_bandwidth and capped at N / 4; lags j < b get weight 1 - j / b."""
@@ -78,12 +84,13 @@ def bartlett_lrv(phi: np.ndarray, *, bandwidth: float | None = None, min_bandwid
     if not np.isfinite(b) or b <= 0:
         raise ValueError(f"bandwidth must be a finite number > 0, got {bandwidth!r}")
     b = min(max(b, float(min_bandwidth)), N / 4.0)
-    S = phi.T @ phi / N
-    j = 1
-    while j < b:
-        G = phi[j:].T @ phi[:-j] / N
-        S += (1.0 - j / b) * (G + G.T)
-        j += 1
+    # N S = phi^T K phi with K the banded Toeplitz matrix of the weights (K_st = w_|s-t|, w_0 = 1): the
+    # band is applied to phi first, so the k x k products cost one matrix product instead of one per lag
+    banded = phi.copy()
+    for j, w in enumerate(bartlett_weights(b), start=1):
+        banded[j:] += w * phi[:-j]
+        banded[:-j] += w * phi[j:]
+    S = phi.T @ banded / N
     return LongRunCovariance(0.5 * (S + S.T), float(b))
 
 
@@ -93,6 +100,47 @@ def equivalent_df(n: int, bandwidth: float, n_params: int = 0) -> float:
     return float(min(base, 1.5 * base / max(bandwidth, 1.0)))
 
 
+class WaldTests(NamedTuple):
+    """WaldTest for a batch of P hypotheses, each field (P,)."""
+
+    statistic: np.ndarray
+    dof: np.ndarray
+    log10_pvalue: np.ndarray
+    nu: np.ndarray
+
+
+def wald_tests(delta: np.ndarray, V: np.ndarray, *, nu: np.ndarray | None = None) -> WaldTests:
+    """wald_test for P hypotheses of the same size q0 at once: delta (P, q0), V (P, q0, q0), nu (P,) or None."""
+    delta = np.asarray(delta, dtype=np.float64)
+    V = np.asarray(V, dtype=np.float64)
+    if delta.ndim != 2 or V.shape != (*delta.shape, delta.shape[1]):
+        raise ValueError(f"delta must be (P, q) and V (P, q, q), got {delta.shape} and {V.shape}")
+    P = delta.shape[0]
+    nus = np.full(P, np.inf) if nu is None else np.broadcast_to(np.asarray(nu, dtype=np.float64), (P,)).copy()
+    w, U = np.linalg.eigh(0.5 * (V + np.swapaxes(V, 1, 2)))
+    keep = w > 1e-12 * np.maximum(w.max(axis=1, initial=0.0), 1e-300)[:, None]
+    z = np.einsum("pij,pi->pj", U, delta)
+    stat = np.sum(np.where(keep, z**2 / np.where(keep, w, 1.0), 0.0), axis=1)
+    q = keep.sum(axis=1)
+    lp = np.zeros(P)
+    chi2 = (q > 0) & ~np.isfinite(nus)
+    lp[chi2] = chi2_log10_sf(stat[chi2], q[chi2])
+    d2 = nus - q + 1
+    ftest = (q > 0) & np.isfinite(nus) & (d2 >= 1)  # p = 1 when nu - q + 1 < 1 (too few degrees of freedom)
+    if np.any(ftest):
+        qf, d2f = q[ftest].astype(np.float64), d2[ftest]
+        F = stat[ftest] * d2f / (nus[ftest] * qf)
+        # P(F(q, d2) > F) = I_{d2 / (d2 + q F)}(d2 / 2, q / 2), the regularised incomplete beta function
+        with np.errstate(divide="ignore"):
+            lpf = np.log10(scipy.special.betainc(d2f / 2.0, qf / 2.0, d2f / (d2f + qf * F)))
+        under = ~np.isfinite(lpf)  # underflow: the chi-square tail of q F (the F's large-nu limit) keeps the order
+        if np.any(under):
+            lpf[under] = chi2_log10_sf(F[under] * qf[under], qf[under])
+        lp[ftest] = lpf
+    stat[q == 0] = 0.0
+    return WaldTests(stat, q, lp, nus)
+
+
 def wald_test(delta: np.ndarray, V: np.ndarray, *, nu: float | None = None) -> WaldTest:
     """W = delta^T V^+ delta over V's numerically positive eigen-directions (q of them). nu None: chi2(q);
     else W (nu - q + 1) / (nu q) ~ F(q, nu - q + 1), p = 1 when nu - q + 1 < 1 (too few degrees of freedom)."""
@@ -100,22 +148,5 @@ def wald_test(delta: np.ndarray, V: np.ndarray, *, nu: float | None = None) -> W
     V = np.asarray(V, dtype=np.float64)
     if V.shape != (delta.size, delta.size):
         raise ValueError(f"V must be ({delta.size}, {delta.size}), got {V.shape}")
-    w, U = np.linalg.eigh(0.5 * (V + V.T))
-    keep = w > 1e-12 * max(float(w.max()), 1e-300)
-    z = U[:, keep].T @ delta
-    stat = float(np.sum(z**2 / w[keep]))
-    q = int(keep.sum())
-    if q == 0:
-        return WaldTest(0.0, 0, 0.0, float("inf") if nu is None else float(nu))
-    if nu is None:
-        return WaldTest(stat, q, float(chi2_log10_sf(np.array([stat]), np.array([q]))[0]), float("inf"))
-    d2 = nu - q + 1
-    if d2 < 1:
-        return WaldTest(stat, q, 0.0, float(nu))
-    F = stat * d2 / (nu * q)
-    # P(F(q, d2) > F) = I_{d2 / (d2 + q F)}(d2 / 2, q / 2), the regularised incomplete beta function
-    with np.errstate(divide="ignore"):
-        lp = float(np.log10(scipy.special.betainc(d2 / 2.0, q / 2.0, d2 / (d2 + q * F))))
-    if not np.isfinite(lp):  # underflow: the chi-square tail of q F (the F's large-nu limit) keeps the order
-        lp = float(chi2_log10_sf(np.array([F * q]), np.array([q]))[0])
-    return WaldTest(stat, q, lp, float(nu))
+    t = wald_tests(delta[None], V[None], nu=None if nu is None else np.array([nu]))
+    return WaldTest(float(t.statistic[0]), int(t.dof[0]), float(t.log10_pvalue[0]), float(t.nu[0]))

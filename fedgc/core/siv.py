@@ -24,11 +24,13 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+import scipy.linalg
 
 from fedgc.core.fdr import benjamini_hochberg
 from fedgc.core.granger import GCResult
-from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test
+from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test, wald_tests
 from fedgc.core.kalman import filter_scan
+from fedgc.core.pair_hac import pair_lrvs
 
 MAX_LAG = 2
 MIN_STRENGTH = 1.5  # partial first-stage strength (about 1 when a direction adds nothing) to consider a lag
@@ -105,43 +107,133 @@ def _design(x: np.ndarray, dims: Sequence[int], max_lag: int, window: float) -> 
     return _Design(x[start:], Z, lagged, np.concatenate([[0], np.cumsum(dims)]).astype(int))
 
 
-def _regressors(d: _Design, extra: Sequence[LagDirection], M: int) -> tuple[np.ndarray, list[list[int]]]:
-    """X (N, K): every site's x_{t-1}, then the extra directions; cols[n]: n's columns of X."""
-    blocks = [d.lagged[1]]
-    cols = [list(range(int(d.offsets[n]), int(d.offsets[n + 1]))) for n in range(M)]
-    pos = int(d.offsets[-1])
+def _regressors(
+    lagged: dict[int, np.ndarray], offsets: np.ndarray, extra: Sequence[LagDirection]
+) -> tuple[np.ndarray, list[list[int]]]:
+    """X (N, K): every site's x_{t-1}, then the extra directions, from the lagged series (or their
+    instrumented fits: the map is linear); cols[n]: n's columns of X."""
+    M = len(offsets) - 1
+    blocks = [lagged[1]]
+    cols = [list(range(int(offsets[n]), int(offsets[n + 1]))) for n in range(M)]
+    pos = int(offsets[-1])
     for e in extra:
-        blocks.append(d.lagged[e.lag][:, d.offsets[e.site] : d.offsets[e.site + 1]] @ e.a[:, None])
+        blocks.append(lagged[e.lag][:, offsets[e.site] : offsets[e.site + 1]] @ e.a[:, None])
         cols[e.site].append(pos)
         pos += 1
     return np.hstack(blocks), cols
 
 
+class Projector(NamedTuple):
+    """The orthogonal projection onto the columns of Z (N, L): P_Z X = Z (Z^T Z)^{-1} Z^T X, with (Z^T Z)
+    factored once (Cholesky: the instruments are high-passed lags of a stationary series, well conditioned);
+    when they are not, an orthonormal basis of their column space (SVD, numerically zero directions dropped)."""
+
+    Z: np.ndarray
+    factor: tuple[np.ndarray, bool] | None  # Cholesky factor of Z^T Z, or None: Z is an orthonormal basis
+
+    @classmethod
+    def of(cls, Z: np.ndarray) -> Projector:
+        gram = Z.T @ Z
+        scale = np.sqrt(np.diag(gram))
+        try:
+            factor = scipy.linalg.cho_factor(gram, lower=False, check_finite=False)
+        except np.linalg.LinAlgError:
+            factor = None
+        else:  # the factor's diagonal bounds the Gram matrix's conditioning (relative to the column norms)
+            if np.min(np.abs(np.diag(factor[0])) / np.maximum(scale, 1e-300)) < 1e-6:
+                factor = None
+        if factor is None:
+            U, sv, _ = np.linalg.svd(Z, full_matrices=False)
+            return cls(U[:, sv > sv[0] * max(Z.shape) * np.finfo(np.float64).eps], None)
+        return cls(Z, factor)
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        if self.factor is None:
+            return self.Z @ (self.Z.T @ X)
+        return self.Z @ scipy.linalg.cho_solve(self.factor, self.Z.T @ X, check_finite=False)
+
+    def lagged(self, lagged: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """P_Z of every lag's series, in one product."""
+        lags = sorted(lagged)
+        fitted = self(np.hstack([lagged[k] for k in lags]))
+        width = lagged[lags[0]].shape[1]
+        return {k: fitted[:, i * width : (i + 1) * width] for i, k in enumerate(lags)}
+
+
 class _TSLS(NamedTuple):
-    """B: (K, R) coefficients;  influence: (N, K) Xh G, so B - B_true = influence^T u / N;  resid: (N, R)."""
+    """B: (K, R) coefficients;  influence: (N, K) Xh G, so B - B_true = influence^T u / N;  resid: (N, R);
+    Xh: (N, K) the instrumented regressors P_Z X;  G: (K, K) (Xh^T Xh / N)^+."""
+
+    B: np.ndarray
+    influence: np.ndarray
+    resid: np.ndarray
+    Xh: np.ndarray
+    G: np.ndarray
+
+
+def _tsls(Y: np.ndarray, X: np.ndarray, Xh: np.ndarray) -> _TSLS:
+    """2SLS from the instrumented regressors Xh = P_Z X: B = (Xh^T Xh)^{-1} Xh^T Y."""
+    N = Y.shape[0]
+    G = np.linalg.pinv(Xh.T @ Xh / N)
+    B = G @ (Xh.T @ Y / N)
+    return _TSLS(B, Xh @ G, Y - X @ B, Xh, G)
+
+
+class _Added(NamedTuple):
+    """What adding regressors Xc (N, c) to a 2SLS fit changes (Frisch-Waugh-Lovell): B_c (c, R) their
+    coefficients, influence_c (N, c) their influence series, resid (N, R) the new residuals."""
 
     B: np.ndarray
     influence: np.ndarray
     resid: np.ndarray
 
 
-def _tsls(Y: np.ndarray, X: np.ndarray, Qz: np.ndarray) -> _TSLS:
-    """2SLS with the instruments' orthonormal basis Qz: Xh = P_Z X, B = (Xh^T Xh)^{-1} Xh^T Y."""
-    N = Y.shape[0]
-    Xh = Qz @ (Qz.T @ X)
-    G = np.linalg.pinv(Xh.T @ Xh / N)
-    B = G @ (Xh.T @ Y / N)
-    return _TSLS(B, Xh @ G, Y - X @ B)
+def _add_regressors(
+    fit: _TSLS, Y: np.ndarray, X: np.ndarray, Xc: np.ndarray, Xc_hat: np.ndarray, E: np.ndarray
+) -> _Added:
+    """The refit on [X, Xc] from the fit on X: Xc_hat = P_Z Xc, E = Xc_hat minus its projection on fit.Xh.
+    The second stage regresses Y on [Xh, Xc_hat]; Xc's coefficients are those on E alone,
+    B_c = (E^T E)^{-1} E^T Y, and X's move by -Gamma B_c with Gamma = (Xh^T Xh)^{-1} Xh^T Xc_hat."""
+    N = X.shape[0]
+    Gc = np.linalg.pinv(E.T @ E / N)
+    Bc = Gc @ (E.T @ Y / N)
+    gamma = fit.G @ (fit.Xh.T @ Xc_hat / N)
+    return _Added(Bc, E @ Gc, fit.resid - (Xc - X @ gamma) @ Bc)
 
 
-def _block_wald(fit: _TSLS, rows: Sequence[int], targets: Sequence[int], max_lag: int) -> tuple[float, int, float]:
-    """(W, q, log10 p) of B[rows, targets] = 0 with the HAC covariance of phi_t = influence_t[rows] (x) u_t[targets]."""
-    N, K = fit.influence.shape
-    r, c = np.asarray(rows), np.asarray(targets)
-    phi = (fit.influence[:, r][:, :, None] * fit.resid[:, None, c]).reshape(N, -1)
+def _wald(B: np.ndarray, influence: np.ndarray, resid: np.ndarray, n_params: int, max_lag: int) -> float:
+    """log10 p of B (k, r) = 0 with the HAC covariance of phi_t = influence_t (N, k) (x) u_t (N, r)."""
+    N = influence.shape[0]
+    phi = (influence[:, :, None] * resid[:, None, :]).reshape(N, -1)
     lrv = bartlett_lrv(phi, min_bandwidth=max_lag + 2.0)
-    test = wald_test(fit.B[np.ix_(r, c)], lrv.S / N, nu=equivalent_df(N, lrv.bandwidth, K))
-    return test.statistic, test.dof, test.log10_pvalue
+    return wald_test(B, lrv.S / N, nu=equivalent_df(N, lrv.bandwidth, n_params)).log10_pvalue
+
+
+def _pair_tests(fit: _TSLS, cols: Sequence[Sequence[int]], offsets: np.ndarray, max_lag: int) -> tuple[np.ndarray, ...]:
+    """(W, q, log10 p, ||B^{mn}||) [m, n] of B[cols[n], m's columns] = 0 for every ordered pair, the HAC
+    covariance of phi_t = influence_t[cols[n]] (x) u_t[m's columns] (fedgc.core.pair_hac), batched by size."""
+    N, K = fit.influence.shape
+    M = len(cols)
+    sources = [np.asarray(c, dtype=int) for c in cols]
+    targets = [np.arange(offsets[m], offsets[m + 1]) for m in range(M)]
+    pairs = [(m, n) for m in range(M) for n in range(M) if n != m]
+    lrvs = pair_lrvs(fit.influence, fit.resid, sources, targets, pairs, min_bandwidth=max_lag + 2.0)
+    statistic, log10p, norm = np.full((M, M), np.nan), np.full((M, M), np.nan), np.full((M, M), np.nan)
+    dof = np.zeros((M, M), dtype=int)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for p, (m, n) in enumerate(pairs):
+        by_size.setdefault((sources[n].size, targets[m].size), []).append(p)
+    for members in by_size.values():
+        m_idx, n_idx = np.array([pairs[p] for p in members]).T
+        rows = np.stack([sources[n] for n in n_idx])[:, :, None]
+        blocks = fit.B[rows, np.stack([targets[m] for m in m_idx])[:, None, :]]  # (P, k_n, r_m)
+        nu = np.array([equivalent_df(N, lrvs[p].bandwidth, K) for p in members])
+        V = np.stack([lrvs[p].S / N for p in members])
+        tests = wald_tests(blocks.reshape(len(members), -1), V, nu=nu)
+        statistic[m_idx, n_idx], dof[m_idx, n_idx] = tests.statistic, tests.dof
+        log10p[m_idx, n_idx] = tests.log10_pvalue
+        norm[m_idx, n_idx] = np.linalg.norm(blocks, axis=(1, 2))
+    return statistic, dof, log10p, norm
 
 
 def _strengths(E: np.ndarray, V: np.ndarray, n_instruments: int) -> tuple[np.ndarray, np.ndarray]:
@@ -166,35 +258,35 @@ def select_lags(
     targets); the most significant candidate is added if p < level / M. Instruments stay at lags
     max_lag + 1 .. 2 max_lag + 2 during the selection."""
     x, dims = _stack(xs)
-    M, R = len(dims), x.shape[1]
+    M = len(dims)
     window = highpass_window(x.shape[0]) if window is None else float(window)
     if max_lag < 2:
         return ()
     d = _design(x, dims, max_lag, window)
-    Qz, _ = np.linalg.qr(d.Z)
+    hat = Projector.of(d.Z).lagged(d.lagged)
     L = d.Z.shape[1]
     extra: list[LagDirection] = []
     while True:
-        X, _ = _regressors(d, extra, M)
-        Qr, _ = np.linalg.qr(Qz @ (Qz.T @ X))
+        X, _ = _regressors(d.lagged, d.offsets, extra)
+        fit = _tsls(d.Y, X, _regressors(hat, d.offsets, extra)[0])
+        Qr, _ = np.linalg.qr(fit.Xh)
         best: tuple[float, list[LagDirection]] | None = None
         for n in range(M):
             k = 2 + len({e.lag for e in extra if e.site == n})
             if k > max_lag:
                 continue
             Xn = d.lagged[k][:, d.offsets[n] : d.offsets[n + 1]]
-            Xn_hat = Qz @ (Qz.T @ Xn)
-            strength, dirs = _strengths(Xn_hat - Qr @ (Qr.T @ Xn_hat), Xn - Xn_hat, L)
+            Xn_hat = hat[k][:, d.offsets[n] : d.offsets[n + 1]]
+            E = Xn_hat - Qr @ (Qr.T @ Xn_hat)
+            strength, dirs = _strengths(E, Xn - Xn_hat, L)
             keep = strength >= min_strength
             if not keep.any():
                 continue
             A = dirs[:, keep] / np.linalg.norm(dirs[:, keep], axis=0)
-            candidate = [LagDirection(n, k, A[:, j]) for j in range(A.shape[1])]
-            Xt, _ = _regressors(d, extra + candidate, M)
-            fit = _tsls(d.Y, Xt, Qz)
-            _, _, lp = _block_wald(fit, range(X.shape[1], Xt.shape[1]), range(R), max_lag)
+            added = _add_regressors(fit, d.Y, X, Xn @ A, Xn_hat @ A, E @ A)
+            lp = _wald(added.B, added.influence, added.resid, X.shape[1] + A.shape[1], max_lag)
             if best is None or lp < best[0]:
-                best = (lp, candidate)
+                best = (lp, [LagDirection(n, k, A[:, j]) for j in range(A.shape[1])])
         if best is None or best[0] >= np.log10(level / M):
             return tuple(extra)
         extra.extend(best[1])
@@ -231,24 +323,13 @@ def siv_tests(
     if not (isinstance(max_lag, int) and max_lag >= 1):
         raise ValueError(f"max_lag must be an integer >= 1, got {max_lag!r}")
     x, dims = _stack(xs)
-    M = len(dims)
     window = highpass_window(x.shape[0]) if window is None else float(window)
     extra = select_lags(xs, max_lag=max_lag, min_strength=min_strength, level=lag_level, window=window)
     P = max([1, *(e.lag for e in extra)])
     d = _design(x, dims, P, window)
-    Qz, _ = np.linalg.qr(d.Z)
-    X, cols = _regressors(d, extra, M)
-    fit = _tsls(d.Y, X, Qz)
-    shape = (M, M)
-    statistic, log10p, norm = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
-    dof = np.zeros(shape, dtype=int)
-    for m in range(M):
-        targets = list(range(int(d.offsets[m]), int(d.offsets[m + 1])))
-        for n in range(M):
-            if n == m:
-                continue
-            statistic[m, n], dof[m, n], log10p[m, n] = _block_wald(fit, cols[n], targets, P)
-            norm[m, n] = float(np.linalg.norm(fit.B[np.ix_(cols[n], targets)]))
+    X, cols = _regressors(d.lagged, d.offsets, extra)
+    fit = _tsls(d.Y, X, _regressors(Projector.of(d.Z).lagged(d.lagged), d.offsets, extra)[0])
+    statistic, dof, log10p, norm = _pair_tests(fit, cols, d.offsets, P)
     return SIVResult(statistic, dof, log10p, norm, tuple(dims), extra, P, window, int(X.shape[0]), int(X.shape[1]))
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test, wald_tests
 from fedgc.core.pair_hac import pair_lrvs
-from fedgc.core.siv import _TSLS, Projector, _add_regressors, _pair_tests, _tsls
+from fedgc.core.siv import _TSLS, Projector, _add_regressors, _ema, _pair_tests, _tsls
 
 
 def _persistent(rng: np.random.Generator, n: int, k: int, rho: float) -> np.ndarray:
@@ -120,3 +120,14 @@ def test_pair_tests_equal_one_block_wald_per_pair() -> None:
             assert statistic[m, n] == pytest.approx(one.statistic, rel=1e-9)
             assert log10p[m, n] == pytest.approx(one.log10_pvalue, rel=1e-9)
             assert norm[m, n] == pytest.approx(np.linalg.norm(B[np.ix_(cols[n], t)]))
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 0.99])
+def test_blocked_moving_average_is_the_recursion(lam: float) -> None:
+    x = np.random.default_rng(6).standard_normal((300, 3)).cumsum(axis=0)
+    m = np.empty_like(x)
+    m[0] = x[0]
+    for t in range(1, x.shape[0]):
+        m[t] = lam * m[t - 1] + (1.0 - lam) * x[t]
+    np.testing.assert_allclose(_ema(x, lam, block=64), m, rtol=1e-12, atol=1e-12 * np.abs(m).max())
+    np.testing.assert_allclose(_ema(x[:1], lam), x[:1])

@@ -12,7 +12,8 @@ every pair at once:
 i.e. (a[j:, I] * a[:-j, I'])^T (u[j:, J] * u[:-j, J']), with (i, i') over the pairs inside each source
 block and (k, k') over the pairs inside each target block. Centring is a rank-one correction from the
 means and the partial sums of a_t u_t^T, and the AR(1) coefficients of Andrews' rule are diagonals of
-G_0 and G_1. Pairs whose bandwidth exceeds `max_shared_lag` + 1 are computed alone with bartlett_lrv.
+G_0 and G_1. Lags are shared up to the bandwidth of 90 % of the pairs (at most `max_shared_lag`); pairs
+with longer bandwidths are computed alone with bartlett_lrv.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from fedgc.core.hac import ANDREWS_RHO_CAP, bartlett_lrv
 
 MAX_SHARED_LAG = 12
+SHARED_SHARE = 0.9
 
 
 class PairLRV(NamedTuple):
@@ -99,7 +101,8 @@ def pair_lrvs(
     bandwidth = np.minimum(np.maximum(1.1447 * (a1 * N) ** (1.0 / 3.0), float(min_bandwidth)), N / 4.0)
 
     lags_needed = {(m, n): int(np.ceil(bandwidth[m, n])) - 1 for m, n in pairs}
-    shared = min(max(lags_needed.values(), default=0), max_shared_lag)
+    # a lag's shared product costs as much for all pairs as for one: shared lags cover 90 % of the pairs
+    shared = min(int(np.quantile(list(lags_needed.values()), SHARED_SHARE, method="higher")), max_shared_lag)
     C.extend(centred_moment(j) for j in range(2, shared + 1))
 
     out: list[PairLRV | None] = [None] * len(pairs)

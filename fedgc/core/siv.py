@@ -29,7 +29,6 @@ import scipy.linalg
 from fedgc.core.fdr import benjamini_hochberg
 from fedgc.core.granger import GCResult
 from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test, wald_tests
-from fedgc.core.kalman import filter_scan
 from fedgc.core.pair_hac import pair_lrvs
 
 MAX_LAG = 2
@@ -78,8 +77,21 @@ def ema_highpass(x: np.ndarray, window: float) -> np.ndarray:
     if not window >= 1:
         raise ValueError(f"window must be >= 1, got {window!r}")
     lam = 1.0 - 1.0 / window
-    m = filter_scan(lam * np.eye(x.shape[1]), (1.0 - lam) * x, x[0])  # m_t = lam m_{t-1} + (1 - lam) x_t from x_0
-    return x - np.vstack([x[:1], m[:-1]])
+    return x - np.vstack([x[:1], _ema(x, lam)[:-1]])
+
+
+def _ema(x: np.ndarray, lam: float, block: int = 64) -> np.ndarray:
+    """m_t = lam m_{t-1} + (1 - lam) x_t for t >= 1, m_0 = x_0, by blocks of `block` steps: inside a block
+    m_{t0+i} = lam^(i+1) m_{t0-1} + sum_{s <= i} (1 - lam) lam^(i-s) x_{t0+s}, one small matrix product."""
+    m = np.empty_like(x)
+    m[0] = x[0]
+    i = np.arange(block)
+    L = np.tril((1.0 - lam) * lam ** np.subtract.outer(i, i).clip(min=0))
+    carry = lam ** (i + 1.0)
+    for t0 in range(1, x.shape[0], block):
+        n = min(block, x.shape[0] - t0)
+        m[t0 : t0 + n] = L[:n, :n] @ x[t0 : t0 + n] + carry[:n, None] * m[t0 - 1]
+    return m
 
 
 def _inv_sqrt(S: np.ndarray) -> np.ndarray:

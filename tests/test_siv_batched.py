@@ -131,3 +131,24 @@ def test_blocked_moving_average_is_the_recursion(lam: float) -> None:
         m[t] = lam * m[t - 1] + (1.0 - lam) * x[t]
     np.testing.assert_allclose(_ema(x, lam, block=64), m, rtol=1e-12, atol=1e-12 * np.abs(m).max())
     np.testing.assert_allclose(_ema(x[:1], lam), x[:1])
+
+
+def test_large_wald_by_cholesky_equals_the_eigen_decomposition() -> None:
+    rng = np.random.default_rng(7)
+    q = 60
+    L = rng.standard_normal((q, 2 * q))
+    V = L @ L.T / q
+    delta = rng.standard_normal(q)
+    w, U = np.linalg.eigh(V)
+    exact = float(np.sum((U.T @ delta) ** 2 / w))
+    test = wald_test(delta, V, nu=500.0)
+    assert test.dof == q
+    assert test.statistic == pytest.approx(exact, rel=1e-10)
+    # rank-deficient: the Cholesky route is refused and the pseudo-inverse over the positive directions counts
+    B = rng.standard_normal((q, q - 5))
+    singular = B @ B.T
+    w, U = np.linalg.eigh(singular)
+    keep = w > 1e-12 * w.max()
+    test = wald_test(delta, singular, nu=500.0)
+    assert test.dof == q - 5
+    assert test.statistic == pytest.approx(float(np.sum((U[:, keep].T @ delta) ** 2 / w[keep])), rel=1e-8)

@@ -19,11 +19,14 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import scipy.linalg
+import scipy.linalg.lapack
 import scipy.special
 
 from fedgc.core.granger import chi2_log10_sf
 
-ANDREWS_RHO_CAP = 0.97  # AR(1) coefficients are capped so the plug-in bandwidth stays finite
+ANDREWS_RHO_CAP = 0.97
+CHOLESKY_FROM = 32  # one hypothesis with at least this many restrictions: Cholesky instead of eigh  # AR(1) coefficients are capped so the plug-in bandwidth stays finite
 
 
 class LongRunCovariance(NamedTuple):
@@ -109,6 +112,20 @@ class WaldTests(NamedTuple):
     nu: np.ndarray
 
 
+def _well_conditioned_statistic(delta: np.ndarray, V: np.ndarray) -> float | None:
+    """delta^T V^{-1} delta by Cholesky when V's condition number is surely below 1e12, so that every
+    eigen-direction counts (see wald_tests) and the pseudo-inverse is the inverse: cond_2 <= cond_1, and
+    LAPACK's estimate of 1 / cond_1 must be >= 1e-9 (a margin of 1000 for the estimate). None otherwise."""
+    try:
+        factor = scipy.linalg.cho_factor(V, lower=False, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+    rcond, info = scipy.linalg.lapack.dpocon(factor[0], float(np.abs(V).sum(axis=0).max()), uplo="U")
+    if info != 0 or not rcond >= 1e-9:
+        return None
+    return float(delta @ scipy.linalg.cho_solve(factor, delta, check_finite=False))
+
+
 def wald_tests(delta: np.ndarray, V: np.ndarray, *, nu: np.ndarray | None = None) -> WaldTests:
     """wald_test for P hypotheses of the same size q0 at once: delta (P, q0), V (P, q0, q0), nu (P,) or None."""
     delta = np.asarray(delta, dtype=np.float64)
@@ -117,11 +134,16 @@ def wald_tests(delta: np.ndarray, V: np.ndarray, *, nu: np.ndarray | None = None
         raise ValueError(f"delta must be (P, q) and V (P, q, q), got {delta.shape} and {V.shape}")
     P = delta.shape[0]
     nus = np.full(P, np.inf) if nu is None else np.broadcast_to(np.asarray(nu, dtype=np.float64), (P,)).copy()
-    w, U = np.linalg.eigh(0.5 * (V + np.swapaxes(V, 1, 2)))
-    keep = w > 1e-12 * np.maximum(w.max(axis=1, initial=0.0), 1e-300)[:, None]
-    z = np.einsum("pij,pi->pj", U, delta)
-    stat = np.sum(np.where(keep, z**2 / np.where(keep, w, 1.0), 0.0), axis=1)
-    q = keep.sum(axis=1)
+    V = 0.5 * (V + np.swapaxes(V, 1, 2))
+    full_rank = _well_conditioned_statistic(delta[0], V[0]) if P == 1 and delta.shape[1] >= CHOLESKY_FROM else None
+    if full_rank is not None:
+        stat, q = np.array([full_rank]), np.array([delta.shape[1]])
+    else:
+        w, U = np.linalg.eigh(V)
+        keep = w > 1e-12 * np.maximum(w.max(axis=1, initial=0.0), 1e-300)[:, None]
+        z = np.einsum("pij,pi->pj", U, delta)
+        stat = np.sum(np.where(keep, z**2 / np.where(keep, w, 1.0), 0.0), axis=1)
+        q = keep.sum(axis=1)
     lp = np.zeros(P)
     chi2 = (q > 0) & ~np.isfinite(nus)
     lp[chi2] = chi2_log10_sf(stat[chi2], q[chi2])

@@ -26,6 +26,7 @@ import scipy.special
 from fedgc.core.granger import chi2_log10_sf
 
 ANDREWS_RHO_CAP = 0.97
+CHUNK_VALUES = 1 << 22  # floats per block of rows (32 MB) where a series is processed by blocks
 CHOLESKY_FROM = 32  # one hypothesis with at least this many restrictions: Cholesky instead of eigh  # AR(1) coefficients are capped so the plug-in bandwidth stays finite
 
 
@@ -58,17 +59,25 @@ def _series(phi: np.ndarray) -> np.ndarray:
 def andrews_bandwidth(phi: np.ndarray) -> float:
     """Andrews' AR(1) plug-in bandwidth of the Bartlett kernel for the (centred) series phi (N, k)."""
     phi = _series(phi)
-    N = phi.shape[0]
     x0, x1 = phi[:-1], phi[1:]
-    denom = np.einsum("tk,tk->k", x0, x0)
-    rho = np.divide(np.einsum("tk,tk->k", x0, x1), denom, out=np.zeros_like(denom), where=denom > 0)
+    sums = (np.einsum("tk,tk->k", x0, x0), np.einsum("tk,tk->k", x0, x1), np.einsum("tk,tk->k", x1, x1))
+    return andrews_from_sums(*sums, phi.shape[0])
+
+
+def ar1_terms(s00: np.ndarray, s01: np.ndarray, s11: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Andrews' per-column terms 4 rho^2 sigma^4 / ((1 - rho)^6 (1 + rho)^2) and sigma^4 / (1 - rho)^4 from a
+    centred column's sums s00 = sum_{t < n-1} x_t^2, s01 = sum x_t x_{t+1}, s11 = sum_{t >= 1} x_t^2:
+    rho = s01 / s00 (capped), sigma^2 = sum (x_{t+1} - rho x_t)^2 / (n - 1)."""
+    rho = np.divide(s01, s00, out=np.zeros_like(s00), where=s00 > 0)
     rho = np.clip(rho, -ANDREWS_RHO_CAP, ANDREWS_RHO_CAP)
-    resid = x1 - x0 * rho
-    sig2 = np.einsum("tk,tk->k", resid, resid) / (N - 1)
-    num = np.sum(4.0 * rho**2 * sig2**2 / ((1.0 - rho) ** 6 * (1.0 + rho) ** 2))
-    den = np.sum(sig2**2 / (1.0 - rho) ** 4)
-    a1 = num / max(den, 1e-300)
-    return float(1.1447 * (a1 * N) ** (1.0 / 3.0))
+    sig2 = (s11 - 2.0 * rho * s01 + rho**2 * s00) / (n - 1)
+    return 4.0 * rho**2 * sig2**2 / ((1.0 - rho) ** 6 * (1.0 + rho) ** 2), sig2**2 / (1.0 - rho) ** 4
+
+
+def andrews_from_sums(s00: np.ndarray, s01: np.ndarray, s11: np.ndarray, n: int) -> float:
+    """andrews_bandwidth from the columns' lag-0 and lag-1 sums (see ar1_terms), equal weights."""
+    num, den = ar1_terms(s00, s01, s11, n)
+    return float(1.1447 * (float(np.sum(num)) / max(float(np.sum(den)), 1e-300) * n) ** (1.0 / 3.0))
 
 
 def bartlett_weights(bandwidth: float) -> np.ndarray:
@@ -94,6 +103,52 @@ def bartlett_lrv(phi: np.ndarray, *, bandwidth: float | None = None, min_bandwid
         banded[j:] += w * phi[:-j]
         banded[:-j] += w * phi[j:]
     S = phi.T @ banded / N
+    return LongRunCovariance(0.5 * (S + S.T), float(b))
+
+
+def kron_bartlett_lrv(
+    a: np.ndarray, u: np.ndarray, *, min_bandwidth: float = 1.0, chunk: int | None = None
+) -> LongRunCovariance:
+    """bartlett_lrv of phi_t = a_t (x) u_t (N, c R; columns (i, k) row-major) without forming phi: the
+    Andrews sums and N S = sum_t phi_t (K phi)_t^T accumulated over blocks of `chunk` rows (each block with
+    the neighbouring rows its band reaches), so memory is a block, not N x c R."""
+    a = np.asarray(a, dtype=np.float64)
+    u = np.asarray(u, dtype=np.float64)
+    N, k = a.shape[0], a.shape[1] * u.shape[1]
+    if u.shape[0] != N or N < 3:
+        raise ValueError(f"a and u must have the same N >= 3 rows, got {a.shape} and {u.shape}")
+    rows = max(64, CHUNK_VALUES // k) if chunk is None else int(chunk)
+    mean = (a.T @ u / N).ravel()
+
+    def phi(lo: int, hi: int) -> np.ndarray:
+        return (a[lo:hi, :, None] * u[lo:hi, None, :]).reshape(hi - lo, k) - mean
+
+    s00, s01, s11 = np.zeros(k), np.zeros(k), np.zeros(k)
+    for lo in range(0, N - 1, rows):
+        block = phi(lo, min(N, lo + rows + 1))
+        x0, x1 = block[:-1], block[1:]
+        s00 += np.einsum("tk,tk->k", x0, x0)
+        s01 += np.einsum("tk,tk->k", x0, x1)
+        s11 += np.einsum("tk,tk->k", x1, x1)
+    b = min(max(andrews_from_sums(s00, s01, s11, N), float(min_bandwidth)), N / 4.0)
+    weights = bartlett_weights(b)
+    J = weights.size
+    S = np.zeros((k, k))
+    for start in range(0, N, rows):
+        stop = min(N, start + rows)
+        lo, hi = max(0, start - J), min(N, stop + J)
+        ext = phi(lo, hi)
+        off, n = start - lo, stop - start
+        banded = ext[off : off + n].copy()
+        for j, w in enumerate(weights, start=1):
+            first = min(n, max(0, j - off))  # rows t with t - j >= 0 are first .. n - 1
+            if first < n:
+                banded[first:] += w * ext[off - j + first : off - j + n]
+            last = max(0, min(n, hi - j - start))  # rows t with t + j < N are 0 .. last - 1
+            if last > 0:
+                banded[:last] += w * ext[off + j : off + j + last]
+        S += ext[off : off + n].T @ banded
+    S /= N
     return LongRunCovariance(0.5 * (S + S.T), float(b))
 
 

@@ -9,7 +9,7 @@ import pytest
 from fedgc.core import pair_hac, siv
 from fedgc.core.hac import bartlett_lrv, equivalent_df, kron_bartlett_lrv, wald_test, wald_tests
 from fedgc.core.pair_hac import pair_lrvs
-from fedgc.core.siv import _TSLS, Projector, _add_regressors, _ema, _pair_tests, _tsls, siv_tests
+from fedgc.core.siv import _TSLS, Projector, _add_regressors, _pair_tests, _tsls, ema_highpass, siv_tests
 from fedgc.core.snapshots import snapshot
 from fedgc.data import ground_truth as gt
 
@@ -94,7 +94,7 @@ def test_projector_and_frisch_waugh_refit_equal_a_full_qr_refit() -> None:
     added = _add_regressors(fit, Y, X, Xc, Xc_hat, Xc_hat - Qr @ (Qr.T @ Xc_hat))
     full = _tsls(Y, np.hstack([X, Xc]), Qz @ (Qz.T @ np.hstack([X, Xc])))
     np.testing.assert_allclose(added.B, full.B[3:], rtol=1e-10)
-    np.testing.assert_allclose(added.influence, full.influence[:, 3:], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(added.influence, full.influence()[:, 3:], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(added.resid, full.resid, rtol=1e-10, atol=1e-12)
     # collinear instruments: the projector falls back to an orthonormal basis and still projects
     Zc = np.hstack([Z, Z[:, :2] @ np.ones((2, 1))])
@@ -107,7 +107,7 @@ def test_pair_tests_equal_one_block_wald_per_pair() -> None:
     influence, resid = rng.standard_normal((800, 9)), _persistent(rng, 800, 6, 0.5)
     cols, offsets = [[0, 1, 8], [2, 3], [4, 5, 6, 7]], np.array([0, 2, 3, 6])  # unequal blocks, one split
     B = rng.standard_normal((9, 6)) * 0.05
-    fit = _TSLS(B, influence, resid, influence, np.eye(9))
+    fit = _TSLS(B, resid, influence, np.eye(9))  # influence() = Xh G = influence
     statistic, dof, log10p, norm = _pair_tests(fit, cols, offsets, 1)
     N, K = influence.shape
     for m in range(3):
@@ -125,15 +125,17 @@ def test_pair_tests_equal_one_block_wald_per_pair() -> None:
             assert norm[m, n] == pytest.approx(np.linalg.norm(B[np.ix_(cols[n], t)]))
 
 
-@pytest.mark.parametrize("lam", [0.0, 0.5, 0.99])
-def test_blocked_moving_average_is_the_recursion(lam: float) -> None:
-    x = np.random.default_rng(6).standard_normal((300, 3)).cumsum(axis=0)
-    m = np.empty_like(x)
-    m[0] = x[0]
-    for t in range(1, x.shape[0]):
-        m[t] = lam * m[t - 1] + (1.0 - lam) * x[t]
-    np.testing.assert_allclose(_ema(x, lam, block=64), m, rtol=1e-12, atol=1e-12 * np.abs(m).max())
-    np.testing.assert_allclose(_ema(x[:1], lam), x[:1])
+@pytest.mark.parametrize("window", [1.0, 2.0, 100.0])
+def test_blocked_highpass_is_the_recursion(window: float) -> None:
+    lam = 1.0 - 1.0 / window
+    for n in (1, 64, 65, 300):  # no block, exactly one, one and a row, several
+        x = np.random.default_rng(6).standard_normal((n, 3)).cumsum(axis=0)
+        m = np.empty_like(x)
+        m[0] = x[0]
+        for t in range(1, n):
+            m[t] = lam * m[t - 1] + (1.0 - lam) * x[t]
+        expected = x - np.vstack([x[:1], m[:-1]])
+        np.testing.assert_allclose(ema_highpass(x, window), expected, rtol=1e-12, atol=1e-12 * np.abs(x).max())
 
 
 def test_large_wald_by_cholesky_equals_the_eigen_decomposition() -> None:

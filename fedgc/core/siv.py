@@ -20,7 +20,7 @@ Results are [target m, source n] matrices as in fedgc.core.granger.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -76,22 +76,26 @@ def ema_highpass(x: np.ndarray, window: float) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if not window >= 1:
         raise ValueError(f"window must be >= 1, got {window!r}")
-    lam = 1.0 - 1.0 / window
-    return x - np.vstack([x[:1], _ema(x, lam)[:-1]])
+    hp = np.empty_like(x)
+    hp[0] = 0.0
+    for t0, m in _ema_blocks(x, 1.0 - 1.0 / window):  # m: m_{t0-1} .. m_{t0+n-2}, the averages hp_t subtracts
+        hp[t0 : t0 + m.shape[0]] = x[t0 : t0 + m.shape[0]] - m
+    return hp
 
 
-def _ema(x: np.ndarray, lam: float, block: int = 64) -> np.ndarray:
-    """m_t = lam m_{t-1} + (1 - lam) x_t for t >= 1, m_0 = x_0, by blocks of `block` steps: inside a block
-    m_{t0+i} = lam^(i+1) m_{t0-1} + sum_{s <= i} (1 - lam) lam^(i-s) x_{t0+s}, one small matrix product."""
-    m = np.empty_like(x)
-    m[0] = x[0]
+def _ema_blocks(x: np.ndarray, lam: float, block: int = 64) -> Iterator[tuple[int, np.ndarray]]:
+    """(t0, m_{t0-1 .. t0+n-2}) for t0 = 1, 1 + block, ...: the moving average m_t = lam m_{t-1} + (1 - lam) x_t,
+    m_0 = x_0, lagged by one step, a block at a time. Inside a block m_{t0+i} = lam^(i+1) m_{t0-1} +
+    sum_{s <= i} (1 - lam) lam^(i-s) x_{t0+s}: one small matrix product."""
     i = np.arange(block)
     L = np.tril((1.0 - lam) * lam ** np.subtract.outer(i, i).clip(min=0))
     carry = lam ** (i + 1.0)
+    last = x[0]
     for t0 in range(1, x.shape[0], block):
         n = min(block, x.shape[0] - t0)
-        m[t0 : t0 + n] = L[:n, :n] @ x[t0 : t0 + n] + carry[:n, None] * m[t0 - 1]
-    return m
+        m = L[:n, :n] @ x[t0 : t0 + n] + carry[:n, None] * last
+        yield t0, np.vstack([last[None], m[:-1]])
+        last = m[-1]
 
 
 def _inv_sqrt(S: np.ndarray) -> np.ndarray:
@@ -132,6 +136,8 @@ def _regressors(
     """X (N, K): every site's x_{t-1}, then the extra directions, from the lagged series (or their
     instrumented fits: the map is linear); cols[n]: n's columns of X."""
     M = len(offsets) - 1
+    if not extra:
+        return lagged[1], [list(range(int(offsets[n]), int(offsets[n + 1]))) for n in range(M)]
     blocks = [lagged[1]]
     cols = [list(range(int(offsets[n]), int(offsets[n + 1]))) for n in range(M)]
     pos = int(offsets[-1])
@@ -199,22 +205,21 @@ class Projector(NamedTuple):
         return out
 
     def lagged(self, lagged: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-        """P_Z of every lag's series, in one product."""
-        lags = sorted(lagged)
-        fitted = self(np.hstack([lagged[k] for k in lags]))
-        width = lagged[lags[0]].shape[1]
-        return {k: fitted[:, i * width : (i + 1) * width] for i, k in enumerate(lags)}
+        """P_Z of every lag's series."""
+        return {k: self(v) for k, v in lagged.items()}
 
 
 class _TSLS(NamedTuple):
-    """B: (K, R) coefficients;  influence: (N, K) Xh G, so B - B_true = influence^T u / N;  resid: (N, R);
-    Xh: (N, K) the instrumented regressors P_Z X;  G: (K, K) (Xh^T Xh / N)^+."""
+    """B: (K, R) coefficients;  resid: (N, R);  Xh: (N, K) the instrumented regressors P_Z X;
+    G: (K, K) (Xh^T Xh / N)^+. The influence series Xh G (B - B_true = influence^T u / N) is `influence()`."""
 
     B: np.ndarray
-    influence: np.ndarray
     resid: np.ndarray
     Xh: np.ndarray
     G: np.ndarray
+
+    def influence(self) -> np.ndarray:
+        return self.Xh @ self.G
 
 
 def _tsls(Y: np.ndarray, X: np.ndarray, Xh: np.ndarray) -> _TSLS:
@@ -222,7 +227,9 @@ def _tsls(Y: np.ndarray, X: np.ndarray, Xh: np.ndarray) -> _TSLS:
     N = Y.shape[0]
     G = np.linalg.pinv(Xh.T @ Xh / N)
     B = G @ (Xh.T @ Y / N)
-    return _TSLS(B, Xh @ G, Y - X @ B, Xh, G)
+    resid = X @ B
+    np.subtract(Y, resid, out=resid)
+    return _TSLS(B, resid, Xh, G)
 
 
 class _Added(NamedTuple):
@@ -257,12 +264,13 @@ def _wald(B: np.ndarray, influence: np.ndarray, resid: np.ndarray, n_params: int
 def _pair_tests(fit: _TSLS, cols: Sequence[Sequence[int]], offsets: np.ndarray, max_lag: int) -> tuple[np.ndarray, ...]:
     """(W, q, log10 p, ||B^{mn}||) [m, n] of B[cols[n], m's columns] = 0 for every ordered pair, the HAC
     covariance of phi_t = influence_t[cols[n]] (x) u_t[m's columns] (fedgc.core.pair_hac), batched by size."""
-    N, K = fit.influence.shape
+    influence = fit.influence()
+    N, K = influence.shape
     M = len(cols)
     sources = [np.asarray(c, dtype=int) for c in cols]
     targets = [np.arange(offsets[m], offsets[m + 1]) for m in range(M)]
     pairs = [(m, n) for m in range(M) for n in range(M) if n != m]
-    lrvs = pair_lrvs(fit.influence, fit.resid, sources, targets, pairs, min_bandwidth=max_lag + 2.0)
+    lrvs = pair_lrvs(influence, fit.resid, sources, targets, pairs, min_bandwidth=max_lag + 2.0)
     statistic, log10p, norm = np.full((M, M), np.nan), np.full((M, M), np.nan), np.full((M, M), np.nan)
     dof = np.zeros((M, M), dtype=int)
     by_size: dict[tuple[int, int], list[int]] = {}
@@ -303,8 +311,14 @@ def select_lags(
     targets); the most significant candidate is added if p < level / M. Instruments stay at lags
     max_lag + 1 .. 2 max_lag + 2 during the selection."""
     x, dims = _stack(xs)
-    M = len(dims)
     window = highpass_window(x.shape[0]) if window is None else float(window)
+    return _select_lags(x, dims, max_lag=max_lag, min_strength=min_strength, level=level, window=window)
+
+
+def _select_lags(
+    x: np.ndarray, dims: Sequence[int], *, max_lag: int, min_strength: float, level: float, window: float
+) -> tuple[LagDirection, ...]:
+    M = len(dims)
     if max_lag < 2:
         return ()
     d = _design(x, dims, max_lag, window)
@@ -314,7 +328,7 @@ def select_lags(
     while True:
         X, _ = _regressors(d.lagged, d.offsets, extra)
         fit = _tsls(d.Y, X, _regressors(hat, d.offsets, extra)[0])
-        Qr, _ = np.linalg.qr(fit.Xh)
+        N = X.shape[0]
         best: tuple[float, list[LagDirection]] | None = None
         for n in range(M):
             k = 2 + len({e.lag for e in extra if e.site == n})
@@ -322,7 +336,7 @@ def select_lags(
                 continue
             Xn = d.lagged[k][:, d.offsets[n] : d.offsets[n + 1]]
             Xn_hat = hat[k][:, d.offsets[n] : d.offsets[n + 1]]
-            E = Xn_hat - Qr @ (Qr.T @ Xn_hat)
+            E = Xn_hat - fit.Xh @ (fit.G @ (fit.Xh.T @ Xn_hat / N))  # the part of Xn_hat that Xh does not span
             strength, dirs = _strengths(E, Xn - Xn_hat, L)
             keep = strength >= min_strength
             if not keep.any():
@@ -369,7 +383,7 @@ def siv_tests(
         raise ValueError(f"max_lag must be an integer >= 1, got {max_lag!r}")
     x, dims = _stack(xs)
     window = highpass_window(x.shape[0]) if window is None else float(window)
-    extra = select_lags(xs, max_lag=max_lag, min_strength=min_strength, level=lag_level, window=window)
+    extra = _select_lags(x, dims, max_lag=max_lag, min_strength=min_strength, level=lag_level, window=window)
     P = max([1, *(e.lag for e in extra)])
     d = _design(x, dims, P, window)
     X, cols = _regressors(d.lagged, d.offsets, extra)

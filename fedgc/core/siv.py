@@ -11,7 +11,9 @@ is consistent. The instruments are high-passed, z_t = x_t - EMA_{t-1}(x) with an
 average of time constant W = min(sqrt(T), 100) (a function of x_{<= t} only), so slow drifts and
 near-integrated states do not dominate them.
 
-Regressors: lag 1 of every site, plus lag-2 directions chosen per site (`select_lags`). Test of
+Regressors: lag 1 of every site, plus lag-2 directions chosen per site (`select_lags`; on series longer
+than SELECTION_ROWS, on their last SELECTION_ROWS rows: every candidate's test costs N (c R)^2, and at
+100000 rows a lag that matters is found at any useful strength). Test of
 "site n does not Granger-cause site m": all of n's coefficients in m's equations are zero, a block Wald
 test with the Newey-West long-run covariance of the 2SLS influence series (fedgc.core.hac; bandwidth at
 least P + 2, so the MA(P) error's autocorrelations are covered) and the F small-sample correction.
@@ -35,6 +37,7 @@ MAX_LAG = 2
 MIN_STRENGTH = 1.5  # partial first-stage strength (about 1 when a direction adds nothing) to consider a lag
 LAG_LEVEL = 0.01  # a lag is added when its Wald test has p < LAG_LEVEL / M
 MAX_WINDOW = 100.0
+SELECTION_ROWS = 100_000  # lags are selected on the last rows of longer series (see siv_tests)
 
 
 class LagDirection(NamedTuple):
@@ -261,16 +264,24 @@ def _wald(B: np.ndarray, influence: np.ndarray, resid: np.ndarray, n_params: int
     return wald_test(B, lrv.S / N, nu=equivalent_df(N, lrv.bandwidth, n_params)).log10_pvalue
 
 
-def _pair_tests(fit: _TSLS, cols: Sequence[Sequence[int]], offsets: np.ndarray, max_lag: int) -> tuple[np.ndarray, ...]:
-    """(W, q, log10 p, ||B^{mn}||) [m, n] of B[cols[n], m's columns] = 0 for every ordered pair, the HAC
-    covariance of phi_t = influence_t[cols[n]] (x) u_t[m's columns] (fedgc.core.pair_hac), batched by size."""
-    influence = fit.influence()
+def _pair_tests(
+    B: np.ndarray,
+    influence: np.ndarray,
+    resid: np.ndarray,
+    cols: Sequence[Sequence[int]],
+    dims: Sequence[int],
+    max_lag: int,
+) -> tuple[np.ndarray, ...]:
+    """(W, q, log10 p, ||B^{mn}||) [m, n] of B[cols[n], m's columns] = 0 for every ordered pair (m's columns:
+    its dims[m] columns of resid, sites in order), the HAC covariance of phi_t = influence_t[cols[n]] (x)
+    resid_t[m's columns] (fedgc.core.pair_hac), batched by size."""
     N, K = influence.shape
     M = len(cols)
     sources = [np.asarray(c, dtype=int) for c in cols]
+    offsets = np.concatenate([[0], np.cumsum(dims)]).astype(int)
     targets = [np.arange(offsets[m], offsets[m + 1]) for m in range(M)]
     pairs = [(m, n) for m in range(M) for n in range(M) if n != m]
-    lrvs = pair_lrvs(influence, fit.resid, sources, targets, pairs, min_bandwidth=max_lag + 2.0)
+    lrvs = pair_lrvs(influence, resid, sources, targets, pairs, min_bandwidth=max_lag + 2.0)
     statistic, log10p, norm = np.full((M, M), np.nan), np.full((M, M), np.nan), np.full((M, M), np.nan)
     dof = np.zeros((M, M), dtype=int)
     by_size: dict[tuple[int, int], list[int]] = {}
@@ -279,7 +290,7 @@ def _pair_tests(fit: _TSLS, cols: Sequence[Sequence[int]], offsets: np.ndarray, 
     for members in by_size.values():
         m_idx, n_idx = np.array([pairs[p] for p in members]).T
         rows = np.stack([sources[n] for n in n_idx])[:, :, None]
-        blocks = fit.B[rows, np.stack([targets[m] for m in m_idx])[:, None, :]]  # (P, k_n, r_m)
+        blocks = B[rows, np.stack([targets[m] for m in m_idx])[:, None, :]]  # (P, k_n, r_m)
         nu = np.array([equivalent_df(N, lrvs[p].bandwidth, K) for p in members])
         V = np.stack([lrvs[p].S / N for p in members])
         tests = wald_tests(blocks.reshape(len(members), -1), V, nu=nu)
@@ -383,13 +394,20 @@ def siv_tests(
         raise ValueError(f"max_lag must be an integer >= 1, got {max_lag!r}")
     x, dims = _stack(xs)
     window = highpass_window(x.shape[0]) if window is None else float(window)
-    extra = _select_lags(x, dims, max_lag=max_lag, min_strength=min_strength, level=lag_level, window=window)
+    recent = x[-SELECTION_ROWS:] - x[-SELECTION_ROWS:].mean(axis=0) if x.shape[0] > SELECTION_ROWS else x
+    extra = _select_lags(recent, dims, max_lag=max_lag, min_strength=min_strength, level=lag_level, window=window)
+    del recent
     P = max([1, *(e.lag for e in extra)])
     d = _design(x, dims, P, window)
     X, cols = _regressors(d.lagged, d.offsets, extra)
     fit = _tsls(d.Y, X, _regressors(d.project.lagged(d.lagged), d.offsets, extra)[0])
-    statistic, dof, log10p, norm = _pair_tests(fit, cols, d.offsets, P)
-    return SIVResult(statistic, dof, log10p, norm, tuple(dims), extra, P, window, int(X.shape[0]), int(X.shape[1]))
+    N, K = X.shape
+    del d, X  # the high-passed series (the instruments) go with the design
+    influence = fit.influence()
+    B, resid = fit.B, fit.resid
+    del fit  # the instrumented regressors
+    statistic, dof, log10p, norm = _pair_tests(B, influence, resid, cols, dims, P)
+    return SIVResult(statistic, dof, log10p, norm, tuple(dims), extra, P, window, int(N), int(K))
 
 
 def with_siv_tests(gc: GCResult, xs: Sequence[np.ndarray]) -> GCResult:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test, wald_tests
+from fedgc.core import pair_hac, siv
+from fedgc.core.hac import bartlett_lrv, equivalent_df, kron_bartlett_lrv, wald_test, wald_tests
 from fedgc.core.pair_hac import pair_lrvs
-from fedgc.core.siv import _TSLS, Projector, _add_regressors, _ema, _pair_tests, _tsls
+from fedgc.core.siv import _TSLS, Projector, _add_regressors, _ema, _pair_tests, _tsls, siv_tests
+from fedgc.core.snapshots import snapshot
+from fedgc.data import ground_truth as gt
 
 
 def _persistent(rng: np.random.Generator, n: int, k: int, rho: float) -> np.ndarray:
@@ -131,3 +134,50 @@ def test_blocked_moving_average_is_the_recursion(lam: float) -> None:
         m[t] = lam * m[t - 1] + (1.0 - lam) * x[t]
     np.testing.assert_allclose(_ema(x, lam, block=64), m, rtol=1e-12, atol=1e-12 * np.abs(m).max())
     np.testing.assert_allclose(_ema(x[:1], lam), x[:1])
+
+
+def test_large_wald_by_cholesky_equals_the_eigen_decomposition() -> None:
+    rng = np.random.default_rng(7)
+    q = 60
+    L = rng.standard_normal((q, 2 * q))
+    V = L @ L.T / q
+    delta = rng.standard_normal(q)
+    w, U = np.linalg.eigh(V)
+    exact = float(np.sum((U.T @ delta) ** 2 / w))
+    test = wald_test(delta, V, nu=500.0)
+    assert test.dof == q
+    assert test.statistic == pytest.approx(exact, rel=1e-10)
+    # rank-deficient: the Cholesky route is refused and the pseudo-inverse over the positive directions counts
+    B = rng.standard_normal((q, q - 5))
+    singular = B @ B.T
+    w, U = np.linalg.eigh(singular)
+    keep = w > 1e-12 * w.max()
+    test = wald_test(delta, singular, nu=500.0)
+    assert test.dof == q - 5
+    assert test.statistic == pytest.approx(float(np.sum((U[:, keep].T @ delta) ** 2 / w[keep])), rel=1e-8)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 5, 64])
+def test_kron_lrv_by_blocks_equals_bartlett_of_the_formed_series(chunk: int | None) -> None:
+    rng = np.random.default_rng(8)
+    for N, rho in ((1200, 0.95), (40, 0.5)):  # a bandwidth far wider than a block; a series shorter than one
+        a, u = _persistent(rng, N, 2, rho), _persistent(rng, N, 3, 0.9)
+        phi = (a[:, :, None] * u[:, None, :]).reshape(N, -1)
+        ref = bartlett_lrv(phi, min_bandwidth=3.0)
+        got = kron_bartlett_lrv(a, u, min_bandwidth=3.0, chunk=chunk)
+        assert got.bandwidth == pytest.approx(ref.bandwidth, rel=1e-12)
+        np.testing.assert_allclose(got.S, ref.S, rtol=1e-12, atol=1e-13 * np.abs(ref.S).max())
+    assert ref.bandwidth > 3.0
+
+
+def test_memory_bounded_blocks_give_the_same_siv_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    system = gt.make("mixed", 3)
+    ys, _ = gt.simulate(system, 3000, np.random.default_rng(3))
+    xs = [snapshot(y).series for y in ys]
+    whole = siv_tests(xs)
+    monkeypatch.setattr(siv, "CHUNK_VALUES", 997)  # blocks of a few rows: instruments, projections
+    monkeypatch.setattr(pair_hac, "CHUNK_VALUES", 997)  # and the pairs' lag moments
+    blocks = siv_tests(xs)
+    assert [(e.site, e.lag) for e in blocks.extra] == [(e.site, e.lag) for e in whole.extra]
+    off = ~np.eye(system.M, dtype=bool)
+    np.testing.assert_allclose(blocks.log10_pvalue[off], whole.log10_pvalue[off], rtol=1e-10)

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fedgc.core.hac import ANDREWS_RHO_CAP, bartlett_lrv
+from fedgc.core.hac import CHUNK_VALUES, ar1_terms, bartlett_lrv
 
 MAX_SHARED_LAG = 12
 SHARED_SHARE = 0.9
@@ -45,9 +45,18 @@ def _inner_pairs(blocks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, 
     return first, second, np.concatenate([[0], np.cumsum([b.size**2 for b in blocks])])
 
 
-def _lagged_products(x: np.ndarray, first: np.ndarray, second: np.ndarray, lag: int) -> np.ndarray:
-    N = x.shape[0]
-    return x[lag:, first] * x[: N - lag, second]
+def _lagged_moment(a: np.ndarray, u: np.ndarray, pairs_a: tuple[np.ndarray, np.ndarray],
+                   pairs_u: tuple[np.ndarray, np.ndarray], lag: int) -> np.ndarray:  # fmt: skip
+    """sum_{t >= lag} (a_t[i] a_{t-lag}[i']) (u_t[k] u_{t-lag}[k'])  over (i, i') in pairs_a, (k, k') in
+    pairs_u, by blocks of rows (memory: a block of both product series, not N of them)."""
+    (i1, i2), (k1, k2) = pairs_a, pairs_u
+    N = a.shape[0]
+    rows = max(64, CHUNK_VALUES // (i1.size + k1.size))
+    G = np.zeros((i1.size, k1.size))
+    for t in range(lag, N, rows):
+        e = min(N, t + rows)
+        G += (a[t:e, i1] * a[t - lag : e - lag, i2]).T @ (u[t:e, k1] * u[t - lag : e - lag, k2])
+    return G
 
 
 def pair_lrvs(
@@ -70,7 +79,7 @@ def pair_lrvs(
 
     def centred_moment(lag: int) -> np.ndarray:
         """sum_{t >= lag} (phi_t - mu)(phi_{t-lag} - mu)^T in the (i, i'), (k, k') layout."""
-        G = _lagged_products(a, i1, i2, lag).T @ _lagged_products(u, k1, k2, lag)
+        G = _lagged_moment(a, u, (i1, i2), (k1, k2), lag)
         head = total - a[N - lag :].T @ u[N - lag :]  # sum over t - lag = 0 .. N - 1 - lag
         tail = total - a[:lag].T @ u[:lag]  # sum over t = lag .. N - 1
         mu1, mu2 = mean[np.ix_(i1, k1)], mean[np.ix_(i2, k2)]
@@ -84,11 +93,7 @@ def pair_lrvs(
     first = np.outer(a[0, col_a], u[0, col_u]) - mean[np.ix_(col_a, col_u)]
     last = np.outer(a[-1, col_a], u[-1, col_u]) - mean[np.ix_(col_a, col_u)]
     s00, s11 = c0 - last**2, c0 - first**2
-    rho = np.divide(c1, s00, out=np.zeros_like(s00), where=s00 > 0)
-    rho = np.clip(rho, -ANDREWS_RHO_CAP, ANDREWS_RHO_CAP)
-    sig2 = (s11 - 2.0 * rho * c1 + rho**2 * s00) / (N - 1)
-    num = 4.0 * rho**2 * sig2**2 / ((1.0 - rho) ** 6 * (1.0 + rho) ** 2)
-    den = sig2**2 / (1.0 - rho) ** 4
+    num, den = ar1_terms(s00, c1, s11, N)
     pos_a = {c: p for p, c in enumerate(col_a)}
     pos_u = {c: p for p, c in enumerate(col_u)}
     sel_a = np.zeros((len(src), col_a.size))

@@ -20,7 +20,7 @@ Results are [target m, source n] matrices as in fedgc.core.granger.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -28,7 +28,7 @@ import scipy.linalg
 
 from fedgc.core.fdr import benjamini_hochberg
 from fedgc.core.granger import GCResult
-from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test, wald_tests
+from fedgc.core.hac import CHUNK_VALUES, equivalent_df, kron_bartlett_lrv, wald_test, wald_tests
 from fedgc.core.pair_hac import pair_lrvs
 
 MAX_LAG = 2
@@ -101,10 +101,11 @@ def _inv_sqrt(S: np.ndarray) -> np.ndarray:
 
 
 class _Design(NamedTuple):
-    """Rows t = start .. T-1: targets Y (N, R), instruments Z (N, q R), lagged x by lag, site offsets."""
+    """Rows t = start .. T-1: targets Y (N, R), instruments Z (N, q R) as the projector onto them, lagged
+    x by lag, site offsets."""
 
     Y: np.ndarray
-    Z: np.ndarray
+    project: Projector
     lagged: dict[int, np.ndarray]
     offsets: np.ndarray
 
@@ -114,9 +115,15 @@ def _design(x: np.ndarray, dims: Sequence[int], max_lag: int, window: float) -> 
     q = max_lag + 2
     start = max_lag + q
     hp = ema_highpass(x, window)
-    Z = np.hstack([hp[start - lag : T - lag] for lag in range(max_lag + 1, max_lag + q + 1)])
+    lags = range(max_lag + 1, max_lag + q + 1)
+
+    def instruments(lo: int, hi: int) -> np.ndarray:
+        """Z[lo:hi] = [hp_{t-l} for l in lags], t = start + lo .. start + hi - 1."""
+        return np.hstack([hp[start + lo - lag : start + hi - lag] for lag in lags])
+
     lagged = {lag: x[start - lag : T - lag] for lag in range(1, max_lag + 1)}
-    return _Design(x[start:], Z, lagged, np.concatenate([[0], np.cumsum(dims)]).astype(int))
+    project = Projector.of(instruments, n_rows=T - start, width=q * x.shape[1])
+    return _Design(x[start:], project, lagged, np.concatenate([[0], np.cumsum(dims)]).astype(int))
 
 
 def _regressors(
@@ -135,17 +142,34 @@ def _regressors(
     return np.hstack(blocks), cols
 
 
-class Projector(NamedTuple):
-    """The orthogonal projection onto the columns of Z (N, L): P_Z X = Z (Z^T Z)^{-1} Z^T X, with (Z^T Z)
-    factored once (Cholesky: the instruments are high-passed lags of a stationary series, well conditioned);
-    when they are not, an orthonormal basis of their column space (SVD, numerically zero directions dropped)."""
+Rows = Callable[[int, int], np.ndarray]
 
-    Z: np.ndarray
-    factor: tuple[np.ndarray, bool] | None  # Cholesky factor of Z^T Z, or None: Z is an orthonormal basis
+
+class Projector(NamedTuple):
+    """The orthogonal projection onto the columns of Z (N, L): P_Z X = Z (Z^T Z)^{-1} Z^T X, with Z^T Z
+    factored once (Cholesky: the instruments are high-passed lags of a stationary series, well conditioned)
+    and Z visited by blocks of rows (rows(lo, hi) = Z[lo:hi]), so Z is never held whole; when Z^T Z is
+    not well conditioned, an orthonormal basis of Z's column space (SVD, numerically zero directions
+    dropped) is held instead."""
+
+    rows: Rows
+    n_rows: int
+    width: int
+    factor: tuple[np.ndarray, bool] | None  # Cholesky factor of Z^T Z, or None: rows() is an orthonormal basis
 
     @classmethod
-    def of(cls, Z: np.ndarray) -> Projector:
-        gram = Z.T @ Z
+    def of(cls, Z: np.ndarray | Rows, *, n_rows: int | None = None, width: int | None = None) -> Projector:
+        """From Z itself, or from rows(lo, hi) with Z's shape (n_rows, width)."""
+        if isinstance(Z, np.ndarray):
+            matrix = Z
+            return cls.of(lambda lo, hi: matrix[lo:hi], n_rows=matrix.shape[0], width=matrix.shape[1])
+        if n_rows is None or width is None:
+            raise ValueError("a row function needs n_rows and width")
+        step = max(1, CHUNK_VALUES // max(width, 1))
+        gram = np.zeros((width, width))
+        for lo in range(0, n_rows, step):
+            block = Z(lo, min(n_rows, lo + step))
+            gram += block.T @ block
         scale = np.sqrt(np.diag(gram))
         try:
             factor = scipy.linalg.cho_factor(gram, lower=False, check_finite=False)
@@ -154,15 +178,25 @@ class Projector(NamedTuple):
         else:  # the factor's diagonal bounds the Gram matrix's conditioning (relative to the column norms)
             if np.min(np.abs(np.diag(factor[0])) / np.maximum(scale, 1e-300)) < 1e-6:
                 factor = None
-        if factor is None:
-            U, sv, _ = np.linalg.svd(Z, full_matrices=False)
-            return cls(U[:, sv > sv[0] * max(Z.shape) * np.finfo(np.float64).eps], None)
-        return cls(Z, factor)
+        if factor is not None:
+            return cls(Z, n_rows, width, factor)
+        U, sv, _ = np.linalg.svd(Z(0, n_rows), full_matrices=False)
+        basis = U[:, sv > sv[0] * max(n_rows, width) * np.finfo(np.float64).eps]
+        return cls(lambda lo, hi: basis[lo:hi], n_rows, basis.shape[1], None)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        if self.factor is None:
-            return self.Z @ (self.Z.T @ X)
-        return self.Z @ scipy.linalg.cho_solve(self.factor, self.Z.T @ X, check_finite=False)
+        step = max(1, CHUNK_VALUES // max(self.width, 1))
+        blocks = range(0, self.n_rows, step)
+        ZtX = np.zeros((self.width, X.shape[1]))
+        for lo in blocks:
+            hi = min(self.n_rows, lo + step)
+            ZtX += self.rows(lo, hi).T @ X[lo:hi]
+        C = ZtX if self.factor is None else scipy.linalg.cho_solve(self.factor, ZtX, check_finite=False)
+        out = np.empty((self.n_rows, X.shape[1]))
+        for lo in blocks:
+            hi = min(self.n_rows, lo + step)
+            out[lo:hi] = self.rows(lo, hi) @ C
+        return out
 
     def lagged(self, lagged: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
         """P_Z of every lag's series, in one product."""
@@ -216,8 +250,7 @@ def _add_regressors(
 def _wald(B: np.ndarray, influence: np.ndarray, resid: np.ndarray, n_params: int, max_lag: int) -> float:
     """log10 p of B (k, r) = 0 with the HAC covariance of phi_t = influence_t (N, k) (x) u_t (N, r)."""
     N = influence.shape[0]
-    phi = (influence[:, :, None] * resid[:, None, :]).reshape(N, -1)
-    lrv = bartlett_lrv(phi, min_bandwidth=max_lag + 2.0)
+    lrv = kron_bartlett_lrv(influence, resid, min_bandwidth=max_lag + 2.0)
     return wald_test(B, lrv.S / N, nu=equivalent_df(N, lrv.bandwidth, n_params)).log10_pvalue
 
 
@@ -275,8 +308,8 @@ def select_lags(
     if max_lag < 2:
         return ()
     d = _design(x, dims, max_lag, window)
-    hat = Projector.of(d.Z).lagged(d.lagged)
-    L = d.Z.shape[1]
+    hat = d.project.lagged(d.lagged)
+    L = (max_lag + 2) * x.shape[1]  # the instruments' count (Z's columns)
     extra: list[LagDirection] = []
     while True:
         X, _ = _regressors(d.lagged, d.offsets, extra)
@@ -340,7 +373,7 @@ def siv_tests(
     P = max([1, *(e.lag for e in extra)])
     d = _design(x, dims, P, window)
     X, cols = _regressors(d.lagged, d.offsets, extra)
-    fit = _tsls(d.Y, X, _regressors(Projector.of(d.Z).lagged(d.lagged), d.offsets, extra)[0])
+    fit = _tsls(d.Y, X, _regressors(d.project.lagged(d.lagged), d.offsets, extra)[0])
     statistic, dof, log10p, norm = _pair_tests(fit, cols, d.offsets, P)
     return SIVResult(statistic, dof, log10p, norm, tuple(dims), extra, P, window, int(X.shape[0]), int(X.shape[1]))
 

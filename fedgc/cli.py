@@ -141,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sim.add_argument("scenario", type=Path, help="scenario YAML (see simulations/)")
     _common(sim)
-    sim.set_defaults(func=_simulate)
+    sim.set_defaults(func=_simulate, figures=True)  # the demo job: its figures are part of it
 
     run = command(
         "run", help="run on real per-client CSV files",
@@ -158,6 +158,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=ALIGN_MODES,
         default=None,
         help="override the config's align: 'timestamp' aligns the clients' rows by their timestamps",
+    )
+    run.add_argument(
+        "--figures",
+        action="store_true",
+        help="also draw gc_heatmap.png and convergence.png (default: result.json and report.md only; "
+        "`fedgc inspect OUT --figures` or --html draws figures later from result.json)",
     )
     _common(run)
     run.set_defaults(func=_run)
@@ -357,7 +363,7 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
         result.timings["total_s"] = time.perf_counter() - start
         from fedgc.report.result_json import write_outputs  # after the rounds: the report layer is not needed before
 
-        paths = write_outputs(result, folder.work)
+        paths = write_outputs(result, folder.work, figures=args.figures)
         folder.commit()
     except KeyboardInterrupt:
         _close(progress, oracle)

@@ -193,8 +193,10 @@ def test_the_features_that_use_them_load_the_lazy_modules(csv_files, tmp_path):
     """A YAML config loads the YAML parser, a run with the oracle on loads the oracle, reading its result.json
     back loads the schema check (jsonschema)."""
     out = tmp_path / "run"
-    (tmp_path / "plant.yaml").write_text("evaluation: {oracle: true}\nserver: {max_rounds: 3}\nclients:\n"
-                                         + "".join(f"  - {{name: c{i}, data: {f}}}\n" for i, f in enumerate(csv_files)))
+    (tmp_path / "plant.yaml").write_text(
+        "evaluation: {oracle: true}\nserver: {max_rounds: 3}\nclients:\n"
+        + "".join(f"  - {{name: c{i}, data: {f}}}\n" for i, f in enumerate(csv_files))
+    )
     modules, _ = _fresh(f"""
         import contextlib, io
         from fedgc.cli import main

@@ -119,7 +119,7 @@ def _summary(result: Inspected) -> list[str]:
 
 def _strongest_edges(result: Inspected) -> list[str]:
     M = len(result.clients)
-    pairs = ranked_pairs(result)[:MAX_TABLE_ROWS]
+    pairs = ranked_pairs(result, top=MAX_TABLE_ROWS)
     lines = [f"## Strongest edges (top {len(pairs)} of {M * (M - 1)} pairs, by p-value)", ""]
     header = ["source -> target", "strength", "statistic", "dof", "p-value", "FDR edge"]
     if result.truth is not None:

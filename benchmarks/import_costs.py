@@ -17,7 +17,7 @@ interleaved, median wall and CPU seconds (user + system of the child):
     YAML typo       `fedgc run typo.yaml --out OUT` (a misspelt section: 'sever:')
     missing data    `fedgc run --data nofile.csv --data nofile2.csv --out OUT`
     first round     `fedgc run --data siteNNN.csv ... --out OUT`: time until the progress line of round 1
-    whole run       the same run, to its exit (rounds, oracle, result.json, figures, report.md)
+    whole run       the same run, to its exit (rounds, result.json, report.md; no figures)
 
 on per-site CSVs written by benchmarks/make_long_csvs.py (default 5 sites x 20 sensors x 4000 steps, the
 problem of issue 17's first row). `--before DIR` runs every command also against another checkout of

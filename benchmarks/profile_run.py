@@ -15,8 +15,8 @@ thin wrappers around the stage functions, and a thread that samples the process'
   statistics      fedgc.protocol.loop.regression_stats (the server's sums over t)
   checkpoint      fedgc.app.checkpoint.save_checkpoint (every round's states, written and fsynced)
   GC tests        fedgc.protocol.loop.granger_tests (the p-values)
-  oracle          fedgc.app.evaluation.oracle_fit
-  report          fedgc.cli's write_outputs (result.json, plots, report.md)
+  oracle          fedgc.analysis.oracle.oracle_fit
+  report          fedgc.cli's write_outputs (result.json, report.md; the figures with --figures)
 
 Per stage: calls, wall and CPU seconds (summed over calls; nested stages are also inside their parent; the
 local engine builds and runs clients on two threads, so stages of different clients overlap and a stage's
@@ -107,6 +107,7 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
 
+    import fedgc.analysis.oracle  # looked up by name when a run fits it: wrapped here, where it is defined
     import fedgc.app.checkpoint
     import fedgc.app.clients
     import fedgc.app.evaluation
@@ -133,7 +134,7 @@ def main() -> None:
     st.wrap(fedgc.protocol.loop, "regression_stats", "statistics")
     st.wrap(fedgc.app.checkpoint, "save_checkpoint", "checkpoint")
     st.wrap(fedgc.protocol.loop, "granger_tests", "GC tests")
-    st.wrap(fedgc.app.evaluation, "oracle_fit", "oracle")
+    st.wrap(fedgc.analysis.oracle, "oracle_fit", "oracle")
     st.wrap(fedgc.report.result_json, "write_outputs", "report")
     argv = ["run"]
     # the --no-oracle config goes here, not into --out (fedgc wants an empty output folder)

@@ -21,7 +21,7 @@ from fedgc.app.output_folder import OutputFolder
 from fedgc.app.progress import RoundProgress
 from fedgc.errors import FedGCError, FedGCWarning
 from fedgc.files import file_digest, write_text
-from fedgc.protocol.settings import MESSAGE_FORMATS
+from fedgc.protocol.settings import MESSAGE_FORMATS, ORACLE_MIN_ROUNDS
 
 INSPECT_MARKER = ".fedgc-inspect"  # in an inspect --out folder: which result.json (path, sha256) it was drawn from
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
@@ -112,6 +112,19 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _VersionAction(argparse.Action):
+    """--version: looks the installed version up only when asked (importlib.metadata costs every other
+    command about 20 ms)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0,
+                         help="show program's version number and exit" if help is None else help)  # fmt: skip
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"fedgc {_version()}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     def command(name: str, **kwargs) -> argparse.ArgumentParser:
         return sub.add_parser(name, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
@@ -128,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
         "  fedgc run plant.yaml --resume runs/plant                       # continue an interrupted run\n\n"
         + CSV_FORMAT + "\n" + CONFIG_KEYS + ".\n`fedgc COMMAND --help`: each command's options and examples.",
     )  # fmt: skip
-    parser.add_argument("--version", action="version", version=f"fedgc {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sim = command(
@@ -141,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sim.add_argument("scenario", type=Path, help="scenario YAML (see simulations/)")
     _common(sim)
-    sim.set_defaults(func=_simulate)
+    sim.set_defaults(func=_simulate, figures=True)  # the demo job: its figures are part of it
 
     run = command(
         "run", help="run on real per-client CSV files",
@@ -158,6 +171,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=ALIGN_MODES,
         default=None,
         help="override the config's align: 'timestamp' aligns the clients' rows by their timestamps",
+    )
+    run.add_argument(
+        "--figures",
+        action="store_true",
+        help="also draw gc_heatmap.png and convergence.png (default: result.json and report.md only; "
+        "`fedgc inspect OUT --figures` or --html draws figures later from result.json)",
     )
     _common(run)
     run.set_defaults(func=_run)
@@ -316,7 +335,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
     # The maths and its dependencies load only once the arguments are checked: mistakes are reported at once.
-    from fedgc.analysis.oracle import ORACLE_MIN_ROUNDS
     from fedgc.app.runner import EngineOptions, run
 
     if args.resume is not None and args.out is not None and args.out.resolve() != args.resume.resolve():
@@ -357,7 +375,7 @@ def _execute(cfg: RunConfig, args: argparse.Namespace, *, mode: str) -> int:
         result.timings["total_s"] = time.perf_counter() - start
         from fedgc.report.result_json import write_outputs  # after the rounds: the report layer is not needed before
 
-        paths = write_outputs(result, folder.work)
+        paths = write_outputs(result, folder.work, figures=args.figures)
         folder.commit()
     except KeyboardInterrupt:
         _close(progress, oracle)

@@ -17,11 +17,13 @@ import pytest
 from fedgc.app.config import EvaluationSettings, PrivacySettings, RunConfig, parse_config
 from fedgc.app.runner import run_local
 from fedgc.cli import main
-from fedgc.core.regression import regression_stats, relative_change
+from fedgc.core import kalman
+from fedgc.core.regression import Blocks, newton_update, regression_stats, relative_change
 from fedgc.core.response import BaseRound, anderson_fixed_point, identify_response, joint_pass
 from fedgc.core.window import lagged, pseudo_observations, run_filter
 from fedgc.data.synthetic import SystemSpec, simulate
 from fedgc.errors import ConfigError
+from fedgc.protocol import acceleration
 from fedgc.protocol.loop import run_protocol
 from fedgc.protocol.session import ClientSession
 from fedgc.protocol.settings import ServerConfig
@@ -136,6 +138,61 @@ def test_the_joint_pass_is_what_the_clients_return(data, rows, monkeypatch):
     for got, want in zip(sums[:3], expected[:3], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
     assert sums.n == expected.n == T - 3
+
+
+def _response_round(data, rng):
+    """Each client's response model (from two rounds with random augmentations) and one more round (BaseRound)."""
+    windows = [s.window for s in sessions(data)]
+    T = windows[0].ytil.shape[0]
+    models = [identify_response(
+        run_filter(w, s) - run_filter(w, np.zeros_like(s)), s,
+        pseudo_observations(w, lagged(run_filter(w, s))) - pseudo_observations(w, lagged(run_filter(w, 0 * s))),
+    ) for w, s in ((w, rng.standard_normal((T, w.F.shape[0]))) for w in windows)]  # fmt: skip
+    inputs = [0.3 * rng.standard_normal((T, w.F.shape[0])) for w in windows]
+    states = [run_filter(w, s) for w, s in zip(windows, inputs, strict=True)]
+    pseudo = [pseudo_observations(w, lagged(h)) for w, h in zip(windows, states, strict=True)]
+    return models, BaseRound(states, pseudo, inputs, [np.zeros(w.F.shape[0]) for w in windows]), windows
+
+
+@pytest.mark.parametrize("rows", [None, 97])
+def test_a_prediction_sends_the_states_of_the_pass_at_its_A_s(data, rows, monkeypatch):
+    """predict keeps the states of the last A_s it tried: they are exactly those of a fresh joint pass at the
+    A_s it returns, and a converged solve runs no pass beyond its evaluations (before: one more, for the
+    states)."""
+    if rows is not None:
+        monkeypatch.setattr("fedgc.core.response.BLOCK_ROWS", rows)
+    models, base, windows = _response_round(data, np.random.default_rng(5))
+    blocks = Blocks.of([w.F.shape[0] for w in windows])
+    informations = [w.J for w in windows]
+    passes = []
+    counted = acceleration.prepared_pass
+    monkeypatch.setattr(acceleration, "prepared_pass", lambda *a, **k: passes.append(1) or counted(*a, **k))
+    newton = lambda sums, A: newton_update(sums, informations, blocks)
+    # fails at every A_s but the start: the solve gives up on the start, which was not the last A_s tried
+    failing = lambda sums, A: newton(sums, A) if not A.any() else np.full_like(A, np.nan)
+    for image, converges in ((newton, True), (failing, False)):
+        passes.clear()
+        step = acceleration.predict(models, base, blocks, image, np.zeros((blocks.total, blocks.total)),
+                                    burn_in=3, tol=1e-6)  # fmt: skip
+        assert step is not None and step.converged == converges
+        _, states = joint_pass(step.A_s, models, base, burn_in=3, keep=True)
+        assert states is not None
+        assert all(np.array_equal(got, states[:, blocks.slice(m)]) for m, got in enumerate(step.states))
+        assert len(passes) == step.evaluations + (0 if converges else 1)
+
+
+def test_the_loop_scan_is_the_plain_recursion_exactly():
+    """filter_scan's loop (large D) writes h_t = F h_{t-1} + drive_t in place: the very numbers of the plain
+    loop, bit for bit."""
+    rng = np.random.default_rng(2)
+    D = kalman.LOOP_ABOVE_DIM + 13
+    F = rng.standard_normal((D, D)) * 0.9 / np.sqrt(D)
+    drive, h0 = rng.standard_normal((500, D)), rng.standard_normal(D)
+    h, plain = h0.copy(), np.empty_like(drive)
+    for t in range(drive.shape[0]):
+        h = F @ h + drive[t]
+        plain[t] = h
+    assert np.array_equal(kalman.filter_scan(F, drive, h0), plain)
 
 
 def test_anderson_solves_a_contraction_and_survives_failures():

@@ -468,7 +468,8 @@ def test_one_column_with_a_spaced_header_found_by_fuzzing(tmp_path):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """A folder with a finished local run on two small clients, and its files' bytes and mtimes."""
+    """A folder with a finished local run on two small clients (with its figures), and its files' bytes and
+    mtimes."""
     from fedgc.cli import main
     from fedgc.data.csv import write_client_csv
     from fedgc.data.synthetic import SystemSpec, simulate
@@ -480,7 +481,8 @@ def finished_run(tmp_path_factory):
         write_client_csv(base / f"site{m}.csv", y)
         good.append(base / f"site{m}.csv")
     out = base / "out"
-    assert main(["run", *(a for p in good for a in ("--data", str(p))), "--out", str(out), "--quiet"]) == 0
+    argv = ["run", *(a for p in good for a in ("--data", str(p))), "--out", str(out), "--figures", "--quiet"]
+    assert main(argv) == 0
     return base, good, out, _snapshot(out)
 
 

@@ -4,7 +4,9 @@
 - `fedgc run` on CSV files, up to the end of its first round, loads none of the optional dependencies
   (torch: clients that learn f_theta; opacus: private runs; flwr and ray: the Flower engines; matplotlib:
   figures) nor the statistics packages fedgc no longer needs (statsmodels, scipy.stats, scipy.signal).
-- A whole plain run in process with its figures off loads none of them either.
+- A whole plain run in process with its figures off loads none of them either, and `fedgc run --data ...`
+  loads none of what only optional features use (LAZY: the oracle, the YAML parser, the schema check of the
+  readers); `fedgc --help` does not look up the installed version (importlib.metadata: only --version).
 - Choosing each optional feature does load its dependency, through the module names the run looks up
   (so these checks can fail, and a renamed module cannot go unnoticed).
 
@@ -23,18 +25,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedgc.app.config import YAML_MODULE
+from fedgc.app.evaluation import ORACLE_MODULE
 from fedgc.app.privacy import ACCOUNTING_MODULE, LEDGER_MODULE
 from fedgc.data.csv import FAST_PARSER, write_client_csv
 from fedgc.data.synthetic import SystemSpec, simulate
 from fedgc.protocol.rules import RULES
 from fedgc.protocol.session import THETA_MODULES
 from fedgc.protocol.settings import RULE_NAMES
-from fedgc.report.result_json import FIGURES_MODULE
+from fedgc.report.result_json import FIGURES_MODULE, SCHEMA_MODULE
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONAL = ("torch", "opacus", "flwr", "ray", "matplotlib")
 SLOW = ("statsmodels", "scipy.stats", "scipy.signal")
 NUMERIC = ("numpy", "scipy", "pandas")
+# Loaded only by the features that use them: the centralized oracle (opt-in for `fedgc run`), a YAML config,
+# reading a result.json back (its schema check).
+LAZY = (ORACLE_MODULE, YAML_MODULE, "jsonschema", SCHEMA_MODULE)
 
 
 def _fresh(code: str) -> tuple[set[str], list[str]]:
@@ -98,10 +105,13 @@ def test_the_command_line_and_a_config_load_no_numeric_library(tmp_path):
     assert _present(modules, OPTIONAL + SLOW + NUMERIC) == []
 
 
-def test_a_plain_run_loads_no_optional_dependency_up_to_its_first_round(csv_files, tmp_path):
-    """`fedgc run --data ...` as the command line runs it: the modules loaded when round 1 ends. The run then
-    draws its figures, and matplotlib is there at its end (the check can tell)."""
+@pytest.mark.parametrize("figures", [False, True])
+def test_a_plain_run_loads_no_optional_dependency_up_to_its_first_round(figures, csv_files, tmp_path):
+    """`fedgc run --data ...` as the command line runs it: the modules loaded when round 1 ends. Without
+    --figures the whole run loads none of them and writes no PNG; with --figures it draws its figures, and
+    matplotlib is there at its end (the check can tell)."""
     args = ["run", *(a for f in csv_files for a in ("--data", str(f))), "--out", str(tmp_path / "run")]
+    args += ["--figures"] if figures else []
     modules, lines = _fresh(f"""
         import sys
         import fedgc.cli
@@ -119,8 +129,11 @@ def test_a_plain_run_loads_no_optional_dependency_up_to_its_first_round(csv_file
     first = set(next(x for x in lines if x.startswith("FIRST_ROUND=")).split("=", 1)[1].split())
     assert _present(first, OPTIONAL + SLOW) == []
     assert "pandas" in first  # the CSV files went through the fast path (its parser is looked up by name)
-    assert (tmp_path / "run" / "gc_heatmap.png").is_file() and "matplotlib" in modules
-    assert _present(modules, ("torch", "opacus", "flwr", "ray", *SLOW)) == []
+    assert (tmp_path / "run" / "gc_heatmap.png").is_file() == figures and ("matplotlib" in modules) == figures
+    assert _present(modules, ("torch", "opacus", "flwr", "ray", *SLOW, *LAZY)) == []
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert ("![Granger causality heatmap](gc_heatmap.png)" in report) == figures
+    assert ("fedgc inspect DIR --figures" in report) != figures
 
 
 def test_a_plain_run_with_figures_off_loads_no_optional_dependency(csv_files, tmp_path):
@@ -134,7 +147,7 @@ def test_a_plain_run_with_figures_off_loads_no_optional_dependency(csv_files, tm
         paths = write_outputs(result, {str(out)!r}, figures=False)
         assert sorted(paths) == ["json", "report"] and result.fit.rounds >= 1, paths
     """)
-    assert _present(modules, OPTIONAL + SLOW) == []
+    assert _present(modules, OPTIONAL + SLOW + LAZY) == []
     assert not list(out.glob("*.png")) and "![" not in (out / "report.md").read_text()
 
 
@@ -176,6 +189,46 @@ def test_choosing_a_feature_loads_its_dependency(feature, dependency, csv_files,
     assert _present(modules, others) == []
 
 
+def test_the_features_that_use_them_load_the_lazy_modules(csv_files, tmp_path):
+    """A YAML config loads the YAML parser, a run with the oracle on loads the oracle, reading its result.json
+    back loads the schema check (jsonschema)."""
+    out = tmp_path / "run"
+    (tmp_path / "plant.yaml").write_text(
+        "evaluation: {oracle: true}\nserver: {max_rounds: 3}\nclients:\n"
+        + "".join(f"  - {{name: c{i}, data: {f}}}\n" for i, f in enumerate(csv_files))
+    )
+    modules, _ = _fresh(f"""
+        import contextlib, io
+        from fedgc.cli import main
+        assert {YAML_MODULE!r} not in __import__("sys").modules
+        assert main(["run", {str(tmp_path / "plant.yaml")!r}, "--out", {str(out)!r}, "--quiet"]) == 0
+        import sys
+        assert {ORACLE_MODULE!r} in sys.modules and {YAML_MODULE!r} in sys.modules
+        assert "jsonschema" not in sys.modules
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["inspect", {str(out)!r}]) == 0
+        assert "jsonschema" in sys.modules
+    """)
+    assert _present(modules, LAZY) == list(LAZY)
+
+
+def test_help_does_not_look_up_the_version():
+    """importlib.metadata (about 20 ms) is loaded by --version, not by --help."""
+    code = """
+        import contextlib, io, sys
+        from fedgc.cli import main
+        for argv in (["--help"], ["--version"]):
+            with contextlib.redirect_stdout(io.StringIO()) as said:
+                try:
+                    main(argv)
+                except SystemExit:
+                    pass
+            print(argv[0], "importlib.metadata" in sys.modules, said.getvalue().split()[0])
+    """
+    _, lines = _fresh(code)
+    assert lines[:2] == ["--help False usage:", "--version True fedgc"]
+
+
 def test_the_modules_looked_up_by_name_exist():
     """Every module a run resolves by name at the point it chooses a feature, with what the run takes from it."""
     wanted = {
@@ -184,6 +237,9 @@ def test_the_modules_looked_up_by_name_exist():
         LEDGER_MODULE: ("Ledger",),
         FIGURES_MODULE: ("plot_heatmap", "plot_convergence"),
         FAST_PARSER: ("read_values",),
+        ORACLE_MODULE: ("oracle_fit",),
+        SCHEMA_MODULE: ("check_result",),
+        YAML_MODULE: ("safe_load",),
     }
     for module, names in wanted.items():
         loaded = importlib.import_module(module)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import matplotlib.image
 import numpy as np
@@ -215,3 +216,51 @@ def test_read_result_errors(tmp_path):
     (tmp_path / "result.json").write_text("{}")
     with pytest.raises(FedGCError, match="missing"):
         read_result(tmp_path / "result.json")
+
+
+def test_json_values_of_arrays_are_those_of_each_entry():
+    """jsonable and matrix_rows take numeric arrays whole: the same values as entry by entry (non-finite
+    floats and the diagonal: null; ints, bools, float32 as Python's), bit for bit."""
+    from fedgc.report.jsonable import jsonable, matrix_rows
+
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((6, 6))
+    a[1, 2], a[3, 0], a[4, 4], a[5, 1] = np.nan, np.inf, -np.inf, -0.0
+    each = lambda x: [each(v) for v in x] if isinstance(x, list) else (float(x) if np.isfinite(x) else None)
+    for value in (a, a[0], a.astype(np.float32), np.nan_to_num(a)):
+        got = jsonable(value)
+        assert json.dumps(got) == json.dumps(each(value.tolist())) and json.dumps(got, allow_nan=False)
+    assert jsonable(np.arange(4)) == [0, 1, 2, 3] and type(jsonable(np.arange(4))[0]) is int
+    assert jsonable(np.array([True, False])) == [True, False] and jsonable(np.array(["x"])) == ["x"]
+    for kind in (float, int):
+        want = [[None if m == n or not np.isfinite(a[m, n]) else kind(a[m, n]) for n in range(6)] for m in range(6)]
+        assert json.dumps(matrix_rows(a, kind=kind)) == json.dumps(want)
+
+
+def test_the_ranking_is_the_sort_by_p_then_strength():
+    """ranked_pairs (numpy's stable sort) orders the pairs as sorting them by (log10 p, missing last; then
+    strength descending, non-finite as 0) keeps them, ties in target-major order; top: its first rows."""
+    from fedgc.report.inspected import inspected_from_json
+    from fedgc.report.jsonable import dumps
+    from fedgc.report.ranking import ranked_pairs
+
+    result = _fake_result(9, with_truth=True, seed=4)
+    gc = result.fit.gc
+    logp, strength = gc.log10_pvalue.copy(), gc.strength.copy()
+    logp[2, 3] = logp[4, 5] = logp[6, 7] = -2.0  # ties in p ...
+    strength[4, 5] = strength[6, 7]  # ... and in strength
+    logp[1, 0] = logp[8, 2] = np.nan  # missing p: last
+    strength[3, 1], strength[5, 6] = np.nan, np.inf  # non-finite strength counts as 0
+    gc = gc._replace(log10_pvalue=logp, strength=strength)
+    fake = replace(result, fit=replace(result.fit, gc=gc))
+    view = inspected_from_json(json.loads(dumps(result_dict(fake))), Path("result.json"))
+    pairs = [(m, n) for m in range(9) for n in range(9) if m != n]
+    key = lambda p: (
+        view.log10_pvalue[p] if not np.isnan(view.log10_pvalue[p]) else np.inf,
+        -(view.strength[p] if np.isfinite(view.strength[p]) else 0.0),
+    )
+    want = [(view.clients[m], view.clients[n]) for m, n in sorted(pairs, key=key)]
+    got = ranked_pairs(view)
+    assert [(p.target, p.source) for p in got] == want
+    names = lambda ps: [(p.target, p.source) for p in ps]
+    assert names(ranked_pairs(view, top=7)) == want[:7] and names(ranked_pairs(view, top=500)) == want

@@ -19,10 +19,8 @@ from fedgc.core.gaps import complete_pseudo_obs, gapped_scan, missing_quadratic,
 from fedgc.core.kalman import filter_scan, steady_state
 from fedgc.core.regression import Blocks, newton_update, next_relaxation, regression_stats, relative_change
 from fedgc.core.window import ClientWindow, lagged
-from fedgc.protocol.settings import ServerConfig
+from fedgc.protocol.settings import ORACLE_MIN_ROUNDS, ServerConfig
 from fedgc.protocol.state import RoundRecord
-
-ORACLE_MIN_ROUNDS = 100
 
 
 def oracle_fit(

@@ -27,12 +27,12 @@ their invariants (ConfigError) however they are built; pydantic reads and writes
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-import yaml
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, ValidationInfo
 from pydantic_core import PydanticCustomError
 
@@ -50,6 +50,8 @@ Engine = Literal["local", "flower-sim", "flower"]
 AlignMode = Literal["none", "timestamp"]
 ENGINES: tuple[str, ...] = get_args(Engine)
 ALIGN_MODES: tuple[str, ...] = get_args(AlignMode)
+# The YAML parser is looked up by name when a config file is read: `fedgc run --data ...` reads none.
+YAML_MODULE = "yaml"
 
 
 # ---------------------------------------------------------------------------------------------- spellings
@@ -394,6 +396,7 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    yaml = importlib.import_module(YAML_MODULE)
     try:
         raw = yaml.safe_load(text)
     except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: e.g. a date like 2024-13-45

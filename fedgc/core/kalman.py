@@ -213,11 +213,12 @@ def _real_basis(lam: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, list[tuple[
 
 
 def _loop_scan(F: np.ndarray, drive: np.ndarray, h0: np.ndarray) -> np.ndarray:
+    # h = F @ h + drive[t], written into preallocated rows (no temporaries per step; the same numbers).
     out = np.empty_like(drive, dtype=float)
+    product = np.empty(drive.shape[1])
     h = h0.astype(float)
     for t in range(drive.shape[0]):
-        h = F @ h + drive[t]
-        out[t] = h
+        h = np.add(np.dot(F, h, out=product), drive[t], out=out[t])
     return out
 
 

@@ -81,6 +81,55 @@ class BaseRound(NamedTuple):
     h0: Sequence[np.ndarray]
 
 
+class RoundBlock(NamedTuple):
+    """Rows start..start + len - 1 of a base round, stacked over the clients (rows, D): the data's drive
+    b_t = h_t - F h_{t-1} - G s_t, the lagged states h_{t-1} and the pseudo-observations z_t it replied."""
+
+    start: int
+    drive: np.ndarray
+    lag: np.ndarray
+    pseudo_obs: np.ndarray
+
+
+class PreparedRound(NamedTuple):
+    """What every joint pass about one base round shares, computed once (`prepare_round`): F and G (D, D),
+    block diagonal; each client's columns and lag gain P; h0 stacked; the round in blocks of BLOCK_ROWS
+    steps (RoundBlock); T. Holds three (T, D) arrays, against recomputing them for every A_s tried."""
+
+    transition: np.ndarray
+    input_gain: np.ndarray
+    cols: tuple[slice, ...]
+    lag_gains: tuple[np.ndarray, ...]
+    h0: np.ndarray
+    blocks: tuple[RoundBlock, ...]
+    n_steps: int
+
+
+def prepare_round(models: Sequence[ResponseModel], base: BaseRound) -> PreparedRound:
+    """The base round's part of `joint_pass` (its docstring): b_t, the lagged states and the pseudo-observations
+    per block, and F, G stacked."""
+    dims = [m.transition.shape[0] for m in models]
+    cuts = np.concatenate([[0], np.cumsum(dims)]).astype(int)
+    cols = tuple(slice(int(cuts[m]), int(cuts[m + 1])) for m in range(len(dims)))
+    D, T = int(cuts[-1]), base.states[0].shape[0]
+    F = np.zeros((D, D))
+    G = np.zeros((D, D))
+    for c, m in zip(cols, models, strict=True):
+        F[c, c], G[c, c] = m.transition, m.input_gain
+    h0 = np.concatenate(list(base.h0)).astype(float)
+    h_base, blocks = h0, []
+    for a in range(0, T, BLOCK_ROWS):
+        b = min(T, a + BLOCK_ROWS)
+        H = np.hstack([h[a:b] for h in base.states])
+        lag_base = np.vstack([h_base[None, :], H[:-1]])
+        drive = np.empty_like(H)
+        for c, m, s in zip(cols, models, base.inputs, strict=True):
+            drive[:, c] = H[:, c] - lag_base[:, c] @ m.transition.T - s[a:b] @ m.input_gain.T
+        blocks.append(RoundBlock(a, drive, lag_base, np.hstack([z[a:b] for z in base.pseudo_obs])))
+        h_base = H[-1]
+    return PreparedRound(F, G, cols, tuple(m.lag_gain for m in models), h0, tuple(blocks), T)
+
+
 def joint_pass(
     A_s: np.ndarray, models: Sequence[ResponseModel], base: BaseRound, *, burn_in: int, keep: bool = False
 ) -> tuple[RegressionStats, np.ndarray | None]:
@@ -92,40 +141,39 @@ def joint_pass(
         h~_t = (F + G A_s) h~_{t-1} + b_t              (jointly, h~_0 = h_0)
         z~_t = z_t - P (h~_{t-1} - h_{t-1})
 
-    Sums that overflow (an A_s whose joint recursion explodes) come back non-finite."""
-    dims = [m.transition.shape[0] for m in models]
-    cuts = np.concatenate([[0], np.cumsum(dims)]).astype(int)
-    cols = [slice(int(cuts[m]), int(cuts[m + 1])) for m in range(len(dims))]
-    D, T = int(cuts[-1]), base.states[0].shape[0]
-    F = np.zeros((D, D))
-    G = np.zeros((D, D))
-    for c, m in zip(cols, models, strict=True):
-        F[c, c], G[c, c] = m.transition, m.input_gain
-    step = F + G @ A_s
+    Sums that overflow (an A_s whose joint recursion explodes) come back non-finite. Passes for many A_s
+    about one round: `prepare_round` once, then `prepared_pass` for each."""
+    return prepared_pass(A_s, prepare_round(models, base), burn_in=burn_in, keep=keep)
+
+
+def prepared_pass(
+    A_s: np.ndarray, prepared: PreparedRound, *, burn_in: int, keep: bool = False
+) -> tuple[RegressionStats, np.ndarray | None]:
+    """`joint_pass` for A_s about a prepared round."""
+    step = prepared.transition + prepared.input_gain @ A_s
+    D, T = step.shape[0], prepared.n_steps
     gram, cross, zz = np.zeros((D, D)), np.zeros((D, D)), np.zeros((D, D))
-    kept = np.empty((T, D)) if keep else None
-    h_base, h_pred = np.concatenate(list(base.h0)).astype(float), np.concatenate(list(base.h0)).astype(float)
+    kept = np.empty((T, D)) if keep and len(prepared.blocks) != 1 else None
+    h_pred = prepared.h0.copy()
     with np.errstate(over="ignore", invalid="ignore"):
-        for a in range(0, T, BLOCK_ROWS):
-            b = min(T, a + BLOCK_ROWS)
-            H = np.hstack([h[a:b] for h in base.states])
-            lag_base = np.vstack([h_base[None, :], H[:-1]])
-            drive = np.empty_like(H)
-            for c, m, s in zip(cols, models, base.inputs, strict=True):
-                drive[:, c] = H[:, c] - lag_base[:, c] @ m.transition.T - s[a:b] @ m.input_gain.T
-            Hx = filter_scan(step, drive, h_pred)
+        for block in prepared.blocks:
+            a = block.start
+            Hx = filter_scan(step, block.drive, h_pred)
             lag = np.vstack([h_pred[None, :], Hx[:-1]])
-            Z = np.hstack([z[a:b] for z in base.pseudo_obs])
-            for c, m in zip(cols, models, strict=True):
-                Z[:, c] -= (lag[:, c] - lag_base[:, c]) @ m.lag_gain.T
-            lo = min(max(burn_in - a, 0), b - a)
+            Z = block.pseudo_obs.copy()
+            moved = lag - block.lag
+            for c, P in zip(prepared.cols, prepared.lag_gains, strict=True):
+                Z[:, c] -= moved[:, c] @ P.T
+            lo = min(max(burn_in - a, 0), Hx.shape[0])
             X, Zt = lag[lo:], Z[lo:]
             gram += X.T @ X
             cross += X.T @ Zt
             zz += Zt.T @ Zt
             if kept is not None:
-                kept[a:b] = Hx
-            h_base, h_pred = H[-1], Hx[-1]
+                kept[a : a + Hx.shape[0]] = Hx
+            elif keep:
+                kept = Hx  # one block: the states themselves
+            h_pred = Hx[-1]
     return RegressionStats(gram, cross, zz, max(T - burn_in, 0)), kept
 
 

@@ -36,7 +36,14 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from fedgc.core.regression import Blocks, RegressionStats
-from fedgc.core.response import BaseRound, ResponseModel, anderson_fixed_point, identify_response, joint_pass
+from fedgc.core.response import (
+    BaseRound,
+    ResponseModel,
+    anderson_fixed_point,
+    identify_response,
+    prepare_round,
+    prepared_pass,
+)
 
 Status = Literal["collecting", "ready", "off"]
 
@@ -136,10 +143,15 @@ def predict(
 ) -> Prediction | None:  # fmt: skip
     """The fixed point A_s = image(sums of the replies predicted for A_s) about the round `base`
     (fedgc.core.response.joint_pass), solved from `start`; None if the update fails at `start`.
-    Everything is over the active clients: models and base in their order, blocks their layout."""
+    Everything is over the active clients: models and base in their order, blocks their layout.
+    The base round's part of the passes is computed once, and the states of the last A_s tried are kept:
+    the solve ends on that A_s when it converges, so no pass is repeated for the states sent."""
+    prepared = prepare_round(models, base)
+    last: dict[str, np.ndarray | None] = {"A_s": None, "states": None}
 
     def update(A: np.ndarray) -> np.ndarray:
-        sums, _ = joint_pass(A, models, base, burn_in=burn_in)
+        sums, last["states"] = prepared_pass(A, prepared, burn_in=burn_in, keep=True)
+        last["A_s"] = A
         if not all(np.all(np.isfinite(x)) for x in (sums.gram, sums.cross, sums.zz)):
             return np.full_like(A, np.nan)  # the joint recursion explodes for this A_s: no prediction there
         return image(sums, A)
@@ -147,7 +159,10 @@ def predict(
     fixed = anderson_fixed_point(update, start, tol=INNER_TOL_FACTOR * tol, max_evaluations=MAX_EVALUATIONS)
     if fixed is None:
         return None
-    _, states = joint_pass(fixed.x, models, base, burn_in=burn_in, keep=True)
+    if last["A_s"] is fixed.x:
+        states = last["states"]
+    else:  # the solve gave up on an earlier iterate
+        _, states = prepared_pass(fixed.x, prepared, burn_in=burn_in, keep=True)
     assert states is not None
     split = [np.ascontiguousarray(states[:, blocks.slice(m)]) for m in range(len(blocks.dims))]
     return Prediction(fixed.x, split, fixed.residual, fixed.evaluations, fixed.converged)

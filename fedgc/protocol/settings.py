@@ -16,6 +16,9 @@ ON_DROPOUT = ("stop", "continue")  # what a client without a valid reply does to
 ACCELERATIONS = ("secant", "none")  # server.acceleration (fedgc.protocol.acceleration)
 MESSAGE_FORMATS = ("arrays", "compact")  # how a Flower transport carries a packed buffer (fedgc.protocol.wire)
 GC_TESTS = ("auto", "lr", "siv")  # server.test: the Granger test of the p-values (fedgc.core.granger, fedgc.core.siv)
+# The centralized oracle (fedgc.analysis.oracle) iterates to tol with at least this many rounds allowed: here, so
+# that the command line sizes the oracle's progress bar without loading the oracle.
+ORACLE_MIN_ROUNDS = 100
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,13 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.ndarray):
+        if value.dtype.kind in "biuf":  # numbers: tolist gives Python's, non-finite floats become None
+            finite = np.isfinite(value) if value.dtype.kind == "f" else None
+            if finite is None or finite.all():
+                return value.tolist()
+            objects = value.astype(object)
+            objects[~finite] = None
+            return objects.tolist()
         return jsonable(value.tolist())
     if isinstance(value, Path):
         return str(value)
@@ -44,10 +51,9 @@ def jsonable(value: Any) -> Any:
 def matrix_rows(a: np.ndarray, *, kind: type = float) -> list[list[Any]]:
     """(M, M) as M rows [target][source] of `kind`, None on the diagonal and for non-finite entries."""
     a = np.asarray(a)
-    return [
-        [None if m == n or not np.isfinite(a[m, n]) else kind(a[m, n]) for n in range(a.shape[1])]
-        for m in range(a.shape[0])
-    ]
+    shown = np.isfinite(a)
+    np.fill_diagonal(shown, False)
+    return [[kind(x) if s else None for x, s in zip(row, keep)] for row, keep in zip(a.tolist(), shown.tolist())]
 
 
 def finite_or_none(x: float | None) -> float | None:

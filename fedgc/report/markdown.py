@@ -20,6 +20,11 @@ A_S_NOTE = (
 )
 MAX_TABLE_ROWS = 20
 DEFAULT_IMAGES = {"heatmap": "gc_heatmap.png", "convergence": "convergence.png"}
+NO_FIGURES = (
+    "No figures: this run was written without them (`fedgc run --figures` draws gc_heatmap.png and "
+    "convergence.png). From result.json alone, `fedgc inspect DIR --figures` draws the heatmap, the graph "
+    "and convergence, and `fedgc inspect DIR --html` writes report.html (DIR: this report's folder)."
+)
 _METRICS = (
     ("AUROC (ranking by p-value)", "auroc"),
     ("AUPRC", "auprc"),
@@ -56,7 +61,8 @@ def rounds_text(result: Inspected) -> str:
 
 def markdown_report(result: Inspected, images: Mapping[str, str] | None = None) -> str:
     """A short Markdown report; `images` maps heatmap/convergence to paths relative to the report
-    (default the run's gc_heatmap.png and convergence.png; an empty mapping shows none)."""
+    (default the run's gc_heatmap.png and convergence.png; an empty mapping shows none, and says how to
+    draw them)."""
     images = DEFAULT_IMAGES if images is None else images
     lines = _summary(result)
     if images.get("heatmap"):
@@ -76,6 +82,8 @@ def markdown_report(result: Inspected, images: Mapping[str, str] | None = None) 
         lines += [f"Final round {last.round}: loss {fmt(last.loss, 6)}, relative change {fmt(last.change)}.", ""]
     if images.get("convergence"):
         lines += [f"![Convergence]({images['convergence']})", ""]
+    if not any(images.values()):
+        lines += [NO_FIGURES, ""]
     lines += ["Matrices in result.json are indexed [target m][source n]; " + A_S_NOTE, ""]
     return "\n".join(lines)
 
@@ -111,7 +119,7 @@ def _summary(result: Inspected) -> list[str]:
 
 def _strongest_edges(result: Inspected) -> list[str]:
     M = len(result.clients)
-    pairs = ranked_pairs(result)[:MAX_TABLE_ROWS]
+    pairs = ranked_pairs(result, top=MAX_TABLE_ROWS)
     lines = [f"## Strongest edges (top {len(pairs)} of {M * (M - 1)} pairs, by p-value)", ""]
     header = ["source -> target", "strength", "statistic", "dof", "p-value", "FDR edge"]
     if result.truth is not None:

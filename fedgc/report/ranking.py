@@ -30,28 +30,26 @@ class Pair(NamedTuple):
     unknown: bool = False
 
 
-def ranked_pairs(result: Inspected) -> list[Pair]:
-    """Every ordered pair, most significant first: log10 p ascending (missing last), then strength descending."""
+def ranked_pairs(result: Inspected, *, top: int | None = None) -> list[Pair]:
+    """Every ordered pair (top: the first `top` of them), most significant first: log10 p ascending (missing
+    last), then strength descending; ties keep the order target-major, then source."""
     M = len(result.clients)
+    targets, sources = np.nonzero(~np.eye(M, dtype=bool))
+    logp = result.log10_pvalue[targets, sources].astype(float)
+    strength = result.strength[targets, sources].astype(float)
+    order = np.lexsort((-np.where(np.isfinite(strength), strength, 0.0), np.where(np.isnan(logp), math.inf, logp)))
     pairs = []
-    for m in range(M):
-        for n in range(M):
-            if m == n:
-                continue
-            dof = result.dof[m, n]
-            pairs.append(Pair(
-                target=result.clients[m], source=result.clients[n], strength=float(result.strength[m, n]),
-                statistic=float(result.statistic[m, n]), dof=int(dof) if np.isfinite(dof) else 0,
-                pvalue=float(result.pvalue[m, n]), log10_pvalue=float(result.log10_pvalue[m, n]),
-                edge=bool(result.edges[m, n]), true_edge=None if result.truth is None else bool(result.truth[m, n]),
-                unknown=bool(result.unknown[m, n]),
-            ))  # fmt: skip
-
-    def key(p: Pair) -> tuple[float, float]:
-        logp = p.log10_pvalue if not math.isnan(p.log10_pvalue) else math.inf
-        return logp, -(p.strength if math.isfinite(p.strength) else 0.0)
-
-    return sorted(pairs, key=key)
+    for i in order[:top].tolist():
+        m, n = int(targets[i]), int(sources[i])
+        dof = result.dof[m, n]
+        pairs.append(Pair(
+            target=result.clients[m], source=result.clients[n], strength=float(result.strength[m, n]),
+            statistic=float(result.statistic[m, n]), dof=int(dof) if np.isfinite(dof) else 0,
+            pvalue=float(result.pvalue[m, n]), log10_pvalue=float(result.log10_pvalue[m, n]),
+            edge=bool(result.edges[m, n]), true_edge=None if result.truth is None else bool(result.truth[m, n]),
+            unknown=bool(result.unknown[m, n]),
+        ))  # fmt: skip
+    return pairs
 
 
 def fdr_edges(pvalue: np.ndarray, *, alpha: float, tested: np.ndarray | None = None) -> np.ndarray:

@@ -29,7 +29,6 @@ from fedgc.files import write_text
 from fedgc.report.inspected import Inspected, inspected_from_json
 from fedgc.report.jsonable import dumps, finite_or_none, jsonable, matrix_rows
 from fedgc.report.markdown import A_S_NOTE, markdown_report
-from fedgc.report.schema import check_result
 
 if TYPE_CHECKING:  # fedgc.app imports every engine's dependencies; the report needs none of them
     from fedgc.app.results import RunResult
@@ -41,6 +40,8 @@ REPORT_FILE = "report.md"
 # The run's figures are drawn by this module, which imports matplotlib: it is looked up by name when a run
 # writes its figures, so writing (or reading) a result without them never loads matplotlib.
 FIGURES_MODULE = "fedgc.report.plots"
+# The schema check (jsonschema) is the readers': looked up by name, so that writing a result never loads it.
+SCHEMA_MODULE = "fedgc.report.schema"
 FEDGC_VERSION = str(getattr(fedgc, "__version__", "0.1.0"))
 
 KEYS = (
@@ -222,13 +223,13 @@ def read_result(path: str | Path) -> dict:
     the schema: a FedGCError naming the file and the JSON path of the first problem otherwise."""
     file = result_file(path)
     data = _parsed(file)
-    check_result(data, file)
+    _check(data, file)
     return data
 
 
 def parse_result(data: Any, file: Path) -> Inspected:
     """The typed view of a parsed result.json `data` read from `file` (checked here)."""
-    check_result(data, file)
+    _check(data, file)
     return inspected_from_json(data, file)
 
 
@@ -237,6 +238,10 @@ def load_result(path: str | Path) -> Inspected:
     file and the problem when the folder is missing, holds no result.json, or it is malformed or foreign."""
     file = result_file(path)
     return parse_result(_parsed(file), file)
+
+
+def _check(data: Any, file: Path) -> None:
+    importlib.import_module(SCHEMA_MODULE).check_result(data, file)
 
 
 def _parsed(file: Path) -> Any:

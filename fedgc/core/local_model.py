@@ -265,7 +265,8 @@ def identify(
         raise ModelError(f"client '{client}': columns {bad} have fewer than 2 observed values")
     mean = np.nanmean(raw, axis=0) if gappy else raw.mean(axis=0)
     scale = np.nanstd(raw, axis=0) if gappy else raw.std(axis=0)
-    _refuse_constant(np.nanmax(raw, axis=0) - np.nanmin(raw, axis=0), mean, scale, client)
+    span = np.nanmax(raw, axis=0) - np.nanmin(raw, axis=0) if gappy else raw.max(axis=0) - raw.min(axis=0)
+    _refuse_constant(span, mean, scale, client)
     y = (raw - mean) / scale
     lam, U = _principal_axes(second_moments(y))
     if state_dim is None:

@@ -74,7 +74,7 @@ def test_tsls_is_statsmodels_iv2sls() -> None:
     X = Z @ rng.standard_normal((4, 2)) + v
     Y = X @ np.array([[0.5, -1.0], [2.0, 0.3]]) + v @ np.array([[1.0, 0.0], [0.5, 1.0]]) + rng.standard_normal((n, 2))
     Qz, _ = np.linalg.qr(Z)
-    ours = _tsls(Y, X, Qz)
+    ours = _tsls(Y, X, Qz @ (Qz.T @ X))
     for j in range(2):
         ref = IV2SLS(Y[:, j], X, instrument=Z).fit()
         np.testing.assert_allclose(ours.B[:, j], ref.params, rtol=1e-10)

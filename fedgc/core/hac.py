@@ -19,11 +19,15 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import scipy.linalg
+import scipy.linalg.lapack
 import scipy.special
 
 from fedgc.core.granger import chi2_log10_sf
 
-ANDREWS_RHO_CAP = 0.97  # AR(1) coefficients are capped so the plug-in bandwidth stays finite
+ANDREWS_RHO_CAP = 0.97
+CHUNK_VALUES = 1 << 22  # floats per block of rows (32 MB) where a series is processed by blocks
+CHOLESKY_FROM = 32  # one hypothesis with at least this many restrictions: Cholesky instead of eigh  # AR(1) coefficients are capped so the plug-in bandwidth stays finite
 
 
 class LongRunCovariance(NamedTuple):
@@ -55,17 +59,31 @@ def _series(phi: np.ndarray) -> np.ndarray:
 def andrews_bandwidth(phi: np.ndarray) -> float:
     """Andrews' AR(1) plug-in bandwidth of the Bartlett kernel for the (centred) series phi (N, k)."""
     phi = _series(phi)
-    N = phi.shape[0]
     x0, x1 = phi[:-1], phi[1:]
-    denom = np.einsum("tk,tk->k", x0, x0)
-    rho = np.divide(np.einsum("tk,tk->k", x0, x1), denom, out=np.zeros_like(denom), where=denom > 0)
+    sums = (np.einsum("tk,tk->k", x0, x0), np.einsum("tk,tk->k", x0, x1), np.einsum("tk,tk->k", x1, x1))
+    return andrews_from_sums(*sums, phi.shape[0])
+
+
+def ar1_terms(s00: np.ndarray, s01: np.ndarray, s11: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Andrews' per-column terms 4 rho^2 sigma^4 / ((1 - rho)^6 (1 + rho)^2) and sigma^4 / (1 - rho)^4 from a
+    centred column's sums s00 = sum_{t < n-1} x_t^2, s01 = sum x_t x_{t+1}, s11 = sum_{t >= 1} x_t^2:
+    rho = s01 / s00 (capped), sigma^2 = sum (x_{t+1} - rho x_t)^2 / (n - 1)."""
+    rho = np.divide(s01, s00, out=np.zeros_like(s00), where=s00 > 0)
     rho = np.clip(rho, -ANDREWS_RHO_CAP, ANDREWS_RHO_CAP)
-    resid = x1 - x0 * rho
-    sig2 = np.einsum("tk,tk->k", resid, resid) / (N - 1)
-    num = np.sum(4.0 * rho**2 * sig2**2 / ((1.0 - rho) ** 6 * (1.0 + rho) ** 2))
-    den = np.sum(sig2**2 / (1.0 - rho) ** 4)
-    a1 = num / max(den, 1e-300)
-    return float(1.1447 * (a1 * N) ** (1.0 / 3.0))
+    sig2 = (s11 - 2.0 * rho * s01 + rho**2 * s00) / (n - 1)
+    return 4.0 * rho**2 * sig2**2 / ((1.0 - rho) ** 6 * (1.0 + rho) ** 2), sig2**2 / (1.0 - rho) ** 4
+
+
+def andrews_from_sums(s00: np.ndarray, s01: np.ndarray, s11: np.ndarray, n: int) -> float:
+    """andrews_bandwidth from the columns' lag-0 and lag-1 sums (see ar1_terms), equal weights."""
+    num, den = ar1_terms(s00, s01, s11, n)
+    return float(1.1447 * (float(np.sum(num)) / max(float(np.sum(den)), 1e-300) * n) ** (1.0 / 3.0))
+
+
+def bartlett_weights(bandwidth: float) -> np.ndarray:
+    """w_j = 1 - j / b for the lags j = 1, 2, ... < b (Newey-West), shape (ceil(b) - 1,)."""
+    j = np.arange(1, int(np.ceil(bandwidth)), dtype=np.float64)
+    return 1.0 - j / bandwidth
 
 
 def bartlett_lrv(phi: np.ndarray, *, bandwidth: float | None = None, min_bandwidth: float = 1.0) -> LongRunCovariance:
@@ -78,12 +96,59 @@ def bartlett_lrv(phi: np.ndarray, *, bandwidth: float | None = None, min_bandwid
     if not np.isfinite(b) or b <= 0:
         raise ValueError(f"bandwidth must be a finite number > 0, got {bandwidth!r}")
     b = min(max(b, float(min_bandwidth)), N / 4.0)
-    S = phi.T @ phi / N
-    j = 1
-    while j < b:
-        G = phi[j:].T @ phi[:-j] / N
-        S += (1.0 - j / b) * (G + G.T)
-        j += 1
+    # N S = phi^T K phi with K the banded Toeplitz matrix of the weights (K_st = w_|s-t|, w_0 = 1): the
+    # band is applied to phi first, so the k x k products cost one matrix product instead of one per lag
+    banded = phi.copy()
+    for j, w in enumerate(bartlett_weights(b), start=1):
+        banded[j:] += w * phi[:-j]
+        banded[:-j] += w * phi[j:]
+    S = phi.T @ banded / N
+    return LongRunCovariance(0.5 * (S + S.T), float(b))
+
+
+def kron_bartlett_lrv(
+    a: np.ndarray, u: np.ndarray, *, min_bandwidth: float = 1.0, chunk: int | None = None
+) -> LongRunCovariance:
+    """bartlett_lrv of phi_t = a_t (x) u_t (N, c R; columns (i, k) row-major) without forming phi: the
+    Andrews sums and N S = sum_t phi_t (K phi)_t^T accumulated over blocks of `chunk` rows (each block with
+    the neighbouring rows its band reaches), so memory is a block, not N x c R."""
+    a = np.asarray(a, dtype=np.float64)
+    u = np.asarray(u, dtype=np.float64)
+    N, k = a.shape[0], a.shape[1] * u.shape[1]
+    if u.shape[0] != N or N < 3:
+        raise ValueError(f"a and u must have the same N >= 3 rows, got {a.shape} and {u.shape}")
+    rows = max(64, CHUNK_VALUES // k) if chunk is None else int(chunk)
+    mean = (a.T @ u / N).ravel()
+
+    def phi(lo: int, hi: int) -> np.ndarray:
+        return (a[lo:hi, :, None] * u[lo:hi, None, :]).reshape(hi - lo, k) - mean
+
+    s00, s01, s11 = np.zeros(k), np.zeros(k), np.zeros(k)
+    for lo in range(0, N - 1, rows):
+        block = phi(lo, min(N, lo + rows + 1))
+        x0, x1 = block[:-1], block[1:]
+        s00 += np.einsum("tk,tk->k", x0, x0)
+        s01 += np.einsum("tk,tk->k", x0, x1)
+        s11 += np.einsum("tk,tk->k", x1, x1)
+    b = min(max(andrews_from_sums(s00, s01, s11, N), float(min_bandwidth)), N / 4.0)
+    weights = bartlett_weights(b)
+    J = weights.size
+    S = np.zeros((k, k))
+    for start in range(0, N, rows):
+        stop = min(N, start + rows)
+        lo, hi = max(0, start - J), min(N, stop + J)
+        ext = phi(lo, hi)
+        off, n = start - lo, stop - start
+        banded = ext[off : off + n].copy()
+        for j, w in enumerate(weights, start=1):
+            first = min(n, max(0, j - off))  # rows t with t - j >= 0 are first .. n - 1
+            if first < n:
+                banded[first:] += w * ext[off - j + first : off - j + n]
+            last = max(0, min(n, hi - j - start))  # rows t with t + j < N are 0 .. last - 1
+            if last > 0:
+                banded[:last] += w * ext[off + j : off + j + last]
+        S += ext[off : off + n].T @ banded
+    S /= N
     return LongRunCovariance(0.5 * (S + S.T), float(b))
 
 
@@ -93,6 +158,66 @@ def equivalent_df(n: int, bandwidth: float, n_params: int = 0) -> float:
     return float(min(base, 1.5 * base / max(bandwidth, 1.0)))
 
 
+class WaldTests(NamedTuple):
+    """WaldTest for a batch of P hypotheses, each field (P,)."""
+
+    statistic: np.ndarray
+    dof: np.ndarray
+    log10_pvalue: np.ndarray
+    nu: np.ndarray
+
+
+def _well_conditioned_statistic(delta: np.ndarray, V: np.ndarray) -> float | None:
+    """delta^T V^{-1} delta by Cholesky when V's condition number is surely below 1e12, so that every
+    eigen-direction counts (see wald_tests) and the pseudo-inverse is the inverse: cond_2 <= cond_1, and
+    LAPACK's estimate of 1 / cond_1 must be >= 1e-9 (a margin of 1000 for the estimate). None otherwise."""
+    try:
+        factor = scipy.linalg.cho_factor(V, lower=False, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+    rcond, info = scipy.linalg.lapack.dpocon(factor[0], float(np.abs(V).sum(axis=0).max()), uplo="U")
+    if info != 0 or not rcond >= 1e-9:
+        return None
+    return float(delta @ scipy.linalg.cho_solve(factor, delta, check_finite=False))
+
+
+def wald_tests(delta: np.ndarray, V: np.ndarray, *, nu: np.ndarray | None = None) -> WaldTests:
+    """wald_test for P hypotheses of the same size q0 at once: delta (P, q0), V (P, q0, q0), nu (P,) or None."""
+    delta = np.asarray(delta, dtype=np.float64)
+    V = np.asarray(V, dtype=np.float64)
+    if delta.ndim != 2 or V.shape != (*delta.shape, delta.shape[1]):
+        raise ValueError(f"delta must be (P, q) and V (P, q, q), got {delta.shape} and {V.shape}")
+    P = delta.shape[0]
+    nus = np.full(P, np.inf) if nu is None else np.broadcast_to(np.asarray(nu, dtype=np.float64), (P,)).copy()
+    V = 0.5 * (V + np.swapaxes(V, 1, 2))
+    full_rank = _well_conditioned_statistic(delta[0], V[0]) if P == 1 and delta.shape[1] >= CHOLESKY_FROM else None
+    if full_rank is not None:
+        stat, q = np.array([full_rank]), np.array([delta.shape[1]])
+    else:
+        w, U = np.linalg.eigh(V)
+        keep = w > 1e-12 * np.maximum(w.max(axis=1, initial=0.0), 1e-300)[:, None]
+        z = np.einsum("pij,pi->pj", U, delta)
+        stat = np.sum(np.where(keep, z**2 / np.where(keep, w, 1.0), 0.0), axis=1)
+        q = keep.sum(axis=1)
+    lp = np.zeros(P)
+    chi2 = (q > 0) & ~np.isfinite(nus)
+    lp[chi2] = chi2_log10_sf(stat[chi2], q[chi2])
+    d2 = nus - q + 1
+    ftest = (q > 0) & np.isfinite(nus) & (d2 >= 1)  # p = 1 when nu - q + 1 < 1 (too few degrees of freedom)
+    if np.any(ftest):
+        qf, d2f = q[ftest].astype(np.float64), d2[ftest]
+        F = stat[ftest] * d2f / (nus[ftest] * qf)
+        # P(F(q, d2) > F) = I_{d2 / (d2 + q F)}(d2 / 2, q / 2), the regularised incomplete beta function
+        with np.errstate(divide="ignore"):
+            lpf = np.log10(scipy.special.betainc(d2f / 2.0, qf / 2.0, d2f / (d2f + qf * F)))
+        under = ~np.isfinite(lpf)  # underflow: the chi-square tail of q F (the F's large-nu limit) keeps the order
+        if np.any(under):
+            lpf[under] = chi2_log10_sf(F[under] * qf[under], qf[under])
+        lp[ftest] = lpf
+    stat[q == 0] = 0.0
+    return WaldTests(stat, q, lp, nus)
+
+
 def wald_test(delta: np.ndarray, V: np.ndarray, *, nu: float | None = None) -> WaldTest:
     """W = delta^T V^+ delta over V's numerically positive eigen-directions (q of them). nu None: chi2(q);
     else W (nu - q + 1) / (nu q) ~ F(q, nu - q + 1), p = 1 when nu - q + 1 < 1 (too few degrees of freedom)."""
@@ -100,22 +225,5 @@ def wald_test(delta: np.ndarray, V: np.ndarray, *, nu: float | None = None) -> W
     V = np.asarray(V, dtype=np.float64)
     if V.shape != (delta.size, delta.size):
         raise ValueError(f"V must be ({delta.size}, {delta.size}), got {V.shape}")
-    w, U = np.linalg.eigh(0.5 * (V + V.T))
-    keep = w > 1e-12 * max(float(w.max()), 1e-300)
-    z = U[:, keep].T @ delta
-    stat = float(np.sum(z**2 / w[keep]))
-    q = int(keep.sum())
-    if q == 0:
-        return WaldTest(0.0, 0, 0.0, float("inf") if nu is None else float(nu))
-    if nu is None:
-        return WaldTest(stat, q, float(chi2_log10_sf(np.array([stat]), np.array([q]))[0]), float("inf"))
-    d2 = nu - q + 1
-    if d2 < 1:
-        return WaldTest(stat, q, 0.0, float(nu))
-    F = stat * d2 / (nu * q)
-    # P(F(q, d2) > F) = I_{d2 / (d2 + q F)}(d2 / 2, q / 2), the regularised incomplete beta function
-    with np.errstate(divide="ignore"):
-        lp = float(np.log10(scipy.special.betainc(d2 / 2.0, q / 2.0, d2 / (d2 + q * F))))
-    if not np.isfinite(lp):  # underflow: the chi-square tail of q F (the F's large-nu limit) keeps the order
-        lp = float(chi2_log10_sf(np.array([F * q]), np.array([q]))[0])
-    return WaldTest(stat, q, lp, float(nu))
+    t = wald_tests(delta[None], V[None], nu=None if nu is None else np.array([nu]))
+    return WaldTest(float(t.statistic[0]), int(t.dof[0]), float(t.log10_pvalue[0]), float(t.nu[0]))

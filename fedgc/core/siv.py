@@ -20,15 +20,16 @@ Results are [target m, source n] matrices as in fedgc.core.granger.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
+import scipy.linalg
 
 from fedgc.core.fdr import benjamini_hochberg
 from fedgc.core.granger import GCResult
-from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test
-from fedgc.core.kalman import filter_scan
+from fedgc.core.hac import CHUNK_VALUES, equivalent_df, kron_bartlett_lrv, wald_test, wald_tests
+from fedgc.core.pair_hac import pair_lrvs
 
 MAX_LAG = 2
 MIN_STRENGTH = 1.5  # partial first-stage strength (about 1 when a direction adds nothing) to consider a lag
@@ -76,8 +77,21 @@ def ema_highpass(x: np.ndarray, window: float) -> np.ndarray:
     if not window >= 1:
         raise ValueError(f"window must be >= 1, got {window!r}")
     lam = 1.0 - 1.0 / window
-    m = filter_scan(lam * np.eye(x.shape[1]), (1.0 - lam) * x, x[0])  # m_t = lam m_{t-1} + (1 - lam) x_t from x_0
-    return x - np.vstack([x[:1], m[:-1]])
+    return x - np.vstack([x[:1], _ema(x, lam)[:-1]])
+
+
+def _ema(x: np.ndarray, lam: float, block: int = 64) -> np.ndarray:
+    """m_t = lam m_{t-1} + (1 - lam) x_t for t >= 1, m_0 = x_0, by blocks of `block` steps: inside a block
+    m_{t0+i} = lam^(i+1) m_{t0-1} + sum_{s <= i} (1 - lam) lam^(i-s) x_{t0+s}, one small matrix product."""
+    m = np.empty_like(x)
+    m[0] = x[0]
+    i = np.arange(block)
+    L = np.tril((1.0 - lam) * lam ** np.subtract.outer(i, i).clip(min=0))
+    carry = lam ** (i + 1.0)
+    for t0 in range(1, x.shape[0], block):
+        n = min(block, x.shape[0] - t0)
+        m[t0 : t0 + n] = L[:n, :n] @ x[t0 : t0 + n] + carry[:n, None] * m[t0 - 1]
+    return m
 
 
 def _inv_sqrt(S: np.ndarray) -> np.ndarray:
@@ -87,10 +101,11 @@ def _inv_sqrt(S: np.ndarray) -> np.ndarray:
 
 
 class _Design(NamedTuple):
-    """Rows t = start .. T-1: targets Y (N, R), instruments Z (N, q R), lagged x by lag, site offsets."""
+    """Rows t = start .. T-1: targets Y (N, R), instruments Z (N, q R) as the projector onto them, lagged
+    x by lag, site offsets."""
 
     Y: np.ndarray
-    Z: np.ndarray
+    project: Projector
     lagged: dict[int, np.ndarray]
     offsets: np.ndarray
 
@@ -100,48 +115,170 @@ def _design(x: np.ndarray, dims: Sequence[int], max_lag: int, window: float) -> 
     q = max_lag + 2
     start = max_lag + q
     hp = ema_highpass(x, window)
-    Z = np.hstack([hp[start - lag : T - lag] for lag in range(max_lag + 1, max_lag + q + 1)])
+    lags = range(max_lag + 1, max_lag + q + 1)
+
+    def instruments(lo: int, hi: int) -> np.ndarray:
+        """Z[lo:hi] = [hp_{t-l} for l in lags], t = start + lo .. start + hi - 1."""
+        return np.hstack([hp[start + lo - lag : start + hi - lag] for lag in lags])
+
     lagged = {lag: x[start - lag : T - lag] for lag in range(1, max_lag + 1)}
-    return _Design(x[start:], Z, lagged, np.concatenate([[0], np.cumsum(dims)]).astype(int))
+    project = Projector.of(instruments, n_rows=T - start, width=q * x.shape[1])
+    return _Design(x[start:], project, lagged, np.concatenate([[0], np.cumsum(dims)]).astype(int))
 
 
-def _regressors(d: _Design, extra: Sequence[LagDirection], M: int) -> tuple[np.ndarray, list[list[int]]]:
-    """X (N, K): every site's x_{t-1}, then the extra directions; cols[n]: n's columns of X."""
-    blocks = [d.lagged[1]]
-    cols = [list(range(int(d.offsets[n]), int(d.offsets[n + 1]))) for n in range(M)]
-    pos = int(d.offsets[-1])
+def _regressors(
+    lagged: dict[int, np.ndarray], offsets: np.ndarray, extra: Sequence[LagDirection]
+) -> tuple[np.ndarray, list[list[int]]]:
+    """X (N, K): every site's x_{t-1}, then the extra directions, from the lagged series (or their
+    instrumented fits: the map is linear); cols[n]: n's columns of X."""
+    M = len(offsets) - 1
+    blocks = [lagged[1]]
+    cols = [list(range(int(offsets[n]), int(offsets[n + 1]))) for n in range(M)]
+    pos = int(offsets[-1])
     for e in extra:
-        blocks.append(d.lagged[e.lag][:, d.offsets[e.site] : d.offsets[e.site + 1]] @ e.a[:, None])
+        blocks.append(lagged[e.lag][:, offsets[e.site] : offsets[e.site + 1]] @ e.a[:, None])
         cols[e.site].append(pos)
         pos += 1
     return np.hstack(blocks), cols
 
 
+Rows = Callable[[int, int], np.ndarray]
+
+
+class Projector(NamedTuple):
+    """The orthogonal projection onto the columns of Z (N, L): P_Z X = Z (Z^T Z)^{-1} Z^T X, with Z^T Z
+    factored once (Cholesky: the instruments are high-passed lags of a stationary series, well conditioned)
+    and Z visited by blocks of rows (rows(lo, hi) = Z[lo:hi]), so Z is never held whole; when Z^T Z is
+    not well conditioned, an orthonormal basis of Z's column space (SVD, numerically zero directions
+    dropped) is held instead."""
+
+    rows: Rows
+    n_rows: int
+    width: int
+    factor: tuple[np.ndarray, bool] | None  # Cholesky factor of Z^T Z, or None: rows() is an orthonormal basis
+
+    @classmethod
+    def of(cls, Z: np.ndarray | Rows, *, n_rows: int | None = None, width: int | None = None) -> Projector:
+        """From Z itself, or from rows(lo, hi) with Z's shape (n_rows, width)."""
+        if isinstance(Z, np.ndarray):
+            matrix = Z
+            return cls.of(lambda lo, hi: matrix[lo:hi], n_rows=matrix.shape[0], width=matrix.shape[1])
+        if n_rows is None or width is None:
+            raise ValueError("a row function needs n_rows and width")
+        step = max(1, CHUNK_VALUES // max(width, 1))
+        gram = np.zeros((width, width))
+        for lo in range(0, n_rows, step):
+            block = Z(lo, min(n_rows, lo + step))
+            gram += block.T @ block
+        scale = np.sqrt(np.diag(gram))
+        try:
+            factor = scipy.linalg.cho_factor(gram, lower=False, check_finite=False)
+        except np.linalg.LinAlgError:
+            factor = None
+        else:  # the factor's diagonal bounds the Gram matrix's conditioning (relative to the column norms)
+            if np.min(np.abs(np.diag(factor[0])) / np.maximum(scale, 1e-300)) < 1e-6:
+                factor = None
+        if factor is not None:
+            return cls(Z, n_rows, width, factor)
+        U, sv, _ = np.linalg.svd(Z(0, n_rows), full_matrices=False)
+        basis = U[:, sv > sv[0] * max(n_rows, width) * np.finfo(np.float64).eps]
+        return cls(lambda lo, hi: basis[lo:hi], n_rows, basis.shape[1], None)
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        step = max(1, CHUNK_VALUES // max(self.width, 1))
+        blocks = range(0, self.n_rows, step)
+        ZtX = np.zeros((self.width, X.shape[1]))
+        for lo in blocks:
+            hi = min(self.n_rows, lo + step)
+            ZtX += self.rows(lo, hi).T @ X[lo:hi]
+        C = ZtX if self.factor is None else scipy.linalg.cho_solve(self.factor, ZtX, check_finite=False)
+        out = np.empty((self.n_rows, X.shape[1]))
+        for lo in blocks:
+            hi = min(self.n_rows, lo + step)
+            out[lo:hi] = self.rows(lo, hi) @ C
+        return out
+
+    def lagged(self, lagged: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """P_Z of every lag's series, in one product."""
+        lags = sorted(lagged)
+        fitted = self(np.hstack([lagged[k] for k in lags]))
+        width = lagged[lags[0]].shape[1]
+        return {k: fitted[:, i * width : (i + 1) * width] for i, k in enumerate(lags)}
+
+
 class _TSLS(NamedTuple):
-    """B: (K, R) coefficients;  influence: (N, K) Xh G, so B - B_true = influence^T u / N;  resid: (N, R)."""
+    """B: (K, R) coefficients;  influence: (N, K) Xh G, so B - B_true = influence^T u / N;  resid: (N, R);
+    Xh: (N, K) the instrumented regressors P_Z X;  G: (K, K) (Xh^T Xh / N)^+."""
+
+    B: np.ndarray
+    influence: np.ndarray
+    resid: np.ndarray
+    Xh: np.ndarray
+    G: np.ndarray
+
+
+def _tsls(Y: np.ndarray, X: np.ndarray, Xh: np.ndarray) -> _TSLS:
+    """2SLS from the instrumented regressors Xh = P_Z X: B = (Xh^T Xh)^{-1} Xh^T Y."""
+    N = Y.shape[0]
+    G = np.linalg.pinv(Xh.T @ Xh / N)
+    B = G @ (Xh.T @ Y / N)
+    return _TSLS(B, Xh @ G, Y - X @ B, Xh, G)
+
+
+class _Added(NamedTuple):
+    """What adding regressors Xc (N, c) to a 2SLS fit changes (Frisch-Waugh-Lovell): B_c (c, R) their
+    coefficients, influence_c (N, c) their influence series, resid (N, R) the new residuals."""
 
     B: np.ndarray
     influence: np.ndarray
     resid: np.ndarray
 
 
-def _tsls(Y: np.ndarray, X: np.ndarray, Qz: np.ndarray) -> _TSLS:
-    """2SLS with the instruments' orthonormal basis Qz: Xh = P_Z X, B = (Xh^T Xh)^{-1} Xh^T Y."""
-    N = Y.shape[0]
-    Xh = Qz @ (Qz.T @ X)
-    G = np.linalg.pinv(Xh.T @ Xh / N)
-    B = G @ (Xh.T @ Y / N)
-    return _TSLS(B, Xh @ G, Y - X @ B)
+def _add_regressors(
+    fit: _TSLS, Y: np.ndarray, X: np.ndarray, Xc: np.ndarray, Xc_hat: np.ndarray, E: np.ndarray
+) -> _Added:
+    """The refit on [X, Xc] from the fit on X: Xc_hat = P_Z Xc, E = Xc_hat minus its projection on fit.Xh.
+    The second stage regresses Y on [Xh, Xc_hat]; Xc's coefficients are those on E alone,
+    B_c = (E^T E)^{-1} E^T Y, and X's move by -Gamma B_c with Gamma = (Xh^T Xh)^{-1} Xh^T Xc_hat."""
+    N = X.shape[0]
+    Gc = np.linalg.pinv(E.T @ E / N)
+    Bc = Gc @ (E.T @ Y / N)
+    gamma = fit.G @ (fit.Xh.T @ Xc_hat / N)
+    return _Added(Bc, E @ Gc, fit.resid - (Xc - X @ gamma) @ Bc)
 
 
-def _block_wald(fit: _TSLS, rows: Sequence[int], targets: Sequence[int], max_lag: int) -> tuple[float, int, float]:
-    """(W, q, log10 p) of B[rows, targets] = 0 with the HAC covariance of phi_t = influence_t[rows] (x) u_t[targets]."""
+def _wald(B: np.ndarray, influence: np.ndarray, resid: np.ndarray, n_params: int, max_lag: int) -> float:
+    """log10 p of B (k, r) = 0 with the HAC covariance of phi_t = influence_t (N, k) (x) u_t (N, r)."""
+    N = influence.shape[0]
+    lrv = kron_bartlett_lrv(influence, resid, min_bandwidth=max_lag + 2.0)
+    return wald_test(B, lrv.S / N, nu=equivalent_df(N, lrv.bandwidth, n_params)).log10_pvalue
+
+
+def _pair_tests(fit: _TSLS, cols: Sequence[Sequence[int]], offsets: np.ndarray, max_lag: int) -> tuple[np.ndarray, ...]:
+    """(W, q, log10 p, ||B^{mn}||) [m, n] of B[cols[n], m's columns] = 0 for every ordered pair, the HAC
+    covariance of phi_t = influence_t[cols[n]] (x) u_t[m's columns] (fedgc.core.pair_hac), batched by size."""
     N, K = fit.influence.shape
-    r, c = np.asarray(rows), np.asarray(targets)
-    phi = (fit.influence[:, r][:, :, None] * fit.resid[:, None, c]).reshape(N, -1)
-    lrv = bartlett_lrv(phi, min_bandwidth=max_lag + 2.0)
-    test = wald_test(fit.B[np.ix_(r, c)], lrv.S / N, nu=equivalent_df(N, lrv.bandwidth, K))
-    return test.statistic, test.dof, test.log10_pvalue
+    M = len(cols)
+    sources = [np.asarray(c, dtype=int) for c in cols]
+    targets = [np.arange(offsets[m], offsets[m + 1]) for m in range(M)]
+    pairs = [(m, n) for m in range(M) for n in range(M) if n != m]
+    lrvs = pair_lrvs(fit.influence, fit.resid, sources, targets, pairs, min_bandwidth=max_lag + 2.0)
+    statistic, log10p, norm = np.full((M, M), np.nan), np.full((M, M), np.nan), np.full((M, M), np.nan)
+    dof = np.zeros((M, M), dtype=int)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for p, (m, n) in enumerate(pairs):
+        by_size.setdefault((sources[n].size, targets[m].size), []).append(p)
+    for members in by_size.values():
+        m_idx, n_idx = np.array([pairs[p] for p in members]).T
+        rows = np.stack([sources[n] for n in n_idx])[:, :, None]
+        blocks = fit.B[rows, np.stack([targets[m] for m in m_idx])[:, None, :]]  # (P, k_n, r_m)
+        nu = np.array([equivalent_df(N, lrvs[p].bandwidth, K) for p in members])
+        V = np.stack([lrvs[p].S / N for p in members])
+        tests = wald_tests(blocks.reshape(len(members), -1), V, nu=nu)
+        statistic[m_idx, n_idx], dof[m_idx, n_idx] = tests.statistic, tests.dof
+        log10p[m_idx, n_idx] = tests.log10_pvalue
+        norm[m_idx, n_idx] = np.linalg.norm(blocks, axis=(1, 2))
+    return statistic, dof, log10p, norm
 
 
 def _strengths(E: np.ndarray, V: np.ndarray, n_instruments: int) -> tuple[np.ndarray, np.ndarray]:
@@ -166,35 +303,35 @@ def select_lags(
     targets); the most significant candidate is added if p < level / M. Instruments stay at lags
     max_lag + 1 .. 2 max_lag + 2 during the selection."""
     x, dims = _stack(xs)
-    M, R = len(dims), x.shape[1]
+    M = len(dims)
     window = highpass_window(x.shape[0]) if window is None else float(window)
     if max_lag < 2:
         return ()
     d = _design(x, dims, max_lag, window)
-    Qz, _ = np.linalg.qr(d.Z)
-    L = d.Z.shape[1]
+    hat = d.project.lagged(d.lagged)
+    L = (max_lag + 2) * x.shape[1]  # the instruments' count (Z's columns)
     extra: list[LagDirection] = []
     while True:
-        X, _ = _regressors(d, extra, M)
-        Qr, _ = np.linalg.qr(Qz @ (Qz.T @ X))
+        X, _ = _regressors(d.lagged, d.offsets, extra)
+        fit = _tsls(d.Y, X, _regressors(hat, d.offsets, extra)[0])
+        Qr, _ = np.linalg.qr(fit.Xh)
         best: tuple[float, list[LagDirection]] | None = None
         for n in range(M):
             k = 2 + len({e.lag for e in extra if e.site == n})
             if k > max_lag:
                 continue
             Xn = d.lagged[k][:, d.offsets[n] : d.offsets[n + 1]]
-            Xn_hat = Qz @ (Qz.T @ Xn)
-            strength, dirs = _strengths(Xn_hat - Qr @ (Qr.T @ Xn_hat), Xn - Xn_hat, L)
+            Xn_hat = hat[k][:, d.offsets[n] : d.offsets[n + 1]]
+            E = Xn_hat - Qr @ (Qr.T @ Xn_hat)
+            strength, dirs = _strengths(E, Xn - Xn_hat, L)
             keep = strength >= min_strength
             if not keep.any():
                 continue
             A = dirs[:, keep] / np.linalg.norm(dirs[:, keep], axis=0)
-            candidate = [LagDirection(n, k, A[:, j]) for j in range(A.shape[1])]
-            Xt, _ = _regressors(d, extra + candidate, M)
-            fit = _tsls(d.Y, Xt, Qz)
-            _, _, lp = _block_wald(fit, range(X.shape[1], Xt.shape[1]), range(R), max_lag)
+            added = _add_regressors(fit, d.Y, X, Xn @ A, Xn_hat @ A, E @ A)
+            lp = _wald(added.B, added.influence, added.resid, X.shape[1] + A.shape[1], max_lag)
             if best is None or lp < best[0]:
-                best = (lp, candidate)
+                best = (lp, [LagDirection(n, k, A[:, j]) for j in range(A.shape[1])])
         if best is None or best[0] >= np.log10(level / M):
             return tuple(extra)
         extra.extend(best[1])
@@ -231,24 +368,13 @@ def siv_tests(
     if not (isinstance(max_lag, int) and max_lag >= 1):
         raise ValueError(f"max_lag must be an integer >= 1, got {max_lag!r}")
     x, dims = _stack(xs)
-    M = len(dims)
     window = highpass_window(x.shape[0]) if window is None else float(window)
     extra = select_lags(xs, max_lag=max_lag, min_strength=min_strength, level=lag_level, window=window)
     P = max([1, *(e.lag for e in extra)])
     d = _design(x, dims, P, window)
-    Qz, _ = np.linalg.qr(d.Z)
-    X, cols = _regressors(d, extra, M)
-    fit = _tsls(d.Y, X, Qz)
-    shape = (M, M)
-    statistic, log10p, norm = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
-    dof = np.zeros(shape, dtype=int)
-    for m in range(M):
-        targets = list(range(int(d.offsets[m]), int(d.offsets[m + 1])))
-        for n in range(M):
-            if n == m:
-                continue
-            statistic[m, n], dof[m, n], log10p[m, n] = _block_wald(fit, cols[n], targets, P)
-            norm[m, n] = float(np.linalg.norm(fit.B[np.ix_(cols[n], targets)]))
+    X, cols = _regressors(d.lagged, d.offsets, extra)
+    fit = _tsls(d.Y, X, _regressors(d.project.lagged(d.lagged), d.offsets, extra)[0])
+    statistic, dof, log10p, norm = _pair_tests(fit, cols, d.offsets, P)
     return SIVResult(statistic, dof, log10p, norm, tuple(dims), extra, P, window, int(X.shape[0]), int(X.shape[1]))
 
 

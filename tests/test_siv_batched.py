@@ -1,0 +1,183 @@
+"""The batched SIV maths against the straightforward computations they replace (issue 17): one pair at a
+time with fedgc.core.hac, a full 2SLS refit per lag candidate, a QR basis of the instruments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedgc.core import pair_hac, siv
+from fedgc.core.hac import bartlett_lrv, equivalent_df, kron_bartlett_lrv, wald_test, wald_tests
+from fedgc.core.pair_hac import pair_lrvs
+from fedgc.core.siv import _TSLS, Projector, _add_regressors, _ema, _pair_tests, _tsls, siv_tests
+from fedgc.core.snapshots import snapshot
+from fedgc.data import ground_truth as gt
+
+
+def _persistent(rng: np.random.Generator, n: int, k: int, rho: float) -> np.ndarray:
+    e = rng.standard_normal((n, k))
+    x = np.zeros_like(e)
+    for t in range(1, n):
+        x[t] = rho * x[t - 1] + e[t]
+    return x + 0.3  # not centred: the pair series' means are removed by the centring
+
+
+def _naive_lrv(phi: np.ndarray, b: float) -> np.ndarray:
+    """Textbook Newey-West: Gamma_0 + sum_{j < b} (1 - j / b) (Gamma_j + Gamma_j^T), one lag at a time."""
+    phi = phi - phi.mean(axis=0)
+    N = phi.shape[0]
+    S = phi.T @ phi / N
+    j = 1
+    while j < b:
+        G = phi[j:].T @ phi[:-j] / N
+        S += (1.0 - j / b) * (G + G.T)
+        j += 1
+    return S
+
+
+@pytest.mark.parametrize("b", [1.0, 2.5, 3.0, 7.3])
+def test_banded_bartlett_is_the_lag_by_lag_sum(b: float) -> None:
+    phi = _persistent(np.random.default_rng(0), 700, 4, 0.8)
+    lrv = bartlett_lrv(phi, bandwidth=b)
+    np.testing.assert_allclose(lrv.S, _naive_lrv(phi, b), rtol=1e-12, atol=1e-12)
+
+
+def test_pair_lrvs_equal_bartlett_lrv_pair_by_pair() -> None:
+    rng = np.random.default_rng(1)
+    N = 900
+    a = np.hstack([_persistent(rng, N, 2, 0.2), _persistent(rng, N, 3, 0.9), rng.standard_normal((N, 1))])
+    u = np.hstack([_persistent(rng, N, 2, 0.6), rng.standard_normal((N, 1)), _persistent(rng, N, 2, -0.5)])
+    sources = [[0, 1], [2, 3, 5], [4]]  # a column set need not be contiguous
+    targets = [[0, 1], [2], [3, 4]]
+    pairs = [(m, n) for m in range(3) for n in range(3) if m != n]
+    for shared in (12, 1):  # 1: pairs with longer bandwidths go through bartlett_lrv one by one
+        got = pair_lrvs(a, u, sources, targets, pairs, min_bandwidth=3.0, max_shared_lag=shared)
+        for (m, n), lrv in zip(pairs, got, strict=True):
+            phi = (a[:, sources[n]][:, :, None] * u[:, targets[m]][:, None, :]).reshape(N, -1)
+            ref = bartlett_lrv(phi, min_bandwidth=3.0)
+            assert lrv.bandwidth == pytest.approx(ref.bandwidth, rel=1e-10)
+            np.testing.assert_allclose(lrv.S, ref.S, rtol=1e-10, atol=1e-12 * np.abs(ref.S).max())
+    assert max(lrv.bandwidth for lrv in got) > 4.0  # the persistent pairs did need more than the floor
+
+
+def test_batched_wald_equals_one_at_a_time() -> None:
+    rng = np.random.default_rng(2)
+    P, q = 6, 4
+    delta = rng.standard_normal((P, q))
+    L = rng.standard_normal((P, q, q))
+    V = L @ np.swapaxes(L, 1, 2) / q
+    V[1] = np.diag([1.0, 1.0, 0.0, 0.0])  # rank 2: the pseudo-inverse over its positive directions
+    delta[2] *= 1e3  # a tail far below double precision's smallest number
+    nu = np.array([50.0, 80.0, 1e6, 3.0, 200.0, 9.0])
+    for nus in (nu, None):
+        batch = wald_tests(delta, V, nu=nus)
+        for p in range(P):
+            one = wald_test(delta[p], V[p], nu=None if nus is None else float(nus[p]))
+            assert batch.dof[p] == one.dof
+            assert batch.statistic[p] == pytest.approx(one.statistic, rel=1e-12)
+            assert batch.log10_pvalue[p] == pytest.approx(one.log10_pvalue, rel=1e-12, abs=1e-300)
+
+
+def test_projector_and_frisch_waugh_refit_equal_a_full_qr_refit() -> None:
+    rng = np.random.default_rng(3)
+    N = 1500
+    Z = rng.standard_normal((N, 8))
+    X = Z @ rng.standard_normal((8, 3)) + rng.standard_normal((N, 3))
+    Xc = Z @ rng.standard_normal((8, 2)) + rng.standard_normal((N, 2))
+    Y = X @ rng.standard_normal((3, 4)) + 0.3 * Xc @ rng.standard_normal((2, 4)) + rng.standard_normal((N, 4))
+    project = Projector.of(Z)
+    Qz, _ = np.linalg.qr(Z)
+    np.testing.assert_allclose(project(X), Qz @ (Qz.T @ X), rtol=1e-10, atol=1e-12)
+    fit = _tsls(Y, X, project(X))
+    Qr, _ = np.linalg.qr(fit.Xh)
+    Xc_hat = project(Xc)
+    added = _add_regressors(fit, Y, X, Xc, Xc_hat, Xc_hat - Qr @ (Qr.T @ Xc_hat))
+    full = _tsls(Y, np.hstack([X, Xc]), Qz @ (Qz.T @ np.hstack([X, Xc])))
+    np.testing.assert_allclose(added.B, full.B[3:], rtol=1e-10)
+    np.testing.assert_allclose(added.influence, full.influence[:, 3:], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(added.resid, full.resid, rtol=1e-10, atol=1e-12)
+    # collinear instruments: the projector falls back to an orthonormal basis and still projects
+    Zc = np.hstack([Z, Z[:, :2] @ np.ones((2, 1))])
+    assert Projector.of(Zc).factor is None
+    np.testing.assert_allclose(Projector.of(Zc)(X), Qz @ (Qz.T @ X), rtol=1e-9, atol=1e-10)
+
+
+def test_pair_tests_equal_one_block_wald_per_pair() -> None:
+    rng = np.random.default_rng(5)
+    influence, resid = rng.standard_normal((800, 9)), _persistent(rng, 800, 6, 0.5)
+    cols, offsets = [[0, 1, 8], [2, 3], [4, 5, 6, 7]], np.array([0, 2, 3, 6])  # unequal blocks, one split
+    B = rng.standard_normal((9, 6)) * 0.05
+    fit = _TSLS(B, influence, resid, influence, np.eye(9))
+    statistic, dof, log10p, norm = _pair_tests(fit, cols, offsets, 1)
+    N, K = influence.shape
+    for m in range(3):
+        t = list(range(offsets[m], offsets[m + 1]))
+        for n in range(3):
+            if n == m:
+                assert np.isnan(log10p[m, n])
+                continue
+            phi = (influence[:, cols[n]][:, :, None] * resid[:, None, t]).reshape(N, -1)
+            lrv = bartlett_lrv(phi, min_bandwidth=3.0)
+            one = wald_test(B[np.ix_(cols[n], t)], lrv.S / N, nu=equivalent_df(N, lrv.bandwidth, K))
+            assert dof[m, n] == one.dof
+            assert statistic[m, n] == pytest.approx(one.statistic, rel=1e-9)
+            assert log10p[m, n] == pytest.approx(one.log10_pvalue, rel=1e-9)
+            assert norm[m, n] == pytest.approx(np.linalg.norm(B[np.ix_(cols[n], t)]))
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 0.99])
+def test_blocked_moving_average_is_the_recursion(lam: float) -> None:
+    x = np.random.default_rng(6).standard_normal((300, 3)).cumsum(axis=0)
+    m = np.empty_like(x)
+    m[0] = x[0]
+    for t in range(1, x.shape[0]):
+        m[t] = lam * m[t - 1] + (1.0 - lam) * x[t]
+    np.testing.assert_allclose(_ema(x, lam, block=64), m, rtol=1e-12, atol=1e-12 * np.abs(m).max())
+    np.testing.assert_allclose(_ema(x[:1], lam), x[:1])
+
+
+def test_large_wald_by_cholesky_equals_the_eigen_decomposition() -> None:
+    rng = np.random.default_rng(7)
+    q = 60
+    L = rng.standard_normal((q, 2 * q))
+    V = L @ L.T / q
+    delta = rng.standard_normal(q)
+    w, U = np.linalg.eigh(V)
+    exact = float(np.sum((U.T @ delta) ** 2 / w))
+    test = wald_test(delta, V, nu=500.0)
+    assert test.dof == q
+    assert test.statistic == pytest.approx(exact, rel=1e-10)
+    # rank-deficient: the Cholesky route is refused and the pseudo-inverse over the positive directions counts
+    B = rng.standard_normal((q, q - 5))
+    singular = B @ B.T
+    w, U = np.linalg.eigh(singular)
+    keep = w > 1e-12 * w.max()
+    test = wald_test(delta, singular, nu=500.0)
+    assert test.dof == q - 5
+    assert test.statistic == pytest.approx(float(np.sum((U[:, keep].T @ delta) ** 2 / w[keep])), rel=1e-8)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 5, 64])
+def test_kron_lrv_by_blocks_equals_bartlett_of_the_formed_series(chunk: int | None) -> None:
+    rng = np.random.default_rng(8)
+    for N, rho in ((1200, 0.95), (40, 0.5)):  # a bandwidth far wider than a block; a series shorter than one
+        a, u = _persistent(rng, N, 2, rho), _persistent(rng, N, 3, 0.9)
+        phi = (a[:, :, None] * u[:, None, :]).reshape(N, -1)
+        ref = bartlett_lrv(phi, min_bandwidth=3.0)
+        got = kron_bartlett_lrv(a, u, min_bandwidth=3.0, chunk=chunk)
+        assert got.bandwidth == pytest.approx(ref.bandwidth, rel=1e-12)
+        np.testing.assert_allclose(got.S, ref.S, rtol=1e-12, atol=1e-13 * np.abs(ref.S).max())
+    assert ref.bandwidth > 3.0
+
+
+def test_memory_bounded_blocks_give_the_same_siv_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    system = gt.make("mixed", 3)
+    ys, _ = gt.simulate(system, 3000, np.random.default_rng(3))
+    xs = [snapshot(y).series for y in ys]
+    whole = siv_tests(xs)
+    monkeypatch.setattr(siv, "CHUNK_VALUES", 997)  # blocks of a few rows: instruments, projections
+    monkeypatch.setattr(pair_hac, "CHUNK_VALUES", 997)  # and the pairs' lag moments
+    blocks = siv_tests(xs)
+    assert [(e.site, e.lag) for e in blocks.extra] == [(e.site, e.lag) for e in whole.extra]
+    off = ~np.eye(system.M, dtype=bool)
+    np.testing.assert_allclose(blocks.log10_pvalue[off], whole.log10_pvalue[off], rtol=1e-10)

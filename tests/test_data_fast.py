@@ -117,6 +117,59 @@ def test_fast_path_reads_like_the_python_parser(tmp_path, case):
     assert_same(path, kwargs)
 
 
+# Bytes the fast path refuses wherever they stand (a CR only when no LF follows it; a BOM past the start).
+ODD_BYTES = (b"\x00", b"\x0b", b"\x0c", b"\x1c", b"\x1e", b"\x7f", b'"', b"\r", b"\xc3\xa9", b"\xef\xbb\xbf", b"\xff")
+
+
+def plain_bytes(raw: bytes) -> bool:
+    """The fast path's byte rule as it was first written: nothing but data._FAST_BYTES after an optional BOM,
+    every CR in a CRLF."""
+    start = len(data._BOM) if raw.startswith(data._BOM) else 0
+    return raw.translate(None, data._FAST_BYTES) == raw[:start] and raw.count(b"\r") == raw.count(b"\r\n")
+
+
+def fast_parse(raw: bytes, **options):
+    """The fast path's parse of `raw` (values as bytes: comparable with ==), or None when it refuses the file."""
+    parsed = data._parse_fast(raw, min_rows=2, fail=lambda m: DataError(m), **options)
+    return None if parsed is None else parsed._replace(values=parsed.values.tobytes(), line_nos=list(parsed.line_nos))
+
+
+@FAST
+@given(case=plain_file(), odd=st.sampled_from(ODD_BYTES), where=st.floats(0, 1), block=st.sampled_from([1, 2, 5, 64]))
+def test_fast_path_checks_every_byte_in_blocks_of_any_size(tmp_path, monkeypatch, case, odd, where, block):
+    """The one pass over the bytes (_line_layout) finds line breaks, delimiters and refused bytes in blocks
+    of _COUNT_BLOCK bytes: with blocks that cut lines and cells anywhere, a file reads as with the Python
+    parser, and one byte out of place anywhere sends the file to the Python parser."""
+    raw, kwargs = case
+    options = {"timestamp_column": kwargs["timestamp_column"], "delimiter": kwargs["delimiter"]}
+    whole = fast_parse(raw, **options)  # one block
+    monkeypatch.setattr(data, "_COUNT_BLOCK", block)
+    assert fast_parse(raw, **options) == whole
+    path = tmp_path / "site.csv"
+    path.write_bytes(raw)
+    assert_same(path, kwargs)
+    i = int(where * len(raw))
+    spoiled = raw[:i] + odd + raw[i:]
+    if not plain_bytes(spoiled):
+        assert fast_parse(spoiled, **options) is None
+    path.write_bytes(spoiled)
+    assert_same(path, kwargs)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a,b,c\n1,2,3\n4,,6\n7,8,NA\n", "\ufeffx;y\r\n1;2\r\n3;4\r\n\r\n", "0.5\t2\n1.5\t\n2.5\t7", " 1  2\n3 4 \n5\t6\n",
+     "time,a\n2024-01-01T00:00,1\n2024-01-01T00:01,2\n"],
+)  # fmt: skip
+def test_plain_files_are_read_alike_in_blocks_of_every_size(monkeypatch, text):
+    raw = text.encode()
+    whole = fast_parse(raw, timestamp_column="auto", delimiter=None)
+    assert whole is not None
+    for block in range(1, len(raw) + 1):
+        monkeypatch.setattr(data, "_COUNT_BLOCK", block)
+        assert fast_parse(raw, timestamp_column="auto", delimiter=None) == whole, block
+
+
 @pytest.mark.parametrize(
     "text, kwargs",
     [

@@ -88,6 +88,31 @@ def test_quick_held_screen_never_hides_a_held_column():
     assert not screen.all() and screen[-1]  # it skips some columns; gappy ones always go to detect_held
 
 
+@pytest.mark.parametrize("held_values", ["missing", "keep"])
+def test_complete_tables_clean_like_tables_with_gaps(held_values):
+    """apply_policies takes a shortcut for tables without a missing value; with an empty column added (dropped:
+    the table then takes the general path) the kept columns come out the same, bit for bit."""
+    from fedgc.data.cleaning import apply_policies
+
+    rng = np.random.default_rng(8)
+    T = 300
+    values = np.column_stack([rng.standard_normal(T), held(rng, T, 3, 1), np.full(T, 2.0), rng.standard_normal(T)])
+    names = ("a", "b", "stuck", "c")
+    policy = ColumnPolicy(held_values=held_values)
+    fail = functools.partial(DataError)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FedGCWarning)
+        got, kept_names, cleaning = apply_policies(values.copy(), names, policy, fail=fail, where="w")
+        gappy = np.column_stack([values, np.full(T, np.nan)])
+        ref, ref_names, ref_cleaning = apply_policies(gappy, (*names, "empty"), policy, fail=fail, where="w")
+    assert kept_names == ref_names == ("a", "b", "c")
+    np.testing.assert_array_equal(got, ref)
+    assert ref_cleaning.dropped_missing == (("empty", 1.0),)
+    assert cleaning == ref_cleaning._replace(dropped_missing=(), file_columns=4)
+    assert (cleaning.empty_rows, cleaning.missing_values) == (0, 0)
+    assert cleaning.held[0].n_masked == (200 if held_values == "missing" else 0)
+
+
 def test_held_columns_become_missing_between_samples(tmp_path):
     rng = np.random.default_rng(1)
     T = 200

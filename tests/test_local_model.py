@@ -305,6 +305,42 @@ def test_subsampled_parallel_analysis_draws_the_permutations_it_always_drew():
         assert (got, rng.random()) == earlier(y, seed)
 
 
+@pytest.mark.parametrize("gaps", [False, True])
+def test_permutation_null_is_the_per_permutation_loop_it_replaced(gaps):
+    """permutation_null (one finiteness check, one batched eigvalsh) gives bit for bit the eigenvalues of the
+    loop it replaced (a shuffle, second_moments and a sorted eigvalsh per permutation) and leaves the
+    Generator where that loop left it."""
+    from fedgc.core.local_model import permutation_null, second_moments
+
+    y = _client_data(3, 33, snr=0.1, T=1500, P=9).y[0]
+    y = (y - y.mean(axis=0)) / y.std(axis=0)
+    if gaps:
+        y[np.random.default_rng(1).random(y.shape) < 0.1] = np.nan
+
+    def earlier(rng):
+        columns, shuffled = np.ascontiguousarray(y.T), np.empty(y.T.shape)
+        null = np.empty((20, y.shape[1]))
+        for i in range(20):
+            rng.permuted(columns, axis=1, out=shuffled)
+            null[i] = np.sort(np.linalg.eigvalsh(second_moments(shuffled.T)))[::-1]
+        return null
+
+    rng_new, rng_old = np.random.default_rng(34), np.random.default_rng(34)
+    got = permutation_null(y, rng=rng_new, n_permutations=20)
+    np.testing.assert_array_equal(got, earlier(rng_old))
+    assert rng_new.random() == rng_old.random()
+
+
+def test_subsampled_parallel_analysis_of_a_table_with_gaps():
+    """Above PARALLEL_ANALYSIS_MAX_ROWS a table with missing values gets pairwise second moments in its null
+    too (a plain product of its NaNs made eigvalsh fail: 'Eigenvalues did not converge')."""
+    from fedgc.core.local_model import PARALLEL_ANALYSIS_MAX_ROWS
+
+    y = _client_data(3, 36, T=PARALLEL_ANALYSIS_MAX_ROWS + 500, P=8).y[0]
+    y[np.random.default_rng(2).random(y.shape) < 0.05] = np.nan
+    assert identify(y, client=CLIENT, rng=np.random.default_rng(4)).state_dim == 3
+
+
 # ----------------------------------------------------------------------------- process noise correction
 
 

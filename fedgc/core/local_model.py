@@ -194,7 +194,6 @@ def choose_state_dim(
         frac = np.cumsum(lam) / lam.sum()
         return int(min(P - 1, np.searchsorted(frac, explained_variance) + 1))
     rng = np.random.default_rng(0) if rng is None else rng
-    null = np.empty((n_permutations, P))
     if T > PARALLEL_ANALYSIS_MAX_ROWS:
         # Long windows: the whole analysis (data eigenvalues and their permutation null) on a random subset
         # of rows. Each permutation costs O(T P^2); on a year of 1-minute data (T = 525,600, P = 50) the 20
@@ -202,23 +201,29 @@ def choose_state_dim(
         # (1 + sqrt(P / n))^2), so a component must stand out of n = 20,000 rows, not of T.
         rows = np.sort(rng.choice(T, PARALLEL_ANALYSIS_MAX_ROWS, replace=False))
         y = y[rows]
-        T = y.shape[0]
         lam = np.sort(np.linalg.eigvalsh(second_moments(y)))[::-1]
-        # Columns as contiguous rows: rng.permuted shuffles each one exactly as along axis 0 of y.
-        columns, shuffled = np.ascontiguousarray(y.T), np.empty((P, T))
-        for i in range(n_permutations):
-            rng.permuted(columns, axis=1, out=shuffled)
-            null[i] = np.sort(np.linalg.eigvalsh(shuffled @ shuffled.T / T))[::-1]
-    else:
-        # rng.permuted shuffles each row of the (P, T) columns as rng.permutation(T) would, column after
-        # column: the permutations of a gather y[rng.permutation(T), j] per column, without P index arrays.
-        columns, shuffled = np.ascontiguousarray(y.T), np.empty((P, T))
-        for i in range(n_permutations):
-            rng.permuted(columns, axis=1, out=shuffled)
-            null[i] = np.sort(np.linalg.eigvalsh(second_moments(shuffled.T)))[::-1]
+    null = permutation_null(y, rng=rng, n_permutations=n_permutations)
     above = lam > np.quantile(null, quantile, axis=0)
     d = int(np.argmin(above)) if not above.all() else P
     return min(max(d, 1), P - 1)
+
+
+def permutation_null(y: np.ndarray, *, rng: np.random.Generator, n_permutations: int) -> np.ndarray:
+    """(n_permutations, P) eigenvalues (descending) of the second moments of y (T, P) with each column
+    permuted independently in time, permutation after permutation.
+
+    rng.permuted shuffles each row of the (P, T) columns as rng.permutation(T) would, column after column:
+    the permutations of a gather y[rng.permutation(T), j] per column, without P index arrays. The shuffles
+    (the random draws) are most of the cost; the data's finiteness is checked once (a permutation keeps it),
+    and the eigenvalues of all n_permutations matrices come from one batched call."""
+    T, P = y.shape
+    columns, shuffled = np.ascontiguousarray(y.T), np.empty((P, T))
+    complete = bool(np.isfinite(columns).all())
+    grams = np.empty((n_permutations, P, P))
+    for i in range(n_permutations):
+        rng.permuted(columns, axis=1, out=shuffled)
+        grams[i] = shuffled @ shuffled.T / T if complete else second_moments(shuffled.T)
+    return np.linalg.eigvalsh(grams)[:, ::-1]
 
 
 def identify(
@@ -260,7 +265,8 @@ def identify(
         raise ModelError(f"client '{client}': columns {bad} have fewer than 2 observed values")
     mean = np.nanmean(raw, axis=0) if gappy else raw.mean(axis=0)
     scale = np.nanstd(raw, axis=0) if gappy else raw.std(axis=0)
-    _refuse_constant(np.nanmax(raw, axis=0) - np.nanmin(raw, axis=0), mean, scale, client)
+    span = np.nanmax(raw, axis=0) - np.nanmin(raw, axis=0) if gappy else raw.max(axis=0) - raw.min(axis=0)
+    _refuse_constant(span, mean, scale, client)
     y = (raw - mean) / scale
     lam, U = _principal_axes(second_moments(y))
     if state_dim is None:

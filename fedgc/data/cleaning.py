@@ -122,16 +122,21 @@ def apply_policies(
         return values, columns, Cleaning((), (), (), int(np.isnan(values).sum()), int(np.isnan(values).all(axis=1).sum()),
                                          kept, len(columns))  # fmt: skip
     missing = np.isnan(values)
-    frac = missing.mean(axis=0)
-    too_sparse = (frac > policy.max_missing) | missing.all(axis=0)
+    complete = T > 0 and not missing.any()  # most files: no column misses a value
+    frac = np.zeros(values.shape[1]) if complete else missing.mean(axis=0)
+    too_sparse = frac > policy.max_missing if complete else (frac > policy.max_missing) | missing.all(axis=0)
+    del missing
     dropped_missing = tuple((columns[j], float(frac[j])) for j in np.flatnonzero(too_sparse))
     if dropped_missing:
         listed = ", ".join(f"{c!r} ({f:.0%} missing)" for c, f in dropped_missing)
         _warn(f"{where}: dropped column(s) {listed}: more than max_missing = {policy.max_missing:g} of the rows are missing")
 
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: already dropped above
-        span = np.nanmax(values, axis=0) - np.nanmin(values, axis=0)
+    if complete:
+        span = values.max(axis=0) - values.min(axis=0)
+    else:
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: already dropped above
+            span = np.nanmax(values, axis=0) - np.nanmin(values, axis=0)
     constant = ~too_sparse & (span == 0)
     dropped_constant = tuple(columns[j] for j in np.flatnonzero(constant))
     if dropped_constant and policy.constant_columns == "error":
@@ -150,7 +155,7 @@ def apply_policies(
         raise fail("no usable sensor column left after dropping mostly-missing and constant columns")
     values = values[:, keep] if keep.size < values.shape[1] or copy else values  # fancy indexing copies
     columns = tuple(columns[j] for j in keep)
-    n_missing = int(np.isnan(values).sum())
+    n_missing = 0 if complete else int(np.isnan(values).sum())
 
     held = []
     maybe_held = _maybe_held(values)
@@ -176,7 +181,7 @@ def apply_policies(
             else "kept as they are (held_values: keep)"
         )
         _warn(f"{where}: held (sampled) column(s) detected, new values {listed}; {action}")
-    empty = int(np.isnan(values).all(axis=1).sum())
+    empty = 0 if complete and not any(h.n_masked for h in held) else int(np.isnan(values).all(axis=1).sum())
     cleaning = Cleaning(dropped_missing, dropped_constant, tuple(held), n_missing, empty, tuple(keep.tolist()), len(frac))
     return values, columns, cleaning
 

@@ -244,6 +244,8 @@ _FAST_BYTES = bytes(range(0x20, 0x7F)).replace(b'"', b"") + b"\t\n\r"
 _NA_SPELLINGS = sorted(
     {"".join(chars) for marker in MISSING_MARKERS for chars in itertools.product(*({c.lower(), c.upper()} for c in marker))}
 )
+_FAST_TABLE = np.zeros(256, dtype=bool)
+_FAST_TABLE[list(_FAST_BYTES)] = True
 _WS_TABLE = np.zeros(256, dtype=bool)
 _WS_TABLE[[ord(c) for c in " \t\r\n"]] = True
 _COUNT_BLOCK = 1 << 23  # bytes per block when counting cells per line (bounds the temporaries)
@@ -261,43 +263,46 @@ def _parse_fast(raw: bytes, *, timestamp_column, min_rows: int, delimiter, fail)
 
 def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimiter, fail) -> _Parsed | None:
     start = len(_BOM) if raw.startswith(_BOM) else 0
-    if raw.translate(None, _FAST_BYTES) != raw[:start]:
-        return None
-    if b"\r" in raw and raw.count(b"\r") != raw.count(b"\r\n"):
-        return None
     end = len(raw)
     while end > start and raw[end - 1] in b"\r\n":
         end -= 1
     if end == start:
         return None
+    tail = raw[end:]  # line breaks only
+    if tail.count(b"\r") != tail.count(b"\r\n") or b'"' in raw:
+        return None
     data = np.frombuffer(raw, dtype=np.uint8, count=end - start, offset=start)
-    starts = _line_starts(data)
-    lengths = np.diff(np.append(starts, data.size))
-    if lengths.max() > csv.field_size_limit():
-        return None  # csv.reader refuses such a field
-
-    def line(i: int) -> str:
-        return raw[start + starts[i] : start + starts[i] + lengths[i]].decode("ascii").rstrip("\r\n")
-
-    head = [line(i) for i in range(min(_SNIFF_LINES, starts.size))]
+    if data.max() >= 0x7F:  # non-ASCII or DEL; control bytes are checked by _line_layout
+        return None
+    head = _head_lines(raw, start, end)
     sep = _choose_delimiter(head, delimiter, fail)
     first = _split(head[:1], sep, [1], fail)[0]
     n_fields = len(first)
     header = None if all(_is_data_like(cell) for cell in first) else [cell.strip() for cell in first]
-    n_data = starts.size - (header is not None)
     if n_fields == 0 or (n_fields < 2 and sep != _WHITESPACE):
         return None  # one column: a blank line would not show in the cell counts
+    if sep != _WHITESPACE and ord(sep) >= 0x7F:
+        return None  # a delimiter the file cannot hold (it is ASCII)
+    layout = _line_layout(data, None if sep == _WHITESPACE else ord(sep))
+    if layout is None:
+        return None
+    starts, cells = layout
+    if np.diff(np.append(starts, data.size)).max() > csv.field_size_limit():
+        return None  # csv.reader refuses such a field
+    n_data = starts.size - (header is not None)
     if n_data < max(min_rows, 1):
         return None
     if header is not None:
         _check_names(header, fail)
-    if not (_cells_per_line(data, starts, sep) == n_fields).all():
+    if sep == _WHITESPACE:
+        cells = _whitespace_cells(data, starts)
+    if not (cells == n_fields).all():
         return None  # a ragged row or a blank line
     if sep == "\t" and _has_blank_line(data, starts):
         # A line of blanks and tabs only: the Python parser leaves it out, pandas would read a row. With
         # any other delimiter such a line has 1 cell (0 for whitespace), which the count above refuses.
         return None
-    second = _split([line(1 if header is not None else 0)], sep, [1], fail)
+    second = _split([head[1 if header is not None else 0]], sep, [1], fail)
     ts_index = _timestamp_index(timestamp_column, header, second, n_fields, fail)
     sensor_fields, columns = _columns(header, ts_index, n_fields, fail)
     del data
@@ -315,33 +320,65 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
     return _Parsed(header, ts_index, sensor_fields, columns, line_nos, values, ts_cells)
 
 
-def _line_starts(data: np.ndarray) -> np.ndarray:
-    """Offsets of every line in `data`: 0 and every byte after a LF, found in blocks of _COUNT_BLOCK bytes
-    (no file-sized temporary)."""
-    parts = [np.zeros(1, dtype=np.int64)]
+def _head_lines(raw: bytes, start: int, end: int) -> list[str]:
+    """The first _SNIFF_LINES lines of raw[start:end] (ASCII), without their line breaks."""
+    head: list[str] = []
+    pos = start
+    while len(head) < _SNIFF_LINES:
+        stop = raw.find(b"\n", pos, end)
+        head.append(raw[pos : end if stop < 0 else stop].decode("ascii").rstrip("\r\n"))
+        if stop < 0:
+            break
+        pos = stop + 1
+    return head
+
+
+def _line_layout(data: np.ndarray, sep: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(starts, cells): the offset of every line in `data` (0 and every byte after a LF) and, for a one-byte
+    delimiter `sep`, the cells on each line (its delimiters + 1; for sep None, the cells are not counted: an
+    empty array). None when `data` holds a control byte other than tab, LF and CR, or a CR that is not
+    followed by a LF (the other bytes are ASCII and no quote: checked before). One pass over the bytes, in
+    blocks of _COUNT_BLOCK bytes (no file-sized temporary), looking only at the control bytes and delimiters."""
+    parts, at_breaks = [np.zeros(1, dtype=np.int64)], []
+    total = 0  # delimiters before the current block
     for a in range(0, data.size, _COUNT_BLOCK):
-        parts.append(np.flatnonzero(data[a : a + _COUNT_BLOCK] == 10) + (a + 1))
-    return np.concatenate(parts)
+        block = data[a : a + _COUNT_BLOCK]
+        marks = block < 0x20
+        if sep is not None and sep >= 0x20:
+            np.logical_or(marks, block == sep, out=marks)
+        hits = np.flatnonzero(marks)
+        kinds = block[hits]
+        if not _FAST_TABLE[kinds].all():
+            return None
+        cr = hits[kinds == 13] + (a + 1)
+        if cr.size and not (data[cr] == 10).all():  # data ends in neither CR nor LF: cr < data.size
+            return None
+        breaks = kinds == 10
+        parts.append(hits[breaks] + (a + 1))
+        if sep is not None:
+            count = np.cumsum(kinds == sep) + total  # delimiters up to each hit
+            at_breaks.append(count[breaks])
+            total = int(count[-1]) if count.size else total
+    starts = np.concatenate(parts)
+    if sep is None:
+        return starts, np.empty(0, dtype=np.int64)
+    return starts, np.diff(np.concatenate([[0], *at_breaks, [total]])) + 1
 
 
-def _cells_per_line(data: np.ndarray, starts: np.ndarray, sep: str) -> np.ndarray:
+def _whitespace_cells(data: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Cells on every line of `data` (the file's bytes without a trailing line break, lines beginning at
-    `starts`): delimiters + 1, or for whitespace-separated files the runs of non-whitespace (0 for a blank
-    line). Counted in blocks of whole lines, so the temporaries stay small whatever the file's size."""
+    `starts`) of a whitespace-separated file: the runs of non-whitespace (0 for a blank line). Counted in
+    blocks of whole lines, so the temporaries stay small whatever the file's size."""
     out = np.empty(starts.size, dtype=np.int64)
     bounds = np.append(starts, data.size)
     for i, j in _line_blocks(bounds):
         a, b = int(bounds[i]), int(bounds[j])
-        block = data[a:b]
-        if sep == _WHITESPACE:
-            ws = _WS_TABLE[block]
-            marks = np.empty(block.size, dtype=bool)  # a run of non-whitespace begins here
-            marks[0] = not ws[0]  # a line's first byte follows a LF (or the file's start)
-            np.logical_and(~ws[1:], ws[:-1], out=marks[1:])
-        else:
-            marks = block == ord(sep)
+        ws = _WS_TABLE[data[a:b]]
+        marks = np.empty(ws.size, dtype=bool)  # a run of non-whitespace begins here
+        marks[0] = not ws[0]  # a line's first byte follows a LF (or the file's start)
+        np.logical_and(~ws[1:], ws[:-1], out=marks[1:])
         out[i:j] = np.diff(np.searchsorted(np.flatnonzero(marks), bounds[i : j + 1] - a))
-    return out if sep == _WHITESPACE else out + 1
+    return out
 
 
 def _line_blocks(bounds: np.ndarray) -> Iterator[tuple[int, int]]:
@@ -357,7 +394,7 @@ def _line_blocks(bounds: np.ndarray) -> Iterator[tuple[int, int]]:
 
 def _has_blank_line(data: np.ndarray, starts: np.ndarray) -> bool:
     """Whether a line of `data` (lines beginning at `starts`) holds only blanks, tabs and CRs: its
-    whitespace bytes (its LF included) are all its bytes. Counted in blocks like `_cells_per_line`."""
+    whitespace bytes (its LF included) are all its bytes. Counted in blocks like `_whitespace_cells`."""
     bounds = np.append(starts, data.size)
     for i, j in _line_blocks(bounds):
         a, b = int(bounds[i]), int(bounds[j])

@@ -1,6 +1,10 @@
 """The shipped scenarios against stored references: A_s, GC statistics, p-values and edges of
-default.yaml, tep.yaml and mean_shift.yaml agree to 1e-12 with the outputs recorded before the
-package was restructured (tests/reference/*.json, written by tests/reference/make_reference.py).
+default.yaml, tep.yaml and mean_shift.yaml agree to 1e-9 (relative; 1e-12 absolute) with the outputs
+recorded before the package was restructured (tests/reference/*.json, written by
+tests/reference/make_reference.py). The same code on another CPU differs at about 1e-11: OpenBLAS picks
+its kernels by processor (these references are from an Intel machine; on an AMD EPYC the statistics move
+by up to 1.6e-11 relative, A_s by 7e-11), and the rounds carry the rounding on; a change of the maths
+moves them by far more than 1e-9.
 The references are of the plain rounds, so the scenarios run here with server.acceleration: none
 (the accelerated rounds are checked against them in tests/test_acceleration.py).
 
@@ -20,7 +24,7 @@ from fedgc.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "tests" / "reference"
-TOL = 1e-12
+RTOL, ATOL = 1e-9, 1e-12
 
 
 def _close(actual, expected, where: str) -> None:
@@ -28,8 +32,24 @@ def _close(actual, expected, where: str) -> None:
     e = np.array(expected, dtype=float)
     assert a.shape == e.shape, f"{where}: shape {a.shape} != {e.shape}"
     assert np.array_equal(np.isnan(a), np.isnan(e)), f"{where}: null entries differ"
-    ok = np.isnan(e) | np.isclose(a, e, rtol=TOL, atol=TOL)
+    ok = np.isnan(e) | np.isclose(a, e, rtol=RTOL, atol=ATOL)
     assert ok.all(), f"{where}: max deviation {np.nanmax(np.abs(a - e)):.3g}"
+
+
+def _same(actual, expected, where: str) -> None:
+    """The same JSON tree: equal keys, lengths, strings and flags; numbers within the tolerance."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and actual.keys() == expected.keys(), where
+        for key, value in expected.items():
+            _same(actual[key], value, f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), where
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            _same(a, e, f"{where}[{i}]")
+    elif isinstance(expected, float) and not isinstance(actual, bool):
+        _close(actual, expected, where)
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
 
 
 def plain_scenario(scenario: str, folder: Path) -> Path:
@@ -63,9 +83,10 @@ def test_scenario_matches_reference(scenario: str, tmp_path: Path) -> None:
     for key, value in ref["evaluation"].items():
         _close(got["evaluation"][key], value, f"evaluation.{key}")
     if "flowsheet" in ref:
-        strip = lambda f: {k: v for k, v in f.items() if k != "data"}
-        assert json.dumps(strip(got["flowsheet"]), sort_keys=True) == json.dumps(
-            strip(ref["flowsheet"]), sort_keys=True
+        _same(
+            {k: v for k, v in got["flowsheet"].items() if k != "data"},
+            {k: v for k, v in ref["flowsheet"].items() if k != "data"},
+            "flowsheet",
         )
     if "origin" in ref:
         for run, rec in ref["origin"].items():

@@ -80,7 +80,7 @@ def test_tsls_is_statsmodels_iv2sls() -> None:
         np.testing.assert_allclose(ours.B[:, j], ref.params, rtol=1e-10)
         np.testing.assert_allclose(ours.resid[:, j], ref.resid, rtol=1e-8, atol=1e-10)
     # the influence series reproduces the estimate: B = influence^T Y / N
-    np.testing.assert_allclose(ours.influence.T @ Y / n, ours.B, rtol=1e-10)
+    np.testing.assert_allclose(ours.influence().T @ Y / n, ours.B, rtol=1e-10)
 
 
 def test_highpass_is_causal_and_removes_a_constant() -> None:

@@ -9,7 +9,7 @@ import pytest
 from fedgc.core import pair_hac, siv
 from fedgc.core.hac import bartlett_lrv, equivalent_df, kron_bartlett_lrv, wald_test, wald_tests
 from fedgc.core.pair_hac import pair_lrvs
-from fedgc.core.siv import _TSLS, Projector, _add_regressors, _ema, _pair_tests, _tsls, siv_tests
+from fedgc.core.siv import Projector, _add_regressors, _pair_tests, _tsls, ema_highpass, siv_tests
 from fedgc.core.snapshots import snapshot
 from fedgc.data import ground_truth as gt
 
@@ -94,7 +94,7 @@ def test_projector_and_frisch_waugh_refit_equal_a_full_qr_refit() -> None:
     added = _add_regressors(fit, Y, X, Xc, Xc_hat, Xc_hat - Qr @ (Qr.T @ Xc_hat))
     full = _tsls(Y, np.hstack([X, Xc]), Qz @ (Qz.T @ np.hstack([X, Xc])))
     np.testing.assert_allclose(added.B, full.B[3:], rtol=1e-10)
-    np.testing.assert_allclose(added.influence, full.influence[:, 3:], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(added.influence, full.influence()[:, 3:], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(added.resid, full.resid, rtol=1e-10, atol=1e-12)
     # collinear instruments: the projector falls back to an orthonormal basis and still projects
     Zc = np.hstack([Z, Z[:, :2] @ np.ones((2, 1))])
@@ -107,8 +107,7 @@ def test_pair_tests_equal_one_block_wald_per_pair() -> None:
     influence, resid = rng.standard_normal((800, 9)), _persistent(rng, 800, 6, 0.5)
     cols, offsets = [[0, 1, 8], [2, 3], [4, 5, 6, 7]], np.array([0, 2, 3, 6])  # unequal blocks, one split
     B = rng.standard_normal((9, 6)) * 0.05
-    fit = _TSLS(B, influence, resid, influence, np.eye(9))
-    statistic, dof, log10p, norm = _pair_tests(fit, cols, offsets, 1)
+    statistic, dof, log10p, norm = _pair_tests(B, influence, resid, cols, np.diff(offsets), 1)
     N, K = influence.shape
     for m in range(3):
         t = list(range(offsets[m], offsets[m + 1]))
@@ -125,15 +124,17 @@ def test_pair_tests_equal_one_block_wald_per_pair() -> None:
             assert norm[m, n] == pytest.approx(np.linalg.norm(B[np.ix_(cols[n], t)]))
 
 
-@pytest.mark.parametrize("lam", [0.0, 0.5, 0.99])
-def test_blocked_moving_average_is_the_recursion(lam: float) -> None:
-    x = np.random.default_rng(6).standard_normal((300, 3)).cumsum(axis=0)
-    m = np.empty_like(x)
-    m[0] = x[0]
-    for t in range(1, x.shape[0]):
-        m[t] = lam * m[t - 1] + (1.0 - lam) * x[t]
-    np.testing.assert_allclose(_ema(x, lam, block=64), m, rtol=1e-12, atol=1e-12 * np.abs(m).max())
-    np.testing.assert_allclose(_ema(x[:1], lam), x[:1])
+@pytest.mark.parametrize("window", [1.0, 2.0, 100.0])
+def test_blocked_highpass_is_the_recursion(window: float) -> None:
+    lam = 1.0 - 1.0 / window
+    for n in (1, 64, 65, 300):  # no block, exactly one, one and a row, several
+        x = np.random.default_rng(6).standard_normal((n, 3)).cumsum(axis=0)
+        m = np.empty_like(x)
+        m[0] = x[0]
+        for t in range(1, n):
+            m[t] = lam * m[t - 1] + (1.0 - lam) * x[t]
+        expected = x - np.vstack([x[:1], m[:-1]])
+        np.testing.assert_allclose(ema_highpass(x, window), expected, rtol=1e-12, atol=1e-12 * np.abs(x).max())
 
 
 def test_large_wald_by_cholesky_equals_the_eigen_decomposition() -> None:
@@ -181,3 +182,19 @@ def test_memory_bounded_blocks_give_the_same_siv_result(monkeypatch: pytest.Monk
     assert [(e.site, e.lag) for e in blocks.extra] == [(e.site, e.lag) for e in whole.extra]
     off = ~np.eye(system.M, dtype=bool)
     np.testing.assert_allclose(blocks.log10_pvalue[off], whole.log10_pvalue[off], rtol=1e-10)
+
+
+def test_lags_of_a_long_series_are_selected_on_its_last_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    system = gt.make("var2", 4)
+    ys, _ = gt.simulate(system, 6000, np.random.default_rng(4))
+    xs = [snapshot(y).series for y in ys]
+    monkeypatch.setattr(siv, "SELECTION_ROWS", 2500)
+    result = siv_tests(xs)
+    window = siv.highpass_window(6000)
+    assert result.extra  # the latent VAR(2) sites need a second lag, found on 2500 rows too
+    last = [x[-2500:] for x in xs]
+    expected = siv.select_lags(last, window=window)
+    assert [(e.site, e.lag) for e in result.extra] == [(e.site, e.lag) for e in expected]
+    for got, want in zip(result.extra, expected, strict=True):
+        np.testing.assert_allclose(got.a, want.a, rtol=1e-9, atol=1e-12)
+    assert result.n_obs == 6000 - 2 * result.max_lag - 2  # the tests themselves use every row

@@ -347,6 +347,15 @@ class RunConfig:
             raise ConfigError(
                 "server.test: siv is a batch test; streaming windows use the LR test (server.test: lr or auto)"
             )
+        if (
+            self.streaming is not None
+            and self.streaming.alert_calibration == "reference"
+            and (self.tep is None or self.tep.identify_on in (None, self.tep.run))
+        ):
+            raise ConfigError(
+                "streaming.alert_calibration: reference streams the normal operation the models were identified on: "
+                "it needs a tep section with tep.identify_on (other client sources have no reference yet)"
+            )
         if self.tep is not None and self.streaming is None and _fault_of("tep.run", self.tep.run) is not None:
             raise ConfigError(
                 f"tep.run must be a normal-operation run (d00, d00_te), got {self.tep.run!r} "

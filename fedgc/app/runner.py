@@ -34,13 +34,14 @@ from fedgc.app.config import ENGINES, RunConfig
 from fedgc.app.evaluation import evaluate
 from fedgc.app.privacy import privacy_accountant, privacy_plan, privacy_summary, refuse_data_dependence, server_privacy
 from fedgc.app.results import RunResult
+from fedgc.app.tep import reference_sessions
 from fedgc.errors import ConfigError, FedGCError
 from fedgc.privacy.budget import PrivacyPlan
 from fedgc.protocol.loop import FitResult, run_protocol
 from fedgc.protocol.rules import rule_named
 from fedgc.protocol.session import ClientSession
 from fedgc.protocol.state import RoundRecord
-from fedgc.protocol.streaming import Alert, WindowResult, run_stream
+from fedgc.protocol.streaming import Alert, WindowResult, calibrate_alerts, run_stream
 from fedgc.protocol.transport import CountingTransport, LocalTransport, Transport
 from fedgc.protocol.wire import check_message_format
 
@@ -290,7 +291,11 @@ def run_streaming(
         raise ConfigError(f"{cfg.source or 'config'} has no 'streaming' section")
     t0 = time.perf_counter()
     counting = CountingTransport(LocalTransport(clients.sessions, workers=LOCAL_WORKERS))
-    stream = run_stream(counting, cfg.server, cfg.streaming, on_round=on_round, on_window=on_window)
+    null = None
+    if cfg.streaming.alert_calibration == "reference":
+        reference = LocalTransport(reference_sessions(cfg, clients.sessions), workers=LOCAL_WORKERS)
+        null = calibrate_alerts(reference, cfg.server, cfg.streaming)
+    stream = run_stream(counting, cfg.server, cfg.streaming, on_round=on_round, on_window=on_window, null=null)
     last = stream.windows[-1]
     fit = FitResult(last.gc, stream.A_s, list(stream.history), last.converged, list(stream.dropouts))
     result = RunResult(cfg, fit, "local")

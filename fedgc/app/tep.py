@@ -13,6 +13,7 @@ holds) and sends the server only its first crossing, onset strength and peak per
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,11 +26,23 @@ from fedgc.app.results import RunResult
 from fedgc.core.local_model import LocalModel, identify, save_npz
 from fedgc.data.tep import TEPRun, load_tep, write_client_csvs
 from fedgc.errors import ConfigError
+from fedgc.protocol.session import ClientSession, StreamingSession
 
 
 def load_run(settings: TEPSettings, run: str) -> TEPRun:
     """Run `run` of the data folder the `tep:` section names, split into its units."""
     return load_tep(settings.folder, run=run, split=settings.split)
+
+
+def reference_sessions(cfg: RunConfig, sessions: Sequence[ClientSession]) -> list[StreamingSession]:
+    """Streaming sessions over tep.identify_on with the units' models of `sessions`: the normal operation
+    that calibrates the stream's alerts (streaming.alert_calibration: reference)."""
+    tep = cfg.tep
+    if tep is None or tep.identify_on in (None, tep.run):
+        raise ConfigError(f"{cfg.source or 'config'}: the alert reference is tep.identify_on, a run other than tep.run")
+    ref = load_run(tep, tep.identify_on)
+    return [StreamingSession(s.name, s.model, ref.clients[s.name], learn_theta=cfg.client.learn_theta,
+                             theta_kind=cfg.client.theta) for s in sessions]  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,17 @@ not an edge in the previous window (Benjamini-Hochberg on the forgotten statisti
 otherwise 'changed'. After an alert the server restarts its memory (reset_on_alert): the window's
 estimate and tests use the new window only, later windows forget from there. That adapts at once to
 the change and prevents the same change from alerting again while old data still dominate.
+
+HAC variance (alert_variance: hac). The Wald variance assumes white innovations. change_tests_hac replaces
+the new window's part by the Newey-West long-run variance of the block estimate's influence series
+phi_t = vec(e_t (G^{-1} x_t)_n^T) (G = X^T X over target m's regressors, e_t its residuals), Andrews'
+bandwidth, and scales the past part by the average inflation tr(V_white^{-1} V_hac) / q that the window
+shows; the p-value is the F tail with the Bartlett kernel's equivalent degrees of freedom (fedgc.core.hac).
+
+Reference null (alert_calibration: reference). fit_scaled_chi2 fits stat ~ c chi2(g q) / g (Satterthwaite's
+two moments, pooled over pairs and windows after dividing by q) to the change statistics of a
+normal-operation reference streamed with the same models and settings; scaled_chi2_log10_sf replaces the
+chi-square tail by it.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from fedgc.core.granger import chi2_log10_sf
+from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test
 from fedgc.core.regression import Blocks, Diagonal, RegressionStats, regressor_inverse_block, row_fit, shared_inverse
 
 AlertKind = Literal["appeared", "disappeared", "changed"]
@@ -137,3 +149,76 @@ def classify(before_edge: bool, strength_past: float, strength_new: float, new_s
     if not before_edge:
         return "appeared" if strength_new > strength_past else "changed"
     return "changed" if new_significant else "disappeared"
+
+
+def change_tests_hac(
+    past: ForgottenStats, new: RegressionStats, X: np.ndarray, Z: np.ndarray, blocks: Blocks, diagonal: Diagonal
+) -> ChangeTest:
+    """change_tests with a variance that allows for serial dependence (module docstring, 'HAC variance').
+
+    X: (N, D) the new window's regressors x_t (stacked lagged states), Z: (N, D) its pseudo-observations z_t,
+    the rows whose sums are `new`. The p-values are F tails with the Bartlett kernel's equivalent degrees of
+    freedom (fedgc.core.hac.wald_test)."""
+    M = len(blocks.dims)
+    N = X.shape[0]
+    if X.shape != Z.shape or new.n != N:
+        raise ValueError(f"X and Z must be the ({new.n}, D) rows of the new window, got {X.shape} and {Z.shape}")
+    statistic, dof, logp = np.full((M, M), np.nan), np.zeros((M, M), dtype=int), np.full((M, M), np.nan)
+    W_past, W_new = shared_inverse(past.stats.gram), shared_inverse(new.gram)
+    kish = past.weight_sq / past.weight
+    for m in range(M):
+        own, idx = blocks.slice(m), blocks.regressors(m, diagonal)
+        fit_past = row_fit(past.stats, W_past, blocks, m, diagonal)
+        fit_new = row_fit(new, W_new, blocks, m, diagonal)
+        K = fit_new.n_regressors
+        sigma = fit_new.rss / (N - K)
+        resid = Z[:, own] - X @ fit_new.coef.T  # e_t, (N, D_m)
+        U = X[:, idx] @ np.linalg.inv(X[:, idx].T @ X[:, idx])  # rows (G^{-1} x_t)^T over m's regressors
+        for n, cols in blocks.sources(m, diagonal):
+            src = blocks.slice(n)
+            d = fit_new.coef[:, src] - fit_past.coef[:, src]
+            # influence of the new window's block estimate: vec(e_t (G^{-1} x_t)_n^T), row-major as d.ravel()
+            phi = (resid[:, :, None] * U[:, None, cols]).reshape(N, -1)
+            lrv = bartlett_lrv(phi)
+            V_new = N * lrv.S
+            white = np.kron(sigma, regressor_inverse_block(W_new, blocks, m, n, diagonal))
+            # the past estimate's dependence is taken to inflate its variance as much as the new window's
+            inflation = float(np.trace(np.linalg.solve(white, V_new))) / white.shape[0]
+            V_past = kish * np.kron(sigma, regressor_inverse_block(W_past, blocks, m, n, diagonal))
+            test = wald_test(d.ravel(), V_new + inflation * V_past, nu=equivalent_df(N, lrv.bandwidth, K))
+            statistic[m, n], dof[m, n], logp[m, n] = test.statistic, test.dof, test.log10_pvalue
+    return ChangeTest(statistic, dof, logp)
+
+
+class ScaledChi2(NamedTuple):
+    """The change statistics' null on a normal-operation reference: statistic ~ scale chi2(g q) / g for a test
+    of q degrees of freedom (g: dof_factor), fitted by moments over every pair and window (n of them)."""
+
+    scale: float
+    dof_factor: float
+    n: int
+
+
+def fit_scaled_chi2(statistic: np.ndarray, dof: np.ndarray) -> ScaledChi2:
+    """Satterthwaite's two moments, pooled after per-test normalisation: E[stat] = c q, Var[stat] = 2 c^2 q / g,
+    so c = mean(stat / q) and 1 / g = mean((stat - c q)^2 / (2 c^2 q)). Nan statistics (the diagonal) are left out."""
+    statistic, dof = np.asarray(statistic, dtype=np.float64).ravel(), np.asarray(dof, dtype=np.float64).ravel()
+    keep = np.isfinite(statistic) & (dof > 0)
+    s, q = statistic[keep], dof[keep]
+    if s.size < 2:
+        raise ValueError(f"a scaled chi-square needs at least 2 reference statistics, got {s.size}")
+    c = float(np.mean(s / q))
+    spread = float(np.mean((s - c * q) ** 2 / (2.0 * c * c * q)))
+    if not (c > 0 and spread > 0):
+        raise ValueError("the reference statistics are degenerate (all zero or all equal to their mean)")
+    return ScaledChi2(c, 1.0 / spread, int(s.size))
+
+
+def scaled_chi2_log10_sf(statistic: np.ndarray, dof: np.ndarray, null: ScaledChi2) -> np.ndarray:
+    """log10 P(scale chi2(g q) / g > statistic) elementwise; nan where the statistic is nan."""
+    statistic, dof = np.asarray(statistic, dtype=np.float64), np.asarray(dof, dtype=np.float64)
+    out = np.full(statistic.shape, np.nan)
+    ok = np.isfinite(statistic) & (dof > 0)
+    g = null.dof_factor
+    out[ok] = chi2_log10_sf(statistic[ok] * g / null.scale, g * dof[ok])
+    return out

@@ -11,7 +11,9 @@ is consistent. The instruments are high-passed, z_t = x_t - EMA_{t-1}(x) with an
 average of time constant W = min(sqrt(T), 100) (a function of x_{<= t} only), so slow drifts and
 near-integrated states do not dominate them.
 
-Regressors: lag 1 of every site, plus lag-2 directions chosen per site (`select_lags`). Test of
+Regressors: lag 1 of every site, plus lag-2 directions chosen per site (`select_lags`; on series longer
+than SELECTION_ROWS, on their last SELECTION_ROWS rows: every candidate's test costs N (c R)^2, and at
+100000 rows a lag that matters is found at any useful strength). Test of
 "site n does not Granger-cause site m": all of n's coefficients in m's equations are zero, a block Wald
 test with the Newey-West long-run covariance of the 2SLS influence series (fedgc.core.hac; bandwidth at
 least P + 2, so the MA(P) error's autocorrelations are covered) and the F small-sample correction.
@@ -20,7 +22,7 @@ Results are [target m, source n] matrices as in fedgc.core.granger.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -35,6 +37,7 @@ MAX_LAG = 2
 MIN_STRENGTH = 1.5  # partial first-stage strength (about 1 when a direction adds nothing) to consider a lag
 LAG_LEVEL = 0.01  # a lag is added when its Wald test has p < LAG_LEVEL / M
 MAX_WINDOW = 100.0
+SELECTION_ROWS = 100_000  # lags are selected on the last rows of longer series (see siv_tests)
 
 
 class LagDirection(NamedTuple):
@@ -76,22 +79,26 @@ def ema_highpass(x: np.ndarray, window: float) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if not window >= 1:
         raise ValueError(f"window must be >= 1, got {window!r}")
-    lam = 1.0 - 1.0 / window
-    return x - np.vstack([x[:1], _ema(x, lam)[:-1]])
+    hp = np.empty_like(x)
+    hp[0] = 0.0
+    for t0, m in _ema_blocks(x, 1.0 - 1.0 / window):  # m: m_{t0-1} .. m_{t0+n-2}, the averages hp_t subtracts
+        hp[t0 : t0 + m.shape[0]] = x[t0 : t0 + m.shape[0]] - m
+    return hp
 
 
-def _ema(x: np.ndarray, lam: float, block: int = 64) -> np.ndarray:
-    """m_t = lam m_{t-1} + (1 - lam) x_t for t >= 1, m_0 = x_0, by blocks of `block` steps: inside a block
-    m_{t0+i} = lam^(i+1) m_{t0-1} + sum_{s <= i} (1 - lam) lam^(i-s) x_{t0+s}, one small matrix product."""
-    m = np.empty_like(x)
-    m[0] = x[0]
+def _ema_blocks(x: np.ndarray, lam: float, block: int = 64) -> Iterator[tuple[int, np.ndarray]]:
+    """(t0, m_{t0-1 .. t0+n-2}) for t0 = 1, 1 + block, ...: the moving average m_t = lam m_{t-1} + (1 - lam) x_t,
+    m_0 = x_0, lagged by one step, a block at a time. Inside a block m_{t0+i} = lam^(i+1) m_{t0-1} +
+    sum_{s <= i} (1 - lam) lam^(i-s) x_{t0+s}: one small matrix product."""
     i = np.arange(block)
     L = np.tril((1.0 - lam) * lam ** np.subtract.outer(i, i).clip(min=0))
     carry = lam ** (i + 1.0)
+    last = x[0]
     for t0 in range(1, x.shape[0], block):
         n = min(block, x.shape[0] - t0)
-        m[t0 : t0 + n] = L[:n, :n] @ x[t0 : t0 + n] + carry[:n, None] * m[t0 - 1]
-    return m
+        m = L[:n, :n] @ x[t0 : t0 + n] + carry[:n, None] * last
+        yield t0, np.vstack([last[None], m[:-1]])
+        last = m[-1]
 
 
 def _inv_sqrt(S: np.ndarray) -> np.ndarray:
@@ -132,6 +139,8 @@ def _regressors(
     """X (N, K): every site's x_{t-1}, then the extra directions, from the lagged series (or their
     instrumented fits: the map is linear); cols[n]: n's columns of X."""
     M = len(offsets) - 1
+    if not extra:
+        return lagged[1], [list(range(int(offsets[n]), int(offsets[n + 1]))) for n in range(M)]
     blocks = [lagged[1]]
     cols = [list(range(int(offsets[n]), int(offsets[n + 1]))) for n in range(M)]
     pos = int(offsets[-1])
@@ -199,22 +208,21 @@ class Projector(NamedTuple):
         return out
 
     def lagged(self, lagged: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-        """P_Z of every lag's series, in one product."""
-        lags = sorted(lagged)
-        fitted = self(np.hstack([lagged[k] for k in lags]))
-        width = lagged[lags[0]].shape[1]
-        return {k: fitted[:, i * width : (i + 1) * width] for i, k in enumerate(lags)}
+        """P_Z of every lag's series."""
+        return {k: self(v) for k, v in lagged.items()}
 
 
 class _TSLS(NamedTuple):
-    """B: (K, R) coefficients;  influence: (N, K) Xh G, so B - B_true = influence^T u / N;  resid: (N, R);
-    Xh: (N, K) the instrumented regressors P_Z X;  G: (K, K) (Xh^T Xh / N)^+."""
+    """B: (K, R) coefficients;  resid: (N, R);  Xh: (N, K) the instrumented regressors P_Z X;
+    G: (K, K) (Xh^T Xh / N)^+. The influence series Xh G (B - B_true = influence^T u / N) is `influence()`."""
 
     B: np.ndarray
-    influence: np.ndarray
     resid: np.ndarray
     Xh: np.ndarray
     G: np.ndarray
+
+    def influence(self) -> np.ndarray:
+        return self.Xh @ self.G
 
 
 def _tsls(Y: np.ndarray, X: np.ndarray, Xh: np.ndarray) -> _TSLS:
@@ -222,7 +230,9 @@ def _tsls(Y: np.ndarray, X: np.ndarray, Xh: np.ndarray) -> _TSLS:
     N = Y.shape[0]
     G = np.linalg.pinv(Xh.T @ Xh / N)
     B = G @ (Xh.T @ Y / N)
-    return _TSLS(B, Xh @ G, Y - X @ B, Xh, G)
+    resid = X @ B
+    np.subtract(Y, resid, out=resid)
+    return _TSLS(B, resid, Xh, G)
 
 
 class _Added(NamedTuple):
@@ -254,15 +264,24 @@ def _wald(B: np.ndarray, influence: np.ndarray, resid: np.ndarray, n_params: int
     return wald_test(B, lrv.S / N, nu=equivalent_df(N, lrv.bandwidth, n_params)).log10_pvalue
 
 
-def _pair_tests(fit: _TSLS, cols: Sequence[Sequence[int]], offsets: np.ndarray, max_lag: int) -> tuple[np.ndarray, ...]:
-    """(W, q, log10 p, ||B^{mn}||) [m, n] of B[cols[n], m's columns] = 0 for every ordered pair, the HAC
-    covariance of phi_t = influence_t[cols[n]] (x) u_t[m's columns] (fedgc.core.pair_hac), batched by size."""
-    N, K = fit.influence.shape
+def _pair_tests(
+    B: np.ndarray,
+    influence: np.ndarray,
+    resid: np.ndarray,
+    cols: Sequence[Sequence[int]],
+    dims: Sequence[int],
+    max_lag: int,
+) -> tuple[np.ndarray, ...]:
+    """(W, q, log10 p, ||B^{mn}||) [m, n] of B[cols[n], m's columns] = 0 for every ordered pair (m's columns:
+    its dims[m] columns of resid, sites in order), the HAC covariance of phi_t = influence_t[cols[n]] (x)
+    resid_t[m's columns] (fedgc.core.pair_hac), batched by size."""
+    N, K = influence.shape
     M = len(cols)
     sources = [np.asarray(c, dtype=int) for c in cols]
+    offsets = np.concatenate([[0], np.cumsum(dims)]).astype(int)
     targets = [np.arange(offsets[m], offsets[m + 1]) for m in range(M)]
     pairs = [(m, n) for m in range(M) for n in range(M) if n != m]
-    lrvs = pair_lrvs(fit.influence, fit.resid, sources, targets, pairs, min_bandwidth=max_lag + 2.0)
+    lrvs = pair_lrvs(influence, resid, sources, targets, pairs, min_bandwidth=max_lag + 2.0)
     statistic, log10p, norm = np.full((M, M), np.nan), np.full((M, M), np.nan), np.full((M, M), np.nan)
     dof = np.zeros((M, M), dtype=int)
     by_size: dict[tuple[int, int], list[int]] = {}
@@ -271,7 +290,7 @@ def _pair_tests(fit: _TSLS, cols: Sequence[Sequence[int]], offsets: np.ndarray, 
     for members in by_size.values():
         m_idx, n_idx = np.array([pairs[p] for p in members]).T
         rows = np.stack([sources[n] for n in n_idx])[:, :, None]
-        blocks = fit.B[rows, np.stack([targets[m] for m in m_idx])[:, None, :]]  # (P, k_n, r_m)
+        blocks = B[rows, np.stack([targets[m] for m in m_idx])[:, None, :]]  # (P, k_n, r_m)
         nu = np.array([equivalent_df(N, lrvs[p].bandwidth, K) for p in members])
         V = np.stack([lrvs[p].S / N for p in members])
         tests = wald_tests(blocks.reshape(len(members), -1), V, nu=nu)
@@ -303,8 +322,14 @@ def select_lags(
     targets); the most significant candidate is added if p < level / M. Instruments stay at lags
     max_lag + 1 .. 2 max_lag + 2 during the selection."""
     x, dims = _stack(xs)
-    M = len(dims)
     window = highpass_window(x.shape[0]) if window is None else float(window)
+    return _select_lags(x, dims, max_lag=max_lag, min_strength=min_strength, level=level, window=window)
+
+
+def _select_lags(
+    x: np.ndarray, dims: Sequence[int], *, max_lag: int, min_strength: float, level: float, window: float
+) -> tuple[LagDirection, ...]:
+    M = len(dims)
     if max_lag < 2:
         return ()
     d = _design(x, dims, max_lag, window)
@@ -314,7 +339,7 @@ def select_lags(
     while True:
         X, _ = _regressors(d.lagged, d.offsets, extra)
         fit = _tsls(d.Y, X, _regressors(hat, d.offsets, extra)[0])
-        Qr, _ = np.linalg.qr(fit.Xh)
+        N = X.shape[0]
         best: tuple[float, list[LagDirection]] | None = None
         for n in range(M):
             k = 2 + len({e.lag for e in extra if e.site == n})
@@ -322,7 +347,7 @@ def select_lags(
                 continue
             Xn = d.lagged[k][:, d.offsets[n] : d.offsets[n + 1]]
             Xn_hat = hat[k][:, d.offsets[n] : d.offsets[n + 1]]
-            E = Xn_hat - Qr @ (Qr.T @ Xn_hat)
+            E = Xn_hat - fit.Xh @ (fit.G @ (fit.Xh.T @ Xn_hat / N))  # the part of Xn_hat that Xh does not span
             strength, dirs = _strengths(E, Xn - Xn_hat, L)
             keep = strength >= min_strength
             if not keep.any():
@@ -369,13 +394,20 @@ def siv_tests(
         raise ValueError(f"max_lag must be an integer >= 1, got {max_lag!r}")
     x, dims = _stack(xs)
     window = highpass_window(x.shape[0]) if window is None else float(window)
-    extra = select_lags(xs, max_lag=max_lag, min_strength=min_strength, level=lag_level, window=window)
+    recent = x[-SELECTION_ROWS:] - x[-SELECTION_ROWS:].mean(axis=0) if x.shape[0] > SELECTION_ROWS else x
+    extra = _select_lags(recent, dims, max_lag=max_lag, min_strength=min_strength, level=lag_level, window=window)
+    del recent
     P = max([1, *(e.lag for e in extra)])
     d = _design(x, dims, P, window)
     X, cols = _regressors(d.lagged, d.offsets, extra)
     fit = _tsls(d.Y, X, _regressors(d.project.lagged(d.lagged), d.offsets, extra)[0])
-    statistic, dof, log10p, norm = _pair_tests(fit, cols, d.offsets, P)
-    return SIVResult(statistic, dof, log10p, norm, tuple(dims), extra, P, window, int(X.shape[0]), int(X.shape[1]))
+    N, K = X.shape
+    del d, X  # the high-passed series (the instruments) go with the design
+    influence = fit.influence()
+    B, resid = fit.B, fit.resid
+    del fit  # the instrumented regressors
+    statistic, dof, log10p, norm = _pair_tests(B, influence, resid, cols, dims, P)
+    return SIVResult(statistic, dof, log10p, norm, tuple(dims), extra, P, window, int(N), int(K))
 
 
 def with_siv_tests(gc: GCResult, xs: Sequence[np.ndarray]) -> GCResult:

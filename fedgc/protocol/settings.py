@@ -99,6 +99,11 @@ class StreamingConfig:
     """Relative change of A_s that ends a window's rounds (> 0)."""
     reset_on_alert: bool = True
     """Restart the forgotten statistics at an alert."""
+    alert_variance: Literal["wald", "hac"] = "wald"
+    """Variance of the change test: 'wald' (white innovations), 'hac' (Newey-West over the window, F tails)."""
+    alert_calibration: Literal["none", "reference"] = "none"
+    """Null of the change statistics: 'none' (chi-square), 'reference' (a scaled chi-square fitted on normal operation
+    streamed with the same models: TEP's tep.identify_on run; docs/streaming.md)."""
 
     def __post_init__(self) -> None:
         if self.step is None:
@@ -118,6 +123,12 @@ class StreamingConfig:
             raise ConfigError(f"streaming.tol must be > 0, got {self.tol!r}")
         if not isinstance(self.reset_on_alert, bool):
             raise ConfigError(f"streaming.reset_on_alert must be true or false, got {self.reset_on_alert!r}")
+        if self.alert_variance not in ("wald", "hac"):
+            raise ConfigError(f"streaming.alert_variance must be 'wald' or 'hac', got {self.alert_variance!r}")
+        if self.alert_calibration not in ("none", "reference"):
+            raise ConfigError(
+                f"streaming.alert_calibration must be 'none' or 'reference', got {self.alert_calibration!r}"
+            )
 
     @property
     def stride(self) -> int:

@@ -15,14 +15,24 @@ change raises an alert and (reset_on_alert) restarts the memory from the window.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
 
-from fedgc.core.forgetting import AlertKind, ChangeTest, ForgottenStats, change_tests, classify
+from fedgc.core.forgetting import (
+    AlertKind,
+    ChangeTest,
+    ForgottenStats,
+    ScaledChi2,
+    change_tests,
+    change_tests_hac,
+    classify,
+    fit_scaled_chi2,
+    scaled_chi2_log10_sf,
+)
 from fedgc.core.granger import GCResult, granger_tests
-from fedgc.core.regression import Blocks, newton_update, regression_stats
+from fedgc.core.regression import Blocks, lagged_stack, newton_update, regression_stats
 from fedgc.errors import ConfigError, FedGCError
 from fedgc.protocol.dropout import embed_gc, state_indices
 from fedgc.protocol.loop import Limits, Rounds, Span
@@ -88,10 +98,12 @@ def run_stream(
     *,
     on_round: Callable[[RoundRecord], None] | None = None,
     on_window: Callable[[WindowResult, list[Alert]], None] | None = None,
+    null: ScaledChi2 | None = None,
 ) -> StreamResult:
     """Every window in turn: fit A_s (warm start), test every pair on the forgotten statistics, test for
     changes against the memory, raise alerts, then fold the samples leaving the window into the memory.
-    on_window(window, its alerts) is called as each window completes (the live page's snapshots)."""
+    on_window(window, its alerts) is called as each window completes (the live page's snapshots); null: the
+    change statistics' reference null (calibrate_alerts), else their chi-square."""
     if server.rule != "newton":
         raise ConfigError("streaming mode needs server.rule: newton (gd needs many rounds per window)")
     infos = transport.clients()
@@ -131,7 +143,14 @@ def run_stream(
         gc = granger_tests(total.for_tests(), A, here, blocks, diagonal=server.diagonal, alpha=server.alpha)
         change, reset, raised = None, False, []
         if previous is not None and memory.weight > 0:
-            change = change_tests(memory, new, blocks, server.diagonal)
+            if stream.alert_variance == "hac":
+                X = lagged_stack([replies[m].states for m in members], None if h0 is None else [h0[m] for m in members])
+                Z = np.hstack([replies[m].required("pseudo_obs") for m in members])
+                change = change_tests_hac(memory, new, X[span.burn_in :], Z[span.burn_in :], blocks, server.diagonal)
+            else:
+                change = change_tests(memory, new, blocks, server.diagonal)
+            if null is not None:
+                change = change._replace(log10_pvalue=scaled_chi2_log10_sf(change.statistic, change.dof, null))
             level = stream.alert_alpha / max(len(members) * (len(members) - 1), 1)
             flagged = np.argwhere(change.log10_pvalue < np.log10(level))
             if len(flagged):
@@ -172,6 +191,17 @@ def run_stream(
         )
         previous = result
     return StreamResult(tuple(names), windows, alerts, history, st.A_s, T, list(st.dropouts))
+
+
+def calibrate_alerts(transport: StreamTransport, server: ServerConfig, stream: StreamingConfig) -> ScaledChi2:
+    """The change statistics' null fitted on a normal-operation reference streamed with the same settings and
+    models, its memory never restarted (fedgc.core.forgetting.fit_scaled_chi2 over every window and pair)."""
+    ref = run_stream(transport, server, replace(stream, reset_on_alert=False))
+    changes = [w.change for w in ref.windows if w.change is not None]
+    if len(changes) < 2:
+        raise ConfigError(f"the alert reference gives {len(changes)} change test windows; it needs at least 2 "
+                          f"(at least {stream.window + 2 * stream.stride} samples)")  # fmt: skip
+    return fit_scaled_chi2(np.stack([c.statistic for c in changes]), np.stack([c.dof for c in changes]))
 
 
 def _embed_block(A_full: np.ndarray, A_sub: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -83,6 +83,7 @@ def read_client_csv(
     delimiter: str | None = None,
     policy: ColumnPolicy | None = None,
     sort_timestamps: bool = False,
+    reader: str = "pandas",
 ) -> ClientTable:
     """Read one client's sensor file (format in the module docstring).
 
@@ -97,7 +98,9 @@ def read_client_csv(
     cells as the first) are read by pandas' C parser (`_parse_fast`); anything else, and
     every file the fast path finds a problem in, by the Python parser (`_parse_python`),
     which defines the format and names the first problem with its row. Both give the same
-    table for every file the fast path accepts (tests/test_data_fast.py).
+    table for every file the fast path accepts (tests/test_data_fast.py). reader="numpy": the fast
+    path tries numpy.loadtxt first (slower per byte, but no pandas import: for a run whose files are
+    all small; fedgc.data.csv_numpy), then pandas.
     """
     path = Path(path)
     policy = ColumnPolicy() if policy is None else policy
@@ -108,7 +111,9 @@ def read_client_csv(
     raw = _read_bytes(path, fail)
     parsed = None
     if FAST_PATH:
-        parsed = _parse_fast(raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter, fail=fail)
+        readers = [FAST_READERS[reader], FAST_PARSER] if reader != "pandas" else [FAST_PARSER]
+        parsed = _parse_fast(raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter, fail=fail,
+                             readers=readers)  # fmt: skip
     if parsed is None:
         parsed = _parse_python(raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter, fail=fail)
     del raw
@@ -139,6 +144,8 @@ FAST_PATH = True
 # The fast path's reader imports pandas: it is looked up by name when a plain file is parsed, so a run that
 # reads no CSV file (a config check, a synthetic or TEP run) never loads pandas.
 FAST_PARSER = "fedgc.data.csv_fast"
+# The other fast reader (read_client_csv's reader="numpy"): numpy.loadtxt, no pandas.
+FAST_READERS = {"numpy": "fedgc.data.csv_numpy"}
 
 
 class _Parsed(NamedTuple):
@@ -251,17 +258,22 @@ _WS_TABLE[[ord(c) for c in " \t\r\n"]] = True
 _COUNT_BLOCK = 1 << 23  # bytes per block when counting cells per line (bounds the temporaries)
 
 
-def _parse_fast(raw: bytes, *, timestamp_column, min_rows: int, delimiter, fail) -> _Parsed | None:
+def _parse_fast(
+    raw: bytes, *, timestamp_column, min_rows: int, delimiter, fail, readers: Sequence[str] | None = None
+) -> _Parsed | None:
     """The same table as `_parse_python` for a plain file, or None when the file is not plain or has
-    any problem (the Python parser then reads it and names the problem)."""
+    any problem (the Python parser then reads it and names the problem). readers: the modules that read
+    the values, tried in turn (default: FAST_PARSER)."""
     try:
         return _parse_fast_unchecked(raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter,
-                                     fail=fail)  # fmt: skip
+                                     fail=fail, readers=[FAST_PARSER] if readers is None else readers)  # fmt: skip
     except (DataError, ValueError, TypeError, OverflowError, csv.Error):  # pandas' ParserError is a ValueError
         return None
 
 
-def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimiter, fail) -> _Parsed | None:
+def _parse_fast_unchecked(
+    raw: bytes, *, timestamp_column, min_rows: int, delimiter, fail, readers: Sequence[str]
+) -> _Parsed | None:
     start = len(_BOM) if raw.startswith(_BOM) else 0
     end = len(raw)
     while end > start and raw[end - 1] in b"\r\n":
@@ -306,10 +318,14 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
     ts_index = _timestamp_index(timestamp_column, header, second, n_fields, fail)
     sensor_fields, columns = _columns(header, ts_index, n_fields, fail)
     del data
-    read = importlib.import_module(FAST_PARSER).read_values(
-        raw, sep=None if sep == _WHITESPACE else sep, skip_header=header is not None, n_fields=n_fields,
-        ts_index=ts_index, sensor_fields=sensor_fields, n_rows=n_data, na_values=_NA_SPELLINGS,
-    )  # fmt: skip
+    read = None
+    for module in readers:
+        read = importlib.import_module(module).read_values(
+            raw, sep=None if sep == _WHITESPACE else sep, skip_header=header is not None, n_fields=n_fields,
+            ts_index=ts_index, sensor_fields=sensor_fields, n_rows=n_data, na_values=_NA_SPELLINGS,
+        )  # fmt: skip
+        if read is not None:
+            break
     if read is None:
         return None
     values, ts_cells = read

@@ -79,16 +79,20 @@ def _naive_hac(past: ForgottenStats, X: np.ndarray, Z: np.ndarray, blocks: Block
     return stat, np.log10(p)
 
 
+def _memory_then_window(rng: np.random.Generator, dims: list[int], n: int, rho: float):
+    """The forgotten memory of three windows (forgetting 0.5), then a new window: (past, states, pseudo, new)."""
+    past = ForgottenStats.empty(sum(dims))
+    for _ in range(3):
+        states, pseudo = _window(rng, n, dims, rho)
+        past = past.plus(regression_stats(states, pseudo, burn_in=0)).forget(0.5)
+    states, pseudo = _window(rng, n, dims, rho)
+    return past, states, pseudo, regression_stats(states, pseudo, burn_in=0)
+
+
 def test_hac_change_test_matches_a_naive_computation():
-    rng = np.random.default_rng(3)
     dims = [2, 1, 3]
     blocks = Blocks.of(dims)
-    past = ForgottenStats.empty(blocks.total)
-    for _ in range(3):
-        states, pseudo = _window(rng, 120, dims, 0.6)
-        past = past.plus(regression_stats(states, pseudo, burn_in=0)).forget(0.5)
-    states, pseudo = _window(rng, 120, dims, 0.6)
-    new = regression_stats(states, pseudo, burn_in=0)
+    past, states, pseudo, new = _memory_then_window(np.random.default_rng(3), dims, 120, 0.6)
     X, Z = lagged_stack(states), np.hstack(pseudo)
     got = change_tests_hac(past, new, X, Z, blocks, "fixed")
     for m in range(3):
@@ -109,12 +113,7 @@ def test_hac_change_test_is_larger_than_wald_under_serial_dependence_only_in_its
     blocks = Blocks.of(dims)
     wald, hac = [], []
     for _ in range(40):
-        past = ForgottenStats.empty(blocks.total)
-        for _ in range(3):
-            states, pseudo = _window(rng, 200, dims, 0.8)
-            past = past.plus(regression_stats(states, pseudo, burn_in=0)).forget(0.5)
-        states, pseudo = _window(rng, 200, dims, 0.8)
-        new = regression_stats(states, pseudo, burn_in=0)
+        past, states, pseudo, new = _memory_then_window(rng, dims, 200, 0.8)
         wald.append(change_tests(past, new, blocks, "fixed").statistic[0, 1])
         hac.append(
             change_tests_hac(past, new, lagged_stack(states), np.hstack(pseudo), blocks, "fixed").statistic[0, 1]

@@ -2,8 +2,8 @@
 default.yaml, tep.yaml and mean_shift.yaml agree to 1e-9 (relative; 1e-12 absolute) with the outputs
 recorded before the package was restructured (tests/reference/*.json, written by
 tests/reference/make_reference.py). The same code on another CPU differs at about 1e-11: OpenBLAS picks
-its kernels by processor (these references are from an Intel machine; on an AMD EPYC the statistics move
-by up to 1.6e-11 relative, A_s by 7e-11), and the rounds carry the rounding on; a change of the maths
+its kernels by processor (these references were made on an earlier machine; on an AMD EPYC the statistics
+move by up to 1.6e-11 relative, A_s by 7e-11), and the rounds carry the rounding on; a change of the maths
 moves them by far more than 1e-9.
 The references are of the plain rounds, so the scenarios run here with server.acceleration: none
 (the accelerated rounds are checked against them in tests/test_acceleration.py).

@@ -138,11 +138,10 @@ def _regressors(
 ) -> tuple[np.ndarray, list[list[int]]]:
     """X (N, K): every site's x_{t-1}, then the extra directions, from the lagged series (or their
     instrumented fits: the map is linear); cols[n]: n's columns of X."""
-    M = len(offsets) - 1
+    cols = [list(range(int(offsets[n]), int(offsets[n + 1]))) for n in range(len(offsets) - 1)]
     if not extra:
-        return lagged[1], [list(range(int(offsets[n]), int(offsets[n + 1]))) for n in range(M)]
+        return lagged[1], cols
     blocks = [lagged[1]]
-    cols = [list(range(int(offsets[n]), int(offsets[n + 1]))) for n in range(M)]
     pos = int(offsets[-1])
     for e in extra:
         blocks.append(lagged[e.lag][:, offsets[e.site] : offsets[e.site + 1]] @ e.a[:, None])

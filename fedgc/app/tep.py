@@ -38,8 +38,7 @@ def reference_sessions(cfg: RunConfig, sessions: Sequence[ClientSession]) -> lis
     """Streaming sessions over tep.identify_on with the units' models of `sessions`: the normal operation
     that calibrates the stream's alerts (streaming.alert_calibration: reference)."""
     tep = cfg.tep
-    if tep is None or tep.identify_on in (None, tep.run):
-        raise ConfigError(f"{cfg.source or 'config'}: the alert reference is tep.identify_on, a run other than tep.run")
+    assert tep is not None and tep.identify_on is not None  # RunConfig refuses a reference without them
     ref = load_run(tep, tep.identify_on)
     return [StreamingSession(s.name, s.model, ref.clients[s.name], learn_theta=cfg.client.learn_theta,
                              theta_kind=cfg.client.theta) for s in sessions]  # fmt: skip

@@ -25,9 +25,9 @@ import scipy.special
 
 from fedgc.core.granger import chi2_log10_sf
 
-ANDREWS_RHO_CAP = 0.97
+ANDREWS_RHO_CAP = 0.97  # AR(1) coefficients are capped so the plug-in bandwidth stays finite
 CHUNK_VALUES = 1 << 22  # floats per block of rows (32 MB) where a series is processed by blocks
-CHOLESKY_FROM = 32  # one hypothesis with at least this many restrictions: Cholesky instead of eigh  # AR(1) coefficients are capped so the plug-in bandwidth stays finite
+CHOLESKY_FROM = 32  # one hypothesis with at least this many restrictions: Cholesky instead of eigh
 
 
 class LongRunCovariance(NamedTuple):
@@ -96,14 +96,24 @@ def bartlett_lrv(phi: np.ndarray, *, bandwidth: float | None = None, min_bandwid
     if not np.isfinite(b) or b <= 0:
         raise ValueError(f"bandwidth must be a finite number > 0, got {bandwidth!r}")
     b = min(max(b, float(min_bandwidth)), N / 4.0)
-    # N S = phi^T K phi with K the banded Toeplitz matrix of the weights (K_st = w_|s-t|, w_0 = 1): the
-    # band is applied to phi first, so the k x k products cost one matrix product instead of one per lag
-    banded = phi.copy()
-    for j, w in enumerate(bartlett_weights(b), start=1):
-        banded[j:] += w * phi[:-j]
-        banded[:-j] += w * phi[j:]
-    S = phi.T @ banded / N
+    S = phi.T @ _banded(phi, 0, N, bartlett_weights(b)) / N
     return LongRunCovariance(0.5 * (S + S.T), float(b))
+
+
+def _banded(ext: np.ndarray, off: int, n: int, weights: np.ndarray) -> np.ndarray:
+    """(K phi)_t for the n rows ext[off : off + n]: phi_t + sum_j w_j (phi_{t-j} + phi_{t+j}) over the lags
+    that ext holds. N S = phi^T K phi with K the banded Toeplitz matrix of the weights (K_st = w_|s-t|,
+    w_0 = 1): the band is applied to phi first, so the k x k products cost one matrix product instead of
+    one per lag. ext: the rows themselves plus the neighbours the band reaches (as many as the series has)."""
+    banded = ext[off : off + n].copy()
+    for j, w in enumerate(weights, start=1):
+        first = min(n, max(0, j - off))  # rows t with t - j inside ext are first .. n - 1
+        if first < n:
+            banded[first:] += w * ext[off - j + first : off - j + n]
+        last = max(0, min(n, ext.shape[0] - off - j))  # rows t with t + j inside ext are 0 .. last - 1
+        if last > 0:
+            banded[:last] += w * ext[off + j : off + j + last]
+    return banded
 
 
 def kron_bartlett_lrv(
@@ -139,15 +149,7 @@ def kron_bartlett_lrv(
         lo, hi = max(0, start - J), min(N, stop + J)
         ext = phi(lo, hi)
         off, n = start - lo, stop - start
-        banded = ext[off : off + n].copy()
-        for j, w in enumerate(weights, start=1):
-            first = min(n, max(0, j - off))  # rows t with t - j >= 0 are first .. n - 1
-            if first < n:
-                banded[first:] += w * ext[off - j + first : off - j + n]
-            last = max(0, min(n, hi - j - start))  # rows t with t + j < N are 0 .. last - 1
-            if last > 0:
-                banded[:last] += w * ext[off + j : off + j + last]
-        S += ext[off : off + n].T @ banded
+        S += ext[off : off + n].T @ _banded(ext, off, n, weights)
     S /= N
     return LongRunCovariance(0.5 * (S + S.T), float(b))
 

@@ -2,11 +2,11 @@
 
 Wall and CPU seconds are for reading every file (CPU: the process's, less noisy on a shared machine), per
 file when there are several. Peak memory is the child's ru_maxrss; `base MB` is its RSS after the imports
-(numpy, pandas, fedgc.data.csv), so `peak - base` is what reading cost. --parsers slow forces the pure-Python
+(numpy, pandas, pyarrow, fedgc.data.csv), so `peak - base` is what reading cost. --parsers slow forces the pure-Python
 parser (fedgc.data.csv._parse_python); --before DIR also times the fedgc package of another checkout (e.g.
 `git worktree add /tmp/orig main`, with its own .venv from scripts/setup.sh: an editable install finds its
 own fedgc whatever PYTHONPATH says), i.e. the code before a change, with its default parser.
-pandas is imported before the clock starts (once per run, not per file).
+pandas and pyarrow are imported before the clock starts (once per run, not per file).
 
     .venv/bin/python benchmarks/make_long_csvs.py --out /tmp/a100k --sites 2 --steps 100000
     .venv/bin/python benchmarks/bench_read_csv.py /tmp/a100k/site000.csv --repeats 3
@@ -28,7 +28,11 @@ from pathlib import Path
 
 def child(paths: list[str], parser: str) -> dict:
     import numpy as np  # noqa: F401
-    import pandas  # noqa: F401  (imported by statsmodels on every `fedgc run` anyway)
+    import pandas  # noqa: F401  (the fast readers' packages: imported once per run, not timed per file)
+    try:
+        import pyarrow.csv  # noqa: F401
+    except ImportError:  # a checkout from before pyarrow (--before)
+        pass
 
     import fedgc.data.csv as data
 

@@ -95,12 +95,13 @@ def read_client_csv(
     Reads exactly `path` and nothing else.
 
     Parsing: plain files (ASCII, no quotes, one record per line, every line with as many
-    cells as the first) are read by pandas' C parser (`_parse_fast`); anything else, and
+    cells as the first) are read by pyarrow's CSV reader, or pandas' C parser for what pyarrow
+    does not read alike (`_parse_fast`); anything else, and
     every file the fast path finds a problem in, by the Python parser (`_parse_python`),
     which defines the format and names the first problem with its row. Both give the same
     table for every file the fast path accepts (tests/test_data_fast.py). reader="numpy": the fast
-    path tries numpy.loadtxt first (slower per byte, but no pandas import: for a run whose files are
-    all small; fedgc.data.csv_numpy), then pandas.
+    path tries numpy.loadtxt first (slower per byte, but no pyarrow or pandas import: for a run whose
+    files are all small; fedgc.data.csv_numpy), then pyarrow and pandas.
     """
     path = Path(path)
     policy = ColumnPolicy() if policy is None else policy
@@ -111,7 +112,7 @@ def read_client_csv(
     raw = _read_bytes(path, fail)
     parsed = None
     if FAST_PATH:
-        readers = [FAST_READERS[reader], FAST_PARSER] if reader != "pandas" else [FAST_PARSER]
+        readers = [FAST_READERS[reader], *FAST_CHAIN] if reader != "pandas" else list(FAST_CHAIN)
         parsed = _parse_fast(raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter, fail=fail,
                              readers=readers)  # fmt: skip
     if parsed is None:
@@ -139,12 +140,17 @@ def read_client_csv(
     return ClientTable(client, path, columns, values, timestamps, cleaning, rows_sorted)
 
 
-# Reading through pandas' C parser (`_parse_fast`) first; False: the Python parser only (benchmarks, tests).
+# Reading through pyarrow's or pandas' parser (`_parse_fast`) first; False: the Python parser only (benchmarks,
+# tests).
 FAST_PATH = True
-# The fast path's reader imports pandas: it is looked up by name when a plain file is parsed, so a run that
-# reads no CSV file (a config check, a synthetic or TEP run) never loads pandas.
+# The fast path's readers import pyarrow and pandas: they are looked up by name when a plain file is parsed, so
+# a run that reads no CSV file (a config check, a synthetic or TEP run) loads neither, and a run whose files
+# pyarrow reads never loads pandas. FAST_PARSER: pyarrow, for files with a one-character delimiter;
+# PANDAS_PARSER: pandas' C parser, for files of whitespace-separated cells and what pyarrow leaves.
 FAST_PARSER = "fedgc.data.csv_fast"
-# The other fast reader (read_client_csv's reader="numpy"): numpy.loadtxt, no pandas.
+PANDAS_PARSER = "fedgc.data.csv_pandas"
+FAST_CHAIN = (FAST_PARSER, PANDAS_PARSER)
+# The other fast reader (read_client_csv's reader="numpy"): numpy.loadtxt, neither pyarrow nor pandas.
 FAST_READERS = {"numpy": "fedgc.data.csv_numpy"}
 
 
@@ -247,7 +253,7 @@ _BOM = b"\xef\xbb\xbf"
 # Everything else (non-ASCII text, quotes, NUL, \v, \f, \x1c-\x1e, a lone CR: what str.splitlines or
 # csv.reader treat specially) goes to the Python parser.
 _FAST_BYTES = bytes(range(0x20, 0x7F)).replace(b'"', b"") + b"\t\n\r"
-# Every spelling of the missing markers that `.lower()` maps onto one (pandas matches NA strings exactly).
+# Every spelling of the missing markers that `.lower()` maps onto one (pyarrow and pandas match them exactly).
 _NA_SPELLINGS = sorted(
     {"".join(chars) for marker in MISSING_MARKERS for chars in itertools.product(*({c.lower(), c.upper()} for c in marker))}
 )
@@ -263,10 +269,10 @@ def _parse_fast(
 ) -> _Parsed | None:
     """The same table as `_parse_python` for a plain file, or None when the file is not plain or has
     any problem (the Python parser then reads it and names the problem). readers: the modules that read
-    the values, tried in turn (default: FAST_PARSER)."""
+    the values, tried in turn (default: FAST_CHAIN)."""
     try:
         return _parse_fast_unchecked(raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter,
-                                     fail=fail, readers=[FAST_PARSER] if readers is None else readers)  # fmt: skip
+                                     fail=fail, readers=FAST_CHAIN if readers is None else readers)  # fmt: skip
     except (DataError, ValueError, TypeError, OverflowError, csv.Error):  # pandas' ParserError is a ValueError
         return None
 

@@ -1,25 +1,31 @@
-"""pandas' C parser for plain CSV files: fedgc.data.csv's fast path, the one module of fedgc.data that
-imports pandas (fedgc.data.csv looks it up by name when it parses a plain file).
+"""pyarrow's CSV reader for plain files with a one-character delimiter: fedgc.data.csv's fast path (looked up
+by name, FAST_PARSER, when a plain file is parsed; the one module of fedgc.data that imports pyarrow).
 
 fedgc.data.csv has already decided the file's layout on its raw bytes and first lines (delimiter, header,
-number of fields, timestamp column, rows); `read_values` reads the sensor values into one float64 array
-in chunks and returns None whenever pandas reads anything other than that layout, so the Python parser
-can read the file again and name the problem.
+number of fields, timestamp column, rows); `read_values` reads the sensor values into one row-major float64
+array and returns None whenever pyarrow reads anything other than that layout or converts a cell in a way
+float() might not: the file then goes to pandas' parser (fedgc.data.csv_pandas), which also reads the files
+separated by runs of whitespace, and from there to the Python parser, which names the problem.
+
+pyarrow converts a number cell (blanks and tabs around it trimmed) with fast_float, correctly rounded like
+float() (tests/test_data_arrow.py checks it against float() on random decimal strings); what it refuses
+(an underscore, a cell of blanks, a padded missing marker) sends the file on. It also reads "nan(...)" as
+NaN, which float() refuses: a NaN that is not one of the missing cells sends the file on too, so "-nan" and
+"+nan" (which float() reads) go to pandas. Infinities are read as float() reads them and refused by
+fedgc.data.csv.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
-# Rows per pandas chunk (bounds pandas' own buffers). Each chunk is read in one pass (low_memory=False): pandas'
-# low-memory reader tokenises a chunk in pieces of a few thousand rows and concatenates their columns, which
-# cost a 4000 x 20 file ~0.5 of its ~6 ms; a smaller chunk keeps the memory of a wide file's tokens as low.
-READ_CHUNK_ROWS = 1 << 14
+# Parse on the calling thread: a run reads its clients on two threads already (fedgc.app.clients.LOCAL_WORKERS),
+# and pyarrow's own threads cost ~20% more CPU for the same file on this 2-core machine.
+USE_THREADS = False
 
 
 def read_values(
@@ -27,84 +33,41 @@ def read_values(
     n_rows: int, na_values: Sequence[str],
 ) -> tuple[np.ndarray, list[str] | None] | None:  # fmt: skip
     """(values (n_rows, len(sensor_fields)), the stripped timestamp cells or None) of the file's bytes, or None
-    when pandas does not find exactly n_rows rows of n_fields fields with float64 sensor columns.
-    sep: the delimiter, None for runs of whitespace; na_values: the cells that are missing values."""
-    values = np.empty((n_rows, len(sensor_fields)))
-    # pandas infers the sensor columns' types (faster than asking for float64); a column it reads as
-    # anything but float64 (integers: "-0" would lose its sign; booleans) sends the whole file through
-    # again with float64 asked for, which then either converts every cell like float() or fails.
-    read = None
-    for explicit in (False, True):
-        options = dict(
-            sep=r"\s+" if sep is None else sep, header=None, names=list(range(n_fields)),
-            skiprows=1 if skip_header else 0, index_col=False, engine="c", quoting=csv.QUOTE_NONE,
-            dtype={j: (object if j == ts_index else np.float64) for j in range(n_fields) if explicit or j == ts_index},
-            na_values=_missing_cells(na_values, sensor_fields, ts_index), keep_default_na=False,
-            skipinitialspace=sep is not None, skip_blank_lines=True, chunksize=READ_CHUNK_ROWS, low_memory=False,
-            encoding="utf-8", **_float_options(),
-        )  # fmt: skip
-        read = _read_chunks(pd.read_csv(io.BytesIO(raw), **options), values, sensor_fields, ts_index, n_fields)
-        if read is not None:
-            break
-    if read is None:
+    when pyarrow does not find exactly n_rows rows of n_fields fields with float64 sensor cells that float()
+    reads alike (module docstring). sep: the delimiter, None for runs of whitespace (then None: pandas reads
+    those); na_values: the cells that are missing values."""
+    if sep is None:
         return None
-    rows, cells = read
-    if rows != n_rows:
+    names = [str(j) for j in range(n_fields)]
+    types = {name: (pa.string() if j == ts_index else pa.float64()) for j, name in enumerate(names)}
+    values = np.empty((n_rows, len(sensor_fields)))
+    cells: list[str] | None = None if ts_index is None else []
+    row = 0
+    try:
+        # Batch by batch (~1 MB of the file each), each transposed into `values` as it comes: the memory of
+        # pyarrow's columns stays that of one batch (read_csv's whole table would add the table's size).
+        reader = pa_csv.open_csv(
+            pa.py_buffer(raw),
+            read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1 if skip_header else 0, use_threads=USE_THREADS),
+            parse_options=pa_csv.ParseOptions(delimiter=sep, quote_char=False, escape_char=False, newlines_in_values=False,
+                                              ignore_empty_lines=True),
+            convert_options=pa_csv.ConvertOptions(column_types=types, null_values=list(na_values), strings_can_be_null=False,
+                                                  quoted_strings_can_be_null=False),
+        )  # fmt: skip
+        for batch in reader:
+            n = batch.num_rows
+            if batch.num_columns != n_fields or row + n > n_rows:
+                return None
+            sensors = batch.select(sensor_fields)
+            block = values[row : row + n]
+            block[...] = sensors.to_tensor(null_to_nan=True, row_major=True).to_numpy()  # pyarrow's transposition
+            if np.count_nonzero(np.isnan(block)) != sum(column.null_count for column in sensors.columns):
+                return None  # a cell pyarrow read as NaN but not a missing cell ("nan(1)", "-nan")
+            if cells is not None:
+                cells.extend(cell.strip() for cell in batch.column(ts_index).to_pylist())
+            row += n
+    except pa.ArrowInvalid:  # a row with another number of fields, a cell that is not a number
+        return None
+    if row != n_rows:
         return None
     return values, cells
-
-
-def _missing_cells(na_values: Sequence[str], sensor_fields: list[int], ts_index: int | None) -> list | dict:
-    """pandas' na_values: the missing-value cells of the sensor columns only (a timestamp cell reading "NA"
-    stays a string); one list for the whole file when every column is a sensor's (pandas cleans a per-column
-    dict column by column: 3 of a 4000 x 20 file's 12 ms)."""
-    if ts_index is None:
-        return list(na_values)
-    return {j: list(na_values) for j in sensor_fields}
-
-
-def _read_chunks(
-    reader, values: np.ndarray, sensor_fields: list[int], ts_index: int | None, n_fields: int
-) -> tuple[int, list[str] | None] | None:
-    """Fill `values` from a pandas chunk reader: (rows read, the stripped timestamp cells or None when there
-    is no timestamp column), or None if a sensor column did not come back as float64, a timestamp cell is
-    not a string, or there are more rows than lines."""
-    row, cells = 0, []
-    with reader:
-        for chunk in reader:
-            n = len(chunk)
-            if chunk.shape[1] != n_fields or row + n > values.shape[0]:
-                return None
-            columns = [chunk[j].to_numpy() for j in sensor_fields]
-            if any(column.dtype != np.float64 for column in columns):
-                return None
-            _store_rows(values[row : row + n], columns)
-            if ts_index is not None:
-                stamps = chunk[ts_index].tolist()
-                if not all(type(c) is str for c in stamps):
-                    return None
-                cells.extend(c.strip() for c in stamps)
-            row += n
-    return row, (None if ts_index is None else cells)
-
-
-_TRANSPOSE_ROWS = 2048  # rows per cache-sized block when writing pandas' columns into the row-major table
-
-
-def _store_rows(out: np.ndarray, columns: list[np.ndarray]) -> None:
-    """out[:, k] = columns[k] for a row-major out (n, P), a block of rows at a time through a (P, block)
-    buffer: contiguous reads of each column, one transposing copy in cache (a column-by-column strided
-    write touches every cache line of out P times)."""
-    n = out.shape[0]
-    buffer = np.empty((len(columns), min(n, _TRANSPOSE_ROWS)))
-    for a in range(0, n, _TRANSPOSE_ROWS):
-        b = min(a + _TRANSPOSE_ROWS, n)
-        for k, column in enumerate(columns):
-            buffer[k, : b - a] = column[a:b]
-        out[a:b] = buffer[:, : b - a].T
-
-
-def _float_options() -> dict:
-    """pandas 3 parses floats correctly rounded by default (and deprecates float_precision); before 3 only
-    float_precision='round_trip' (Python's own strtod) gives the exact float() of every cell."""
-    return {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}

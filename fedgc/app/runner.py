@@ -32,7 +32,7 @@ from fedgc.app.config import ENGINES, RunConfig
 from fedgc.app.evaluation import evaluate
 from fedgc.app.privacy import privacy_accountant, privacy_plan, privacy_summary, refuse_data_dependence, server_privacy
 from fedgc.app.results import RunResult
-from fedgc.app.tep import reference_sessions
+from fedgc.app.tep import cross_fit_reference_sessions, reference_sessions
 from fedgc.errors import ConfigError, FedGCError
 from fedgc.privacy.budget import PrivacyPlan
 from fedgc.protocol.background import in_background
@@ -278,7 +278,10 @@ def run_streaming(
     null = None
     if cfg.streaming.alert_calibration == "reference":
         reference = LocalTransport(reference_sessions(cfg, clients.sessions), workers=LOCAL_WORKERS)
-        null = calibrate_alerts(reference, cfg.server, cfg.streaming)
+        null = calibrate_alerts([reference], cfg.server, cfg.streaming)
+    elif cfg.streaming.alert_calibration == "cross_fit":
+        halves = [LocalTransport(s, workers=LOCAL_WORKERS) for s in cross_fit_reference_sessions(cfg)]
+        null = calibrate_alerts(halves, cfg.server, cfg.streaming, predictive=True)
     stream = run_stream(counting, cfg.server, cfg.streaming, on_round=on_round, on_window=on_window, null=null)
     last = stream.windows[-1]
     fit = FitResult(last.gc, stream.A_s, list(stream.history), last.converged, list(stream.dropouts))

@@ -47,6 +47,7 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import numpy as np
+import scipy.special
 
 from fedgc.core.granger import chi2_log10_sf
 from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test
@@ -192,16 +193,24 @@ def change_tests_hac(
 
 class ScaledChi2(NamedTuple):
     """The change statistics' null on a normal-operation reference: statistic ~ scale chi2(g q) / g for a test
-    of q degrees of freedom (g: dof_factor), fitted by moments over every pair and window (n of them)."""
+    of q degrees of freedom (g: dof_factor), fitted by moments over every pair and window (n of them).
+    scale_dof: nu, the degrees of freedom of the estimated scale (scale_hat / scale ~ chi2(nu) / nu); inf (the
+    default) takes the fitted scale as known, a finite nu gives the predictive F tail (scaled_chi2_log10_sf)."""
 
     scale: float
     dof_factor: float
     n: int
+    scale_dof: float = float("inf")
 
 
-def fit_scaled_chi2(statistic: np.ndarray, dof: np.ndarray) -> ScaledChi2:
+def fit_scaled_chi2(statistic: np.ndarray, dof: np.ndarray, *, predictive: bool = False) -> ScaledChi2:
     """Satterthwaite's two moments, pooled after per-test normalisation: E[stat] = c q, Var[stat] = 2 c^2 q / g,
-    so c = mean(stat / q) and 1 / g = mean((stat - c q)^2 / (2 c^2 q)). Nan statistics (the diagonal) are left out."""
+    so c = mean(stat / q) and 1 / g = mean((stat - c q)^2 / (2 c^2 q)). Nan statistics (the diagonal) are left out.
+
+    predictive: also the scale's own degrees of freedom. With g known, Var(c_hat) = 2 c^2 sum(1 / (g q_i)) / n^2,
+    matched to c chi2(nu) / nu: nu = g n^2 / sum(1 / q_i) (= g sum q_i when every q_i is equal). A new statistic
+    over its q then follows c_hat F(g q, nu) instead of c_hat chi2(g q) / (g q): a reference of few statistics
+    widens the tail by the uncertainty of its own scale (g's uncertainty is not carried)."""
     statistic, dof = np.asarray(statistic, dtype=np.float64).ravel(), np.asarray(dof, dtype=np.float64).ravel()
     keep = np.isfinite(statistic) & (dof > 0)
     s, q = statistic[keep], dof[keep]
@@ -211,14 +220,23 @@ def fit_scaled_chi2(statistic: np.ndarray, dof: np.ndarray) -> ScaledChi2:
     spread = float(np.mean((s - c * q) ** 2 / (2.0 * c * c * q)))
     if not (c > 0 and spread > 0):
         raise ValueError("the reference statistics are degenerate (all zero or all equal to their mean)")
-    return ScaledChi2(c, 1.0 / spread, int(s.size))
+    g = 1.0 / spread
+    nu = g * s.size**2 / float(np.sum(1.0 / q)) if predictive else float("inf")
+    return ScaledChi2(c, g, int(s.size), nu)
 
 
 def scaled_chi2_log10_sf(statistic: np.ndarray, dof: np.ndarray, null: ScaledChi2) -> np.ndarray:
-    """log10 P(scale chi2(g q) / g > statistic) elementwise; nan where the statistic is nan."""
+    """log10 P(scale chi2(g q) / g > statistic) elementwise, or with a finite null.scale_dof = nu
+    log10 P(F(g q, nu) > statistic / (scale q)); nan where the statistic is nan."""
     statistic, dof = np.asarray(statistic, dtype=np.float64), np.asarray(dof, dtype=np.float64)
     out = np.full(statistic.shape, np.nan)
     ok = np.isfinite(statistic) & (dof > 0)
     g = null.dof_factor
-    out[ok] = chi2_log10_sf(statistic[ok] * g / null.scale, g * dof[ok])
+    if not np.isfinite(null.scale_dof):
+        out[ok] = chi2_log10_sf(statistic[ok] * g / null.scale, g * dof[ok])
+        return out
+    d1, d2 = g * dof[ok], null.scale_dof
+    x = statistic[ok] / (null.scale * dof[ok])
+    with np.errstate(divide="ignore"):
+        out[ok] = np.log10(scipy.special.betainc(d2 / 2.0, d1 / 2.0, d2 / (d2 + d1 * x)))
     return out

@@ -36,10 +36,11 @@ phi_t = vec(e_t (G^{-1} x_t)_n^T) (G = X^T X over target m's regressors, e_t its
 bandwidth, and scales the past part by the average inflation tr(V_white^{-1} V_hac) / q that the window
 shows; the p-value is the F tail with the Bartlett kernel's equivalent degrees of freedom (fedgc.core.hac).
 
-Reference null (alert_calibration: reference). fit_scaled_chi2 fits stat ~ c chi2(g q) / g (Satterthwaite's
-two moments, pooled over pairs and windows after dividing by q) to the change statistics of a
-normal-operation reference streamed with the same models and settings; scaled_chi2_log10_sf replaces the
-chi-square tail by it.
+Reference null (alert_calibration: reference, cross_fit). fit_scaled_chi2 fits stat ~ c chi2(g q) / g
+(Satterthwaite's two moments, pooled over pairs and windows after dividing by q) to the change statistics of
+a normal-operation reference streamed with the same settings (its own models, or for cross_fit models
+identified on the other half of it); scaled_chi2_log10_sf replaces the chi-square tail by it, or (predictive,
+cross_fit) by the F tail that carries the estimated scale's degrees of freedom.
 """
 
 from __future__ import annotations

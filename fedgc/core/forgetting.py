@@ -175,7 +175,7 @@ def change_tests_hac(
         K = fit_new.n_regressors
         sigma = fit_new.rss / (N - K)
         resid = Z[:, own] - X @ fit_new.coef.T  # e_t, (N, D_m)
-        U = X[:, idx] @ np.linalg.inv(X[:, idx].T @ X[:, idx])  # rows (G^{-1} x_t)^T over m's regressors
+        U = X[:, idx] @ np.linalg.inv(new.gram[np.ix_(idx, idx)])  # rows (G^{-1} x_t)^T over m's regressors (G = X^T X)
         for n, cols in blocks.sources(m, diagonal):
             src = blocks.slice(n)
             d = fit_new.coef[:, src] - fit_past.coef[:, src]

@@ -351,12 +351,13 @@ class RunConfig:
             )
         if (
             self.streaming is not None
-            and self.streaming.alert_calibration == "reference"
+            and self.streaming.alert_calibration != "none"
             and (self.tep is None or self.tep.identify_on in (None, self.tep.run))
         ):
             raise ConfigError(
-                "streaming.alert_calibration: reference streams the normal operation the models were identified on: "
-                "it needs a tep section with tep.identify_on (other client sources have no reference yet)"
+                f"streaming.alert_calibration: {self.streaming.alert_calibration} streams the normal operation the "
+                "models were identified on: it needs a tep section with tep.identify_on (other client sources have "
+                "no reference yet)"
             )
         if self.tep is not None and self.streaming is None and _fault_of("tep.run", self.tep.run) is not None:
             raise ConfigError(

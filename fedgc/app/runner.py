@@ -17,13 +17,11 @@ import contextlib
 import importlib
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from threadpoolctl import threadpool_limits
 
@@ -34,9 +32,10 @@ from fedgc.app.config import ENGINES, RunConfig
 from fedgc.app.evaluation import evaluate
 from fedgc.app.privacy import privacy_accountant, privacy_plan, privacy_summary, refuse_data_dependence, server_privacy
 from fedgc.app.results import RunResult
-from fedgc.app.tep import reference_sessions
+from fedgc.app.tep import cross_fit_reference_sessions, reference_sessions
 from fedgc.errors import ConfigError, FedGCError
 from fedgc.privacy.budget import PrivacyPlan
+from fedgc.protocol.background import in_background
 from fedgc.protocol.loop import FitResult, run_protocol
 from fedgc.protocol.rules import rule_named
 from fedgc.protocol.session import ClientSession
@@ -56,7 +55,6 @@ FLOWER_ENGINES = ("flower-sim", "flower")
 BLAS_THREADS = max(1, (os.cpu_count() or 1) // LOCAL_WORKERS)
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
-T = TypeVar("T")
 OnRound = Callable[[RoundRecord], None]
 OnWindow = Callable[[WindowResult, list[Alert]], None]
 
@@ -252,6 +250,7 @@ def run_batch(
             privacy=server,
             resume=start,
             on_checkpoint=saver,
+            siv_workers=LOCAL_WORKERS if engine == "local" else 1,
         )
     except FedGCError as exc:
         if checkpoint_dir is not None and record_error(checkpoint_dir, str(exc)) is not None:
@@ -263,21 +262,6 @@ def run_batch(
     result.privacy = privacy_summary(cfg, plan, fit, counting.clients(), server)
     result.communication = counting.log.summary()
     return result
-
-
-def in_background(work: Callable[[], T]) -> Future[T]:
-    """work() on a daemon thread: a run that fails meanwhile reports its error at once, without waiting for it."""
-    future: Future[T] = Future()
-
-    def run() -> None:
-        if future.set_running_or_notify_cancel():
-            try:
-                future.set_result(work())
-            except BaseException as exc:  # handed to whoever waits for the result
-                future.set_exception(exc)
-
-    threading.Thread(target=run, name="fedgc-background", daemon=True).start()
-    return future
 
 
 def run_streaming(
@@ -294,7 +278,10 @@ def run_streaming(
     null = None
     if cfg.streaming.alert_calibration == "reference":
         reference = LocalTransport(reference_sessions(cfg, clients.sessions), workers=LOCAL_WORKERS)
-        null = calibrate_alerts(reference, cfg.server, cfg.streaming)
+        null = calibrate_alerts([reference], cfg.server, cfg.streaming)
+    elif cfg.streaming.alert_calibration == "cross_fit":
+        halves = [LocalTransport(s, workers=LOCAL_WORKERS) for s in cross_fit_reference_sessions(cfg)]
+        null = calibrate_alerts(halves, cfg.server, cfg.streaming, predictive=True)
     stream = run_stream(counting, cfg.server, cfg.streaming, on_round=on_round, on_window=on_window, null=null)
     last = stream.windows[-1]
     fit = FitResult(last.gc, stream.A_s, list(stream.history), last.converged, list(stream.dropouts))

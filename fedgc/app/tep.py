@@ -21,6 +21,7 @@ import numpy as np
 
 from fedgc.analysis.origin import calibrate
 from fedgc.analysis.tep import TEPSections, fault_stream_summary, flowsheet_comparison, locate
+from fedgc.app.alert_reference import cross_fit_sessions
 from fedgc.app.config import ClientSpec, RunConfig, TEPSettings
 from fedgc.app.results import RunResult
 from fedgc.core.local_model import LocalModel, identify, save_npz
@@ -42,6 +43,21 @@ def reference_sessions(cfg: RunConfig, sessions: Sequence[ClientSession]) -> lis
     ref = load_run(tep, tep.identify_on)
     return [StreamingSession(s.name, s.model, ref.clients[s.name], learn_theta=cfg.client.learn_theta,
                              theta_kind=cfg.client.theta) for s in sessions]  # fmt: skip
+
+
+def cross_fit_reference_sessions(cfg: RunConfig) -> list[list[StreamingSession]]:
+    """tep.identify_on cut in halves, each streamed with the units' models identified on the other half the way
+    TEPClients identifies them (streaming.alert_calibration: cross_fit; fedgc.app.alert_reference)."""
+    tep, stream = cfg.tep, cfg.streaming
+    assert tep is not None and tep.identify_on is not None and stream is not None  # RunConfig checks both
+    ref = load_run(tep, tep.identify_on)
+    return cross_fit_sessions(
+        ref.clients,
+        lambda i, unit, values: identify(values, client=unit, rng=np.random.default_rng(cfg.seed + i)),
+        min_length=stream.window + 2 * stream.stride,
+        learn_theta=cfg.client.learn_theta,
+        theta_kind=cfg.client.theta,
+    )
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,11 @@ phi_t = vec(e_t (G^{-1} x_t)_n^T) (G = X^T X over target m's regressors, e_t its
 bandwidth, and scales the past part by the average inflation tr(V_white^{-1} V_hac) / q that the window
 shows; the p-value is the F tail with the Bartlett kernel's equivalent degrees of freedom (fedgc.core.hac).
 
-Reference null (alert_calibration: reference). fit_scaled_chi2 fits stat ~ c chi2(g q) / g (Satterthwaite's
-two moments, pooled over pairs and windows after dividing by q) to the change statistics of a
-normal-operation reference streamed with the same models and settings; scaled_chi2_log10_sf replaces the
-chi-square tail by it.
+Reference null (alert_calibration: reference, cross_fit). fit_scaled_chi2 fits stat ~ c chi2(g q) / g
+(Satterthwaite's two moments, pooled over pairs and windows after dividing by q) to the change statistics of
+a normal-operation reference streamed with the same settings (its own models, or for cross_fit models
+identified on the other half of it); scaled_chi2_log10_sf replaces the chi-square tail by it, or (predictive,
+cross_fit) by the F tail that carries the estimated scale's degrees of freedom.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import numpy as np
+import scipy.special
 
 from fedgc.core.granger import chi2_log10_sf
 from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test
@@ -173,7 +175,7 @@ def change_tests_hac(
         K = fit_new.n_regressors
         sigma = fit_new.rss / (N - K)
         resid = Z[:, own] - X @ fit_new.coef.T  # e_t, (N, D_m)
-        U = X[:, idx] @ np.linalg.inv(X[:, idx].T @ X[:, idx])  # rows (G^{-1} x_t)^T over m's regressors
+        U = X[:, idx] @ np.linalg.inv(new.gram[np.ix_(idx, idx)])  # rows (G^{-1} x_t)^T over m's regressors (G = X^T X)
         for n, cols in blocks.sources(m, diagonal):
             src = blocks.slice(n)
             d = fit_new.coef[:, src] - fit_past.coef[:, src]
@@ -192,16 +194,24 @@ def change_tests_hac(
 
 class ScaledChi2(NamedTuple):
     """The change statistics' null on a normal-operation reference: statistic ~ scale chi2(g q) / g for a test
-    of q degrees of freedom (g: dof_factor), fitted by moments over every pair and window (n of them)."""
+    of q degrees of freedom (g: dof_factor), fitted by moments over every pair and window (n of them).
+    scale_dof: nu, the degrees of freedom of the estimated scale (scale_hat / scale ~ chi2(nu) / nu); inf (the
+    default) takes the fitted scale as known, a finite nu gives the predictive F tail (scaled_chi2_log10_sf)."""
 
     scale: float
     dof_factor: float
     n: int
+    scale_dof: float = float("inf")
 
 
-def fit_scaled_chi2(statistic: np.ndarray, dof: np.ndarray) -> ScaledChi2:
+def fit_scaled_chi2(statistic: np.ndarray, dof: np.ndarray, *, predictive: bool = False) -> ScaledChi2:
     """Satterthwaite's two moments, pooled after per-test normalisation: E[stat] = c q, Var[stat] = 2 c^2 q / g,
-    so c = mean(stat / q) and 1 / g = mean((stat - c q)^2 / (2 c^2 q)). Nan statistics (the diagonal) are left out."""
+    so c = mean(stat / q) and 1 / g = mean((stat - c q)^2 / (2 c^2 q)). Nan statistics (the diagonal) are left out.
+
+    predictive: also the scale's own degrees of freedom. With g known, Var(c_hat) = 2 c^2 sum(1 / (g q_i)) / n^2,
+    matched to c chi2(nu) / nu: nu = g n^2 / sum(1 / q_i) (= g sum q_i when every q_i is equal). A new statistic
+    over its q then follows c_hat F(g q, nu) instead of c_hat chi2(g q) / (g q): a reference of few statistics
+    widens the tail by the uncertainty of its own scale (g's uncertainty is not carried)."""
     statistic, dof = np.asarray(statistic, dtype=np.float64).ravel(), np.asarray(dof, dtype=np.float64).ravel()
     keep = np.isfinite(statistic) & (dof > 0)
     s, q = statistic[keep], dof[keep]
@@ -211,14 +221,23 @@ def fit_scaled_chi2(statistic: np.ndarray, dof: np.ndarray) -> ScaledChi2:
     spread = float(np.mean((s - c * q) ** 2 / (2.0 * c * c * q)))
     if not (c > 0 and spread > 0):
         raise ValueError("the reference statistics are degenerate (all zero or all equal to their mean)")
-    return ScaledChi2(c, 1.0 / spread, int(s.size))
+    g = 1.0 / spread
+    nu = g * s.size**2 / float(np.sum(1.0 / q)) if predictive else float("inf")
+    return ScaledChi2(c, g, int(s.size), nu)
 
 
 def scaled_chi2_log10_sf(statistic: np.ndarray, dof: np.ndarray, null: ScaledChi2) -> np.ndarray:
-    """log10 P(scale chi2(g q) / g > statistic) elementwise; nan where the statistic is nan."""
+    """log10 P(scale chi2(g q) / g > statistic) elementwise, or with a finite null.scale_dof = nu
+    log10 P(F(g q, nu) > statistic / (scale q)); nan where the statistic is nan."""
     statistic, dof = np.asarray(statistic, dtype=np.float64), np.asarray(dof, dtype=np.float64)
     out = np.full(statistic.shape, np.nan)
     ok = np.isfinite(statistic) & (dof > 0)
     g = null.dof_factor
-    out[ok] = chi2_log10_sf(statistic[ok] * g / null.scale, g * dof[ok])
+    if not np.isfinite(null.scale_dof):
+        out[ok] = chi2_log10_sf(statistic[ok] * g / null.scale, g * dof[ok])
+        return out
+    d1, d2 = g * dof[ok], null.scale_dof
+    x = statistic[ok] / (null.scale * dof[ok])
+    with np.errstate(divide="ignore"):
+        out[ok] = np.log10(scipy.special.betainc(d2 / 2.0, d1 / 2.0, d2 / (d2 + d1 * x)))
     return out

@@ -19,6 +19,7 @@ from fedgc.core.moments import (
     ColumnMoments,
     StandardisedRows,
     column_moments,
+    column_span,
     scores_and_residual_variance,
     standardised_gram,
 )
@@ -265,7 +266,7 @@ def identify(
         raise ModelError(f"client '{client}': columns {bad} have fewer than 2 observed values")
     mean = np.nanmean(raw, axis=0) if gappy else raw.mean(axis=0)
     scale = np.nanstd(raw, axis=0) if gappy else raw.std(axis=0)
-    span = np.nanmax(raw, axis=0) - np.nanmin(raw, axis=0) if gappy else raw.max(axis=0) - raw.min(axis=0)
+    span = column_span(raw, complete=not gappy)
     _refuse_constant(span, mean, scale, client)
     y = (raw - mean) / scale
     lam, U = _principal_axes(second_moments(y))

@@ -10,6 +10,7 @@ The sums differ from the whole-table ones in rounding only (the summation order)
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -52,6 +53,16 @@ def column_moments(raw: np.ndarray) -> ColumnMoments:
         d = raw[rows] - mean
         squares += np.einsum("tp,tp->p", d, d)
     return ColumnMoments(True, mean, np.sqrt(squares / T), hi - lo)
+
+
+def column_span(values: np.ndarray, *, complete: bool) -> np.ndarray:
+    """max - min per column of values (T, P); complete False: over each column's observed (non-NaN) values,
+    NaN for a column without any."""
+    if complete:
+        return values.max(axis=0) - values.min(axis=0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column
+        return np.nanmax(values, axis=0) - np.nanmin(values, axis=0)
 
 
 def standardised_gram(raw: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:

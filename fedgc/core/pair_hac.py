@@ -18,8 +18,8 @@ with longer bandwidths are computed alone with bartlett_lrv.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -62,8 +62,10 @@ def _lagged_moment(a: np.ndarray, u: np.ndarray, pairs_a: tuple[np.ndarray, np.n
 def pair_lrvs(
     a: np.ndarray, u: np.ndarray, sources: Sequence[Sequence[int] | np.ndarray], targets: Sequence[Sequence[int] | np.ndarray],
     pairs: Sequence[tuple[int, int]], *, min_bandwidth: float = 1.0, max_shared_lag: int = MAX_SHARED_LAG,
+    parallel_map: Callable[..., Iterable[Any]] = map,
 ) -> list[PairLRV]:  # fmt: skip
-    """bartlett_lrv of phi = a[:, sources[n]] (x) u[:, targets[m]] for every (m, n) in pairs, in that order."""
+    """bartlett_lrv of phi = a[:, sources[n]] (x) u[:, targets[m]] for every (m, n) in pairs, in that order.
+    The lags' moments (and the pairs computed alone) go through parallel_map (map or a thread pool's)."""
     a = np.asarray(a, dtype=np.float64)
     u = np.asarray(u, dtype=np.float64)
     N = a.shape[0]
@@ -85,7 +87,7 @@ def pair_lrvs(
         mu1, mu2 = mean[np.ix_(i1, k1)], mean[np.ix_(i2, k2)]
         return G - mu1 * head[np.ix_(i2, k2)] - tail[np.ix_(i1, k1)] * mu2 + (N - lag) * mu1 * mu2
 
-    C = [centred_moment(0), centred_moment(1)]
+    C = list(parallel_map(centred_moment, [0, 1]))
     # Andrews' AR(1) rule per column (i, k) of phi, from the diagonals of the lag-0 and lag-1 moments
     diag_a, diag_u = np.flatnonzero(i1 == i2), np.flatnonzero(k1 == k2)
     col_a, col_u = i1[diag_a], k1[diag_u]
@@ -108,15 +110,20 @@ def pair_lrvs(
     lags_needed = {(m, n): int(np.ceil(bandwidth[m, n])) - 1 for m, n in pairs}
     # a lag's shared product costs as much for all pairs as for one: shared lags cover 90 % of the pairs
     shared = min(int(np.quantile(list(lags_needed.values()), SHARED_SHARE, method="higher")), max_shared_lag)
-    C.extend(centred_moment(j) for j in range(2, shared + 1))
+    C.extend(parallel_map(centred_moment, range(2, shared + 1)))
+
+    def alone(pair: tuple[int, int]) -> PairLRV:
+        m, n = pair
+        phi = (a[:, src[n]][:, :, None] * u[:, tgt[m]][:, None, :]).reshape(N, -1)
+        return PairLRV(bartlett_lrv(phi, bandwidth=float(bandwidth[m, n])).S, float(bandwidth[m, n]))
 
     out: list[PairLRV | None] = [None] * len(pairs)
     groups: dict[tuple[int, int], list[int]] = {}
+    long = [p for p, pair in enumerate(pairs) if lags_needed[pair] > shared]
+    for p, lrv in zip(long, parallel_map(alone, [pairs[p] for p in long])):
+        out[p] = lrv
     for p, (m, n) in enumerate(pairs):
-        if lags_needed[(m, n)] > shared:
-            phi = (a[:, src[n]][:, :, None] * u[:, tgt[m]][:, None, :]).reshape(N, -1)
-            out[p] = PairLRV(bartlett_lrv(phi, bandwidth=float(bandwidth[m, n])).S, float(bandwidth[m, n]))
-        else:
+        if lags_needed[(m, n)] <= shared:
             groups.setdefault((src[n].size, tgt[m].size), []).append(p)
     for (k, r), members in groups.items():
         m_idx, n_idx = np.array([pairs[p] for p in members]).T

@@ -22,8 +22,8 @@ Results are [target m, source n] matrices as in fedgc.core.granger.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.linalg
@@ -38,6 +38,10 @@ MIN_STRENGTH = 1.5  # partial first-stage strength (about 1 when a direction add
 LAG_LEVEL = 0.01  # a lag is added when its Wald test has p < LAG_LEVEL / M
 MAX_WINDOW = 100.0
 SELECTION_ROWS = 100_000  # lags are selected on the last rows of longer series (see siv_tests)
+
+# map(f, items), or a thread pool's map: the tests' independent pieces (the lag candidates, the lags' moments)
+# are computed through it, results in the order of items, so every map gives the same numbers.
+Mapper = Callable[..., Iterable[Any]]
 
 
 class LagDirection(NamedTuple):
@@ -270,6 +274,7 @@ def _pair_tests(
     cols: Sequence[Sequence[int]],
     dims: Sequence[int],
     max_lag: int,
+    parallel_map: Mapper = map,
 ) -> tuple[np.ndarray, ...]:
     """(W, q, log10 p, ||B^{mn}||) [m, n] of B[cols[n], m's columns] = 0 for every ordered pair (m's columns:
     its dims[m] columns of resid, sites in order), the HAC covariance of phi_t = influence_t[cols[n]] (x)
@@ -280,7 +285,7 @@ def _pair_tests(
     offsets = np.concatenate([[0], np.cumsum(dims)]).astype(int)
     targets = [np.arange(offsets[m], offsets[m + 1]) for m in range(M)]
     pairs = [(m, n) for m in range(M) for n in range(M) if n != m]
-    lrvs = pair_lrvs(influence, resid, sources, targets, pairs, min_bandwidth=max_lag + 2.0)
+    lrvs = pair_lrvs(influence, resid, sources, targets, pairs, min_bandwidth=max_lag + 2.0, parallel_map=parallel_map)
     statistic, log10p, norm = np.full((M, M), np.nan), np.full((M, M), np.nan), np.full((M, M), np.nan)
     dof = np.zeros((M, M), dtype=int)
     by_size: dict[tuple[int, int], list[int]] = {}
@@ -312,22 +317,26 @@ def _strengths(E: np.ndarray, V: np.ndarray, n_instruments: int) -> tuple[np.nda
 
 def select_lags(
     xs: Sequence[np.ndarray], *, max_lag: int = MAX_LAG, min_strength: float = MIN_STRENGTH,
-    level: float = LAG_LEVEL, window: float | None = None,
+    level: float = LAG_LEVEL, window: float | None = None, parallel_map: Mapper = map,
 ) -> tuple[LagDirection, ...]:  # fmt: skip
     """Extra lag directions, greedy and most significant first. Start from lag 1 for every site; a
     candidate for site n (lag k = its last added lag + 1 <= max_lag) is the set of directions of x^n_{t-k}
     with partial first-stage strength >= min_strength (an unneeded lag is not identified by the instruments:
     x_{t-1} already spans its instrumented part); it is tested in the refit with it added (Wald over all
     targets); the most significant candidate is added if p < level / M. Instruments stay at lags
-    max_lag + 1 .. 2 max_lag + 2 during the selection."""
+    max_lag + 1 .. 2 max_lag + 2 during the selection. The candidates of a step are evaluated through
+    parallel_map."""
     x, dims = _stack(xs)
     window = highpass_window(x.shape[0]) if window is None else float(window)
-    return _select_lags(x, dims, max_lag=max_lag, min_strength=min_strength, level=level, window=window)
+    return _select_lags(
+        x, dims, max_lag=max_lag, min_strength=min_strength, level=level, window=window, parallel_map=parallel_map
+    )
 
 
 def _select_lags(
-    x: np.ndarray, dims: Sequence[int], *, max_lag: int, min_strength: float, level: float, window: float
-) -> tuple[LagDirection, ...]:
+    x: np.ndarray, dims: Sequence[int], *, max_lag: int, min_strength: float, level: float, window: float,
+    parallel_map: Mapper,
+) -> tuple[LagDirection, ...]:  # fmt: skip
     M = len(dims)
     if max_lag < 2:
         return ()
@@ -338,24 +347,29 @@ def _select_lags(
     while True:
         X, _ = _regressors(d.lagged, d.offsets, extra)
         fit = _tsls(d.Y, X, _regressors(hat, d.offsets, extra)[0])
-        N = X.shape[0]
-        best: tuple[float, list[LagDirection]] | None = None
-        for n in range(M):
+
+        def candidate(n: int, X: np.ndarray = X, fit: _TSLS = fit) -> tuple[float, list[LagDirection]] | None:
+            """(log10 p, its directions) of site n's next lag, or None when no direction is strong enough."""
             k = 2 + len({e.lag for e in extra if e.site == n})
             if k > max_lag:
-                continue
+                return None
             Xn = d.lagged[k][:, d.offsets[n] : d.offsets[n + 1]]
             Xn_hat = hat[k][:, d.offsets[n] : d.offsets[n + 1]]
-            E = Xn_hat - fit.Xh @ (fit.G @ (fit.Xh.T @ Xn_hat / N))  # the part of Xn_hat that Xh does not span
+            # the part of Xn_hat that Xh does not span
+            E = Xn_hat - fit.Xh @ (fit.G @ (fit.Xh.T @ Xn_hat / X.shape[0]))
             strength, dirs = _strengths(E, Xn - Xn_hat, L)
             keep = strength >= min_strength
             if not keep.any():
-                continue
+                return None
             A = dirs[:, keep] / np.linalg.norm(dirs[:, keep], axis=0)
             added = _add_regressors(fit, d.Y, X, Xn @ A, Xn_hat @ A, E @ A)
             lp = _wald(added.B, added.influence, added.resid, X.shape[1] + A.shape[1], max_lag)
-            if best is None or lp < best[0]:
-                best = (lp, [LagDirection(n, k, A[:, j]) for j in range(A.shape[1])])
+            return lp, [LagDirection(n, k, A[:, j]) for j in range(A.shape[1])]
+
+        best: tuple[float, list[LagDirection]] | None = None
+        for found in parallel_map(candidate, range(M)):  # the first of equally significant candidates wins
+            if found is not None and (best is None or found[0] < best[0]):
+                best = found
         if best is None or best[0] >= np.log10(level / M):
             return tuple(extra)
         extra.extend(best[1])
@@ -386,15 +400,19 @@ def _stack(xs: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]]:
 
 def siv_tests(
     xs: Sequence[np.ndarray], *, max_lag: int = MAX_LAG, min_strength: float = MIN_STRENGTH,
-    lag_level: float = LAG_LEVEL, window: float | None = None,
+    lag_level: float = LAG_LEVEL, window: float | None = None, parallel_map: Mapper = map,
 ) -> SIVResult:  # fmt: skip
-    """The SIV Granger test of every ordered pair of sites from their snapshot series xs[m] (T, r_m)."""
+    """The SIV Granger test of every ordered pair of sites from their snapshot series xs[m] (T, r_m).
+    parallel_map: map, or a thread pool's map (the same result, its independent pieces in parallel)."""
     if not (isinstance(max_lag, int) and max_lag >= 1):
         raise ValueError(f"max_lag must be an integer >= 1, got {max_lag!r}")
     x, dims = _stack(xs)
     window = highpass_window(x.shape[0]) if window is None else float(window)
     recent = x[-SELECTION_ROWS:] - x[-SELECTION_ROWS:].mean(axis=0) if x.shape[0] > SELECTION_ROWS else x
-    extra = _select_lags(recent, dims, max_lag=max_lag, min_strength=min_strength, level=lag_level, window=window)
+    extra = _select_lags(
+        recent, dims, max_lag=max_lag, min_strength=min_strength, level=lag_level, window=window,
+        parallel_map=parallel_map,
+    )  # fmt: skip
     del recent
     P = max([1, *(e.lag for e in extra)])
     d = _design(x, dims, P, window)
@@ -405,18 +423,17 @@ def siv_tests(
     influence = fit.influence()
     B, resid = fit.B, fit.resid
     del fit  # the instrumented regressors
-    statistic, dof, log10p, norm = _pair_tests(B, influence, resid, cols, dims, P)
+    statistic, dof, log10p, norm = _pair_tests(B, influence, resid, cols, dims, P, parallel_map)
     return SIVResult(statistic, dof, log10p, norm, tuple(dims), extra, P, window, int(N), int(K))
 
 
-def with_siv_tests(gc: GCResult, xs: Sequence[np.ndarray]) -> GCResult:
+def with_siv_result(gc: GCResult, result: SIVResult) -> GCResult:
     """gc (a run's result over the same sites, in the same order) with its statistic, dof, p-values and edges
-    from siv_tests on the snapshot series xs: Benjamini-Hochberg at gc.alpha over the M (M - 1) p-values,
-    gc = W / N (the LR's ln det ratio is about its statistic / N), test 'siv'. strength and A_s are kept."""
-    if len(xs) != len(gc.dims):
-        raise ValueError(f"{len(xs)} snapshot series for {len(gc.dims)} sites")
-    result = siv_tests(xs)
-    M = len(xs)
+    from a siv_tests result: Benjamini-Hochberg at gc.alpha over the M (M - 1) p-values, gc = W / N (the LR's
+    ln det ratio is about its statistic / N), test 'siv'. strength and A_s are kept."""
+    if len(result.ranks) != len(gc.dims):
+        raise ValueError(f"SIV tests of {len(result.ranks)} sites for a result of {len(gc.dims)}")
+    M = len(result.ranks)
     off = ~np.eye(M, dtype=bool)
     pvalue = np.where(off, 10.0**result.log10_pvalue, np.nan)
     edges = np.zeros((M, M), dtype=bool)

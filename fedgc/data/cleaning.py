@@ -25,6 +25,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from fedgc.core.moments import column_span
 from fedgc.data.column_policy import ColumnPolicy
 from fedgc.errors import DataError, FedGCWarning
 
@@ -131,12 +132,7 @@ def apply_policies(
         listed = ", ".join(f"{c!r} ({f:.0%} missing)" for c, f in dropped_missing)
         _warn(f"{where}: dropped column(s) {listed}: more than max_missing = {policy.max_missing:g} of the rows are missing")
 
-    if complete:
-        span = values.max(axis=0) - values.min(axis=0)
-    else:
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: already dropped above
-            span = np.nanmax(values, axis=0) - np.nanmin(values, axis=0)
+    span = column_span(values, complete=complete)  # all-NaN columns (NaN span) are already dropped above
     constant = ~too_sparse & (span == 0)
     dropped_constant = tuple(columns[j] for j in np.flatnonzero(constant))
     if dropped_constant and policy.constant_columns == "error":

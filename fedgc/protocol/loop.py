@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -40,10 +41,11 @@ from fedgc.core.regression import (
     relative_change,
 )
 from fedgc.core.response import BaseRound
-from fedgc.core.siv import with_siv_tests
+from fedgc.core.siv import SIVResult, siv_tests, with_siv_result
 from fedgc.errors import FedGCError, FedGCWarning
 from fedgc.privacy.server import ServerPrivacy, debias_stats, privatise_augmentations, shrink_blocks
 from fedgc.protocol.acceleration import Prediction, SecantMemory, Snapshot, predict
+from fedgc.protocol.background import in_background
 from fedgc.protocol.dropout import apply_policy, embed, embed_gc, state_indices
 from fedgc.protocol.messages import ClientFailure, ClientInfo, ClientReply, RequestKind
 from fedgc.protocol.rules import UpdateRule, rule_named
@@ -99,7 +101,9 @@ class Rounds:
     privacy: noise on every data-dependent augmentation and, if asked, the errors-in-variables
     correction of the statistics and the empirical-Bayes shrinkage of A_s (fedgc.privacy.server).
     on_round(record) is called after every update; stop_when(A_s) may end a fit early (benchmarks).
-    snapshots: per client its (T, r) snapshot series for the SIV test, or None (the LR test)."""
+    snapshots: per client its (T, r) snapshot series for the SIV test, or None (the LR test); siv_workers:
+    threads of the SIV test (its lag candidates and its lags' moments; the same result on any number), which
+    starts on a thread of its own as the rounds begin when every client sent its series (start_siv)."""
 
     transport: Transport
     config: ServerConfig
@@ -109,10 +113,24 @@ class Rounds:
     on_round: Callable[[RoundRecord], None] | None = None
     stop_when: Callable[[np.ndarray], bool] | None = None
     snapshots: list[np.ndarray | None] | None = None
+    siv_workers: int = 1
     rule: UpdateRule = field(init=False)
+    siv_of_all: Future[SIVResult] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.rule = rule_named(self.config.rule)
+
+    def start_siv(self) -> None:
+        """The SIV test of every client, computed while the rounds run (its series do not change)."""
+        series = [x for x in self.snapshots or () if x is not None]
+        if self.snapshots is not None and len(series) == len(self.snapshots) >= 2:
+            self.siv_of_all = in_background(lambda: self.siv(series))
+
+    def siv(self, series: Sequence[np.ndarray]) -> SIVResult:
+        if self.siv_workers < 2:
+            return siv_tests(series)
+        with ThreadPoolExecutor(self.siv_workers, thread_name_prefix="fedgc-siv") as pool:
+            return siv_tests(series, parallel_map=pool.map)
 
     def layout(self, st: ProtocolState) -> tuple[list[int], Blocks, np.ndarray]:
         """(active clients, their block layout, A_s restricted to them)."""
@@ -351,7 +369,11 @@ class Rounds:
                     f"client(s) {missing} sent no snapshot series, which the SIV test (server.test: siv) needs"
                 )
             try:
-                gc = with_siv_tests(gc, [x for x in series if x is not None])
+                if self.siv_of_all is not None and len(members) == len(self.names):
+                    result = self.siv_of_all.result()
+                else:  # clients dropped out: the test of those left
+                    result = self.siv([x for x in series if x is not None])
+                gc = with_siv_result(gc, result)
             except ValueError as exc:
                 if self.config.test == "siv":
                     raise FedGCError(f"the SIV test cannot run on the clients' snapshot series: {exc}") from exc
@@ -372,13 +394,15 @@ def run_protocol(
     privacy: ServerPrivacy | None = None,
     resume: ProtocolState | None = None,
     on_checkpoint: Callable[[ProtocolState], None] | None = None,
+    siv_workers: int = 1,
 ) -> FitResult:
     """A batch run: rounds until the relative change of A_s drops below config.tol (or max_rounds, or
     stop_when(A_s)), then a Granger test of every ordered pair.
 
     resume: the ProtocolState of an interrupted run (fedgc.app.checkpoint) to continue from;
     on_checkpoint(state): called with the state after every server update. A client without a valid
-    reply is handled by config.on_dropout (fedgc.protocol.dropout)."""
+    reply is handled by config.on_dropout (fedgc.protocol.dropout). siv_workers: threads of the SIV test,
+    which runs alongside the rounds."""
     infos = transport.clients()
     names = [c.name for c in infos]
     full = Blocks.of([c.state_dim for c in infos])
@@ -388,7 +412,8 @@ def run_protocol(
     if snapshots is not None and privacy is not None:
         raise FedGCError("the SIV test's snapshot series are not an accounted release; a private run uses the LR test")
     rounds = Rounds(transport, config, names, full, privacy=privacy, on_round=on_round, stop_when=stop_when,
-                    snapshots=snapshots)  # fmt: skip
+                    snapshots=snapshots, siv_workers=siv_workers)  # fmt: skip
+    rounds.start_siv()
     state = ProtocolState.initial(names, full.dims) if resume is None else _resume(resume, names, full.dims, privacy)
     state, _ = rounds.fit(state, span, Limits(config.max_rounds, config.tol), on_checkpoint=on_checkpoint)
     state, stats = rounds.final_statistics(state, span)

@@ -104,9 +104,10 @@ class StreamingConfig:
     """Restart the forgotten statistics at an alert."""
     alert_variance: Literal["wald", "hac"] = "wald"
     """Variance of the change test: 'wald' (white innovations), 'hac' (Newey-West over the window, F tails)."""
-    alert_calibration: Literal["none", "reference"] = "none"
+    alert_calibration: Literal["none", "reference", "cross_fit"] = "none"
     """Null of the change statistics: 'none' (chi-square), 'reference' (a scaled chi-square fitted on normal operation
-    streamed with the same models: TEP's tep.identify_on run; docs/streaming.md)."""
+    streamed with the same models: TEP's tep.identify_on run), 'cross_fit' (the same run cut in halves, each streamed
+    with models identified on the other: out of sample, as the test run is; predictive F tail; docs/streaming.md)."""
 
     def __post_init__(self) -> None:
         if self.step is None:
@@ -128,9 +129,9 @@ class StreamingConfig:
             raise ConfigError(f"streaming.reset_on_alert must be true or false, got {self.reset_on_alert!r}")
         if self.alert_variance not in ("wald", "hac"):
             raise ConfigError(f"streaming.alert_variance must be 'wald' or 'hac', got {self.alert_variance!r}")
-        if self.alert_calibration not in ("none", "reference"):
+        if self.alert_calibration not in ("none", "reference", "cross_fit"):
             raise ConfigError(
-                f"streaming.alert_calibration must be 'none' or 'reference', got {self.alert_calibration!r}"
+                f"streaming.alert_calibration must be 'none', 'reference' or 'cross_fit', got {self.alert_calibration!r}"
             )
 
     @property

@@ -14,7 +14,7 @@ change raises an alert and (reset_on_alert) restarts the memory from the window.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -193,15 +193,29 @@ def run_stream(
     return StreamResult(tuple(names), windows, alerts, history, st.A_s, T, list(st.dropouts))
 
 
-def calibrate_alerts(transport: StreamTransport, server: ServerConfig, stream: StreamingConfig) -> ScaledChi2:
-    """The change statistics' null fitted on a normal-operation reference streamed with the same settings and
-    models, its memory never restarted (fedgc.core.forgetting.fit_scaled_chi2 over every window and pair)."""
-    ref = run_stream(transport, server, replace(stream, reset_on_alert=False))
-    changes = [w.change for w in ref.windows if w.change is not None]
+def calibrate_alerts(
+    references: Sequence[StreamTransport],
+    server: ServerConfig,
+    stream: StreamingConfig,
+    *,
+    predictive: bool = False,
+) -> ScaledChi2:
+    """The change statistics' null fitted on normal-operation references streamed with the same settings, their
+    memory never restarted (fedgc.core.forgetting.fit_scaled_chi2 over every reference, window and pair).
+
+    One reference with the test's own models (alert_calibration: reference), or several whose models were
+    identified on data other than what they stream (cross_fit: each half of the normal run streamed with the
+    models of the other half); predictive: the F tail that carries the fitted scale's uncertainty."""
+    changes = []
+    for transport in references:
+        ref = run_stream(transport, server, replace(stream, reset_on_alert=False))
+        changes += [w.change for w in ref.windows if w.change is not None]
     if len(changes) < 2:
         raise ConfigError(f"the alert reference gives {len(changes)} change test windows; it needs at least 2 "
                           f"(at least {stream.window + 2 * stream.stride} samples)")  # fmt: skip
-    return fit_scaled_chi2(np.stack([c.statistic for c in changes]), np.stack([c.dof for c in changes]))
+    statistic = np.concatenate([c.statistic.ravel() for c in changes])
+    dof = np.concatenate([c.dof.ravel() for c in changes])
+    return fit_scaled_chi2(statistic, dof, predictive=predictive)
 
 
 def _embed_block(A_full: np.ndarray, A_sub: np.ndarray, idx: np.ndarray) -> np.ndarray:

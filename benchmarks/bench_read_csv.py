@@ -16,6 +16,7 @@ pandas and pyarrow are imported before the clock starts (once per run, not per f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -29,10 +30,9 @@ from pathlib import Path
 def child(paths: list[str], parser: str) -> dict:
     import numpy as np  # noqa: F401
     import pandas  # noqa: F401  (the fast readers' packages: imported once per run, not timed per file)
-    try:
+
+    with contextlib.suppress(ImportError):  # a checkout from before pyarrow (--before)
         import pyarrow.csv  # noqa: F401
-    except ImportError:  # a checkout from before pyarrow (--before)
-        pass
 
     import fedgc.data.csv as data
 

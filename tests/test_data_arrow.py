@@ -233,3 +233,8 @@ def test_small_files_read_with_numpy_load_neither_pyarrow_nor_pandas(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["False", "False", "True"]
+
+
+def test_the_readers_are_looked_up_under_these_names():
+    """fedgc.data.csv imports its readers by name, pyarrow's first: a renamed module cannot go unnoticed."""
+    assert data.FAST_CHAIN == (arrow.__name__, pandas_reader.__name__) == (data.FAST_PARSER, data.PANDAS_PARSER)

@@ -102,6 +102,32 @@ def test_pyarrow_reads_a_cell_as_float_would_or_leaves_the_file(cell):
         assert bits(got) == bits(np.array([2.5, expected]))
 
 
+@st.composite
+def near_numbers_file(draw) -> bytes:
+    """A small file of numbers and missing markers, padded or not, and in some files cells made of
+    number-like characters (signs, points, exponents, the letters of nan/inf/null, underscores), with a
+    comma, semicolon or tab delimiter, LF or CRLF."""
+    sep = draw(st.sampled_from([",", ";", "\t"]))
+    pad = st.sampled_from(["", "", "", "", "", " ", "  "] + (["\t"] if sep != "\t" else []))
+    small = st.floats(-1e6, 1e6).map(repr)
+    marker = st.sampled_from(["", "NA", "nan", "NaN", "null", "None", "n/a", "-0"])
+    good = st.one_of(small, small, small, decimal_cell(), finite_repr, marker)
+    junk = st.text("0123456789+-.eEnaNAifINFulLy _", max_size=6)
+    cell = st.tuples(pad, st.one_of(good, junk) if draw(st.booleans()) else good, pad).map("".join)
+    n_cols, n_rows = draw(st.integers(2, 4)), draw(st.integers(2, 5))
+    rows = [sep.join(draw(cell) for _ in range(n_cols)) for _ in range(n_rows)]
+    return (draw(st.sampled_from(["\n", "\r\n"])).join(rows) + "\n").encode()
+
+
+@SETTINGS
+@given(raw=near_numbers_file())
+def test_near_numbers_read_like_the_python_parser(tmp_path, raw):
+    """Cells that are almost numbers, read with pyarrow first: the Python parser's outcome, whoever reads them."""
+    path = tmp_path / "near.csv"
+    path.write_bytes(raw)
+    assert outcome(path, {"timestamp_column": None}, True) == outcome(path, {"timestamp_column": None}, False), raw
+
+
 def outcome(path: Path, kwargs: dict, fast: bool):
     """("error", message) or ("table", columns, values' bits, timestamps, cleaning), and the warnings."""
     saved = data.FAST_PATH

@@ -66,7 +66,7 @@ def read_values(
             if cells is not None:
                 cells.extend(cell.strip() for cell in batch.column(ts_index).to_pylist())
             row += n
-    except pa.ArrowInvalid:  # a row with another number of fields, a cell that is not a number
+    except pa.ArrowException:  # ArrowInvalid: a row with another number of fields, a cell that is not a number
         return None
     if row != n_rows:
         return None

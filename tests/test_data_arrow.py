@@ -264,3 +264,25 @@ def test_small_files_read_with_numpy_load_neither_pyarrow_nor_pandas(tmp_path):
 def test_the_readers_are_looked_up_under_these_names():
     """fedgc.data.csv imports its readers by name, pyarrow's first: a renamed module cannot go unnoticed."""
     assert data.FAST_CHAIN == (arrow.__name__, pandas_reader.__name__) == (data.FAST_PARSER, data.PANDAS_PARSER)
+
+
+@pytest.mark.parametrize("sep", [",", ";"])
+def test_signed_padded_numbers_are_read_like_float(tmp_path, sep):
+    """pandas' C parser (3.1.1) rounds a quarter of the cells with a leading '+' and trailing blanks wrongly
+    ('+.10e31 ' -> 9.999999999999999e+29): a file pyarrow leaves (a padded missing cell) and that holds such
+    cells is read by the Python parser, so every value is float()'s."""
+    rng = np.random.default_rng(7)
+    cells = []
+    for _ in range(400):
+        digits = str(rng.integers(1, 10 ** int(rng.integers(2, 17))))
+        cut = int(rng.integers(0, len(digits) + 1))
+        cells.append(f"+{digits[:cut]}.{digits[cut:]}e{int(rng.integers(-140, 130))}{' ' * int(rng.integers(1, 3))}")
+    rows = [f" {sep}{cells[0]}"] + [f"1.5{sep}{cell}" for cell in cells[1:]]  # the padded blank cell: not pyarrow's
+    path = tmp_path / "signed.csv"
+    path.write_text("a" + sep + "b\n" + "\n".join(rows) + "\n")
+    table = data.read_client_csv(path, client=CLIENT)
+    expected = np.array([float(cell) for cell in cells])
+    assert bits(table.values[:, -1]) == bits(expected)
+    assert pandas_reader._signed_and_padded(path.read_bytes(), sep)
+    assert not pandas_reader._signed_and_padded(b"1e+5 ,2\n1,2\n", ",")  # padded, but '+' only in exponents
+    assert not pandas_reader._signed_and_padded(b"+1,2\n3,+4\n", ",")  # signed, but nothing padded

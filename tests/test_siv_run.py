@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedgc.app import runner
 from fedgc.app.config import ClientSpec, parse_config
 from fedgc.app.runner import run
 from fedgc.core.siv import siv_tests
@@ -16,7 +17,7 @@ from fedgc.core.snapshots import snapshot
 from fedgc.data import ground_truth as gt
 from fedgc.data.csv import write_client_csv
 from fedgc.errors import ConfigError, FedGCError
-from fedgc.protocol import wire
+from fedgc.protocol import loop, wire
 from fedgc.protocol.loop import snapshot_series
 from fedgc.protocol.messages import ClientInfo
 from fedgc.report.result_json import read_result, write_outputs
@@ -111,6 +112,32 @@ def test_a_run_with_identified_models_uses_siv_and_finds_only_the_true_edges(tan
     data = read_result(tmp_path / "out")
     assert data["test"] == "siv" and not schema_errors(data)
     assert "| Granger test | snapshot IV" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_siv_alongside_the_rounds_or_after_them_gives_the_same_test(tanks_csvs, tmp_path: Path, monkeypatch) -> None:
+    """The SIV test runs on a thread of its own during the rounds (small series) or after them (series over
+    SIV_ALONGSIDE_BYTES: memory), with two threads for its pieces (the local engine) or none: the same numbers."""
+    specs, _, _ = tanks_csvs
+    cfg = parse_config({"name": "tanks", "evaluation": {"oracle": False}, "server": {"max_rounds": 3}})
+    cfg = replace(cfg, clients=tuple(specs))
+    started: list[str] = []
+    background = loop.in_background
+
+    def recorded(work):
+        started.append("siv")
+        return background(work)
+
+    monkeypatch.setattr(loop, "in_background", recorded)
+    alongside = run(cfg, mode="run", out_dir=tmp_path / "alongside").fit.gc
+    assert started == ["siv"]
+    monkeypatch.setattr(loop, "SIV_ALONGSIDE_BYTES", 0)
+    after = run(cfg, mode="run", out_dir=tmp_path / "after").fit.gc
+    assert started == ["siv"]  # not started again
+    monkeypatch.setattr(runner, "LOCAL_WORKERS", 1)
+    serial = run(cfg, mode="run", out_dir=tmp_path / "serial").fit.gc
+    for other in (after, serial):
+        np.testing.assert_array_equal(other.log10_pvalue, alongside.log10_pvalue)
+        np.testing.assert_array_equal(other.statistic, alongside.statistic)
 
 
 def test_the_lr_test_can_still_be_asked_for(tanks_csvs, tmp_path: Path) -> None:

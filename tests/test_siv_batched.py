@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedgc.core import pair_hac, siv
+from fedgc.core import hac, pair_hac, siv
 from fedgc.core.hac import bartlett_lrv, equivalent_df, kron_bartlett_lrv, wald_test, wald_tests
 from fedgc.core.pair_hac import pair_lrvs
 from fedgc.core.siv import Projector, _add_regressors, _pair_tests, _tsls, ema_highpass, siv_tests
@@ -177,7 +177,8 @@ def test_memory_bounded_blocks_give_the_same_siv_result(monkeypatch: pytest.Monk
     xs = [snapshot(y).series for y in ys]
     whole = siv_tests(xs)
     monkeypatch.setattr(siv, "CHUNK_VALUES", 997)  # blocks of a few rows: instruments, projections
-    monkeypatch.setattr(pair_hac, "CHUNK_VALUES", 997)  # and the pairs' lag moments
+    monkeypatch.setattr(pair_hac, "MOMENT_BLOCK_VALUES", 997)  # the pairs' lag moments
+    monkeypatch.setattr(hac, "KRON_BLOCK_VALUES", 997)  # the lag candidates' long-run covariances
     blocks = siv_tests(xs)
     assert [(e.site, e.lag) for e in blocks.extra] == [(e.site, e.lag) for e in whole.extra]
     off = ~np.eye(system.M, dtype=bool)

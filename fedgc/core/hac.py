@@ -27,6 +27,9 @@ from fedgc.core.granger import chi2_log10_sf
 
 ANDREWS_RHO_CAP = 0.97  # AR(1) coefficients are capped so the plug-in bandwidth stays finite
 CHUNK_VALUES = 1 << 22  # floats per block of rows (32 MB) where a series is processed by blocks
+# floats of phi per block in kron_bartlett_lrv (4 MB: the block and its band stay in a core's cache; with
+# CHUNK_VALUES blocks a 100000 x 180 phi took 0.49 s, 0.24 s with these)
+KRON_BLOCK_VALUES = 1 << 19
 CHOLESKY_FROM = 32  # one hypothesis with at least this many restrictions: Cholesky instead of eigh
 
 
@@ -127,7 +130,7 @@ def kron_bartlett_lrv(
     N, k = a.shape[0], a.shape[1] * u.shape[1]
     if u.shape[0] != N or N < 3:
         raise ValueError(f"a and u must have the same N >= 3 rows, got {a.shape} and {u.shape}")
-    rows = max(64, CHUNK_VALUES // k) if chunk is None else int(chunk)
+    rows = max(64, KRON_BLOCK_VALUES // k) if chunk is None else int(chunk)
     mean = (a.T @ u / N).ravel()
 
     def phi(lo: int, hi: int) -> np.ndarray:
@@ -143,6 +146,8 @@ def kron_bartlett_lrv(
     b = min(max(andrews_from_sums(s00, s01, s11, N), float(min_bandwidth)), N / 4.0)
     weights = bartlett_weights(b)
     J = weights.size
+    if chunk is None:
+        rows = max(rows, 4 * J)  # a block's band reaches J rows beyond it on each side
     S = np.zeros((k, k))
     for start in range(0, N, rows):
         stop = min(N, start + rows)

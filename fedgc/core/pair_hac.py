@@ -23,10 +23,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fedgc.core.hac import CHUNK_VALUES, ar1_terms, bartlett_lrv
+from fedgc.core.hac import ar1_terms, bartlett_lrv
 
 MAX_SHARED_LAG = 12
 SHARED_SHARE = 0.9
+# Values of the two product series per block of rows in a lag's moment: ~1 MB, so a block's products stay in a
+# core's cache for the matrix product (at T = 525600 and 20 sites, 1.6 s per lag with 32 MB blocks, 0.9 s here).
+MOMENT_BLOCK_VALUES = 1 << 17
 
 
 class PairLRV(NamedTuple):
@@ -51,7 +54,7 @@ def _lagged_moment(a: np.ndarray, u: np.ndarray, pairs_a: tuple[np.ndarray, np.n
     pairs_u, by blocks of rows (memory: a block of both product series, not N of them)."""
     (i1, i2), (k1, k2) = pairs_a, pairs_u
     N = a.shape[0]
-    rows = max(64, CHUNK_VALUES // (i1.size + k1.size))
+    rows = max(64, MOMENT_BLOCK_VALUES // (i1.size + k1.size))
     G = np.zeros((i1.size, k1.size))
     for t in range(lag, N, rows):
         e = min(N, t + rows)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import warnings
 from decimal import Context, Decimal
 from pathlib import Path
 
@@ -18,11 +17,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_data_fast import outcome  # the fast chain against the Python parser, bit for bit
 
 import fedgc.data.csv as data
 import fedgc.data.csv_fast as arrow
 import fedgc.data.csv_pandas as pandas_reader
-from fedgc.errors import DataError
 
 CLIENT = "plant-4"
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, database=None,
@@ -126,25 +125,6 @@ def test_near_numbers_read_like_the_python_parser(tmp_path, raw):
     path = tmp_path / "near.csv"
     path.write_bytes(raw)
     assert outcome(path, {"timestamp_column": None}, True) == outcome(path, {"timestamp_column": None}, False), raw
-
-
-def outcome(path: Path, kwargs: dict, fast: bool):
-    """("error", message) or ("table", columns, values' bits, timestamps, cleaning), and the warnings."""
-    saved = data.FAST_PATH
-    data.FAST_PATH = fast
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                t = data.read_client_csv(path, client=CLIENT, **kwargs)
-            except DataError as exc:
-                result: tuple = ("error", str(exc))
-            else:
-                ts = None if t.timestamps is None else (t.timestamps.dtype.str, t.timestamps.tobytes())
-                result = ("table", t.columns, t.values.shape, bits(t.values), ts, t.cleaning, t.rows_sorted)
-    finally:
-        data.FAST_PATH = saved
-    return result, [str(w.message) for w in caught]
 
 
 @pytest.fixture

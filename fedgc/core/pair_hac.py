@@ -25,6 +25,10 @@ import numpy as np
 
 from fedgc.core.hac import ar1_terms, bartlett_lrv
 
+# map(f, items), or a thread pool's map: independent pieces of a computation go through it, results in the order of
+# items, so every map gives the same numbers.
+Mapper = Callable[..., Iterable[Any]]
+
 MAX_SHARED_LAG = 12
 SHARED_SHARE = 0.9
 # Values of the two product series per block of rows in a lag's moment: ~1 MB, so a block's products stay in a
@@ -65,7 +69,7 @@ def _lagged_moment(a: np.ndarray, u: np.ndarray, pairs_a: tuple[np.ndarray, np.n
 def pair_lrvs(
     a: np.ndarray, u: np.ndarray, sources: Sequence[Sequence[int] | np.ndarray], targets: Sequence[Sequence[int] | np.ndarray],
     pairs: Sequence[tuple[int, int]], *, min_bandwidth: float = 1.0, max_shared_lag: int = MAX_SHARED_LAG,
-    parallel_map: Callable[..., Iterable[Any]] = map,
+    parallel_map: Mapper = map,
 ) -> list[PairLRV]:  # fmt: skip
     """bartlett_lrv of phi = a[:, sources[n]] (x) u[:, targets[m]] for every (m, n) in pairs, in that order.
     The lags' moments (and the pairs computed alone) go through parallel_map (map or a thread pool's)."""

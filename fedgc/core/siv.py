@@ -22,8 +22,8 @@ Results are [target m, source n] matrices as in fedgc.core.granger.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
@@ -31,17 +31,13 @@ import scipy.linalg
 from fedgc.core.fdr import benjamini_hochberg
 from fedgc.core.granger import GCResult
 from fedgc.core.hac import CHUNK_VALUES, equivalent_df, kron_bartlett_lrv, wald_test, wald_tests
-from fedgc.core.pair_hac import pair_lrvs
+from fedgc.core.pair_hac import Mapper, pair_lrvs
 
 MAX_LAG = 2
 MIN_STRENGTH = 1.5  # partial first-stage strength (about 1 when a direction adds nothing) to consider a lag
 LAG_LEVEL = 0.01  # a lag is added when its Wald test has p < LAG_LEVEL / M
 MAX_WINDOW = 100.0
 SELECTION_ROWS = 100_000  # lags are selected on the last rows of longer series (see siv_tests)
-
-# map(f, items), or a thread pool's map: the tests' independent pieces (the lag candidates, the lags' moments)
-# are computed through it, results in the order of items, so every map gives the same numbers.
-Mapper = Callable[..., Iterable[Any]]
 
 
 class LagDirection(NamedTuple):

@@ -135,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
         "without moving their raw data.",
         epilog="examples:\n"
         "  fedgc simulate simulations/default.yaml --out runs/default   # a scenario with known truth\n"
-        "  fedgc run --data feed.csv --data reactor.csv --out runs/plant  # your sites' CSV files\n"
+        "  fedgc run --data feed.csv reactor.csv --out runs/plant         # your sites' CSV files\n"
         "  fedgc run plant.yaml --out runs/plant                          # a config naming the clients\n"
         "  fedgc inspect runs/plant --figures --export csv                # table, figures, edge list\n"
         "  fedgc run plant.yaml --resume runs/plant                       # continue an interrupted run\n\n"
@@ -160,12 +160,17 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="run on real per-client CSV files",
         description="Run on your sites' CSV files: each client filters its own file; only low-dimensional state "
         "estimates are exchanged. Give the files with --data (a client per file, named after it), or a config.",
-        epilog="examples:\n  fedgc run --data feed.csv --data reactor.csv --data separator.csv --out runs/plant\n"
+        epilog="examples:\n  fedgc run --data feed.csv reactor.csv separator.csv --out runs/plant\n"
+        "  fedgc run --data history/site*.csv --out runs/plant\n"
         "  fedgc run plant.yaml --out runs/plant\n  fedgc run plant.yaml --resume runs/plant\n\n"
         + CSV_FORMAT + "\n" + CONFIG_EXAMPLE + "\n" + OUTPUT_RULES,
     )  # fmt: skip
     run.add_argument("config", type=Path, nargs="?", help="run config YAML with a 'clients' list")
-    run.add_argument("--data", type=Path, action="append", default=[], help="a client's CSV (repeat; name = file stem)")
+    run.add_argument(
+        "--data", type=Path, action="extend", nargs="+", default=[], metavar="CSV",
+        help="the clients' CSV files, a client per file named after it (--data a.csv b.csv, --data sites/*.csv, or "
+        "--data repeated)",
+    )  # fmt: skip
     run.add_argument(
         "--align",
         choices=ALIGN_MODES,
@@ -311,14 +316,21 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".dat")
+CONFIG_SUFFIXES = (".yaml", ".yml")
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.config is not None and args.config.suffix.lower() in DATA_SUFFIXES:
         files = [*args.data, args.config]
         raise FedGCError(
-            f"{args.config} is a data file, not a run config: give each client's CSV with its own --data "
-            f"({' '.join(f'--data {f}' for f in files)})"
+            f"{args.config} is a data file, not a run config: give the clients' CSV files after --data "
+            f"(--data {' '.join(map(str, files))})"
+        )
+    configs = [f for f in args.data if f.suffix.lower() in CONFIG_SUFFIXES]
+    if configs:
+        raise FedGCError(
+            f"{configs[0]} is a run config, not a data file: give it before --data or without it "
+            f"(fedgc run {configs[0]} --out DIR)"
         )
     if args.config is not None and args.data:
         raise FedGCError("give either a config file or --data files, not both")

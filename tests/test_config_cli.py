@@ -356,12 +356,19 @@ def test_a_sweep_file_is_named_as_a_sweep_not_a_bad_config():
         load_config(path)
 
 
-def test_several_files_after_one_data_flag_are_told_to_repeat_it(tmp_path, capsys):
-    """`--data a.csv b.csv`: argparse takes b.csv for the config; the error says to repeat --data."""
-    assert main(["run", "--data", "a.csv", "b.csv", "--out", str(tmp_path / "out")]) == 2
+def test_one_data_flag_takes_several_files_and_refuses_a_config(plant_csvs, tmp_path, capsys):
+    """`--data a.csv b.csv c.csv` (what a shell glob gives) is one client per file, as repeated --data are; a
+    run config among the data files, or a data file where the config goes, is refused with the command to type."""
+    _, paths, _ = plant_csvs
+    out = tmp_path / "out"
+    assert main(["run", "--data", *map(str, paths), "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "result.json").read_text())["clients"] == [p.stem for p in paths]
+    assert main(["run", "--data", str(paths[0]), "plant.yaml", "--out", str(tmp_path / "o2")]) == 2
+    assert "plant.yaml is a run config, not a data file" in capsys.readouterr().err
+    assert main(["run", str(paths[1]), "--data", str(paths[0]), "--out", str(tmp_path / "o3")]) == 2
     err = capsys.readouterr().err
-    assert "b.csv is a data file, not a run config" in err and "(--data a.csv --data b.csv)" in err
-    assert not (tmp_path / "out").exists()
+    assert f"{paths[1]} is a data file, not a run config" in err and f"(--data {paths[0]} {paths[1]})" in err
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
 
 
 def test_docs_config_table_is_the_generated_reference():

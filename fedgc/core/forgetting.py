@@ -48,10 +48,9 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import numpy as np
-import scipy.special
 
 from fedgc.core.granger import chi2_log10_sf
-from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test
+from fedgc.core.hac import bartlett_lrv, equivalent_df, f_log10_sf, wald_test
 from fedgc.core.regression import Blocks, Diagonal, RegressionStats, regressor_inverse_block, row_fit, shared_inverse
 
 AlertKind = Literal["appeared", "disappeared", "changed"]
@@ -236,8 +235,5 @@ def scaled_chi2_log10_sf(statistic: np.ndarray, dof: np.ndarray, null: ScaledChi
     if not np.isfinite(null.scale_dof):
         out[ok] = chi2_log10_sf(statistic[ok] * g / null.scale, g * dof[ok])
         return out
-    d1, d2 = g * dof[ok], null.scale_dof
-    x = statistic[ok] / (null.scale * dof[ok])
-    with np.errstate(divide="ignore"):
-        out[ok] = np.log10(scipy.special.betainc(d2 / 2.0, d1 / 2.0, d2 / (d2 + d1 * x)))
+    out[ok] = f_log10_sf(statistic[ok] / (null.scale * dof[ok]), g * dof[ok], null.scale_dof)
     return out

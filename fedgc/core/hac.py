@@ -213,16 +213,22 @@ def wald_tests(delta: np.ndarray, V: np.ndarray, *, nu: np.ndarray | None = None
     ftest = (q > 0) & np.isfinite(nus) & (d2 >= 1)  # p = 1 when nu - q + 1 < 1 (too few degrees of freedom)
     if np.any(ftest):
         qf, d2f = q[ftest].astype(np.float64), d2[ftest]
-        F = stat[ftest] * d2f / (nus[ftest] * qf)
-        # P(F(q, d2) > F) = I_{d2 / (d2 + q F)}(d2 / 2, q / 2), the regularised incomplete beta function
-        with np.errstate(divide="ignore"):
-            lpf = np.log10(scipy.special.betainc(d2f / 2.0, qf / 2.0, d2f / (d2f + qf * F)))
-        under = ~np.isfinite(lpf)  # underflow: the chi-square tail of q F (the F's large-nu limit) keeps the order
-        if np.any(under):
-            lpf[under] = chi2_log10_sf(F[under] * qf[under], qf[under])
-        lp[ftest] = lpf
+        lp[ftest] = f_log10_sf(stat[ftest] * d2f / (nus[ftest] * qf), qf, d2f)
     stat[q == 0] = 0.0
     return WaldTests(stat, q, lp, nus)
+
+
+def f_log10_sf(x: np.ndarray, d1: np.ndarray | float, d2: np.ndarray | float) -> np.ndarray:
+    """log10 P(F(d1, d2) > x) elementwise = log10 I_{d2 / (d2 + d1 x)}(d2 / 2, d1 / 2), the regularised
+    incomplete beta function; where that underflows, the chi-square tail of d1 x (the F's large-d2 limit)
+    keeps the order."""
+    x, d1, d2 = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, d1, d2)))
+    with np.errstate(divide="ignore"):
+        out = np.log10(scipy.special.betainc(d2 / 2.0, d1 / 2.0, d2 / (d2 + d1 * x)))
+    under = ~np.isfinite(out)
+    if np.any(under):
+        out[under] = chi2_log10_sf(x[under] * d1[under], d1[under])
+    return out
 
 
 def wald_test(delta: np.ndarray, V: np.ndarray, *, nu: float | None = None) -> WaldTest:

@@ -153,6 +153,12 @@ def _regressors(
 Rows = Callable[[int, int], np.ndarray]
 
 
+def _row_blocks(n_rows: int, width: int) -> list[tuple[int, int]]:
+    """(lo, hi) of the blocks of rows of an (n_rows, width) matrix, CHUNK_VALUES values each."""
+    step = max(1, CHUNK_VALUES // max(width, 1))
+    return [(lo, min(n_rows, lo + step)) for lo in range(0, n_rows, step)]
+
+
 class Projector(NamedTuple):
     """The orthogonal projection onto the columns of Z (N, L): P_Z X = Z (Z^T Z)^{-1} Z^T X, with Z^T Z
     factored once (Cholesky: the instruments are high-passed lags of a stationary series, well conditioned)
@@ -173,10 +179,9 @@ class Projector(NamedTuple):
             return cls.of(lambda lo, hi: matrix[lo:hi], n_rows=matrix.shape[0], width=matrix.shape[1])
         if n_rows is None or width is None:
             raise ValueError("a row function needs n_rows and width")
-        step = max(1, CHUNK_VALUES // max(width, 1))
         gram = np.zeros((width, width))
-        for lo in range(0, n_rows, step):
-            block = Z(lo, min(n_rows, lo + step))
+        for lo, hi in _row_blocks(n_rows, width):
+            block = Z(lo, hi)
             gram += block.T @ block
         scale = np.sqrt(np.diag(gram))
         try:
@@ -193,16 +198,13 @@ class Projector(NamedTuple):
         return cls(lambda lo, hi: basis[lo:hi], n_rows, basis.shape[1], None)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        step = max(1, CHUNK_VALUES // max(self.width, 1))
-        blocks = range(0, self.n_rows, step)
+        blocks = _row_blocks(self.n_rows, self.width)
         ZtX = np.zeros((self.width, X.shape[1]))
-        for lo in blocks:
-            hi = min(self.n_rows, lo + step)
+        for lo, hi in blocks:
             ZtX += self.rows(lo, hi).T @ X[lo:hi]
         C = ZtX if self.factor is None else scipy.linalg.cho_solve(self.factor, ZtX, check_finite=False)
         out = np.empty((self.n_rows, X.shape[1]))
-        for lo in blocks:
-            hi = min(self.n_rows, lo + step)
+        for lo, hi in blocks:
             out[lo:hi] = self.rows(lo, hi) @ C
         return out
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,11 @@ def load_run(settings: TEPSettings, run: str) -> TEPRun:
     return load_tep(settings.folder, run=run, split=settings.split)
 
 
+def identify_unit(cfg: RunConfig, i: int, unit: str, values: np.ndarray) -> LocalModel:
+    """Unit i's model identified on its (T, P) rows, with the run's seed (TEPClients, the cross-fit reference)."""
+    return identify(values, client=unit, rng=np.random.default_rng(cfg.seed + i))
+
+
 def reference_sessions(cfg: RunConfig, sessions: Sequence[ClientSession]) -> list[StreamingSession]:
     """Streaming sessions over tep.identify_on with the units' models of `sessions`: the normal operation
     that calibrates the stream's alerts (streaming.alert_calibration: reference)."""
@@ -46,14 +52,14 @@ def reference_sessions(cfg: RunConfig, sessions: Sequence[ClientSession]) -> lis
 
 
 def cross_fit_reference_sessions(cfg: RunConfig) -> list[list[StreamingSession]]:
-    """tep.identify_on cut in halves, each streamed with the units' models identified on the other half the way
-    TEPClients identifies them (streaming.alert_calibration: cross_fit; fedgc.app.alert_reference)."""
+    """tep.identify_on cut in halves, each streamed with the units' models identified on the other half
+    (identify_unit, as TEPClients does; streaming.alert_calibration: cross_fit; fedgc.app.alert_reference)."""
     tep, stream = cfg.tep, cfg.streaming
     assert tep is not None and tep.identify_on is not None and stream is not None  # RunConfig checks both
     ref = load_run(tep, tep.identify_on)
     return cross_fit_sessions(
         ref.clients,
-        lambda i, unit, values: identify(values, client=unit, rng=np.random.default_rng(cfg.seed + i)),
+        partial(identify_unit, cfg),
         min_length=stream.window + 2 * stream.stride,
         learn_theta=cfg.client.learn_theta,
         theta_kind=cfg.client.theta,
@@ -80,10 +86,7 @@ class TEPClients:
             )
         run = load_run(tep, tep.run)
         train = run if tep.identify_on in (None, tep.run) else load_run(tep, tep.identify_on)
-        models = {
-            unit: identify(values, client=unit, rng=np.random.default_rng(cfg.seed + i))
-            for i, (unit, values) in enumerate(train.clients.items())
-        }
+        models = {unit: identify_unit(cfg, i, unit, values) for i, (unit, values) in enumerate(train.clients.items())}
         return cls(tep, run, models)
 
     @property

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedgc.core import hac, pair_hac, siv
+from fedgc.core import hac, siv
 from fedgc.core.hac import bartlett_lrv, equivalent_df, kron_bartlett_lrv, wald_test, wald_tests
 from fedgc.core.pair_hac import pair_lrvs
 from fedgc.core.siv import Projector, _add_regressors, _pair_tests, _tsls, ema_highpass, siv_tests
@@ -42,7 +42,37 @@ def test_banded_bartlett_is_the_lag_by_lag_sum(b: float) -> None:
     np.testing.assert_allclose(lrv.S, _naive_lrv(phi, b), rtol=1e-12, atol=1e-12)
 
 
-def test_pair_lrvs_equal_bartlett_lrv_pair_by_pair() -> None:
+def _naive_batch_means(phi: np.ndarray, batches: int) -> np.ndarray:
+    """Textbook batch means: sum_b n_b (mean_b - mean)(mean_b - mean)^T / (B - 1), one batch at a time."""
+    N = phi.shape[0]
+    S = np.zeros((phi.shape[1], phi.shape[1]))
+    for b in range(batches):
+        rows = phi[b * N // batches : (b + 1) * N // batches]
+        d = rows.mean(axis=0) - phi.mean(axis=0)
+        S += rows.shape[0] * np.outer(d, d)
+    return S / (batches - 1)
+
+
+@pytest.mark.parametrize("batches", [2, 7, 64, 700])
+def test_batch_means_lrv_is_the_batch_by_batch_sum(batches: int) -> None:
+    phi = _persistent(np.random.default_rng(0), 700, 4, 0.8)  # 700 / 7: equal batches; 700 / 64: unequal
+    np.testing.assert_allclose(
+        hac.batch_means_lrv(phi, batches=batches), _naive_batch_means(phi, batches), rtol=1e-12, atol=1e-12
+    )
+    with pytest.raises(ValueError, match="batches"):
+        hac.batch_means_lrv(phi, batches=701)
+
+
+def test_batch_count_rule() -> None:
+    assert hac.batch_count(2000, 4) == int(0.4 * 2000 ** (2 / 3))  # 63
+    assert hac.batch_count(2000, 40) == 80  # at least 2 q
+    assert hac.batch_count(2000, 40, min_rows=50) == 40  # batches of at least min_rows rows
+    assert hac.batch_count(3, 5) == 3 and hac.batch_count(10, 1, min_rows=9) == 2
+    with pytest.raises(ValueError):
+        hac.batch_count(100, 0)
+
+
+def test_pair_lrvs_equal_batch_means_pair_by_pair() -> None:
     rng = np.random.default_rng(1)
     N = 900
     a = np.hstack([_persistent(rng, N, 2, 0.2), _persistent(rng, N, 3, 0.9), rng.standard_normal((N, 1))])
@@ -50,14 +80,37 @@ def test_pair_lrvs_equal_bartlett_lrv_pair_by_pair() -> None:
     sources = [[0, 1], [2, 3, 5], [4]]  # a column set need not be contiguous
     targets = [[0, 1], [2], [3, 4]]
     pairs = [(m, n) for m in range(3) for n in range(3) if m != n]
-    for shared in (12, 1):  # 1: pairs with longer bandwidths go through bartlett_lrv one by one
-        got = pair_lrvs(a, u, sources, targets, pairs, min_bandwidth=3.0, max_shared_lag=shared)
+    for min_rows in (1, 40):
+        got = pair_lrvs(a, u, sources, targets, pairs, min_rows=min_rows)
         for (m, n), lrv in zip(pairs, got, strict=True):
             phi = (a[:, sources[n]][:, :, None] * u[:, targets[m]][:, None, :]).reshape(N, -1)
-            ref = bartlett_lrv(phi, min_bandwidth=3.0)
-            assert lrv.bandwidth == pytest.approx(ref.bandwidth, rel=1e-10)
-            np.testing.assert_allclose(lrv.S, ref.S, rtol=1e-10, atol=1e-12 * np.abs(ref.S).max())
-    assert max(lrv.bandwidth for lrv in got) > 4.0  # the persistent pairs did need more than the floor
+            assert lrv.batches == hac.batch_count(N, phi.shape[1], min_rows=min_rows)
+            ref = hac.batch_means_lrv(phi, batches=lrv.batches)
+            np.testing.assert_allclose(lrv.S, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+    assert len({lrv.batches for lrv in pair_lrvs(a[:100], u[:100], sources, targets, pairs)}) > 1  # 2 q raised some
+
+
+def test_batch_means_wald_is_calibrated_on_persistent_series() -> None:
+    """A series with two time scales (a fast AR(1) with most of the variance, a slower one with most of the
+    long-run variance) fools Andrews' AR(1) plug-in: the Newey-West test of its zero mean rejects a quarter of
+    the time at 0.05. Batch means with the F(q, B - q) reference halves that (a batch of 25 rows is still
+    not long against the slow part's time constant of 10: no estimator is exact there)."""
+    rng = np.random.default_rng(12)
+    N, q, runs = 1000, 3, 300
+    rejected = {"batch": 0, "andrews": 0}
+    for _ in range(runs):
+        fast, slow = _persistent(rng, N, q, 0.3) - 0.3, _persistent(rng, N, q, 0.9) - 0.3
+        phi = fast + 0.2 * slow
+        delta = phi.mean(axis=0)
+        B = hac.batch_count(N, q)
+        S = hac.batch_means_lrv(phi, batches=B)
+        rejected["batch"] += wald_test(delta, S / N, nu=B - 1.0).log10_pvalue < np.log10(0.05)
+        lrv = bartlett_lrv(phi)
+        rejected["andrews"] += wald_test(delta, lrv.S / N, nu=equivalent_df(N, lrv.bandwidth)).log10_pvalue < np.log10(
+            0.05
+        )
+    assert rejected["batch"] / runs <= 0.18
+    assert rejected["andrews"] / runs >= 0.2 and rejected["andrews"] >= 1.5 * rejected["batch"]
 
 
 def test_batched_wald_equals_one_at_a_time() -> None:
@@ -107,8 +160,8 @@ def test_pair_tests_equal_one_block_wald_per_pair() -> None:
     influence, resid = rng.standard_normal((800, 9)), _persistent(rng, 800, 6, 0.5)
     cols, offsets = [[0, 1, 8], [2, 3], [4, 5, 6, 7]], np.array([0, 2, 3, 6])  # unequal blocks, one split
     B = rng.standard_normal((9, 6)) * 0.05
-    statistic, dof, log10p, norm = _pair_tests(B, influence, resid, cols, np.diff(offsets), 1)
-    N, K = influence.shape
+    statistic, dof, log10p, norm, batches = _pair_tests(B, influence, resid, cols, np.diff(offsets), 1)
+    N = influence.shape[0]
     for m in range(3):
         t = list(range(offsets[m], offsets[m + 1]))
         for n in range(3):
@@ -116,9 +169,10 @@ def test_pair_tests_equal_one_block_wald_per_pair() -> None:
                 assert np.isnan(log10p[m, n])
                 continue
             phi = (influence[:, cols[n]][:, :, None] * resid[:, None, t]).reshape(N, -1)
-            lrv = bartlett_lrv(phi, min_bandwidth=3.0)
-            one = wald_test(B[np.ix_(cols[n], t)], lrv.S / N, nu=equivalent_df(N, lrv.bandwidth, K))
-            assert dof[m, n] == one.dof
+            n_batches = hac.batch_count(N, phi.shape[1], min_rows=3)
+            S = hac.batch_means_lrv(phi, batches=n_batches)
+            one = wald_test(B[np.ix_(cols[n], t)], S / N, nu=n_batches - 1.0)
+            assert dof[m, n] == one.dof and batches[m, n] == n_batches
             assert statistic[m, n] == pytest.approx(one.statistic, rel=1e-9)
             assert log10p[m, n] == pytest.approx(one.log10_pvalue, rel=1e-9)
             assert norm[m, n] == pytest.approx(np.linalg.norm(B[np.ix_(cols[n], t)]))
@@ -177,7 +231,6 @@ def test_memory_bounded_blocks_give_the_same_siv_result(monkeypatch: pytest.Monk
     xs = [snapshot(y).series for y in ys]
     whole = siv_tests(xs)
     monkeypatch.setattr(siv, "CHUNK_VALUES", 997)  # blocks of a few rows: instruments, projections
-    monkeypatch.setattr(pair_hac, "MOMENT_BLOCK_VALUES", 997)  # the pairs' lag moments
     monkeypatch.setattr(hac, "KRON_BLOCK_VALUES", 997)  # the lag candidates' long-run covariances
     blocks = siv_tests(xs)
     assert [(e.site, e.lag) for e in blocks.extra] == [(e.site, e.lag) for e in whole.extra]

@@ -15,8 +15,11 @@ Regressors: lag 1 of every site, plus lag-2 directions chosen per site (`select_
 than SELECTION_ROWS, on their last SELECTION_ROWS rows: every candidate's test costs N (c R)^2, and at
 100000 rows a lag that matters is found at any useful strength). Test of
 "site n does not Granger-cause site m": all of n's coefficients in m's equations are zero, a block Wald
-test with the Newey-West long-run covariance of the 2SLS influence series (fedgc.core.hac; bandwidth at
-least P + 2, so the MA(P) error's autocorrelations are covered) and the F small-sample correction.
+test with the batch-means long-run covariance of the 2SLS influence series and its exact F reference
+(fedgc.core.hac, fedgc.core.pair_hac; batches of at least P + 2 rows, so the MA(P) error's
+autocorrelations stay inside them). The lag selection's tests over all targets have too many
+restrictions for batch means and use the Newey-West covariance with Andrews' bandwidth and the F
+correction instead; they only choose regressors, at the stricter level LAG_LEVEL / M.
 Results are [target m, source n] matrices as in fedgc.core.granger.
 """
 
@@ -51,8 +54,9 @@ class LagDirection(NamedTuple):
 class SIVResult(NamedTuple):
     """Every matrix (M, M), [target m, source n], diagonal NaN (dof 0).
 
-    statistic: Wald statistic W;  dof: q = r_m x (number of n's regressors);  log10_pvalue: F-corrected;
+    statistic: Wald statistic W;  dof: q = r_m x (number of n's regressors);  log10_pvalue: of F(q, B - q);
     coef_norm: ||B^{mn}|| Frobenius norm of n's coefficients in m's equations (snapshot units);
+    batches: B, the batch-means covariance's batches (int);
     ranks: r_m per site;  extra: the lag-2 directions chosen;  max_lag: P;  window: W of the high-pass;
     n_obs: N rows of the regression;  n_regressors: K."""
 
@@ -60,6 +64,7 @@ class SIVResult(NamedTuple):
     dof: np.ndarray
     log10_pvalue: np.ndarray
     coef_norm: np.ndarray
+    batches: np.ndarray
     ranks: tuple[int, ...]
     extra: tuple[LagDirection, ...]
     max_lag: int
@@ -266,26 +271,22 @@ def _wald(B: np.ndarray, influence: np.ndarray, resid: np.ndarray, n_params: int
 
 
 def _pair_tests(
-    B: np.ndarray,
-    influence: np.ndarray,
-    resid: np.ndarray,
-    cols: Sequence[Sequence[int]],
-    dims: Sequence[int],
+    B: np.ndarray, influence: np.ndarray, resid: np.ndarray, cols: Sequence[Sequence[int]], dims: Sequence[int],
     max_lag: int,
-    parallel_map: Mapper = map,
-) -> tuple[np.ndarray, ...]:
-    """(W, q, log10 p, ||B^{mn}||) [m, n] of B[cols[n], m's columns] = 0 for every ordered pair (m's columns:
-    its dims[m] columns of resid, sites in order), the HAC covariance of phi_t = influence_t[cols[n]] (x)
-    resid_t[m's columns] (fedgc.core.pair_hac), batched by size."""
-    N, K = influence.shape
+) -> tuple[np.ndarray, ...]:  # fmt: skip
+    """(W, q, log10 p, ||B^{mn}||, batches) [m, n] of B[cols[n], m's columns] = 0 for every ordered pair (m's
+    columns: its dims[m] columns of resid, sites in order): Wald with the batch-means covariance of
+    phi_t = influence_t[cols[n]] (x) resid_t[m's columns] (fedgc.core.pair_hac; batches of at least
+    max_lag + 2 rows, as u is MA(max_lag)) and F(q, B - q), batched by size."""
+    N = influence.shape[0]
     M = len(cols)
     sources = [np.asarray(c, dtype=int) for c in cols]
     offsets = np.concatenate([[0], np.cumsum(dims)]).astype(int)
     targets = [np.arange(offsets[m], offsets[m + 1]) for m in range(M)]
     pairs = [(m, n) for m in range(M) for n in range(M) if n != m]
-    lrvs = pair_lrvs(influence, resid, sources, targets, pairs, min_bandwidth=max_lag + 2.0, parallel_map=parallel_map)
+    lrvs = pair_lrvs(influence, resid, sources, targets, pairs, min_rows=max_lag + 2)
     statistic, log10p, norm = np.full((M, M), np.nan), np.full((M, M), np.nan), np.full((M, M), np.nan)
-    dof = np.zeros((M, M), dtype=int)
+    dof, batches = np.zeros((M, M), dtype=int), np.zeros((M, M), dtype=int)
     by_size: dict[tuple[int, int], list[int]] = {}
     for p, (m, n) in enumerate(pairs):
         by_size.setdefault((sources[n].size, targets[m].size), []).append(p)
@@ -293,13 +294,14 @@ def _pair_tests(
         m_idx, n_idx = np.array([pairs[p] for p in members]).T
         rows = np.stack([sources[n] for n in n_idx])[:, :, None]
         blocks = B[rows, np.stack([targets[m] for m in m_idx])[:, None, :]]  # (P, k_n, r_m)
-        nu = np.array([equivalent_df(N, lrvs[p].bandwidth, K) for p in members])
+        nu = np.array([lrvs[p].batches - 1.0 for p in members])
         V = np.stack([lrvs[p].S / N for p in members])
         tests = wald_tests(blocks.reshape(len(members), -1), V, nu=nu)
         statistic[m_idx, n_idx], dof[m_idx, n_idx] = tests.statistic, tests.dof
         log10p[m_idx, n_idx] = tests.log10_pvalue
         norm[m_idx, n_idx] = np.linalg.norm(blocks, axis=(1, 2))
-    return statistic, dof, log10p, norm
+        batches[m_idx, n_idx] = [lrvs[p].batches for p in members]
+    return statistic, dof, log10p, norm, batches
 
 
 def _strengths(E: np.ndarray, V: np.ndarray, n_instruments: int) -> tuple[np.ndarray, np.ndarray]:
@@ -421,8 +423,8 @@ def siv_tests(
     influence = fit.influence()
     B, resid = fit.B, fit.resid
     del fit  # the instrumented regressors
-    statistic, dof, log10p, norm = _pair_tests(B, influence, resid, cols, dims, P, parallel_map)
-    return SIVResult(statistic, dof, log10p, norm, tuple(dims), extra, P, window, int(N), int(K))
+    statistic, dof, log10p, norm, batches = _pair_tests(B, influence, resid, cols, dims, P)
+    return SIVResult(statistic, dof, log10p, norm, batches, tuple(dims), extra, P, window, int(N), int(K))
 
 
 def with_siv_result(gc: GCResult, result: SIVResult) -> GCResult:

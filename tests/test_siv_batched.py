@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fedgc.core import hac, siv
-from fedgc.core.hac import bartlett_lrv, equivalent_df, kron_bartlett_lrv, wald_test, wald_tests
+from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test, wald_tests
 from fedgc.core.pair_hac import pair_lrvs
 from fedgc.core.siv import Projector, _add_regressors, _pair_tests, _tsls, ema_highpass, siv_tests
 from fedgc.core.snapshots import snapshot
@@ -178,6 +178,19 @@ def test_pair_tests_equal_one_block_wald_per_pair() -> None:
             assert norm[m, n] == pytest.approx(np.linalg.norm(B[np.ix_(cols[n], t)]))
 
 
+def test_candidate_wald_is_the_batch_means_wald_of_the_formed_series() -> None:
+    rng = np.random.default_rng(9)
+    N, c, R = 1500, 2, 40  # q = 80 restrictions: 2 q = 160 batches, above 0.4 N^(2/3) = 52
+    influence, resid = _persistent(rng, N, c, 0.4), _persistent(rng, N, R, 0.6)
+    B = rng.standard_normal((c, R)) * 0.02
+    phi = (influence[:, :, None] * resid[:, None, :]).reshape(N, -1)
+    batches = hac.batch_count(N, c * R, min_rows=4)
+    assert batches == 160
+    S = hac.batch_means_lrv(phi, batches=batches)
+    want = wald_test(B, S / N, nu=batches - 1.0).log10_pvalue
+    assert siv._wald(B, influence, resid, max_lag=2) == pytest.approx(want, rel=1e-9)
+
+
 @pytest.mark.parametrize("window", [1.0, 2.0, 100.0])
 def test_blocked_highpass_is_the_recursion(window: float) -> None:
     lam = 1.0 - 1.0 / window
@@ -212,26 +225,12 @@ def test_large_wald_by_cholesky_equals_the_eigen_decomposition() -> None:
     assert test.statistic == pytest.approx(float(np.sum((U[:, keep].T @ delta) ** 2 / w[keep])), rel=1e-8)
 
 
-@pytest.mark.parametrize("chunk", [None, 1, 5, 64])
-def test_kron_lrv_by_blocks_equals_bartlett_of_the_formed_series(chunk: int | None) -> None:
-    rng = np.random.default_rng(8)
-    for N, rho in ((1200, 0.95), (40, 0.5)):  # a bandwidth far wider than a block; a series shorter than one
-        a, u = _persistent(rng, N, 2, rho), _persistent(rng, N, 3, 0.9)
-        phi = (a[:, :, None] * u[:, None, :]).reshape(N, -1)
-        ref = bartlett_lrv(phi, min_bandwidth=3.0)
-        got = kron_bartlett_lrv(a, u, min_bandwidth=3.0, chunk=chunk)
-        assert got.bandwidth == pytest.approx(ref.bandwidth, rel=1e-12)
-        np.testing.assert_allclose(got.S, ref.S, rtol=1e-12, atol=1e-13 * np.abs(ref.S).max())
-    assert ref.bandwidth > 3.0
-
-
 def test_memory_bounded_blocks_give_the_same_siv_result(monkeypatch: pytest.MonkeyPatch) -> None:
     system = gt.make("mixed", 3)
     ys, _ = gt.simulate(system, 3000, np.random.default_rng(3))
     xs = [snapshot(y).series for y in ys]
     whole = siv_tests(xs)
     monkeypatch.setattr(siv, "CHUNK_VALUES", 997)  # blocks of a few rows: instruments, projections
-    monkeypatch.setattr(hac, "KRON_BLOCK_VALUES", 997)  # the lag candidates' long-run covariances
     blocks = siv_tests(xs)
     assert [(e.site, e.lag) for e in blocks.extra] == [(e.site, e.lag) for e in whole.extra]
     off = ~np.eye(system.M, dtype=bool)

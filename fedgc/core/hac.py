@@ -4,7 +4,7 @@ For a (N, k) series phi_t (an estimator's influence series) the long-run covaria
 
     S = Gamma_0 + sum_{j >= 1} w_j (Gamma_j + Gamma_j^T),   Gamma_j = (1/N) sum_t phi_t phi_{t-j}^T,
 
-estimated with Bartlett weights w_j = 1 - j / b for j < b (Newey-West), b from Andrews' (1991) AR(1)
+estimated with Bartlett weights w_j = 1 - j / b for j < b (Newey-West; the streaming change test), b from Andrews' (1991) AR(1)
 plug-in rule (one AR(1) per column, equal weights): b = 1.1447 (a1 N)^{1/3},
 a1 = sum 4 rho^2 sigma^4 / ((1 - rho)^6 (1 + rho)^2) / sum sigma^4 / (1 - rho)^4.
 
@@ -13,7 +13,7 @@ in small samples when q is large. Treating S as Wishart with the Bartlett kernel
 freedom nu = (N - K) / (b int k^2) = 1.5 (N - K) / b (capped at N - K), the Hotelling-type approximation
 W (nu - q + 1) / (nu q) ~ F(q, nu - q + 1) holds; as nu -> inf it is the chi2(q) test.
 
-Batch means (the SIV pair tests): the N rows cut into B consecutive batches b of n_b rows (lengths differing
+Batch means (the SIV tests): the N rows cut into B consecutive batches b of n_b rows (lengths differing
 by at most one), phibar_b their means, phibar the overall mean,
 
     S = 1 / (B - 1) sum_b n_b (phibar_b - phibar)(phibar_b - phibar)^T.
@@ -40,9 +40,6 @@ from fedgc.core.granger import chi2_log10_sf
 
 ANDREWS_RHO_CAP = 0.97  # AR(1) coefficients are capped so the plug-in bandwidth stays finite
 CHUNK_VALUES = 1 << 22  # floats per block of rows (32 MB) where a series is processed by blocks
-# floats of phi per block in kron_bartlett_lrv (4 MB: the block and its band stay in a core's cache; with
-# CHUNK_VALUES blocks a 100000 x 180 phi took 0.49 s, 0.24 s with these)
-KRON_BLOCK_VALUES = 1 << 19
 BATCH_SCALE = 0.4  # B = floor(BATCH_SCALE N^(2/3)) batches before the floor 2q
 CHOLESKY_FROM = 32  # one hypothesis with at least this many restrictions: Cholesky instead of eigh
 
@@ -131,46 +128,6 @@ def _banded(ext: np.ndarray, off: int, n: int, weights: np.ndarray) -> np.ndarra
         if last > 0:
             banded[:last] += w * ext[off + j : off + j + last]
     return banded
-
-
-def kron_bartlett_lrv(
-    a: np.ndarray, u: np.ndarray, *, min_bandwidth: float = 1.0, chunk: int | None = None
-) -> LongRunCovariance:
-    """bartlett_lrv of phi_t = a_t (x) u_t (N, c R; columns (i, k) row-major) without forming phi: the
-    Andrews sums and N S = sum_t phi_t (K phi)_t^T accumulated over blocks of `chunk` rows (each block with
-    the neighbouring rows its band reaches), so memory is a block, not N x c R."""
-    a = np.asarray(a, dtype=np.float64)
-    u = np.asarray(u, dtype=np.float64)
-    N, k = a.shape[0], a.shape[1] * u.shape[1]
-    if u.shape[0] != N or N < 3:
-        raise ValueError(f"a and u must have the same N >= 3 rows, got {a.shape} and {u.shape}")
-    rows = max(64, KRON_BLOCK_VALUES // k) if chunk is None else int(chunk)
-    mean = (a.T @ u / N).ravel()
-
-    def phi(lo: int, hi: int) -> np.ndarray:
-        return (a[lo:hi, :, None] * u[lo:hi, None, :]).reshape(hi - lo, k) - mean
-
-    s00, s01, s11 = np.zeros(k), np.zeros(k), np.zeros(k)
-    for lo in range(0, N - 1, rows):
-        block = phi(lo, min(N, lo + rows + 1))
-        x0, x1 = block[:-1], block[1:]
-        s00 += np.einsum("tk,tk->k", x0, x0)
-        s01 += np.einsum("tk,tk->k", x0, x1)
-        s11 += np.einsum("tk,tk->k", x1, x1)
-    b = min(max(andrews_from_sums(s00, s01, s11, N), float(min_bandwidth)), N / 4.0)
-    weights = bartlett_weights(b)
-    J = weights.size
-    if chunk is None:
-        rows = max(rows, 4 * J)  # a block's band reaches J rows beyond it on each side
-    S = np.zeros((k, k))
-    for start in range(0, N, rows):
-        stop = min(N, start + rows)
-        lo, hi = max(0, start - J), min(N, stop + J)
-        ext = phi(lo, hi)
-        off, n = start - lo, stop - start
-        S += ext[off : off + n].T @ _banded(ext, off, n, weights)
-    S /= N
-    return LongRunCovariance(0.5 * (S + S.T), float(b))
 
 
 def batch_count(n: int, n_restrictions: int, *, min_rows: int = 1) -> int:

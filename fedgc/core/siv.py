@@ -12,14 +12,13 @@ average of time constant W = min(sqrt(T), 100) (a function of x_{<= t} only), so
 near-integrated states do not dominate them.
 
 Regressors: lag 1 of every site, plus lag-2 directions chosen per site (`select_lags`; on series longer
-than SELECTION_ROWS, on their last SELECTION_ROWS rows: every candidate's test costs N (c R)^2, and at
+than SELECTION_ROWS, on their last SELECTION_ROWS rows: every candidate costs a refit and a test over the rows, and at
 100000 rows a lag that matters is found at any useful strength). Test of
 "site n does not Granger-cause site m": all of n's coefficients in m's equations are zero, a block Wald
 test with the batch-means long-run covariance of the 2SLS influence series and its exact F reference
 (fedgc.core.hac, fedgc.core.pair_hac; batches of at least P + 2 rows, so the MA(P) error's
-autocorrelations stay inside them). The lag selection's tests over all targets have too many
-restrictions for batch means and use the Newey-West covariance with Andrews' bandwidth and the F
-correction instead; they only choose regressors, at the stricter level LAG_LEVEL / M.
+autocorrelations stay inside them). The lag selection's tests (a candidate's coefficients in every
+target's equations) use the same covariance; their many restrictions q = c R make B = 2q batches.
 Results are [target m, source n] matrices as in fedgc.core.granger.
 """
 
@@ -33,8 +32,8 @@ import scipy.linalg
 
 from fedgc.core.fdr import benjamini_hochberg
 from fedgc.core.granger import GCResult
-from fedgc.core.hac import CHUNK_VALUES, equivalent_df, kron_bartlett_lrv, wald_test, wald_tests
-from fedgc.core.pair_hac import Mapper, pair_lrvs
+from fedgc.core.hac import CHUNK_VALUES, batch_count, wald_test, wald_tests
+from fedgc.core.pair_hac import Mapper, batch_sums, pair_lrvs
 
 MAX_LAG = 2
 MIN_STRENGTH = 1.5  # partial first-stage strength (about 1 when a direction adds nothing) to consider a lag
@@ -263,11 +262,12 @@ def _add_regressors(
     return _Added(Bc, E @ Gc, fit.resid - (Xc - X @ gamma) @ Bc)
 
 
-def _wald(B: np.ndarray, influence: np.ndarray, resid: np.ndarray, n_params: int, max_lag: int) -> float:
-    """log10 p of B (k, r) = 0 with the HAC covariance of phi_t = influence_t (N, k) (x) u_t (N, r)."""
+def _wald(B: np.ndarray, influence: np.ndarray, resid: np.ndarray, *, max_lag: int) -> float:
+    """log10 p of B (k, r) = 0 with the batch-means covariance of phi_t = influence_t (N, k) (x) u_t (N, r)."""
     N = influence.shape[0]
-    lrv = kron_bartlett_lrv(influence, resid, min_bandwidth=max_lag + 2.0)
-    return wald_test(B, lrv.S / N, nu=equivalent_df(N, lrv.bandwidth, n_params)).log10_pvalue
+    batches = batch_count(N, B.size, min_rows=max_lag + 2)
+    dev = batch_sums(influence, resid, batches).reshape(batches, -1)
+    return wald_test(B, dev.T @ dev / ((batches - 1) * N), nu=batches - 1.0).log10_pvalue
 
 
 def _pair_tests(
@@ -363,7 +363,7 @@ def _select_lags(
                 return None
             A = dirs[:, keep] / np.linalg.norm(dirs[:, keep], axis=0)
             added = _add_regressors(fit, d.Y, X, Xn @ A, Xn_hat @ A, E @ A)
-            lp = _wald(added.B, added.influence, added.resid, X.shape[1] + A.shape[1], max_lag)
+            lp = _wald(added.B, added.influence, added.resid, max_lag=max_lag)
             return lp, [LagDirection(n, k, A[:, j]) for j in range(A.shape[1])]
 
         best: tuple[float, list[LagDirection]] | None = None

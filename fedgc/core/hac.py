@@ -4,8 +4,8 @@ For a (N, k) series phi_t (an estimator's influence series) the long-run covaria
 
     S = Gamma_0 + sum_{j >= 1} w_j (Gamma_j + Gamma_j^T),   Gamma_j = (1/N) sum_t phi_t phi_{t-j}^T,
 
-estimated with Bartlett weights w_j = 1 - j / b for j < b (Newey-West; the streaming change test), b from Andrews' (1991) AR(1)
-plug-in rule (one AR(1) per column, equal weights): b = 1.1447 (a1 N)^{1/3},
+estimated with Bartlett weights w_j = 1 - j / b for j < b (Newey-West; the streaming change test), b from
+Andrews' (1991) AR(1) plug-in rule (one AR(1) per column, equal weights): b = 1.1447 (a1 N)^{1/3},
 a1 = sum 4 rho^2 sigma^4 / ((1 - rho)^6 (1 + rho)^2) / sum sigma^4 / (1 - rho)^4.
 
 A Wald statistic W = delta^T V^{-1} delta with V = S / N estimated from the same data is not chi2(q)
@@ -19,12 +19,12 @@ by at most one), phibar_b their means, phibar the overall mean,
     S = 1 / (B - 1) sum_b n_b (phibar_b - phibar)(phibar_b - phibar)^T.
 
 When phi's dependence is short against a batch (fixed-B asymptotics), the batch sums are independent
-normal, so S is Wishart with nu = B - 1 degrees of freedom, independent of phibar, and the F form above is
-Hotelling's T^2, exactly F(q, B - q): no bandwidth to estimate, so slow components that an AR(1) plug-in
-misses (multi-scale plant dynamics) cost degrees of freedom instead of size. B = floor(0.4 N^(2/3)), the degrees of freedom Lazarus, Lewis, Stock
-and Watson (2018, "HAR inference: recommendations for practice") recommend for equal-weight estimators,
-raised to 2q so that the F keeps at least q denominator degrees of freedom, and capped so that a batch
-holds at least `min_rows` rows.
+normal, so S is Wishart with nu = B - 1 degrees of freedom, independent of phibar, and the F form above
+is Hotelling's T^2, exactly F(q, B - q). There is no bandwidth to estimate, so slow components that an
+AR(1) plug-in misses (multi-scale plant dynamics) are not under-covered the way Newey-West's are.
+B = floor(0.4 N^(2/3)), the degrees of freedom Lazarus, Lewis, Stock and Watson (2018, "HAR inference:
+recommendations for practice") recommend for equal-weight estimators, raised to 2q so that the F keeps
+at least q denominator degrees of freedom, and capped so that a batch holds at least `min_rows` rows.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Batch-means long-run covariances of many Kronecker influence series at once (the SIV pair tests).
+"""Batch-means long-run covariances of many Kronecker influence series at once (the SIV tests).
 
 For sources n (column sets I_n of an influence series a (N, K)) and targets m (column sets J_m of a
 residual series u (N, R)), the pair (m, n) has the series phi_t = a_t[I_n] (x) u_t[J_m] (N, q = k_n r_m) and
@@ -34,7 +34,7 @@ class PairLRV(NamedTuple):
 
 
 def batch_sums(a: np.ndarray, u: np.ndarray, batches: int) -> np.ndarray:
-    """(B, K, R) centred batch sums of a_t u_t^T scaled by 1 / sqrt(n_b): (sum_{t in b} a_t u_t^T - n_b mean) / sqrt(n_b)."""
+    """(B, K, R) centred, scaled batch sums of a_t u_t^T: (sum_{t in b} a_t u_t^T - n_b mean) / sqrt(n_b)."""
     N = a.shape[0]
     bounds = batch_bounds(N, batches)
     mean = a.T @ u / N

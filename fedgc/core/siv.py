@@ -12,8 +12,8 @@ average of time constant W = min(sqrt(T), 100) (a function of x_{<= t} only), so
 near-integrated states do not dominate them.
 
 Regressors: lag 1 of every site, plus lag-2 directions chosen per site (`select_lags`; on series longer
-than SELECTION_ROWS, on their last SELECTION_ROWS rows: every candidate costs a refit and a test over the rows, and at
-100000 rows a lag that matters is found at any useful strength). Test of
+than SELECTION_ROWS, on their last SELECTION_ROWS rows: every candidate costs a refit and a test over the
+rows, and at 100000 rows a lag that matters is found at any useful strength). Test of
 "site n does not Granger-cause site m": all of n's coefficients in m's equations are zero, a block Wald
 test with the batch-means long-run covariance of the 2SLS influence series and its exact F reference
 (fedgc.core.hac, fedgc.core.pair_hac; batches of at least P + 2 rows, so the MA(P) error's

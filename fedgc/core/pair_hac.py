@@ -33,7 +33,7 @@ class PairLRV(NamedTuple):
     batches: int
 
 
-def batch_sums(a: np.ndarray, u: np.ndarray, batches: int) -> np.ndarray:
+def _batch_sums(a: np.ndarray, u: np.ndarray, batches: int) -> np.ndarray:
     """(B, K, R) centred, scaled batch sums of a_t u_t^T: (sum_{t in b} a_t u_t^T - n_b mean) / sqrt(n_b)."""
     N = a.shape[0]
     bounds = batch_bounds(N, batches)
@@ -60,7 +60,7 @@ def pair_lrvs(
     count = {(m, n): batch_count(N, src[n].size * tgt[m].size, min_rows=min_rows) for m, n in pairs}
     out: list[PairLRV | None] = [None] * len(pairs)
     for batches in sorted(set(count.values())):
-        sums = batch_sums(a, u, batches)
+        sums = _batch_sums(a, u, batches)
         groups: dict[tuple[int, int], list[int]] = {}
         for p, pair in enumerate(pairs):
             if count[pair] == batches:
@@ -70,7 +70,7 @@ def pair_lrvs(
             rows = np.stack([src[n] for n in n_idx])[:, None, :, None]
             cols = np.stack([tgt[m] for m in m_idx])[:, None, None, :]
             dev = sums[np.arange(batches)[None, :, None, None], rows, cols].reshape(len(members), batches, -1)
-            S = np.einsum("pbi,pbj->pij", dev, dev) / (batches - 1)
+            S = np.swapaxes(dev, 1, 2) @ dev / (batches - 1)
             for i, p in enumerate(members):
                 out[p] = PairLRV(0.5 * (S[i] + S[i].T), batches)
     return [lrv for lrv in out if lrv is not None]

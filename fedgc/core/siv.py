@@ -32,8 +32,8 @@ import scipy.linalg
 
 from fedgc.core.fdr import benjamini_hochberg
 from fedgc.core.granger import GCResult
-from fedgc.core.hac import CHUNK_VALUES, batch_count, wald_test, wald_tests
-from fedgc.core.pair_hac import Mapper, batch_sums, pair_lrvs
+from fedgc.core.hac import CHUNK_VALUES, wald_test, wald_tests
+from fedgc.core.pair_hac import Mapper, pair_lrvs
 
 MAX_LAG = 2
 MIN_STRENGTH = 1.5  # partial first-stage strength (about 1 when a direction adds nothing) to consider a lag
@@ -264,10 +264,9 @@ def _add_regressors(
 
 def _wald(B: np.ndarray, influence: np.ndarray, resid: np.ndarray, *, max_lag: int) -> float:
     """log10 p of B (k, r) = 0 with the batch-means covariance of phi_t = influence_t (N, k) (x) u_t (N, r)."""
-    N = influence.shape[0]
-    batches = batch_count(N, B.size, min_rows=max_lag + 2)
-    dev = batch_sums(influence, resid, batches).reshape(batches, -1)
-    return wald_test(B, dev.T @ dev / ((batches - 1) * N), nu=batches - 1.0).log10_pvalue
+    everything = [np.arange(influence.shape[1])], [np.arange(resid.shape[1])]
+    lrv = pair_lrvs(influence, resid, *everything, [(0, 0)], min_rows=max_lag + 2)[0]
+    return wald_test(B, lrv.S / influence.shape[0], nu=lrv.batches - 1.0).log10_pvalue
 
 
 def _pair_tests(

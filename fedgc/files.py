@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 TEMP_MARK = ".fedgc-tmp"  # in every temporary file's name: `fedgc` never leaves one behind, a crash may
 
@@ -56,6 +59,33 @@ def replacing(path: str | os.PathLike, *, sync: bool = False) -> Iterator[Path]:
         raise
     if sync:
         fsync_folder(path.parent)
+
+
+@contextmanager
+def ctrl_c_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) until the block ends, then raise the KeyboardInterrupt it would have raised.
+
+    For writes that must finish once begun (a checkpoint and its summary): an interrupt inside a library's
+    writer (np.savez's zip file) leaves a half-built object whose finaliser prints a traceback. Only the
+    main thread receives signals; elsewhere, or when SIGINT is not Python's default handler, the block runs
+    as it is."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, sync: bool = False) -> Path:

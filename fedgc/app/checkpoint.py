@@ -43,7 +43,7 @@ from fedgc.app.config import RunConfig, to_plain
 from fedgc.core.regression import RegressionStats
 from fedgc.core.response import ResponseModel
 from fedgc.errors import FedGCError
-from fedgc.files import file_digest, replacing
+from fedgc.files import ctrl_c_deferred, file_digest, replacing
 from fedgc.privacy.budget import releases_per_run
 from fedgc.privacy.mechanism import ReleaseNoise
 from fedgc.protocol.acceleration import SecantMemory, Snapshot
@@ -249,13 +249,14 @@ def save_checkpoint(directory: str | Path, ckpt: Checkpoint) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_FILE
     arrays = encode(ckpt)
-    _write_atomic(path, lambda f: np.savez(f, **arrays))
     meta = json.loads(str(arrays["meta"]))
     meta["complete"] = bool(ckpt.state.finished)
     meta["A_s_shape"] = list(ckpt.state.A_s.shape)
     meta["history"] = [r._asdict() for r in ckpt.state.history]
     meta["error"] = None
-    _write_atomic(directory / CHECKPOINT_JSON, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    with ctrl_c_deferred():  # a Ctrl-C during the writes lands after them: the pair is this round's, whole
+        _write_atomic(path, lambda f: np.savez(f, **arrays))
+        _write_atomic(directory / CHECKPOINT_JSON, lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return path
 
 

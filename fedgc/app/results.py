@@ -17,7 +17,7 @@ from fedgc.app.config import RunConfig
 from fedgc.core.granger import GCResult
 from fedgc.data.align import AlignedRows
 from fedgc.data.csv import ClientTable
-from fedgc.files import replacing
+from fedgc.files import ctrl_c_deferred, replacing
 from fedgc.protocol.loop import FitResult
 from fedgc.protocol.state import Dropout, RoundRecord
 
@@ -147,7 +147,7 @@ def decode_fit(arrays: Mapping[str, np.ndarray]) -> FitResult:
 def save_fit(path: str | Path, fit: FitResult) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(path) as tmp, open(tmp, "wb") as f:
+    with ctrl_c_deferred(), replacing(path) as tmp, open(tmp, "wb") as f:  # np.savez's zip must not be cut short
         np.savez(f, **encode_fit(fit))
     return path
 

@@ -24,7 +24,7 @@ from fedgc.core.moments import (
     standardised_gram,
 )
 from fedgc.errors import ModelError
-from fedgc.files import replacing
+from fedgc.files import ctrl_c_deferred, replacing
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def save_npz(path: str | Path, model: LocalModel, *, identified_on: str | None =
     if identified_on is not None:
         arrays[PROVENANCE] = np.asarray(identified_on, dtype=str)
     path = Path(path) if str(path).endswith(".npz") else Path(f"{path}.npz")  # as np.savez names it
-    with replacing(path) as tmp, open(tmp, "wb") as f:
+    with ctrl_c_deferred(), replacing(path) as tmp, open(tmp, "wb") as f:  # np.savez's zip must not be cut short
         np.savez(f, **arrays)  # type: ignore[arg-type]
 
 

@@ -134,9 +134,16 @@ def granger_tests(
     edges = np.zeros(shape, dtype=bool)
     if off.any():
         edges[off] = benjamini_hochberg(pvalue[off], alpha=alpha)
-    strength = np.full(shape, np.nan)
+    strength = block_strength(A_s, blocks)
+    return GCResult(tuple(clients), blocks.dims, strength, gc, statistic, dof, pvalue, logp, edges, alpha, A_s)
+
+
+def block_strength(A_s: np.ndarray, blocks: Blocks) -> np.ndarray:
+    """(M, M) ||A_s^{mn}||_F indexed [target m, source n]; NaN on the diagonal."""
+    M = len(blocks.dims)
+    strength = np.full((M, M), np.nan)
     for m in range(M):
         for n in range(M):
             if m != n:
                 strength[m, n] = np.linalg.norm(A_s[blocks.slice(m), blocks.slice(n)])
-    return GCResult(tuple(clients), blocks.dims, strength, gc, statistic, dof, pvalue, logp, edges, alpha, A_s)
+    return strength

@@ -31,9 +31,10 @@ import numpy as np
 import scipy.linalg
 
 from fedgc.core.fdr import benjamini_hochberg
-from fedgc.core.granger import GCResult
+from fedgc.core.granger import GCResult, block_strength
 from fedgc.core.hac import CHUNK_VALUES, wald_test, wald_tests
 from fedgc.core.pair_hac import Mapper, pair_lrvs
+from fedgc.core.regression import Blocks
 
 MAX_LAG = 2
 MIN_STRENGTH = 1.5  # partial first-stage strength (about 1 when a direction adds nothing) to consider a lag
@@ -426,18 +427,20 @@ def siv_tests(
     return SIVResult(statistic, dof, log10p, norm, batches, tuple(dims), extra, P, window, int(N), int(K))
 
 
-def with_siv_result(gc: GCResult, result: SIVResult) -> GCResult:
-    """gc (a run's result over the same sites, in the same order) with its statistic, dof, p-values and edges
-    from a siv_tests result: Benjamini-Hochberg at gc.alpha over the M (M - 1) p-values, gc = W / N (the LR's
-    ln det ratio is about its statistic / N), test 'siv'. strength and A_s are kept."""
-    if len(result.ranks) != len(gc.dims):
-        raise ValueError(f"SIV tests of {len(result.ranks)} sites for a result of {len(gc.dims)}")
+def siv_gc_result(
+    result: SIVResult, *, clients: Sequence[str], blocks: Blocks, A_s: np.ndarray, alpha: float
+) -> GCResult:
+    """A run's GCResult from a siv_tests result over the same sites, in the same order: its statistic, dof
+    and p-values, Benjamini-Hochberg edges at alpha over the M (M - 1) p-values, gc = W / N (the LR's
+    ln det ratio is about its statistic / N), test 'siv'; strength the A_s block norms (the server's fit)."""
+    if len(result.ranks) != len(blocks.dims) or len(clients) != len(blocks.dims):
+        raise ValueError(f"SIV tests of {len(result.ranks)} sites for a result of {len(blocks.dims)}")
     M = len(result.ranks)
     off = ~np.eye(M, dtype=bool)
     pvalue = np.where(off, 10.0**result.log10_pvalue, np.nan)
     edges = np.zeros((M, M), dtype=bool)
-    edges[off] = benjamini_hochberg(pvalue[off], alpha=gc.alpha)
-    return gc._replace(
-        gc=result.statistic / result.n_obs, statistic=result.statistic, dof=result.dof, pvalue=pvalue,
-        log10_pvalue=result.log10_pvalue, edges=edges, test="siv",
+    edges[off] = benjamini_hochberg(pvalue[off], alpha=alpha)
+    return GCResult(
+        tuple(clients), blocks.dims, block_strength(A_s, blocks), result.statistic / result.n_obs, result.statistic,
+        result.dof, pvalue, result.log10_pvalue, edges, alpha, A_s, test="siv",
     )  # fmt: skip

@@ -41,7 +41,7 @@ from fedgc.core.regression import (
     relative_change,
 )
 from fedgc.core.response import BaseRound
-from fedgc.core.siv import SIVResult, siv_tests, with_siv_result
+from fedgc.core.siv import SIVResult, siv_gc_result, siv_tests
 from fedgc.errors import FedGCError, FedGCWarning
 from fedgc.privacy.server import ServerPrivacy, debias_stats, privatise_augmentations, shrink_blocks
 from fedgc.protocol.acceleration import Prediction, SecantMemory, Snapshot, predict
@@ -365,33 +365,43 @@ class Rounds:
         return st, self.statistics(st, replies, self.layout(st)[1], span)
 
     def tests(self, st: ProtocolState, stats: RegressionStats) -> GCResult:
-        """Granger tests of every ordered pair of the active clients, embedded over all clients."""
+        """Granger tests of every ordered pair of the active clients, embedded over all clients: the SIV test
+        when the clients sent snapshot series (the LR test only as its fallback under 'auto'), else the LR test."""
         members, blocks, A_s = self.layout(st)
-        gc = granger_tests(
-            stats, A_s, [self.names[m] for m in members], blocks, diagonal=self.config.diagonal, alpha=self.config.alpha
-        )
+        names = [self.names[m] for m in members]
+        gc = None
         if self.snapshots is not None and len(members) >= 2:
-            series = [self.snapshots[m] for m in members]
-            missing = [self.names[m] for m, x in zip(members, series) if x is None]
-            if missing:
-                raise FedGCError(
-                    f"client(s) {missing} sent no snapshot series, which the SIV test (server.test: siv) needs"
-                )
-            try:
-                if self.siv_of_all is not None and len(members) == len(self.names):
-                    result = self.siv_of_all.result()
-                else:  # clients dropped out: the test of those left
-                    result = self.siv([x for x in series if x is not None])
-                gc = with_siv_result(gc, result)
-            except ValueError as exc:
-                if self.config.test == "siv":
-                    raise FedGCError(f"the SIV test cannot run on the clients' snapshot series: {exc}") from exc
-                log.warning(
-                    "the SIV test cannot run on the clients' snapshot series (%s); the p-values are the LR test's", exc
-                )
+            gc = self.siv_gc(members, [self.snapshots[m] for m in members], blocks, A_s)
+        if gc is None:
+            gc = granger_tests(stats, A_s, names, blocks, diagonal=self.config.diagonal, alpha=self.config.alpha)
         if len(members) < len(self.names):
             gc = embed_gc(gc, self.names, self.full.dims, members, st.A_s)
         return gc
+
+    def siv_gc(
+        self, members: list[int], series: list[np.ndarray | None], blocks: Blocks, A_s: np.ndarray
+    ) -> GCResult | None:
+        """The SIV test's result over the members (series: their snapshot series); None when it cannot run
+        and the run's test is 'auto'."""
+        missing = [self.names[m] for m, x in zip(members, series) if x is None]
+        if missing:
+            raise FedGCError(
+                f"client(s) {missing} sent no snapshot series, which the SIV test (server.test: siv) needs"
+            )
+        try:
+            if self.siv_of_all is not None and len(members) == len(self.names):
+                result = self.siv_of_all.result()
+            else:  # clients dropped out: the test of those left
+                result = self.siv([x for x in series if x is not None])
+        except ValueError as exc:
+            if self.config.test == "siv":
+                raise FedGCError(f"the SIV test cannot run on the clients' snapshot series: {exc}") from exc
+            log.warning(
+                "the SIV test cannot run on the clients' snapshot series (%s); the p-values are the LR test's", exc
+            )
+            return None
+        names = [self.names[m] for m in members]
+        return siv_gc_result(result, clients=names, blocks=blocks, A_s=A_s, alpha=self.config.alpha)
 
 
 def run_protocol(

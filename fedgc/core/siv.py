@@ -17,7 +17,14 @@ rows, and at 100000 rows a lag that matters is found at any useful strength). Te
 "site n does not Granger-cause site m": all of n's coefficients in m's equations are zero, a block Wald
 test with the batch-means long-run covariance of the 2SLS influence series and its exact F reference
 (fedgc.core.hac, fedgc.core.pair_hac; batches of at least P + 2 rows, so the MA(P) error's
-autocorrelations stay inside them). The lag selection's tests (a candidate's coefficients in every
+autocorrelations stay inside them). The covariance is that of the influence series times the residuals
+high-passed with window RESIDUAL_WINDOWS W (from 0, their mean). The high-passed instruments leave the
+influence series nearly blind to the residuals' slow part (a site's own drift): its gain
+|H(w)|^2 = (wW)^2 / (1 + (wW)^2) is below 0.1 for periods longer than 2 pi 3W. That part adds little to
+the estimate's error but, nearly constant over a batch, much to the batch sums (with it, the p-values
+under an AR(0.999) drift had median 0.85 at T = 20000). Removing the residuals' content down to the
+instruments' own window W would also remove the part that leaks through the gain: anti-conservative
+under a strong drift (design.md §6b). The lag selection's tests (a candidate's coefficients in every
 target's equations) use the same covariance; their many restrictions q = c R make B = 2q batches.
 Results are [target m, source n] matrices as in fedgc.core.granger.
 """
@@ -39,6 +46,7 @@ from fedgc.core.regression import Blocks
 MAX_LAG = 2
 MIN_STRENGTH = 1.5  # partial first-stage strength (about 1 when a direction adds nothing) to consider a lag
 LAG_LEVEL = 0.01  # a lag is added when its Wald test has p < LAG_LEVEL / M
+RESIDUAL_WINDOWS = 3.0  # the residuals in the tests' covariances are high-passed with window 3 W (module docstring)
 MAX_WINDOW = 100.0
 SELECTION_ROWS = 100_000  # lags are selected on the last rows of longer series (see siv_tests)
 
@@ -78,27 +86,34 @@ def highpass_window(n_steps: int) -> float:
     return float(min(np.sqrt(n_steps), MAX_WINDOW))
 
 
-def ema_highpass(x: np.ndarray, window: float) -> np.ndarray:
-    """x_t - m_{t-1} for x (T, R): m_t = lam m_{t-1} + (1 - lam) x_t, lam = 1 - 1 / window, m_0 = x_0
-    (so the first row is 0); a function of x_{<= t} only."""
+def ema_highpass(x: np.ndarray, window: float, *, start: np.ndarray | float | None = None) -> np.ndarray:
+    """x_t - m_{t-1} for x (T, R): m_t = lam m_{t-1} + (1 - lam) x_t, lam = 1 - 1 / window, a function of
+    x_{<= t} only. start: m_{-1}, the average before the first row; None: m_0 = x_0 (so the first row is 0).
+    A series of known mean (residuals: 0) starts there: from x_0, the first few windows of rows would carry
+    -x_0 lam^t, a full-variance transient."""
     x = np.asarray(x, dtype=np.float64)
     if not window >= 1:
         raise ValueError(f"window must be >= 1, got {window!r}")
+    lam = 1.0 - 1.0 / window
     hp = np.empty_like(x)
-    hp[0] = 0.0
-    for t0, m in _ema_blocks(x, 1.0 - 1.0 / window):  # m: m_{t0-1} .. m_{t0+n-2}, the averages hp_t subtracts
+    if start is None:
+        hp[0], first = 0.0, x[0]
+    else:
+        hp[0] = x[0] - start
+        first = lam * np.broadcast_to(np.asarray(start, dtype=np.float64), x[0].shape) + (1.0 - lam) * x[0]
+    for t0, m in _ema_blocks(x, lam, first):  # m: m_{t0-1} .. m_{t0+n-2}, the averages hp_t subtracts
         hp[t0 : t0 + m.shape[0]] = x[t0 : t0 + m.shape[0]] - m
     return hp
 
 
-def _ema_blocks(x: np.ndarray, lam: float, block: int = 64) -> Iterator[tuple[int, np.ndarray]]:
+def _ema_blocks(x: np.ndarray, lam: float, first: np.ndarray, block: int = 64) -> Iterator[tuple[int, np.ndarray]]:
     """(t0, m_{t0-1 .. t0+n-2}) for t0 = 1, 1 + block, ...: the moving average m_t = lam m_{t-1} + (1 - lam) x_t,
-    m_0 = x_0, lagged by one step, a block at a time. Inside a block m_{t0+i} = lam^(i+1) m_{t0-1} +
+    m_0 = first, lagged by one step, a block at a time. Inside a block m_{t0+i} = lam^(i+1) m_{t0-1} +
     sum_{s <= i} (1 - lam) lam^(i-s) x_{t0+s}: one small matrix product."""
     i = np.arange(block)
     L = np.tril((1.0 - lam) * lam ** np.subtract.outer(i, i).clip(min=0))
     carry = lam ** (i + 1.0)
-    last = x[0]
+    last = first
     for t0 in range(1, x.shape[0], block):
         n = min(block, x.shape[0] - t0)
         m = L[:n, :n] @ x[t0 : t0 + n] + carry[:n, None] * last
@@ -263,10 +278,12 @@ def _add_regressors(
     return _Added(Bc, E @ Gc, fit.resid - (Xc - X @ gamma) @ Bc)
 
 
-def _wald(B: np.ndarray, influence: np.ndarray, resid: np.ndarray, *, max_lag: int) -> float:
-    """log10 p of B (k, r) = 0 with the batch-means covariance of phi_t = influence_t (N, k) (x) u_t (N, r)."""
+def _wald(B: np.ndarray, influence: np.ndarray, resid: np.ndarray, *, max_lag: int, window: float) -> float:
+    """log10 p of B (k, r) = 0 with the batch-means covariance of phi_t = influence_t (N, k) (x) u_t (N, r),
+    u the residuals high-passed with window RESIDUAL_WINDOWS x the instruments'."""
     everything = [np.arange(influence.shape[1])], [np.arange(resid.shape[1])]
-    lrv = pair_lrvs(influence, resid, *everything, [(0, 0)], min_rows=max_lag + 2)[0]
+    u = ema_highpass(resid, RESIDUAL_WINDOWS * window, start=0.0)
+    lrv = pair_lrvs(influence, u, *everything, [(0, 0)], min_rows=max_lag + 2)[0]
     return wald_test(B, lrv.S / influence.shape[0], nu=lrv.batches - 1.0).log10_pvalue
 
 
@@ -275,7 +292,8 @@ def _pair_tests(
     max_lag: int,
 ) -> tuple[np.ndarray, ...]:  # fmt: skip
     """(W, q, log10 p, ||B^{mn}||, batches) [m, n] of B[cols[n], m's columns] = 0 for every ordered pair (m's
-    columns: its dims[m] columns of resid, sites in order): Wald with the batch-means covariance of
+    columns: its dims[m] columns of resid, sites in order; resid the high-passed residuals, see the module
+    docstring): Wald with the batch-means covariance of
     phi_t = influence_t[cols[n]] (x) resid_t[m's columns] (fedgc.core.pair_hac; batches of at least
     max_lag + 2 rows, as u is MA(max_lag)) and F(q, B - q), batched by size."""
     N = influence.shape[0]
@@ -363,7 +381,7 @@ def _select_lags(
                 return None
             A = dirs[:, keep] / np.linalg.norm(dirs[:, keep], axis=0)
             added = _add_regressors(fit, d.Y, X, Xn @ A, Xn_hat @ A, E @ A)
-            lp = _wald(added.B, added.influence, added.resid, max_lag=max_lag)
+            lp = _wald(added.B, added.influence, added.resid, max_lag=max_lag, window=window)
             return lp, [LagDirection(n, k, A[:, j]) for j in range(A.shape[1])]
 
         best: tuple[float, list[LagDirection]] | None = None
@@ -421,8 +439,8 @@ def siv_tests(
     N, K = X.shape
     del d, X  # the high-passed series (the instruments) go with the design
     influence = fit.influence()
-    B, resid = fit.B, fit.resid
-    del fit  # the instrumented regressors
+    B, resid = fit.B, ema_highpass(fit.resid, RESIDUAL_WINDOWS * window, start=0.0)  # see the module docstring
+    del fit  # the instrumented regressors and the residuals
     statistic, dof, log10p, norm, batches = _pair_tests(B, influence, resid, cols, dims, P)
     return SIVResult(statistic, dof, log10p, norm, batches, tuple(dims), extra, P, window, int(N), int(K))
 

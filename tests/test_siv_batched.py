@@ -150,6 +150,9 @@ def test_projector_and_frisch_waugh_refit_equal_a_full_qr_refit() -> None:
     np.testing.assert_allclose(added.B, full.B[3:], rtol=1e-10)
     np.testing.assert_allclose(added.influence, full.influence()[:, 3:], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(added.resid, full.resid, rtol=1e-10, atol=1e-12)
+    # the selection high-passes the refit's residuals as the base's minus the shift's, times B_c
+    split = siv._residual_highpass(fit.resid, 20.0) - siv._residual_highpass(added.shift, 20.0) @ added.B
+    np.testing.assert_allclose(split, siv._residual_highpass(full.resid, 20.0), rtol=1e-9, atol=1e-12)
     # collinear instruments: the projector falls back to an orthonormal basis and still projects
     Zc = np.hstack([Z, Z[:, :2] @ np.ones((2, 1))])
     assert Projector.of(Zc).factor is None
@@ -190,7 +193,7 @@ def test_candidate_wald_is_the_batch_means_wald_of_the_formed_series() -> None:
     phi = (influence[:, :, None] * u[:, None, :]).reshape(N, -1)
     S = hac.batch_means_lrv(phi, batches=batches)
     want = wald_test(B, S / N, nu=batches - 1.0).log10_pvalue
-    assert siv._wald(B, influence, resid, max_lag=2, window=30.0) == pytest.approx(want, rel=1e-9)
+    assert siv._wald(B, influence, siv._residual_highpass(resid, 30.0), max_lag=2) == pytest.approx(want, rel=1e-9)
 
 
 def _drift_null_pvalues(
@@ -204,7 +207,7 @@ def _drift_null_pvalues(
         influence = ema_highpass(e[:, :1], W)[1000:]
         slow = scipy.signal.lfilter([1.0], [1.0, -0.999], e[:, 2])
         u = (e[:, 1] + drift * slow)[1000:, None]
-        out[i] = 10.0 ** siv._wald(influence.T @ u / N, influence, u, max_lag=2, window=W)
+        out[i] = 10.0 ** siv._wald(influence.T @ u / N, influence, siv._residual_highpass(u, W), max_lag=2)
     return out
 
 

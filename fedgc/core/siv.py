@@ -258,11 +258,18 @@ def _tsls(Y: np.ndarray, X: np.ndarray, Xh: np.ndarray) -> _TSLS:
 
 class _Added(NamedTuple):
     """What adding regressors Xc (N, c) to a 2SLS fit changes (Frisch-Waugh-Lovell): B_c (c, R) their
-    coefficients, influence_c (N, c) their influence series, resid (N, R) the new residuals."""
+    coefficients, influence_c (N, c) their influence series, shift (N, c) = Xc - X Gamma: the new residuals
+    are base - shift B_c (base: the fit's residuals), a change of rank c (`resid`; being linear, the
+    residuals' high-pass is that of base minus that of shift, times B_c)."""
 
     B: np.ndarray
     influence: np.ndarray
-    resid: np.ndarray
+    shift: np.ndarray
+    base: np.ndarray
+
+    @property
+    def resid(self) -> np.ndarray:
+        return self.base - self.shift @ self.B
 
 
 def _add_regressors(
@@ -275,14 +282,19 @@ def _add_regressors(
     Gc = np.linalg.pinv(E.T @ E / N)
     Bc = Gc @ (E.T @ Y / N)
     gamma = fit.G @ (fit.Xh.T @ Xc_hat / N)
-    return _Added(Bc, E @ Gc, fit.resid - (Xc - X @ gamma) @ Bc)
+    return _Added(Bc, E @ Gc, Xc - X @ gamma, fit.resid)
 
 
-def _wald(B: np.ndarray, influence: np.ndarray, resid: np.ndarray, *, max_lag: int, window: float) -> float:
+def _residual_highpass(resid: np.ndarray, window: float) -> np.ndarray:
+    """The residuals as the tests' covariances take them: high-passed with window RESIDUAL_WINDOWS x the
+    instruments' (window), from 0 (module docstring). Linear in resid."""
+    return ema_highpass(resid, RESIDUAL_WINDOWS * window, start=0.0)
+
+
+def _wald(B: np.ndarray, influence: np.ndarray, u: np.ndarray, *, max_lag: int) -> float:
     """log10 p of B (k, r) = 0 with the batch-means covariance of phi_t = influence_t (N, k) (x) u_t (N, r),
-    u the residuals high-passed with window RESIDUAL_WINDOWS x the instruments'."""
-    everything = [np.arange(influence.shape[1])], [np.arange(resid.shape[1])]
-    u = ema_highpass(resid, RESIDUAL_WINDOWS * window, start=0.0)
+    u the high-passed residuals (_residual_highpass)."""
+    everything = [np.arange(influence.shape[1])], [np.arange(u.shape[1])]
     lrv = pair_lrvs(influence, u, *everything, [(0, 0)], min_rows=max_lag + 2)[0]
     return wald_test(B, lrv.S / influence.shape[0], nu=lrv.batches - 1.0).log10_pvalue
 
@@ -365,8 +377,11 @@ def _select_lags(
     while True:
         X, _ = _regressors(d.lagged, d.offsets, extra)
         fit = _tsls(d.Y, X, _regressors(hat, d.offsets, extra)[0])
+        base_hp = _residual_highpass(fit.resid, window)  # once per step, not per candidate (N R each)
 
-        def candidate(n: int, X: np.ndarray = X, fit: _TSLS = fit) -> tuple[float, list[LagDirection]] | None:
+        def candidate(
+            n: int, X: np.ndarray = X, fit: _TSLS = fit, base_hp: np.ndarray = base_hp
+        ) -> tuple[float, list[LagDirection]] | None:
             """(log10 p, its directions) of site n's next lag, or None when no direction is strong enough."""
             k = 2 + len({e.lag for e in extra if e.site == n})
             if k > max_lag:
@@ -381,7 +396,8 @@ def _select_lags(
                 return None
             A = dirs[:, keep] / np.linalg.norm(dirs[:, keep], axis=0)
             added = _add_regressors(fit, d.Y, X, Xn @ A, Xn_hat @ A, E @ A)
-            lp = _wald(added.B, added.influence, added.resid, max_lag=max_lag, window=window)
+            u = base_hp - _residual_highpass(added.shift, window) @ added.B  # the refit's, high-passed
+            lp = _wald(added.B, added.influence, u, max_lag=max_lag)
             return lp, [LagDirection(n, k, A[:, j]) for j in range(A.shape[1])]
 
         best: tuple[float, list[LagDirection]] | None = None
@@ -439,7 +455,7 @@ def siv_tests(
     N, K = X.shape
     del d, X  # the high-passed series (the instruments) go with the design
     influence = fit.influence()
-    B, resid = fit.B, ema_highpass(fit.resid, RESIDUAL_WINDOWS * window, start=0.0)  # see the module docstring
+    B, resid = fit.B, _residual_highpass(fit.resid, window)
     del fit  # the instrumented regressors and the residuals
     statistic, dof, log10p, norm, batches = _pair_tests(B, influence, resid, cols, dims, P)
     return SIVResult(statistic, dof, log10p, norm, batches, tuple(dims), extra, P, window, int(N), int(K))

@@ -10,7 +10,7 @@ import scipy.signal
 from fedgc.core import hac, siv
 from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test, wald_tests
 from fedgc.core.pair_hac import pair_lrvs
-from fedgc.core.siv import Projector, _add_regressors, _pair_tests, _tsls, ema_highpass, siv_tests
+from fedgc.core.siv import Projector, _extension, _pair_tests, _tsls, ema_highpass, siv_tests
 from fedgc.core.snapshots import snapshot
 from fedgc.data import ground_truth as gt
 
@@ -143,16 +143,21 @@ def test_projector_and_frisch_waugh_refit_equal_a_full_qr_refit() -> None:
     Qz, _ = np.linalg.qr(Z)
     np.testing.assert_allclose(project(X), Qz @ (Qz.T @ X), rtol=1e-10, atol=1e-12)
     fit = _tsls(Y, X, project(X))
+    ext = _extension(fit, Y, X, Xc, project(Xc))
     Qr, _ = np.linalg.qr(fit.Xh)
-    Xc_hat = project(Xc)
-    added = _add_regressors(fit, Y, X, Xc, Xc_hat, Xc_hat - Qr @ (Qr.T @ Xc_hat))
-    full = _tsls(Y, np.hstack([X, Xc]), Qz @ (Qz.T @ np.hstack([X, Xc])))
-    np.testing.assert_allclose(added.B, full.B[3:], rtol=1e-10)
-    np.testing.assert_allclose(added.influence, full.influence()[:, 3:], rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(added.resid, full.resid, rtol=1e-10, atol=1e-12)
-    # the selection high-passes the refit's residuals as the base's minus the shift's, times B_c
-    split = siv._residual_highpass(fit.resid, 20.0) - siv._residual_highpass(added.shift, 20.0) @ added.B
-    np.testing.assert_allclose(split, siv._residual_highpass(full.resid, 20.0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ext.E, project(Xc) - Qr @ (Qr.T @ project(Xc)), rtol=1e-10, atol=1e-12)
+    # every column, then one column's direction: both equal the full refit on X and the added columns
+    A = rng.standard_normal((1, 1))
+    for directions, cols in ((np.eye(2), slice(None)), (A, slice(1, 2))):
+        Xadd = Xc[:, cols] @ directions
+        full = _tsls(Y, np.hstack([X, Xadd]), Qz @ (Qz.T @ np.hstack([X, Xadd])))
+        added = ext.add(directions, cols)
+        np.testing.assert_allclose(added.B, full.B[3:], rtol=1e-10)
+        np.testing.assert_allclose(added.influence, full.influence()[:, 3:], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(added.resid, full.resid, rtol=1e-10, atol=1e-12)
+        # the selection extends by the high-passed pair and gets the refit's residuals high-passed
+        high = ext.highpassed(20.0).add(directions, cols).resid
+        np.testing.assert_allclose(high, siv._residual_highpass(full.resid, 20.0), rtol=1e-9, atol=1e-12)
     # collinear instruments: the projector falls back to an orthonormal basis and still projects
     Zc = np.hstack([Z, Z[:, :2] @ np.ones((2, 1))])
     assert Projector.of(Zc).factor is None

@@ -259,8 +259,7 @@ def _tsls(Y: np.ndarray, X: np.ndarray, Xh: np.ndarray) -> _TSLS:
 class _Added(NamedTuple):
     """What adding regressors Xc (N, c) to a 2SLS fit changes (Frisch-Waugh-Lovell): B_c (c, R) their
     coefficients, influence_c (N, c) their influence series, shift (N, c) = Xc - X Gamma: the new residuals
-    are base - shift B_c (base: the fit's residuals), a change of rank c (`resid`; being linear, the
-    residuals' high-pass is that of base minus that of shift, times B_c)."""
+    are base - shift B_c (base: the fit's residuals), a change of rank c (`resid`)."""
 
     B: np.ndarray
     influence: np.ndarray
@@ -272,17 +271,38 @@ class _Added(NamedTuple):
         return self.base - self.shift @ self.B
 
 
-def _add_regressors(
-    fit: _TSLS, Y: np.ndarray, X: np.ndarray, Xc: np.ndarray, Xc_hat: np.ndarray, E: np.ndarray
-) -> _Added:
-    """The refit on [X, Xc] from the fit on X: Xc_hat = P_Z Xc, E = Xc_hat minus its projection on fit.Xh.
-    The second stage regresses Y on [Xh, Xc_hat]; Xc's coefficients are those on E alone,
-    B_c = (E^T E)^{-1} E^T Y, and X's move by -Gamma B_c with Gamma = (Xh^T Xh)^{-1} Xh^T Xc_hat."""
+class _Extension(NamedTuple):
+    """Adding columns Xk (N, k) to a 2SLS fit on X, shared by every subset of them and its directions:
+    E (N, k) = P_Z Xk minus its projection on the fit's Xh (what the fit's instrumented regressors leave),
+    EtY (k, R) = E^T Y / N, shift (N, k) = Xk - X Gamma with Gamma = (Xh^T Xh)^{-1} Xh^T P_Z Xk, base (N, R)
+    the fit's residuals. The second stage of the refit on [X, Xk[:, cols] A] regresses Y on
+    [Xh, E[:, cols] A] (`add`). The refit's residuals are linear in (shift, base), so the extension of the
+    high-passed pair (`highpassed`) adds high-passed residuals."""
+
+    E: np.ndarray
+    EtY: np.ndarray
+    shift: np.ndarray
+    base: np.ndarray
+
+    def add(self, A: np.ndarray, cols: slice = slice(None)) -> _Added:
+        """The refit on [X, Xk[:, cols] A], A (len(cols), c): B_c = (A^T E^T E A / N)^+ A^T EtY[cols]; X's
+        coefficients move by -Gamma[:, cols] A B_c."""
+        E = self.E[:, cols] @ A
+        Gc = np.linalg.pinv(E.T @ E / E.shape[0])
+        Bc = Gc @ (A.T @ self.EtY[cols])
+        return _Added(Bc, E @ Gc, self.shift[:, cols] @ A, self.base)
+
+    def highpassed(self, window: float) -> _Extension:
+        return self._replace(shift=_residual_highpass(self.shift, window), base=_residual_highpass(self.base, window))
+
+
+def _extension(fit: _TSLS, Y: np.ndarray, X: np.ndarray, Xk: np.ndarray, Xk_hat: np.ndarray) -> _Extension:
+    """The _Extension of fit (on X, targets Y) by the columns Xk, Xk_hat = P_Z Xk: four products over the
+    rows for all of Xk's columns at once."""
     N = X.shape[0]
-    Gc = np.linalg.pinv(E.T @ E / N)
-    Bc = Gc @ (E.T @ Y / N)
-    gamma = fit.G @ (fit.Xh.T @ Xc_hat / N)
-    return _Added(Bc, E @ Gc, Xc - X @ gamma, fit.resid)
+    gamma = fit.G @ (fit.Xh.T @ Xk_hat / N)
+    E = Xk_hat - fit.Xh @ gamma
+    return _Extension(E, E.T @ Y / N, Xk - X @ gamma, fit.resid)
 
 
 def _residual_highpass(resid: np.ndarray, window: float) -> np.ndarray:
@@ -377,27 +397,33 @@ def _select_lags(
     while True:
         X, _ = _regressors(d.lagged, d.offsets, extra)
         fit = _tsls(d.Y, X, _regressors(hat, d.offsets, extra)[0])
-        base_hp = _residual_highpass(fit.resid, window)  # once per step, not per candidate (N R each)
+        next_lag = [2 + len({e.lag for e in extra if e.site == n}) for n in range(M)]
+        # one extension of the fit per lag by all its candidates' columns, high-passed as the tests take the
+        # refits' residuals; site n's candidate is its slice of its lag's extension
+        slots: dict[int, tuple[int, _Extension, slice]] = {}
+        for k in sorted({k for k in next_lag if k <= max_lag}):
+            sites = [n for n in range(M) if next_lag[n] == k]
+            cols = np.concatenate([np.arange(d.offsets[n], d.offsets[n + 1]) for n in sites])
+            ext = _extension(fit, d.Y, X, d.lagged[k][:, cols], hat[k][:, cols]).highpassed(window)
+            starts = np.concatenate([[0], np.cumsum([dims[n] for n in sites])])
+            slots.update({n: (k, ext, slice(int(lo), int(hi))) for n, lo, hi in zip(sites, starts[:-1], starts[1:])})
 
         def candidate(
-            n: int, X: np.ndarray = X, fit: _TSLS = fit, base_hp: np.ndarray = base_hp
+            n: int, slots: dict[int, tuple[int, _Extension, slice]] = slots
         ) -> tuple[float, list[LagDirection]] | None:
-            """(log10 p, its directions) of site n's next lag, or None when no direction is strong enough."""
-            k = 2 + len({e.lag for e in extra if e.site == n})
-            if k > max_lag:
+            """(log10 p, its directions) of site n's next lag, or None when it has none or no direction is
+            strong enough."""
+            if n not in slots:
                 return None
-            Xn = d.lagged[k][:, d.offsets[n] : d.offsets[n + 1]]
-            Xn_hat = hat[k][:, d.offsets[n] : d.offsets[n + 1]]
-            # the part of Xn_hat that Xh does not span
-            E = Xn_hat - fit.Xh @ (fit.G @ (fit.Xh.T @ Xn_hat / X.shape[0]))
-            strength, dirs = _strengths(E, Xn - Xn_hat, L)
+            k, ext, own = slots[n]
+            site = slice(int(d.offsets[n]), int(d.offsets[n + 1]))
+            strength, dirs = _strengths(ext.E[:, own], d.lagged[k][:, site] - hat[k][:, site], L)
             keep = strength >= min_strength
             if not keep.any():
                 return None
             A = dirs[:, keep] / np.linalg.norm(dirs[:, keep], axis=0)
-            added = _add_regressors(fit, d.Y, X, Xn @ A, Xn_hat @ A, E @ A)
-            u = base_hp - _residual_highpass(added.shift, window) @ added.B  # the refit's, high-passed
-            lp = _wald(added.B, added.influence, u, max_lag=max_lag)
+            added = ext.add(A, own)
+            lp = _wald(added.B, added.influence, added.resid, max_lag=max_lag)  # the refit's residuals, high-passed
             return lp, [LagDirection(n, k, A[:, j]) for j in range(A.shape[1])]
 
         best: tuple[float, list[LagDirection]] | None = None

@@ -23,6 +23,7 @@ from fedgc.protocol.messages import ClientInfo
 from fedgc.report.result_json import read_result, write_outputs
 from fedgc.report.schema import schema_errors
 
+REPO = Path(__file__).resolve().parents[1]
 SYNTHETIC = {"n_clients": 3, "state_dims": 2, "obs_dims": 6, "n_steps": 1500}
 PRIVATE = {"epsilon": math.inf, "delta": 1e-5, "clip": 5}
 
@@ -36,6 +37,10 @@ def test_auto_picks_siv_for_identified_models_only() -> None:
     forced = parse_config({"synthetic": SYNTHETIC, "local_models": "identify", "server": {"test": "lr"}})
     assert forced.gc_test == "lr"
     assert parse_config({"synthetic": SYNTHETIC, "server": {"test": "siv"}}).gc_test == "siv"
+    # TEP units identify their models from the plant data (on tep.identify_on or the run itself)
+    tep = {"path": str(REPO / "data" / "tep"), "identify_on": "d00"}
+    assert parse_config({"tep": tep}).gc_test == "siv"
+    assert parse_config({"tep": tep, "streaming": "on"}).gc_test == "lr"
 
 
 def test_siv_is_refused_where_it_cannot_run() -> None:

@@ -243,6 +243,9 @@ def test_client_files_reproduce_the_in_process_run(fake_folder, tmp_path):
     assert all(Path(c.model).suffix == ".npz" and Path(c.data).is_file() for c in files.clients)
     direct, via_files = run_local(cfg, mode="run", out_dir=None), run_local(files, mode="run", out_dir=None)
     np.testing.assert_allclose(via_files.fit.A_s, direct.fit.A_s, rtol=1e-10, atol=1e-12)
+    # the files' models are given, but the config they come with keeps the units' test: SIV, the same p-values
+    assert files.server.test == direct.fit.gc.test == via_files.fit.gc.test == "siv"
+    np.testing.assert_allclose(via_files.fit.gc.log10_pvalue, direct.fit.gc.log10_pvalue, rtol=1e-9, atol=1e-12)
 
 
 def test_fault_run_streams_with_alerts_against_the_fault_start(real_data, tmp_path):

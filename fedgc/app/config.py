@@ -368,9 +368,12 @@ class RunConfig:
     @property
     def identified_models(self) -> bool:
         """Whether some client runs a model identified from data (synthetic local_models: identify, or a
-        `clients:` entry with model: identify, on its own file or identify_on); TEP units count as given."""
+        `clients:` entry with model: identify, on its own file or identify_on), or TEP units (each identified on
+        tep.identify_on or the run)."""
         if self.clients:
             return any(spec.model == "identify" for spec in self.clients)
+        if self.tep is not None:
+            return True
         return self.synthetic is not None and self.local_models == "identify"
 
     @property

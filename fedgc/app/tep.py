@@ -95,7 +95,8 @@ class TEPClients:
 
     def write(self, cfg: RunConfig, directory: Path) -> RunConfig:
         """Per-client CSVs of the GC run and each unit's identified model (.npz) in `directory`; returns the
-        config that reads them (clients list, no tep section) for `fedgc run` and the Flower engines."""
+        config that reads them (clients list, no tep section) for `fedgc run` and the Flower engines, with the
+        Granger test the TEP config resolves to (its units' models are identified, the files' are given)."""
         csvs = write_client_csvs(self.run, directory)
         specs = []
         for unit, model in self.models.items():
@@ -105,7 +106,7 @@ class TEPClients:
             # a private client reads every value as it is anyway, and refuses any cleaning setting
             held = "missing" if cfg.privacy is not None else "keep"
             specs.append(ClientSpec(unit, csvs[unit], None, path, held_values=held))
-        return replace(cfg, clients=tuple(specs), tep=None)
+        return replace(cfg, clients=tuple(specs), tep=None, server=replace(cfg.server, test=cfg.gc_test))
 
     def add_sections(self, result: RunResult) -> None:
         """The flowsheet comparison, the fault origins (tep.fault_runs) and a stream's fault record."""

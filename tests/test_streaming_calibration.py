@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from fedgc.app.alert_reference import cross_fit_sessions
+from fedgc.app.alert_reference import NormalOperation, cross_fit_sessions
+from fedgc.app.clients import normal_operation
 from fedgc.app.config import load_config, parse_config
 from fedgc.app.runner import run_local
-from fedgc.app.tep import cross_fit_reference_sessions
 from fedgc.core.forgetting import (
     ForgottenStats,
     ScaledChi2,
@@ -28,8 +28,9 @@ from fedgc.core.granger import chi2_log10_sf
 from fedgc.core.hac import andrews_bandwidth
 from fedgc.core.local_model import identify
 from fedgc.core.regression import Blocks, lagged_stack, regression_stats
+from fedgc.data.tep import load_tep, write_client_csvs
 from fedgc.data.tep_layout import default_data_path
-from fedgc.errors import ConfigError
+from fedgc.errors import ConfigError, DataError
 from fedgc.protocol.streaming import calibrate_alerts, run_stream
 from fedgc.protocol.transport import LocalTransport
 
@@ -219,7 +220,8 @@ def test_cross_fit_sessions_stream_each_half_with_the_other_halfs_models():
         fits.append((i, name, rows.copy()))
         return identify(rows, client=name, rng=np.random.default_rng(i))
 
-    first, second = cross_fit_sessions(data, fit, min_length=100, learn_theta=False, theta_kind="linear")
+    first, second = cross_fit_sessions(NormalOperation(data, fit), min_length=100, learn_theta=False,
+                                       theta_kind="linear")  # fmt: skip
     assert [s.name for s in first] == ["a", "b"] == [s.name for s in second]
     # models of the first reference: identified on the second half; it streams the first half
     np.testing.assert_array_equal(fits[0][2], data["a"][150:])
@@ -232,10 +234,10 @@ def test_cross_fit_sessions_stream_each_half_with_the_other_halfs_models():
     first_half = type(first[0])("a", twin, data["a"][:150])
     np.testing.assert_array_equal(first[0].stream.ytil, first_half.stream.ytil)
     with pytest.raises(ConfigError, match="at least 400 samples"):
-        cross_fit_sessions(data, fit, min_length=200, learn_theta=False, theta_kind="linear")
+        cross_fit_sessions(NormalOperation(data, fit), min_length=200, learn_theta=False, theta_kind="linear")
     with pytest.raises(ConfigError, match="different lengths"):
-        cross_fit_sessions({"a": data["a"], "b": data["b"][:200]}, fit, min_length=10, learn_theta=False,
-                           theta_kind="linear")  # fmt: skip
+        cross_fit_sessions(NormalOperation({"a": data["a"], "b": data["b"][:200]}, fit), min_length=10,
+                           learn_theta=False, theta_kind="linear")  # fmt: skip
 
 
 def test_cross_fit_calibration_needs_a_tep_reference_and_is_a_known_option():
@@ -250,10 +252,14 @@ def test_calibrate_alerts_pools_the_cross_fitted_halves():
     """calibrate_alerts over the two halves = fit_scaled_chi2 (predictive) of every change statistic each half's
     stream gives on its own (memory never restarted)."""
     cfg = load_config(ROOT / "simulations" / "tep_fault_stream.yaml")
-    halves = cross_fit_reference_sessions(cfg)
-    null = calibrate_alerts([LocalTransport(h) for h in halves], cfg.server, cfg.streaming, predictive=True)
+
+    def halves():
+        return cross_fit_sessions(normal_operation(cfg), min_length=cfg.streaming.window + 2 * cfg.streaming.stride,
+                                  learn_theta=cfg.client.learn_theta, theta_kind=cfg.client.theta)  # fmt: skip
+
+    null = calibrate_alerts([LocalTransport(h) for h in halves()], cfg.server, cfg.streaming, predictive=True)
     stats, dofs = [], []
-    for h in cross_fit_reference_sessions(cfg):
+    for h in halves():
         ref = run_stream(LocalTransport(h), cfg.server, replace(cfg.streaming, reset_on_alert=False))
         for w in ref.windows[1:]:
             stats.append(w.change.statistic)
@@ -287,3 +293,46 @@ def test_shipped_tep_stream_meets_issue_13s_target():
         fault = alerts(run)
         assert sum(a.time > 160 for a in fault) >= 1, run
         assert sum(a.time <= 160 for a in fault) <= 1, run
+
+
+def test_csv_clients_calibrate_on_their_identify_on_files_as_tep_does(tmp_path):
+    """CSV clients whose models are identified on a normal-operation file (identify_on) calibrate a stream's
+    alerts on those files: the TEP units written as CSV files (d01_te streamed, models and reference on d00)
+    give the shipped TEP stream's alerts."""
+    base = load_config(ROOT / "simulations" / "tep_fault_stream.yaml")
+    normal = write_client_csvs(load_tep(default_data_path(), run="d00"), tmp_path / "normal")
+    fault = write_client_csvs(load_tep(default_data_path(), run="d01_te"), tmp_path / "fault")
+    clients = [{"name": u, "data": str(fault[u]), "identify_on": str(normal[u]), "held_values": "keep"} for u in fault]
+    streaming = {"window": 80, "step": 80, "forgetting": 0.5, "alert_alpha": 0.01, "max_rounds": 1,
+                 "alert_variance": "hac", "alert_calibration": "cross_fit"}  # fmt: skip
+    cfg = parse_config({"clients": clients, "server": {"rule": "newton", "diagonal": "fixed", "alpha": 0.05},
+                        "streaming": streaming, "evaluation": {"oracle": False}})  # fmt: skip
+    assert (base.streaming.window, base.streaming.alert_calibration) == (80, "cross_fit")
+    tep_alerts = run_local(base, mode="simulate", out_dir=None).streaming.result.alerts
+    csv_alerts = run_local(cfg, mode="run", out_dir=None).streaming.result.alerts
+    assert len(tep_alerts) >= 5
+    assert [(a.time, a.target, a.source) for a in csv_alerts] == [(a.time, a.target, a.source) for a in tep_alerts]
+    np.testing.assert_allclose([a.log10_pvalue for a in csv_alerts], [a.log10_pvalue for a in tep_alerts],
+                               rtol=1e-6)  # fmt: skip
+    # the in-sample reference works the same way
+    reference = replace(cfg, streaming=replace(cfg.streaming, alert_calibration="reference"))
+    assert run_local(reference, mode="run", out_dir=None).streaming is not None
+
+
+def test_csv_alert_reference_refusals(tmp_path):
+    """Every CSV client needs identify_on for a calibrated stream (named when missing), and the reference files
+    need one length (each client, file and row count named)."""
+    rng = np.random.default_rng(0)
+    files = {}
+    for name, rows in (("a", 300), ("b", 300), ("b_short", 250)):
+        files[name] = tmp_path / f"{name}.csv"
+        np.savetxt(files[name], rng.standard_normal((rows, 4)), delimiter=",", header="x1,x2,x3,x4", comments="")
+    streaming = {"window": 60, "step": 60, "alert_calibration": "cross_fit"}
+    with pytest.raises(ConfigError, match=r"every client needs identify_on .*client\(s\) 'b' have none"):
+        parse_config({"clients": [{"name": "a", "data": str(files["a"]), "identify_on": str(files["a"])},
+                                  {"name": "b", "data": str(files["b"])}], "streaming": streaming})  # fmt: skip
+    cfg = parse_config({"clients": [{"name": "a", "data": str(files["a"]), "identify_on": str(files["a"])},
+                                    {"name": "b", "data": str(files["b"]), "identify_on": str(files["b_short"])}],
+                        "streaming": streaming, "evaluation": {"oracle": False}})  # fmt: skip
+    with pytest.raises(DataError, match=r"client 'a': .*a\.csv \(300 rows\), client 'b': .*b_short\.csv \(250 rows\)"):
+        normal_operation(cfg)

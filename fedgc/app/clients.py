@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from fedgc.analysis.stream import Switch, true_switches
+from fedgc.app.alert_reference import NormalOperation
 from fedgc.app.checkpoint import config_fingerprint
 from fedgc.app.config import ClientOptions, ClientSpec, RunConfig
 from fedgc.app.privacy import client_privacy
 from fedgc.app.results import ClientData, RunResult, Truth
-from fedgc.app.tep import TEPClients
+from fedgc.app.tep import TEPClients, tep_reference
 from fedgc.core.local_model import LocalModel, identify, load_npz, save_npz, validate
 from fedgc.core.snapshots import snapshot
 from fedgc.core.window import ClientWindow, prepare_window
@@ -381,13 +382,41 @@ def identify_model(spec: ClientSpec, table: ClientTable, seed: int) -> LocalMode
     return replace(model, columns=tuple(table.columns))
 
 
+def identify_on_table(spec: ClientSpec) -> ClientTable:
+    """The file a client identifies its model on (spec.identify_on), read with its column policies."""
+    assert spec.identify_on is not None
+    return read_client_csv(spec.identify_on, client=spec.name, policy=spec.policy)
+
+
+def normal_operation(cfg: RunConfig) -> NormalOperation:
+    """The normal-operation reference of a stream's alert calibration (streaming.alert_calibration): TEP's
+    tep.identify_on run, or every CSV client's identify_on file, the data its model is identified on
+    (RunConfig refuses the calibration without them); a client identifies its model on part of it as the
+    run does (its state_dim or explained_variance, seed cfg.seed + its index)."""
+    if cfg.tep is not None:
+        return tep_reference(cfg)
+    specs = {spec.name: spec for spec in cfg.clients}
+    rows = {name: identify_on_table(spec).values for name, spec in specs.items()}
+    if len({len(r) for r in rows.values()}) > 1:
+        files = ", ".join(f"client '{n}': {specs[n].identify_on} ({len(r)} rows)" for n, r in rows.items())
+        raise DataError(f"the alert reference (every client's identify_on file) needs the same number of rows in "
+                        f"every file, got {files}")  # fmt: skip
+
+    def identify_client(i: int, name: str, values: np.ndarray) -> LocalModel:
+        spec = specs[name]
+        return identify(values, client=name, state_dim=spec.state_dim, explained_variance=spec.explained_variance,
+                        rng=np.random.default_rng(cfg.seed + i))  # fmt: skip
+
+    return NormalOperation(rows, identify_client)
+
+
 def local_model(spec: ClientSpec, table: ClientTable, seed: int) -> tuple[LocalModel, np.ndarray]:
     """The client's model and the table's values it reads, column for column: identified from the table,
     identified on spec.identify_on (other data the client spends), or its .npz. A model that names its
     columns takes them by name; one that does not takes the file's columns in order (restricted to the
     kept ones when it covers every column of the file)."""
     if spec.identify_on is not None:
-        model = identify_model(spec, read_client_csv(spec.identify_on, client=spec.name, policy=spec.policy), seed)
+        model = identify_model(spec, identify_on_table(spec), seed)
     elif spec.model == "identify":
         model = identify_model(spec, table, seed)
     else:

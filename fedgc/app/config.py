@@ -349,21 +349,30 @@ class RunConfig:
             raise ConfigError(
                 "server.test: siv is a batch test; streaming windows use the LR test (server.test: lr or auto)"
             )
-        if (
-            self.streaming is not None
-            and self.streaming.alert_calibration != "none"
-            and (self.tep is None or self.tep.identify_on in (None, self.tep.run))
-        ):
-            raise ConfigError(
-                f"streaming.alert_calibration: {self.streaming.alert_calibration} streams the normal operation the "
-                "models were identified on: it needs a tep section with tep.identify_on (other client sources have "
-                "no reference yet)"
-            )
+        if self.streaming is not None and self.streaming.alert_calibration != "none":
+            self._check_alert_reference(self.streaming.alert_calibration)
         if self.tep is not None and self.streaming is None and _fault_of("tep.run", self.tep.run) is not None:
             raise ConfigError(
                 f"tep.run must be a normal-operation run (d00, d00_te), got {self.tep.run!r} "
                 "(a fault run can be streamed: add a 'streaming' section)"
             )
+
+    def _check_alert_reference(self, calibration: str) -> None:
+        """streaming.alert_calibration streams the normal operation the models are identified on: TEP's
+        tep.identify_on (a run other than tep.run), or every CSV client's identify_on file."""
+        what = f"streaming.alert_calibration: {calibration} streams the normal operation the models were identified on"
+        if self.tep is not None:
+            if self.tep.identify_on in (None, self.tep.run):
+                raise ConfigError(f"{what}: it needs tep.identify_on, a normal-operation run other than tep.run")
+        elif self.clients:
+            missing = [spec.name for spec in self.clients if spec.identify_on is None]
+            if missing:
+                raise ConfigError(
+                    f"{what}: every client needs identify_on (a file of its normal operation, its model identified "
+                    f"on it); client(s) {', '.join(repr(m) for m in missing)} have none"
+                )
+        else:
+            raise ConfigError(f"{what}: it needs CSV clients with identify_on or a tep section with tep.identify_on")
 
     @property
     def identified_models(self) -> bool:

@@ -26,13 +26,13 @@ from typing import Any, Protocol
 from threadpoolctl import threadpool_limits
 
 from fedgc.analysis.stream import StreamRecord
+from fedgc.app.alert_reference import cross_fit_sessions, reference_sessions
 from fedgc.app.checkpoint import CHECKPOINT_FILE, Checkpointing, config_fingerprint, record_error
-from fedgc.app.clients import LOCAL_WORKERS, Clients, deployment_files, local_clients
+from fedgc.app.clients import LOCAL_WORKERS, Clients, deployment_files, local_clients, normal_operation
 from fedgc.app.config import ENGINES, RunConfig
 from fedgc.app.evaluation import evaluate
 from fedgc.app.privacy import privacy_accountant, privacy_plan, privacy_summary, refuse_data_dependence, server_privacy
 from fedgc.app.results import RunResult
-from fedgc.app.tep import cross_fit_reference_sessions, reference_sessions
 from fedgc.errors import ConfigError, FedGCError
 from fedgc.privacy.budget import PrivacyPlan
 from fedgc.protocol.background import in_background
@@ -276,11 +276,15 @@ def run_streaming(
     t0 = time.perf_counter()
     counting = CountingTransport(LocalTransport(clients.sessions, workers=LOCAL_WORKERS))
     null = None
+    theta = {"learn_theta": cfg.client.learn_theta, "theta_kind": cfg.client.theta}
     if cfg.streaming.alert_calibration == "reference":
-        reference = LocalTransport(reference_sessions(cfg, clients.sessions), workers=LOCAL_WORKERS)
+        models = {s.name: s.model for s in clients.sessions}
+        reference = LocalTransport(reference_sessions(normal_operation(cfg), models, **theta), workers=LOCAL_WORKERS)
         null = calibrate_alerts([reference], cfg.server, cfg.streaming)
     elif cfg.streaming.alert_calibration == "cross_fit":
-        halves = [LocalTransport(s, workers=LOCAL_WORKERS) for s in cross_fit_reference_sessions(cfg)]
+        window = cfg.streaming.window + 2 * cfg.streaming.stride
+        halves = [LocalTransport(s, workers=LOCAL_WORKERS)
+                  for s in cross_fit_sessions(normal_operation(cfg), min_length=window, **theta)]  # fmt: skip
         null = calibrate_alerts(halves, cfg.server, cfg.streaming, predictive=True)
     stream = run_stream(counting, cfg.server, cfg.streaming, on_round=on_round, on_window=on_window, null=null)
     last = stream.windows[-1]

@@ -13,7 +13,6 @@ holds) and sends the server only its first crossing, onset strength and peak per
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -22,13 +21,12 @@ import numpy as np
 
 from fedgc.analysis.origin import calibrate
 from fedgc.analysis.tep import TEPSections, fault_stream_summary, flowsheet_comparison, locate
-from fedgc.app.alert_reference import cross_fit_sessions
+from fedgc.app.alert_reference import NormalOperation
 from fedgc.app.config import ClientSpec, RunConfig, TEPSettings
 from fedgc.app.results import RunResult
 from fedgc.core.local_model import LocalModel, identify, save_npz
 from fedgc.data.tep import TEPRun, load_tep, write_client_csvs
 from fedgc.errors import ConfigError
-from fedgc.protocol.session import ClientSession, StreamingSession
 
 
 def load_run(settings: TEPSettings, run: str) -> TEPRun:
@@ -41,29 +39,12 @@ def identify_unit(cfg: RunConfig, i: int, unit: str, values: np.ndarray) -> Loca
     return identify(values, client=unit, rng=np.random.default_rng(cfg.seed + i))
 
 
-def reference_sessions(cfg: RunConfig, sessions: Sequence[ClientSession]) -> list[StreamingSession]:
-    """Streaming sessions over tep.identify_on with the units' models of `sessions`: the normal operation
-    that calibrates the stream's alerts (streaming.alert_calibration: reference)."""
+def tep_reference(cfg: RunConfig) -> NormalOperation:
+    """tep.identify_on's units, the normal operation that calibrates a stream's alerts, and how a unit
+    identifies its model on part of it (identify_unit, as TEPClients does)."""
     tep = cfg.tep
     assert tep is not None and tep.identify_on is not None  # RunConfig refuses a reference without them
-    ref = load_run(tep, tep.identify_on)
-    return [StreamingSession(s.name, s.model, ref.clients[s.name], learn_theta=cfg.client.learn_theta,
-                             theta_kind=cfg.client.theta) for s in sessions]  # fmt: skip
-
-
-def cross_fit_reference_sessions(cfg: RunConfig) -> list[list[StreamingSession]]:
-    """tep.identify_on cut in halves, each streamed with the units' models identified on the other half
-    (identify_unit, as TEPClients does; streaming.alert_calibration: cross_fit; fedgc.app.alert_reference)."""
-    tep, stream = cfg.tep, cfg.streaming
-    assert tep is not None and tep.identify_on is not None and stream is not None  # RunConfig checks both
-    ref = load_run(tep, tep.identify_on)
-    return cross_fit_sessions(
-        ref.clients,
-        partial(identify_unit, cfg),
-        min_length=stream.window + 2 * stream.stride,
-        learn_theta=cfg.client.learn_theta,
-        theta_kind=cfg.client.theta,
-    )
+    return NormalOperation(load_run(tep, tep.identify_on).clients, partial(identify_unit, cfg))
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,8 @@ class StreamingConfig:
     """Variance of the change test: 'wald' (white innovations), 'hac' (Newey-West over the window, F tails)."""
     alert_calibration: Literal["none", "reference", "cross_fit"] = "none"
     """Null of the change statistics: 'none' (chi-square), 'reference' (a scaled chi-square fitted on normal operation
-    streamed with the same models: TEP's tep.identify_on run), 'cross_fit' (the same run cut in halves, each streamed
+    streamed with the same models: TEP's tep.identify_on run, or every CSV client's identify_on file), 'cross_fit' (the
+    same data cut in halves, each streamed
     with models identified on the other: out of sample, as the test run is; predictive F tail; docs/streaming.md)."""
 
     def __post_init__(self) -> None:

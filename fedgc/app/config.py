@@ -138,7 +138,8 @@ class ClientSpec:
     """A column missing in more than this share of its rows is dropped (with a warning), in [0, 1)."""
     identify_on: FilePath | None = None
     """Identify the model on this file instead (other data the client may spend: historical or public), with
-    the column policies above; the run then takes the model's columns by name (a private run may)."""
+    the column policies above; the run then takes the model's columns by name (a private run may). A stream's
+    streaming.alert_calibration takes it as the client's normal operation."""
 
     def __post_init__(self) -> None:
         if self.identify_on is not None and self.model != "identify":

@@ -13,7 +13,7 @@ import pytest
 import scipy.stats
 
 from fedgc.app.alert_reference import NormalOperation, cross_fit_sessions
-from fedgc.app.clients import normal_operation
+from fedgc.app.clients import alert_references, normal_operation
 from fedgc.app.config import load_config, parse_config
 from fedgc.app.runner import run_local
 from fedgc.core.forgetting import (
@@ -252,14 +252,10 @@ def test_calibrate_alerts_pools_the_cross_fitted_halves():
     """calibrate_alerts over the two halves = fit_scaled_chi2 (predictive) of every change statistic each half's
     stream gives on its own (memory never restarted)."""
     cfg = load_config(ROOT / "simulations" / "tep_fault_stream.yaml")
-
-    def halves():
-        return cross_fit_sessions(normal_operation(cfg), min_length=cfg.streaming.window + 2 * cfg.streaming.stride,
-                                  learn_theta=cfg.client.learn_theta, theta_kind=cfg.client.theta)  # fmt: skip
-
-    null = calibrate_alerts([LocalTransport(h) for h in halves()], cfg.server, cfg.streaming, predictive=True)
+    null = calibrate_alerts([LocalTransport(h) for h in alert_references(cfg, {})], cfg.server, cfg.streaming,
+                            predictive=True)  # fmt: skip
     stats, dofs = [], []
-    for h in halves():
+    for h in alert_references(cfg, {}):
         ref = run_stream(LocalTransport(h), cfg.server, replace(cfg.streaming, reset_on_alert=False))
         for w in ref.windows[1:]:
             stats.append(w.change.statistic)

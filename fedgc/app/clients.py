@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fedgc.analysis.stream import Switch, true_switches
-from fedgc.app.alert_reference import NormalOperation
+from fedgc.app.alert_reference import NormalOperation, cross_fit_sessions, reference_sessions
 from fedgc.app.checkpoint import config_fingerprint
 from fedgc.app.config import ClientOptions, ClientSpec, RunConfig
 from fedgc.app.privacy import client_privacy
@@ -373,13 +373,15 @@ def snapshot_series(
         return None
 
 
+def identify_rows(spec: ClientSpec, values: np.ndarray, seed: int) -> LocalModel:
+    """The client's model identified on its (T, P) rows: its state_dim or explained_variance, that seed."""
+    return identify(values, client=spec.name, state_dim=spec.state_dim, explained_variance=spec.explained_variance,
+                    rng=np.random.default_rng(seed))  # fmt: skip
+
+
 def identify_model(spec: ClientSpec, table: ClientTable, seed: int) -> LocalModel:
     """The client's model identified from `table`, named by the table's columns."""
-    model = identify(
-        table.values, client=spec.name, state_dim=spec.state_dim, explained_variance=spec.explained_variance,
-        rng=np.random.default_rng(seed),
-    )  # fmt: skip
-    return replace(model, columns=tuple(table.columns))
+    return replace(identify_rows(spec, table.values, seed), columns=tuple(table.columns))
 
 
 def identify_on_table(spec: ClientSpec) -> ClientTable:
@@ -402,12 +404,21 @@ def normal_operation(cfg: RunConfig) -> NormalOperation:
         raise DataError(f"the alert reference (every client's identify_on file) needs the same number of rows in "
                         f"every file, got {files}")  # fmt: skip
 
-    def identify_client(i: int, name: str, values: np.ndarray) -> LocalModel:
-        spec = specs[name]
-        return identify(values, client=name, state_dim=spec.state_dim, explained_variance=spec.explained_variance,
-                        rng=np.random.default_rng(cfg.seed + i))  # fmt: skip
+    return NormalOperation(rows, lambda i, name, values: identify_rows(specs[name], values, cfg.seed + i))
 
-    return NormalOperation(rows, identify_client)
+
+def alert_references(cfg: RunConfig, models: Mapping[str, LocalModel]) -> list[list[StreamingSession]]:
+    """The normal-operation streams that calibrate a stream's alerts (streaming.alert_calibration): the
+    reference streamed with the stream's own models ('reference'), its two cross-fitted halves ('cross_fit',
+    each half at least window + 2 steps long), or none ('none')."""
+    stream = cfg.streaming
+    assert stream is not None
+    theta = {"learn_theta": cfg.client.learn_theta, "theta_kind": cfg.client.theta}
+    if stream.alert_calibration == "reference":
+        return [reference_sessions(normal_operation(cfg), models, **theta)]
+    if stream.alert_calibration == "cross_fit":
+        return cross_fit_sessions(normal_operation(cfg), min_length=stream.window + 2 * stream.stride, **theta)
+    return []
 
 
 def local_model(spec: ClientSpec, table: ClientTable, seed: int) -> tuple[LocalModel, np.ndarray]:

@@ -26,9 +26,8 @@ from typing import Any, Protocol
 from threadpoolctl import threadpool_limits
 
 from fedgc.analysis.stream import StreamRecord
-from fedgc.app.alert_reference import cross_fit_sessions, reference_sessions
 from fedgc.app.checkpoint import CHECKPOINT_FILE, Checkpointing, config_fingerprint, record_error
-from fedgc.app.clients import LOCAL_WORKERS, Clients, deployment_files, local_clients, normal_operation
+from fedgc.app.clients import LOCAL_WORKERS, Clients, alert_references, deployment_files, local_clients
 from fedgc.app.config import ENGINES, RunConfig
 from fedgc.app.evaluation import evaluate
 from fedgc.app.privacy import privacy_accountant, privacy_plan, privacy_summary, refuse_data_dependence, server_privacy
@@ -275,17 +274,11 @@ def run_streaming(
         raise ConfigError(f"{cfg.source or 'config'} has no 'streaming' section")
     t0 = time.perf_counter()
     counting = CountingTransport(LocalTransport(clients.sessions, workers=LOCAL_WORKERS))
+    references = alert_references(cfg, {s.name: s.model for s in clients.sessions})
     null = None
-    theta = {"learn_theta": cfg.client.learn_theta, "theta_kind": cfg.client.theta}
-    if cfg.streaming.alert_calibration == "reference":
-        models = {s.name: s.model for s in clients.sessions}
-        reference = LocalTransport(reference_sessions(normal_operation(cfg), models, **theta), workers=LOCAL_WORKERS)
-        null = calibrate_alerts([reference], cfg.server, cfg.streaming)
-    elif cfg.streaming.alert_calibration == "cross_fit":
-        window = cfg.streaming.window + 2 * cfg.streaming.stride
-        halves = [LocalTransport(s, workers=LOCAL_WORKERS)
-                  for s in cross_fit_sessions(normal_operation(cfg), min_length=window, **theta)]  # fmt: skip
-        null = calibrate_alerts(halves, cfg.server, cfg.streaming, predictive=True)
+    if references:
+        null = calibrate_alerts([LocalTransport(r, workers=LOCAL_WORKERS) for r in references], cfg.server,
+                                cfg.streaming, predictive=cfg.streaming.alert_calibration == "cross_fit")  # fmt: skip
     stream = run_stream(counting, cfg.server, cfg.streaming, on_round=on_round, on_window=on_window, null=null)
     last = stream.windows[-1]
     fit = FitResult(last.gc, stream.A_s, list(stream.history), last.converged, list(stream.dropouts))

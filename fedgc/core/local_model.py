@@ -8,6 +8,7 @@ Measurements are modelled after standardisation: y_t = (raw_t - mean) / scale.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,6 +171,8 @@ def model_provenance(path: str | Path) -> str | None:
 
 # Rows above which parallel analysis runs on a random subsample of this many rows (choose_state_dim).
 PARALLEL_ANALYSIS_MAX_ROWS = 20_000
+# Draws of the Gaussian null of parallel analysis (gaussian_null_quantile), once per table shape.
+GAUSSIAN_NULL_DRAWS = 200
 
 
 def choose_state_dim(
@@ -184,10 +187,12 @@ def choose_state_dim(
     """Number of latent states for standardised data y (T, P) with covariance eigenvalues (descending).
 
     With explained_variance given: the smallest D reaching that fraction of the variance.
-    Otherwise Horn's parallel analysis: keep the leading components whose eigenvalue
-    exceeds the `quantile` of the same-rank eigenvalue of data whose columns were
-    permuted independently in time (which keeps every sensor's noise level and
-    removes all cross-sensor structure).
+    Otherwise Horn's parallel analysis: keep the leading components whose eigenvalue exceeds the
+    `quantile` of the same-rank eigenvalue of data with no cross-sensor structure. For a complete table
+    that null is the correlation matrix of T rows of P independent Gaussian columns (gaussian_null_quantile,
+    a function of (T, P) alone); with missing values, the second moments of y with each column permuted
+    independently in time (permutation_null: the missing pattern of every pair is kept), `n_permutations`
+    times.
     """
     lam = np.sort(np.asarray(eigenvalues, dtype=float))[::-1]
     T, P = y.shape
@@ -196,17 +201,45 @@ def choose_state_dim(
         return int(min(P - 1, np.searchsorted(frac, explained_variance) + 1))
     rng = np.random.default_rng(0) if rng is None else rng
     if T > PARALLEL_ANALYSIS_MAX_ROWS:
-        # Long windows: the whole analysis (data eigenvalues and their permutation null) on a random subset
-        # of rows. Each permutation costs O(T P^2); on a year of 1-minute data (T = 525,600, P = 50) the 20
-        # permutations took ~10 s per client. The subsample's null is a little wider (bulk edge
-        # (1 + sqrt(P / n))^2), so a component must stand out of n = 20,000 rows, not of T.
+        # Long windows: the whole analysis (data eigenvalues and their null) on a random subset of rows. The
+        # test's power grows with T; the subsample's null is a little wider (bulk edge (1 + sqrt(P / n))^2), so
+        # a component must stand out of n = 20,000 rows, not of a year of 1-minute data.
         rows = np.sort(rng.choice(T, PARALLEL_ANALYSIS_MAX_ROWS, replace=False))
         y = y[rows]
         lam = np.sort(np.linalg.eigvalsh(second_moments(y)))[::-1]
-    null = permutation_null(y, rng=rng, n_permutations=n_permutations)
-    above = lam > np.quantile(null, quantile, axis=0)
+    if np.isfinite(y).all():
+        threshold = gaussian_null_quantile(y.shape[0], P, quantile)
+    else:
+        threshold = np.quantile(permutation_null(y, rng=rng, n_permutations=n_permutations), quantile, axis=0)
+    above = lam > threshold
     d = int(np.argmin(above)) if not above.all() else P
     return min(max(d, 1), P - 1)
+
+
+@functools.lru_cache(maxsize=32)
+def gaussian_null_quantile(T: int, P: int, quantile: float) -> np.ndarray:
+    """(P,) read-only: the `quantile` of each rank's eigenvalue (descending) of the sample correlation matrix of
+    T rows of P independent Gaussian columns, over GAUSSIAN_NULL_DRAWS draws of a Generator seeded by (T, P).
+
+    This is the permutation null of a complete standardised table (each column permuted independently in
+    time) up to terms of higher order in 1/T: a permuted pair's correlation has mean 0 and variance 1/(T - 1)
+    whatever the columns' marginal distributions, and so has a Gaussian pair's. It costs O(P^3) a draw
+    (Bartlett: W = B B^T ~ Wishart(T - 1, I) with B lower triangular, chi(T - 1 - i) on its diagonal and
+    N(0, 1) below), not the O(T P) random draws of a permutation, and depends on the shape alone, so a
+    run's clients of one shape share it, and a client's state dimension does not depend on its seed."""
+    rng = np.random.default_rng([T, P])
+    null = np.empty((GAUSSIAN_NULL_DRAWS, P))
+    rank = np.arange(P)
+    for a in range(0, GAUSSIAN_NULL_DRAWS, 50):  # bounded temporaries for wide tables
+        n = min(50, GAUSSIAN_NULL_DRAWS - a)
+        B = np.tril(rng.standard_normal((n, P, P)), -1)
+        B[:, rank, rank] = np.sqrt(rng.chisquare(T - 1 - rank, size=(n, P)))
+        W = B @ B.transpose(0, 2, 1)
+        d = 1.0 / np.sqrt(np.einsum("nii->ni", W))
+        null[a : a + n] = np.linalg.eigvalsh(W * d[:, :, None] * d[:, None, :])[:, ::-1]
+    threshold = np.quantile(null, quantile, axis=0)
+    threshold.flags.writeable = False
+    return threshold
 
 
 def permutation_null(y: np.ndarray, *, rng: np.random.Generator, n_permutations: int) -> np.ndarray:

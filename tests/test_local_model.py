@@ -286,7 +286,12 @@ def test_long_tables_with_gaps_or_constant_columns(monkeypatch):
 def test_subsampled_parallel_analysis_is_the_subsamples_own():
     """Above PARALLEL_ANALYSIS_MAX_ROWS a complete table's analysis is that of a random subsample of n rows: the
     subsample's eigenvalues against the Gaussian null of (n, P), written out here step by step."""
-    from fedgc.core.local_model import PARALLEL_ANALYSIS_MAX_ROWS, choose_state_dim, gaussian_null_quantile, second_moments
+    from fedgc.core.local_model import (
+        PARALLEL_ANALYSIS_MAX_ROWS,
+        choose_state_dim,
+        gaussian_null_quantile,
+        second_moments,
+    )
 
     def written_out(y, seed):
         rng = np.random.default_rng(seed)

@@ -17,7 +17,6 @@ import pytest
 from fedgc.app.config import EvaluationSettings, PrivacySettings, RunConfig, parse_config
 from fedgc.app.runner import run_local
 from fedgc.cli import main
-from fedgc.core import kalman
 from fedgc.core.regression import Blocks, newton_update, regression_stats, relative_change
 from fedgc.core.response import BaseRound, anderson_fixed_point, identify_response, joint_pass
 from fedgc.core.window import lagged, pseudo_observations, run_filter
@@ -179,20 +178,6 @@ def test_a_prediction_sends_the_states_of_the_pass_at_its_A_s(data, rows, monkey
         assert states is not None
         assert all(np.array_equal(got, states[:, blocks.slice(m)]) for m, got in enumerate(step.states))
         assert len(passes) == step.evaluations + (0 if converges else 1)
-
-
-def test_the_loop_scan_is_the_plain_recursion_exactly():
-    """filter_scan's loop (large D) writes h_t = F h_{t-1} + drive_t in place: the very numbers of the plain
-    loop, bit for bit."""
-    rng = np.random.default_rng(2)
-    D = kalman.LOOP_ABOVE_DIM + 13
-    F = rng.standard_normal((D, D)) * 0.9 / np.sqrt(D)
-    drive, h0 = rng.standard_normal((500, D)), rng.standard_normal(D)
-    h, plain = h0.copy(), np.empty_like(drive)
-    for t in range(drive.shape[0]):
-        h = F @ h + drive[t]
-        plain[t] = h
-    assert np.array_equal(kalman.filter_scan(F, drive, h0), plain)
 
 
 def test_anderson_solves_a_contraction_and_survives_failures():

@@ -191,6 +191,48 @@ def test_filter_scan_paths_match_the_loop(gen, monkeypatch, name, expect_fallbac
     assert gen.rel_err(out, gen.loop_scan(F, drive, h0)) < 1e-10
 
 
+def _plain_recursion(F, drive, h0):
+    h, out = h0.copy(), np.empty_like(drive)
+    for t in range(drive.shape[0]):
+        h = F @ h + drive[t]
+        out[t] = h
+    return out
+
+
+@pytest.mark.parametrize(
+    "kind, T", [("stable", 1000), ("slow", 4001), ("non_normal", 999), ("zero_start", 130), ("short", 127)]
+)
+def test_large_state_scan_is_the_plain_recursion(kind, T):
+    """Above LOOP_ABOVE_DIM the scan runs in chunks as matrix products: the plain recursion to rounding, for
+    windows that are not a whole number of chunks, a slowly decaying F, a strongly non-normal F (transient
+    growth of ||F^j||) and h_0 = 0; a window shorter than 4 chunks is the plain loop, bit for bit."""
+    rng = np.random.default_rng(2)
+    D = kalman.LOOP_ABOVE_DIM + 13
+    F = rng.standard_normal((D, D))
+    F *= {"slow": 0.999}.get(kind, 0.9) / np.abs(np.linalg.eigvals(F)).max()
+    if kind == "non_normal":
+        F = np.triu(F) * 0.3 + np.diag(np.full(D, 0.8)) + np.diag(np.full(D - 1, 2.0), 1)
+    drive = rng.standard_normal((T, D))
+    h0 = np.zeros(D) if kind == "zero_start" else rng.standard_normal(D)
+    got, plain = kalman.filter_scan(F, drive, h0), _plain_recursion(F, drive, h0)
+    assert got.shape == drive.shape and got.dtype == np.float64
+    if T < 4 * kalman.SCAN_CHUNK:
+        assert np.array_equal(got, plain)
+    else:
+        assert np.abs(got - plain).max() <= 1e-12 * np.abs(plain).max()
+
+
+def test_large_state_scan_of_an_exploding_recursion_is_not_finite_or_huge():
+    """An unstable F: the blocked scan's states blow up as the loop's do (callers test finiteness and size)."""
+    rng = np.random.default_rng(3)
+    D = kalman.LOOP_ABOVE_DIM + 2
+    F = rng.standard_normal((D, D))
+    F *= 3.0 / np.abs(np.linalg.eigvals(F)).max()
+    with np.errstate(over="ignore", invalid="ignore"):
+        got = kalman.filter_scan(F, rng.standard_normal((2000, D)), rng.standard_normal(D))
+    assert not np.all(np.isfinite(got)) or np.abs(got).max() > 1e300
+
+
 def test_filter_scan_default_start_and_empty_window(gen):
     rng = np.random.default_rng(12)
     F = gen.random_stable(3, rng)

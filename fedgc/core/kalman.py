@@ -18,8 +18,11 @@ import numpy as np
 import scipy.linalg
 from scipy.linalg.lapack import dgttrs, zgttrs
 
-# State dimension above which the plain loop beats the eigenbasis scan (two complex (T, D) x (D, D) products).
+# State dimension above which the blocked scan (matrix products) beats the eigenbasis scan (an eigendecomposition
+# and two complex (T, D) x (D, D) products).
 LOOP_ABOVE_DIM = 48
+# Steps per chunk of the blocked scan (_blocked_scan).
+SCAN_CHUNK = 32
 
 
 class SteadyState(NamedTuple):
@@ -96,7 +99,9 @@ def filter_scan(F: np.ndarray, drive: np.ndarray, h0: np.ndarray | None = None) 
     The recursion is linear and time invariant, so it runs as D scalar first-order
     recursions in F's eigenbasis (compiled loops: first_order_scan). When F is close
     to defective the eigenbasis is ill-conditioned; then a plain loop is exact.
-    For large D the basis changes cost more than the loop's matvecs.
+    For large D the eigendecomposition and basis changes cost more than the recursion itself, which then
+    runs in chunks as matrix products (`_blocked_scan`; the plain loop's T matrix-vector products reread F
+    from memory at every step).
     Windows of REAL_SCAN_MIN_STEPS steps or more run in real arithmetic (`_real_modal_scan`, ~5x
     faster); shorter ones in complex eigen-coordinates, exactly as before that path existed (the two
     agree to rounding, but every later statistic inherits the last bits of the states).
@@ -107,7 +112,7 @@ def filter_scan(F: np.ndarray, drive: np.ndarray, h0: np.ndarray | None = None) 
     if T == 0:
         return np.zeros((0, D))
     if D > LOOP_ABOVE_DIM:
-        return _loop_scan(F, drive, h0)
+        return _blocked_scan(F, drive, h0) if T >= 4 * SCAN_CHUNK else _loop_scan(F, drive, h0)
     lam, V = np.linalg.eig(F)
     if np.linalg.cond(V) > MODAL_MAX_COND:
         return _loop_scan(F, drive, h0)
@@ -220,6 +225,38 @@ def _loop_scan(F: np.ndarray, drive: np.ndarray, h0: np.ndarray) -> np.ndarray:
     for t in range(drive.shape[0]):
         h = np.add(np.dot(F, h, out=product), drive[t], out=out[t])
     return out
+
+
+def _blocked_scan(F: np.ndarray, drive: np.ndarray, h0: np.ndarray, chunk: int = SCAN_CHUNK) -> np.ndarray:
+    """h_t = F h_{t-1} + drive_t in chunks of L = `chunk` steps, as matrix products. With s_k the state before
+    chunk k's first step (s_0 = h_0) and c_{k,j} chunk k's recursion from zero (c_{k,0} = drive_{kL},
+    c_{k,j} = F c_{k,j-1} + drive_{kL+j}), run for every chunk side by side:
+
+        h_{kL+j} = c_{k,j} + F^{j+1} s_k,      s_{k+1} = c_{k,L-1} + F^L s_k   (one matrix-vector product per chunk).
+
+    The same recursion as the loop, summed in another order: equal to rounding for a stable F. An F whose
+    powers overflow gives non-finite states, where the loop's would be huge (callers treat both as an
+    exploding recursion)."""
+    T, D = drive.shape
+    n = -(-T // chunk)
+    padded = np.zeros((n * chunk, D))
+    padded[:T] = drive
+    out = padded.reshape(n, chunk, D)  # out[k, j]: step kL + j; filled in place
+    Ft = np.ascontiguousarray(F.T)
+    for j in range(1, chunk):
+        out[:, j] += out[:, j - 1] @ Ft
+    F_chunk = np.linalg.matrix_power(F, chunk)
+    starts = np.empty((n, D))
+    s = np.asarray(h0, dtype=float)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in range(n):
+            starts[k] = s
+            s = F_chunk @ s + out[k, -1]
+        carry = starts
+        for j in range(chunk):
+            carry = carry @ Ft
+            out[:, j] += carry
+    return padded[:T]
 
 
 def _symmetric_root(J: np.ndarray) -> np.ndarray:

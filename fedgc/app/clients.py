@@ -30,7 +30,7 @@ from fedgc.core.local_model import LocalModel, identify, load_npz, save_npz, val
 from fedgc.core.snapshots import snapshot
 from fedgc.core.window import ClientWindow, prepare_window
 from fedgc.data.align import AlignedRows, align_tables, check_lengths
-from fedgc.data.cleaning import ColumnPolicy, detect_held
+from fedgc.data.cleaning import ColumnPolicy, find_held
 from fedgc.data.csv import ClientTable, read_client_csv, write_client_csv
 from fedgc.data.synthetic import SyntheticData, simulate
 from fedgc.errors import ConfigError, DataError, FedGCWarning, ModelError
@@ -325,7 +325,7 @@ def build_session(
     identified from the data). table: the client's table when already read (and aligned). A private client
     refuses missing cells before anything is computed from its data. snapshots: also compute its snapshot
     series for the SIV test ('siv', or 'auto': none when its data cannot give one; see snapshot_series); held
-    columns, by the cleaning's report or detect_held, are left out (unless the spec says held_values: keep: then
+    columns, by the cleaning's report or find_held, are left out (unless the spec says held_values: keep: then
     its held values count as measurements), and D_m is the snapshot rank when the spec gives state_dim."""
     table = read_table(spec, private=privacy is not None) if table is None else table
     if privacy is not None:
@@ -355,14 +355,14 @@ def snapshot_series(
     where: str = "",
 ) -> np.ndarray | None:  # fmt: skip
     """A client's snapshot series (fedgc.core.snapshots) from its own measurements (T, P): held analyser columns
-    (`held`, plus any detect_held finds; held None: none, every column is used) are left out. request '': None;
+    (`held`, plus any find_held finds; held None: none, every column is used) are left out. request '': None;
     'siv': DataError naming the client and file when the data cannot give one; 'auto': then a warning and None
     (the run falls back to the LR test)."""
     if not request:
         return None
     drop: set[int] = set()
     if held is not None:
-        drop = set(held) | {j for j in range(values.shape[1]) if detect_held(values[:, j]) is not None}
+        drop = set(held) | set(find_held(values))
     try:
         return snapshot(values, drop=sorted(drop), rank=rank, client=client).series
     except ValueError as exc:

@@ -90,6 +90,13 @@ def detect_held(x: np.ndarray) -> tuple[int, int] | None:
     return period, phase
 
 
+def find_held(values: np.ndarray) -> dict[int, tuple[int, int]]:
+    """{column: (period, phase)} for the columns of values (T, P) that detect_held finds held; the complete
+    columns that surely are not (_maybe_held, one vectorised pass) are not looked at one by one."""
+    found = {int(j): detect_held(values[:, j]) for j in np.flatnonzero(_maybe_held(values))}
+    return {j: grid for j, grid in found.items() if grid is not None}
+
+
 def _maybe_held(values: np.ndarray) -> np.ndarray:
     """Per column, False where detect_held surely finds nothing: a complete column whose new values
     (those that differ from the previous row) follow each other at a gap of 1 at least as often as at
@@ -154,12 +161,8 @@ def apply_policies(
     n_missing = 0 if complete else int(np.isnan(values).sum())
 
     held = []
-    maybe_held = _maybe_held(values)
-    for j, name in enumerate(columns):
-        found = detect_held(values[:, j]) if maybe_held[j] else None
-        if found is None:
-            continue
-        period, phase = found
+    for j, (period, phase) in find_held(values).items():
+        name = columns[j]
         masked = 0
         if policy.held_values == "missing":
             off_grid = (np.arange(T) % period != phase) & np.isfinite(values[:, j])

@@ -80,17 +80,25 @@ def test_blocks_layout():
 
 
 @pytest.mark.parametrize("diagonal", ["fixed", "joint"])
-@pytest.mark.parametrize("seed", [0, 1])
-def test_newton_update_is_least_squares(diagonal, seed):
-    pb = _problem(seed)
+@pytest.mark.parametrize("seed, dims", [(0, DIMS), (1, DIMS), (2, (2, 3, 2, 1, 3, 2, 4))])
+def test_newton_update_is_least_squares(diagonal, seed, dims):
+    """Every target's rows by direct least squares; targets of one state dimension are solved stacked."""
+    pb = _problem(seed, dims=dims)
     stats = regression_stats(pb.states, pb.pseudo, burn_in=1)
     A_s = newton_update(stats, pb.J, pb.blocks, diagonal=diagonal)
-    for m in range(3):
+    for m in range(len(dims)):
         idx, B, _, _ = _direct_ls(pb, m, diagonal)
         own = pb.blocks.slice(m)
         assert _rel(A_s[own][:, idx], B) < 1e-10
         if diagonal == "fixed":
             assert np.all(A_s[own, own] == 0.0)
+
+
+def test_shared_inverse_refuses_a_singular_or_non_finite_gram():
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        shared_inverse(np.array([[1.0, 2.0], [2.0, 1.0]]))
+    with pytest.raises(ValueError, match="infs or NaNs"):
+        shared_inverse(np.array([[1.0, np.nan], [np.nan, 1.0]]))
 
 
 def test_regression_stats_burn_in():

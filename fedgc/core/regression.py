@@ -127,10 +127,19 @@ def regression_stats(
 
 
 def shared_inverse(gram: np.ndarray) -> np.ndarray:
-    """(sum x x^T)^{-1} of all stacked states, factorised once per round for every target."""
-    c = scipy.linalg.cho_factor(gram, lower=True)
-    W = scipy.linalg.cho_solve(c, np.eye(gram.shape[0]))
-    return 0.5 * (W + W.T)
+    """(sum x x^T)^{-1} of all stacked states, factorised once per round for every target: Cholesky and
+    its inverse (LAPACK potrf, potri), exactly symmetric. np.linalg.LinAlgError when gram is not positive
+    definite, ValueError when it is not finite."""
+    gram = np.asarray(gram, dtype=np.float64)
+    if not np.isfinite(gram).all():
+        raise ValueError("array must not contain infs or NaNs")
+    factor, info = scipy.linalg.lapack.dpotrf(gram, lower=1, clean=0)
+    if info == 0:
+        inverse, info = scipy.linalg.lapack.dpotri(factor, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"{info}-th leading minor of the states' Gram matrix not positive definite")
+    lower = np.tril(inverse)
+    return lower + np.tril(lower, -1).T
 
 
 def row_fit(stats: RegressionStats, W: np.ndarray, blocks: Blocks, m: int, diagonal: Diagonal) -> RowFit:
@@ -170,19 +179,38 @@ def newton_update(
     penalty: float = 0.0,
     start: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The A_s minimising sum_m L^m / n (+ penalty * sum_{m != n} ||A_s^{mn}||_F) for fixed states."""
+    """The A_s minimising sum_m L^m / n (+ penalty * sum_{m != n} ||A_s^{mn}||_F) for fixed states.
+
+    Without a penalty, row block m is (J^m)^{-1} times row_fit's coefficients, for every target at once:
+    (cross^T W)[m's rows] is H^T W, and the targets of one state dimension share one stacked solve (the
+    fixed-diagonal correction and J^m's). With a penalty, group_lasso_row per target."""
     W = shared_inverse(stats.gram)
     A_s = np.zeros((blocks.total, blocks.total))
-    for m, J in enumerate(informations):
-        fit = row_fit(stats, W, blocks, m, diagonal)
-        idx = blocks.regressors(m, diagonal)
-        B = np.linalg.solve(J, fit.coef[:, idx])
-        if penalty > 0:
+    if penalty > 0:
+        for m, J in enumerate(informations):
+            idx = blocks.regressors(m, diagonal)
+            B = np.linalg.solve(J, row_fit(stats, W, blocks, m, diagonal).coef[:, idx])
             G = stats.gram[np.ix_(idx, idx)] / stats.n
             Hz = stats.cross[idx, blocks.slice(m)].T / stats.n
             x0 = B if start is None else start[blocks.slice(m)][:, idx]
-            B = group_lasso_row(J, G, Hz, blocks.sources(m, diagonal), penalty, start=x0)
-        A_s[blocks.slice(m), idx] = B
+            A_s[blocks.slice(m), idx] = group_lasso_row(J, G, Hz, blocks.sources(m, diagonal), penalty, start=x0)
+        return A_s
+    coef = stats.cross.T @ W  # row block m: row_fit's unconstrained H^T W
+    by_dim: dict[int, list[int]] = {}
+    for m, d in enumerate(blocks.dims):
+        by_dim.setdefault(d, []).append(m)
+    for d, members in by_dim.items():
+        rows = np.stack([np.arange(blocks.offsets[m], blocks.offsets[m] + d) for m in members])  # (k, d)
+        C = coef[rows]  # (k, d, D)
+        own = (np.arange(len(members))[:, None, None], np.arange(d)[None, :, None], rows[:, None, :])
+        if diagonal == "fixed":  # C - C_own W_own^{-1} W[own, :]: solves with d right-hand sides, not D
+            W_own = W[rows[:, :, None], rows[:, None, :]]
+            C = C - np.swapaxes(np.linalg.solve(W_own, np.swapaxes(C[own], 1, 2)), 1, 2) @ W[rows]
+        # (J^m)^{-1} by a stacked inverse: a stacked solve with D right-hand sides is ten times slower
+        B = np.linalg.inv(np.stack([informations[m] for m in members])) @ C
+        if diagonal == "fixed":
+            B[own] = 0.0
+        A_s[rows.ravel()] = B.reshape(-1, blocks.total)
     return A_s
 
 

@@ -187,24 +187,37 @@ def test_pair_tests_equal_one_block_wald_per_pair() -> None:
             assert norm[m, n] == pytest.approx(np.linalg.norm(B[np.ix_(cols[n], t)]))
 
 
-def test_candidate_wald_is_the_batch_means_wald_of_the_formed_series() -> None:
+def test_candidate_test_is_the_bonferroni_smallest_of_its_per_target_walds() -> None:
+    """A lag candidate's coefficients (c, R) are tested target site by target site (the pair tests' Wald of the
+    formed series, batches by the per-target q); its p-value is M times the smallest, at most 1."""
     rng = np.random.default_rng(9)
-    N, c, R = 1500, 2, 40  # q = 80 restrictions: 2 q = 160 batches, above 0.4 N^(2/3) = 52
+    N, c, dims = 1500, 2, (10, 10, 12, 8)
+    R, offsets = sum(dims), np.concatenate([[0], np.cumsum(dims)])
     influence, resid = _persistent(rng, N, c, 0.4), _persistent(rng, N, R, 0.6)
-    B = rng.standard_normal((c, R)) * 0.02
-    batches = hac.batch_count(N, c * R, min_rows=4)
-    assert batches == 160
     u = ema_highpass(resid, siv.RESIDUAL_WINDOWS * 30.0, start=0.0)  # residuals high-passed from 0, window 3 x 30
-    phi = (influence[:, :, None] * u[:, None, :]).reshape(N, -1)
-    S = hac.batch_means_lrv(phi, batches=batches)
-    want = wald_test(B, S / N, nu=batches - 1.0).log10_pvalue
-    assert siv._wald(B, influence, siv._residual_highpass(resid, 30.0), max_lag=2) == pytest.approx(want, rel=1e-9)
+    found = {}
+    for scale in (0.05, 1e-5):
+        B = rng.standard_normal((c, R)) * scale
+        B[:, offsets[2] : offsets[3]] *= 10.0  # one target stands out
+        per_target = []
+        for m in range(len(dims)):
+            t = slice(offsets[m], offsets[m + 1])
+            phi = (influence[:, :, None] * u[:, None, t]).reshape(N, -1)
+            batches = hac.batch_count(N, phi.shape[1], min_rows=4)
+            S = hac.batch_means_lrv(phi, batches=batches)
+            per_target.append(wald_test(B[:, t], S / N, nu=batches - 1.0).log10_pvalue)
+        want = min(0.0, min(per_target) + np.log10(len(dims)))
+        got = siv._strongest_target(B, influence, siv._residual_highpass(resid, 30.0), offsets, max_lag=2)
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
+        found[scale] = (got, int(np.argmin(per_target)))
+    assert found[0.05][0] < -3 and found[0.05][1] == 2  # the standout target decides
+    assert found[1e-5][0] == 0.0  # M times the smallest p is above 1
 
 
 def _drift_null_pvalues(
     rng: np.random.Generator, drift: float, reps: int, N: int = 4000, W: float = 60.0
 ) -> np.ndarray:
-    """p-values of siv._wald on its own null: B = influence^T u / N exactly, with an influence series high-passed
+    """p-values of a candidate's test (one target of one column: no Bonferroni factor) on its own null: B = influence^T u / N exactly, with an influence series high-passed
     as the instruments are (window W) and residuals u = white noise + `drift` x an AR(0.999) random walk."""
     out = np.empty(reps)
     for i in range(reps):
@@ -212,7 +225,8 @@ def _drift_null_pvalues(
         influence = ema_highpass(e[:, :1], W)[1000:]
         slow = scipy.signal.lfilter([1.0], [1.0, -0.999], e[:, 2])
         u = (e[:, 1] + drift * slow)[1000:, None]
-        out[i] = 10.0 ** siv._wald(influence.T @ u / N, influence, siv._residual_highpass(u, W), max_lag=2)
+        u_hp, one_target = siv._residual_highpass(u, W), np.array([0, 1])
+        out[i] = 10.0 ** siv._strongest_target(influence.T @ u / N, influence, u_hp, one_target, max_lag=2)
     return out
 
 

@@ -24,8 +24,8 @@ influence series nearly blind to the residuals' slow part (a site's own drift): 
 the estimate's error but, nearly constant over a batch, much to the batch sums (with it, the p-values
 under an AR(0.999) drift had median 0.85 at T = 20000). Removing the residuals' content down to the
 instruments' own window W would also remove the part that leaks through the gain: anti-conservative
-under a strong drift (design.md §6b). The lag selection's tests (a candidate's coefficients in every
-target's equations) use the same covariance; their many restrictions q = c R make B = 2q batches.
+under a strong drift (design.md §6b). The lag selection tests a candidate target by target with the same
+covariance (its coefficients in one target site's equations) and takes M times the smallest p-value.
 Results are [target m, source n] matrices as in fedgc.core.granger.
 """
 
@@ -39,8 +39,8 @@ import scipy.linalg
 
 from fedgc.core.fdr import benjamini_hochberg
 from fedgc.core.granger import GCResult, block_strength
-from fedgc.core.hac import CHUNK_VALUES, wald_test, wald_tests
-from fedgc.core.pair_hac import Mapper, pair_lrvs
+from fedgc.core.hac import CHUNK_VALUES, wald_tests
+from fedgc.core.pair_hac import Mapper, PairLRV, pair_lrvs
 from fedgc.core.regression import Blocks
 
 MAX_LAG = 2
@@ -311,12 +311,18 @@ def _residual_highpass(resid: np.ndarray, window: float) -> np.ndarray:
     return ema_highpass(resid, RESIDUAL_WINDOWS * window, start=0.0)
 
 
-def _wald(B: np.ndarray, influence: np.ndarray, u: np.ndarray, *, max_lag: int) -> float:
-    """log10 p of B (k, r) = 0 with the batch-means covariance of phi_t = influence_t (N, k) (x) u_t (N, r),
-    u the high-passed residuals (_residual_highpass)."""
-    everything = [np.arange(influence.shape[1])], [np.arange(u.shape[1])]
-    lrv = pair_lrvs(influence, u, *everything, [(0, 0)], min_rows=max_lag + 2)[0]
-    return wald_test(B, lrv.S / influence.shape[0], nu=lrv.batches - 1.0).log10_pvalue
+def _strongest_target(B: np.ndarray, influence: np.ndarray, u: np.ndarray, offsets: np.ndarray, *, max_lag: int) -> float:
+    """log10 p of B (k, R) = 0 (added regressors' coefficients in every equation) as M per-target tests, the
+    Bonferroni-adjusted smallest: target site m's block B[:, m's columns] = 0 by the pair tests' Wald (the
+    batch-means covariance of influence_t (N, k) (x) u_t[m's columns], u the high-passed residuals; F
+    reference). A lag usually matters in a few equations (the site's own, its children's); one test of
+    all k R restrictions spread its power over them, and its 2 k R batches were a few rows long."""
+    M = len(offsets) - 1
+    targets = [np.arange(offsets[m], offsets[m + 1]) for m in range(M)]
+    pairs = [(m, 0) for m in range(M)]
+    lrvs = pair_lrvs(influence, u, [np.arange(B.shape[0])], targets, pairs, min_rows=max_lag + 2)
+    _, _, log10p, _, _ = _block_walds(B, influence.shape[0], lrvs, pairs, [np.arange(B.shape[0])], targets)
+    return float(min(0.0, log10p.min() + np.log10(M)))
 
 
 def _pair_tests(
@@ -327,16 +333,32 @@ def _pair_tests(
     columns: its dims[m] columns of resid, sites in order; resid the high-passed residuals, see the module
     docstring): Wald with the batch-means covariance of
     phi_t = influence_t[cols[n]] (x) resid_t[m's columns] (fedgc.core.pair_hac; batches of at least
-    max_lag + 2 rows, as u is MA(max_lag)) and F(q, B - q), batched by size."""
-    N = influence.shape[0]
+    max_lag + 2 rows, as u is MA(max_lag)) and F(q, B - q)."""
     M = len(cols)
     sources = [np.asarray(c, dtype=int) for c in cols]
     offsets = np.concatenate([[0], np.cumsum(dims)]).astype(int)
     targets = [np.arange(offsets[m], offsets[m + 1]) for m in range(M)]
     pairs = [(m, n) for m in range(M) for n in range(M) if n != m]
     lrvs = pair_lrvs(influence, resid, sources, targets, pairs, min_rows=max_lag + 2)
-    statistic, log10p, norm = np.full((M, M), np.nan), np.full((M, M), np.nan), np.full((M, M), np.nan)
-    dof, batches = np.zeros((M, M), dtype=int), np.zeros((M, M), dtype=int)
+    tests = _block_walds(B, influence.shape[0], lrvs, pairs, sources, targets)
+    m_idx, n_idx = np.array(pairs).T
+    out = []
+    for values, fill in zip(tests, (np.nan, 0, np.nan, np.nan, 0), strict=True):
+        matrix = np.full((M, M), fill, dtype=values.dtype)
+        matrix[m_idx, n_idx] = values
+        out.append(matrix)
+    return tuple(out)
+
+
+def _block_walds(
+    B: np.ndarray, N: int, lrvs: Sequence[PairLRV], pairs: Sequence[tuple[int, int]], sources: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+) -> tuple[np.ndarray, ...]:  # fmt: skip
+    """(W, q, log10 p, ||block||, batches), one entry per pair (m, n) in order: the Wald test of B[sources[n],
+    targets[m]] = 0 with the covariance lrvs[p].S / N and F(q, B_p - q), batched by block size."""
+    P = len(pairs)
+    statistic, log10p, norm = np.empty(P), np.empty(P), np.empty(P)
+    dof, batches = np.zeros(P, dtype=int), np.array([lrv.batches for lrv in lrvs], dtype=int)
     by_size: dict[tuple[int, int], list[int]] = {}
     for p, (m, n) in enumerate(pairs):
         by_size.setdefault((sources[n].size, targets[m].size), []).append(p)
@@ -344,13 +366,10 @@ def _pair_tests(
         m_idx, n_idx = np.array([pairs[p] for p in members]).T
         rows = np.stack([sources[n] for n in n_idx])[:, :, None]
         blocks = B[rows, np.stack([targets[m] for m in m_idx])[:, None, :]]  # (P, k_n, r_m)
-        nu = np.array([lrvs[p].batches - 1.0 for p in members])
         V = np.stack([lrvs[p].S / N for p in members])
-        tests = wald_tests(blocks.reshape(len(members), -1), V, nu=nu)
-        statistic[m_idx, n_idx], dof[m_idx, n_idx] = tests.statistic, tests.dof
-        log10p[m_idx, n_idx] = tests.log10_pvalue
-        norm[m_idx, n_idx] = np.linalg.norm(blocks, axis=(1, 2))
-        batches[m_idx, n_idx] = [lrvs[p].batches for p in members]
+        tests = wald_tests(blocks.reshape(len(members), -1), V, nu=batches[members] - 1.0)
+        statistic[members], dof[members], log10p[members] = tests.statistic, tests.dof, tests.log10_pvalue
+        norm[members] = np.linalg.norm(blocks, axis=(1, 2))
     return statistic, dof, log10p, norm, batches
 
 
@@ -423,7 +442,7 @@ def _select_lags(
                 return None
             A = dirs[:, keep] / np.linalg.norm(dirs[:, keep], axis=0)
             added = ext.add(A, own)
-            lp = _wald(added.B, added.influence, added.resid, max_lag=max_lag)  # the refit's residuals, high-passed
+            lp = _strongest_target(added.B, added.influence, added.resid, d.offsets, max_lag=max_lag)
             return lp, [LagDirection(n, k, A[:, j]) for j in range(A.shape[1])]
 
         best: tuple[float, list[LagDirection]] | None = None

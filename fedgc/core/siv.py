@@ -311,7 +311,9 @@ def _residual_highpass(resid: np.ndarray, window: float) -> np.ndarray:
     return ema_highpass(resid, RESIDUAL_WINDOWS * window, start=0.0)
 
 
-def _strongest_target(B: np.ndarray, influence: np.ndarray, u: np.ndarray, offsets: np.ndarray, *, max_lag: int) -> float:
+def _strongest_target(
+    B: np.ndarray, influence: np.ndarray, u: np.ndarray, offsets: np.ndarray, *, max_lag: int
+) -> float:
     """log10 p of B (k, R) = 0 (added regressors' coefficients in every equation) as M per-target tests, the
     Bonferroni-adjusted smallest: target site m's block B[:, m's columns] = 0 by the pair tests' Wald (the
     batch-means covariance of influence_t (N, k) (x) u_t[m's columns], u the high-passed residuals; F

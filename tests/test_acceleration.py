@@ -104,11 +104,18 @@ def test_two_rounds_identify_a_clients_response_exactly(data):
     np.testing.assert_allclose(model.lag_gain, window.J @ window.A, atol=1e-10)
 
 
-@pytest.mark.parametrize("rows", [None, 97])
-def test_the_joint_pass_is_what_the_clients_return(data, rows, monkeypatch):
+@pytest.fixture(scope="module")
+def mixed_data():
+    """Clients of state dimensions 2, 3, 2, 1: the lag gains of one dimension sit in separate columns."""
+    return simulate(replace(SPEC, state_dims=(2, 3, 2, 1)), np.random.default_rng(4))
+
+
+@pytest.mark.parametrize("rows, systems", [(None, "data"), (97, "data"), (None, "mixed_data"), (97, "mixed_data")])
+def test_the_joint_pass_is_what_the_clients_return(rows, systems, request, monkeypatch):
     """Sent an A_s with the states the joint pass predicts for it (from any earlier round), the clients'
     filters return exactly those states, and the pass's sums are the replies' regression sums, however
-    the window is cut into blocks."""
+    the window is cut into blocks and whatever the clients' state dimensions."""
+    data = request.getfixturevalue(systems)
     if rows is not None:
         monkeypatch.setattr("fedgc.core.response.BLOCK_ROWS", rows)
     windows = [s.window for s in sessions(data)]

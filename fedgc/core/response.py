@@ -91,15 +91,23 @@ class RoundBlock(NamedTuple):
     pseudo_obs: np.ndarray
 
 
+class LagGains(NamedTuple):
+    """The lag gains P of the k clients of one state dimension d: gains (k, d, d); columns: theirs in the stacked
+    layout, client after client (k d,), or a slice when they are all of them in order."""
+
+    gains: np.ndarray
+    columns: np.ndarray | slice
+
+
 class PreparedRound(NamedTuple):
     """What every joint pass about one base round shares, computed once (`prepare_round`): F and G (D, D),
-    block diagonal; each client's columns and lag gain P; h0 stacked; the round in blocks of BLOCK_ROWS
-    steps (RoundBlock); T. Holds three (T, D) arrays, against recomputing them for every A_s tried."""
+    block diagonal; the lag gains P stacked by state dimension (LagGains); h0 stacked; the round in blocks of
+    BLOCK_ROWS steps (RoundBlock); T. Holds three (T, D) arrays, against recomputing them for every A_s
+    tried."""
 
     transition: np.ndarray
     input_gain: np.ndarray
-    cols: tuple[slice, ...]
-    lag_gains: tuple[np.ndarray, ...]
+    lag_gains: tuple[LagGains, ...]
     h0: np.ndarray
     blocks: tuple[RoundBlock, ...]
     n_steps: int
@@ -127,7 +135,19 @@ def prepare_round(models: Sequence[ResponseModel], base: BaseRound) -> PreparedR
             drive[:, c] = H[:, c] - lag_base[:, c] @ m.transition.T - s[a:b] @ m.input_gain.T
         blocks.append(RoundBlock(a, drive, lag_base, np.hstack([z[a:b] for z in base.pseudo_obs])))
         h_base = H[-1]
-    return PreparedRound(F, G, cols, tuple(m.lag_gain for m in models), h0, tuple(blocks), T)
+    return PreparedRound(F, G, _lag_gains(models, cols, D), h0, tuple(blocks), T)
+
+
+def _lag_gains(models: Sequence[ResponseModel], cols: Sequence[slice], D: int) -> tuple[LagGains, ...]:
+    by_dim: dict[int, list[int]] = {}
+    for m, model in enumerate(models):
+        by_dim.setdefault(model.lag_gain.shape[0], []).append(m)
+    groups = []
+    for members in by_dim.values():
+        columns = np.concatenate([np.arange(D)[cols[m]] for m in members])
+        whole = columns.size == D and bool(np.all(columns == np.arange(D)))
+        groups.append(LagGains(np.stack([models[m].lag_gain for m in members]), slice(None) if whole else columns))
+    return tuple(groups)
 
 
 def joint_pass(
@@ -162,8 +182,10 @@ def prepared_pass(
             lag = np.vstack([h_pred[None, :], Hx[:-1]])
             Z = block.pseudo_obs.copy()
             moved = lag - block.lag
-            for c, P in zip(prepared.cols, prepared.lag_gains, strict=True):
-                Z[:, c] -= moved[:, c] @ P.T
+            for group in prepared.lag_gains:  # z~ = z - P (h~_{t-1} - h_{t-1}) for every client of the group
+                k, d, _ = group.gains.shape
+                part = moved[:, group.columns].reshape(-1, k, d)
+                Z[:, group.columns] -= np.einsum("tki,kji->tkj", part, group.gains, optimize=True).reshape(-1, k * d)
             lo = min(max(burn_in - a, 0), Hx.shape[0])
             X, Zt = lag[lo:], Z[lo:]
             gram += X.T @ X

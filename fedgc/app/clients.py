@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from fedgc.app.config import ClientOptions, ClientSpec, RunConfig
 from fedgc.app.privacy import client_privacy
 from fedgc.app.results import ClientData, RunResult, Truth
 from fedgc.app.tep import TEPClients, tep_reference
+from fedgc.app.worker_processes import can_fork, map_in_processes
 from fedgc.core.local_model import LocalModel, identify, load_npz, save_npz, validate
 from fedgc.core.snapshots import snapshot
 from fedgc.core.window import ClientWindow, prepare_window
@@ -247,42 +249,29 @@ def read_sessions(
     """The in-process clients of `fedgc run` (local engine) and what was done to their data.
 
     Client by client: its file is read, its model identified (or loaded) and its window projected to
-    (T, D_m), and its raw (T, P_m) table is dropped as its session is built, so raw data sits in memory
-    for at most `workers` clients at a time (clients are built on that many threads: reading, identifying
-    and projecting are the client's own work, and pandas' parser and numpy release the GIL). Row counts
-    are compared once every file has been read (the same error as read_tables); with several faulty
-    clients the first one's error is raised. Alignment by timestamp needs every table at once: then all
-    are read first, and each is still dropped as soon as its session is built."""
+    (T, D_m), and its raw (T, P) table is dropped as its session is built, so raw data sits in memory
+    for at most `workers` clients at a time. Clients are built `workers` at a time: on forked worker
+    processes when there are many small files (`_in_processes`: their building holds the GIL), else on
+    threads (reading, identifying and projecting long tables is numpy's work, which releases it). Row
+    counts are compared once every file has been read (the same error as read_tables); with several
+    faulty clients the first one's error is raised. Alignment by timestamp needs every table at once:
+    then all are read first, and each is still dropped as soon as its session is built."""
     run = config_fingerprint(cfg) if cfg.privacy is not None else ""  # hashes every data file: private runs only
-
-    def build(i: int, table: ClientTable) -> ClientSession:
-        spec = cfg.clients[i]
-        privacy = client_privacy(
-            cfg.privacy, plan, i, seed=cfg.seed, client=spec.name, data_file=spec.data, run=run, spec=spec
-        )
-        return build_session(spec, cfg.client, seed=cfg.seed + i, privacy=privacy, table=table,
-                             session_class=session_class, snapshots=snapshots)  # fmt: skip
-
     sessions: list[ClientSession] = []
     if cfg.align == "timestamp":
         tables: list[ClientTable | None]
         tables, summary = read_tables(cfg)  # type: ignore[assignment]
         for i, table in enumerate(tables):
             tables[i] = None
-            sessions.append(build(i, table))  # type: ignore[arg-type]
+            sessions.append(_session(cfg, plan, run, snapshots, session_class, i, table))  # type: ignore[arg-type]
         return sessions, summary
 
-    reader = csv_reader(cfg)
-
-    def client(i: int) -> tuple[ClientSession, tuple[str, ClientData], ClientTable]:
-        table = read_table(cfg.clients[i], private=cfg.privacy is not None, reader=reader)
-        notes = (table.client, _data_notes(cfg, table, None))
-        shape = table._replace(values=np.empty((table.values.shape[0], 0)))  # rows and timestamps only
-        return build(i, table), notes, shape
-
+    client = partial(_client, cfg, plan, run, snapshots, session_class, csv_reader(cfg))
     indices = range(len(cfg.clients))
     if workers == 1 or len(cfg.clients) < 2:
         built = [client(i) for i in indices]
+    elif _in_processes(cfg, plan, session_class):
+        built = map_in_processes(client, indices, workers=workers)
     else:  # a pool of `workers` threads: that many tables in memory at a time; errors in client order
         pool = ThreadPoolExecutor(min(workers, len(cfg.clients)))
         try:
@@ -291,6 +280,48 @@ def read_sessions(
             pool.shutdown(cancel_futures=True)
     check_lengths([shape for _, _, shape in built])
     return [session for session, _, _ in built], dict(notes for _, notes, _ in built)
+
+
+# Clients from which, and data files up to which, a run's clients are built on worker processes.
+PROCESS_MIN_CLIENTS = 8
+PROCESS_MAX_FILE_BYTES = 16 * 2**20
+
+
+def _in_processes(cfg: RunConfig, plan: PrivacyPlan | None, session_class: type[ClientSession]) -> bool:
+    """Build the clients on forked processes: many small files (each client's work is many small calls holding
+    the GIL), plain batch sessions (a private client's ledger, a learnable theta's torch module and a
+    streaming session stay on threads) and a system that forks."""
+    if plan is not None or cfg.privacy is not None or session_class is not ClientSession or cfg.client.learn_theta:
+        return False
+    if len(cfg.clients) < PROCESS_MIN_CLIENTS or not can_fork():
+        return False
+    try:
+        return all(os.path.getsize(spec.data) <= PROCESS_MAX_FILE_BYTES for spec in cfg.clients)
+    except OSError:  # the reader names the problem
+        return False
+
+
+def _client(
+    cfg: RunConfig, plan: PrivacyPlan | None, run: str, snapshots: str, session_class: type[ClientSession],
+    reader: str, i: int,
+) -> tuple[ClientSession, tuple[str, ClientData], ClientTable]:  # fmt: skip
+    """Client i of read_sessions: its session, its data notes and its table's rows and timestamps (no values)."""
+    table = read_table(cfg.clients[i], private=cfg.privacy is not None, reader=reader)
+    notes = (table.client, _data_notes(cfg, table, None))
+    shape = table._replace(values=np.empty((table.values.shape[0], 0)))  # rows and timestamps only
+    return _session(cfg, plan, run, snapshots, session_class, i, table), notes, shape
+
+
+def _session(
+    cfg: RunConfig, plan: PrivacyPlan | None, run: str, snapshots: str, session_class: type[ClientSession], i: int,
+    table: ClientTable,
+) -> ClientSession:  # fmt: skip
+    spec = cfg.clients[i]
+    privacy = client_privacy(
+        cfg.privacy, plan, i, seed=cfg.seed, client=spec.name, data_file=spec.data, run=run, spec=spec
+    )
+    return build_session(spec, cfg.client, seed=cfg.seed + i, privacy=privacy, table=table,
+                         session_class=session_class, snapshots=snapshots)  # fmt: skip
 
 
 def _data_notes(cfg: RunConfig, table: ClientTable, alignment: AlignedRows | None) -> ClientData:

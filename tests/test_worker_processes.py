@@ -4,6 +4,7 @@ and the runs that stay on threads."""
 
 from __future__ import annotations
 
+import signal
 import warnings
 from pathlib import Path
 
@@ -35,6 +36,17 @@ def test_results_in_order_warnings_raised_again_and_the_first_error():
         assert map_in_processes(_square_or_fail, [0, 1, 2, 3, 4], workers=2) == [0, 1, 4, 9, 16]
     with pytest.raises(DataError, match="item 5 is bad"), pytest.warns(FedGCWarning, match="three is odd"):
         map_in_processes(_square_or_fail, list(range(9)), workers=2)
+
+
+def _ctrl_c_handler(_: int) -> bool:
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_workers_leave_ctrl_c_to_the_parent():
+    """A terminal's Ctrl-C reaches the whole process group: the workers ignore it (no traceback of theirs),
+    the parent stops after the pieces under way."""
+    assert map_in_processes(_ctrl_c_handler, [0, 1], workers=2) == [True, True]
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
 
 
 def _sites(folder: Path, *, constant_in: int | None = None, short: int | None = None) -> dict:

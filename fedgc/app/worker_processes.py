@@ -8,12 +8,14 @@ a piece returns is pickled back (a built client: its window, states and snapshot
 
 A warning raised in a worker (FedGCWarning: a dropped column, held analyser values) is recorded there and
 raised again here, piece by piece in order, as each result is taken; an error is raised here as the piece's
-result is taken, so with several faulty pieces the first one's error is the one seen, as on threads.
+result is taken, so with several faulty pieces the first one's error is the one seen, as on threads. The
+workers ignore Ctrl-C: it reaches this process, which finishes the pieces under way and stops.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -30,7 +32,7 @@ def can_fork() -> bool:
 def map_in_processes(job: Callable[..., Result], items: Sequence[Any], *, workers: int) -> list[Result]:
     """[job(item) for item in items] on `workers` forked processes. job and the items must pickle (a
     module-level function, functools.partial of one); so must the results and the warnings."""
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_ctrl_c)
     try:
         futures = [pool.submit(_recording_warnings, job, item) for item in items]
         results = []
@@ -42,6 +44,10 @@ def map_in_processes(job: Callable[..., Result], items: Sequence[Any], *, worker
         return results
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+def _ignore_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _recording_warnings(job: Callable[..., Result], item: Any) -> tuple[Result, list[Warning]]:

@@ -156,7 +156,7 @@ def test_reference_calibration_needs_a_tep_reference():
 def test_calibrated_alerts_on_tennessee_eastman():
     """The rule on real data (models identified on d00, the reference): far fewer false alerts on normal
     operation d00_te than the chi-square rule, and the fault-1 run is still alerted after its start.
-    Measured (docs/streaming.md): d00_te 43 -> 2 false alerts; d01_te 2 / 71 -> 0 / 16 before / after."""
+    Measured (docs/streaming.md): d00_te 46 -> 0 false alerts; d01_te 1 / 74 -> 0 / 18 before / after."""
     base = load_config(ROOT / "simulations" / "tep_fault_stream.yaml")
     plain = replace(base.streaming, alert_variance="wald", alert_calibration="none")
     calibrated = replace(base.streaming, alert_variance="hac", alert_calibration="reference")
@@ -274,7 +274,7 @@ def test_calibrate_alerts_pools_the_cross_fitted_halves():
 def test_shipped_tep_stream_meets_issue_13s_target():
     """simulations/tep_fault_stream.yaml (hac + cross_fit): at most 1 false alert on normal operation d00_te at
     alert_alpha 0.01, and every shipped fault run alerted after its start (sample 160), at most 1 alert before.
-    Measured (docs/streaming.md#limits): d00_te 0; after the fault d01 7, d02 12, d04 5, d06 24, d07 15, d11 4."""
+    Measured (docs/streaming.md#limits): d00_te 0; after the fault d01 9, d02 7, d04 4, d06 33, d07 16, d11 2."""
     base = load_config(ROOT / "simulations" / "tep_fault_stream.yaml")
     assert (base.streaming.alert_variance, base.streaming.alert_calibration) == ("hac", "cross_fit")
     assert base.streaming.alert_alpha == 0.01

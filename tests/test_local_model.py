@@ -347,6 +347,19 @@ def test_a_complete_tables_state_dimension_does_not_depend_on_the_seed():
     assert not gaussian_null_quantile(1200, 10, 0.95).flags.writeable  # shared by every client of this shape
 
 
+def test_a_table_of_no_more_rows_than_columns_keeps_the_permutation_null():
+    """Bartlett's draws need T > P (chi with T - 1 - i degrees of freedom): a short, wide complete table is
+    analysed against its permutations, as before, and the seed's Generator is drawn from."""
+    from fedgc.core.local_model import choose_state_dim, second_moments
+
+    rng = np.random.default_rng(40)
+    y = rng.standard_normal((8, 12))
+    y = (y - y.mean(axis=0)) / y.std(axis=0)
+    generator = np.random.default_rng(41)
+    assert 1 <= choose_state_dim(y, np.linalg.eigvalsh(second_moments(y)), rng=generator) <= 11
+    assert generator.random() != np.random.default_rng(41).random()
+
+
 @pytest.mark.parametrize("gaps", [False, True])
 def test_permutation_null_is_the_per_permutation_loop_it_replaced(gaps):
     """permutation_null (one finiteness check, one batched eigvalsh) gives bit for bit the eigenvalues of the

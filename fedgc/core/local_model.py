@@ -189,7 +189,7 @@ def choose_state_dim(
     With explained_variance given: the smallest D reaching that fraction of the variance.
     Otherwise Horn's parallel analysis: keep the leading components whose eigenvalue exceeds the
     `quantile` of the same-rank eigenvalue of data with no cross-sensor structure. For a complete table
-    that null is the correlation matrix of T rows of P independent Gaussian columns (gaussian_null_quantile,
+    of more rows than columns that null is the correlation matrix of T rows of P independent Gaussian columns (gaussian_null_quantile,
     a function of (T, P) alone); with missing values, the second moments of y with each column permuted
     independently in time (permutation_null: the missing pattern of every pair is kept), `n_permutations`
     times.
@@ -207,7 +207,7 @@ def choose_state_dim(
         rows = np.sort(rng.choice(T, PARALLEL_ANALYSIS_MAX_ROWS, replace=False))
         y = y[rows]
         lam = np.sort(np.linalg.eigvalsh(second_moments(y)))[::-1]
-    if np.isfinite(y).all():
+    if y.shape[0] > P and np.isfinite(y).all():  # Bartlett's chi(T - 1 - i) needs T > P
         threshold = gaussian_null_quantile(y.shape[0], P, quantile)
     else:
         threshold = np.quantile(permutation_null(y, rng=rng, n_permutations=n_permutations), quantile, axis=0)

@@ -77,6 +77,9 @@ def test_blocks_layout():
     assert list(blocks.regressors(1, "joint")) == list(range(7))
     assert blocks.sources(1, "fixed") == [(0, slice(0, 2)), (2, slice(2, 4))]
     assert blocks.sources(1, "joint") == [(0, slice(0, 2)), (2, slice(5, 7))]
+    (twos, rows2), (threes, rows3) = blocks.by_dim()
+    assert twos == [0, 2] and rows2.tolist() == [[0, 1], [5, 6]]
+    assert threes == [1] and rows3.tolist() == [[2, 3, 4]]
 
 
 @pytest.mark.parametrize("diagonal", ["fixed", "joint"])

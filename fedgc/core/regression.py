@@ -46,6 +46,16 @@ class Blocks(NamedTuple):
         idx = np.arange(self.total)
         return idx if diagonal == "joint" else np.delete(idx, np.arange(self.offsets[m], self.offsets[m + 1]))
 
+    def by_dim(self) -> list[tuple[list[int], np.ndarray]]:
+        """The clients of each state dimension d, in order of first appearance: (their indices m, (k, d) their
+        rows of the stacked state, client after client)."""
+        members: dict[int, list[int]] = {}
+        for m, d in enumerate(self.dims):
+            members.setdefault(d, []).append(m)
+        return [
+            (ms, np.stack([np.arange(self.offsets[m], self.offsets[m] + d) for m in ms])) for d, ms in members.items()
+        ]
+
     def sources(self, m: int, diagonal: Diagonal) -> list[tuple[int, builtins.slice]]:
         """(client n, columns of n inside client m's regressor set) for every n != m."""
         out: list[tuple[int, builtins.slice]] = []
@@ -196,11 +206,8 @@ def newton_update(
             A_s[blocks.slice(m), idx] = group_lasso_row(J, G, Hz, blocks.sources(m, diagonal), penalty, start=x0)
         return A_s
     coef = stats.cross.T @ W  # row block m: row_fit's unconstrained H^T W
-    by_dim: dict[int, list[int]] = {}
-    for m, d in enumerate(blocks.dims):
-        by_dim.setdefault(d, []).append(m)
-    for d, members in by_dim.items():
-        rows = np.stack([np.arange(blocks.offsets[m], blocks.offsets[m] + d) for m in members])  # (k, d)
+    for members, rows in blocks.by_dim():
+        d = rows.shape[1]
         C = coef[rows]  # (k, d, D)
         own = (np.arange(len(members))[:, None, None], np.arange(d)[None, :, None], rows[:, None, :])
         if diagonal == "fixed":  # C - C_own W_own^{-1} W[own, :]: solves with d right-hand sides, not D

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fedgc.core.kalman import filter_scan
-from fedgc.core.regression import RegressionStats, relative_change
+from fedgc.core.regression import Blocks, RegressionStats, relative_change
 
 
 class ResponseModel(NamedTuple):
@@ -135,17 +135,14 @@ def prepare_round(models: Sequence[ResponseModel], base: BaseRound) -> PreparedR
             drive[:, c] = H[:, c] - lag_base[:, c] @ m.transition.T - s[a:b] @ m.input_gain.T
         blocks.append(RoundBlock(a, drive, lag_base, np.hstack([z[a:b] for z in base.pseudo_obs])))
         h_base = H[-1]
-    return PreparedRound(F, G, _lag_gains(models, cols, D), h0, tuple(blocks), T)
+    return PreparedRound(F, G, _lag_gains(models, Blocks.of(dims)), h0, tuple(blocks), T)
 
 
-def _lag_gains(models: Sequence[ResponseModel], cols: Sequence[slice], D: int) -> tuple[LagGains, ...]:
-    by_dim: dict[int, list[int]] = {}
-    for m, model in enumerate(models):
-        by_dim.setdefault(model.lag_gain.shape[0], []).append(m)
+def _lag_gains(models: Sequence[ResponseModel], layout: Blocks) -> tuple[LagGains, ...]:
     groups = []
-    for members in by_dim.values():
-        columns = np.concatenate([np.arange(D)[cols[m]] for m in members])
-        whole = columns.size == D and bool(np.all(columns == np.arange(D)))
+    for members, rows in layout.by_dim():
+        columns = rows.ravel()
+        whole = columns.size == layout.total and bool(np.all(columns == np.arange(layout.total)))
         groups.append(LagGains(np.stack([models[m].lag_gain for m in members]), slice(None) if whole else columns))
     return tuple(groups)
 

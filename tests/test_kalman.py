@@ -191,18 +191,10 @@ def test_filter_scan_paths_match_the_loop(gen, monkeypatch, name, expect_fallbac
     assert gen.rel_err(out, gen.loop_scan(F, drive, h0)) < 1e-10
 
 
-def _plain_recursion(F, drive, h0):
-    h, out = h0.copy(), np.empty_like(drive)
-    for t in range(drive.shape[0]):
-        h = F @ h + drive[t]
-        out[t] = h
-    return out
-
-
 @pytest.mark.parametrize(
     "kind, T", [("stable", 1000), ("slow", 4001), ("non_normal", 999), ("zero_start", 130), ("short", 127)]
 )
-def test_large_state_scan_is_the_plain_recursion(kind, T):
+def test_large_state_scan_is_the_plain_recursion(gen, kind, T):
     """Above LOOP_ABOVE_DIM the scan runs in chunks as matrix products: the plain recursion to rounding, for
     windows that are not a whole number of chunks, a slowly decaying F, a strongly non-normal F (transient
     growth of ||F^j||) and h_0 = 0; a window shorter than 4 chunks is the plain loop, bit for bit."""
@@ -214,7 +206,7 @@ def test_large_state_scan_is_the_plain_recursion(kind, T):
         F = np.triu(F) * 0.3 + np.diag(np.full(D, 0.8)) + np.diag(np.full(D - 1, 2.0), 1)
     drive = rng.standard_normal((T, D))
     h0 = np.zeros(D) if kind == "zero_start" else rng.standard_normal(D)
-    got, plain = kalman.filter_scan(F, drive, h0), _plain_recursion(F, drive, h0)
+    got, plain = kalman.filter_scan(F, drive, h0), gen.loop_scan(F, drive, h0)
     assert got.shape == drive.shape and got.dtype == np.float64
     if T < 4 * kalman.SCAN_CHUNK:
         assert np.array_equal(got, plain)

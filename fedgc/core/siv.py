@@ -319,12 +319,16 @@ def _strongest_target(
     batch-means covariance of influence_t (N, k) (x) u_t[m's columns], u the high-passed residuals; F
     reference). A lag usually matters in a few equations (the site's own, its children's); one test of
     all k R restrictions spread its power over them, and its 2 k R batches were a few rows long."""
-    M = len(offsets) - 1
-    targets = [np.arange(offsets[m], offsets[m + 1]) for m in range(M)]
-    pairs = [(m, 0) for m in range(M)]
-    lrvs = pair_lrvs(influence, u, [np.arange(B.shape[0])], targets, pairs, min_rows=max_lag + 2)
-    _, _, log10p, _, _ = _block_walds(B, influence.shape[0], lrvs, pairs, [np.arange(B.shape[0])], targets)
-    return float(min(0.0, log10p.min() + np.log10(M)))
+    targets, source = _site_columns(offsets), [np.arange(B.shape[0])]
+    pairs = [(m, 0) for m in range(len(targets))]
+    lrvs = pair_lrvs(influence, u, source, targets, pairs, min_rows=max_lag + 2)
+    _, _, log10p, _, _ = _block_walds(B, influence.shape[0], lrvs, pairs, source, targets)
+    return float(min(0.0, log10p.min() + np.log10(len(targets))))
+
+
+def _site_columns(offsets: np.ndarray) -> list[np.ndarray]:
+    """Every site's columns of the stacked series, from the sites' offsets (M + 1,)."""
+    return [np.arange(offsets[m], offsets[m + 1]) for m in range(len(offsets) - 1)]
 
 
 def _pair_tests(
@@ -338,8 +342,7 @@ def _pair_tests(
     max_lag + 2 rows, as u is MA(max_lag)) and F(q, B - q)."""
     M = len(cols)
     sources = [np.asarray(c, dtype=int) for c in cols]
-    offsets = np.concatenate([[0], np.cumsum(dims)]).astype(int)
-    targets = [np.arange(offsets[m], offsets[m + 1]) for m in range(M)]
+    targets = _site_columns(np.concatenate([[0], np.cumsum(dims)]).astype(int))
     pairs = [(m, n) for m in range(M) for n in range(M) if n != m]
     lrvs = pair_lrvs(influence, resid, sources, targets, pairs, min_rows=max_lag + 2)
     tests = _block_walds(B, influence.shape[0], lrvs, pairs, sources, targets)

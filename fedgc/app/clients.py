@@ -220,13 +220,16 @@ def csv_reader(cfg: RunConfig) -> str:
     yet, else "pandas" (the same tables either way)."""
     if "pandas" in sys.modules:
         return "pandas"
-    total = 0
-    for spec in cfg.clients:
-        try:
-            total += os.path.getsize(spec.data)
-        except OSError:  # the reader names the problem
-            return "pandas"
-    return "numpy" if total <= NUMPY_READER_BYTES else "pandas"
+    sizes = _data_file_sizes(cfg)
+    return "numpy" if sizes is not None and sum(sizes) <= NUMPY_READER_BYTES else "pandas"
+
+
+def _data_file_sizes(cfg: RunConfig) -> list[int] | None:
+    """Every client's data file size in bytes; None when one cannot be read (its reader names the problem)."""
+    try:
+        return [os.path.getsize(spec.data) for spec in cfg.clients]
+    except OSError:
+        return None
 
 
 def read_tables(cfg: RunConfig) -> tuple[list[ClientTable], dict[str, ClientData]]:
@@ -295,10 +298,8 @@ def _in_processes(cfg: RunConfig, plan: PrivacyPlan | None, session_class: type[
         return False
     if len(cfg.clients) < PROCESS_MIN_CLIENTS or not can_fork():
         return False
-    try:
-        return all(os.path.getsize(spec.data) <= PROCESS_MAX_FILE_BYTES for spec in cfg.clients)
-    except OSError:  # the reader names the problem
-        return False
+    sizes = _data_file_sizes(cfg)
+    return sizes is not None and max(sizes) <= PROCESS_MAX_FILE_BYTES
 
 
 def _client(

@@ -10,7 +10,7 @@ from statsmodels.stats.sandwich_covariance import S_hac_simple
 
 from fedgc.core.hac import andrews_bandwidth, bartlett_lrv, equivalent_df, wald_test
 from fedgc.core.siv import _tsls, ema_highpass, siv_tests
-from fedgc.core.snapshots import snapshot, snapshot_rank
+from fedgc.core.snapshots import snapshot, snapshot_rank, stacked_lag_gram
 from fedgc.data import ground_truth as gt
 from fedgc.data.cleaning import detect_held
 
@@ -106,6 +106,48 @@ def test_snapshot_rank_finds_the_state_dimension_and_drops_held_columns() -> Non
     with pytest.raises(ValueError, match=r"client 'x'.*too few"):
         snapshot(ys[0][:30], client="x")
     assert snapshot_rank(np.array([0.9, 0.5, 0.01]), n=5000, n_past=9) == 2
+
+
+@pytest.mark.parametrize("T, P, lags", [(40, 3, 3), (200, 5, 1), (500, 4, 2), (1000, 7, 4)])
+def test_stacked_lag_gram_is_the_stacked_tables_gram(T: int, P: int, lags: int) -> None:
+    z = np.random.default_rng(T).standard_normal((T, P))
+    stacked = np.hstack([z[lags - lag : T - lag] for lag in range(lags + 1)])  # (z_t, z_{t-1}, ..., z_{t-lags})
+    np.testing.assert_allclose(stacked_lag_gram(z, lags), stacked.T @ stacked, rtol=1e-13, atol=1e-12)
+
+
+def _canonical_reference(y: np.ndarray, lags: int) -> np.ndarray:
+    """The canonical correlations of the standardised y_t (missing: 0) against its stacked past, by SVD of the
+    whitened cross-covariance of the stacked table (the textbook construction)."""
+    z = (y - np.nanmean(y, axis=0)) / np.nanstd(y, axis=0)
+    z = np.where(np.isfinite(z), z, 0.0)
+    T = len(z)
+    future, past = z[lags:], np.hstack([z[lags - lag : T - lag] for lag in range(1, lags + 1)])
+    whiten = lambda S: np.linalg.inv(np.linalg.cholesky(S))
+    return np.linalg.svd(whiten(future.T @ future) @ future.T @ past @ whiten(past.T @ past).T, compute_uv=False)
+
+
+@pytest.mark.parametrize("missing", [0.0, 0.05])
+def test_snapshot_correlations_match_the_stacked_table(missing: float) -> None:
+    ys, _ = gt.simulate(gt.make("chain", 0), 3000, np.random.default_rng(2))
+    y = ys[0].copy()
+    rng = np.random.default_rng(3)
+    y[rng.random(y.shape) < missing] = np.nan
+    snap = snapshot(y, drop=[1])
+    kept = np.delete(y, 1, axis=1)
+    np.testing.assert_allclose(snap.correlations, _canonical_reference(kept, 3)[: len(snap.correlations)], atol=1e-12)
+    z = (kept - np.nanmean(kept, axis=0)) / np.nanstd(kept, axis=0)
+    np.testing.assert_allclose(snap.series, np.where(np.isfinite(z), z, 0.0) @ snap.directions.T, atol=1e-12)
+
+
+@pytest.mark.parametrize("value", [1.5, 0.1, -1234.567])
+def test_snapshot_names_a_constant_column_whatever_its_value(value: float) -> None:
+    y = np.random.default_rng(0).standard_normal((3000, 6))
+    y[:, 2] = value  # 0.1's mean is not exactly 0.1: its standard deviation is ~1e-17, not 0
+    with pytest.raises(ValueError, match=r"client 'x': column\(s\) \[2\] are constant"):
+        snapshot(y, client="x")
+    y[::7, 2] = np.nan
+    with pytest.raises(ValueError, match=r"column\(s\) \[2\] are constant"):
+        snapshot(y, client="x")
 
 
 def test_siv_finds_only_the_true_edges_of_the_tanks_line() -> None:

@@ -56,6 +56,23 @@ def _inv_sqrt(S: np.ndarray) -> np.ndarray:
     return (U / np.sqrt(w)) @ U.T
 
 
+def stacked_lag_gram(z: np.ndarray, lags: int) -> np.ndarray:
+    """sum_{t=lags}^{T-1} w_t w_t^T for w_t = (z_t, z_{t-1}, ..., z_{t-lags}) ((lags + 1) P square; z (T, P)),
+    without the (T, (lags + 1) P) stacked table: block (a, b), b = a + d, sums z_s z_{s-d}^T over
+    s = lags - a .. T - 1 - a, which is the whole-series product M_d = z[d:]^T z[:T-d] less at most `lags`
+    rows at each end. lags + 1 products of (T, P) tables instead of one of (T, (lags + 1) P)."""
+    T, P = z.shape
+    G = np.empty(((lags + 1) * P, (lags + 1) * P))
+    for d in range(lags + 1):
+        whole = z[d:].T @ z[: T - d]
+        for a in range(lags + 1 - d):
+            head, tail = z[d : lags - a], z[T - a : T]  # rows s = d .. lags-a-1 and T-a .. T-1
+            block = whole - head.T @ z[: lags - a - d] - tail.T @ z[T - a - d : T - d]
+            G[a * P : (a + 1) * P, (a + d) * P : (a + d + 1) * P] = block
+            G[(a + d) * P : (a + d + 1) * P, a * P : (a + 1) * P] = block.T
+    return G
+
+
 def snapshot_rank(correlations: np.ndarray, *, n: int, n_past: int, level: float = RANK_LEVEL) -> int:
     """Bartlett's sequential test: the number of canonical correlations (of P = len(correlations)
     present directions against n_past past ones, n samples) that are nonzero at `level` (>= 1)."""
@@ -91,7 +108,7 @@ def snapshot(
     if P_all - len(dropped) < MIN_COLUMNS_AFTER_DROP:
         dropped = ()
     columns = tuple(j for j in range(P_all) if j not in dropped)
-    z = y[:, list(columns)]
+    z = np.take(y, columns, axis=1)  # a copy (indexing a row-major table's columns with a list is ~5x slower)
     P = z.shape[1]
     n = T - past_lags
     if n < 5 * P * (past_lags + 1) + 10:
@@ -99,22 +116,29 @@ def snapshot(
             f"client '{client}': {T} steps are too few for snapshot directions of {P} columns with {past_lags} past "
             f"lags (need at least {5 * P * (past_lags + 1) + 10 + past_lags})"
         )
-    observed = np.isfinite(z)
-    if np.any(observed.sum(axis=0) < 2):
+    missing = ~np.isfinite(z)
+    complete = not missing.any()
+    if not complete and np.any(T - missing.sum(axis=0) < 2):
         raise ValueError(f"client '{client}': a column has fewer than 2 observed values")
-    mu = np.nanmean(z, axis=0)
-    sd = np.nanstd(z, axis=0)
-    if np.any(sd <= 0):
-        flat = [columns[j] for j in np.flatnonzero(sd <= 0)]
+    # equal extremes, not sd == 0: the mean of a constant 0.1 is not exactly 0.1, nor its deviations 0
+    constant = np.fmax.reduce(z, axis=0) == np.fmin.reduce(z, axis=0)
+    if np.any(constant):
+        flat = [columns[j] for j in np.flatnonzero(constant)]
         raise ValueError(f"client '{client}': column(s) {flat} are constant; a snapshot needs varying sensors")
-    z = np.where(observed, (z - mu) / sd, 0.0)
-    future = z[past_lags:]
-    past = np.hstack([z[past_lags - lag : T - lag] for lag in range(1, past_lags + 1)])
-    S_ff, S_pp, S_fp = future.T @ future / n, past.T @ past / n, future.T @ past / n
+    if complete:
+        z -= z.mean(axis=0)
+        z /= np.sqrt(np.einsum("tj,tj->j", z, z) / T)  # z.std(axis=0) without its (T, P) temporaries
+    else:
+        sd = np.nanstd(z, axis=0)
+        z -= np.nanmean(z, axis=0)
+        z /= sd
+        z[missing] = 0.0  # the column mean
+    G = stacked_lag_gram(z, past_lags) / n
+    S_ff, S_pp, S_fp = G[:P, :P], G[P:, P:], G[:P, P:]
     W_f = _inv_sqrt(S_ff)
     U, rho, _ = np.linalg.svd(W_f @ S_fp @ _inv_sqrt(S_pp))
     if rank is None:
-        r = snapshot_rank(rho, n=n, n_past=past.shape[1], level=level)
+        r = snapshot_rank(rho, n=n, n_past=past_lags * P, level=level)
     elif isinstance(rank, (int, np.integer)) and rank >= 1:
         r = min(int(rank), P)
     else:

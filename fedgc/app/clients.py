@@ -479,7 +479,7 @@ def _model_columns(spec: ClientSpec, table: ClientTable, model: LocalModel) -> t
         model = _restricted(spec, model, keep) if len(keep) < model.obs_dim else model
         if tuple(names) == tuple(table.columns):
             return model, values  # the table's own columns in order: no (T, P) copy
-        return model, values[:, [table.columns.index(c) for c in names]]
+        return model, np.take(values, [table.columns.index(c) for c in names], axis=1)
     kept, n_file = table.cleaning.kept, table.cleaning.file_columns
     if model.obs_dim == values.shape[1]:
         return model, values

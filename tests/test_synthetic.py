@@ -71,3 +71,12 @@ def test_same_seed_same_data_and_spec_errors():
         SystemSpec(n_clients=3, state_dims=[2, 2])
     with pytest.raises(ConfigError, match="outside the system"):
         SystemSpec(n_clients=3, n_steps=100, perturbations=(Perturbation(200, 0, 1, "on"),))
+
+
+def test_a_perturbation_that_makes_the_system_unstable_is_a_config_error():
+    spec = SystemSpec(
+        n_clients=3, state_dims=2, obs_dims=5, n_steps=200, edge_density=1.0,
+        perturbations=(Perturbation(100, target=0, source=1, action="scale", factor=1000.0),),
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="perturbation at t=100 makes the system unstable"):
+        simulate(spec, np.random.default_rng(0))

@@ -18,7 +18,8 @@ a grid (different sampling phases or rates) would get mostly missing rows; that 
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -70,10 +71,14 @@ def align_tables(tables: Sequence[ClientTable]) -> tuple[list[ClientTable], dict
     """The tables on the common grid (module docstring) and each client's row accounting."""
     unstamped = [f"{t.client!r} ({t.path})" for t in tables if t.timestamps is None]
     if unstamped:
-        raise DataError(f"align: timestamp needs a timestamp column in every file; client(s) {', '.join(unstamped)} have none")
+        raise DataError(
+            f"align: timestamp needs a timestamp column in every file; client(s) {', '.join(unstamped)} have none"
+        )
     kinds = {t.timestamps.dtype.kind for t in tables}
     if len(kinds) > 1:
-        detail = ", ".join(f"{t.client!r}: {'datetimes' if t.timestamps.dtype.kind == 'M' else 'numbers'}" for t in tables)
+        detail = ", ".join(
+            f"{t.client!r}: {'datetimes' if t.timestamps.dtype.kind == 'M' else 'numbers'}" for t in tables
+        )
         raise DataError(f"align: timestamp needs timestamps of one kind in every file, got {detail}")
     start = max(t.timestamps[0] for t in tables)
     end = min(t.timestamps[-1] for t in tables)
@@ -99,5 +104,7 @@ def align_tables(tables: Sequence[ClientTable]) -> tuple[list[ClientTable], dict
     changed = {c: r for c, r in rows.items() if r.dropped or r.inserted}
     if changed:
         detail = "; ".join(f"{c!r}: {r.dropped} dropped, {r.inserted} missing inserted" for c, r in changed.items())
-        warnings.warn(FedGCWarning(f"aligned {len(tables)} clients on {grid.size} common time steps ({detail})"), stacklevel=2)
+        warnings.warn(
+            FedGCWarning(f"aligned {len(tables)} clients on {grid.size} common time steps ({detail})"), stacklevel=2
+        )
     return out, rows

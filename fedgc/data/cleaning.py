@@ -21,7 +21,8 @@ them would shift this client's time axis against the other clients'.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -137,7 +138,9 @@ def apply_policies(
     dropped_missing = tuple((columns[j], float(frac[j])) for j in np.flatnonzero(too_sparse))
     if dropped_missing:
         listed = ", ".join(f"{c!r} ({f:.0%} missing)" for c, f in dropped_missing)
-        _warn(f"{where}: dropped column(s) {listed}: more than max_missing = {policy.max_missing:g} of the rows are missing")
+        _warn(
+            f"{where}: dropped column(s) {listed}: more than max_missing = {policy.max_missing:g} of the rows are missing"
+        )
 
     span = column_span(values, complete=complete)  # all-NaN columns (NaN span) are already dropped above
     constant = ~too_sparse & (span == 0)
@@ -182,7 +185,9 @@ def apply_policies(
         )
         _warn(f"{where}: held (sampled) column(s) detected, new values {listed}; {action}")
     empty = 0 if complete and not any(h.n_masked for h in held) else int(np.isnan(values).all(axis=1).sum())
-    cleaning = Cleaning(dropped_missing, dropped_constant, tuple(held), n_missing, empty, tuple(keep.tolist()), len(frac))
+    cleaning = Cleaning(
+        dropped_missing, dropped_constant, tuple(held), n_missing, empty, tuple(keep.tolist()), len(frac)
+    )
     return values, columns, cleaning
 
 

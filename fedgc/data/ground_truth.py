@@ -18,8 +18,8 @@ true-model oracle detects with power well below 1 at T = 2000 and about 1 at T =
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 import scipy.linalg
@@ -133,8 +133,9 @@ def cross_block(dm: int, dn: int, strength: float, rng: np.random.Generator) -> 
     return B * (strength / np.linalg.norm(B, 2))
 
 
-def sensors(d: int, P: int, snr: float, rng: np.random.Generator, state_cov: np.ndarray,
-            hetero: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+def sensors(
+    d: int, P: int, snr: float, rng: np.random.Generator, state_cov: np.ndarray, hetero: float = 3.0
+) -> tuple[np.ndarray, np.ndarray]:
     """C (P, d) with Gaussian loadings, R (P,) heteroscedastic noise variances: sensor i's noise
     variance is its signal variance / snr times a factor log-uniform in [1/sqrt(hetero), sqrt(hetero)]
     (so the site's average per-sensor SNR is about snr)."""
@@ -156,8 +157,24 @@ def _stationary_cov(lags: np.ndarray, Q: np.ndarray) -> np.ndarray:
     return scipy.linalg.solve_discrete_lyapunov(F, Qc)[:D, :D]
 
 
-def _assemble(name, dims, self_blocks, edges_list, rng, *, strength=(0.2, 0.35), obs=None, snr=None,
-              lags_self=None, Q=None, meta=None, noise_ar=0.0, held=(), drift=0.0, told_dims=None) -> System:
+def _assemble(
+    name,
+    dims,
+    self_blocks,
+    edges_list,
+    rng,
+    *,
+    strength=(0.2, 0.35),
+    obs=None,
+    snr=None,
+    lags_self=None,
+    Q=None,
+    meta=None,
+    noise_ar=0.0,
+    held=(),
+    drift=0.0,
+    told_dims=None,
+) -> System:
     """Build a System from per-site self blocks (list of (L, d, d) or (d, d)), an edge list
     [(source, target), ...] with a strength range, per-site sensor counts and SNRs (random if None)."""
     M = len(dims)
@@ -170,14 +187,14 @@ def _assemble(name, dims, self_blocks, edges_list, rng, *, strength=(0.2, 0.35),
         if b.ndim == 2:
             b = b[None]
         for lag in range(b.shape[0]):
-            lags[lag, off[m]:off[m + 1], off[m]:off[m + 1]] = b[lag]
+            lags[lag, off[m] : off[m + 1], off[m] : off[m + 1]] = b[lag]
     edges = np.zeros((M, M), dtype=bool)
     cross = np.zeros_like(lags)
     for e in edges_list:
         n, m = e[0], e[1]
         lag = e[2] if len(e) > 2 else 0
         s = rng.uniform(*strength) if not np.isscalar(strength) else strength
-        cross[lag, off[m]:off[m + 1], off[n]:off[n + 1]] = cross_block(dims[m], dims[n], s, rng)
+        cross[lag, off[m] : off[m + 1], off[n] : off[n + 1]] = cross_block(dims[m], dims[n], s, rng)
         edges[m, n] = True
     # shrink the cross blocks (never the self dynamics) until stable
     scale = 1.0
@@ -194,18 +211,31 @@ def _assemble(name, dims, self_blocks, edges_list, rng, *, strength=(0.2, 0.35),
         snr = [float(np.exp(rng.uniform(np.log(0.5), np.log(4.0)))) for _ in dims]
     C, R = [], []
     for m in range(M):
-        c, r = sensors(dims[m], obs[m], snr[m], rng, Sigma[off[m]:off[m + 1], off[m]:off[m + 1]])
+        c, r = sensors(dims[m], obs[m], snr[m], rng, Sigma[off[m] : off[m + 1], off[m] : off[m + 1]])
         C.append(c)
         R.append(r)
     meta = dict(meta or {})
     meta.update(obs=list(obs), snr=[float(s) for s in snr], cross_scale=scale)
-    return System(name, tuple(int(d) for d in dims), lags, Q, tuple(C), tuple(R), edges, noise_ar, tuple(held),
-                  drift, told_dims, meta)
+    return System(
+        name,
+        tuple(int(d) for d in dims),
+        lags,
+        Q,
+        tuple(C),
+        tuple(R),
+        edges,
+        noise_ar,
+        tuple(held),
+        drift,
+        told_dims,
+        meta,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Families inside the model class
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def tanks(rng: np.random.Generator) -> System:
     """Line of coupled tanks (the users' case): sites A -> B -> C and an independent utility U.
@@ -227,14 +257,16 @@ def tanks(rng: np.random.Generator) -> System:
     edges = np.zeros((4, 4), dtype=bool)
     edges[1, 0] = edges[2, 1] = True
     Sigma = scipy.linalg.solve_discrete_lyapunov(A, Q)
-    base = [np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.7]]),
-            np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]),
-            np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.7], [0.5, 0.5]]),
-            np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7], [0.7, -0.7], [0.3, 0.0], [0.0, 0.3]])]
+    base = [
+        np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.7]]),
+        np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]),
+        np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.7], [0.5, 0.5]]),
+        np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7], [0.7, -0.7], [0.3, 0.0], [0.0, 0.3]]),
+    ]
     C, R = [], []
     for m, b in enumerate(base):
         c = b + 0.1 * rng.standard_normal(b.shape)
-        S = Sigma[2 * m:2 * m + 2, 2 * m:2 * m + 2]
+        S = Sigma[2 * m : 2 * m + 2, 2 * m : 2 * m + 2]
         sig = np.einsum("pi,ij,pj->p", c, S, c)
         snr = rng.uniform(0.7, 2.0, c.shape[0])
         C.append(c)
@@ -300,7 +332,7 @@ def var2(rng: np.random.Generator) -> System:
         th = rng.uniform(0.3, 1.2, d)
         V = _orth(d, rng)
         A1 = V @ np.diag(2 * r * np.cos(th)) @ V.T
-        A2 = V @ np.diag(-(r ** 2)) @ V.T
+        A2 = V @ np.diag(-(r**2)) @ V.T
         blocks.append(np.stack([A1, A2]))
     return _assemble("var2", dims, blocks, [(0, 1, 0), (1, 2, 1), (3, 2, 0)], rng, strength=(0.2, 0.3))
 
@@ -316,7 +348,7 @@ def mixed(rng: np.random.Generator) -> System:
             r = rng.uniform(0.75, 0.92, d)
             th = rng.uniform(0.3, 1.2, d)
             V = _orth(d, rng)
-            blocks.append(np.stack([V @ np.diag(2 * r * np.cos(th)) @ V.T, V @ np.diag(-(r ** 2)) @ V.T]))
+            blocks.append(np.stack([V @ np.diag(2 * r * np.cos(th)) @ V.T, V @ np.diag(-(r**2)) @ V.T]))
         else:
             blocks.append(np.stack([site_dynamics(d, rng), np.zeros((d, d))]))
     return _assemble("mixed", dims, blocks, [(0, 1, 0), (1, 2, 0), (2, 3, 1), (4, 3, 0)], rng, strength=(0.2, 0.3))
@@ -332,14 +364,21 @@ def slow(rng: np.random.Generator) -> System:
 
 
 FAMILIES: dict[str, Callable[[np.random.Generator], System]] = {
-    "tanks": tanks, "chain": chain, "tree": tree, "feedback": feedback, "dense": dense, "var2": var2,
-    "mixed": mixed, "slow": slow,
+    "tanks": tanks,
+    "chain": chain,
+    "tree": tree,
+    "feedback": feedback,
+    "dense": dense,
+    "var2": var2,
+    "mixed": mixed,
+    "slow": slow,
 }
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Null systems (no cross edges) under misspecification
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def _null_base(rng: np.random.Generator, name: str, dims=None, **kw) -> System:
     M = 4
@@ -387,7 +426,10 @@ def null_drift(rng):
 
 
 NULLS: dict[str, Callable[[np.random.Generator], System]] = {
-    "control": null_control, "coloured": null_coloured, "held": null_held, "underorder": null_underorder,
+    "control": null_control,
+    "coloured": null_coloured,
+    "held": null_held,
+    "underorder": null_underorder,
     "drift": null_drift,
 }
 
@@ -404,6 +446,7 @@ def make(name: str, seed: int) -> System:
 # ---------------------------------------------------------------------------------------------------------------
 # Simulation
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def _ar1_filter(e: np.ndarray, phi: float) -> np.ndarray:
     return scipy.signal.lfilter([1.0], [1.0, -phi], e, axis=0)
@@ -425,12 +468,12 @@ def simulate(system: System, T: int, rng: np.random.Generator) -> tuple[list[np.
         sig = H[:, system.sl(m)] @ C.T
         e = rng.standard_normal((n, P))
         if system.noise_ar:
-            e = _ar1_filter(e, system.noise_ar) * np.sqrt(1 - system.noise_ar ** 2)
+            e = _ar1_filter(e, system.noise_ar) * np.sqrt(1 - system.noise_ar**2)
         w = e[BURN_IN:] * np.sqrt(R)
         y = sig + w
         if system.drift:
             sd = np.sqrt(np.einsum("pi,ij,pj->p", C, np.cov(H[:, system.sl(m)].T).reshape(C.shape[1], -1), C))
-            d = _ar1_filter(rng.standard_normal((n, P)), 0.999) * np.sqrt(1 - 0.999 ** 2)
+            d = _ar1_filter(rng.standard_normal((n, P)), 0.999) * np.sqrt(1 - 0.999**2)
             y = y + d[BURN_IN:] * sd * system.drift
         if system.held:
             for col, k in system.held[m].items():

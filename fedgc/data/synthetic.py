@@ -18,6 +18,9 @@ import scipy.linalg
 from fedgc.core.kalman import filter_scan
 from fedgc.core.local_model import LocalModel
 from fedgc.data.synthetic_spec import Perturbation, SystemSpec
+from fedgc.errors import ConfigError
+
+__all__ = ["Perturbation", "SyntheticData", "SyntheticSystem", "SystemSpec", "make_system", "simulate"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def make_system(spec: SystemSpec, rng: np.random.Generator) -> SyntheticSystem:
                 block *= spec.edge_strength / np.linalg.norm(block, 2)
                 patterns[offsets[m] : offsets[m + 1], offsets[n] : offsets[n + 1]] = block
     pairs = [(m, n) for m in range(M) for n in range(M) if m != n]
-    n_edges = int(round(spec.edge_density * len(pairs)))
+    n_edges = round(spec.edge_density * len(pairs))
     chosen = rng.choice(len(pairs), size=n_edges, replace=False)
     edges = np.zeros((M, M), dtype=bool)
     for k in chosen:
@@ -153,7 +156,10 @@ def simulate(spec: SystemSpec, rng: np.random.Generator, system: SyntheticSystem
         states[start:end] = filter_scan(A, noise[start:end], prev)
         edges_over_time.append(
             np.array(
-                [[m != n and np.any(A[o[m] : o[m + 1], o[n] : o[n + 1]] != 0) for n in range(len(o) - 1)] for m in range(len(o) - 1)]
+                [
+                    [m != n and np.any(A[o[m] : o[m + 1], o[n] : o[n + 1]] != 0) for n in range(len(o) - 1)]
+                    for m in range(len(o) - 1)
+                ]
             )
         )
     y = []

@@ -38,9 +38,9 @@ import itertools
 import os
 import re
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from collections.abc import Iterator
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -116,7 +116,9 @@ def read_client_csv(
         parsed = _parse_fast(raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter, fail=fail,
                              readers=readers)  # fmt: skip
     if parsed is None:
-        parsed = _parse_python(raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter, fail=fail)
+        parsed = _parse_python(
+            raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter, fail=fail
+        )
     del raw
     values, columns, line_nos, ts_index = parsed.values, parsed.columns, parsed.line_nos, parsed.ts_index
     if policy.clean:  # standardisation from the data needs finite variances; a given model brings its own
@@ -130,7 +132,9 @@ def read_client_csv(
         if order is not None:
             values, timestamps, rows_sorted = values[order], timestamps[order], True
             warnings.warn(
-                FedGCWarning(f"client {client!r}: data file {str(path)!r}: rows were not in timestamp order; sorted them"),
+                FedGCWarning(
+                    f"client {client!r}: data file {str(path)!r}: rows were not in timestamp order; sorted them"
+                ),
                 stacklevel=2,
             )
     del parsed
@@ -255,7 +259,11 @@ _BOM = b"\xef\xbb\xbf"
 _FAST_BYTES = bytes(range(0x20, 0x7F)).replace(b'"', b"") + b"\t\n\r"
 # Every spelling of the missing markers that `.lower()` maps onto one (pyarrow and pandas match them exactly).
 _NA_SPELLINGS = sorted(
-    {"".join(chars) for marker in MISSING_MARKERS for chars in itertools.product(*({c.lower(), c.upper()} for c in marker))}
+    {
+        "".join(chars)
+        for marker in MISSING_MARKERS
+        for chars in itertools.product(*({c.lower(), c.upper()} for c in marker))
+    }
 )
 _FAST_TABLE = np.zeros(256, dtype=bool)
 _FAST_TABLE[list(_FAST_BYTES)] = True
@@ -360,27 +368,25 @@ def _line_layout(data: np.ndarray, sep: int | None) -> tuple[np.ndarray, np.ndar
     delimiter `sep`, the cells on each line (its delimiters + 1; for sep None, the cells are not counted: an
     empty array). None when `data` holds a control byte other than tab, LF and CR, or a CR that is not
     followed by a LF (the other bytes are ASCII and no quote: checked before). One pass over the bytes, in
-    blocks of _COUNT_BLOCK bytes (no file-sized temporary), looking only at the control bytes and delimiters."""
+    blocks of _COUNT_BLOCK bytes (no file-sized temporary): the control bytes' positions give the line breaks,
+    the delimiters' positions the cells (a line's delimiters: those between its break and the one before)."""
     parts, at_breaks = [np.zeros(1, dtype=np.int64)], []
     total = 0  # delimiters before the current block
     for a in range(0, data.size, _COUNT_BLOCK):
         block = data[a : a + _COUNT_BLOCK]
-        marks = block < 0x20
-        if sep is not None and sep >= 0x20:
-            np.logical_or(marks, block == sep, out=marks)
-        hits = np.flatnonzero(marks)
+        hits = np.flatnonzero(block < 0x20)
         kinds = block[hits]
         if not _FAST_TABLE[kinds].all():
             return None
         cr = hits[kinds == 13] + (a + 1)
         if cr.size and not (data[cr] == 10).all():  # data ends in neither CR nor LF: cr < data.size
             return None
-        breaks = kinds == 10
-        parts.append(hits[breaks] + (a + 1))
+        breaks = hits[kinds == 10]
+        parts.append(breaks + (a + 1))
         if sep is not None:
-            count = np.cumsum(kinds == sep) + total  # delimiters up to each hit
-            at_breaks.append(count[breaks])
-            total = int(count[-1]) if count.size else total
+            seps = hits[kinds == sep] if sep < 0x20 else np.flatnonzero(block == sep)
+            at_breaks.append(np.searchsorted(seps, breaks) + total)  # delimiters before each break
+            total += seps.size
     starts = np.concatenate(parts)
     if sep is None:
         return starts, np.empty(0, dtype=np.int64)
@@ -615,10 +621,7 @@ def _parse_timestamps(cells: list[str], line_nos, label: str, fail) -> np.ndarra
         for i, c in enumerate(cells):
             d = _parse_datetime(c)
             if d is None:
-                raise fail(
-                    f"row {line_nos[i]}, timestamp {label}: {c!r} is neither a number "
-                    "nor an ISO-8601 datetime"
-                )
+                raise fail(f"row {line_nos[i]}, timestamp {label}: {c!r} is neither a number nor an ISO-8601 datetime")
             parsed.append(d)
         aware = [d.tzinfo is not None for d in parsed]
         if any(aware) and not all(aware):
@@ -627,7 +630,7 @@ def _parse_timestamps(cells: list[str], line_nos, label: str, fail) -> np.ndarra
         if aware[0]:
             for i, d in enumerate(parsed):
                 try:
-                    parsed[i] = d.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+                    parsed[i] = d.astimezone(_dt.UTC).replace(tzinfo=None)
                 except OverflowError:
                     raise fail(f"row {line_nos[i]}, timestamp {label}: {cells[i]!r} is out of range in UTC") from None
         ts = np.array(parsed, dtype="datetime64[us]")

@@ -157,6 +157,8 @@ def main() -> None:
         scratch.cleanup()
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     st.stop = True
+    if rc != 0:  # the folder may hold an earlier run's result.json: no table from it
+        sys.exit(f"fedgc run failed (exit {rc}); no measurements")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = json.loads((args.out / "result.json").read_text())
     record = {"rc": rc, "files": len(args.files), "imports_s": t_imports, "run_s": wall, "run_cpu_s": cpu, "ru_maxrss_mb": peak,

@@ -227,20 +227,6 @@ def test_a_file_pyarrow_reads_loads_no_pandas(tmp_path):
     assert proc.stdout.split() == ["True", "False", "True", "True"]
 
 
-def test_small_files_read_with_numpy_load_neither_pyarrow_nor_pandas(tmp_path):
-    path = tmp_path / "small.csv"
-    path.write_text("a,b\n1,2\n3,4\n")
-    code = textwrap.dedent(f"""
-        import sys
-        from fedgc.data.csv import read_client_csv
-        read_client_csv({str(path)!r}, client="a", reader="numpy")
-        print("pyarrow" in sys.modules, "pandas" in sys.modules, "fedgc.data.csv_numpy" in sys.modules)
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["False", "False", "True"]
-
-
 def test_the_readers_are_looked_up_under_these_names():
     """fedgc.data.csv imports its readers by name, pyarrow's first: a renamed module cannot go unnoticed."""
     assert data.FAST_CHAIN == (arrow.__name__, pandas_reader.__name__) == (data.FAST_PARSER, data.PANDAS_PARSER)

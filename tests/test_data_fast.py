@@ -35,7 +35,7 @@ FAST = settings(max_examples=300, deadline=None, derandomize=True, database=None
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # fmt: skip
 
 
-def outcome(path, kwargs: dict, fast: bool, reader: str = "pandas"):
+def outcome(path, kwargs: dict, fast: bool):
     """What reading `path` gives: ("error", message) or ("table", ...), plus the warnings' messages."""
     saved = data.FAST_PATH
     data.FAST_PATH = fast
@@ -43,7 +43,7 @@ def outcome(path, kwargs: dict, fast: bool, reader: str = "pandas"):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                t = data.read_client_csv(path, client=CLIENT, reader=reader, **kwargs)
+                t = data.read_client_csv(path, client=CLIENT, **kwargs)
             except DataError as exc:
                 result = ("error", str(exc))
             else:
@@ -126,36 +126,6 @@ def plain_bytes(raw: bytes) -> bool:
     every CR in a CRLF."""
     start = len(data._BOM) if raw.startswith(data._BOM) else 0
     return raw.translate(None, data._FAST_BYTES) == raw[:start] and raw.count(b"\r") == raw.count(b"\r\n")
-
-
-@FAST
-@given(case=plain_file())
-def test_numpy_reader_reads_like_the_python_parser(tmp_path, case):
-    """reader="numpy" (numpy.loadtxt, then pandas for what it refuses) gives the Python parser's outcome too."""
-    raw, kwargs = case
-    path = tmp_path / "site.csv"
-    path.write_bytes(raw)
-    assert outcome(path, kwargs, True, reader="numpy") == outcome(path, kwargs, False), (raw[:400], kwargs)
-
-
-@pytest.mark.parametrize(
-    "text, numpy_reads",
-    [("a,b\n1,2\n3,-0\n", True), ("1.5;2\r\n3;4e-3\r\n", True), ("\ufeff 0.5  2\n1.5 7\n", True),
-     ("a,b\n1,NA\n3,4\n", False), ("time,a,b\n1,0.5,2\n2,1.5,-1\n", False), ("a,b\n1,1_0\n3,4\n", False)],
-)  # fmt: skip
-def test_numpy_reader_reads_plain_files_without_pandas(tmp_path, monkeypatch, text, numpy_reads):
-    """A file of numbers only is read by numpy.loadtxt (pandas is not asked); one with a missing marker, a
-    timestamp column or a cell loadtxt does not convert goes on to pandas, then to the Python parser."""
-    import fedgc.data.csv_fast
-
-    path = tmp_path / "plain.csv"
-    path.write_bytes(text.encode())
-    expected = outcome(path, {}, False)
-    asked = []
-    read_values = fedgc.data.csv_fast.read_values
-    monkeypatch.setattr(fedgc.data.csv_fast, "read_values", lambda *a, **k: asked.append(1) or read_values(*a, **k))
-    assert outcome(path, {}, True, reader="numpy") == expected
-    assert bool(asked) != numpy_reads
 
 
 def fast_parse(raw: bytes, **options):

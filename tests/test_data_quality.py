@@ -113,27 +113,6 @@ def test_complete_tables_clean_like_tables_with_gaps(held_values):
     assert cleaning.held[0].n_masked == (200 if held_values == "missing" else 0)
 
 
-def test_small_runs_read_their_files_with_numpy(tmp_path, monkeypatch):
-    """A run whose CSV files are small in all reads them with numpy (no pandas import) unless pandas is loaded
-    already; larger runs with pandas' parser."""
-    import sys
-
-    from fedgc.app import clients
-
-    paths = []
-    for k in range(2):
-        paths.append(tmp_path / f"site{k}.csv")
-        write_client_csv(paths[-1], np.random.default_rng(k).standard_normal((50, 3)), columns=["a", "b", "c"])
-    cfg = config_from_files(paths)
-    monkeypatch.delitem(sys.modules, "pandas", raising=False)
-    assert clients.csv_reader(cfg) == "numpy"
-    monkeypatch.setattr(clients, "NUMPY_READER_BYTES", sum(p.stat().st_size for p in paths) - 1)
-    assert clients.csv_reader(cfg) == "pandas"
-    monkeypatch.setattr(clients, "NUMPY_READER_BYTES", 2**30)
-    monkeypatch.setitem(sys.modules, "pandas", object())
-    assert clients.csv_reader(cfg) == "pandas"
-
-
 def test_held_columns_become_missing_between_samples(tmp_path):
     rng = np.random.default_rng(1)
     T = 200

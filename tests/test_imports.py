@@ -128,8 +128,8 @@ def test_a_plain_run_loads_no_optional_dependency_up_to_its_first_round(figures,
     """)
     first = set(next(x for x in lines if x.startswith("FIRST_ROUND=")).split("=", 1)[1].split())
     assert _present(first, OPTIONAL + SLOW) == []
-    # the CSV files went through the fast path (its readers are looked up by name): small files, numpy's
-    assert "fedgc.data.csv_numpy" in first and "pandas" not in first
+    # the CSV files went through the fast path (its readers are looked up by name): pyarrow's, without pandas
+    assert "fedgc.data.csv_fast" in first and "pandas" not in first
     assert (tmp_path / "run" / "gc_heatmap.png").is_file() == figures and ("matplotlib" in modules) == figures
     assert _present(modules, ("torch", "opacus", "flwr", "ray", *SLOW, *LAZY)) == []
     report = (tmp_path / "run" / "report.md").read_text()

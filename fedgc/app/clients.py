@@ -10,7 +10,6 @@ given (.npz) or identified from the client's own data (fedgc.core.local_model.id
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -198,30 +197,13 @@ def write_scenario_files(cfg: RunConfig, data: SyntheticData, directory: Path) -
 # ---------------------------------------------------------------------------------------------- CSV files
 
 
-def read_table(
-    spec: ClientSpec, *, sort_timestamps: bool = False, private: bool = False, reader: str = "pandas"
-) -> ClientTable:
+def read_table(spec: ClientSpec, *, sort_timestamps: bool = False, private: bool = False) -> ClientTable:
     """A client's own CSV file, read with its column policies (fedgc.data.cleaning); a private client
-    takes every column and value as it is (what it uses is the model file's, never the data's decision).
-    reader: read_client_csv's fast reader (csv_reader)."""
+    takes every column and value as it is (what it uses is the model file's, never the data's decision)."""
     return read_client_csv(
         spec.data, client=spec.name, timestamp_column=spec.timestamp_column,
-        policy=ColumnPolicy(clean=False) if private else spec.policy, sort_timestamps=sort_timestamps, reader=reader,
+        policy=ColumnPolicy(clean=False) if private else spec.policy, sort_timestamps=sort_timestamps,
     )  # fmt: skip
-
-
-# Total size of a run's data files up to which they are read by numpy.loadtxt rather than pandas' parser: loadtxt
-# takes ~11 ms more per 1.5 MB file (4000 x 20), importing pandas ~0.25 s (fedgc.data.csv_numpy).
-NUMPY_READER_BYTES = 16 * 2**20
-
-
-def csv_reader(cfg: RunConfig) -> str:
-    """The fast reader of the run's CSV files: "numpy" when they are small in all and pandas is not loaded
-    yet, else "pandas" (the same tables either way)."""
-    if "pandas" in sys.modules:
-        return "pandas"
-    sizes = _data_file_sizes(cfg)
-    return "numpy" if sizes is not None and sum(sizes) <= NUMPY_READER_BYTES else "pandas"
 
 
 def _data_file_sizes(cfg: RunConfig) -> list[int] | None:
@@ -234,9 +216,8 @@ def _data_file_sizes(cfg: RunConfig) -> list[int] | None:
 
 def read_tables(cfg: RunConfig) -> tuple[list[ClientTable], dict[str, ClientData]]:
     """Every client's table on one time axis (cfg.align, fedgc.data.align) and what was done to the data."""
-    align, reader = cfg.align == "timestamp", csv_reader(cfg)
-    tables = [read_table(spec, sort_timestamps=align, private=cfg.privacy is not None, reader=reader)
-              for spec in cfg.clients]  # fmt: skip
+    align = cfg.align == "timestamp"
+    tables = [read_table(spec, sort_timestamps=align, private=cfg.privacy is not None) for spec in cfg.clients]
     rows = None
     if align:
         tables, rows = align_tables(tables)
@@ -269,7 +250,7 @@ def read_sessions(
             sessions.append(_session(cfg, plan, run, snapshots, session_class, i, table))  # type: ignore[arg-type]
         return sessions, summary
 
-    client = partial(_client, cfg, plan, run, snapshots, session_class, csv_reader(cfg))
+    client = partial(_client, cfg, plan, run, snapshots, session_class)
     indices = range(len(cfg.clients))
     if workers == 1 or len(cfg.clients) < 2:
         built = [client(i) for i in indices]
@@ -303,11 +284,10 @@ def _in_processes(cfg: RunConfig, plan: PrivacyPlan | None, session_class: type[
 
 
 def _client(
-    cfg: RunConfig, plan: PrivacyPlan | None, run: str, snapshots: str, session_class: type[ClientSession],
-    reader: str, i: int,
-) -> tuple[ClientSession, tuple[str, ClientData], ClientTable]:  # fmt: skip
+    cfg: RunConfig, plan: PrivacyPlan | None, run: str, snapshots: str, session_class: type[ClientSession], i: int
+) -> tuple[ClientSession, tuple[str, ClientData], ClientTable]:
     """Client i of read_sessions: its session, its data notes and its table's rows and timestamps (no values)."""
-    table = read_table(cfg.clients[i], private=cfg.privacy is not None, reader=reader)
+    table = read_table(cfg.clients[i], private=cfg.privacy is not None)
     notes = (table.client, _data_notes(cfg, table, None))
     shape = table._replace(values=np.empty((table.values.shape[0], 0)))  # rows and timestamps only
     return _session(cfg, plan, run, snapshots, session_class, i, table), notes, shape

@@ -83,7 +83,6 @@ def read_client_csv(
     delimiter: str | None = None,
     policy: ColumnPolicy | None = None,
     sort_timestamps: bool = False,
-    reader: str = "pandas",
 ) -> ClientTable:
     """Read one client's sensor file (format in the module docstring).
 
@@ -99,9 +98,7 @@ def read_client_csv(
     does not read alike (`_parse_fast`); anything else, and
     every file the fast path finds a problem in, by the Python parser (`_parse_python`),
     which defines the format and names the first problem with its row. Both give the same
-    table for every file the fast path accepts (tests/test_data_fast.py). reader="numpy": the fast
-    path tries numpy.loadtxt first (slower per byte, but no pyarrow or pandas import: for a run whose
-    files are all small; fedgc.data.csv_numpy), then pyarrow and pandas.
+    table for every file the fast path accepts (tests/test_data_fast.py).
     """
     path = Path(path)
     policy = ColumnPolicy() if policy is None else policy
@@ -112,9 +109,7 @@ def read_client_csv(
     raw = _read_bytes(path, fail)
     parsed = None
     if FAST_PATH:
-        readers = [FAST_READERS[reader], *FAST_CHAIN] if reader != "pandas" else list(FAST_CHAIN)
-        parsed = _parse_fast(raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter, fail=fail,
-                             readers=readers)  # fmt: skip
+        parsed = _parse_fast(raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter, fail=fail)
     if parsed is None:
         parsed = _parse_python(
             raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter, fail=fail
@@ -154,8 +149,6 @@ FAST_PATH = True
 FAST_PARSER = "fedgc.data.csv_fast"
 PANDAS_PARSER = "fedgc.data.csv_pandas"
 FAST_CHAIN = (FAST_PARSER, PANDAS_PARSER)
-# The other fast reader (read_client_csv's reader="numpy"): numpy.loadtxt, neither pyarrow nor pandas.
-FAST_READERS = {"numpy": "fedgc.data.csv_numpy"}
 
 
 class _Parsed(NamedTuple):

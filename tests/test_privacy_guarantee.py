@@ -302,7 +302,6 @@ def test_ledger_records_spends_and_refuses_past_the_budget(plant, tmp_path):
 def test_a_resumed_private_run_redraws_the_same_release(plant, tmp_path):
     """The client keeps its noise seed in its ledger: resuming re-privatises to the same bits (no second
     release, no second spend)."""
-    _clean(plant)
     cfg = _cfg(plant, budget=12.0)
 
     class Crash(Exception):
@@ -312,9 +311,18 @@ def test_a_resumed_private_run_redraws_the_same_release(plant, tmp_path):
         if record.round == 3:
             raise Crash
 
-    with pytest.raises(Crash):
-        run_local(cfg, mode="run", out_dir=tmp_path, on_round=crash)
-    resumed = run_local(cfg, mode="run", out_dir=tmp_path, resume=True)
+    # The noise is fresh in every run (never from the seed): in ~5 % of draws the shrinkage sets every block
+    # to 0 in round 1, which then is the fixed point (change 0, converged) and round 3 never comes.
+    for attempt in range(6):
+        _clean(plant)
+        out = tmp_path / f"attempt{attempt}"
+        try:
+            run_local(cfg, mode="run", out_dir=out, on_round=crash)
+        except Crash:
+            break
+    else:
+        pytest.fail("no run reached round 3 in 6 draws of the noise")
+    resumed = run_local(cfg, mode="run", out_dir=out, resume=True)
     (entries,) = json.loads(ledger_path(plant / "site1.csv").read_text())["files"].values()
     assert len(entries) == 1 and resumed.fit.resumed_from == 2
     _clean(plant)

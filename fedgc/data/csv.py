@@ -265,22 +265,19 @@ _WS_TABLE[[ord(c) for c in " \t\r\n"]] = True
 _COUNT_BLOCK = 1 << 23  # bytes per block when counting cells per line (bounds the temporaries)
 
 
-def _parse_fast(
-    raw: bytes, *, timestamp_column, min_rows: int, delimiter, fail, readers: Sequence[str] | None = None
-) -> _Parsed | None:
+def _parse_fast(raw: bytes, *, timestamp_column, min_rows: int, delimiter, fail) -> _Parsed | None:
     """The same table as `_parse_python` for a plain file, or None when the file is not plain or has
-    any problem (the Python parser then reads it and names the problem). readers: the modules that read
-    the values, tried in turn (default: FAST_CHAIN)."""
+    any problem (the Python parser then reads it and names the problem). The values are read by the
+    modules of FAST_CHAIN, tried in turn."""
     try:
-        return _parse_fast_unchecked(raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter,
-                                     fail=fail, readers=FAST_CHAIN if readers is None else readers)  # fmt: skip
+        return _parse_fast_unchecked(
+            raw, timestamp_column=timestamp_column, min_rows=min_rows, delimiter=delimiter, fail=fail
+        )
     except (DataError, ValueError, TypeError, OverflowError, csv.Error):  # pandas' ParserError is a ValueError
         return None
 
 
-def _parse_fast_unchecked(
-    raw: bytes, *, timestamp_column, min_rows: int, delimiter, fail, readers: Sequence[str]
-) -> _Parsed | None:
+def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimiter, fail) -> _Parsed | None:
     start = len(_BOM) if raw.startswith(_BOM) else 0
     end = len(raw)
     while end > start and raw[end - 1] in b"\r\n":
@@ -326,7 +323,7 @@ def _parse_fast_unchecked(
     sensor_fields, columns = _columns(header, ts_index, n_fields, fail)
     del data
     read = None
-    for module in readers:
+    for module in FAST_CHAIN:
         read = importlib.import_module(module).read_values(
             raw, sep=None if sep == _WHITESPACE else sep, skip_header=header is not None, n_fields=n_fields,
             ts_index=ts_index, sensor_fields=sensor_fields, n_rows=n_data, na_values=_NA_SPELLINGS,

@@ -43,11 +43,13 @@ class Faulty:
 
     def __init__(self, inner, *, at: int, client: int, fault) -> None:
         self.inner, self.at, self.client, self.fault = inner, at, client, fault
+        self.seen: set[int] = set()  # the round indices exchanged
 
     def clients(self):
         return self.inner.clients()
 
     def exchange(self, augs, request, round_index=None):
+        self.seen.add(round_index)
         out = list(self.inner.exchange(augs, request, round_index=round_index))
         if round_index == self.at and out[self.client] is not None:
             out[self.client] = self.fault(out[self.client])
@@ -252,12 +254,22 @@ def test_private_run_continues_after_a_dropout(tmp_path):
     privacy = PrivacySettings(epsilon=20.0, delta=1e-5, clip=7.0, augmentation_noise=True)
     cfg = replace(_cfg("continue"), privacy=privacy, server=replace(_cfg("continue").server, max_rounds=5))
     plan = privacy_plan(cfg)
-    live = scenario_sessions(cfg, simulate_scenario(cfg), plan)
-    result = run_batch(cfg, Faulty(LocalTransport(live), at=2, client=0, fault=lambda r: None), plan=plan, sessions=live, checkpoint_dir=tmp_path)  # fmt: skip
+    # The noise is fresh in every run, and a draw may end the run before exchange 2: the shrinkage can set
+    # every block to 0 in round 1, a fixed point (converged). On test_privacy_guarantee's plant 5-9 of 150
+    # draws did; here 0 of 300 in one process, but one serial suite run had no dropout at exchange 2.
+    for attempt in range(6):
+        live = scenario_sessions(cfg, simulate_scenario(cfg), plan)
+        faulty = Faulty(LocalTransport(live), at=2, client=0, fault=lambda r: None)
+        out = tmp_path / f"attempt{attempt}"
+        result = run_batch(cfg, faulty, plan=plan, sessions=live, checkpoint_dir=out)
+        if 2 in faulty.seen:
+            break
+    else:
+        pytest.fail("no run reached exchange 2 in 6 draws of the noise")
     assert [(d.client, d.round) for d in result.fit.dropouts] == [("client0", 2)] and result.fit.rounds == 5
     assert np.isfinite(result.fit.A_s[2:, 2:]).all() and result.fit.gc.unknown[0, 1:].all()
     assert len(result.privacy["server_noise_std_per_round"]) == 4
-    assert load_checkpoint(tmp_path).privacy["server_releases"] == 4
+    assert load_checkpoint(out).privacy["server_releases"] == 4
 
 
 def test_on_dropout_must_be_stop_or_continue():

@@ -111,17 +111,25 @@ def test_snapshot_rank_finds_the_state_dimension_and_drops_held_columns() -> Non
 @pytest.mark.parametrize("T, P, lags", [(40, 3, 3), (200, 5, 1), (500, 4, 2), (1000, 7, 4)])
 def test_stacked_lag_gram_is_the_stacked_tables_gram(T: int, P: int, lags: int) -> None:
     z = np.random.default_rng(T).standard_normal((T, P))
-    stacked = np.hstack([z[lags - lag : T - lag] for lag in range(lags + 1)])  # (z_t, z_{t-1}, ..., z_{t-lags})
+    stacked = _stacked(z, range(lags + 1), lags)  # (z_t, z_{t-1}, ..., z_{t-lags})
     np.testing.assert_allclose(stacked_lag_gram(z, lags), stacked.T @ stacked, rtol=1e-13, atol=1e-12)
 
 
-def _canonical_reference(y: np.ndarray, lags: int) -> np.ndarray:
-    """The canonical correlations of the standardised y_t (missing: 0) against its stacked past, by SVD of the
-    whitened cross-covariance of the stacked table (the textbook construction)."""
+def _stacked(z: np.ndarray, lags: range, first: int) -> np.ndarray:
+    """Rows t = first .. T-1 of (z_{t-l} for l in lags), side by side: the stacked table."""
+    return np.hstack([z[first - lag : len(z) - lag] for lag in lags])
+
+
+def _standardised(y: np.ndarray) -> np.ndarray:
+    """y's columns standardised over their observed values, missing cells 0 (the column mean)."""
     z = (y - np.nanmean(y, axis=0)) / np.nanstd(y, axis=0)
-    z = np.where(np.isfinite(z), z, 0.0)
-    T = len(z)
-    future, past = z[lags:], np.hstack([z[lags - lag : T - lag] for lag in range(1, lags + 1)])
+    return np.where(np.isfinite(z), z, 0.0)
+
+
+def _canonical_reference(z: np.ndarray, lags: int) -> np.ndarray:
+    """The canonical correlations of z_t against its stacked past, by SVD of the whitened cross-covariance of
+    the stacked table (the textbook construction)."""
+    future, past = z[lags:], _stacked(z, range(1, lags + 1), lags)
     whiten = lambda S: np.linalg.inv(np.linalg.cholesky(S))
     return np.linalg.svd(whiten(future.T @ future) @ future.T @ past @ whiten(past.T @ past).T, compute_uv=False)
 
@@ -133,10 +141,9 @@ def test_snapshot_correlations_match_the_stacked_table(missing: float) -> None:
     rng = np.random.default_rng(3)
     y[rng.random(y.shape) < missing] = np.nan
     snap = snapshot(y, drop=[1])
-    kept = np.delete(y, 1, axis=1)
-    np.testing.assert_allclose(snap.correlations, _canonical_reference(kept, 3)[: len(snap.correlations)], atol=1e-12)
-    z = (kept - np.nanmean(kept, axis=0)) / np.nanstd(kept, axis=0)
-    np.testing.assert_allclose(snap.series, np.where(np.isfinite(z), z, 0.0) @ snap.directions.T, atol=1e-12)
+    z = _standardised(np.delete(y, 1, axis=1))
+    np.testing.assert_allclose(snap.correlations, _canonical_reference(z, 3)[: len(snap.correlations)], atol=1e-12)
+    np.testing.assert_allclose(snap.series, z @ snap.directions.T, atol=1e-12)
 
 
 @pytest.mark.parametrize("value", [1.5, 0.1, -1234.567])

@@ -189,10 +189,10 @@ def choose_state_dim(
     With explained_variance given: the smallest D reaching that fraction of the variance.
     Otherwise Horn's parallel analysis: keep the leading components whose eigenvalue exceeds the
     `quantile` of the same-rank eigenvalue of data with no cross-sensor structure. For a complete table
-    of more rows than columns that null is the correlation matrix of T rows of P independent Gaussian columns (gaussian_null_quantile,
-    a function of (T, P) alone); with missing values, the second moments of y with each column permuted
-    independently in time (permutation_null: the missing pattern of every pair is kept), `n_permutations`
-    times.
+    of more rows than columns that null is the correlation matrix of T rows of P independent Gaussian
+    columns (gaussian_null_quantile, a function of (T, P) alone); with missing values or T <= P, the second
+    moments of y with each column permuted independently in time (permutation_null: the missing pattern of
+    every pair is kept), `n_permutations` times.
     """
     lam = np.sort(np.asarray(eigenvalues, dtype=float))[::-1]
     T, P = y.shape

@@ -110,11 +110,22 @@ def mixed_data():
     return simulate(replace(SPEC, state_dims=(2, 3, 2, 1)), np.random.default_rng(4))
 
 
-@pytest.mark.parametrize("rows, systems", [(None, "data"), (97, "data"), (None, "mixed_data"), (97, "mixed_data")])
-def test_the_joint_pass_is_what_the_clients_return(rows, systems, request, monkeypatch):
+@pytest.mark.parametrize(
+    "rows, systems, burn_in",
+    [
+        (None, "data", 3),
+        (97, "data", 3),
+        (97, "data", 97),
+        (97, "data", 150),
+        (None, "mixed_data", 3),
+        (97, "mixed_data", 3),
+    ],
+)
+def test_the_joint_pass_is_what_the_clients_return(rows, systems, burn_in, request, monkeypatch):
     """Sent an A_s with the states the joint pass predicts for it (from any earlier round), the clients'
     filters return exactly those states, and the pass's sums are the replies' regression sums, however
-    the window is cut into blocks and whatever the clients' state dimensions."""
+    the window is cut into blocks, wherever the burn-in ends (in the first block, at its end, in the
+    second) and whatever the clients' state dimensions."""
     data = request.getfixturevalue(systems)
     if rows is not None:
         monkeypatch.setattr("fedgc.core.response.BLOCK_ROWS", rows)
@@ -134,16 +145,16 @@ def test_the_joint_pass_is_what_the_clients_return(rows, systems, request, monke
     states = [run_filter(w, s) for w, s in zip(windows, inputs, strict=True)]
     pseudo = [pseudo_observations(w, lagged(h)) for w, h in zip(windows, states, strict=True)]
     base = BaseRound(states, pseudo, inputs, [np.zeros(d) for d in dims])
-    sums, H = joint_pass(A_s, models, base, burn_in=3, keep=True)
+    sums, H = joint_pass(A_s, models, base, burn_in=burn_in, keep=True)
     assert H is not None
     S = lagged(H) @ A_s.T
     back = [run_filter(w, S[:, off[m] : off[m + 1]]) for m, w in enumerate(windows)]
     np.testing.assert_allclose(np.hstack(back), H, rtol=0, atol=1e-9 * np.abs(H).max())
     expected = regression_stats(back, [pseudo_observations(w, lagged(h)) for w, h in zip(windows, back, strict=True)],
-                                burn_in=3)  # fmt: skip
+                                burn_in=burn_in)  # fmt: skip
     for got, want in zip(sums[:3], expected[:3], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
-    assert sums.n == expected.n == T - 3
+    assert sums.n == expected.n == T - burn_in
 
 
 def _response_round(data, rng):

@@ -146,11 +146,11 @@ def predict(
     Everything is over the active clients: models and base in their order, blocks their layout.
     The base round's part of the passes is computed once, and the states of the last A_s tried are kept:
     the solve ends on that A_s when it converges, so no pass is repeated for the states sent."""
-    prepared = prepare_round(models, base)
+    prepared = prepare_round(models, base, burn_in=burn_in)
     last: dict[str, np.ndarray | None] = {"A_s": None, "states": None}
 
     def update(A: np.ndarray) -> np.ndarray:
-        sums, last["states"] = prepared_pass(A, prepared, burn_in=burn_in, keep=True)
+        sums, last["states"] = prepared_pass(A, prepared, keep=True)
         last["A_s"] = A
         if not all(np.all(np.isfinite(x)) for x in (sums.gram, sums.cross, sums.zz)):
             return np.full_like(A, np.nan)  # the joint recursion explodes for this A_s: no prediction there
@@ -162,7 +162,7 @@ def predict(
     if last["A_s"] is fixed.x:
         states = last["states"]
     else:  # the solve gave up on an earlier iterate
-        _, states = prepared_pass(fixed.x, prepared, burn_in=burn_in, keep=True)
+        _, states = prepared_pass(fixed.x, prepared, keep=True)
     assert states is not None
     split = [np.ascontiguousarray(states[:, blocks.slice(m)]) for m in range(len(blocks.dims))]
     return Prediction(fixed.x, split, fixed.residual, fixed.evaluations, fixed.converged)

@@ -31,7 +31,7 @@ Results are [target m, source n] matrices as in fedgc.core.granger.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -42,6 +42,7 @@ from fedgc.core.granger import GCResult, block_strength
 from fedgc.core.hac import CHUNK_VALUES, wald_tests
 from fedgc.core.pair_hac import Mapper, PairLRV, pair_lrvs
 from fedgc.core.regression import Blocks
+from fedgc.core.snapshots import stacked_lag_gram
 
 MAX_LAG = 2
 MIN_STRENGTH = 1.5  # partial first-stage strength (about 1 when a direction adds nothing) to consider a lag
@@ -142,14 +143,11 @@ def _design(x: np.ndarray, dims: Sequence[int], max_lag: int, window: float) -> 
     q = max_lag + 2
     start = max_lag + q
     hp = ema_highpass(x, window)
-    lags = range(max_lag + 1, max_lag + q + 1)
-
-    def instruments(lo: int, hi: int) -> np.ndarray:
-        """Z[lo:hi] = [hp_{t-l} for l in lags], t = start + lo .. start + hi - 1."""
-        return np.hstack([hp[start + lo - lag : start + hi - lag] for lag in lags])
-
+    # Z = [hp_{t-l} for l in lags], t = start .. T - 1: q row ranges of hp, never copied side by side. Its rows
+    # are w_s = (z_s, ..., z_{s-q+1}) of z = hp[:T - max_lag - 1], s = q - 1 .., so Z^T Z is z's stacked lag gram.
+    parts = [hp[start - lag : T - lag] for lag in range(max_lag + 1, max_lag + q + 1)]
+    project = Projector.of(parts, gram=stacked_lag_gram(hp[: T - max_lag - 1], q - 1))
     lagged = {lag: x[start - lag : T - lag] for lag in range(1, max_lag + 1)}
-    project = Projector.of(instruments, n_rows=T - start, width=q * x.shape[1])
     return _Design(x[start:], project, lagged, np.concatenate([[0], np.cumsum(dims)]).astype(int))
 
 
@@ -170,9 +168,6 @@ def _regressors(
     return np.hstack(blocks), cols
 
 
-Rows = Callable[[int, int], np.ndarray]
-
-
 def _row_blocks(n_rows: int, width: int) -> list[tuple[int, int]]:
     """(lo, hi) of the blocks of rows of an (n_rows, width) matrix, CHUNK_VALUES values each."""
     step = max(1, CHUNK_VALUES // max(width, 1))
@@ -180,29 +175,29 @@ def _row_blocks(n_rows: int, width: int) -> list[tuple[int, int]]:
 
 
 class Projector(NamedTuple):
-    """The orthogonal projection onto the columns of Z (N, L): P_Z X = Z (Z^T Z)^{-1} Z^T X, with Z^T Z
-    factored once (Cholesky: the instruments are high-passed lags of a stationary series, well conditioned)
-    and Z visited by blocks of rows (rows(lo, hi) = Z[lo:hi]), so Z is never held whole; when Z^T Z is
-    not well conditioned, an orthonormal basis of Z's column space (SVD, numerically zero directions
-    dropped) is held instead."""
+    """The orthogonal projection onto the columns of Z = [Z_1 | ... | Z_k] (N, L), given as its column groups
+    `parts` (each (N, w_i), e.g. row ranges of one series: views, so Z is never held side by side):
+    P_Z X = Z (Z^T Z)^{-1} Z^T X, with Z^T Z factored once (Cholesky: the instruments are high-passed lags of
+    a stationary series, well conditioned) and every product taken group by group. When Z^T Z is not well
+    conditioned, an orthonormal basis of Z's column space (SVD, numerically zero directions dropped) is the
+    one part instead."""
 
-    rows: Rows
-    n_rows: int
-    width: int
-    factor: tuple[np.ndarray, bool] | None  # Cholesky factor of Z^T Z, or None: rows() is an orthonormal basis
+    parts: tuple[np.ndarray, ...]
+    factor: tuple[np.ndarray, bool] | None  # Cholesky factor of Z^T Z, or None: parts[0] is an orthonormal basis
 
     @classmethod
-    def of(cls, Z: np.ndarray | Rows, *, n_rows: int | None = None, width: int | None = None) -> Projector:
-        """From Z itself, or from rows(lo, hi) with Z's shape (n_rows, width)."""
-        if isinstance(Z, np.ndarray):
-            matrix = Z
-            return cls.of(lambda lo, hi: matrix[lo:hi], n_rows=matrix.shape[0], width=matrix.shape[1])
-        if n_rows is None or width is None:
-            raise ValueError("a row function needs n_rows and width")
-        gram = np.zeros((width, width))
-        for lo, hi in _row_blocks(n_rows, width):
-            block = Z(lo, hi)
-            gram += block.T @ block
+    def of(cls, Z: np.ndarray | Sequence[np.ndarray], *, gram: np.ndarray | None = None) -> Projector:
+        """From Z itself, or from its column groups (arrays with the same rows); gram: Z^T Z, when the caller
+        has it for less than the products of the groups."""
+        parts = (Z,) if isinstance(Z, np.ndarray) else tuple(Z)
+        if gram is None:
+            cuts = np.concatenate([[0], np.cumsum([part.shape[1] for part in parts])]).astype(int)
+            gram = np.empty((int(cuts[-1]), int(cuts[-1])))
+            for i, a in enumerate(parts):
+                for j in range(i + 1):
+                    block = a.T @ a if i == j else a.T @ parts[j]
+                    gram[cuts[i] : cuts[i + 1], cuts[j] : cuts[j + 1]] = block
+                    gram[cuts[j] : cuts[j + 1], cuts[i] : cuts[i + 1]] = block.T
         scale = np.sqrt(np.diag(gram))
         try:
             factor = scipy.linalg.cho_factor(gram, lower=False, check_finite=False)
@@ -212,20 +207,23 @@ class Projector(NamedTuple):
             if np.min(np.abs(np.diag(factor[0])) / np.maximum(scale, 1e-300)) < 1e-6:
                 factor = None
         if factor is not None:
-            return cls(Z, n_rows, width, factor)
-        U, sv, _ = np.linalg.svd(Z(0, n_rows), full_matrices=False)
-        basis = U[:, sv > sv[0] * max(n_rows, width) * np.finfo(np.float64).eps]
-        return cls(lambda lo, hi: basis[lo:hi], n_rows, basis.shape[1], None)
+            return cls(parts, factor)
+        whole = np.hstack(parts)
+        U, sv, _ = np.linalg.svd(whole, full_matrices=False)
+        basis = U[:, sv > sv[0] * max(whole.shape) * np.finfo(np.float64).eps]
+        return cls((basis,), None)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        blocks = _row_blocks(self.n_rows, self.width)
-        ZtX = np.zeros((self.width, X.shape[1]))
-        for lo, hi in blocks:
-            ZtX += self.rows(lo, hi).T @ X[lo:hi]
+        ZtX = np.vstack([part.T @ X for part in self.parts])
         C = ZtX if self.factor is None else scipy.linalg.cho_solve(self.factor, ZtX, check_finite=False)
-        out = np.empty((self.n_rows, X.shape[1]))
-        for lo, hi in blocks:
-            out[lo:hi] = self.rows(lo, hi) @ C
+        cuts = np.concatenate([[0], np.cumsum([part.shape[1] for part in self.parts])]).astype(int)
+        n_rows = self.parts[0].shape[0]
+        out = np.empty((n_rows, X.shape[1]))
+        for lo, hi in _row_blocks(n_rows, X.shape[1]):  # Z C a block of rows at a time: small temporaries
+            block = out[lo:hi]
+            np.matmul(self.parts[0][lo:hi], C[: cuts[1]], out=block)
+            for i in range(1, len(self.parts)):
+                block += self.parts[i][lo:hi] @ C[cuts[i] : cuts[i + 1]]
         return out
 
     def lagged(self, lagged: dict[int, np.ndarray]) -> dict[int, np.ndarray]:

@@ -164,6 +164,29 @@ def test_projector_and_frisch_waugh_refit_equal_a_full_qr_refit() -> None:
     np.testing.assert_allclose(Projector.of(Zc)(X), Qz @ (Qz.T @ X), rtol=1e-9, atol=1e-10)
 
 
+def test_the_design_projects_onto_the_lagged_instruments_side_by_side() -> None:
+    """The design's projector, on row ranges of the high-passed series and with their stacked lag gram,
+    is the projection onto the (N, q R) instrument table built by hand; rows that cross the projector's
+    row blocks included."""
+    rng = np.random.default_rng(8)
+    T, dims, max_lag, window = 3000, [2, 3], 2, 30.0
+    x = _persistent(rng, T, sum(dims), 0.6)
+    d = siv._design(x, dims, max_lag, window)
+    hp = ema_highpass(x, window)
+    q, start = max_lag + 2, 2 * max_lag + 2
+    Z = np.hstack([hp[start - lag : T - lag] for lag in range(max_lag + 1, max_lag + q + 1)])
+    U = np.triu(d.project.factor[0])  # cho_factor leaves the other triangle as it was
+    np.testing.assert_allclose(U.T @ U, Z.T @ Z, rtol=1e-10)
+    Qz, _ = np.linalg.qr(Z)
+    X = d.lagged[1]
+    for rows in (None, 7 * X.shape[1]):  # one block of rows, then blocks of 7 rows
+        with pytest.MonkeyPatch.context() as patch:
+            if rows is not None:
+                patch.setattr(siv, "CHUNK_VALUES", rows)
+            np.testing.assert_allclose(d.project(X), Qz @ (Qz.T @ X), rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(Projector.of(Z)(X), Qz @ (Qz.T @ X), rtol=1e-9, atol=1e-12)
+
+
 def test_pair_tests_equal_one_block_wald_per_pair() -> None:
     rng = np.random.default_rng(5)
     influence, resid = rng.standard_normal((800, 9)), _persistent(rng, 800, 6, 0.5)

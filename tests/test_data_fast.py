@@ -215,6 +215,25 @@ def test_problems_found_by_the_fast_path_keep_their_rows(tmp_path, text, fragmen
     assert outcome(path, {}, True) == outcome(path, {}, False)
 
 
+@pytest.mark.parametrize("chain", [None, (data.PANDAS_PARSER,)])
+@pytest.mark.parametrize("first, bad", [("1,2", "17"), ("1,2", "17,18,0"), ("1,  ", "17")])
+def test_a_ragged_row_past_the_first_lines_reaches_no_parser_that_pads_it(tmp_path, monkeypatch, chain, first, bad):
+    """The cells of a comma-separated file past its first lines are counted only before pandas, which would
+    pad a short row with a missing value: with pyarrow first (which refuses the row), a cell that only pandas
+    reads (a cell of blanks), or pandas alone, the fast path refuses the file and the Python parser names the row."""
+    if chain is not None:
+        monkeypatch.setattr(data, "FAST_CHAIN", chain)
+    rows = [first] + [f"{k},{k + 1}" for k in range(3, 60, 2)]
+    rows[25] = bad  # file line 27, past the _SNIFF_LINES lines that decide the layout
+    text = "\n".join(["a,b", *rows]) + "\n"
+    assert data._parse_fast(text.encode(), timestamp_column="auto", min_rows=2, delimiter=None,
+                            fail=lambda m: DataError(m)) is None  # fmt: skip
+    path = tmp_path / "ragged.csv"
+    path.write_bytes(text.encode())
+    (kind, message), _ = outcome(path, {}, True)
+    assert kind == "error" and "row 27 has" in message
+
+
 def test_large_file_matches_and_is_read_fast(tmp_path):
     rng = np.random.default_rng(7)
     values = rng.normal(size=(20_000, 30))

@@ -149,6 +149,9 @@ FAST_PATH = True
 FAST_PARSER = "fedgc.data.csv_fast"
 PANDAS_PARSER = "fedgc.data.csv_pandas"
 FAST_CHAIN = (FAST_PARSER, PANDAS_PARSER)
+# The parsers of FAST_CHAIN that refuse a row of another number of fields than the first line's (pandas pads
+# a short one with missing values).
+CHECKS_WIDTHS = (FAST_PARSER,)
 
 
 class _Parsed(NamedTuple):
@@ -299,7 +302,10 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
         return None  # one column: a blank line would not show in the cell counts
     if sep != _WHITESPACE and ord(sep) >= 0x7F:
         return None  # a delimiter the file cannot hold (it is ASCII)
-    layout = _line_layout(data, None if sep == _WHITESPACE else ord(sep))
+    # Cells per line are counted here when that is nearly free (a tab is among the control bytes the pass finds
+    # anyway) and before a parser that would pad a short row; pyarrow refuses any row of another width itself.
+    counted = sep == _WHITESPACE or ord(sep) < 0x20
+    layout = _line_layout(data, ord(sep) if sep != _WHITESPACE and counted else None)
     if layout is None:
         return None
     starts, cells = layout
@@ -312,8 +318,10 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
         _check_names(header, fail)
     if sep == _WHITESPACE:
         cells = _whitespace_cells(data, starts)
-    if not (cells == n_fields).all():
+    if counted and not (cells == n_fields).all():
         return None  # a ragged row or a blank line
+    if not counted and any(line.count(sep) + 1 != n_fields for line in head):
+        return None  # the same among the first lines, which decide the header and the timestamp column
     if sep == "\t" and _has_blank_line(data, starts):
         # A line of blanks and tabs only: the Python parser leaves it out, pandas would read a row. With
         # any other delimiter such a line has 1 cell (0 for whitespace), which the count above refuses.
@@ -321,9 +329,13 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
     second = _split([head[1 if header is not None else 0]], sep, [1], fail)
     ts_index = _timestamp_index(timestamp_column, header, second, n_fields, fail)
     sensor_fields, columns = _columns(header, ts_index, n_fields, fail)
-    del data
     read = None
     for module in FAST_CHAIN:
+        if module not in CHECKS_WIDTHS and not counted:
+            layout = _line_layout(data, ord(sep))
+            if layout is None or not (layout[1] == n_fields).all():
+                return None  # a ragged row or a blank line
+            counted = True
         read = importlib.import_module(module).read_values(
             raw, sep=None if sep == _WHITESPACE else sep, skip_header=header is not None, n_fields=n_fields,
             ts_index=ts_index, sensor_fields=sensor_fields, n_rows=n_data, na_values=_NA_SPELLINGS,

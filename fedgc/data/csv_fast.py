@@ -5,7 +5,9 @@ fedgc.data.csv has already decided the file's layout on its raw bytes and first 
 number of fields, timestamp column, rows); `read_values` reads the sensor values into one row-major float64
 array and returns None whenever pyarrow reads anything other than that layout or converts a cell in a way
 float() might not: the file then goes to pandas' parser (fedgc.data.csv_pandas), which also reads the files
-separated by runs of whitespace, and from there to the Python parser, which names the problem.
+separated by runs of whitespace, and from there to the Python parser, which names the problem. pyarrow
+refuses a row of another number of fields itself, so fedgc.data.csv counts a comma file's cells per line
+only before pandas, which would pad a short row.
 
 pyarrow converts a number cell (blanks and tabs around it trimmed) with fast_float, correctly rounded like
 float() (tests/test_data_arrow.py checks it against float() on random decimal strings); what it refuses

@@ -10,6 +10,7 @@ import pytest
 
 from fedgc.core.regression import (
     Blocks,
+    augmentations,
     gd_update,
     group_lasso_row,
     lagged_stack,
@@ -18,6 +19,7 @@ from fedgc.core.regression import (
     regressor_inverse_block,
     row_fit,
     shared_inverse,
+    side_by_side,
 )
 from fedgc.core.window import lagged, prediction_loss
 from fedgc.protocol.session import ClientSession
@@ -114,6 +116,28 @@ def test_regression_stats_burn_in():
     np.testing.assert_allclose(stats.zz, Z.T @ Z, rtol=1e-12)
     np.testing.assert_array_equal(pb.X[0], 0.0)  # h_0 = 0 starts the lagged stack
     np.testing.assert_array_equal(pb.X[1:], pb.H[:-1])
+
+
+@pytest.mark.parametrize("rows", [None, 37])
+def test_sums_and_augmentations_in_blocks_of_rows_equal_the_whole_stack(rows, monkeypatch):
+    """Blocks of rows (side_by_side, column-major) give the whole stack's sums and augmentations, with a
+    nonzero h_0 and blocks that start after the burn-in or inside it."""
+    if rows is not None:
+        monkeypatch.setattr("fedgc.core.regression.STACK_BLOCK_ROWS", rows)
+    pb = _problem(3)
+    rng = np.random.default_rng(9)
+    h0 = [rng.standard_normal(d) for d in DIMS]
+    X, Z = lagged_stack(pb.states, h0), np.hstack(pb.pseudo)
+    np.testing.assert_array_equal(side_by_side(pb.states, 4, 9), np.hstack(pb.states)[4:9])
+    np.testing.assert_array_equal(side_by_side(pb.states, 0, 9, np.concatenate(h0)), X[:10])
+    stats = regression_stats(pb.states, pb.pseudo, burn_in=40, h0=h0)
+    np.testing.assert_allclose(stats.gram, X[40:].T @ X[40:], rtol=1e-12)
+    np.testing.assert_allclose(stats.cross, X[40:].T @ Z[40:], rtol=1e-12)
+    np.testing.assert_allclose(stats.zz, Z[40:].T @ Z[40:], rtol=1e-12)
+    A_s = rng.standard_normal((sum(DIMS), sum(DIMS)))
+    blocks = Blocks.of(DIMS)
+    for m, s in enumerate(augmentations(A_s, pb.states, blocks, h0)):
+        np.testing.assert_allclose(s, X @ A_s[blocks.slice(m)].T, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("diagonal", ["fixed", "joint"])

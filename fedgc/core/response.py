@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fedgc.core.kalman import filter_scan
-from fedgc.core.regression import RegressionStats, relative_change
+from fedgc.core.regression import RegressionStats, relative_change, side_by_side
 
 
 class ResponseModel(NamedTuple):
@@ -120,14 +120,15 @@ def prepare_round(models: Sequence[ResponseModel], base: BaseRound, *, burn_in: 
     h_base, blocks, zeta_gram = h0, [], np.zeros((D, D))
     for a in range(0, T, BLOCK_ROWS):
         b = min(T, a + BLOCK_ROWS)
-        H = np.hstack([h[a:b] for h in base.states])
-        lag_base = np.vstack([h_base[None, :], H[:-1]])
-        drive = H - lag_base @ F.T - np.hstack([s[a:b] for s in base.inputs]) @ G.T
-        zeta = np.hstack([z[a:b] for z in base.pseudo_obs]) + lag_base @ P.T
-        kept = zeta[min(max(burn_in - a, 0), b - a) :]
-        zeta_gram += kept.T @ kept
-        blocks.append(RoundBlock(a, drive, zeta))
-        h_base = H[-1]
+        # transposed, (D, rows) and row-major: the block-diagonal products and sums run along the rows
+        H = side_by_side(base.states, a, b).T
+        lag_base = side_by_side(base.states, a, b - 1, first=h_base).T
+        drive = H - F @ lag_base - G @ side_by_side(base.inputs, a, b).T
+        zeta = side_by_side(base.pseudo_obs, a, b).T + P @ lag_base
+        kept = zeta[:, min(max(burn_in - a, 0), b - a) :]
+        zeta_gram += kept @ kept.T
+        blocks.append(RoundBlock(a, np.ascontiguousarray(drive.T), zeta.T))  # the scan reads the drive by rows
+        h_base = H[:, -1]
     return PreparedRound(F, G, P, h0, tuple(blocks), T, burn_in, zeta_gram)
 
 

@@ -324,7 +324,7 @@ def _parse_fast_unchecked(raw: bytes, *, timestamp_column, min_rows: int, delimi
         return None  # the same among the first lines, which decide the header and the timestamp column
     if sep == "\t" and _has_blank_line(data, starts):
         # A line of blanks and tabs only: the Python parser leaves it out, pandas would read a row. With
-        # any other delimiter such a line has 1 cell (0 for whitespace), which the count above refuses.
+        # any other delimiter such a line has 1 cell (0 for whitespace), which pyarrow or a cell count refuses.
         return None
     second = _split([head[1 if header is not None else 0]], sep, [1], fail)
     ts_index = _timestamp_index(timestamp_column, header, second, n_fields, fail)

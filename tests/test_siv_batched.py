@@ -185,6 +185,12 @@ def test_the_design_projects_onto_the_lagged_instruments_side_by_side() -> None:
                 patch.setattr(siv, "CHUNK_VALUES", rows)
             np.testing.assert_allclose(d.project(X), Qz @ (Qz.T @ X), rtol=1e-9, atol=1e-12)
             np.testing.assert_allclose(Projector.of(Z)(X), Qz @ (Qz.T @ X), rtol=1e-9, atol=1e-12)
+    # a site repeated: collinear instrument groups fall back to an orthonormal basis of Z, however given
+    twice = [np.hstack([part, part[:, :2]]) for part in d.project.parts]
+    Zt = np.hstack(twice)
+    for project in (Projector.of(twice), Projector.of(twice, gram=Zt.T @ Zt)):
+        assert project.factor is None
+        np.testing.assert_allclose(project(X), Qz @ (Qz.T @ X), rtol=1e-8, atol=1e-10)
 
 
 def test_pair_tests_equal_one_block_wald_per_pair() -> None:

@@ -121,7 +121,8 @@ def test_regression_stats_burn_in():
 @pytest.mark.parametrize("rows", [None, 37])
 def test_sums_and_augmentations_in_blocks_of_rows_equal_the_whole_stack(rows, monkeypatch):
     """Blocks of rows (side_by_side, column-major) give the whole stack's sums and augmentations, with a
-    nonzero h_0 and blocks that start after the burn-in or inside it."""
+    nonzero h_0: the sums' blocks start at the burn-in, the augmentations' first block at step 0 (h_0 is
+    its first lagged state)."""
     if rows is not None:
         monkeypatch.setattr("fedgc.core.regression.STACK_BLOCK_ROWS", rows)
     pb = _problem(3)

@@ -377,3 +377,24 @@ def test_docs_config_table_is_the_generated_reference():
     generated = [line for line in config_reference().splitlines() if line.startswith("|")]
     start = docs.index(generated[0])
     assert docs[start : start + len(generated)] == generated
+
+
+def test_the_background_fingerprint_runs_no_pydantic(tmp_path, monkeypatch):
+    """A run hashes its files on a daemon thread; the config's part (pydantic) is done before, on the
+    caller's thread: CPython unwinds a daemon thread when the process exits (a bad file ends the run at
+    once), and pydantic-core's compiled code on that thread aborted the process ('exception not rethrown')."""
+    import threading
+
+    import fedgc.app.checkpoint as checkpoint
+
+    threads: list[str] = []
+    real = checkpoint.to_plain
+    monkeypatch.setattr(
+        checkpoint, "to_plain", lambda cfg: threads.append(threading.current_thread().name) or real(cfg)
+    )
+    rng = np.random.default_rng(3)
+    for name in ("a", "b"):
+        write_client_csv(tmp_path / f"{name}.csv", rng.standard_normal((300, 4)), columns=["s0", "s1", "s2", "s3"])
+    assert main(["run", "--data", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--out", str(tmp_path / "o"),
+                 "--quiet"]) == 0  # fmt: skip
+    assert threads and "fedgc-background" not in threads

@@ -102,10 +102,21 @@ def config_fingerprint(cfg: RunConfig, *, workers: int = DIGEST_WORKERS) -> str:
     """sha256 of everything that determines a run's messages: the config as fedgc.app.config.to_plain writes
     it (paths absolute), without name, engine, evaluation and server.on_dropout, which do not, and the bytes
     of every client file (hashed on `workers` threads)."""
+    return hash_fingerprint(fingerprint_config(cfg), workers=workers)
+
+
+def fingerprint_config(cfg: RunConfig) -> dict[str, Any]:
+    """The config's part of config_fingerprint, as plain data (pydantic's work: see hash_fingerprint)."""
     raw = to_plain(cfg)
     for key in ("name", "engine", "evaluation"):
         del raw[key]
     del raw["server"]["on_dropout"]
+    return raw
+
+
+def hash_fingerprint(raw: dict[str, Any], *, workers: int = DIGEST_WORKERS) -> str:
+    """config_fingerprint from its config part: the client files' bytes and sha256 only, plain Python and C,
+    so it may run on a daemon thread (fedgc.protocol.background) while the process exits."""
     paths = list(dict.fromkeys(c[key] for c in raw["clients"] for key in ("data", "model") if c[key] != "identify"))
     files = dict(zip(paths, _file_digests(paths, workers), strict=True))
     text = json.dumps({"config": raw, "files": files}, sort_keys=True)

@@ -26,7 +26,14 @@ from typing import Any, Protocol
 from threadpoolctl import threadpool_limits
 
 from fedgc.analysis.stream import StreamRecord
-from fedgc.app.checkpoint import CHECKPOINT_FILE, Checkpointing, config_fingerprint, record_error
+from fedgc.app.checkpoint import (
+    CHECKPOINT_FILE,
+    Checkpointing,
+    config_fingerprint,
+    fingerprint_config,
+    hash_fingerprint,
+    record_error,
+)
 from fedgc.app.clients import LOCAL_WORKERS, Clients, alert_references, deployment_files, local_clients
 from fedgc.app.config import ENGINES, RunConfig
 from fedgc.app.evaluation import evaluate
@@ -202,7 +209,10 @@ def _run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnR
     # (pandas), where sha256 does not.
     fingerprint = None
     if cfg.streaming is None and out_dir is not None:
-        fingerprint = in_background(lambda: config_fingerprint(cfg, workers=1))
+        # The config's part here: pydantic's compiled code on the daemon thread aborted the process ("exception
+        # not rethrown") when a bad file ended the run meanwhile (CPython unwinds daemon threads at exit).
+        raw = fingerprint_config(cfg)
+        fingerprint = in_background(lambda: hash_fingerprint(raw, workers=1))
     clients = local_clients(cfg, mode=mode, plan=plan)
     setup_s = time.perf_counter() - t0
     if cfg.streaming is None:

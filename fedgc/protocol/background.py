@@ -11,7 +11,10 @@ T = TypeVar("T")
 
 
 def in_background(work: Callable[[], T]) -> Future[T]:
-    """work() on a daemon thread: a run that fails meanwhile reports its error at once, without waiting for it."""
+    """work() on a daemon thread: a run that fails meanwhile reports its error at once, without waiting for it.
+    The process may then exit while work() runs: CPython ends a daemon thread by unwinding it where it next
+    takes the GIL, and compiled code that catches that unwinding (pydantic-core's Rust, C++ libraries such as
+    pyarrow) aborts the process. So work() runs plain Python, C and Fortran only (sha256, numpy, LAPACK)."""
     future: Future[T] = Future()
 
     def run() -> None:

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fedgc.core.kalman import filter_scan
-from fedgc.core.regression import RegressionStats, relative_change, side_by_side
+from fedgc.core.regression import Blocks, RegressionStats, relative_change, side_by_side
 
 
 class ResponseModel(NamedTuple):
@@ -109,12 +109,11 @@ class PreparedRound(NamedTuple):
 def prepare_round(models: Sequence[ResponseModel], base: BaseRound, *, burn_in: int) -> PreparedRound:
     """The base round's part of `joint_pass` (its docstring) for sums that leave out the first burn_in steps:
     b_t and zeta_t per block, the sum of zeta_t zeta_t^T, and F, G, P block diagonal."""
-    dims = [m.transition.shape[0] for m in models]
-    cuts = np.concatenate([[0], np.cumsum(dims)]).astype(int)
-    D, T = int(cuts[-1]), base.states[0].shape[0]
+    layout = Blocks.of([m.transition.shape[0] for m in models])
+    D, T = layout.total, base.states[0].shape[0]
     F, G, P = np.zeros((D, D)), np.zeros((D, D)), np.zeros((D, D))
     for m, model in enumerate(models):
-        c = slice(int(cuts[m]), int(cuts[m + 1]))
+        c = layout.slice(m)
         F[c, c], G[c, c], P[c, c] = model.transition, model.input_gain, model.lag_gain
     h0 = np.concatenate(list(base.h0)).astype(float)
     h_base, blocks, zeta_gram = h0, [], np.zeros((D, D))

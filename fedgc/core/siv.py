@@ -174,11 +174,6 @@ def _row_blocks(n_rows: int, width: int) -> list[tuple[int, int]]:
     return [(lo, min(n_rows, lo + step)) for lo in range(0, n_rows, step)]
 
 
-def _column_cuts(parts: Sequence[np.ndarray]) -> np.ndarray:
-    """(k + 1,) the first column of every part of [parts[0] | ... | parts[k-1]], then their total width."""
-    return np.concatenate([[0], np.cumsum([part.shape[1] for part in parts])]).astype(int)
-
-
 class Projector(NamedTuple):
     """The orthogonal projection onto the columns of Z = [Z_1 | ... | Z_k] (N, L), given as its column groups
     `parts` (each (N, w_i), e.g. row ranges of one series: views, so Z is never held side by side):
@@ -196,13 +191,13 @@ class Projector(NamedTuple):
         has it for less than the products of the groups."""
         parts = (Z,) if isinstance(Z, np.ndarray) else tuple(Z)
         if gram is None:
-            cuts = _column_cuts(parts)
-            gram = np.empty((int(cuts[-1]), int(cuts[-1])))
+            columns = Blocks.of([part.shape[1] for part in parts])
+            gram = np.empty((columns.total, columns.total))
             for i, a in enumerate(parts):
                 for j in range(i + 1):
                     block = a.T @ a if i == j else a.T @ parts[j]
-                    gram[cuts[i] : cuts[i + 1], cuts[j] : cuts[j + 1]] = block
-                    gram[cuts[j] : cuts[j + 1], cuts[i] : cuts[i + 1]] = block.T
+                    gram[columns.slice(i), columns.slice(j)] = block
+                    gram[columns.slice(j), columns.slice(i)] = block.T
         scale = np.sqrt(np.diag(gram))
         try:
             factor = scipy.linalg.cho_factor(gram, lower=False, check_finite=False)
@@ -221,14 +216,14 @@ class Projector(NamedTuple):
     def __call__(self, X: np.ndarray) -> np.ndarray:
         ZtX = np.vstack([part.T @ X for part in self.parts])
         C = ZtX if self.factor is None else scipy.linalg.cho_solve(self.factor, ZtX, check_finite=False)
-        cuts = _column_cuts(self.parts)
+        columns = Blocks.of([part.shape[1] for part in self.parts])
         n_rows = self.parts[0].shape[0]
         out = np.empty((n_rows, X.shape[1]))
         for lo, hi in _row_blocks(n_rows, X.shape[1]):  # Z C a block of rows at a time: small temporaries
             block = out[lo:hi]
-            np.matmul(self.parts[0][lo:hi], C[: cuts[1]], out=block)
+            np.matmul(self.parts[0][lo:hi], C[columns.slice(0)], out=block)
             for i in range(1, len(self.parts)):
-                block += self.parts[i][lo:hi] @ C[cuts[i] : cuts[i + 1]]
+                block += self.parts[i][lo:hi] @ C[columns.slice(i)]
         return out
 
     def lagged(self, lagged: dict[int, np.ndarray]) -> dict[int, np.ndarray]:

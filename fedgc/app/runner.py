@@ -205,8 +205,7 @@ def _run_local(cfg: RunConfig, *, mode: str, out_dir: Path | None, on_round: OnR
     plan = privacy_plan(cfg)  # before any data is touched
     t0 = time.perf_counter()
     # The checkpoint's fingerprint hashes every client file (5 GB for a year of 1-minute data from 20 sites,
-    # ~7 s of sha256): on a thread of its own while the clients are read, whose parser holds the GIL
-    # (pandas), where sha256 does not.
+    # ~7 s of sha256): on a thread of its own while the clients are read (sha256 releases the GIL).
     fingerprint = None
     if cfg.streaming is None and out_dir is not None:
         # The config's part here: pydantic's compiled code on the daemon thread aborted the process ("exception

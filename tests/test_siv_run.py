@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedgc.app import runner
-from fedgc.app.config import ClientSpec, parse_config
+from fedgc.app import clients, runner
+from fedgc.app.config import ClientOptions, ClientSpec, parse_config
 from fedgc.app.runner import run
 from fedgc.core.siv import siv_tests
 from fedgc.core.snapshots import snapshot
+from fedgc.data import cleaning
 from fedgc.data import ground_truth as gt
 from fedgc.data.csv import write_client_csv
 from fedgc.errors import ConfigError, FedGCError
@@ -162,3 +163,39 @@ def test_auto_falls_back_to_lr_where_the_data_cannot_give_snapshots(tmp_path: Pa
     assert result.fit.gc.test == "lr"
     with pytest.raises(FedGCError, match=r"client 'client0'.*too few"):
         run(parse_config({**raw, "server": {"test": "siv"}}), mode="simulate", out_dir=tmp_path / "siv")
+
+
+def test_a_client_leaves_its_held_columns_out_of_its_snapshot_finding_them_once(tmp_path, monkeypatch) -> None:
+    """The cleaning's search for held analyser columns is the snapshot's: find_held runs once per client (it is a
+    pass over the whole table), and the snapshot is that of the other columns, with or without the cleaning."""
+    rng = np.random.default_rng(7)
+    T = 1200
+    h = np.zeros((T, 2))
+    for t in range(1, T):
+        h[t] = 0.8 * h[t - 1] + rng.standard_normal(2)
+    y = h @ rng.standard_normal((2, 6)) + 0.3 * rng.standard_normal((T, 6))
+    y[:, 4] = y[(np.arange(T) // 5) * 5, 4]  # an analyser: sampled every 5 rows, held in between
+    path = tmp_path / "unit.csv"
+    write_client_csv(path, y, columns=[f"s{j}" for j in range(6)])
+    calls = []
+    find_held = cleaning.find_held
+
+    def counted(values: np.ndarray) -> dict:
+        calls.append(values.shape)
+        return find_held(values)
+
+    monkeypatch.setattr(cleaning, "find_held", counted)
+    monkeypatch.setattr(clients, "find_held", counted)
+    spec = ClientSpec("unit", path, state_dim=2)
+    session = clients.build_session(spec, ClientOptions(), snapshots="siv")
+    assert len(calls) == 1  # the cleaning's
+    table = clients.read_table(spec)
+    assert [c.column for c in table.cleaning.held] == ["s4"] and len(calls) == 2
+    expected = snapshot(np.delete(table.values, 4, axis=1), rank=2).series
+    assert session.snapshot is not None
+    np.testing.assert_allclose(session.snapshot, expected, rtol=1e-10, atol=1e-12)
+    # a table the cleaning has not searched (a private run's): the snapshot searches itself, with the same result
+    unsearched = table._replace(cleaning=table.cleaning._replace(held_searched=False, held=()))
+    again = clients.build_session(spec, ClientOptions(), snapshots="siv", table=unsearched)
+    assert len(calls) == 3
+    np.testing.assert_allclose(again.snapshot, expected, rtol=1e-10, atol=1e-12)

@@ -347,10 +347,12 @@ def build_session(
     if snapshots:
         names = model.columns if model.columns is not None else tuple(table.columns)
         held = {h.column for h in table.cleaning.held}
-        by_name = [j for j, c in enumerate(names) if c in held] if len(names) == values.shape[1] else []
+        named = len(names) == values.shape[1]
+        by_name = [j for j, c in enumerate(names) if c in held] if named else []
         keep = spec.held_values == "keep"
         series = snapshot_series(values, client=spec.name, request=snapshots, held=None if keep else by_name,
-                                 rank=spec.state_dim, where=str(spec.data))  # fmt: skip
+                                 search=not (named and table.cleaning.held_searched), rank=spec.state_dim,
+                                 where=str(spec.data))  # fmt: skip
     return session_class(
         spec.name, model, values, learn_theta=_learns(options, privacy), theta_kind=options.theta,  # type: ignore[arg-type]
         privacy=privacy, snapshot=series,
@@ -363,18 +365,19 @@ def snapshot_request(cfg: RunConfig) -> str:
 
 
 def snapshot_series(
-    values: np.ndarray, *, client: str, request: str = "siv", held: Sequence[int] | None = (), rank: int | None = None,
-    where: str = "",
+    values: np.ndarray, *, client: str, request: str = "siv", held: Sequence[int] | None = (), search: bool = True,
+    rank: int | None = None, where: str = "",
 ) -> np.ndarray | None:  # fmt: skip
     """A client's snapshot series (fedgc.core.snapshots) from its own measurements (T, P): held analyser columns
-    (`held`, plus any find_held finds; held None: none, every column is used) are left out. request '': None;
+    (`held`, plus any find_held finds unless search is False: the cleaning has searched these columns already;
+    held None: none, every column is used) are left out. request '': None;
     'siv': DataError naming the client and file when the data cannot give one; 'auto': then a warning and None
     (the run falls back to the LR test)."""
     if not request:
         return None
     drop: set[int] = set()
     if held is not None:
-        drop = set(held) | set(find_held(values))
+        drop = set(held) | (set(find_held(values)) if search else set())
     try:
         return snapshot(values, drop=sorted(drop), rank=rank, client=client).series
     except ValueError as exc:

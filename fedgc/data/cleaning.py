@@ -55,6 +55,7 @@ class Cleaning(NamedTuple):
     empty_rows: int = 0  # rows with every kept sensor missing (after masking): pure prediction steps
     kept: tuple[int, ...] = ()  # 0-based indices of the kept columns among the file's sensor columns
     file_columns: int = 0  # number of sensor columns in the file
+    held_searched: bool = False  # find_held looked at every kept column: `held` is all it found
 
     def summary(self) -> dict:
         return {
@@ -185,8 +186,9 @@ def apply_policies(
         )
         _warn(f"{where}: held (sampled) column(s) detected, new values {listed}; {action}")
     empty = 0 if complete and not any(h.n_masked for h in held) else int(np.isnan(values).all(axis=1).sum())
+    kept = tuple(keep.tolist())
     cleaning = Cleaning(
-        dropped_missing, dropped_constant, tuple(held), n_missing, empty, tuple(keep.tolist()), len(frac)
+        dropped_missing, dropped_constant, tuple(held), n_missing, empty, kept, len(frac), held_searched=True
     )
     return values, columns, cleaning
 

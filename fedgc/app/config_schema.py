@@ -293,12 +293,17 @@ def reference_table(root: type) -> str:
 def field_docstrings(cls: type) -> dict[str, str]:
     """The docstring under each field of a settings dataclass and of its dataclass bases, by name: the string
     literal that follows the field's annotated assignment in the class body (PEP 257's attribute docstrings),
-    read from the source. Only the reference needs them, so the codecs never parse source (pydantic's
-    use_attribute_docstrings did that for every run, 0.1 s of its start)."""
+    read from the source (none for a class whose source is not installed). Only the reference needs them, so
+    the codecs never parse source (pydantic's use_attribute_docstrings did that for every run, 0.1 s of its
+    start)."""
     docs: dict[str, str] = {}
     for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
-        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0]
-        assert isinstance(body, ast.ClassDef)
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0]
+        except (OSError, TypeError):
+            continue
+        if not isinstance(body, ast.ClassDef):
+            continue
         for stmt, after in zip(body.body, body.body[1:]):
             if (
                 isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(after, ast.Expr)

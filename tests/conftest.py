@@ -11,6 +11,7 @@ module, so the suite works under any pytest import mode.
 from __future__ import annotations
 
 import os
+import signal
 
 # Tiny matrices: multi-threaded BLAS / torch only adds wake-up latency (tens of ms per call on a
 # loaded 2-core machine). Respect an explicit user setting.
@@ -302,3 +303,13 @@ def web() -> SimpleNamespace:
     """Browser helpers for the HTML report tests: open_page, wait_for, console_errors, plot_point, pointer."""
     return SimpleNamespace(open_page=_open_page, wait_for=_wait_for, console_errors=_console_errors,
                            plot_point=_plot_point, pointer=_pointer)  # fmt: skip
+
+
+@pytest.fixture
+def ctrl_c_deliverable():
+    """SIGINT at Python's own handler (KeyboardInterrupt) for the test, then as it was: a shell that starts
+    the suite in the background (`cmd &`) leaves SIGINT ignored, and a test of what a Ctrl-C does needs one
+    to arrive."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -52,7 +52,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert path.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
 
 
-def test_ctrl_c_inside_a_deferred_block_lands_after_it():
+def test_ctrl_c_inside_a_deferred_block_lands_after_it(ctrl_c_deliverable):
     done = []
     with pytest.raises(KeyboardInterrupt), ctrl_c_deferred():
         os.kill(os.getpid(), signal.SIGINT)
@@ -64,7 +64,7 @@ def test_ctrl_c_inside_a_deferred_block_lands_after_it():
     assert done[-1] == "again"
 
 
-def test_ctrl_c_while_a_checkpoint_is_written_saves_that_round_whole(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_while_a_checkpoint_is_written_saves_that_round_whole(tmp_path, monkeypatch, capsys, ctrl_c_deliverable):
     """SIGINT inside np.savez (CI once caught one there: a half-built ZipFile printed a traceback as it was
     collected): the round's checkpoint is finished, then the run stops as on any Ctrl-C, resumable."""
     cfg = tiny_yaml(tmp_path, server={"max_rounds": 6, "tol": 1e-14, "rule": "gd", "learning_rate": 0.01})

@@ -42,7 +42,7 @@ def _ctrl_c_handler(_: int) -> bool:
     return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
-def test_workers_leave_ctrl_c_to_the_parent():
+def test_workers_leave_ctrl_c_to_the_parent(ctrl_c_deliverable):
     """A terminal's Ctrl-C reaches the whole process group: the workers ignore it (no traceback of theirs),
     the parent stops after the pieces under way."""
     assert map_in_processes(_ctrl_c_handler, [0, 1], workers=2) == [True, True]

@@ -8,6 +8,7 @@ import inspect
 import json
 import math
 import operator
+import threading
 import typing
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
+from fedgc.app import checkpoint
 from fedgc.app.checkpoint import config_fingerprint
 from fedgc.app.config import (
     ClientSpec,
@@ -404,10 +406,6 @@ def test_the_background_fingerprint_runs_no_pydantic(tmp_path, monkeypatch):
     """A run hashes its files on a daemon thread; the config's part (pydantic) is done before, on the
     caller's thread: CPython unwinds a daemon thread when the process exits (a bad file ends the run at
     once), and pydantic-core's compiled code on that thread aborted the process ('exception not rethrown')."""
-    import threading
-
-    import fedgc.app.checkpoint as checkpoint
-
     threads: list[str] = []
     real = checkpoint.to_plain
     monkeypatch.setattr(

@@ -13,6 +13,7 @@ from fedgc.core.siv import _tsls, ema_highpass, siv_tests
 from fedgc.core.snapshots import snapshot, snapshot_rank, stacked_lag_gram
 from fedgc.data import ground_truth as gt
 from fedgc.data.cleaning import detect_held
+from fedgc.data.synthetic import SystemSpec, simulate
 
 
 def _ar1(rng: np.random.Generator, n: int, k: int, rho: float) -> np.ndarray:
@@ -157,12 +158,31 @@ def test_snapshot_names_a_constant_column_whatever_its_value(value: float) -> No
         snapshot(y, client="x")
 
 
-def test_siv_finds_only_the_true_edges_of_the_tanks_line() -> None:
-    for seed in (0, 1):
+def test_siv_finds_the_tanks_line_and_few_false_edges() -> None:
+    """Every true edge of the tanks line on 6 seeds, and at most a tenth of the 60 absent pairs declared
+    (BH at 0.05; measured: 2, the reverse edge C -> B once, the independent utility once at p = 0.005)."""
+    false = 0
+    for seed in range(6):
         system = gt.make("tanks", seed)
         ys, _ = gt.simulate(system, 20000, np.random.default_rng(seed))
-        result = siv_tests([snapshot(y).series for y in ys])
-        np.testing.assert_array_equal(_bh_edges(result.log10_pvalue), system.edges)
+        edges = _bh_edges(siv_tests([snapshot(y).series for y in ys]).log10_pvalue)
+        assert np.all(edges[system.edges])
+        false += int(np.sum(edges & ~system.edges))
+    assert false <= 6
+
+
+def test_siv_finds_weak_edges_where_the_lagged_instruments_are_weak() -> None:
+    """States that forget within a few steps (the bench_peers systems): the lagged instruments carry little of
+    x_{t-1}, and the lagged-instrument test alone left the weakest true edge at p 0.1-0.003. The
+    source-instrumented test finds every edge far from the absent pairs."""
+    for seed in range(3):
+        spec = SystemSpec(n_clients=6, state_dims=3, obs_dims=20, edge_density=0.4, n_steps=4000)
+        data = simulate(spec, np.random.default_rng(seed))
+        result = siv_tests([snapshot(y).series for y in data.y])
+        truth, off = data.system.edges.astype(bool), ~np.eye(6, dtype=bool)
+        assert result.log10_pvalue[truth].max() < -8.0
+        assert result.log10_pvalue[off & ~truth].min() > -4.0
+        assert result.via_source[truth].mean() > 0.5
 
 
 def test_siv_selects_a_second_lag_where_the_latent_dynamics_need_it() -> None:
@@ -171,7 +191,11 @@ def test_siv_selects_a_second_lag_where_the_latent_dynamics_need_it() -> None:
     result = siv_tests([snapshot(y).series for y in ys])
     assert result.max_lag == 2
     assert {e.site for e in result.extra} <= {0, 2, 4}  # the latent VAR(2) sites only
-    np.testing.assert_array_equal(_bh_edges(result.log10_pvalue), system.edges)
+    edges = _bh_edges(result.log10_pvalue)
+    assert np.all(edges[system.edges])
+    # one of the 26 absent pairs may be declared at FDR 0.05 (measured: 2 -> 4, two independent sites, p = 0.005;
+    # over 30 seeds 1.7 % of such pairs' p-values are below 0.01)
+    assert np.sum(edges & ~system.edges) <= 1
 
 
 def test_siv_pvalues_on_independent_sites_are_not_piled_at_zero() -> None:

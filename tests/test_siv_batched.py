@@ -9,7 +9,7 @@ import scipy.signal
 
 from fedgc.core import hac, siv
 from fedgc.core.hac import bartlett_lrv, equivalent_df, wald_test, wald_tests
-from fedgc.core.pair_hac import pair_lrvs
+from fedgc.core.pair_hac import ResidualChange, pair_lrvs
 from fedgc.core.siv import Projector, _extension, _pair_tests, _tsls, ema_highpass, siv_tests
 from fedgc.core.snapshots import snapshot
 from fedgc.data import ground_truth as gt
@@ -89,6 +89,16 @@ def test_pair_lrvs_equal_batch_means_pair_by_pair() -> None:
             ref = hac.batch_means_lrv(phi, batches=lrv.batches)
             np.testing.assert_allclose(lrv.S, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
     assert len({lrv.batches for lrv in pair_lrvs(a[:100], u[:100], sources, targets, pairs)}) > 1  # 2 q raised some
+    # every source's residuals changed by its own low-rank term: the pairs of u_n = u - shift_n D_n
+    changes = [ResidualChange(_persistent(rng, N, c, 0.7), rng.standard_normal((c, 5))) for c in (1, 2, 1)]
+    got = pair_lrvs(a, u, sources, targets, pairs, min_rows=40, changes=changes)
+    for (m, n), lrv in zip(pairs, got, strict=True):
+        u_n = u - changes[n].shift @ changes[n].D
+        phi = (a[:, sources[n]][:, :, None] * u_n[:, targets[m]][:, None, :]).reshape(N, -1)
+        ref = hac.batch_means_lrv(phi, batches=lrv.batches)
+        np.testing.assert_allclose(lrv.S, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+    with pytest.raises(ValueError, match="2 residual changes for 3 sources"):
+        pair_lrvs(a, u, sources, targets, pairs, changes=changes[:2])
 
 
 def test_batch_means_wald_is_calibrated_on_persistent_series() -> None:
@@ -162,6 +172,34 @@ def test_projector_and_frisch_waugh_refit_equal_a_full_qr_refit() -> None:
     Zc = np.hstack([Z, Z[:, :2] @ np.ones((2, 1))])
     assert Projector.of(Zc).factor is None
     np.testing.assert_allclose(Projector.of(Zc)(X), Qz @ (Qz.T @ X), rtol=1e-9, atol=1e-10)
+
+
+def test_source_refits_equal_a_full_2sls_with_the_source_among_the_instruments() -> None:
+    """Each source's refit (a rank-k update of the lagged-instrument fit) is the 2SLS of the same regressors
+    on the instruments Z and the source's own high-passed regressors, taken side by side: its coefficient
+    rows, their influence series and its residuals; with lag-2 directions among the regressors."""
+    system = gt.make("var2", 4)
+    ys, _ = gt.simulate(system, 3000, np.random.default_rng(4))
+    x, dims = siv._stack([snapshot(y).series for y in ys])
+    window = siv.highpass_window(x.shape[0])
+    extra = siv.select_lags([x[:, a:b] for a, b in zip(np.cumsum([0, *dims[:-1]]), np.cumsum(dims))], window=window)
+    assert extra
+    d = siv._design(x, dims, 2, window)
+    X, cols = siv._regressors(d.lagged, d.offsets, extra)
+    fit = _tsls(d.Y, X, d.project(X))
+    own = siv._regressors(d.highpassed, d.offsets, extra)[0]
+    sources = [np.asarray(c) for c in cols]
+    refits = siv._source_refits(fit, d.Y, X, d.project, own, sources, window)
+    Z = np.hstack(d.project.parts)
+    for n, c in enumerate(sources):
+        Q, _ = np.linalg.qr(np.hstack([Z, own[:, c]]))
+        full = _tsls(d.Y, X, Q @ (Q.T @ X))
+        np.testing.assert_allclose(refits.B[c], full.B[c], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(refits.influence[:, c], full.influence()[:, c], rtol=1e-8, atol=1e-10)
+        change = refits.changes[n]
+        np.testing.assert_allclose(
+            refits.resid - change.shift @ change.D, siv._residual_highpass(full.resid, window), rtol=1e-8, atol=1e-10
+        )
 
 
 def test_the_design_projects_onto_the_lagged_instruments_side_by_side() -> None:

@@ -26,6 +26,16 @@ under an AR(0.999) drift had median 0.85 at T = 20000). Removing the residuals' 
 instruments' own window W would also remove the part that leaks through the gain: anti-conservative
 under a strong drift (design.md §6b). The lag selection tests a candidate target by target with the same
 covariance (its coefficients in one target site's equations) and takes M times the smallest p-value.
+
+Two tests of every pair, the smaller p-value doubled (Bonferroni). The lagged-instrument test above is
+consistent but its instruments are weak where the states forget fast. Under "n does not Granger-cause m"
+m's equations hold none of n's snapshot noise e^n (given that the sites' snapshot noises are independent
+of each other and of the process noise), so n's own past is a valid instrument there, and for n's
+regressors it is a strong one: the source-instrumented test refits with n's own high-passed regressors
+among the instruments (_source_refits; one refit per source, all sources through the same products) and
+tests n's block. Under the alternative that refit's coefficients are attenuated by e^n (its instrument is
+then not valid), so it loses where n's snapshot is noisy against what the other regressors leave of it:
+weakly observed or slow states, where the lagged test is the stronger. Measurements: docs/robustness.md.
 Results are [target m, source n] matrices as in fedgc.core.granger.
 """
 
@@ -40,7 +50,7 @@ import scipy.linalg
 from fedgc.core.fdr import benjamini_hochberg
 from fedgc.core.granger import GCResult, block_strength
 from fedgc.core.hac import CHUNK_VALUES, wald_tests
-from fedgc.core.pair_hac import Mapper, PairLRV, pair_lrvs
+from fedgc.core.pair_hac import Mapper, PairLRV, ResidualChange, pair_lrvs
 from fedgc.core.regression import Blocks
 from fedgc.core.snapshots import stacked_lag_gram
 
@@ -63,9 +73,12 @@ class LagDirection(NamedTuple):
 class SIVResult(NamedTuple):
     """Every matrix (M, M), [target m, source n], diagonal NaN (dof 0).
 
-    statistic: Wald statistic W;  dof: q = r_m x (number of n's regressors);  log10_pvalue: of F(q, B - q);
-    coef_norm: ||B^{mn}|| Frobenius norm of n's coefficients in m's equations (snapshot units);
-    batches: B, the batch-means covariance's batches (int);
+    log10_pvalue: twice the smaller p-value of the pair's two tests (module docstring), at most 1;
+    statistic: W of that test;  dof: its q = r_m x (number of n's regressors);  batches: its B, the
+    batch-means covariance's batches (int) of its F(q, B - q) reference;
+    via_source: True where the smaller p-value is the source-instrumented test's (bool, False on the diagonal);
+    coef_norm: ||B^{mn}|| Frobenius norm of n's coefficients in m's equations, from the lagged-instrument
+    fit (consistent under either hypothesis; snapshot units);
     ranks: r_m per site;  extra: the lag-2 directions chosen;  max_lag: P;  window: W of the high-pass;
     n_obs: N rows of the regression;  n_regressors: K."""
 
@@ -74,6 +87,7 @@ class SIVResult(NamedTuple):
     log10_pvalue: np.ndarray
     coef_norm: np.ndarray
     batches: np.ndarray
+    via_source: np.ndarray
     ranks: tuple[int, ...]
     extra: tuple[LagDirection, ...]
     max_lag: int
@@ -130,11 +144,12 @@ def _inv_sqrt(S: np.ndarray) -> np.ndarray:
 
 class _Design(NamedTuple):
     """Rows t = start .. T-1: targets Y (N, R), instruments Z (N, q R) as the projector onto them, lagged
-    x by lag, site offsets."""
+    x by lag, the high-passed series by lag (highpassed[l]_t = z_{t-l}), site offsets."""
 
     Y: np.ndarray
     project: Projector
     lagged: dict[int, np.ndarray]
+    highpassed: dict[int, np.ndarray]
     offsets: np.ndarray
 
 
@@ -148,7 +163,8 @@ def _design(x: np.ndarray, dims: Sequence[int], max_lag: int, window: float) -> 
     parts = [hp[start - lag : T - lag] for lag in range(max_lag + 1, max_lag + q + 1)]
     project = Projector.of(parts, gram=stacked_lag_gram(hp[: T - max_lag - 1], q - 1))
     lagged = {lag: x[start - lag : T - lag] for lag in range(1, max_lag + 1)}
-    return _Design(x[start:], project, lagged, np.concatenate([[0], np.cumsum(dims)]).astype(int))
+    highpassed = {lag: hp[start - lag : T - lag] for lag in range(1, max_lag + 1)}
+    return _Design(x[start:], project, lagged, highpassed, np.concatenate([[0], np.cumsum(dims)]).astype(int))
 
 
 def _regressors(
@@ -329,20 +345,85 @@ def _site_columns(offsets: np.ndarray) -> list[np.ndarray]:
     return [np.arange(offsets[m], offsets[m + 1]) for m in range(len(offsets) - 1)]
 
 
+class _SourceRefits(NamedTuple):
+    """The 2SLS refits for the tests of every source site n, each with n's own regressors among the
+    instruments (_source_refits): B (K, R) with rows cols[n] n's coefficients in n's refit; influence (N, K)
+    with columns cols[n] their influence series in n's refit; resid (N, R) the fit's residuals and
+    changes[n] n's refit's change to them (pair_hac.ResidualChange), all high-passed as the tests take them
+    (_residual_highpass)."""
+
+    B: np.ndarray
+    influence: np.ndarray
+    resid: np.ndarray
+    changes: list[ResidualChange]
+
+
+def _source_refits(
+    fit: _TSLS, Y: np.ndarray, X: np.ndarray, project: Projector, own: np.ndarray, cols: Sequence[np.ndarray],
+    window: float,
+) -> _SourceRefits:  # fmt: skip
+    """The refits of fit (targets Y, regressors X, instruments Z) for every source n with
+    own[:, cols[n]] (own (N, K): every regressor high-passed) among the instruments.
+
+    Under "n does not Granger-cause m", m's equations hold none of n's snapshot noise, so n's own past is
+    a valid instrument there (module docstring), and a strong one for n's regressors. With
+    eps = own_n - P_Z own_n and Q (N, k') an orthonormal basis of it, P_[Z, own_n] = P_Z + Q Q^T: the
+    instrumented regressors are Xh + Q C, C = Q^T X (k', K), their scaled Gram A + C^T C / N, a rank-k'
+    update of the fit's A = G^-1 (Woodbury, H = (N I + C G C^T)^-1):
+
+        B_n = B + G C^T D,   D = Q^T Y / N - H (C B + C G C^T Q^T Y / N),
+
+    residuals resid - X G C^T D, and the influence series of n's rows (Xh + Q C) V, V = A_n^-1[:, cols[n]] =
+    G[:, cols[n]] - G C^T H (G C^T)[cols[n]]^T. Every product over the rows is taken for all sources at once."""
+    N = X.shape[0]
+    eps = own - project(own)
+    bases = []
+    for c in cols:  # an orthonormal basis of each source's columns of eps: eps[:, c] T
+        w, U = np.linalg.eigh(eps[:, c].T @ eps[:, c])
+        keep = w > max(float(w.max()), 1e-300) * 1e-12
+        bases.append(U[:, keep] / np.sqrt(w[keep]))
+    spans = Blocks.of([T.shape[1] for T in bases])
+    Q = np.empty((N, spans.total))
+    for i, (c, T) in enumerate(zip(cols, bases, strict=True)):
+        np.matmul(eps[:, c], T, out=Q[:, spans.slice(i)])
+    del eps
+    C_all, g_all = Q.T @ X, Q.T @ Y / N
+    GC_all = fit.G @ C_all.T  # (K, K')
+    B = fit.B.copy()
+    V_all = np.empty((X.shape[1], X.shape[1]))
+    CV = []
+    D_all = np.empty((spans.total, Y.shape[1]))
+    for i, c in enumerate(cols):
+        C, g, GC = C_all[spans.slice(i)], g_all[spans.slice(i)], GC_all[:, spans.slice(i)]
+        CGC = C @ GC
+        H = np.linalg.inv(N * np.eye(CGC.shape[0]) + CGC)
+        D_all[spans.slice(i)] = D = g - H @ (C @ fit.B + CGC @ g)
+        B[c] += GC[c] @ D
+        V_all[:, c] = V = fit.G[:, c] - GC @ (H @ GC[c].T)
+        CV.append(C @ V)
+    influence = fit.Xh @ V_all
+    for i, c in enumerate(cols):
+        influence[:, c] += Q[:, spans.slice(i)] @ CV[i]
+    del Q
+    shift = _residual_highpass(X @ GC_all, window)
+    changes = [ResidualChange(shift[:, spans.slice(i)], D_all[spans.slice(i)]) for i in range(len(cols))]
+    return _SourceRefits(B, influence, _residual_highpass(fit.resid, window), changes)
+
+
 def _pair_tests(
-    B: np.ndarray, influence: np.ndarray, resid: np.ndarray, cols: Sequence[Sequence[int]], dims: Sequence[int],
-    max_lag: int,
+    B: np.ndarray, influence: np.ndarray, resid: np.ndarray, cols: Sequence[Sequence[int] | np.ndarray],
+    dims: Sequence[int], max_lag: int, changes: Sequence[ResidualChange] | None = None,
 ) -> tuple[np.ndarray, ...]:  # fmt: skip
     """(W, q, log10 p, ||B^{mn}||, batches) [m, n] of B[cols[n], m's columns] = 0 for every ordered pair (m's
     columns: its dims[m] columns of resid, sites in order; resid the high-passed residuals, see the module
-    docstring): Wald with the batch-means covariance of
-    phi_t = influence_t[cols[n]] (x) resid_t[m's columns] (fedgc.core.pair_hac; batches of at least
-    max_lag + 2 rows, as u is MA(max_lag)) and F(q, B - q)."""
+    docstring, or source n's: resid - changes[n].shift @ changes[n].D): Wald with the batch-means
+    covariance of phi_t = influence_t[cols[n]] (x) resid_t[m's columns] (fedgc.core.pair_hac; batches of
+    at least max_lag + 2 rows, as u is MA(max_lag)) and F(q, B - q)."""
     M = len(cols)
     sources = [np.asarray(c, dtype=int) for c in cols]
     targets = _site_columns(np.concatenate([[0], np.cumsum(dims)]).astype(int))
     pairs = [(m, n) for m in range(M) for n in range(M) if n != m]
-    lrvs = pair_lrvs(influence, resid, sources, targets, pairs, min_rows=max_lag + 2)
+    lrvs = pair_lrvs(influence, resid, sources, targets, pairs, min_rows=max_lag + 2, changes=changes)
     tests = _block_walds(B, influence.shape[0], lrvs, pairs, sources, targets)
     m_idx, n_idx = np.array(pairs).T
     out = []
@@ -501,12 +582,18 @@ def siv_tests(
     X, cols = _regressors(d.lagged, d.offsets, extra)
     fit = _tsls(d.Y, X, _regressors(d.project.lagged(d.lagged), d.offsets, extra)[0])
     N, K = X.shape
-    del d, X  # the high-passed series (the instruments) go with the design
-    influence = fit.influence()
-    B, resid = fit.B, _residual_highpass(fit.resid, window)
-    del fit  # the instrumented regressors and the residuals
-    statistic, dof, log10p, norm, batches = _pair_tests(B, influence, resid, cols, dims, P)
-    return SIVResult(statistic, dof, log10p, norm, batches, tuple(dims), extra, P, window, int(N), int(K))
+    sources = [np.asarray(c, dtype=int) for c in cols]
+    own = _regressors(d.highpassed, d.offsets, extra)[0]
+    refits = _source_refits(fit, d.Y, X, d.project, own, sources, window)
+    del d, X, own  # the high-passed series (the instruments) go with the design
+    lagged = _pair_tests(fit.B, fit.influence(), refits.resid, sources, dims, P)
+    del fit
+    own_past = _pair_tests(refits.B, refits.influence, refits.resid, sources, dims, P, refits.changes)
+    via_source = own_past[2] < lagged[2]
+    statistic, dof, log10p, _, batches = (np.where(via_source, o, g) for o, g in zip(own_past, lagged, strict=True))
+    log10p = np.minimum(0.0, log10p + np.log10(2.0))  # Bonferroni over the two tests
+    norm = lagged[3]  # the fit's blocks: consistent under either hypothesis
+    return SIVResult(statistic, dof, log10p, norm, batches, via_source, tuple(dims), extra, P, window, int(N), int(K))
 
 
 def siv_gc_result(

@@ -104,7 +104,7 @@ def test_json_run_fields(result, written):
     assert data["server"] == {
         "rule": "newton", "max_rounds": 10, "tol": 1e-6, "penalty": 0.0, "diagonal": "fixed",
         "learning_rate": None, "alpha": 0.05, "burn_in": 1, "test": "auto", "on_dropout": "stop",
-        "acceleration": "secant",
+        "acceleration": "secant", "siv_instruments": "both",
     }  # fmt: skip
     assert data["test"] == "lr"  # given models: 'auto' keeps the likelihood-ratio test
     assert data["rounds"] == result.fit.rounds == len(data["history"]) >= 1

@@ -120,6 +120,22 @@ def test_a_run_with_identified_models_uses_siv_and_finds_only_the_true_edges(tan
     assert "| Granger test | snapshot IV" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_a_run_takes_the_lagged_instruments_alone_when_told(tanks_csvs, tmp_path: Path) -> None:
+    specs, system, ys = tanks_csvs
+    server = {"max_rounds": 3, "siv_instruments": "lagged"}
+    cfg = replace(
+        parse_config({"name": "tanks", "evaluation": {"oracle": False}, "server": server}), clients=tuple(specs)
+    )
+    gc = run(cfg, mode="run", out_dir=tmp_path / "run").fit.gc
+    reference = siv_tests([snapshot(y).series for y in ys], instruments="lagged")
+    np.testing.assert_allclose(gc.log10_pvalue, reference.log10_pvalue, rtol=1e-6, atol=1e-9)
+    both = siv_tests([snapshot(y).series for y in ys])
+    off = ~np.eye(system.M, dtype=bool)
+    assert not np.allclose(gc.log10_pvalue[off], both.log10_pvalue[off])
+    with pytest.raises(ConfigError, match=r"server\.siv_instruments must be 'both' or 'lagged'"):
+        parse_config({"name": "tanks", "server": {"siv_instruments": "own"}})
+
+
 def test_siv_alongside_the_rounds_or_after_them_gives_the_same_test(tanks_csvs, tmp_path: Path, monkeypatch) -> None:
     """The SIV test runs on a thread of its own during the rounds (small series) or after them (series over
     SIV_ALONGSIDE_BYTES: memory), with two threads for its pieces (the local engine) or none: the same numbers."""

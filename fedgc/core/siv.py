@@ -59,6 +59,7 @@ MIN_STRENGTH = 1.5  # partial first-stage strength (about 1 when a direction add
 LAG_LEVEL = 0.01  # a lag is added when its Wald test has p < LAG_LEVEL / M
 RESIDUAL_WINDOWS = 3.0  # the residuals in the tests' covariances are high-passed with window 3 W (module docstring)
 MAX_WINDOW = 100.0
+INSTRUMENTS = ("both", "lagged")  # siv_tests(instruments=...): server.siv_instruments
 SELECTION_ROWS = 100_000  # lags are selected on the last rows of longer series (see siv_tests)
 
 
@@ -563,12 +564,17 @@ def _stack(xs: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]]:
 
 def siv_tests(
     xs: Sequence[np.ndarray], *, max_lag: int = MAX_LAG, min_strength: float = MIN_STRENGTH,
-    lag_level: float = LAG_LEVEL, window: float | None = None, parallel_map: Mapper = map,
+    lag_level: float = LAG_LEVEL, window: float | None = None, instruments: str = "both",
+    parallel_map: Mapper = map,
 ) -> SIVResult:  # fmt: skip
     """The SIV Granger test of every ordered pair of sites from their snapshot series xs[m] (T, r_m).
-    parallel_map: map, or a thread pool's map (the same result, its independent pieces in parallel)."""
+    instruments: 'both' (the lagged-instrument and the source-instrumented tests, twice the smaller p-value)
+    or 'lagged' (the first alone; module docstring). parallel_map: map, or a thread pool's map (the same
+    result, its independent pieces in parallel)."""
     if not (isinstance(max_lag, int) and max_lag >= 1):
         raise ValueError(f"max_lag must be an integer >= 1, got {max_lag!r}")
+    if instruments not in INSTRUMENTS:
+        raise ValueError(f"instruments must be one of {INSTRUMENTS}, got {instruments!r}")
     x, dims = _stack(xs)
     window = highpass_window(x.shape[0]) if window is None else float(window)
     recent = x[-SELECTION_ROWS:] - x[-SELECTION_ROWS:].mean(axis=0) if x.shape[0] > SELECTION_ROWS else x
@@ -583,16 +589,22 @@ def siv_tests(
     fit = _tsls(d.Y, X, _regressors(d.project.lagged(d.lagged), d.offsets, extra)[0])
     N, K = X.shape
     sources = [np.asarray(c, dtype=int) for c in cols]
-    own = _regressors(d.highpassed, d.offsets, extra)[0]
-    refits = _source_refits(fit, d.Y, X, d.project, own, sources, window)
-    del d, X, own  # the high-passed series (the instruments) go with the design
-    lagged = _pair_tests(fit.B, fit.influence(), refits.resid, sources, dims, P)
-    del fit
-    own_past = _pair_tests(refits.B, refits.influence, refits.resid, sources, dims, P, refits.changes)
-    via_source = own_past[2] < lagged[2]
-    statistic, dof, log10p, _, batches = (np.where(via_source, o, g) for o, g in zip(own_past, lagged, strict=True))
-    log10p = np.minimum(0.0, log10p + np.log10(2.0))  # Bonferroni over the two tests
-    norm = lagged[3]  # the fit's blocks: consistent under either hypothesis
+    if instruments == "lagged":
+        resid = _residual_highpass(fit.resid, window)
+        del d, X  # the high-passed series (the instruments) go with the design
+        statistic, dof, log10p, norm, batches = _pair_tests(fit.B, fit.influence(), resid, sources, dims, P)
+        via_source = np.zeros(log10p.shape, dtype=bool)
+    else:
+        own = _regressors(d.highpassed, d.offsets, extra)[0]
+        refits = _source_refits(fit, d.Y, X, d.project, own, sources, window)
+        del d, X, own
+        lagged = _pair_tests(fit.B, fit.influence(), refits.resid, sources, dims, P)
+        del fit
+        own_past = _pair_tests(refits.B, refits.influence, refits.resid, sources, dims, P, refits.changes)
+        via_source = own_past[2] < lagged[2]
+        statistic, dof, log10p, _, batches = (np.where(via_source, o, g) for o, g in zip(own_past, lagged, strict=True))
+        log10p = np.minimum(0.0, log10p + np.log10(2.0))  # Bonferroni over the two tests
+        norm = lagged[3]  # the fit's blocks: consistent under either hypothesis
     return SIVResult(statistic, dof, log10p, norm, batches, via_source, tuple(dims), extra, P, window, int(N), int(K))
 
 

@@ -136,10 +136,11 @@ class Rounds:
             self.siv_of_all = in_background(lambda: self.siv(series))
 
     def siv(self, series: Sequence[np.ndarray]) -> SIVResult:
+        instruments = self.config.siv_instruments
         if self.siv_workers < 2:
-            return siv_tests(series)
+            return siv_tests(series, instruments=instruments)
         with ThreadPoolExecutor(self.siv_workers, thread_name_prefix="fedgc-siv") as pool:
-            return siv_tests(series, parallel_map=pool.map)
+            return siv_tests(series, instruments=instruments, parallel_map=pool.map)
 
     def layout(self, st: ProtocolState) -> tuple[list[int], Blocks, np.ndarray]:
         """(active clients, their block layout, A_s restricted to them)."""

@@ -14,6 +14,7 @@ from fedgc.settings_config import SETTINGS_CONFIG
 RULE_NAMES = ("newton", "gd")  # the update rules of fedgc.protocol.rules (its RULES), in that order
 ON_DROPOUT = ("stop", "continue")  # what a client without a valid reply does to the run (fedgc.protocol.dropout)
 ACCELERATIONS = ("secant", "none")  # server.acceleration (fedgc.protocol.acceleration)
+SIV_INSTRUMENTS = ("both", "lagged")  # server.siv_instruments (fedgc.core.siv)
 MESSAGE_FORMATS = ("arrays", "compact")  # how a Flower transport carries a packed buffer (fedgc.protocol.wire)
 GC_TESTS = ("auto", "lr", "siv")  # server.test: the Granger test of the p-values (fedgc.core.granger, fedgc.core.siv)
 # The centralized oracle (fedgc.analysis.oracle) iterates to tol with at least this many rounds allowed: here, so
@@ -48,6 +49,11 @@ class ServerConfig:
     the true local models), 'siv' (snapshot instrumental variables on series the clients send once at setup,
     calibrated with identified models; fedgc.core.siv) or 'auto': 'siv' when a client's model is identified
     and privacy and streaming are off, else 'lr' (docs/robustness.md)."""
+    siv_instruments: Literal["both", "lagged"] = "both"
+    """The SIV test's tests of a pair: 'both' (with lagged instruments, and with the source site's own past
+    among the instruments; twice the smaller p-value) or 'lagged' (the first alone). The second assumes the
+    sites' snapshot noises are independent at the same step: use 'lagged' when sites' sensors share a fast
+    disturbance that their states do not carry on (docs/robustness.md)."""
     on_dropout: Literal["stop", "continue"] = "stop"
     """What a client without a valid reply does to the run: 'stop' (error, last round kept) or 'continue'
     (without it, its pairs unknown; fedgc.protocol.dropout)."""
@@ -64,6 +70,8 @@ class ServerConfig:
             raise ConfigError(f"server.rule must be {' or '.join(map(repr, RULE_NAMES))}, got {self.rule!r}")
         if self.acceleration not in ACCELERATIONS:
             raise ConfigError(f"server.acceleration must be one of {ACCELERATIONS}, got {self.acceleration!r}")
+        if self.siv_instruments not in SIV_INSTRUMENTS:
+            raise ConfigError(f"server.siv_instruments must be one of {SIV_INSTRUMENTS}, got {self.siv_instruments!r}")
         if self.diagonal not in ("fixed", "joint"):
             raise ConfigError(f"server.diagonal must be 'fixed' or 'joint', got {self.diagonal!r}")
         if not (isinstance(self.max_rounds, int) and self.max_rounds >= 1):

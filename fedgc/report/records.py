@@ -51,6 +51,7 @@ class ServerSettings(NamedTuple):
     on_dropout: str
     acceleration: str = "none"  # results written before server.acceleration existed ran the plain rounds
     test: str = "auto"
+    siv_instruments: str = "lagged"  # results written before server.siv_instruments existed: the lagged test alone
 
 
 class Metrics(NamedTuple):

@@ -379,14 +379,14 @@ def _source_refits(
     N = X.shape[0]
     eps = own - project(own)
     bases = []
-    for c in cols:  # an orthonormal basis of each source's columns of eps: eps[:, c] T
+    for c in cols:  # an orthonormal basis of each source's columns of eps: eps[:, c] @ basis
         w, U = np.linalg.eigh(eps[:, c].T @ eps[:, c])
         keep = w > max(float(w.max()), 1e-300) * 1e-12
         bases.append(U[:, keep] / np.sqrt(w[keep]))
-    spans = Blocks.of([T.shape[1] for T in bases])
+    spans = Blocks.of([basis.shape[1] for basis in bases])
     Q = np.empty((N, spans.total))
-    for i, (c, T) in enumerate(zip(cols, bases, strict=True)):
-        np.matmul(eps[:, c], T, out=Q[:, spans.slice(i)])
+    for i, (c, basis) in enumerate(zip(cols, bases, strict=True)):
+        np.matmul(eps[:, c], basis, out=Q[:, spans.slice(i)])
     del eps
     C_all, g_all = Q.T @ X, Q.T @ Y / N
     GC_all = fit.G @ C_all.T  # (K, K')

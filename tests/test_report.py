@@ -107,6 +107,7 @@ def test_json_run_fields(result, written):
         "acceleration": "secant", "siv_instruments": "both",
     }  # fmt: skip
     assert data["test"] == "lr"  # given models: 'auto' keeps the likelihood-ratio test
+    assert data["siv_via_source"] is None
     assert data["rounds"] == result.fit.rounds == len(data["history"]) >= 1
     assert data["converged"] is result.fit.converged
     assert [h["round"] for h in data["history"]] == list(range(1, data["rounds"] + 1))

@@ -11,6 +11,7 @@ import pytest
 
 from fedgc.app import clients, runner
 from fedgc.app.config import ClientOptions, ClientSpec, parse_config
+from fedgc.app.results import load_fit, save_fit
 from fedgc.app.runner import run
 from fedgc.core.siv import siv_tests
 from fedgc.core.snapshots import snapshot
@@ -117,6 +118,10 @@ def test_a_run_with_identified_models_uses_siv_and_finds_only_the_true_edges(tan
     write_outputs(result, tmp_path / "out")
     data = read_result(tmp_path / "out")
     assert data["test"] == "siv" and not schema_errors(data)
+    assert np.array_equal(np.array(data["siv_via_source"], dtype=bool), reference.via_source)
+    # a deployed run's submitter reads the fit from the job's file: which test carried each pair travels too
+    back = load_fit(save_fit(tmp_path / "fit.npz", result.fit)).gc
+    assert back.test == "siv" and np.array_equal(back.via_source, reference.via_source)
     assert "| Granger test | snapshot IV" in (tmp_path / "out" / "report.md").read_text()
 
 

@@ -117,6 +117,8 @@ def encode_fit(fit: FitResult) -> dict[str, np.ndarray]:
     out["converged"] = np.asarray(bool(fit.converged))
     if gc.unknown is not None:
         out["gc_unknown"] = np.asarray(gc.unknown, dtype=bool)
+    if gc.via_source is not None:
+        out["gc_via_source"] = np.asarray(gc.via_source, dtype=bool)
     out["dropouts"] = np.asarray([[d.client, str(d.round), d.reason] for d in fit.dropouts], dtype=str).reshape(-1, 3)
     if fit.resumed_from is not None:  # a deployed submitter reads the fit from this file: keep the resume in it
         out["resumed_from"] = np.asarray(int(fit.resumed_from))
@@ -131,6 +133,7 @@ def decode_fit(arrays: Mapping[str, np.ndarray]) -> FitResult:
         **{k: np.asarray(arrays[f"gc_{k}"]) for k in _GC_ARRAYS},
         unknown=np.asarray(arrays["gc_unknown"], dtype=bool) if "gc_unknown" in arrays else None,
         test=str(arrays["gc_test"]) if "gc_test" in arrays else "lr",
+        via_source=np.asarray(arrays["gc_via_source"], dtype=bool) if "gc_via_source" in arrays else None,
     )
     history = [
         RoundRecord(int(r), float(loss), float(c)) for r, loss, c in np.asarray(arrays["history"]).reshape(-1, 3)

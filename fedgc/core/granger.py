@@ -38,6 +38,8 @@ class GCResult(NamedTuple):
              (every pair known); their matrices are NaN and their edges False.
     test: the test behind statistic, dof and the p-values: 'lr' (this module) or 'siv' (fedgc.core.siv:
           statistic the F-corrected HAC Wald statistic, gc = statistic / N; strength stays the A_s block norm).
+    via_source: test 'siv': (M, M) bool, True where the pair's p-value is the source-instrumented test's
+                (fedgc.core.siv); None for 'lr'.
     """
 
     clients: tuple[str, ...]
@@ -53,6 +55,7 @@ class GCResult(NamedTuple):
     A_s: np.ndarray
     unknown: np.ndarray | None = None
     test: str = "lr"
+    via_source: np.ndarray | None = None
 
 
 def chi2_logsf(stat: np.ndarray, dof: np.ndarray) -> np.ndarray:

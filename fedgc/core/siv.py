@@ -623,5 +623,5 @@ def siv_gc_result(
     edges[off] = benjamini_hochberg(pvalue[off], alpha=alpha)
     return GCResult(
         tuple(clients), blocks.dims, block_strength(A_s, blocks), result.statistic / result.n_obs, result.statistic,
-        result.dof, pvalue, result.log10_pvalue, edges, alpha, A_s, test="siv",
+        result.dof, pvalue, result.log10_pvalue, edges, alpha, A_s, test="siv", via_source=result.via_source,
     )  # fmt: skip

@@ -103,4 +103,5 @@ def embed_gc(
         strength=grow(gc.strength, np.nan, float), gc=grow(gc.gc, np.nan, float),
         statistic=grow(gc.statistic, np.nan, float), dof=grow(gc.dof, 0, int), pvalue=grow(gc.pvalue, np.nan, float),
         log10_pvalue=grow(gc.log10_pvalue, np.nan, float), edges=grow(gc.edges, False, bool), A_s=A_s, unknown=unknown,
+        via_source=None if gc.via_source is None else grow(gc.via_source, False, bool),
     )  # fmt: skip

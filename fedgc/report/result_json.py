@@ -46,13 +46,13 @@ FEDGC_VERSION = str(getattr(fedgc, "__version__", "0.1.0"))
 
 KEYS = (
     "fedgc_version", "name", "engine", "seed", "clients", "dims",
-    "strength", "statistic", "gc", "dof", "pvalue", "log10_pvalue", "edges", "alpha", "test",
+    "strength", "statistic", "gc", "dof", "pvalue", "log10_pvalue", "edges", "alpha", "test", "siv_via_source",
     "A_s", "A_s_note", "server", "rounds", "converged", "history",
     "evaluation", "timings", "communication", "raw_data_bytes", "privacy", "data", "unknown", "resilience",
 )  # fmt: skip
 # Keys added after results were first written: the writer writes them, the schema does not require them, so
 # fedgc inspect still reads an older result.json (without "test": the LR test, the only one there was).
-ADDED_KEYS = ("test",)
+ADDED_KEYS = ("test", "siv_via_source")
 EVALUATION_KEYS = (
     "auroc", "auprc", "precision", "recall", "f1",
     "relative_error_vs_truth", "relative_error_vs_oracle", "oracle_relative_error_vs_truth",
@@ -98,6 +98,9 @@ def result_dict(result: RunResult) -> dict:
         "edges": [[None if unknown[m, n] else bool(gc.edges[m, n]) for n in range(M)] for m in range(M)],
         "alpha": float(gc.alpha),
         "test": str(gc.test),
+        "siv_via_source": None
+        if gc.via_source is None
+        else [[None if unknown[m, n] else bool(gc.via_source[m, n]) for n in range(M)] for m in range(M)],
         "A_s": jsonable(np.asarray(fit.A_s, dtype=float)),
         "A_s_note": A_S_NOTE,
         "server": jsonable(to_plain(cfg.server)),

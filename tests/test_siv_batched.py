@@ -198,7 +198,10 @@ def test_source_refits_equal_a_full_2sls_with_the_source_among_the_instruments()
         np.testing.assert_allclose(refits.influence[:, c], full.influence()[:, c], rtol=1e-8, atol=1e-10)
         change = refits.changes[n]
         np.testing.assert_allclose(
-            refits.resid - change.shift @ change.D, siv._residual_highpass(full.resid, window), rtol=1e-8, atol=1e-10
+            siv._residual_highpass(fit.resid, window) - change.shift @ change.D,
+            siv._residual_highpass(full.resid, window),
+            rtol=1e-8,
+            atol=1e-10,
         )
 
 

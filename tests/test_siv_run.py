@@ -13,7 +13,7 @@ from fedgc.app import clients, runner
 from fedgc.app.config import ClientOptions, ClientSpec, parse_config
 from fedgc.app.results import load_fit, save_fit
 from fedgc.app.runner import run
-from fedgc.core.siv import siv_tests
+from fedgc.core.siv import INSTRUMENTS, siv_tests
 from fedgc.core.snapshots import snapshot
 from fedgc.data import cleaning
 from fedgc.data import ground_truth as gt
@@ -22,6 +22,7 @@ from fedgc.errors import ConfigError, FedGCError
 from fedgc.protocol import loop, wire
 from fedgc.protocol.loop import snapshot_series
 from fedgc.protocol.messages import ClientInfo
+from fedgc.protocol.settings import SIV_INSTRUMENTS
 from fedgc.report.result_json import read_result, write_outputs
 from fedgc.report.schema import schema_errors
 
@@ -137,6 +138,7 @@ def test_a_run_takes_the_lagged_instruments_alone_when_told(tanks_csvs, tmp_path
     both = siv_tests([snapshot(y).series for y in ys])
     off = ~np.eye(system.M, dtype=bool)
     assert not np.allclose(gc.log10_pvalue[off], both.log10_pvalue[off])
+    assert SIV_INSTRUMENTS == INSTRUMENTS  # the setting's values (fedgc.protocol) are the test's (fedgc.core)
     with pytest.raises(ConfigError, match=r"server\.siv_instruments must be 'both' or 'lagged'"):
         parse_config({"name": "tanks", "server": {"siv_instruments": "own"}})
 

@@ -349,13 +349,11 @@ def _site_columns(offsets: np.ndarray) -> list[np.ndarray]:
 class _SourceRefits(NamedTuple):
     """The 2SLS refits for the tests of every source site n, each with n's own regressors among the
     instruments (_source_refits): B (K, R) with rows cols[n] n's coefficients in n's refit; influence (N, K)
-    with columns cols[n] their influence series in n's refit; resid (N, R) the fit's residuals and
-    changes[n] n's refit's change to them (pair_hac.ResidualChange), all high-passed as the tests take them
-    (_residual_highpass)."""
+    with columns cols[n] their influence series in n's refit; changes[n] n's refit's change to the fit's
+    residuals (pair_hac.ResidualChange), high-passed as the tests take them (_residual_highpass)."""
 
     B: np.ndarray
     influence: np.ndarray
-    resid: np.ndarray
     changes: list[ResidualChange]
 
 
@@ -408,7 +406,7 @@ def _source_refits(
     del Q
     shift = _residual_highpass(X @ GC_all, window)
     changes = [ResidualChange(shift[:, spans.slice(i)], D_all[spans.slice(i)]) for i in range(len(cols))]
-    return _SourceRefits(B, influence, _residual_highpass(fit.resid, window), changes)
+    return _SourceRefits(B, influence, changes)
 
 
 def _pair_tests(
@@ -589,18 +587,20 @@ def siv_tests(
     fit = _tsls(d.Y, X, _regressors(d.project.lagged(d.lagged), d.offsets, extra)[0])
     N, K = X.shape
     sources = [np.asarray(c, dtype=int) for c in cols]
-    if instruments == "lagged":
-        resid = _residual_highpass(fit.resid, window)
-        del d, X  # the high-passed series (the instruments) go with the design
-        statistic, dof, log10p, norm, batches = _pair_tests(fit.B, fit.influence(), resid, sources, dims, P)
-        via_source = np.zeros(log10p.shape, dtype=bool)
-    else:
+    resid = _residual_highpass(fit.resid, window)
+    refits = None
+    if instruments == "both":
         own = _regressors(d.highpassed, d.offsets, extra)[0]
         refits = _source_refits(fit, d.Y, X, d.project, own, sources, window)
-        del d, X, own
-        lagged = _pair_tests(fit.B, fit.influence(), refits.resid, sources, dims, P)
-        del fit
-        own_past = _pair_tests(refits.B, refits.influence, refits.resid, sources, dims, P, refits.changes)
+        del own
+    del d, X  # the high-passed series (the instruments) go with the design
+    lagged = _pair_tests(fit.B, fit.influence(), resid, sources, dims, P)
+    del fit
+    if refits is None:
+        statistic, dof, log10p, norm, batches = lagged
+        via_source = np.zeros(log10p.shape, dtype=bool)
+    else:
+        own_past = _pair_tests(refits.B, refits.influence, resid, sources, dims, P, refits.changes)
         via_source = own_past[2] < lagged[2]
         statistic, dof, log10p, _, batches = (np.where(via_source, o, g) for o, g in zip(own_past, lagged, strict=True))
         log10p = np.minimum(0.0, log10p + np.log10(2.0))  # Bonferroni over the two tests
